@@ -1,0 +1,20 @@
+//! FluxGate's domain: identifiers, roles, validated values, policies and the validation error
+//! that carries field violations.
+//!
+//! Architecture invariant: this crate does no I/O and knows nothing of diesel, tokio, tonic or
+//! protobuf. Every other crate depends on it; it depends on none of them.
+
+mod error;
+mod ids;
+mod policy;
+mod role;
+mod values;
+
+pub use error::{FieldViolation, ValidationError, Violations};
+pub use ids::{SessionId, UserId};
+pub use policy::{LockoutPolicy, PasswordPolicy, Settings, TokenPolicy};
+pub use role::Role;
+pub use values::{DisplayName, Email, Username};
+
+#[cfg(test)]
+mod tests;

@@ -1,0 +1,14 @@
+//! FluxGate's protobuf contracts, package `fluxgate.v1`.
+//!
+//! Rust clients (other internal services, the CLI, the end-to-end tests) depend on this crate
+//! alone: it holds the generated messages, the tonic clients and servers, and the encoded file
+//! descriptor set that the server offers through gRPC reflection.
+
+/// Package `fluxgate.v1`.
+pub mod v1 {
+    #![allow(clippy::all, missing_docs)]
+    tonic::include_proto!("fluxgate.v1");
+}
+
+/// The encoded `FileDescriptorSet` of every FluxGate proto file and its imports.
+pub const FILE_DESCRIPTOR_SET: &[u8] = tonic::include_file_descriptor_set!("fluxgate_descriptor");

@@ -1,0 +1,109 @@
+//! The change log: one row per changed entity that servers cache in memory, numbered by a
+//! revision that grows in commit order (writers hold the write lock). Every server tails it to
+//! keep its directory current, whichever server made the change.
+
+use diesel::prelude::*;
+
+use crate::schema::change_log;
+use crate::{DbConnection, StoreError, StoreResult};
+
+/// Kinds of cached entity.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum EntityKind {
+    /// A user and, with it, its sessions.
+    User,
+    /// One session.
+    Session,
+    /// The run-time settings.
+    Settings,
+}
+
+impl EntityKind {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            EntityKind::User => "user",
+            EntityKind::Session => "session",
+            EntityKind::Settings => "settings",
+        }
+    }
+
+    fn parse(s: &str) -> StoreResult<Self> {
+        match s {
+            "user" => Ok(EntityKind::User),
+            "session" => Ok(EntityKind::Session),
+            "settings" => Ok(EntityKind::Settings),
+            other => Err(StoreError::Corrupt(format!("change_log.entity_kind {other:?}"))),
+        }
+    }
+}
+
+/// One change-log entry.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Change {
+    pub revision: i64,
+    pub kind: EntityKind,
+    pub id: String,
+}
+
+/// The newest revision (0 for an empty log).
+pub fn current(conn: &mut DbConnection) -> StoreResult<i64> {
+    let max: Option<i64> = change_log::table
+        .select(diesel::dsl::max(change_log::revision))
+        .first(conn)?;
+    Ok(max.unwrap_or(0))
+}
+
+/// Entries after `revision`, oldest first, at most `limit`.
+pub fn since(conn: &mut DbConnection, revision: i64, limit: i64) -> StoreResult<Vec<Change>> {
+    let rows: Vec<(i64, String, String)> = change_log::table
+        .filter(change_log::revision.gt(revision))
+        .order(change_log::revision.asc())
+        .limit(limit)
+        .select((change_log::revision, change_log::entity_kind, change_log::entity_id))
+        .load(conn)?;
+    rows.into_iter()
+        .map(|(revision, kind, id)| {
+            Ok(Change {
+                revision,
+                kind: EntityKind::parse(&kind)?,
+                id,
+            })
+        })
+        .collect()
+}
+
+/// Appends entries (inside the write transaction); returns the last revision written.
+pub(crate) fn append(
+    conn: &mut DbConnection,
+    entries: &[(EntityKind, String)],
+    now: i64,
+) -> StoreResult<Option<i64>> {
+    if entries.is_empty() {
+        return Ok(None);
+    }
+    let mut revision = current(conn)?;
+    for (kind, id) in entries {
+        revision += 1;
+        diesel::insert_into(change_log::table)
+            .values((
+                change_log::revision.eq(revision),
+                change_log::entity_kind.eq(kind.as_str()),
+                change_log::entity_id.eq(id),
+                change_log::created_at.eq(now),
+            ))
+            .execute(conn)?;
+    }
+    Ok(Some(revision))
+}
+
+/// Deletes entries older than `before` (micros), keeping the newest one so that the current
+/// revision never goes backwards.
+pub fn prune(conn: &mut DbConnection, before: i64) -> StoreResult<usize> {
+    let newest = current(conn)?;
+    Ok(diesel::delete(
+        change_log::table
+            .filter(change_log::created_at.lt(before))
+            .filter(change_log::revision.lt(newest)),
+    )
+    .execute(conn)?)
+}

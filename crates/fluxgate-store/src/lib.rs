@@ -1,0 +1,230 @@
+//! FluxGate's persistence: diesel on SQLite (the embedded default) and PostgreSQL.
+//!
+//! * [`Store`] owns the r2d2 pool. [`Store::read`] lends a connection; [`Store::write`] runs a
+//!   closure in one transaction that first takes the store-wide write lock, so a change, its
+//!   audit event and its change-log entry commit together or not at all, in one global order.
+//! * Repository modules ([`users`], [`sessions`], …) are plain functions taking `&mut
+//!   DbConnection`, so the server composes several of them inside one transaction.
+//! * Every call blocks: the server runs them on blocking threads, never on async workers.
+//!
+//! Architecture invariant: diesel is used in this crate only. It knows nothing of tokio, tonic
+//! or protobuf.
+
+pub mod audit;
+pub mod changes;
+mod connection;
+mod error;
+pub mod schema;
+pub mod sessions;
+pub mod settings;
+pub mod state;
+pub mod testing;
+pub mod throttle;
+pub mod users;
+
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
+
+use diesel::prelude::*;
+use diesel::connection::SimpleConnection;
+use diesel_migrations::{EmbeddedMigrations, MigrationHarness, embed_migrations};
+
+pub use connection::{Backend, DbConnection, Manager};
+pub use error::{StoreError, StoreResult};
+
+const SQLITE_MIGRATIONS: EmbeddedMigrations = embed_migrations!("../../migrations/sqlite");
+const POSTGRES_MIGRATIONS: EmbeddedMigrations = embed_migrations!("../../migrations/postgres");
+
+/// Advisory lock key held while migrations run on PostgreSQL, so that replicas starting together
+/// apply them once.
+const MIGRATION_LOCK_KEY: i64 = 0x666c_7578_6761_7465; // "fluxgate"
+
+/// Microseconds since the Unix epoch: the store's clock unit.
+pub fn now_micros() -> i64 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map(|d| d.as_micros() as i64)
+        .unwrap_or(0)
+}
+
+/// Pool settings.
+#[derive(Debug, Clone)]
+pub struct PoolOptions {
+    pub max_size: u32,
+    pub connection_timeout: Duration,
+    pub sqlite_busy_timeout: Duration,
+}
+
+impl Default for PoolOptions {
+    fn default() -> Self {
+        Self {
+            max_size: 8,
+            connection_timeout: Duration::from_secs(5),
+            sqlite_busy_timeout: Duration::from_secs(10),
+        }
+    }
+}
+
+/// The database: a pool of connections to one backend.
+#[derive(Clone)]
+pub struct Store {
+    pool: r2d2::Pool<Manager>,
+    backend: Backend,
+}
+
+impl std::fmt::Debug for Store {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Store").field("backend", &self.backend).finish()
+    }
+}
+
+/// A write transaction in progress: the connection plus the change-log entries to append.
+pub struct Tx<'c> {
+    pub conn: &'c mut DbConnection,
+    /// The transaction's clock reading, shared by every row it writes.
+    pub now: i64,
+    changes: Vec<(changes::EntityKind, String)>,
+}
+
+impl Tx<'_> {
+    /// Records that an entity the servers cache has changed; they reload it when they see the
+    /// revision this transaction commits.
+    pub fn changed(&mut self, kind: changes::EntityKind, id: impl Into<String>) {
+        self.changes.push((kind, id.into()));
+    }
+}
+
+/// The result of a committed write, with the change-log revision it produced (if it changed
+/// anything the servers cache).
+#[derive(Debug)]
+pub struct Committed<T> {
+    pub value: T,
+    pub revision: Option<i64>,
+}
+
+impl Store {
+    /// Opens a pool on the database named by `url`. Creates a SQLite file if needed.
+    pub fn open(url: &str, options: &PoolOptions) -> StoreResult<Store> {
+        let (backend, driver_url) = Backend::from_url(url)?;
+        let manager = Manager::new(backend, driver_url, options.sqlite_busy_timeout);
+        let pool = r2d2::Pool::builder()
+            .max_size(options.max_size.max(1))
+            .connection_timeout(options.connection_timeout)
+            .test_on_check_out(false)
+            .build_unchecked(manager);
+        Ok(Store { pool, backend })
+    }
+
+    pub fn backend(&self) -> Backend {
+        self.backend
+    }
+
+    /// Pool usage: (connections open, connections idle).
+    pub fn pool_state(&self) -> (u32, u32) {
+        let s = self.pool.state();
+        (s.connections, s.idle_connections)
+    }
+
+    fn conn(&self) -> StoreResult<r2d2::PooledConnection<Manager>> {
+        Ok(self.pool.get()?)
+    }
+
+    /// Applies pending migrations; returns the names of those applied. On PostgreSQL a session
+    /// advisory lock makes concurrent callers wait for the first one.
+    pub fn migrate(&self) -> StoreResult<Vec<String>> {
+        let mut conn = self.conn()?;
+        let conn = &mut *conn;
+        let run = |conn: &mut DbConnection| -> StoreResult<Vec<String>> {
+            let applied = match conn {
+                DbConnection::Sqlite(c) => c.run_pending_migrations(SQLITE_MIGRATIONS),
+                DbConnection::Postgres(c) => c.run_pending_migrations(POSTGRES_MIGRATIONS),
+            }
+            .map_err(|e| StoreError::Migration(e.to_string()))?;
+            Ok(applied.iter().map(ToString::to_string).collect())
+        };
+        match self.backend {
+            Backend::Sqlite => run(conn),
+            Backend::Postgres => {
+                conn.batch_execute(&format!("SELECT pg_advisory_lock({MIGRATION_LOCK_KEY})"))?;
+                let result = run(conn);
+                conn.batch_execute(&format!("SELECT pg_advisory_unlock({MIGRATION_LOCK_KEY})"))?;
+                result
+            }
+        }
+    }
+
+    /// Reverts every migration, newest first (used by the schema tests).
+    pub fn revert_all(&self) -> StoreResult<()> {
+        let mut conn = self.conn()?;
+        match &mut *conn {
+            DbConnection::Sqlite(c) => c.revert_all_migrations(SQLITE_MIGRATIONS).map(drop),
+            DbConnection::Postgres(c) => c.revert_all_migrations(POSTGRES_MIGRATIONS).map(drop),
+        }
+        .map_err(|e| StoreError::Migration(e.to_string()))
+    }
+
+    /// Runs `f` with a pooled connection, outside any transaction.
+    pub fn read<T, E>(&self, f: impl FnOnce(&mut DbConnection) -> Result<T, E>) -> Result<T, E>
+    where
+        E: From<StoreError>,
+    {
+        let mut conn = self.conn()?;
+        f(&mut conn)
+    }
+
+    /// Runs `f` in one write transaction holding the store-wide write lock, appends the
+    /// change-log entries `f` recorded, and commits. An `Err` from `f` rolls everything back.
+    pub fn write<T, E>(&self, f: impl FnOnce(&mut Tx<'_>) -> Result<T, E>) -> Result<Committed<T>, E>
+    where
+        E: From<StoreError>,
+    {
+        let mut conn = self.conn()?;
+        let conn: &mut DbConnection = &mut conn;
+        conn.transaction::<_, TxError<E>, _>(|conn| {
+            take_write_lock(conn)?;
+            let mut tx = Tx {
+                conn,
+                now: now_micros(),
+                changes: Vec::new(),
+            };
+            let value = f(&mut tx).map_err(TxError::Caller)?;
+            let revision = changes::append(tx.conn, &tx.changes, tx.now)?;
+            Ok(Committed { value, revision })
+        })
+        .map_err(|e| match e {
+            TxError::Caller(e) => e,
+            TxError::Store(e) => E::from(e),
+        })
+    }
+}
+
+/// The first statement of every write transaction: a write to one row, which makes SQLite take
+/// its write lock at once (waiting out the busy timeout rather than failing on upgrade) and
+/// makes PostgreSQL queue writers on a row lock until commit.
+fn take_write_lock(conn: &mut DbConnection) -> StoreResult<()> {
+    use schema::server_state::dsl::*;
+    diesel::update(server_state.filter(key.eq("write_lock")))
+        .set(value.eq("1"))
+        .execute(conn)?;
+    Ok(())
+}
+
+/// Errors inside a transaction closure: the caller's own, or the store's.
+enum TxError<E> {
+    Caller(E),
+    Store(StoreError),
+}
+
+impl<E> From<diesel::result::Error> for TxError<E> {
+    fn from(e: diesel::result::Error) -> Self {
+        TxError::Store(e.into())
+    }
+}
+
+impl<E> From<StoreError> for TxError<E> {
+    fn from(e: StoreError) -> Self {
+        TxError::Store(e)
+    }
+}
+
+#[cfg(test)]
+mod tests;

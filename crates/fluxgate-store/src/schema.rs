@@ -1,0 +1,109 @@
+// The portable schema shared by both backends (see migrations/sqlite and migrations/postgres).
+
+diesel::table! {
+    users (id) {
+        id -> Text,
+        username -> Text,
+        email -> Text,
+        display_name -> Text,
+        role -> Text,
+        active -> Bool,
+        must_change_password -> Bool,
+        password_hash -> Nullable<Text>,
+        search_text -> Text,
+        created_at -> BigInt,
+        updated_at -> BigInt,
+        last_login_at -> Nullable<BigInt>,
+        last_seen_at -> Nullable<BigInt>,
+        version -> BigInt,
+    }
+}
+
+diesel::table! {
+    sessions (id) {
+        id -> Text,
+        user_id -> Text,
+        created_at -> BigInt,
+        expires_at -> BigInt,
+        revoked_at -> Nullable<BigInt>,
+        revoke_reason -> Nullable<Text>,
+    }
+}
+
+diesel::table! {
+    refresh_tokens (token_hash) {
+        token_hash -> Text,
+        session_id -> Text,
+        issued_at -> BigInt,
+        expires_at -> BigInt,
+        used_at -> Nullable<BigInt>,
+    }
+}
+
+diesel::table! {
+    login_throttle (subject) {
+        subject -> Text,
+        failures -> Integer,
+        locked_until -> Nullable<BigInt>,
+        updated_at -> BigInt,
+    }
+}
+
+diesel::table! {
+    settings (name) {
+        name -> Text,
+        value -> Text,
+        version -> BigInt,
+        updated_at -> BigInt,
+    }
+}
+
+diesel::table! {
+    server_state (key) {
+        key -> Text,
+        value -> Text,
+    }
+}
+
+diesel::table! {
+    change_log (revision) {
+        revision -> BigInt,
+        entity_kind -> Text,
+        entity_id -> Text,
+        created_at -> BigInt,
+    }
+}
+
+diesel::table! {
+    audit_events (seq) {
+        seq -> BigInt,
+        occurred_at -> BigInt,
+        actor_id -> Nullable<Text>,
+        actor_name -> Nullable<Text>,
+        actor_role -> Nullable<Text>,
+        action -> Text,
+        target_type -> Text,
+        target_id -> Nullable<Text>,
+        before_json -> Nullable<Text>,
+        after_json -> Nullable<Text>,
+        outcome -> Text,
+        detail -> Nullable<Text>,
+        request_id -> Nullable<Text>,
+        peer_addr -> Nullable<Text>,
+        prev_hash -> Text,
+        hash -> Text,
+    }
+}
+
+diesel::joinable!(sessions -> users (user_id));
+diesel::joinable!(refresh_tokens -> sessions (session_id));
+diesel::allow_tables_to_appear_in_same_query!(
+    users,
+    sessions,
+    refresh_tokens,
+    login_throttle,
+    settings,
+    server_state,
+    change_log,
+    audit_events,
+);

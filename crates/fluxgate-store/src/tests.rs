@@ -1,0 +1,175 @@
+use fluxgate_domain::{Role, Settings, UserId};
+
+use super::*;
+
+/// Runs `check` against a fresh SQLite file and, when reachable, a fresh PostgreSQL schema.
+fn on_both_backends(check: impl Fn(&Store)) {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("t.db");
+    let sqlite = Store::open(path.to_str().unwrap(), &PoolOptions::default()).unwrap();
+    check(&sqlite);
+    if let Some(url) = testing::fresh_postgres_url() {
+        let pg = Store::open(&url, &PoolOptions::default()).unwrap();
+        check(&pg);
+    }
+}
+
+fn new_user<'a>(name: &'a str, email: &'a str, role: Role) -> users::NewUser<'a> {
+    users::NewUser {
+        id: UserId::generate(),
+        username: name,
+        email,
+        display_name: name,
+        role,
+        must_change_password: false,
+        password_hash: Some("x"),
+    }
+}
+
+#[test]
+fn migrations_run_up_down_and_up_again() {
+    on_both_backends(|store| {
+        assert_eq!(store.migrate().unwrap().len(), 1);
+        assert!(store.migrate().unwrap().is_empty(), "second run applies nothing");
+        store.revert_all().unwrap();
+        assert_eq!(store.migrate().unwrap().len(), 1);
+        let n = store.read(|c| users::count(c)).unwrap();
+        assert_eq!(n, 0);
+    });
+}
+
+#[test]
+fn sqlite_runs_in_wal_mode_with_foreign_keys() {
+    let dir = tempfile::tempdir().unwrap();
+    let store = Store::open(dir.path().join("t.db").to_str().unwrap(), &PoolOptions::default()).unwrap();
+    store.migrate().unwrap();
+    // A session for a user that does not exist violates the foreign key.
+    let err = store
+        .write(|tx| sessions::create(tx.conn, fluxgate_domain::SessionId::generate(), UserId::generate(), tx.now, tx.now + 1))
+        .unwrap_err();
+    assert!(matches!(err, StoreError::Conflict(_)), "{err:?}");
+    assert!(dir.path().join("t.db-wal").exists());
+}
+
+#[test]
+fn writes_commit_with_their_change_log_or_not_at_all() {
+    on_both_backends(|store| {
+        store.migrate().unwrap();
+        let c = store
+            .write(|tx| {
+                let u = new_user("ann", "ann@example.com", Role::TeamAdmin);
+                users::insert(tx.conn, &u, tx.now)?;
+                tx.changed(changes::EntityKind::User, u.id.to_string());
+                Ok::<_, StoreError>(u.id)
+            })
+            .unwrap();
+        assert_eq!(c.revision, Some(1));
+        // A failing closure rolls back the insert and its change-log entry.
+        let r: Result<Committed<()>, StoreError> = store.write(|tx| {
+            users::insert(tx.conn, &new_user("bob", "bob@example.com", Role::Requester), tx.now)?;
+            tx.changed(changes::EntityKind::User, "x");
+            Err(StoreError::NotFound)
+        });
+        assert!(r.is_err());
+        store
+            .read(|conn| {
+                assert_eq!(users::count(conn)?, 1);
+                assert_eq!(changes::current(conn)?, 1);
+                let dup = users::insert(conn, &new_user("ann", "other@example.com", Role::Requester), 0);
+                assert!(matches!(dup, Err(StoreError::Conflict(_))), "{dup:?}");
+                Ok::<_, StoreError>(())
+            })
+            .unwrap();
+    });
+}
+
+#[test]
+fn user_listing_filters_and_pages() {
+    on_both_backends(|store| {
+        store.migrate().unwrap();
+        store
+            .write(|tx| {
+                for (name, role) in [("cat", Role::Approver), ("amy", Role::Requester), ("bo_b", Role::Requester)] {
+                    users::insert(tx.conn, &new_user(name, &format!("{name}@example.com"), role), tx.now)?;
+                }
+                Ok::<_, StoreError>(())
+            })
+            .unwrap();
+        store
+            .read(|conn| {
+                let all = users::list(conn, &users::Filter::default(), None, 10)?;
+                let names: Vec<_> = all.iter().map(|u| u.username.as_str()).collect();
+                assert_eq!(names, ["amy", "bo_b", "cat"]);
+                let page2 = users::list(conn, &users::Filter::default(), Some("amy"), 1)?;
+                assert_eq!(page2[0].username, "bo_b");
+                let req = users::Filter { role: Some(Role::Requester), ..Default::default() };
+                assert_eq!(users::list(conn, &req, None, 10)?.len(), 2);
+                // `_` is matched literally, not as a wildcard.
+                let q = users::Filter { query: Some("O_B".into()), ..Default::default() };
+                assert_eq!(users::list(conn, &q, None, 10)?.len(), 1);
+                let q = users::Filter { query: Some("a_y".into()), ..Default::default() };
+                assert_eq!(users::list(conn, &q, None, 10)?.len(), 0);
+                assert_eq!(users::count_active_admins(conn, None)?, 0);
+                Ok::<_, StoreError>(())
+            })
+            .unwrap();
+    });
+}
+
+#[test]
+fn audit_chain_verifies_and_detects_edits() {
+    on_both_backends(|store| {
+        store.migrate().unwrap();
+        for i in 0..3 {
+            store
+                .write(|tx| {
+                    audit::append(
+                        tx.conn,
+                        audit::NewEvent {
+                            action: format!("test.{i}"),
+                            target_type: "test".into(),
+                            outcome: "success".into(),
+                            ..Default::default()
+                        },
+                        tx.now,
+                    )
+                })
+                .unwrap();
+        }
+        assert_eq!(store.read(|c| audit::verify(c)).unwrap(), None);
+        store
+            .read(|c| {
+                use crate::schema::audit_events::dsl::*;
+                diesel::update(audit_events.filter(seq.eq(2)))
+                    .set(action.eq("forged"))
+                    .execute(c)
+                    .map_err(StoreError::from)
+            })
+            .unwrap();
+        assert_eq!(store.read(|c| audit::verify(c)).unwrap(), Some(2));
+    });
+}
+
+#[test]
+fn settings_round_trip_and_version() {
+    on_both_backends(|store| {
+        store.migrate().unwrap();
+        let mut s = Settings::default();
+        assert_eq!(store.write(|tx| settings::save(tx.conn, &s, tx.now)).unwrap().value, 1);
+        s.password_policy.min_length = 12;
+        assert_eq!(store.write(|tx| settings::save(tx.conn, &s, tx.now)).unwrap().value, 2);
+        let loaded = store.read(|c| settings::load(c)).unwrap().unwrap();
+        assert_eq!(loaded.settings, s);
+        assert_eq!(loaded.version, 2);
+    });
+}
+
+#[test]
+fn urls_choose_the_backend() {
+    assert_eq!(Backend::from_url("postgres://h/db").unwrap().0, Backend::Postgres);
+    assert_eq!(Backend::from_url("postgresql://h/db").unwrap().0, Backend::Postgres);
+    assert_eq!(Backend::from_url("sqlite://a/b.db").unwrap(), (Backend::Sqlite, "a/b.db".into()));
+    assert_eq!(Backend::from_url("fluxgate.db").unwrap(), (Backend::Sqlite, "fluxgate.db".into()));
+    assert!(Backend::from_url("mysql://h/db").is_err());
+    assert!(Backend::from_url("").is_err());
+}

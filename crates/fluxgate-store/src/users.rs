@@ -1,0 +1,277 @@
+//! Users.
+
+use diesel::prelude::*;
+use fluxgate_domain::{Role, UserId};
+
+use crate::schema::users;
+use crate::{DbConnection, StoreError, StoreResult};
+
+/// A user as stored.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct User {
+    pub id: UserId,
+    pub username: String,
+    pub email: String,
+    pub display_name: String,
+    pub role: Role,
+    pub active: bool,
+    pub must_change_password: bool,
+    pub password_hash: Option<String>,
+    pub created_at: i64,
+    pub updated_at: i64,
+    pub last_login_at: Option<i64>,
+    pub last_seen_at: Option<i64>,
+    pub version: i64,
+}
+
+#[derive(Queryable, Selectable)]
+#[diesel(table_name = users)]
+struct Row {
+    id: String,
+    username: String,
+    email: String,
+    display_name: String,
+    role: String,
+    active: bool,
+    must_change_password: bool,
+    password_hash: Option<String>,
+    created_at: i64,
+    updated_at: i64,
+    last_login_at: Option<i64>,
+    last_seen_at: Option<i64>,
+    version: i64,
+}
+
+impl TryFrom<Row> for User {
+    type Error = StoreError;
+    fn try_from(r: Row) -> StoreResult<User> {
+        Ok(User {
+            id: r
+                .id
+                .parse()
+                .map_err(|_| StoreError::Corrupt(format!("users.id {:?}", r.id)))?,
+            role: r
+                .role
+                .parse()
+                .map_err(|_| StoreError::Corrupt(format!("users.role {:?}", r.role)))?,
+            username: r.username,
+            email: r.email,
+            display_name: r.display_name,
+            active: r.active,
+            must_change_password: r.must_change_password,
+            password_hash: r.password_hash,
+            created_at: r.created_at,
+            updated_at: r.updated_at,
+            last_login_at: r.last_login_at,
+            last_seen_at: r.last_seen_at,
+            version: r.version,
+        })
+    }
+}
+
+fn search_text(username: &str, email: &str, display_name: &str) -> String {
+    format!("{username}\n{email}\n{}", display_name.to_lowercase())
+}
+
+/// A user to insert.
+#[derive(Debug, Clone)]
+pub struct NewUser<'a> {
+    pub id: UserId,
+    pub username: &'a str,
+    pub email: &'a str,
+    pub display_name: &'a str,
+    pub role: Role,
+    pub must_change_password: bool,
+    pub password_hash: Option<&'a str>,
+}
+
+#[derive(Insertable)]
+#[diesel(table_name = users)]
+struct InsertRow<'a> {
+    id: String,
+    username: &'a str,
+    email: &'a str,
+    display_name: &'a str,
+    role: &'a str,
+    active: bool,
+    must_change_password: bool,
+    password_hash: Option<&'a str>,
+    search_text: String,
+    created_at: i64,
+    updated_at: i64,
+    version: i64,
+}
+
+pub fn insert(conn: &mut DbConnection, u: &NewUser<'_>, now: i64) -> StoreResult<()> {
+    diesel::insert_into(users::table)
+        .values(InsertRow {
+            id: u.id.to_string(),
+            username: u.username,
+            email: u.email,
+            display_name: u.display_name,
+            role: u.role.as_str(),
+            active: true,
+            must_change_password: u.must_change_password,
+            password_hash: u.password_hash,
+            search_text: search_text(u.username, u.email, u.display_name),
+            created_at: now,
+            updated_at: now,
+            version: 1,
+        })
+        .execute(conn)?;
+    Ok(())
+}
+
+fn load_one(
+    conn: &mut DbConnection,
+    q: users::BoxedQuery<'_, crate::connection::MultiBackend>,
+) -> StoreResult<Option<User>> {
+    q.select(Row::as_select())
+        .first::<Row>(conn)
+        .optional()?
+        .map(User::try_from)
+        .transpose()
+}
+
+pub fn find(conn: &mut DbConnection, id: UserId) -> StoreResult<Option<User>> {
+    load_one(conn, users::table.filter(users::id.eq(id.to_string())).into_boxed())
+}
+
+pub fn find_by_username(conn: &mut DbConnection, username: &str) -> StoreResult<Option<User>> {
+    load_one(conn, users::table.filter(users::username.eq(username.to_lowercase())).into_boxed())
+}
+
+pub fn find_by_email(conn: &mut DbConnection, email: &str) -> StoreResult<Option<User>> {
+    load_one(conn, users::table.filter(users::email.eq(email.to_lowercase())).into_boxed())
+}
+
+/// Finds the user a login name refers to: an email when it contains `@`, else a username.
+pub fn find_by_login(conn: &mut DbConnection, login: &str) -> StoreResult<Option<User>> {
+    if login.contains('@') {
+        find_by_email(conn, login)
+    } else {
+        find_by_username(conn, login)
+    }
+}
+
+/// Every user (for loading the in-memory directory).
+pub fn all(conn: &mut DbConnection) -> StoreResult<Vec<User>> {
+    users::table
+        .select(Row::as_select())
+        .load::<Row>(conn)?
+        .into_iter()
+        .map(User::try_from)
+        .collect()
+}
+
+/// Filters of [`list`].
+#[derive(Debug, Clone, Default)]
+pub struct Filter {
+    pub role: Option<Role>,
+    pub active: Option<bool>,
+    /// Lower-case substring of username, email or display name.
+    pub query: Option<String>,
+}
+
+fn escape_like(s: &str) -> String {
+    let mut out = String::with_capacity(s.len() + 2);
+    out.push('%');
+    for c in s.chars() {
+        if matches!(c, '%' | '_' | '\\') {
+            out.push('\\');
+        }
+        out.push(c);
+    }
+    out.push('%');
+    out
+}
+
+/// One page of users ordered by username, starting after `after` (keyset pagination).
+pub fn list(
+    conn: &mut DbConnection,
+    filter: &Filter,
+    after: Option<&str>,
+    limit: i64,
+) -> StoreResult<Vec<User>> {
+    let mut q = users::table.into_boxed();
+    if let Some(role) = filter.role {
+        q = q.filter(users::role.eq(role.as_str()));
+    }
+    if let Some(active) = filter.active {
+        q = q.filter(users::active.eq(active));
+    }
+    if let Some(text) = &filter.query {
+        q = q.filter(users::search_text.like(escape_like(&text.to_lowercase())).escape('\\'));
+    }
+    if let Some(after) = after {
+        q = q.filter(users::username.gt(after.to_owned()));
+    }
+    q.order(users::username.asc())
+        .limit(limit)
+        .select(Row::as_select())
+        .load::<Row>(conn)?
+        .into_iter()
+        .map(User::try_from)
+        .collect()
+}
+
+/// Number of active Team Admins, not counting `except`.
+pub fn count_active_admins(conn: &mut DbConnection, except: Option<UserId>) -> StoreResult<i64> {
+    let mut q = users::table
+        .filter(users::role.eq(Role::TeamAdmin.as_str()))
+        .filter(users::active.eq(true))
+        .into_boxed();
+    if let Some(id) = except {
+        q = q.filter(users::id.ne(id.to_string()));
+    }
+    Ok(q.count().get_result(conn)?)
+}
+
+pub fn count(conn: &mut DbConnection) -> StoreResult<i64> {
+    Ok(users::table.count().get_result(conn)?)
+}
+
+/// Writes a user's editable fields back and bumps its version.
+pub fn update(conn: &mut DbConnection, u: &User, now: i64) -> StoreResult<()> {
+    let n = diesel::update(users::table.filter(users::id.eq(u.id.to_string())))
+        .set((
+            users::email.eq(&u.email),
+            users::display_name.eq(&u.display_name),
+            users::role.eq(u.role.as_str()),
+            users::active.eq(u.active),
+            users::must_change_password.eq(u.must_change_password),
+            users::password_hash.eq(&u.password_hash),
+            users::search_text.eq(search_text(&u.username, &u.email, &u.display_name)),
+            users::updated_at.eq(now),
+            users::version.eq(u.version + 1),
+        ))
+        .execute(conn)?;
+    if n == 0 {
+        return Err(StoreError::NotFound);
+    }
+    Ok(())
+}
+
+/// Records a successful login (and, with it, activity).
+pub fn touch_login(conn: &mut DbConnection, id: UserId, now: i64) -> StoreResult<()> {
+    diesel::update(users::table.filter(users::id.eq(id.to_string())))
+        .set((users::last_login_at.eq(now), users::last_seen_at.eq(now)))
+        .execute(conn)?;
+    Ok(())
+}
+
+/// Records activity (a session refresh).
+pub fn touch_seen(conn: &mut DbConnection, id: UserId, now: i64) -> StoreResult<()> {
+    diesel::update(users::table.filter(users::id.eq(id.to_string())))
+        .set(users::last_seen_at.eq(now))
+        .execute(conn)?;
+    Ok(())
+}
+
+pub fn delete(conn: &mut DbConnection, id: UserId) -> StoreResult<()> {
+    let n = diesel::delete(users::table.filter(users::id.eq(id.to_string()))).execute(conn)?;
+    if n == 0 {
+        return Err(StoreError::NotFound);
+    }
+    Ok(())
+}
