@@ -95,14 +95,18 @@ impl fmt::Display for Reason {
             }
             Reason::OwnAccount => f.write_str("a principal may do this to its own account"),
             Reason::Inactive => f.write_str("the account is deactivated"),
-            Reason::PasswordChangeRequired => {
-                f.write_str("the password is temporary: change it first (AuthService.ChangePassword)")
-            }
+            Reason::PasswordChangeRequired => f.write_str(
+                "the password is temporary: change it first (AuthService.ChangePassword)",
+            ),
             Reason::RoleRequired { required, held } => {
                 write!(f, "requires role {required}; the caller has role {held}")
             }
             Reason::SelfProtected { action } => {
-                write!(f, "{} may not be applied to one's own account", action.as_str())
+                write!(
+                    f,
+                    "{} may not be applied to one's own account",
+                    action.as_str()
+                )
             }
         }
     }
@@ -117,10 +121,16 @@ pub struct Decision {
 
 impl Decision {
     fn allow(reason: Reason) -> Self {
-        Self { allowed: true, reason }
+        Self {
+            allowed: true,
+            reason,
+        }
     }
     fn deny(reason: Reason) -> Self {
-        Self { allowed: false, reason }
+        Self {
+            allowed: false,
+            reason,
+        }
     }
 }
 

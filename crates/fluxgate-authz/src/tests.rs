@@ -26,7 +26,11 @@ fn only_team_admins_manage_users_and_settings() {
             assert_eq!(d.allowed, role == Role::TeamAdmin, "{action:?} by {role}");
         }
     }
-    for action in [Action::ListUsers, Action::ReadSettings, Action::UpdateSettings] {
+    for action in [
+        Action::ListUsers,
+        Action::ReadSettings,
+        Action::UpdateSettings,
+    ] {
         let d = decide(&subject(Role::Approver), action, Resource::Org);
         assert_eq!(
             d.reason,
@@ -42,7 +46,11 @@ fn only_team_admins_manage_users_and_settings() {
 fn admins_cannot_deactivate_delete_or_demote_themselves() {
     let admin = subject(Role::TeamAdmin);
     let me = Resource::User(admin.user_id);
-    for action in [Action::DeactivateUser, Action::DeleteUser, Action::ChangeUserRole] {
+    for action in [
+        Action::DeactivateUser,
+        Action::DeleteUser,
+        Action::ChangeUserRole,
+    ] {
         let d = decide(&admin, action, me);
         assert_eq!(d, Decision::deny(Reason::SelfProtected { action }));
     }
@@ -61,7 +69,10 @@ fn inactive_subjects_hold_nothing() {
     let mut s = subject(Role::TeamAdmin);
     s.active = false;
     for action in [Action::ManageOwnSession, Action::ListUsers] {
-        assert_eq!(decide(&s, action, Resource::Org), Decision::deny(Reason::Inactive));
+        assert_eq!(
+            decide(&s, action, Resource::Org),
+            Decision::deny(Reason::Inactive)
+        );
     }
 }
 

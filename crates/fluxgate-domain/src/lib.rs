@@ -12,7 +12,7 @@ mod values;
 
 pub use error::{FieldViolation, ValidationError, Violations};
 pub use ids::{SessionId, UserId};
-pub use policy::{LockoutPolicy, PasswordPolicy, Settings, TokenPolicy};
+pub use policy::{LockoutPolicy, PASSWORD_HARD_MAX, PasswordPolicy, Settings, TokenPolicy};
 pub use role::Role;
 pub use values::{DisplayName, Email, Username};
 

@@ -131,7 +131,10 @@ impl Default for LockoutPolicy {
 impl LockoutPolicy {
     pub fn validate(&self, v: &mut Violations, prefix: &str) {
         if !(1..=100).contains(&self.max_failed_attempts) {
-            v.add(format!("{prefix}max_failed_attempts"), "must be between 1 and 100");
+            v.add(
+                format!("{prefix}max_failed_attempts"),
+                "must be between 1 and 100",
+            );
         }
         if !(1..=86_400).contains(&self.lockout_duration_secs) {
             v.add(

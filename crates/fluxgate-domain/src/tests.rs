@@ -11,8 +11,19 @@ fn usernames_are_normalised_and_checked() {
 
 #[test]
 fn emails_are_normalised_and_checked() {
-    assert_eq!(Email::parse("Bob@Example.COM").unwrap().as_str(), "bob@example.com");
-    for bad in ["", "bob", "bob@", "@example.com", "bob@localhost", "b ob@x.io", "a@b@c.io"] {
+    assert_eq!(
+        Email::parse("Bob@Example.COM").unwrap().as_str(),
+        "bob@example.com"
+    );
+    for bad in [
+        "",
+        "bob",
+        "bob@",
+        "@example.com",
+        "bob@localhost",
+        "b ob@x.io",
+        "a@b@c.io",
+    ] {
         assert!(Email::parse(bad).is_err(), "{bad:?} accepted");
     }
 }

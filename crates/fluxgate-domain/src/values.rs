@@ -112,10 +112,16 @@ impl DisplayName {
             return Err(ValidationError::field("", "is required"));
         }
         if s.chars().count() > Self::MAX_CHARS {
-            return Err(ValidationError::field("", "must be at most 200 characters long"));
+            return Err(ValidationError::field(
+                "",
+                "must be at most 200 characters long",
+            ));
         }
         if has_control(s) {
-            return Err(ValidationError::field("", "must not contain control characters"));
+            return Err(ValidationError::field(
+                "",
+                "must not contain control characters",
+            ));
         }
         Ok(Self(s.to_owned()))
     }

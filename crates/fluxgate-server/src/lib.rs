@@ -1,1 +1,21 @@
+//! The FluxGate server: tonic services over the store, the engine and the in-memory directory.
+//!
+//! Architecture invariant: this is the only crate that knows both protobuf/tonic and the
+//! domain; conversions live in [`convert`], and [`error`] is the one place where errors become
+//! gRPC statuses.
 
+pub mod auth;
+pub mod bootstrap;
+pub mod config;
+pub mod convert;
+pub mod db;
+pub mod directory;
+pub mod error;
+pub mod passwords;
+pub mod server;
+pub mod services;
+pub mod state;
+pub mod tokens;
+
+pub use config::Config;
+pub use server::Server;

@@ -32,7 +32,9 @@ impl EntityKind {
             "user" => Ok(EntityKind::User),
             "session" => Ok(EntityKind::Session),
             "settings" => Ok(EntityKind::Settings),
-            other => Err(StoreError::Corrupt(format!("change_log.entity_kind {other:?}"))),
+            other => Err(StoreError::Corrupt(format!(
+                "change_log.entity_kind {other:?}"
+            ))),
         }
     }
 }
@@ -59,7 +61,11 @@ pub fn since(conn: &mut DbConnection, revision: i64, limit: i64) -> StoreResult<
         .filter(change_log::revision.gt(revision))
         .order(change_log::revision.asc())
         .limit(limit)
-        .select((change_log::revision, change_log::entity_kind, change_log::entity_id))
+        .select((
+            change_log::revision,
+            change_log::entity_kind,
+            change_log::entity_id,
+        ))
         .load(conn)?;
     rows.into_iter()
         .map(|(revision, kind, id)| {

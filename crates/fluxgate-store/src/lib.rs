@@ -24,8 +24,8 @@ pub mod users;
 
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
-use diesel::prelude::*;
 use diesel::connection::SimpleConnection;
+use diesel::prelude::*;
 use diesel_migrations::{EmbeddedMigrations, MigrationHarness, embed_migrations};
 
 pub use connection::{Backend, DbConnection, Manager};
@@ -73,7 +73,9 @@ pub struct Store {
 
 impl std::fmt::Debug for Store {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("Store").field("backend", &self.backend).finish()
+        f.debug_struct("Store")
+            .field("backend", &self.backend)
+            .finish()
     }
 }
 
@@ -173,7 +175,10 @@ impl Store {
 
     /// Runs `f` in one write transaction holding the store-wide write lock, appends the
     /// change-log entries `f` recorded, and commits. An `Err` from `f` rolls everything back.
-    pub fn write<T, E>(&self, f: impl FnOnce(&mut Tx<'_>) -> Result<T, E>) -> Result<Committed<T>, E>
+    pub fn write<T, E>(
+        &self,
+        f: impl FnOnce(&mut Tx<'_>) -> Result<T, E>,
+    ) -> Result<Committed<T>, E>
     where
         E: From<StoreError>,
     {

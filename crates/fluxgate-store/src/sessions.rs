@@ -111,19 +111,30 @@ pub fn revoke(conn: &mut DbConnection, id: SessionId, reason: &str, now: i64) ->
             .filter(sessions::id.eq(id.to_string()))
             .filter(sessions::revoked_at.is_null()),
     )
-    .set((sessions::revoked_at.eq(now), sessions::revoke_reason.eq(reason)))
+    .set((
+        sessions::revoked_at.eq(now),
+        sessions::revoke_reason.eq(reason),
+    ))
     .execute(conn)?;
     Ok(n > 0)
 }
 
 /// Revokes every live session of a user; returns how many.
-pub fn revoke_all(conn: &mut DbConnection, user: UserId, reason: &str, now: i64) -> StoreResult<usize> {
+pub fn revoke_all(
+    conn: &mut DbConnection,
+    user: UserId,
+    reason: &str,
+    now: i64,
+) -> StoreResult<usize> {
     Ok(diesel::update(
         sessions::table
             .filter(sessions::user_id.eq(user.to_string()))
             .filter(sessions::revoked_at.is_null()),
     )
-    .set((sessions::revoked_at.eq(now), sessions::revoke_reason.eq(reason)))
+    .set((
+        sessions::revoked_at.eq(now),
+        sessions::revoke_reason.eq(reason),
+    ))
     .execute(conn)?)
 }
 
@@ -145,7 +156,10 @@ pub fn insert_refresh(conn: &mut DbConnection, t: &RefreshToken) -> StoreResult<
     Ok(())
 }
 
-pub fn find_refresh(conn: &mut DbConnection, token_hash: &str) -> StoreResult<Option<RefreshToken>> {
+pub fn find_refresh(
+    conn: &mut DbConnection,
+    token_hash: &str,
+) -> StoreResult<Option<RefreshToken>> {
     Ok(refresh_tokens::table
         .filter(refresh_tokens::token_hash.eq(token_hash))
         .select(RefreshToken::as_select())

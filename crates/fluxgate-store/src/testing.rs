@@ -27,7 +27,9 @@ pub fn fresh_postgres_url() -> Option<String> {
     let mut conn = match PgConnection::establish(&base) {
         Ok(c) => c,
         Err(e) if required() => {
-            panic!("PostgreSQL required (FLUXGATE_TEST_REQUIRE_POSTGRES=1) but {base} is unreachable: {e}")
+            panic!(
+                "PostgreSQL required (FLUXGATE_TEST_REQUIRE_POSTGRES=1) but {base} is unreachable: {e}"
+            )
         }
         Err(e) => {
             eprintln!(

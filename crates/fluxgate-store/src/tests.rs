@@ -30,7 +30,10 @@ fn new_user<'a>(name: &'a str, email: &'a str, role: Role) -> users::NewUser<'a>
 fn migrations_run_up_down_and_up_again() {
     on_both_backends(|store| {
         assert_eq!(store.migrate().unwrap().len(), 1);
-        assert!(store.migrate().unwrap().is_empty(), "second run applies nothing");
+        assert!(
+            store.migrate().unwrap().is_empty(),
+            "second run applies nothing"
+        );
         store.revert_all().unwrap();
         assert_eq!(store.migrate().unwrap().len(), 1);
         let n = store.read(|c| users::count(c)).unwrap();
@@ -41,11 +44,23 @@ fn migrations_run_up_down_and_up_again() {
 #[test]
 fn sqlite_runs_in_wal_mode_with_foreign_keys() {
     let dir = tempfile::tempdir().unwrap();
-    let store = Store::open(dir.path().join("t.db").to_str().unwrap(), &PoolOptions::default()).unwrap();
+    let store = Store::open(
+        dir.path().join("t.db").to_str().unwrap(),
+        &PoolOptions::default(),
+    )
+    .unwrap();
     store.migrate().unwrap();
     // A session for a user that does not exist violates the foreign key.
     let err = store
-        .write(|tx| sessions::create(tx.conn, fluxgate_domain::SessionId::generate(), UserId::generate(), tx.now, tx.now + 1))
+        .write(|tx| {
+            sessions::create(
+                tx.conn,
+                fluxgate_domain::SessionId::generate(),
+                UserId::generate(),
+                tx.now,
+                tx.now + 1,
+            )
+        })
         .unwrap_err();
     assert!(matches!(err, StoreError::Conflict(_)), "{err:?}");
     assert!(dir.path().join("t.db-wal").exists());
@@ -66,7 +81,11 @@ fn writes_commit_with_their_change_log_or_not_at_all() {
         assert_eq!(c.revision, Some(1));
         // A failing closure rolls back the insert and its change-log entry.
         let r: Result<Committed<()>, StoreError> = store.write(|tx| {
-            users::insert(tx.conn, &new_user("bob", "bob@example.com", Role::Requester), tx.now)?;
+            users::insert(
+                tx.conn,
+                &new_user("bob", "bob@example.com", Role::Requester),
+                tx.now,
+            )?;
             tx.changed(changes::EntityKind::User, "x");
             Err(StoreError::NotFound)
         });
@@ -75,7 +94,11 @@ fn writes_commit_with_their_change_log_or_not_at_all() {
             .read(|conn| {
                 assert_eq!(users::count(conn)?, 1);
                 assert_eq!(changes::current(conn)?, 1);
-                let dup = users::insert(conn, &new_user("ann", "other@example.com", Role::Requester), 0);
+                let dup = users::insert(
+                    conn,
+                    &new_user("ann", "other@example.com", Role::Requester),
+                    0,
+                );
                 assert!(matches!(dup, Err(StoreError::Conflict(_))), "{dup:?}");
                 Ok::<_, StoreError>(())
             })
@@ -89,8 +112,16 @@ fn user_listing_filters_and_pages() {
         store.migrate().unwrap();
         store
             .write(|tx| {
-                for (name, role) in [("cat", Role::Approver), ("amy", Role::Requester), ("bo_b", Role::Requester)] {
-                    users::insert(tx.conn, &new_user(name, &format!("{name}@example.com"), role), tx.now)?;
+                for (name, role) in [
+                    ("cat", Role::Approver),
+                    ("amy", Role::Requester),
+                    ("bo_b", Role::Requester),
+                ] {
+                    users::insert(
+                        tx.conn,
+                        &new_user(name, &format!("{name}@example.com"), role),
+                        tx.now,
+                    )?;
                 }
                 Ok::<_, StoreError>(())
             })
@@ -102,12 +133,21 @@ fn user_listing_filters_and_pages() {
                 assert_eq!(names, ["amy", "bo_b", "cat"]);
                 let page2 = users::list(conn, &users::Filter::default(), Some("amy"), 1)?;
                 assert_eq!(page2[0].username, "bo_b");
-                let req = users::Filter { role: Some(Role::Requester), ..Default::default() };
+                let req = users::Filter {
+                    role: Some(Role::Requester),
+                    ..Default::default()
+                };
                 assert_eq!(users::list(conn, &req, None, 10)?.len(), 2);
                 // `_` is matched literally, not as a wildcard.
-                let q = users::Filter { query: Some("O_B".into()), ..Default::default() };
+                let q = users::Filter {
+                    query: Some("O_B".into()),
+                    ..Default::default()
+                };
                 assert_eq!(users::list(conn, &q, None, 10)?.len(), 1);
-                let q = users::Filter { query: Some("a_y".into()), ..Default::default() };
+                let q = users::Filter {
+                    query: Some("a_y".into()),
+                    ..Default::default()
+                };
                 assert_eq!(users::list(conn, &q, None, 10)?.len(), 0);
                 assert_eq!(users::count_active_admins(conn, None)?, 0);
                 Ok::<_, StoreError>(())
@@ -155,9 +195,21 @@ fn settings_round_trip_and_version() {
     on_both_backends(|store| {
         store.migrate().unwrap();
         let mut s = Settings::default();
-        assert_eq!(store.write(|tx| settings::save(tx.conn, &s, tx.now)).unwrap().value, 1);
+        assert_eq!(
+            store
+                .write(|tx| settings::save(tx.conn, &s, tx.now))
+                .unwrap()
+                .value,
+            1
+        );
         s.password_policy.min_length = 12;
-        assert_eq!(store.write(|tx| settings::save(tx.conn, &s, tx.now)).unwrap().value, 2);
+        assert_eq!(
+            store
+                .write(|tx| settings::save(tx.conn, &s, tx.now))
+                .unwrap()
+                .value,
+            2
+        );
         let loaded = store.read(|c| settings::load(c)).unwrap().unwrap();
         assert_eq!(loaded.settings, s);
         assert_eq!(loaded.version, 2);
@@ -166,10 +218,22 @@ fn settings_round_trip_and_version() {
 
 #[test]
 fn urls_choose_the_backend() {
-    assert_eq!(Backend::from_url("postgres://h/db").unwrap().0, Backend::Postgres);
-    assert_eq!(Backend::from_url("postgresql://h/db").unwrap().0, Backend::Postgres);
-    assert_eq!(Backend::from_url("sqlite://a/b.db").unwrap(), (Backend::Sqlite, "a/b.db".into()));
-    assert_eq!(Backend::from_url("fluxgate.db").unwrap(), (Backend::Sqlite, "fluxgate.db".into()));
+    assert_eq!(
+        Backend::from_url("postgres://h/db").unwrap().0,
+        Backend::Postgres
+    );
+    assert_eq!(
+        Backend::from_url("postgresql://h/db").unwrap().0,
+        Backend::Postgres
+    );
+    assert_eq!(
+        Backend::from_url("sqlite://a/b.db").unwrap(),
+        (Backend::Sqlite, "a/b.db".into())
+    );
+    assert_eq!(
+        Backend::from_url("fluxgate.db").unwrap(),
+        (Backend::Sqlite, "fluxgate.db".into())
+    );
     assert!(Backend::from_url("mysql://h/db").is_err());
     assert!(Backend::from_url("").is_err());
 }

@@ -134,15 +134,30 @@ fn load_one(
 }
 
 pub fn find(conn: &mut DbConnection, id: UserId) -> StoreResult<Option<User>> {
-    load_one(conn, users::table.filter(users::id.eq(id.to_string())).into_boxed())
+    load_one(
+        conn,
+        users::table
+            .filter(users::id.eq(id.to_string()))
+            .into_boxed(),
+    )
 }
 
 pub fn find_by_username(conn: &mut DbConnection, username: &str) -> StoreResult<Option<User>> {
-    load_one(conn, users::table.filter(users::username.eq(username.to_lowercase())).into_boxed())
+    load_one(
+        conn,
+        users::table
+            .filter(users::username.eq(username.to_lowercase()))
+            .into_boxed(),
+    )
 }
 
 pub fn find_by_email(conn: &mut DbConnection, email: &str) -> StoreResult<Option<User>> {
-    load_one(conn, users::table.filter(users::email.eq(email.to_lowercase())).into_boxed())
+    load_one(
+        conn,
+        users::table
+            .filter(users::email.eq(email.to_lowercase()))
+            .into_boxed(),
+    )
 }
 
 /// Finds the user a login name refers to: an email when it contains `@`, else a username.
@@ -201,7 +216,11 @@ pub fn list(
         q = q.filter(users::active.eq(active));
     }
     if let Some(text) = &filter.query {
-        q = q.filter(users::search_text.like(escape_like(&text.to_lowercase())).escape('\\'));
+        q = q.filter(
+            users::search_text
+                .like(escape_like(&text.to_lowercase()))
+                .escape('\\'),
+        );
     }
     if let Some(after) = after {
         q = q.filter(users::username.gt(after.to_owned()));

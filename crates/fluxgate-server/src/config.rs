@@ -1,0 +1,304 @@
+//! Typed configuration: a TOML file, then environment variables, then command-line flags, each
+//! overriding the one before. Environment and flags are handled by clap (`env = …`), the file
+//! by serde; [`ServeArgs::apply`] lays one over the other.
+
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+
+use anyhow::Context;
+use fluxgate_domain::Settings;
+use serde::{Deserialize, Serialize};
+
+/// Everything the server reads at start.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct Config {
+    /// Address of the gRPC listener.
+    pub listen: SocketAddr,
+    /// `sqlite://PATH`, a file path, or `postgres://…`.
+    pub database_url: String,
+    /// Connections in the pool.
+    pub database_pool_size: u32,
+    /// `text` or `json`.
+    pub log_format: LogFormat,
+    /// How often the in-memory directory polls the change log for other replicas' writes.
+    pub directory_poll_ms: u64,
+    pub auth: AuthConfig,
+    pub password_hashing: HashingConfig,
+    /// Initial values of the run-time settings, used when the database has none yet.
+    pub settings: Settings,
+    pub bootstrap: BootstrapConfig,
+}
+
+impl Default for Config {
+    fn default() -> Self {
+        Self {
+            listen: SocketAddr::from(([127, 0, 0, 1], 50051)),
+            database_url: "sqlite://fluxgate.db".into(),
+            database_pool_size: 8,
+            log_format: LogFormat::Text,
+            directory_poll_ms: 1000,
+            auth: AuthConfig::default(),
+            password_hashing: HashingConfig::default(),
+            settings: Settings::default(),
+            bootstrap: BootstrapConfig::default(),
+        }
+    }
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, clap::ValueEnum)]
+#[serde(rename_all = "lowercase")]
+pub enum LogFormat {
+    Text,
+    Json,
+}
+
+/// Access-token signing.
+#[derive(Debug, Clone, Default, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct AuthConfig {
+    /// HS256 signing secret (at least 32 bytes). When unset, a random secret is generated on
+    /// first start and kept in the database, shared by every replica.
+    pub jwt_secret: Option<String>,
+}
+
+/// Argon2id cost. The defaults are the OWASP recommendation (19 MiB, 2 passes, 1 lane).
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct HashingConfig {
+    pub memory_kib: u32,
+    pub iterations: u32,
+    pub parallelism: u32,
+    /// Hashes computed at once; more wait. 0 means one per CPU.
+    pub max_concurrent: usize,
+}
+
+impl Default for HashingConfig {
+    fn default() -> Self {
+        Self {
+            memory_kib: 19 * 1024,
+            iterations: 2,
+            parallelism: 1,
+            max_concurrent: 0,
+        }
+    }
+}
+
+impl HashingConfig {
+    /// True when weaker than the OWASP minimum (allowed, e.g. for tests, with a warning).
+    pub fn below_owasp(&self) -> bool {
+        self.memory_kib < 19 * 1024 || self.iterations < 2
+    }
+}
+
+/// The first Team Admin, created on the first start against an empty database.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct BootstrapConfig {
+    pub username: String,
+    pub email: String,
+    /// When unset, a password is generated, printed once, and must be changed at first login.
+    pub password: Option<String>,
+}
+
+impl Default for BootstrapConfig {
+    fn default() -> Self {
+        Self {
+            username: "admin".into(),
+            email: "admin@fluxgate.local".into(),
+            password: None,
+        }
+    }
+}
+
+/// Parses `90`, `90s`, `15m`, `24h` or `7d` into seconds.
+pub fn parse_duration_secs(s: &str) -> Result<u64, String> {
+    let s = s.trim();
+    let (num, unit) = match s.find(|c: char| !c.is_ascii_digit()) {
+        Some(i) => s.split_at(i),
+        None => (s, "s"),
+    };
+    let n: u64 = num
+        .parse()
+        .map_err(|_| format!("{s:?} is not a duration like 90s, 15m, 24h, 7d"))?;
+    let mult = match unit {
+        "s" => 1,
+        "m" => 60,
+        "h" => 3600,
+        "d" => 86_400,
+        _ => return Err(format!("{s:?}: unit must be s, m, h or d")),
+    };
+    n.checked_mul(mult)
+        .ok_or_else(|| format!("{s:?} is too long"))
+}
+
+/// Options of `fluxgate serve` (and of the commands that only need the database).
+#[derive(Debug, Clone, Default, clap::Args)]
+pub struct ServeArgs {
+    /// TOML configuration file.
+    #[arg(long, short = 'c', env = "FLUXGATE_CONFIG")]
+    pub config: Option<PathBuf>,
+    /// gRPC listen address [default: 127.0.0.1:50051].
+    #[arg(long, env = "FLUXGATE_LISTEN")]
+    pub listen: Option<SocketAddr>,
+    /// Database URL: sqlite://PATH, a file path, or postgres://… [default: sqlite://fluxgate.db].
+    #[arg(long, env = "FLUXGATE_DATABASE_URL")]
+    pub database_url: Option<String>,
+    /// Database connections in the pool [default: 8].
+    #[arg(long, env = "FLUXGATE_DATABASE_POOL_SIZE")]
+    pub database_pool_size: Option<u32>,
+    /// Log format.
+    #[arg(long, env = "FLUXGATE_LOG_FORMAT", value_enum)]
+    pub log_format: Option<LogFormat>,
+    /// HS256 secret for access tokens (at least 32 bytes) [default: generated, kept in the database].
+    #[arg(long, env = "FLUXGATE_JWT_SECRET", hide_env_values = true)]
+    pub jwt_secret: Option<String>,
+    /// Initial access-token lifetime, e.g. 24h.
+    #[arg(long, env = "FLUXGATE_ACCESS_TOKEN_TTL", value_parser = parse_duration_secs)]
+    pub access_token_ttl: Option<u64>,
+    /// Initial refresh-token lifetime, e.g. 30d.
+    #[arg(long, env = "FLUXGATE_REFRESH_TOKEN_TTL", value_parser = parse_duration_secs)]
+    pub refresh_token_ttl: Option<u64>,
+    /// Initial minimum password length.
+    #[arg(long, env = "FLUXGATE_PASSWORD_MIN_LENGTH")]
+    pub password_min_length: Option<u32>,
+    /// Initial consecutive login failures before lockout.
+    #[arg(long, env = "FLUXGATE_LOCKOUT_MAX_FAILED_ATTEMPTS")]
+    pub lockout_max_failed_attempts: Option<u32>,
+    /// Initial lockout duration, e.g. 15m.
+    #[arg(long, env = "FLUXGATE_LOCKOUT_DURATION", value_parser = parse_duration_secs)]
+    pub lockout_duration: Option<u64>,
+    /// Argon2id memory cost in KiB [default: 19456].
+    #[arg(long, env = "FLUXGATE_ARGON2_MEMORY_KIB")]
+    pub argon2_memory_kib: Option<u32>,
+    /// Argon2id passes [default: 2].
+    #[arg(long, env = "FLUXGATE_ARGON2_ITERATIONS")]
+    pub argon2_iterations: Option<u32>,
+    /// Username of the bootstrap Team Admin [default: admin].
+    #[arg(long, env = "FLUXGATE_BOOTSTRAP_USERNAME")]
+    pub bootstrap_username: Option<String>,
+    /// Email of the bootstrap Team Admin [default: admin@fluxgate.local].
+    #[arg(long, env = "FLUXGATE_BOOTSTRAP_EMAIL")]
+    pub bootstrap_email: Option<String>,
+    /// Password of the bootstrap Team Admin [default: generated and printed once].
+    #[arg(long, env = "FLUXGATE_BOOTSTRAP_PASSWORD", hide_env_values = true)]
+    pub bootstrap_password: Option<String>,
+}
+
+impl ServeArgs {
+    /// Reads the file (if any) and lays the environment and flags over it.
+    pub fn load(&self) -> anyhow::Result<Config> {
+        let mut config = match &self.config {
+            Some(path) => Config::from_file(path)?,
+            None => Config::default(),
+        };
+        self.apply(&mut config);
+        Ok(config)
+    }
+
+    fn apply(&self, c: &mut Config) {
+        fn set<T: Clone>(target: &mut T, v: &Option<T>) {
+            if let Some(v) = v {
+                *target = v.clone();
+            }
+        }
+        set(&mut c.listen, &self.listen);
+        set(&mut c.database_url, &self.database_url);
+        set(&mut c.database_pool_size, &self.database_pool_size);
+        set(&mut c.log_format, &self.log_format);
+        if self.jwt_secret.is_some() {
+            c.auth.jwt_secret = self.jwt_secret.clone();
+        }
+        let s = &mut c.settings;
+        set(
+            &mut s.token_policy.access_token_ttl_secs,
+            &self.access_token_ttl,
+        );
+        set(
+            &mut s.token_policy.refresh_token_ttl_secs,
+            &self.refresh_token_ttl,
+        );
+        set(&mut s.password_policy.min_length, &self.password_min_length);
+        set(
+            &mut s.lockout_policy.max_failed_attempts,
+            &self.lockout_max_failed_attempts,
+        );
+        set(
+            &mut s.lockout_policy.lockout_duration_secs,
+            &self.lockout_duration,
+        );
+        set(&mut c.password_hashing.memory_kib, &self.argon2_memory_kib);
+        set(&mut c.password_hashing.iterations, &self.argon2_iterations);
+        set(&mut c.bootstrap.username, &self.bootstrap_username);
+        set(&mut c.bootstrap.email, &self.bootstrap_email);
+        if self.bootstrap_password.is_some() {
+            c.bootstrap.password = self.bootstrap_password.clone();
+        }
+    }
+}
+
+impl Config {
+    pub fn from_file(path: &Path) -> anyhow::Result<Config> {
+        let text = std::fs::read_to_string(path)
+            .with_context(|| format!("reading configuration {}", path.display()))?;
+        toml::from_str(&text).with_context(|| format!("parsing configuration {}", path.display()))
+    }
+
+    /// Checks what the server cannot start without.
+    pub fn validate(&self) -> anyhow::Result<()> {
+        if let Err(e) = self.settings.validate() {
+            anyhow::bail!("configuration [settings]: {e}");
+        }
+        if let Some(secret) = &self.auth.jwt_secret
+            && secret.len() < 32
+        {
+            anyhow::bail!("auth.jwt_secret must be at least 32 bytes long");
+        }
+        let h = &self.password_hashing;
+        if h.memory_kib < 8 || h.iterations < 1 || h.parallelism < 1 {
+            anyhow::bail!("password_hashing: memory_kib >= 8, iterations >= 1, parallelism >= 1");
+        }
+        Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn durations_parse() {
+        assert_eq!(parse_duration_secs("90"), Ok(90));
+        assert_eq!(parse_duration_secs("15m"), Ok(900));
+        assert_eq!(parse_duration_secs("24h"), Ok(86_400));
+        assert_eq!(parse_duration_secs("7d"), Ok(604_800));
+        assert!(parse_duration_secs("7w").is_err());
+        assert!(parse_duration_secs("h").is_err());
+    }
+
+    #[test]
+    fn flags_override_the_file() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("f.toml");
+        std::fs::write(
+            &path,
+            "listen = \"0.0.0.0:6000\"\ndatabase_url = \"a.db\"\n[settings.password_policy]\nmin_length = 10\n",
+        )
+        .unwrap();
+        let args = ServeArgs {
+            config: Some(path),
+            database_url: Some("b.db".into()),
+            ..Default::default()
+        };
+        let c = args.load().unwrap();
+        assert_eq!(c.listen.port(), 6000);
+        assert_eq!(c.database_url, "b.db");
+        assert_eq!(c.settings.password_policy.min_length, 10);
+        assert!(c.settings.password_policy.require_digit);
+    }
+
+    #[test]
+    fn unknown_keys_are_refused() {
+        assert!(toml::from_str::<Config>("lisen = \"x\"").is_err());
+    }
+}

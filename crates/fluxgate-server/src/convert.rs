@@ -1,0 +1,252 @@
+//! Conversions between protobuf messages and domain values. Bad input becomes
+//! INVALID_ARGUMENT with field violations here.
+
+use base64::Engine as _;
+use base64::engine::general_purpose::URL_SAFE_NO_PAD;
+use fluxgate_domain::{Role, UserId, Username, ValidationError};
+use fluxgate_proto::v1 as pb;
+use fluxgate_store::users;
+use serde::{Deserialize, Serialize};
+
+use crate::error::{ApiError, ApiResult};
+
+pub fn timestamp(micros: i64) -> prost_types::Timestamp {
+    prost_types::Timestamp {
+        seconds: micros.div_euclid(1_000_000),
+        nanos: (micros.rem_euclid(1_000_000) * 1000) as i32,
+    }
+}
+
+pub fn duration(secs: u64) -> prost_types::Duration {
+    prost_types::Duration {
+        seconds: secs as i64,
+        nanos: 0,
+    }
+}
+
+/// A protobuf duration as whole seconds (fractions refused).
+pub fn duration_secs(d: &prost_types::Duration) -> Result<u64, ValidationError> {
+    if d.nanos != 0 || d.seconds < 0 {
+        return Err(ValidationError::field(
+            "",
+            "must be a whole, non-negative number of seconds",
+        ));
+    }
+    Ok(d.seconds as u64)
+}
+
+pub fn role_to_proto(r: Role) -> pb::Role {
+    match r {
+        Role::Requester => pb::Role::Requester,
+        Role::Approver => pb::Role::Approver,
+        Role::TeamAdmin => pb::Role::TeamAdmin,
+    }
+}
+
+/// A role field: `None` when unspecified, an error for numbers outside the enum.
+pub fn role_from_proto(v: i32) -> Result<Option<Role>, ValidationError> {
+    match pb::Role::try_from(v) {
+        Ok(pb::Role::Unspecified) => Ok(None),
+        Ok(pb::Role::Requester) => Ok(Some(Role::Requester)),
+        Ok(pb::Role::Approver) => Ok(Some(Role::Approver)),
+        Ok(pb::Role::TeamAdmin) => Ok(Some(Role::TeamAdmin)),
+        Err(_) => Err(ValidationError::field(
+            "",
+            format!("unknown role value {v}"),
+        )),
+    }
+}
+
+pub fn etag(version: i64) -> String {
+    format!("W/\"{version}\"")
+}
+
+/// Checks a client's etag (when given) against the current version.
+pub fn check_etag(given: &str, version: i64) -> ApiResult<()> {
+    if given.is_empty() || given == etag(version) {
+        Ok(())
+    } else {
+        Err(ApiError::Aborted(format!(
+            "etag {given:?} is stale (current {}): read again and retry",
+            etag(version)
+        )))
+    }
+}
+
+pub fn user_name(id: UserId) -> String {
+    format!("users/{id}")
+}
+
+pub fn user_to_proto(u: &users::User) -> pb::User {
+    pb::User {
+        name: user_name(u.id),
+        username: u.username.clone(),
+        email: u.email.clone(),
+        display_name: u.display_name.clone(),
+        role: role_to_proto(u.role) as i32,
+        active: u.active,
+        must_change_password: u.must_change_password,
+        create_time: Some(timestamp(u.created_at)),
+        update_time: Some(timestamp(u.updated_at)),
+        last_login_time: u.last_login_at.map(timestamp),
+        last_seen_time: u.last_seen_at.map(timestamp),
+        etag: etag(u.version),
+    }
+}
+
+/// What a user resource name refers to.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum UserRef {
+    Id(UserId),
+    Username(String),
+}
+
+/// Parses `users/{user_id}` or `users/{username}` from the field `field`.
+pub fn parse_user_name(field: &str, name: &str) -> ApiResult<UserRef> {
+    let Some(rest) = name.strip_prefix("users/") else {
+        return Err(ApiError::invalid(
+            field,
+            "must be users/{user_id} or users/{username}",
+        ));
+    };
+    if let Ok(id) = rest.parse::<UserId>() {
+        return Ok(UserRef::Id(id));
+    }
+    match Username::parse(rest) {
+        Ok(u) => Ok(UserRef::Username(u.as_str().to_owned())),
+        Err(_) => Err(ApiError::invalid(
+            field,
+            "must be users/{user_id} or users/{username}",
+        )),
+    }
+}
+
+/// Resolves a user reference (NOT_FOUND when nobody has it).
+pub fn find_user(conn: &mut fluxgate_store::DbConnection, r: &UserRef) -> ApiResult<users::User> {
+    let found = match r {
+        UserRef::Id(id) => users::find(conn, *id)?,
+        UserRef::Username(n) => users::find_by_username(conn, n)?,
+    };
+    found.ok_or_else(|| ApiError::NotFound("no such user".into()))
+}
+
+/// Paging: the page size to use for a request's `page_size`.
+pub fn page_size(v: i32) -> ApiResult<i64> {
+    match v {
+        n if n < 0 => Err(ApiError::invalid("page_size", "must not be negative")),
+        0 => Ok(50),
+        n => Ok(i64::from(n.min(1000))),
+    }
+}
+
+/// A page token: where the previous page ended and the filters it was issued for, so that a
+/// token is refused with other filters (AIP-158). Opaque to clients.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct PageToken<F> {
+    pub after: String,
+    pub filter: F,
+}
+
+impl<F: Serialize + for<'de> Deserialize<'de> + PartialEq> PageToken<F> {
+    pub fn encode(&self) -> String {
+        URL_SAFE_NO_PAD.encode(serde_json::to_vec(self).unwrap_or_default())
+    }
+
+    /// Decodes `token` (empty means the first page) and checks it was issued for `filter`.
+    pub fn decode(token: &str, filter: &F) -> ApiResult<Option<String>> {
+        if token.is_empty() {
+            return Ok(None);
+        }
+        let bad = || ApiError::invalid("page_token", "is not a page token issued by this service");
+        if token.len() > 2048 {
+            return Err(bad());
+        }
+        let bytes = URL_SAFE_NO_PAD.decode(token).map_err(|_| bad())?;
+        let t: PageToken<F> = serde_json::from_slice(&bytes).map_err(|_| bad())?;
+        if &t.filter != filter {
+            return Err(ApiError::invalid(
+                "page_token",
+                "was issued for other filters: repeat the request's filters unchanged",
+            ));
+        }
+        Ok(Some(t.after))
+    }
+}
+
+/// Checks a field mask against the paths a method allows. Empty masks are refused.
+pub fn mask_paths(
+    mask: Option<&prost_types::FieldMask>,
+    allowed: &[&str],
+) -> ApiResult<Vec<String>> {
+    let paths = mask.map(|m| m.paths.clone()).unwrap_or_default();
+    if paths.is_empty() {
+        return Err(ApiError::invalid(
+            "update_mask",
+            format!("is required; allowed paths: {}", allowed.join(", ")),
+        ));
+    }
+    let mut v = fluxgate_domain::Violations::new();
+    for p in &paths {
+        if !allowed.contains(&p.as_str()) {
+            v.add(
+                "update_mask",
+                format!(
+                    "unknown or read-only path {p:?}; allowed: {}",
+                    allowed.join(", ")
+                ),
+            );
+        }
+    }
+    v.finish()?;
+    Ok(paths)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn user_names_parse() {
+        let id = UserId::generate();
+        assert_eq!(
+            parse_user_name("name", &format!("users/{id}")).unwrap(),
+            UserRef::Id(id)
+        );
+        assert_eq!(
+            parse_user_name("name", "users/Alice").unwrap(),
+            UserRef::Username("alice".into())
+        );
+        for bad in [
+            "",
+            "alice",
+            "users/",
+            "users/a b",
+            "groups/x",
+            "users/alice/extra",
+        ] {
+            assert!(parse_user_name("name", bad).is_err(), "{bad:?}");
+        }
+    }
+
+    #[test]
+    fn page_tokens_round_trip_and_bind_filters() {
+        let t = PageToken {
+            after: "bob".to_string(),
+            filter: ("x".to_string(), 1),
+        };
+        let s = t.encode();
+        assert_eq!(
+            PageToken::decode(&s, &("x".to_string(), 1)).unwrap(),
+            Some("bob".into())
+        );
+        assert!(PageToken::decode(&s, &("y".to_string(), 1)).is_err());
+        assert!(PageToken::<(String, i32)>::decode("!!", &("x".to_string(), 1)).is_err());
+        assert_eq!(PageToken::decode("", &("x".to_string(), 1)).unwrap(), None);
+    }
+
+    #[test]
+    fn timestamps_convert() {
+        let t = timestamp(1_500_000);
+        assert_eq!((t.seconds, t.nanos), (1, 500_000_000));
+    }
+}

@@ -1,0 +1,181 @@
+//! Assembles the gRPC server: state, services, health, reflection, the directory's background
+//! sync, and graceful shutdown.
+
+use std::future::Future;
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::time::Duration;
+
+use fluxgate_proto::v1::auth_service_server::AuthServiceServer;
+use fluxgate_proto::v1::settings_service_server::SettingsServiceServer;
+use fluxgate_proto::v1::user_service_server::UserServiceServer;
+use fluxgate_store::{PoolOptions, Store};
+use tokio::net::TcpListener;
+use tokio_stream::wrappers::TcpListenerStream;
+
+use crate::bootstrap::{self, Bootstrap};
+use crate::config::Config;
+use crate::db::Db;
+use crate::directory::Directory;
+use crate::passwords::Hasher;
+use crate::services::{auth::AuthSvc, settings::SettingsSvc, users::UserSvc};
+use crate::state::AppState;
+use crate::tokens::TokenKeys;
+
+/// Largest request message accepted.
+const MAX_MESSAGE_BYTES: usize = 1024 * 1024;
+
+/// A server bound to its port, bootstrapped and ready to serve.
+pub struct Server {
+    listener: TcpListener,
+    state: Arc<AppState>,
+    pub bootstrap: Bootstrap,
+}
+
+impl Server {
+    /// Opens the database, migrates, bootstraps and binds the listener (`listen` may use port 0).
+    pub async fn bind(config: Config) -> anyhow::Result<Server> {
+        config.validate()?;
+        if config.password_hashing.below_owasp() {
+            tracing::warn!(
+                "password_hashing is below the OWASP minimum (19 MiB, t=2): for tests only"
+            );
+        }
+        let store = Store::open(
+            &config.database_url,
+            &PoolOptions {
+                max_size: config.database_pool_size,
+                ..PoolOptions::default()
+            },
+        )?;
+        let hasher = Hasher::new(&config.password_hashing)?;
+        let (secret, bootstrap) = {
+            let (store, config, hasher) = (store.clone(), config.clone(), hasher.clone());
+            tokio::task::spawn_blocking(move || bootstrap::prepare(&store, &config, &hasher))
+                .await??
+        };
+        let db = Db::new(store);
+        let directory = Directory::load(db.clone()).await?;
+        let listener = TcpListener::bind(config.listen).await?;
+        let state = Arc::new(AppState {
+            config,
+            db,
+            directory,
+            hasher,
+            keys: TokenKeys::new(&secret),
+        });
+        Ok(Server {
+            listener,
+            state,
+            bootstrap,
+        })
+    }
+
+    pub fn local_addr(&self) -> std::io::Result<SocketAddr> {
+        self.listener.local_addr()
+    }
+
+    /// Serves until `shutdown` completes, then finishes in-flight calls and returns.
+    pub async fn run(
+        self,
+        shutdown: impl Future<Output = ()> + Send + 'static,
+    ) -> anyhow::Result<()> {
+        let state = self.state;
+        let addr = self.listener.local_addr()?;
+
+        let (health_reporter, health) = tonic_health::server::health_reporter();
+        health_reporter
+            .set_serving::<AuthServiceServer<AuthSvc>>()
+            .await;
+        health_reporter
+            .set_serving::<UserServiceServer<UserSvc>>()
+            .await;
+        health_reporter
+            .set_serving::<SettingsServiceServer<SettingsSvc>>()
+            .await;
+
+        let reflection_v1 = tonic_reflection::server::Builder::configure()
+            .register_encoded_file_descriptor_set(fluxgate_proto::FILE_DESCRIPTOR_SET)
+            .register_encoded_file_descriptor_set(tonic_health::pb::FILE_DESCRIPTOR_SET)
+            .build_v1()?;
+        let reflection_v1alpha = tonic_reflection::server::Builder::configure()
+            .register_encoded_file_descriptor_set(fluxgate_proto::FILE_DESCRIPTOR_SET)
+            .register_encoded_file_descriptor_set(tonic_health::pb::FILE_DESCRIPTOR_SET)
+            .build_v1alpha()?;
+
+        let poller = tokio::spawn(poll_directory(
+            state.clone(),
+            Duration::from_millis(state.config.directory_poll_ms.max(50)),
+        ));
+
+        let auth = AuthServiceServer::new(AuthSvc {
+            state: state.clone(),
+        })
+        .max_decoding_message_size(MAX_MESSAGE_BYTES);
+        let users = UserServiceServer::new(UserSvc {
+            state: state.clone(),
+        })
+        .max_decoding_message_size(MAX_MESSAGE_BYTES);
+        let settings = SettingsServiceServer::new(SettingsSvc {
+            state: state.clone(),
+        })
+        .max_decoding_message_size(MAX_MESSAGE_BYTES);
+
+        tracing::info!(%addr, backend = state.db.store().backend().as_str(), "serving");
+        let result = tonic::transport::Server::builder()
+            .timeout(Duration::from_secs(60))
+            .trace_fn(|req| tracing::info_span!("rpc", path = %req.uri().path()))
+            .add_service(health)
+            .add_service(reflection_v1)
+            .add_service(reflection_v1alpha)
+            .add_service(auth)
+            .add_service(users)
+            .add_service(settings)
+            .serve_with_incoming_shutdown(TcpListenerStream::new(self.listener), shutdown)
+            .await;
+        poller.abort();
+        tracing::info!("stopped");
+        Ok(result?)
+    }
+}
+
+/// Keeps the directory current with writes made by other replicas (or the host CLI), and
+/// evicts expired sessions.
+async fn poll_directory(state: Arc<AppState>, every: Duration) {
+    let mut tick = tokio::time::interval(every);
+    tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    let mut n: u64 = 0;
+    loop {
+        tick.tick().await;
+        if let Err(e) = state.directory.sync().await {
+            tracing::warn!(error = %e, "directory sync failed");
+        }
+        n += 1;
+        if n % 60 == 0 {
+            state.directory.evict_expired();
+        }
+    }
+}
+
+/// Resolves on SIGINT or SIGTERM.
+pub async fn shutdown_signal() {
+    let ctrl_c = async {
+        let _ = tokio::signal::ctrl_c().await;
+    };
+    #[cfg(unix)]
+    let term = async {
+        match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
+            Ok(mut s) => {
+                s.recv().await;
+            }
+            Err(_) => std::future::pending::<()>().await,
+        }
+    };
+    #[cfg(not(unix))]
+    let term = std::future::pending::<()>();
+    tokio::select! {
+        () = ctrl_c => {},
+        () = term => {},
+    }
+    tracing::info!("shutdown signal received; finishing in-flight requests");
+}

@@ -1,0 +1,478 @@
+//! AuthService: login, refresh, logout, change password, who am I.
+
+use std::sync::Arc;
+
+use fluxgate_authz::{Action, Resource};
+use fluxgate_domain::Violations;
+use fluxgate_proto::v1 as pb;
+use fluxgate_proto::v1::auth_service_server::AuthService;
+use fluxgate_store::changes::EntityKind;
+use fluxgate_store::{audit, sessions, throttle, users};
+use tonic::{Request, Response, Status};
+
+use super::{add_refresh, open_session, reply};
+use crate::auth::RequestCtx;
+use crate::convert::user_to_proto;
+use crate::directory::Principal;
+use crate::error::{ApiError, ApiResult};
+use crate::state::AppState;
+use crate::tokens::token_hash;
+
+/// The one answer to every failed login, whatever the cause.
+const BAD_CREDENTIALS: &str = "invalid username or password";
+const LOCKED: &str = "too many failed login attempts: try again later";
+
+#[derive(Debug, Clone)]
+pub struct AuthSvc {
+    pub state: Arc<AppState>,
+}
+
+fn throttle_subject(user: Option<&users::User>, login: &str) -> String {
+    match user {
+        Some(u) => format!("user:{}", u.id),
+        None => format!("name:{}", login.to_lowercase()),
+    }
+}
+
+/// What a failed attempt should record.
+enum Failure {
+    BadCredentials,
+    Locked,
+}
+
+impl AuthSvc {
+    async fn login(
+        &self,
+        ctx: RequestCtx,
+        req: pb::LoginRequest,
+    ) -> ApiResult<Response<pb::LoginResponse>> {
+        let mut v = Violations::new();
+        if req.username.is_empty() {
+            v.add("username", "is required");
+        } else if req.username.len() > 254 || req.username.chars().any(char::is_control) {
+            v.add("username", "is not a username or email address");
+        }
+        if req.password.is_empty() {
+            v.add("password", "is required");
+        } else if req.password.len() > fluxgate_domain::PASSWORD_HARD_MAX as usize {
+            v.add("password", "is too long");
+        }
+        v.finish()?;
+        let st = &self.state;
+        let login = req.username.clone();
+        let (user, throttle_state) = st
+            .db
+            .read(move |conn| {
+                let user = users::find_by_login(conn, &login)?;
+                let t = throttle::get(conn, &throttle_subject(user.as_ref(), &login))?;
+                Ok((user, t))
+            })
+            .await?;
+        let subject = throttle_subject(user.as_ref(), &req.username);
+        let now = fluxgate_store::now_micros();
+        let locked = throttle_state
+            .and_then(|t| t.locked_until)
+            .is_some_and(|until| until > now);
+
+        let verified = if locked {
+            None
+        } else {
+            let phc = user.as_ref().and_then(|u| u.password_hash.clone());
+            Some(st.hasher.verify(req.password.clone(), phc).await?)
+        };
+        let ok_user = match (&user, verified) {
+            (Some(u), Some(v)) if v.ok && u.active => Some((u.clone(), v.needs_rehash)),
+            _ => None,
+        };
+
+        let Some((u, needs_rehash)) = ok_user else {
+            let failure = if locked {
+                Failure::Locked
+            } else {
+                Failure::BadCredentials
+            };
+            self.record_failure(&ctx, user.as_ref(), &req.username, subject, failure)
+                .await?;
+            return Err(if locked {
+                ApiError::ResourceExhausted(LOCKED.into())
+            } else {
+                ApiError::Unauthenticated(BAD_CREDENTIALS.into())
+            });
+        };
+
+        let new_hash = if needs_rehash {
+            Some(st.hasher.hash(req.password).await?)
+        } else {
+            None
+        };
+        let refresh_ttl = st
+            .directory
+            .settings()
+            .settings
+            .token_policy
+            .refresh_token_ttl_secs;
+        let actor = Principal {
+            user_id: u.id,
+            session_id: fluxgate_domain::SessionId::generate(),
+            facts: (&u).into(),
+        };
+        let uid = u.id;
+        let ctx2 = ctx.clone();
+        let committed = st
+            .db
+            .write(move |tx| {
+                throttle::clear(tx.conn, &subject)?;
+                if let Some(h) = new_hash {
+                    let mut fresh = users::find(tx.conn, uid)?
+                        .ok_or_else(|| ApiError::Unauthenticated(BAD_CREDENTIALS.into()))?;
+                    fresh.password_hash = Some(h);
+                    users::update(tx.conn, &fresh, tx.now)?;
+                }
+                users::touch_login(tx.conn, uid, tx.now)?;
+                let issued = open_session(tx, uid, refresh_ttl)?;
+                let mut e = ctx2.event(Some(&actor), "auth.login", "user", Some(uid.to_string()));
+                e.detail = Some(format!("session {}", issued.session_id));
+                audit::append(tx.conn, e, tx.now)?;
+                let user = users::find(tx.conn, uid)?
+                    .ok_or_else(|| ApiError::Internal("user vanished".into()))?;
+                Ok((issued, user))
+            })
+            .await?;
+        st.directory.sync().await?;
+        let (issued, user) = committed.value;
+        tracing::info!(user = %user.username, session = %issued.session_id, "login");
+        let tokens = st.session_tokens(uid, &issued)?;
+        Ok(reply(
+            pb::LoginResponse {
+                tokens: Some(tokens),
+                user: Some(user_to_proto(&user)),
+            },
+            &ctx,
+            committed.revision,
+        ))
+    }
+
+    async fn record_failure(
+        &self,
+        ctx: &RequestCtx,
+        user: Option<&users::User>,
+        login: &str,
+        subject: String,
+        failure: Failure,
+    ) -> ApiResult<()> {
+        let lockout = self
+            .state
+            .directory
+            .settings()
+            .settings
+            .lockout_policy
+            .clone();
+        let mut e = ctx.event(None, "auth.login", "user", user.map(|u| u.id.to_string()));
+        e.outcome = "failure".into();
+        let login: String = login.chars().take(254).collect();
+        e.detail = Some(match failure {
+            Failure::Locked => format!("locked out: {login:?}"),
+            Failure::BadCredentials => format!("bad credentials: {login:?}"),
+        });
+        self.state
+            .db
+            .write(move |tx| {
+                if matches!(failure, Failure::BadCredentials) {
+                    let t = throttle::record_failure(
+                        tx.conn,
+                        &subject,
+                        lockout.max_failed_attempts,
+                        (lockout.lockout_duration_secs as i64) * 1_000_000,
+                        tx.now,
+                    )?;
+                    if t.locked_until.is_some() {
+                        e.detail =
+                            Some(format!("{}; account locked", e.detail.unwrap_or_default()));
+                    }
+                }
+                audit::append(tx.conn, e, tx.now)?;
+                Ok(())
+            })
+            .await?;
+        Ok(())
+    }
+
+    async fn refresh(
+        &self,
+        ctx: RequestCtx,
+        req: pb::RefreshSessionRequest,
+    ) -> ApiResult<Response<pb::RefreshSessionResponse>> {
+        if req.refresh_token.is_empty() {
+            return Err(ApiError::invalid("refresh_token", "is required"));
+        }
+        if req.refresh_token.len() > 256 || !req.refresh_token.is_ascii() {
+            return Err(ApiError::invalid("refresh_token", "is not a refresh token"));
+        }
+        let st = &self.state;
+        let hash = token_hash(&req.refresh_token);
+        let refresh_ttl = st
+            .directory
+            .settings()
+            .settings
+            .token_policy
+            .refresh_token_ttl_secs;
+        let ctx2 = ctx.clone();
+        let committed = st
+            .db
+            .write(move |tx| {
+                let Some(old) = sessions::find_refresh(tx.conn, &hash)? else {
+                    return Ok(None);
+                };
+                let sid = old
+                    .session_id
+                    .parse()
+                    .map_err(|_| ApiError::Internal("bad session id".into()))?;
+                let Some(session) = sessions::find(tx.conn, sid)? else {
+                    return Ok(None);
+                };
+                let user = users::find(tx.conn, session.user_id)?;
+                if old.used_at.is_some() {
+                    // A rotated token presented again: a copy was stolen. End the session.
+                    if sessions::revoke(tx.conn, sid, "refresh_token_reuse", tx.now)? {
+                        tx.changed(EntityKind::Session, sid.to_string());
+                    }
+                    let mut e = ctx2.event(
+                        None,
+                        "auth.refresh_token_reuse",
+                        "session",
+                        Some(sid.to_string()),
+                    );
+                    e.actor_id = Some(session.user_id.to_string());
+                    e.actor_name = user.as_ref().map(|u| u.username.clone());
+                    e.actor_role = user.as_ref().map(|u| u.role.as_str().to_owned());
+                    e.outcome = "denied".into();
+                    e.detail =
+                        Some("a used refresh token was presented again; session revoked".into());
+                    audit::append(tx.conn, e, tx.now)?;
+                    return Ok(None);
+                }
+                let Some(user) = user.filter(|u| u.active) else {
+                    return Ok(None);
+                };
+                if !session.is_live(tx.now) || old.expires_at <= tx.now {
+                    return Ok(None);
+                }
+                sessions::mark_refresh_used(tx.conn, &hash, tx.now)?;
+                let expires_at = tx.now + (refresh_ttl as i64) * 1_000_000;
+                sessions::extend(tx.conn, sid, expires_at)?;
+                users::touch_seen(tx.conn, user.id, tx.now)?;
+                let issued = add_refresh(tx, sid, expires_at)?;
+                tx.changed(EntityKind::Session, sid.to_string());
+                Ok(Some((issued, user.id)))
+            })
+            .await?;
+        st.directory.sync().await?;
+        let Some((issued, uid)) = committed.value else {
+            return Err(ApiError::Unauthenticated(
+                "refresh token is invalid, expired, already used or its session has ended".into(),
+            ));
+        };
+        let tokens = st.session_tokens(uid, &issued)?;
+        Ok(reply(
+            pb::RefreshSessionResponse {
+                tokens: Some(tokens),
+            },
+            &ctx,
+            committed.revision,
+        ))
+    }
+
+    async fn logout(
+        &self,
+        ctx: RequestCtx,
+        p: Principal,
+    ) -> ApiResult<Response<pb::LogoutResponse>> {
+        let st = &self.state;
+        st.authorize(&p, Action::ManageOwnSession, Resource::User(p.user_id))?;
+        let ctx2 = ctx.clone();
+        let committed = st
+            .db
+            .write(move |tx| {
+                sessions::revoke(tx.conn, p.session_id, "logout", tx.now)?;
+                tx.changed(EntityKind::Session, p.session_id.to_string());
+                let e = ctx2.event(
+                    Some(&p),
+                    "auth.logout",
+                    "session",
+                    Some(p.session_id.to_string()),
+                );
+                audit::append(tx.conn, e, tx.now)?;
+                Ok(())
+            })
+            .await?;
+        st.directory.sync().await?;
+        Ok(reply(pb::LogoutResponse {}, &ctx, committed.revision))
+    }
+
+    async fn change_password(
+        &self,
+        ctx: RequestCtx,
+        p: Principal,
+        req: pb::ChangePasswordRequest,
+    ) -> ApiResult<Response<pb::ChangePasswordResponse>> {
+        let st = &self.state;
+        st.authorize(&p, Action::ManageOwnSession, Resource::User(p.user_id))?;
+        let mut v = Violations::new();
+        if req.current_password.is_empty() {
+            v.add("current_password", "is required");
+        } else if req.current_password.len() > fluxgate_domain::PASSWORD_HARD_MAX as usize {
+            v.add("current_password", "is too long");
+        }
+        if req.new_password.is_empty() {
+            v.add("new_password", "is required");
+        }
+        v.finish()?;
+        let uid = p.user_id;
+        let user = st
+            .db
+            .read(move |conn| Ok(users::find(conn, uid)?))
+            .await?
+            .ok_or_else(ApiError::unauthenticated)?;
+        let policy = st.directory.settings().settings.password_policy.clone();
+        let mut v = Violations::new();
+        v.check(
+            "new_password",
+            policy.check(&req.new_password, &[&user.username, &user.email]),
+        );
+        if req.new_password == req.current_password {
+            v.add("new_password", "must differ from the current password");
+        }
+        v.finish()?;
+        let verified = st
+            .hasher
+            .verify(req.current_password.clone(), user.password_hash.clone())
+            .await?;
+        if !verified.ok {
+            let subject = throttle_subject(Some(&user), &user.username);
+            self.record_failure(
+                &ctx,
+                Some(&user),
+                &user.username,
+                subject,
+                Failure::BadCredentials,
+            )
+            .await?;
+            return Err(ApiError::invalid(
+                "current_password",
+                "is not the current password",
+            ));
+        }
+        let new_hash = st.hasher.hash(req.new_password).await?;
+        let refresh_ttl = st
+            .directory
+            .settings()
+            .settings
+            .token_policy
+            .refresh_token_ttl_secs;
+        let ctx2 = ctx.clone();
+        let committed = st
+            .db
+            .write(move |tx| {
+                let mut u = users::find(tx.conn, uid)?.ok_or_else(ApiError::unauthenticated)?;
+                u.password_hash = Some(new_hash);
+                u.must_change_password = false;
+                users::update(tx.conn, &u, tx.now)?;
+                let revoked = sessions::revoke_all(tx.conn, uid, "password_changed", tx.now)?;
+                tx.changed(EntityKind::User, uid.to_string());
+                let issued = open_session(tx, uid, refresh_ttl)?;
+                let mut e = ctx2.event(
+                    Some(&p),
+                    "user.password_changed",
+                    "user",
+                    Some(uid.to_string()),
+                );
+                e.detail = Some(format!("{revoked} session(s) revoked"));
+                audit::append(tx.conn, e, tx.now)?;
+                let u = users::find(tx.conn, uid)?.ok_or_else(ApiError::unauthenticated)?;
+                Ok((issued, u))
+            })
+            .await?;
+        st.directory.sync().await?;
+        let (issued, user) = committed.value;
+        let tokens = st.session_tokens(uid, &issued)?;
+        Ok(reply(
+            pb::ChangePasswordResponse {
+                tokens: Some(tokens),
+                user: Some(user_to_proto(&user)),
+            },
+            &ctx,
+            committed.revision,
+        ))
+    }
+
+    async fn who_am_i(
+        &self,
+        ctx: RequestCtx,
+        p: Principal,
+    ) -> ApiResult<Response<pb::WhoAmIResponse>> {
+        let st = &self.state;
+        st.authorize(&p, Action::ManageOwnSession, Resource::User(p.user_id))?;
+        let uid = p.user_id;
+        let user = st
+            .db
+            .read(move |conn| Ok(users::find(conn, uid)?))
+            .await?
+            .ok_or_else(ApiError::unauthenticated)?;
+        Ok(reply(
+            pb::WhoAmIResponse {
+                principal: crate::convert::user_name(uid),
+                role: crate::convert::role_to_proto(p.facts.role) as i32,
+                session_id: p.session_id.to_string(),
+                user: Some(user_to_proto(&user)),
+            },
+            &ctx,
+            None,
+        ))
+    }
+}
+
+#[tonic::async_trait]
+impl AuthService for AuthSvc {
+    async fn login(
+        &self,
+        request: Request<pb::LoginRequest>,
+    ) -> Result<Response<pb::LoginResponse>, Status> {
+        let ctx = RequestCtx::of(&request)?;
+        Ok(AuthSvc::login(self, ctx, request.into_inner()).await?)
+    }
+
+    async fn refresh_session(
+        &self,
+        request: Request<pb::RefreshSessionRequest>,
+    ) -> Result<Response<pb::RefreshSessionResponse>, Status> {
+        let ctx = RequestCtx::of(&request)?;
+        Ok(self.refresh(ctx, request.into_inner()).await?)
+    }
+
+    async fn logout(
+        &self,
+        request: Request<pb::LogoutRequest>,
+    ) -> Result<Response<pb::LogoutResponse>, Status> {
+        let ctx = RequestCtx::of(&request)?;
+        let p = self.state.authenticate(&request, &ctx).await?;
+        Ok(AuthSvc::logout(self, ctx, p).await?)
+    }
+
+    async fn change_password(
+        &self,
+        request: Request<pb::ChangePasswordRequest>,
+    ) -> Result<Response<pb::ChangePasswordResponse>, Status> {
+        let ctx = RequestCtx::of(&request)?;
+        let p = self.state.authenticate(&request, &ctx).await?;
+        Ok(AuthSvc::change_password(self, ctx, p, request.into_inner()).await?)
+    }
+
+    async fn who_am_i(
+        &self,
+        request: Request<pb::WhoAmIRequest>,
+    ) -> Result<Response<pb::WhoAmIResponse>, Status> {
+        let ctx = RequestCtx::of(&request)?;
+        let p = self.state.authenticate(&request, &ctx).await?;
+        Ok(AuthSvc::who_am_i(self, ctx, p).await?)
+    }
+}

@@ -1,0 +1,101 @@
+//! One struct per gRPC service, each holding the shared state.
+
+pub mod auth;
+pub mod settings;
+pub mod users;
+
+use fluxgate_domain::{SessionId, UserId};
+use fluxgate_store::{Tx, sessions};
+use tonic::Response;
+use tonic::metadata::MetadataValue;
+
+use crate::auth::{REQUEST_ID_HEADER, REVISION_HEADER, RequestCtx};
+use crate::convert::timestamp;
+use crate::error::{ApiError, ApiResult};
+use crate::state::AppState;
+use crate::tokens::{random_token, token_hash};
+use fluxgate_proto::v1 as pb;
+
+/// Wraps a reply with the request id and, after a write, the revision that write produced.
+pub fn reply<T>(msg: T, ctx: &RequestCtx, revision: Option<i64>) -> Response<T> {
+    let mut r = Response::new(msg);
+    if let Ok(v) = MetadataValue::try_from(ctx.request_id.as_str()) {
+        r.metadata_mut().insert(REQUEST_ID_HEADER, v);
+    }
+    if let Some(rev) = revision
+        && let Ok(v) = MetadataValue::try_from(rev.to_string())
+    {
+        r.metadata_mut().insert(REVISION_HEADER, v);
+    }
+    r
+}
+
+/// A refresh token issued inside a write transaction.
+#[derive(Debug, Clone)]
+pub struct IssuedRefresh {
+    pub session_id: SessionId,
+    pub token: String,
+    pub expires_at: i64,
+}
+
+/// Creates a session with its first refresh token.
+pub fn open_session(
+    tx: &mut Tx<'_>,
+    user: UserId,
+    refresh_ttl_secs: u64,
+) -> ApiResult<IssuedRefresh> {
+    let id = SessionId::generate();
+    let expires_at = tx.now + (refresh_ttl_secs as i64) * 1_000_000;
+    sessions::create(tx.conn, id, user, tx.now, expires_at)?;
+    let issued = add_refresh(tx, id, expires_at)?;
+    tx.changed(fluxgate_store::changes::EntityKind::Session, id.to_string());
+    Ok(issued)
+}
+
+/// Stores a new refresh token for a session.
+pub fn add_refresh(
+    tx: &mut Tx<'_>,
+    session: SessionId,
+    expires_at: i64,
+) -> ApiResult<IssuedRefresh> {
+    let token = random_token(32);
+    sessions::insert_refresh(
+        tx.conn,
+        &sessions::RefreshToken {
+            token_hash: token_hash(&token),
+            session_id: session.to_string(),
+            issued_at: tx.now,
+            expires_at,
+            used_at: None,
+        },
+    )?;
+    Ok(IssuedRefresh {
+        session_id: session,
+        token,
+        expires_at,
+    })
+}
+
+impl AppState {
+    /// The client's view of a session: a fresh access token plus the refresh token.
+    pub fn session_tokens(&self, user: UserId, r: &IssuedRefresh) -> ApiResult<pb::SessionTokens> {
+        let ttl = self
+            .directory
+            .settings()
+            .settings
+            .token_policy
+            .access_token_ttl_secs;
+        let now = jsonwebtoken::get_current_timestamp();
+        let access = self
+            .keys
+            .issue(user, r.session_id, now, ttl)
+            .map_err(|e| ApiError::Internal(format!("signing access token: {e}")))?;
+        Ok(pb::SessionTokens {
+            access_token: access,
+            access_token_expire_time: Some(timestamp(((now + ttl) * 1_000_000) as i64)),
+            refresh_token: r.token.clone(),
+            refresh_token_expire_time: Some(timestamp(r.expires_at)),
+            session_id: r.session_id.to_string(),
+        })
+    }
+}

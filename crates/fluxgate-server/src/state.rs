@@ -1,0 +1,18 @@
+//! The state every service shares.
+
+use std::sync::Arc;
+
+use crate::config::Config;
+use crate::db::Db;
+use crate::directory::Directory;
+use crate::passwords::Hasher;
+use crate::tokens::TokenKeys;
+
+#[derive(Debug)]
+pub struct AppState {
+    pub config: Config,
+    pub db: Db,
+    pub directory: Arc<Directory>,
+    pub hasher: Hasher,
+    pub keys: TokenKeys,
+}

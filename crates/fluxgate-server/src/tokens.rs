@@ -1,0 +1,183 @@
+//! Access tokens (HS256 JWTs that name a user and a session, never a role) and opaque refresh
+//! tokens (random, stored only as SHA-256).
+
+use base64::Engine as _;
+use base64::engine::general_purpose::URL_SAFE_NO_PAD;
+use fluxgate_domain::{SessionId, UserId};
+use jsonwebtoken::{Algorithm, DecodingKey, EncodingKey, Header, Validation};
+use rand::Rng as _;
+use serde::{Deserialize, Serialize};
+use sha2::{Digest, Sha256};
+
+pub const ISSUER: &str = "fluxgate";
+pub const AUDIENCE: &str = "fluxgate";
+const ACCESS_TYPE: &str = "access";
+
+/// `n` random bytes (from the thread-local CSPRNG), base64url without padding.
+pub fn random_token(n: usize) -> String {
+    let mut buf = vec![0u8; n];
+    rand::rng().fill_bytes(&mut buf);
+    URL_SAFE_NO_PAD.encode(buf)
+}
+
+/// Hex SHA-256 of a secret token: how refresh tokens are stored and looked up.
+pub fn token_hash(token: &str) -> String {
+    Sha256::digest(token.as_bytes())
+        .iter()
+        .map(|b| format!("{b:02x}"))
+        .collect()
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Claims {
+    pub iss: String,
+    pub aud: String,
+    /// The user id.
+    pub sub: String,
+    /// The session id.
+    pub sid: String,
+    pub typ: String,
+    pub iat: u64,
+    pub nbf: u64,
+    pub exp: u64,
+}
+
+/// The verified content of an access token.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct AccessToken {
+    pub user_id: UserId,
+    pub session_id: SessionId,
+}
+
+/// Signs and checks access tokens.
+#[derive(Clone)]
+pub struct TokenKeys {
+    encoding: EncodingKey,
+    decoding: DecodingKey,
+    validation: Validation,
+}
+
+impl std::fmt::Debug for TokenKeys {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("TokenKeys(..)")
+    }
+}
+
+impl TokenKeys {
+    pub fn new(secret: &[u8]) -> Self {
+        let mut validation = Validation::new(Algorithm::HS256);
+        validation.set_audience(&[AUDIENCE]);
+        validation.set_issuer(&[ISSUER]);
+        validation.set_required_spec_claims(&["exp", "nbf", "iat", "aud", "iss", "sub"]);
+        validation.validate_nbf = true;
+        validation.leeway = 5;
+        Self {
+            encoding: EncodingKey::from_secret(secret),
+            decoding: DecodingKey::from_secret(secret),
+            validation,
+        }
+    }
+
+    /// Issues an access token valid for `ttl_secs` from `now_secs`.
+    pub fn issue(
+        &self,
+        user: UserId,
+        session: SessionId,
+        now_secs: u64,
+        ttl_secs: u64,
+    ) -> anyhow::Result<String> {
+        let claims = Claims {
+            iss: ISSUER.into(),
+            aud: AUDIENCE.into(),
+            sub: user.to_string(),
+            sid: session.to_string(),
+            typ: ACCESS_TYPE.into(),
+            iat: now_secs,
+            nbf: now_secs,
+            exp: now_secs + ttl_secs,
+        };
+        Ok(jsonwebtoken::encode(
+            &Header::new(Algorithm::HS256),
+            &claims,
+            &self.encoding,
+        )?)
+    }
+
+    /// Checks signature, algorithm, issuer, audience, times and type. `None` for any failure:
+    /// callers answer every bad token alike.
+    pub fn verify(&self, token: &str) -> Option<AccessToken> {
+        if token.len() > 4096 {
+            return None;
+        }
+        let data = jsonwebtoken::decode::<Claims>(token, &self.decoding, &self.validation).ok()?;
+        let c = data.claims;
+        if c.typ != ACCESS_TYPE {
+            return None;
+        }
+        Some(AccessToken {
+            user_id: c.sub.parse().ok()?,
+            session_id: c.sid.parse().ok()?,
+        })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn now() -> u64 {
+        jsonwebtoken::get_current_timestamp()
+    }
+
+    #[test]
+    fn tokens_round_trip() {
+        let keys = TokenKeys::new(&[7; 32]);
+        let (u, s) = (UserId::generate(), SessionId::generate());
+        let t = keys.issue(u, s, now(), 60).unwrap();
+        assert_eq!(
+            keys.verify(&t),
+            Some(AccessToken {
+                user_id: u,
+                session_id: s
+            })
+        );
+    }
+
+    #[test]
+    fn bad_tokens_are_refused() {
+        let keys = TokenKeys::new(&[7; 32]);
+        let (u, s) = (UserId::generate(), SessionId::generate());
+        // expired
+        let t = keys.issue(u, s, now() - 3600, 60).unwrap();
+        assert_eq!(keys.verify(&t), None);
+        // not yet valid
+        let t = keys.issue(u, s, now() + 3600, 60).unwrap();
+        assert_eq!(keys.verify(&t), None);
+        // wrong key
+        let t = TokenKeys::new(&[8; 32]).issue(u, s, now(), 60).unwrap();
+        assert_eq!(keys.verify(&t), None);
+        // alg none
+        let t = keys.issue(u, s, now(), 60).unwrap();
+        let parts: Vec<_> = t.split('.').collect();
+        let none_header = URL_SAFE_NO_PAD.encode(br#"{"alg":"none","typ":"JWT"}"#);
+        assert_eq!(keys.verify(&format!("{none_header}.{}.", parts[1])), None);
+        // tampered payload
+        let mut claims: Claims =
+            serde_json::from_slice(&URL_SAFE_NO_PAD.decode(parts[1]).unwrap()).unwrap();
+        claims.sub = UserId::generate().to_string();
+        let forged = URL_SAFE_NO_PAD.encode(serde_json::to_vec(&claims).unwrap());
+        assert_eq!(
+            keys.verify(&format!("{}.{forged}.{}", parts[0], parts[2])),
+            None
+        );
+        assert_eq!(keys.verify("not a token"), None);
+    }
+
+    #[test]
+    fn refresh_tokens_are_random_and_hashed() {
+        let a = random_token(32);
+        assert_eq!(a.len(), 43);
+        assert_ne!(a, random_token(32));
+        assert_eq!(token_hash(&a).len(), 64);
+    }
+}

@@ -1,0 +1,259 @@
+//! Starts the real server on 127.0.0.1:0 against a fresh database and hands out generated
+//! clients, exactly as an internal service would use them.
+
+use std::net::SocketAddr;
+
+use fluxgate_proto::v1 as pb;
+use fluxgate_proto::v1::auth_service_client::AuthServiceClient;
+use fluxgate_proto::v1::settings_service_client::SettingsServiceClient;
+use fluxgate_proto::v1::user_service_client::UserServiceClient;
+use fluxgate_server::config::HashingConfig;
+use fluxgate_server::{Config, Server};
+use fluxgate_store::{PoolOptions, Store};
+use tokio::sync::oneshot;
+use tonic::transport::Channel;
+use tonic::{Code, Request, Status};
+use tonic_types::StatusExt;
+
+pub const ADMIN: &str = "admin";
+pub const ADMIN_PASSWORD: &str = "Bootstrap-Pass-1";
+
+/// Which database a test runs on.
+#[derive(Debug, Clone)]
+pub enum Backend {
+    Sqlite,
+    Postgres(String),
+}
+
+impl Backend {
+    /// A fresh PostgreSQL schema, or `None` when PostgreSQL is unreachable and not required.
+    pub fn postgres() -> Option<Backend> {
+        fluxgate_store::testing::fresh_postgres_url().map(Backend::Postgres)
+    }
+}
+
+/// A running server and what a test needs to talk to it.
+pub struct TestServer {
+    pub addr: SocketAddr,
+    pub database_url: String,
+    pub channel: Channel,
+    shutdown: Option<oneshot::Sender<()>>,
+    task: Option<tokio::task::JoinHandle<anyhow::Result<()>>>,
+    _dir: Option<tempfile::TempDir>,
+}
+
+/// Configuration of a test server: loopback, ephemeral port, cheap Argon2 (tests only).
+pub fn test_config(backend: &Backend) -> (Config, Option<tempfile::TempDir>) {
+    let (url, dir) = match backend {
+        Backend::Sqlite => {
+            let dir = tempfile::tempdir().unwrap();
+            let url = format!("sqlite://{}", dir.path().join("fluxgate.db").display());
+            (url, Some(dir))
+        }
+        Backend::Postgres(url) => (url.clone(), None),
+    };
+    let mut config = Config {
+        listen: "127.0.0.1:0".parse().unwrap(),
+        database_url: url,
+        directory_poll_ms: 200,
+        password_hashing: HashingConfig {
+            memory_kib: 256,
+            iterations: 1,
+            parallelism: 1,
+            max_concurrent: 4,
+        },
+        ..Config::default()
+    };
+    config.bootstrap.password = Some(ADMIN_PASSWORD.into());
+    (config, dir)
+}
+
+impl TestServer {
+    pub async fn start(backend: Backend) -> TestServer {
+        let (config, dir) = test_config(&backend);
+        Self::start_with(config, dir).await
+    }
+
+    pub async fn start_with(config: Config, dir: Option<tempfile::TempDir>) -> TestServer {
+        let database_url = config.database_url.clone();
+        let server = Server::bind(config).await.expect("server starts");
+        let addr = server.local_addr().unwrap();
+        let (tx, rx) = oneshot::channel::<()>();
+        let task = tokio::spawn(server.run(async move {
+            let _ = rx.await;
+        }));
+        let channel = Channel::from_shared(format!("http://{addr}"))
+            .unwrap()
+            .connect()
+            .await
+            .expect("connect");
+        TestServer {
+            addr,
+            database_url,
+            channel,
+            shutdown: Some(tx),
+            task: Some(task),
+            _dir: dir,
+        }
+    }
+
+    /// Stops the server gracefully and waits for it.
+    pub async fn stop(mut self) {
+        if let Some(tx) = self.shutdown.take() {
+            let _ = tx.send(());
+        }
+        if let Some(t) = self.task.take() {
+            t.await.unwrap().unwrap();
+        }
+    }
+
+    pub fn auth(&self) -> AuthServiceClient<Channel> {
+        AuthServiceClient::new(self.channel.clone())
+    }
+
+    pub fn users(&self) -> UserServiceClient<Channel> {
+        UserServiceClient::new(self.channel.clone())
+    }
+
+    pub fn settings(&self) -> SettingsServiceClient<Channel> {
+        SettingsServiceClient::new(self.channel.clone())
+    }
+
+    /// Direct access to the database, for assertions on what was (not) written.
+    pub fn store(&self) -> Store {
+        Store::open(&self.database_url, &PoolOptions::default()).unwrap()
+    }
+
+    /// Logs in; panics on failure.
+    pub async fn login(&self, username: &str, password: &str) -> pb::LoginResponse {
+        self.auth()
+            .login(pb::LoginRequest {
+                username: username.into(),
+                password: password.into(),
+            })
+            .await
+            .unwrap_or_else(|s| panic!("login {username}: {s:?}"))
+            .into_inner()
+    }
+
+    /// The bootstrap admin's access token.
+    pub async fn admin_token(&self) -> String {
+        self.login(ADMIN, ADMIN_PASSWORD)
+            .await
+            .tokens
+            .unwrap()
+            .access_token
+    }
+
+    /// Creates a user (as `token`) and returns it.
+    pub async fn create_user(
+        &self,
+        token: &str,
+        username: &str,
+        role: pb::Role,
+        password: &str,
+    ) -> pb::User {
+        self.users()
+            .create_user(authed(
+                pb::CreateUserRequest {
+                    user: Some(pb::User {
+                        username: username.into(),
+                        email: format!("{username}@example.com"),
+                        display_name: format!("{username} tester"),
+                        role: role as i32,
+                        ..Default::default()
+                    }),
+                    initial_password: password.into(),
+                    require_password_change: false,
+                },
+                token,
+            ))
+            .await
+            .unwrap_or_else(|s| panic!("create {username}: {s:?}"))
+            .into_inner()
+            .user
+            .unwrap()
+    }
+
+    /// Number of audit events stored.
+    pub fn audit_count(&self) -> usize {
+        self.store()
+            .read(|c| fluxgate_store::audit::list(c, 0, i64::MAX))
+            .unwrap()
+            .len()
+    }
+
+    pub fn audit_events(&self) -> Vec<fluxgate_store::audit::Event> {
+        self.store()
+            .read(|c| fluxgate_store::audit::list(c, 0, i64::MAX))
+            .unwrap()
+    }
+}
+
+impl Drop for TestServer {
+    fn drop(&mut self) {
+        if let Some(tx) = self.shutdown.take() {
+            let _ = tx.send(());
+        }
+    }
+}
+
+/// A request carrying `authorization: Bearer <token>`.
+pub fn authed<T>(msg: T, token: &str) -> Request<T> {
+    let mut r = Request::new(msg);
+    r.metadata_mut()
+        .insert("authorization", format!("Bearer {token}").parse().unwrap());
+    r
+}
+
+/// Asserts the status code, returning the status for more checks.
+#[track_caller]
+pub fn expect_code<T: std::fmt::Debug>(r: Result<T, Status>, code: Code) -> Status {
+    match r {
+        Ok(v) => panic!("expected {code:?}, got OK: {v:?}"),
+        Err(s) => {
+            assert_eq!(s.code(), code, "unexpected status: {s:?}");
+            s
+        }
+    }
+}
+
+/// Asserts INVALID_ARGUMENT naming `field` among its field violations.
+#[track_caller]
+pub fn expect_invalid<T: std::fmt::Debug>(r: Result<T, Status>, field: &str) {
+    let s = expect_code(r, Code::InvalidArgument);
+    let details = s.get_error_details();
+    let bad = details
+        .bad_request()
+        .unwrap_or_else(|| panic!("no BadRequest details in {s:?}"));
+    assert!(
+        bad.field_violations.iter().any(|v| v.field == field),
+        "no violation for {field:?} in {:?}",
+        bad.field_violations
+    );
+}
+
+/// Runs each named async test fn on SQLite and on PostgreSQL.
+#[macro_export]
+macro_rules! both_backends {
+    ($($name:ident),* $(,)?) => {
+        mod sqlite {
+            $(
+                #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+                async fn $name() {
+                    super::$name($crate::harness::Backend::Sqlite).await
+                }
+            )*
+        }
+        mod postgres {
+            $(
+                #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+                async fn $name() {
+                    if let Some(b) = $crate::harness::Backend::postgres() {
+                        super::$name(b).await
+                    }
+                }
+            )*
+        }
+    };
+}

@@ -1,0 +1,10 @@
+//! FluxGate end to end: the real server on an ephemeral port, the generated clients, every test
+//! on SQLite and on PostgreSQL.
+#![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
+
+mod harness;
+
+mod auth;
+mod settings;
+mod users;
+mod validation;

@@ -1,0 +1,651 @@
+//! The user lifecycle and its role rules.
+
+use fluxgate_proto::v1 as pb;
+use prost_types::FieldMask;
+use tonic::Code;
+
+use crate::harness::*;
+
+const PW: &str = "Someone-pw-123";
+
+fn mask(paths: &[&str]) -> Option<FieldMask> {
+    Some(FieldMask {
+        paths: paths.iter().map(|p| p.to_string()).collect(),
+    })
+}
+
+async fn lifecycle_create_get_update_deactivate_reactivate_delete(b: Backend) {
+    let s = TestServer::start(b).await;
+    let admin = s.admin_token().await;
+    let mut users = s.users();
+    let u = s.create_user(&admin, "dora", pb::Role::Requester, PW).await;
+    assert!(u.name.starts_with("users/"));
+    assert!(u.active && !u.must_change_password);
+    assert_eq!(u.email, "dora@example.com");
+
+    // Get by id and by username.
+    let by_id = users
+        .get_user(authed(
+            pb::GetUserRequest {
+                name: u.name.clone(),
+            },
+            &admin,
+        ))
+        .await
+        .unwrap()
+        .into_inner();
+    let by_name = users
+        .get_user(authed(
+            pb::GetUserRequest {
+                name: "users/dora".into(),
+            },
+            &admin,
+        ))
+        .await
+        .unwrap()
+        .into_inner();
+    assert_eq!(by_id.user, by_name.user);
+
+    // Update with the etag; a stale etag is refused with ABORTED.
+    let updated = users
+        .update_user(authed(
+            pb::UpdateUserRequest {
+                user: Some(pb::User {
+                    name: u.name.clone(),
+                    email: "Dora.New@Example.com".into(),
+                    display_name: "Dora Explorer".into(),
+                    role: pb::Role::Approver as i32,
+                    etag: u.etag.clone(),
+                    ..Default::default()
+                }),
+                update_mask: mask(&["email", "display_name", "role"]),
+            },
+            &admin,
+        ))
+        .await
+        .unwrap()
+        .into_inner()
+        .user
+        .unwrap();
+    assert_eq!(updated.email, "dora.new@example.com");
+    assert_eq!(updated.display_name, "Dora Explorer");
+    assert_eq!(updated.role, pb::Role::Approver as i32);
+    assert_ne!(updated.etag, u.etag);
+    let r = users
+        .update_user(authed(
+            pb::UpdateUserRequest {
+                user: Some(pb::User {
+                    name: u.name.clone(),
+                    display_name: "Lost".into(),
+                    etag: u.etag.clone(),
+                    ..Default::default()
+                }),
+                update_mask: mask(&["display_name"]),
+            },
+            &admin,
+        ))
+        .await;
+    expect_code(r, Code::Aborted);
+    // Only masked fields change.
+    let only_name = users
+        .update_user(authed(
+            pb::UpdateUserRequest {
+                user: Some(pb::User {
+                    name: u.name.clone(),
+                    display_name: "Dora E.".into(),
+                    email: "ignored@example.com".into(),
+                    ..Default::default()
+                }),
+                update_mask: mask(&["display_name"]),
+            },
+            &admin,
+        ))
+        .await
+        .unwrap()
+        .into_inner()
+        .user
+        .unwrap();
+    assert_eq!(only_name.email, "dora.new@example.com");
+
+    // Delete only after deactivation.
+    let del = |etag: String| {
+        let mut c = s.users();
+        let r = authed(
+            pb::DeleteUserRequest {
+                name: u.name.clone(),
+                etag,
+            },
+            &admin,
+        );
+        async move { c.delete_user(r).await }
+    };
+    expect_code(del(String::new()).await, Code::FailedPrecondition);
+    let d = users
+        .deactivate_user(authed(
+            pb::DeactivateUserRequest {
+                name: u.name.clone(),
+                etag: String::new(),
+            },
+            &admin,
+        ))
+        .await
+        .unwrap()
+        .into_inner()
+        .user
+        .unwrap();
+    assert!(!d.active);
+    expect_code(
+        users
+            .deactivate_user(authed(
+                pb::DeactivateUserRequest {
+                    name: u.name.clone(),
+                    etag: String::new(),
+                },
+                &admin,
+            ))
+            .await,
+        Code::FailedPrecondition,
+    );
+    expect_code(
+        s.auth()
+            .login(pb::LoginRequest {
+                username: "dora".into(),
+                password: PW.into(),
+            })
+            .await,
+        Code::Unauthenticated,
+    );
+    let r = users
+        .reactivate_user(authed(
+            pb::ReactivateUserRequest {
+                name: u.name.clone(),
+                etag: d.etag.clone(),
+            },
+            &admin,
+        ))
+        .await
+        .unwrap()
+        .into_inner()
+        .user
+        .unwrap();
+    assert!(r.active);
+    s.login("dora", PW).await; // previous credentials work again
+    users
+        .deactivate_user(authed(
+            pb::DeactivateUserRequest {
+                name: u.name.clone(),
+                etag: r.etag.clone(),
+            },
+            &admin,
+        ))
+        .await
+        .unwrap();
+    del(String::new()).await.unwrap();
+    expect_code(
+        users
+            .get_user(authed(
+                pb::GetUserRequest {
+                    name: u.name.clone(),
+                },
+                &admin,
+            ))
+            .await,
+        Code::NotFound,
+    );
+
+    // Every change was audited once, and the history survives the deletion.
+    let actions: Vec<String> = s
+        .audit_events()
+        .into_iter()
+        .filter(|e| {
+            e.target_id.as_deref() == Some(u.name.trim_start_matches("users/"))
+                && e.actor_name.as_deref() == Some("admin")
+        })
+        .map(|e| e.action)
+        .collect();
+    assert_eq!(
+        actions,
+        [
+            "user.created",
+            "user.updated",
+            "user.updated",
+            "user.deactivated",
+            "user.reactivated",
+            "user.deactivated",
+            "user.deleted"
+        ]
+    );
+    let chain = s
+        .store()
+        .read(|c| fluxgate_store::audit::verify(c))
+        .unwrap();
+    assert_eq!(chain, None, "audit chain verifies");
+}
+
+async fn duplicates_are_refused(b: Backend) {
+    let s = TestServer::start(b).await;
+    let admin = s.admin_token().await;
+    s.create_user(&admin, "eve", pb::Role::Requester, PW).await;
+    let mut users = s.users();
+    let mk = |username: &str, email: &str| {
+        authed(
+            pb::CreateUserRequest {
+                user: Some(pb::User {
+                    username: username.into(),
+                    email: email.into(),
+                    display_name: "X".into(),
+                    role: pb::Role::Requester as i32,
+                    ..Default::default()
+                }),
+                initial_password: PW.into(),
+                require_password_change: false,
+            },
+            &admin,
+        )
+    };
+    let st = expect_code(
+        users.create_user(mk("EVE", "other@example.com")).await,
+        Code::AlreadyExists,
+    );
+    assert!(st.message().contains("username"), "{st:?}");
+    let st = expect_code(
+        users.create_user(mk("eve2", "Eve@Example.com")).await,
+        Code::AlreadyExists,
+    );
+    assert!(st.message().contains("email"), "{st:?}");
+}
+
+async fn listing_filters_searches_and_pages(b: Backend) {
+    let s = TestServer::start(b).await;
+    let admin = s.admin_token().await;
+    for i in 0..7 {
+        let role = if i % 2 == 0 {
+            pb::Role::Requester
+        } else {
+            pb::Role::Approver
+        };
+        s.create_user(&admin, &format!("user{i}"), role, PW).await;
+    }
+    let mut users = s.users();
+    let mut seen = Vec::new();
+    let mut token = String::new();
+    loop {
+        let page = users
+            .list_users(authed(
+                pb::ListUsersRequest {
+                    page_size: 3,
+                    page_token: token.clone(),
+                    ..Default::default()
+                },
+                &admin,
+            ))
+            .await
+            .unwrap()
+            .into_inner();
+        assert!(page.users.len() <= 3);
+        seen.extend(page.users.into_iter().map(|u| u.username));
+        if page.next_page_token.is_empty() {
+            break;
+        }
+        token = page.next_page_token;
+    }
+    let mut expected: Vec<String> = (0..7).map(|i| format!("user{i}")).collect();
+    expected.insert(0, "admin".into());
+    assert_eq!(seen, expected);
+
+    let approvers = users
+        .list_users(authed(
+            pb::ListUsersRequest {
+                role: pb::Role::Approver as i32,
+                ..Default::default()
+            },
+            &admin,
+        ))
+        .await
+        .unwrap()
+        .into_inner();
+    assert_eq!(approvers.users.len(), 3);
+    let search = users
+        .list_users(authed(
+            pb::ListUsersRequest {
+                query: "USER3@EXAMPLE".into(),
+                ..Default::default()
+            },
+            &admin,
+        ))
+        .await
+        .unwrap()
+        .into_inner();
+    assert_eq!(
+        search
+            .users
+            .iter()
+            .map(|u| u.username.as_str())
+            .collect::<Vec<_>>(),
+        ["user3"]
+    );
+
+    users
+        .deactivate_user(authed(
+            pb::DeactivateUserRequest {
+                name: "users/user1".into(),
+                etag: String::new(),
+            },
+            &admin,
+        ))
+        .await
+        .unwrap();
+    let inactive = users
+        .list_users(authed(
+            pb::ListUsersRequest {
+                active: Some(false),
+                ..Default::default()
+            },
+            &admin,
+        ))
+        .await
+        .unwrap()
+        .into_inner();
+    assert_eq!(
+        inactive
+            .users
+            .iter()
+            .map(|u| u.username.as_str())
+            .collect::<Vec<_>>(),
+        ["user1"]
+    );
+
+    // A page token is bound to the filters it was issued with.
+    let first = users
+        .list_users(authed(
+            pb::ListUsersRequest {
+                page_size: 1,
+                role: pb::Role::Requester as i32,
+                ..Default::default()
+            },
+            &admin,
+        ))
+        .await
+        .unwrap()
+        .into_inner();
+    let r = users
+        .list_users(authed(
+            pb::ListUsersRequest {
+                page_size: 1,
+                page_token: first.next_page_token,
+                ..Default::default()
+            },
+            &admin,
+        ))
+        .await;
+    expect_invalid(r, "page_token");
+}
+
+async fn team_admin_rules_protect_the_org(b: Backend) {
+    let s = TestServer::start(b).await;
+    let admin = s.admin_token().await;
+    let me = s
+        .auth()
+        .who_am_i(authed(pb::WhoAmIRequest {}, &admin))
+        .await
+        .unwrap()
+        .into_inner()
+        .principal;
+    let mut users = s.users();
+    // No self-deactivation, self-deletion or self-demotion.
+    let st = expect_code(
+        users
+            .deactivate_user(authed(
+                pb::DeactivateUserRequest {
+                    name: me.clone(),
+                    etag: String::new(),
+                },
+                &admin,
+            ))
+            .await,
+        Code::PermissionDenied,
+    );
+    assert!(st.message().contains("own account"), "{st:?}");
+    expect_code(
+        users
+            .delete_user(authed(
+                pb::DeleteUserRequest {
+                    name: me.clone(),
+                    etag: String::new(),
+                },
+                &admin,
+            ))
+            .await,
+        Code::PermissionDenied,
+    );
+    let set_role = |name: String, role: pb::Role, token: String| {
+        let mut u = s.users();
+        async move {
+            u.update_user(authed(
+                pb::UpdateUserRequest {
+                    user: Some(pb::User {
+                        name,
+                        role: role as i32,
+                        ..Default::default()
+                    }),
+                    update_mask: mask(&["role"]),
+                },
+                &token,
+            ))
+            .await
+        }
+    };
+    expect_code(
+        set_role(me.clone(), pb::Role::Approver, admin.clone()).await,
+        Code::PermissionDenied,
+    );
+
+    // A second Team Admin may demote and deactivate the first; the first loses its rights on
+    // its very next request.
+    s.create_user(&admin, "ada", pb::Role::TeamAdmin, PW).await;
+    let ada = s.login("ada", PW).await.tokens.unwrap().access_token;
+    set_role(me.clone(), pb::Role::Approver, ada.clone())
+        .await
+        .unwrap();
+    expect_code(
+        users
+            .list_users(authed(pb::ListUsersRequest::default(), &admin))
+            .await,
+        Code::PermissionDenied,
+    );
+    set_role(me.clone(), pb::Role::TeamAdmin, ada.clone())
+        .await
+        .unwrap();
+    users
+        .list_users(authed(pb::ListUsersRequest::default(), &admin))
+        .await
+        .unwrap();
+    users
+        .deactivate_user(authed(
+            pb::DeactivateUserRequest {
+                name: me.clone(),
+                etag: String::new(),
+            },
+            &ada,
+        ))
+        .await
+        .unwrap();
+    expect_code(
+        s.auth()
+            .who_am_i(authed(pb::WhoAmIRequest {}, &admin))
+            .await,
+        Code::Unauthenticated,
+    );
+    // ada is now the only active Team Admin and cannot leave the org without one.
+    let st = expect_code(
+        users
+            .deactivate_user(authed(
+                pb::DeactivateUserRequest {
+                    name: "users/ada".into(),
+                    etag: String::new(),
+                },
+                &ada,
+            ))
+            .await,
+        Code::PermissionDenied,
+    );
+    assert!(st.message().contains("own account"), "{st:?}");
+    let count = s
+        .store()
+        .read(|c| fluxgate_store::users::count_active_admins(c, None))
+        .unwrap();
+    assert_eq!(count, 1);
+}
+
+async fn non_admins_are_refused_user_management(b: Backend) {
+    let s = TestServer::start(b).await;
+    let admin = s.admin_token().await;
+    let target = s.create_user(&admin, "tara", pb::Role::Requester, PW).await;
+    for (name, role) in [("req", pb::Role::Requester), ("appr", pb::Role::Approver)] {
+        s.create_user(&admin, name, role, PW).await;
+        let t = s.login(name, PW).await.tokens.unwrap().access_token;
+        let mut u = s.users();
+        let before = s.audit_count();
+        expect_code(
+            u.list_users(authed(pb::ListUsersRequest::default(), &t))
+                .await,
+            Code::PermissionDenied,
+        );
+        expect_code(
+            u.get_user(authed(
+                pb::GetUserRequest {
+                    name: target.name.clone(),
+                },
+                &t,
+            ))
+            .await,
+            Code::PermissionDenied,
+        );
+        // Probing for a username that does not exist says the same.
+        expect_code(
+            u.get_user(authed(
+                pb::GetUserRequest {
+                    name: "users/nobody".into(),
+                },
+                &t,
+            ))
+            .await,
+            Code::PermissionDenied,
+        );
+        expect_code(
+            u.update_user(authed(
+                pb::UpdateUserRequest {
+                    user: Some(pb::User {
+                        name: target.name.clone(),
+                        display_name: "x".into(),
+                        ..Default::default()
+                    }),
+                    update_mask: mask(&["display_name"]),
+                },
+                &t,
+            ))
+            .await,
+            Code::PermissionDenied,
+        );
+        expect_code(
+            u.deactivate_user(authed(
+                pb::DeactivateUserRequest {
+                    name: target.name.clone(),
+                    etag: String::new(),
+                },
+                &t,
+            ))
+            .await,
+            Code::PermissionDenied,
+        );
+        expect_code(
+            u.reactivate_user(authed(
+                pb::ReactivateUserRequest {
+                    name: target.name.clone(),
+                    etag: String::new(),
+                },
+                &t,
+            ))
+            .await,
+            Code::PermissionDenied,
+        );
+        expect_code(
+            u.delete_user(authed(
+                pb::DeleteUserRequest {
+                    name: target.name.clone(),
+                    etag: String::new(),
+                },
+                &t,
+            ))
+            .await,
+            Code::PermissionDenied,
+        );
+        // But everyone may read themselves.
+        let me = s
+            .auth()
+            .who_am_i(authed(pb::WhoAmIRequest {}, &t))
+            .await
+            .unwrap()
+            .into_inner();
+        u.get_user(authed(pb::GetUserRequest { name: me.principal }, &t))
+            .await
+            .unwrap();
+        assert_eq!(s.audit_count(), before, "refused calls write nothing");
+    }
+    // Unauthenticated callers get UNAUTHENTICATED.
+    expect_code(
+        s.users().list_users(pb::ListUsersRequest::default()).await,
+        Code::Unauthenticated,
+    );
+}
+
+async fn concurrent_last_admin_demotions_leave_one_admin(b: Backend) {
+    let s = TestServer::start(b).await;
+    let admin = s.admin_token().await;
+    let me = s
+        .auth()
+        .who_am_i(authed(pb::WhoAmIRequest {}, &admin))
+        .await
+        .unwrap()
+        .into_inner()
+        .principal;
+    let other = s.create_user(&admin, "zed", pb::Role::TeamAdmin, PW).await;
+    let zed = s.login("zed", PW).await.tokens.unwrap().access_token;
+    // Each demotes the other at the same moment: at most one may succeed.
+    let call = |name: String, token: String| {
+        let mut u = s.users();
+        async move {
+            u.update_user(authed(
+                pb::UpdateUserRequest {
+                    user: Some(pb::User {
+                        name,
+                        role: pb::Role::Requester as i32,
+                        ..Default::default()
+                    }),
+                    update_mask: mask(&["role"]),
+                },
+                &token,
+            ))
+            .await
+        }
+    };
+    let (a, b2) = tokio::join!(
+        call(other.name.clone(), admin.clone()),
+        call(me.clone(), zed.clone())
+    );
+    assert!(a.is_ok() || b2.is_ok());
+    let count = s
+        .store()
+        .read(|c| fluxgate_store::users::count_active_admins(c, None))
+        .unwrap();
+    assert_eq!(count, 1, "exactly one Team Admin remains: {a:?} {b2:?}");
+}
+
+crate::both_backends!(
+    lifecycle_create_get_update_deactivate_reactivate_delete,
+    duplicates_are_refused,
+    listing_filters_searches_and_pages,
+    team_admin_rules_protect_the_org,
+    non_admins_are_refused_user_management,
+    concurrent_last_admin_demotions_leave_one_admin,
+);
