@@ -1,7 +1,7 @@
 //! Starts the real server on 127.0.0.1:0 against a fresh database and hands out generated
 //! clients, exactly as an internal service would use them.
 
-use std::net::SocketAddr;
+use std::sync::Arc;
 
 use fluxgate_proto::v1 as pb;
 use fluxgate_proto::v1::auth_service_client::AuthServiceClient;
@@ -9,6 +9,7 @@ use fluxgate_proto::v1::settings_service_client::SettingsServiceClient;
 use fluxgate_proto::v1::user_service_client::UserServiceClient;
 use fluxgate_server::config::HashingConfig;
 use fluxgate_server::{Config, Server};
+use fluxgate_store::testing::TestSchema;
 use fluxgate_store::{PoolOptions, Store};
 use tokio::sync::oneshot;
 use tonic::transport::Channel;
@@ -22,24 +23,25 @@ pub const ADMIN_PASSWORD: &str = "Bootstrap-Pass-1";
 #[derive(Debug, Clone)]
 pub enum Backend {
     Sqlite,
-    Postgres(String),
+    Postgres(Arc<TestSchema>),
 }
 
 impl Backend {
     /// A fresh PostgreSQL schema, or `None` when PostgreSQL is unreachable and not required.
     pub fn postgres() -> Option<Backend> {
-        fluxgate_store::testing::fresh_postgres_url().map(Backend::Postgres)
+        fluxgate_store::testing::fresh_postgres().map(|s| Backend::Postgres(Arc::new(s)))
     }
 }
 
 /// A running server and what a test needs to talk to it.
 pub struct TestServer {
-    pub addr: SocketAddr,
     pub database_url: String,
     pub channel: Channel,
     shutdown: Option<oneshot::Sender<()>>,
     task: Option<tokio::task::JoinHandle<anyhow::Result<()>>>,
     _dir: Option<tempfile::TempDir>,
+    /// Keeps a PostgreSQL test schema alive until the server is gone.
+    _backend: Option<Backend>,
 }
 
 /// Configuration of a test server: loopback, ephemeral port, cheap Argon2 (tests only).
@@ -50,7 +52,7 @@ pub fn test_config(backend: &Backend) -> (Config, Option<tempfile::TempDir>) {
             let url = format!("sqlite://{}", dir.path().join("fluxgate.db").display());
             (url, Some(dir))
         }
-        Backend::Postgres(url) => (url.clone(), None),
+        Backend::Postgres(schema) => (schema.url.clone(), None),
     };
     let mut config = Config {
         listen: "127.0.0.1:0".parse().unwrap(),
@@ -71,7 +73,9 @@ pub fn test_config(backend: &Backend) -> (Config, Option<tempfile::TempDir>) {
 impl TestServer {
     pub async fn start(backend: Backend) -> TestServer {
         let (config, dir) = test_config(&backend);
-        Self::start_with(config, dir).await
+        let mut s = Self::start_with(config, dir).await;
+        s._backend = Some(backend);
+        s
     }
 
     pub async fn start_with(config: Config, dir: Option<tempfile::TempDir>) -> TestServer {
@@ -88,12 +92,12 @@ impl TestServer {
             .await
             .expect("connect");
         TestServer {
-            addr,
             database_url,
             channel,
             shutdown: Some(tx),
             task: Some(task),
             _dir: dir,
+            _backend: None,
         }
     }
 

@@ -28,7 +28,7 @@ async fn admins_change_settings_at_run_time(b: Backend) {
         .into_inner()
         .settings
         .unwrap();
-    let pp = cur.password_policy.clone().unwrap();
+    let pp = cur.password_policy.unwrap();
     assert_eq!(
         (
             pp.min_length,

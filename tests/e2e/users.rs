@@ -217,7 +217,7 @@ async fn lifecycle_create_get_update_deactivate_reactivate_delete(b: Backend) {
     );
     let chain = s
         .store()
-        .read(|c| fluxgate_store::audit::verify(c))
+        .read(fluxgate_store::audit::verify)
         .unwrap();
     assert_eq!(chain, None, "audit chain verifies");
 }

@@ -126,7 +126,7 @@ pub fn prepare(
             .ok_or_else(|| anyhow::anyhow!("no signing key in the database"))?
             .into_bytes(),
     };
-    if let Some(stored) = store.read(|c| settings::load(c))?
+    if let Some(stored) = store.read(settings::load)?
         && stored.settings != config.settings
     {
         tracing::info!(
@@ -147,7 +147,7 @@ pub fn reset_password(
 ) -> anyhow::Result<String> {
     store.migrate()?;
     let policy = store
-        .read(|c| settings::load(c))?
+        .read(settings::load)?
         .map(|s| s.settings.password_policy)
         .unwrap_or_default();
     let (password, temporary) = match password {

@@ -151,7 +151,7 @@ async fn poll_directory(state: Arc<AppState>, every: Duration) {
             tracing::warn!(error = %e, "directory sync failed");
         }
         n += 1;
-        if n % 60 == 0 {
+        if n.is_multiple_of(60) {
             state.directory.evict_expired();
         }
     }

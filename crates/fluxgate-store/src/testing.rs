@@ -17,12 +17,28 @@ fn required() -> bool {
     std::env::var("FLUXGATE_TEST_REQUIRE_POSTGRES").is_ok_and(|v| v == "1" || v == "true")
 }
 
-/// Creates a new schema and returns a URL whose connections use it, or `None` (after saying so
-/// on stderr) when PostgreSQL is unreachable and not required.
+/// A schema of its own for one test, dropped with everything in it when this value drops.
+#[derive(Debug)]
+pub struct TestSchema {
+    /// A URL whose connections use the schema.
+    pub url: String,
+    name: String,
+}
+
+impl Drop for TestSchema {
+    fn drop(&mut self) {
+        if let Ok(mut conn) = PgConnection::establish(&base_url()) {
+            let _ = conn.batch_execute(&format!("DROP SCHEMA IF EXISTS {} CASCADE", self.name));
+        }
+    }
+}
+
+/// Creates a new schema, or returns `None` (after saying so on stderr) when PostgreSQL is
+/// unreachable and not required.
 ///
 /// # Panics
 /// When PostgreSQL is unreachable and `FLUXGATE_TEST_REQUIRE_POSTGRES=1`.
-pub fn fresh_postgres_url() -> Option<String> {
+pub fn fresh_postgres() -> Option<TestSchema> {
     let base = base_url();
     let mut conn = match PgConnection::establish(&base) {
         Ok(c) => c,
@@ -44,5 +60,8 @@ pub fn fresh_postgres_url() -> Option<String> {
     conn.batch_execute(&format!("CREATE SCHEMA {schema}"))
         .expect("create test schema");
     let sep = if base.contains('?') { '&' } else { '?' };
-    Some(format!("{base}{sep}options=-csearch_path%3D{schema}"))
+    Some(TestSchema {
+        url: format!("{base}{sep}options=-csearch_path%3D{schema}"),
+        name: schema,
+    })
 }

@@ -8,9 +8,10 @@ fn on_both_backends(check: impl Fn(&Store)) {
     let path = dir.path().join("t.db");
     let sqlite = Store::open(path.to_str().unwrap(), &PoolOptions::default()).unwrap();
     check(&sqlite);
-    if let Some(url) = testing::fresh_postgres_url() {
-        let pg = Store::open(&url, &PoolOptions::default()).unwrap();
+    if let Some(schema) = testing::fresh_postgres() {
+        let pg = Store::open(&schema.url, &PoolOptions::default()).unwrap();
         check(&pg);
+        drop(pg);
     }
 }
 
@@ -36,7 +37,7 @@ fn migrations_run_up_down_and_up_again() {
         );
         store.revert_all().unwrap();
         assert_eq!(store.migrate().unwrap().len(), 1);
-        let n = store.read(|c| users::count(c)).unwrap();
+        let n = store.read(users::count).unwrap();
         assert_eq!(n, 0);
     });
 }
@@ -176,7 +177,7 @@ fn audit_chain_verifies_and_detects_edits() {
                 })
                 .unwrap();
         }
-        assert_eq!(store.read(|c| audit::verify(c)).unwrap(), None);
+        assert_eq!(store.read(audit::verify).unwrap(), None);
         store
             .read(|c| {
                 use crate::schema::audit_events::dsl::*;
@@ -186,7 +187,7 @@ fn audit_chain_verifies_and_detects_edits() {
                     .map_err(StoreError::from)
             })
             .unwrap();
-        assert_eq!(store.read(|c| audit::verify(c)).unwrap(), Some(2));
+        assert_eq!(store.read(audit::verify).unwrap(), Some(2));
     });
 }
 
@@ -210,7 +211,7 @@ fn settings_round_trip_and_version() {
                 .value,
             2
         );
-        let loaded = store.read(|c| settings::load(c)).unwrap().unwrap();
+        let loaded = store.read(settings::load).unwrap().unwrap();
         assert_eq!(loaded.settings, s);
         assert_eq!(loaded.version, 2);
     });

@@ -110,9 +110,9 @@ fn apply_mask(cur: &Settings, new: &pb::Settings, paths: &[String]) -> ApiResult
             }
         })
         .collect();
-    let pp = new.password_policy.clone();
-    let lp = new.lockout_policy.clone();
-    let tp = new.token_policy.clone();
+    let pp = new.password_policy;
+    let lp = new.lockout_policy;
+    let tp = new.token_policy;
     for leaf in leaves {
         let (group, _) = leaf.split_once('.').unwrap_or((leaf, ""));
         let field = format!("settings.{leaf}");
@@ -128,9 +128,9 @@ fn apply_mask(cur: &Settings, new: &pb::Settings, paths: &[String]) -> ApiResult
             );
             continue;
         }
-        let pp = pp.clone().unwrap_or_default();
-        let lp = lp.clone().unwrap_or_default();
-        let tp = tp.clone().unwrap_or_default();
+        let pp = pp.unwrap_or_default();
+        let lp = lp.unwrap_or_default();
+        let tp = tp.unwrap_or_default();
         let o: &mut Settings = &mut out;
         match leaf {
             "password_policy.min_length" => {

@@ -1,0 +1,47 @@
+# FluxGate: thin wrappers over cargo and buf. `make help` lists the targets.
+
+CARGO ?= cargo
+BUF ?= npx --yes @bufbuild/buf@1.75.0
+# Where `make run` keeps its SQLite database.
+DATA_DIR ?= .fluxgate
+
+.DEFAULT_GOAL := help
+
+.PHONY: help
+help: ## List the targets
+	@grep -E '^[a-zA-Z_-]+:.*?## ' $(MAKEFILE_LIST) | awk 'BEGIN {FS = ":.*?## "}; {printf "  %-15s %s\n", $$1, $$2}'
+
+.PHONY: run
+run: ## Build and serve on 127.0.0.1:50051 with an embedded SQLite database in .fluxgate/
+	@mkdir -p $(DATA_DIR)
+	FLUXGATE_DATABASE_URL=$${FLUXGATE_DATABASE_URL:-sqlite://$(DATA_DIR)/fluxgate.db} \
+		$(CARGO) run --release -p fluxgate-server --bin fluxgate -- serve
+
+.PHONY: test
+test: ## Run every test; PostgreSQL tests are skipped (loudly) when 127.0.0.1:5432 is unreachable
+	$(CARGO) test --workspace --all-targets
+
+.PHONY: test-postgres
+test-postgres: ## Run every test and fail if PostgreSQL is unreachable
+	FLUXGATE_TEST_REQUIRE_POSTGRES=1 $(CARGO) test --workspace --all-targets
+
+.PHONY: lint
+lint: ## cargo fmt --check, clippy -D warnings, buf lint
+	$(CARGO) fmt --all -- --check
+	$(CARGO) clippy --workspace --all-targets -- -D warnings
+	$(BUF) lint
+
+.PHONY: proto
+proto: ## Lint the protobuf contracts and regenerate the Rust code
+	$(BUF) lint
+	$(CARGO) build -p fluxgate-proto
+
+.PHONY: bench-login
+bench-login: ## Login latency and throughput against a release server on a temporary database
+	$(CARGO) build --release -p fluxgate-server --bin fluxgate --example login_bench
+	./scripts/bench-login.sh
+
+.PHONY: clean
+clean: ## Remove build output and the local database
+	$(CARGO) clean
+	rm -rf $(DATA_DIR)

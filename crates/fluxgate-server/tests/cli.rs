@@ -1,0 +1,142 @@
+//! The `fluxgate` binary as an operator runs it: first start prints the bootstrap admin's
+//! password once, SIGTERM stops it gracefully, `migrate` and `admin reset-password` work
+//! against the configured database. On SQLite and on PostgreSQL.
+#![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
+
+use std::io::{BufRead, BufReader};
+use std::process::{Child, Command, Stdio};
+use std::sync::mpsc;
+use std::time::Duration;
+
+use fluxgate_proto::v1 as pb;
+use fluxgate_proto::v1::auth_service_client::AuthServiceClient;
+
+const BIN: &str = env!("CARGO_BIN_EXE_fluxgate");
+
+fn command(db: &str, args: &[&str]) -> Command {
+    let mut c = Command::new(BIN);
+    c.args(args)
+        .env("FLUXGATE_DATABASE_URL", db)
+        .env("FLUXGATE_LISTEN", "127.0.0.1:0")
+        .env("FLUXGATE_ARGON2_MEMORY_KIB", "256")
+        .env("FLUXGATE_ARGON2_ITERATIONS", "1")
+        .env_remove("FLUXGATE_BOOTSTRAP_PASSWORD")
+        .env_remove("FLUXGATE_CONFIG");
+    c
+}
+
+struct Running {
+    child: Child,
+    addr: String,
+    stdout: Vec<String>,
+}
+
+/// Starts `fluxgate serve` and reads its stdout up to the "listening" line.
+fn serve(db: &str) -> Running {
+    let mut child = command(db, &["serve"])
+        .stdout(Stdio::piped())
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap();
+    let out = child.stdout.take().unwrap();
+    let (tx, rx) = mpsc::channel();
+    std::thread::spawn(move || {
+        for line in BufReader::new(out).lines() {
+            let Ok(line) = line else { break };
+            if tx.send(line).is_err() {
+                break;
+            }
+        }
+    });
+    let mut stdout = Vec::new();
+    loop {
+        let line = rx.recv_timeout(Duration::from_secs(30)).expect("server prints its address");
+        if let Some(addr) = line.strip_prefix("FluxGate listening on ") {
+            return Running { child, addr: addr.to_owned(), stdout };
+        }
+        stdout.push(line);
+    }
+}
+
+impl Running {
+    fn password(&self) -> Option<String> {
+        self.stdout
+            .iter()
+            .find_map(|l| l.trim().strip_prefix("password: ").map(str::to_owned))
+    }
+
+    /// Sends SIGTERM and expects a clean exit.
+    fn terminate(mut self) {
+        let pid = self.child.id().to_string();
+        assert!(Command::new("kill").args(["-TERM", &pid]).status().unwrap().success());
+        let status = self.child.wait().unwrap();
+        assert!(status.success(), "graceful shutdown exits 0: {status:?}");
+    }
+
+    fn login(&self, username: &str, password: &str) -> Result<pb::LoginResponse, tonic::Status> {
+        let addr = format!("http://{}", self.addr);
+        let (u, p) = (username.to_owned(), password.to_owned());
+        tokio::runtime::Runtime::new().unwrap().block_on(async move {
+            let mut c = AuthServiceClient::connect(addr).await.unwrap();
+            c.login(pb::LoginRequest { username: u, password: p }).await.map(|r| r.into_inner())
+        })
+    }
+}
+
+fn operator_flow(db: &str) {
+    let migrated = command(db, &["migrate"]).output().unwrap();
+    assert!(migrated.status.success());
+    assert!(String::from_utf8_lossy(&migrated.stdout).contains("1 migration(s) applied"));
+
+    // First start: the bootstrap admin, with a generated password shown once.
+    let first = serve(db);
+    let password = first.password().expect("bootstrap password printed");
+    let l = first.login("admin", &password).unwrap();
+    assert!(l.user.unwrap().must_change_password);
+    first.terminate();
+
+    // Later starts never recreate it nor print a password.
+    let second = serve(db);
+    assert_eq!(second.password(), None, "{:?}", second.stdout);
+    second.login("admin", &password).unwrap();
+
+    // Break-glass recovery on the host, while the server runs: a new temporary password; the
+    // running server honours it (and the old password stops working) without a restart.
+    let out = command(db, &["admin", "reset-password", "--username", "admin"]).output().unwrap();
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    let text = String::from_utf8_lossy(&out.stdout);
+    let temp = text
+        .split_whitespace()
+        .skip_while(|w| *w != "\"admin\":")
+        .nth(1)
+        .expect("temporary password printed")
+        .to_owned();
+    second.login("admin", &temp).unwrap();
+    assert_eq!(second.login("admin", &password).unwrap_err().code(), tonic::Code::Unauthenticated);
+    second.terminate();
+
+    let unknown = command(db, &["admin", "reset-password", "--username", "nobody"]).output().unwrap();
+    assert!(!unknown.status.success());
+    assert!(String::from_utf8_lossy(&unknown.stderr).contains("no user named"));
+}
+
+#[test]
+fn operator_flow_on_sqlite() {
+    let dir = tempfile::tempdir().unwrap();
+    let db = format!("sqlite://{}", dir.path().join("fg.db").display());
+    operator_flow(&db);
+}
+
+#[test]
+fn operator_flow_on_postgres() {
+    if let Some(schema) = fluxgate_store::testing::fresh_postgres() {
+        operator_flow(&schema.url);
+    }
+}
+
+#[test]
+fn bad_configuration_is_reported() {
+    let out = command("mysql://nowhere/db", &["migrate"]).output().unwrap();
+    assert!(!out.status.success());
+    assert!(String::from_utf8_lossy(&out.stderr).contains("unsupported database url"));
+}
