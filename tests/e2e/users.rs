@@ -215,10 +215,7 @@ async fn lifecycle_create_get_update_deactivate_reactivate_delete(b: Backend) {
             "user.deleted"
         ]
     );
-    let chain = s
-        .store()
-        .read(fluxgate_store::audit::verify)
-        .unwrap();
+    let chain = s.store().read(fluxgate_store::audit::verify).unwrap();
     assert_eq!(chain, None, "audit chain verifies");
 }
 

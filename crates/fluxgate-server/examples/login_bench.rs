@@ -37,7 +37,9 @@ fn ms(d: Duration) -> f64 {
 async fn main() -> anyhow::Result<()> {
     let addr = arg("--addr").unwrap_or_else(|| "127.0.0.1:50051".into());
     anyhow::ensure!(
-        addr.starts_with("127.0.0.1:") || addr.starts_with("localhost:") || addr.starts_with("[::1]:"),
+        addr.starts_with("127.0.0.1:")
+            || addr.starts_with("localhost:")
+            || addr.starts_with("[::1]:"),
         "this load client only targets loopback"
     );
     let username = arg("--username").unwrap_or_else(|| "admin".into());
@@ -72,7 +74,10 @@ async fn main() -> anyhow::Result<()> {
                 let mut lat = Vec::with_capacity(n);
                 for _ in 0..n {
                     let t = Instant::now();
-                    let v = h.verify(pw.clone(), Some(phc.clone())).await.expect("verify");
+                    let v = h
+                        .verify(pw.clone(), Some(phc.clone()))
+                        .await
+                        .expect("verify");
                     assert!(v.ok);
                     lat.push(t.elapsed());
                 }
@@ -106,7 +111,10 @@ async fn main() -> anyhow::Result<()> {
                 for _ in 0..n {
                     let t = Instant::now();
                     client
-                        .login(pb::LoginRequest { username: u.clone(), password: p.clone() })
+                        .login(pb::LoginRequest {
+                            username: u.clone(),
+                            password: p.clone(),
+                        })
                         .await
                         .expect("login");
                     lat.push(t.elapsed());

@@ -11,7 +11,7 @@ use fluxgate_proto::v1::settings_service_server::SettingsServiceServer;
 use fluxgate_proto::v1::user_service_server::UserServiceServer;
 use fluxgate_store::{PoolOptions, Store};
 use tokio::net::TcpListener;
-use tokio_stream::wrappers::TcpListenerStream;
+use tonic::transport::server::TcpIncoming;
 
 use crate::bootstrap::{self, Bootstrap};
 use crate::config::Config;
@@ -131,7 +131,10 @@ impl Server {
             .add_service(auth)
             .add_service(users)
             .add_service(settings)
-            .serve_with_incoming_shutdown(TcpListenerStream::new(self.listener), shutdown)
+            .serve_with_incoming_shutdown(
+                TcpIncoming::from(self.listener).with_nodelay(Some(true)),
+                shutdown,
+            )
             .await;
         poller.abort();
         tracing::info!("stopped");

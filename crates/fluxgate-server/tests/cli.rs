@@ -33,12 +33,17 @@ struct Running {
 
 /// Starts `fluxgate serve` and reads its stdout up to the "listening" line.
 fn serve(db: &str) -> Running {
-    let mut child = command(db, &["serve"])
+    let child = command(db, &["serve"])
         .stdout(Stdio::piped())
         .stderr(Stdio::null())
         .spawn()
         .unwrap();
-    let out = child.stdout.take().unwrap();
+    let mut running = Running {
+        child,
+        addr: String::new(),
+        stdout: Vec::new(),
+    };
+    let out = running.child.stdout.take().unwrap();
     let (tx, rx) = mpsc::channel();
     std::thread::spawn(move || {
         for line in BufReader::new(out).lines() {
@@ -48,13 +53,23 @@ fn serve(db: &str) -> Running {
             }
         }
     });
-    let mut stdout = Vec::new();
     loop {
-        let line = rx.recv_timeout(Duration::from_secs(30)).expect("server prints its address");
+        let line = rx
+            .recv_timeout(Duration::from_secs(30))
+            .expect("server prints its address");
         if let Some(addr) = line.strip_prefix("FluxGate listening on ") {
-            return Running { child, addr: addr.to_owned(), stdout };
+            running.addr = addr.to_owned();
+            return running;
         }
-        stdout.push(line);
+        running.stdout.push(line);
+    }
+}
+
+impl Drop for Running {
+    fn drop(&mut self) {
+        // A failed assertion must not leave a server behind.
+        let _ = self.child.kill();
+        let _ = self.child.wait();
     }
 }
 
@@ -68,7 +83,13 @@ impl Running {
     /// Sends SIGTERM and expects a clean exit.
     fn terminate(mut self) {
         let pid = self.child.id().to_string();
-        assert!(Command::new("kill").args(["-TERM", &pid]).status().unwrap().success());
+        assert!(
+            Command::new("kill")
+                .args(["-TERM", &pid])
+                .status()
+                .unwrap()
+                .success()
+        );
         let status = self.child.wait().unwrap();
         assert!(status.success(), "graceful shutdown exits 0: {status:?}");
     }
@@ -76,10 +97,17 @@ impl Running {
     fn login(&self, username: &str, password: &str) -> Result<pb::LoginResponse, tonic::Status> {
         let addr = format!("http://{}", self.addr);
         let (u, p) = (username.to_owned(), password.to_owned());
-        tokio::runtime::Runtime::new().unwrap().block_on(async move {
-            let mut c = AuthServiceClient::connect(addr).await.unwrap();
-            c.login(pb::LoginRequest { username: u, password: p }).await.map(|r| r.into_inner())
-        })
+        tokio::runtime::Runtime::new()
+            .unwrap()
+            .block_on(async move {
+                let mut c = AuthServiceClient::connect(addr).await.unwrap();
+                c.login(pb::LoginRequest {
+                    username: u,
+                    password: p,
+                })
+                .await
+                .map(|r| r.into_inner())
+            })
     }
 }
 
@@ -102,8 +130,14 @@ fn operator_flow(db: &str) {
 
     // Break-glass recovery on the host, while the server runs: a new temporary password; the
     // running server honours it (and the old password stops working) without a restart.
-    let out = command(db, &["admin", "reset-password", "--username", "admin"]).output().unwrap();
-    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    let out = command(db, &["admin", "reset-password", "--username", "admin"])
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
     let text = String::from_utf8_lossy(&out.stdout);
     let temp = text
         .split_whitespace()
@@ -112,10 +146,15 @@ fn operator_flow(db: &str) {
         .expect("temporary password printed")
         .to_owned();
     second.login("admin", &temp).unwrap();
-    assert_eq!(second.login("admin", &password).unwrap_err().code(), tonic::Code::Unauthenticated);
+    assert_eq!(
+        second.login("admin", &password).unwrap_err().code(),
+        tonic::Code::Unauthenticated
+    );
     second.terminate();
 
-    let unknown = command(db, &["admin", "reset-password", "--username", "nobody"]).output().unwrap();
+    let unknown = command(db, &["admin", "reset-password", "--username", "nobody"])
+        .output()
+        .unwrap();
     assert!(!unknown.status.success());
     assert!(String::from_utf8_lossy(&unknown.stderr).contains("no user named"));
 }
@@ -136,7 +175,9 @@ fn operator_flow_on_postgres() {
 
 #[test]
 fn bad_configuration_is_reported() {
-    let out = command("mysql://nowhere/db", &["migrate"]).output().unwrap();
+    let out = command("mysql://nowhere/db", &["migrate"])
+        .output()
+        .unwrap();
     assert!(!out.status.success());
     assert!(String::from_utf8_lossy(&out.stderr).contains("unsupported database url"));
 }

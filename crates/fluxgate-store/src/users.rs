@@ -271,6 +271,15 @@ pub fn update(conn: &mut DbConnection, u: &User, now: i64) -> StoreResult<()> {
     Ok(())
 }
 
+/// Replaces the stored password hash only (a rehash at new parameters): not an edit, so the
+/// version (etag) stays.
+pub fn set_password_hash(conn: &mut DbConnection, id: UserId, hash: &str) -> StoreResult<()> {
+    diesel::update(users::table.filter(users::id.eq(id.to_string())))
+        .set(users::password_hash.eq(hash))
+        .execute(conn)?;
+    Ok(())
+}
+
 /// Records a successful login (and, with it, activity).
 pub fn touch_login(conn: &mut DbConnection, id: UserId, now: i64) -> StoreResult<()> {
     diesel::update(users::table.filter(users::id.eq(id.to_string())))

@@ -123,10 +123,7 @@ impl AuthSvc {
             .write(move |tx| {
                 throttle::clear(tx.conn, &subject)?;
                 if let Some(h) = new_hash {
-                    let mut fresh = users::find(tx.conn, uid)?
-                        .ok_or_else(|| ApiError::Unauthenticated(BAD_CREDENTIALS.into()))?;
-                    fresh.password_hash = Some(h);
-                    users::update(tx.conn, &fresh, tx.now)?;
+                    users::set_password_hash(tx.conn, uid, &h)?;
                 }
                 users::touch_login(tx.conn, uid, tx.now)?;
                 let issued = open_session(tx, uid, refresh_ttl)?;
@@ -343,12 +340,23 @@ impl AuthSvc {
             v.add("new_password", "must differ from the current password");
         }
         v.finish()?;
+        // The current password is a credential: guessing it is bounded by the same lockout.
+        let subject = throttle_subject(Some(&user), &user.username);
+        let probe = subject.clone();
+        let locked = st
+            .db
+            .read(move |conn| Ok(throttle::get(conn, &probe)?))
+            .await?
+            .and_then(|t| t.locked_until)
+            .is_some_and(|until| until > fluxgate_store::now_micros());
+        if locked {
+            return Err(ApiError::ResourceExhausted(LOCKED.into()));
+        }
         let verified = st
             .hasher
             .verify(req.current_password.clone(), user.password_hash.clone())
             .await?;
         if !verified.ok {
-            let subject = throttle_subject(Some(&user), &user.username);
             self.record_failure(
                 &ctx,
                 Some(&user),
