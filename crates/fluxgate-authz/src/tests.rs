@@ -1,90 +1,200 @@
+use std::collections::{BTreeMap, BTreeSet};
+
+use fluxgate_domain::{
+    ApplicationId, EnvironmentId, FeaturePermission, GroupId, Permission, PortfolioId, PrincipalId, Role,
+    UserId, ValuePermission, ValuePermissions,
+};
+
 use super::*;
 
-fn subject(role: Role) -> Subject {
-    Subject {
-        user_id: UserId::generate(),
-        role,
-        active: true,
-        must_change_password: false,
+struct World {
+    facts: Facts,
+    portfolio: PortfolioId,
+    other_portfolio: PortfolioId,
+    app: ApplicationId,
+    dev: EnvironmentId,
+    prod: EnvironmentId,
+    admins: GroupId,
+    devs: GroupId,
+}
+
+fn user(facts: &mut Facts, role: Role) -> PrincipalId {
+    let p = PrincipalId::User(UserId::generate());
+    facts.principals.insert(
+        p,
+        PrincipalFacts {
+            role,
+            active: true,
+            must_change_password: false,
+            portfolio: None,
+        },
+    );
+    p
+}
+
+fn world() -> World {
+    let mut facts = Facts::default();
+    let (portfolio, other_portfolio) = (PortfolioId::generate(), PortfolioId::generate());
+    facts.portfolios.extend([portfolio, other_portfolio]);
+    let app = ApplicationId::generate();
+    facts.applications.insert(app, ApplicationFacts { portfolio });
+    let (dev, prod) = (EnvironmentId::generate(), EnvironmentId::generate());
+    facts.environments.insert(dev, EnvironmentFacts { application: app });
+    facts.environments.insert(prod, EnvironmentFacts { application: app });
+    let (admins, devs) = (GroupId::generate(), GroupId::generate());
+    facts.groups.insert(
+        admins,
+        GroupFacts {
+            portfolio,
+            administrators: true,
+            application_grants: BTreeMap::new(),
+            environment_grants: BTreeMap::new(),
+            members: BTreeSet::new(),
+        },
+    );
+    facts.groups.insert(
+        devs,
+        GroupFacts {
+            portfolio,
+            administrators: false,
+            application_grants: [(app, FeaturePermission::Create)].into(),
+            environment_grants: [(dev, ValuePermissions::EMPTY.with(ValuePermission::ChangeValue))].into(),
+            members: BTreeSet::new(),
+        },
+    );
+    World {
+        facts,
+        portfolio,
+        other_portfolio,
+        app,
+        dev,
+        prod,
+        admins,
+        devs,
     }
 }
 
 #[test]
-fn only_team_admins_manage_users_and_settings() {
-    let other = Resource::User(UserId::generate());
-    for action in [
-        Action::CreateUser,
-        Action::UpdateUser,
-        Action::ChangeUserRole,
-        Action::DeactivateUser,
-        Action::ReactivateUser,
-        Action::DeleteUser,
-        Action::ViewUser,
-    ] {
-        for role in Role::ALL {
-            let d = decide(&subject(role), action, other);
-            assert_eq!(d.allowed, role == Role::TeamAdmin, "{action:?} by {role}");
-        }
-    }
-    for action in [
-        Action::ListUsers,
-        Action::ReadSettings,
-        Action::UpdateSettings,
-    ] {
-        let d = decide(&subject(Role::Approver), action, Resource::Org);
-        assert_eq!(
-            d.reason,
-            Reason::RoleRequired {
-                required: Role::TeamAdmin,
-                held: Role::Approver
-            }
-        );
-    }
+fn groups_grant_per_environment_and_application() {
+    let mut w = world();
+    let p = user(&mut w.facts, Role::Requester);
+    w.facts.groups.get_mut(&w.devs).unwrap().members.insert(p);
+    let s = Snapshot::compile(&w.facts, 1);
+    let dev = ResourceRef::Environment(w.dev);
+    let prod = ResourceRef::Environment(w.prod);
+    assert_eq!(
+        s.check(&p, Permission::ChangeValue, dev),
+        Decision::allow(Reason::GroupGrant { group: w.devs })
+    );
+    assert!(s.check(&p, Permission::Read, dev).allowed, "any value permission implies READ");
+    assert!(!s.check(&p, Permission::Lock, dev).allowed);
+    assert_eq!(
+        s.check(&p, Permission::ChangeValue, prod),
+        Decision::deny(Reason::NoGrant { permission: Permission::ChangeValue })
+    );
+    assert!(s.check(&p, Permission::CreateFeature, ResourceRef::Application(w.app)).allowed);
+    assert!(s.check(&p, Permission::CreateFeature, dev).allowed, "feature checks accept an environment");
+    assert!(!s.check(&p, Permission::EditFeature, ResourceRef::Application(w.app)).allowed);
+    assert_eq!(
+        s.check(&p, Permission::Read, ResourceRef::Application(w.app)),
+        Decision::deny(Reason::WrongResource { permission: Permission::Read })
+    );
+    assert_eq!(s.environments_allowed(&p, Permission::ChangeValue, w.app), vec![w.dev]);
+    assert_eq!(s.applications_allowed(&p, Permission::CreateFeature, w.portfolio), vec![w.app]);
+    assert_eq!(s.principals_allowed(Permission::ChangeValue, dev, Role::Requester), vec![p]);
+    assert!(s.principals_allowed(Permission::ChangeValue, dev, Role::Approver).is_empty());
 }
 
 #[test]
-fn admins_cannot_deactivate_delete_or_demote_themselves() {
-    let admin = subject(Role::TeamAdmin);
-    let me = Resource::User(admin.user_id);
-    for action in [
-        Action::DeactivateUser,
-        Action::DeleteUser,
-        Action::ChangeUserRole,
-    ] {
-        let d = decide(&admin, action, me);
-        assert_eq!(d, Decision::deny(Reason::SelfProtected { action }));
+fn portfolio_admins_hold_everything_in_their_portfolio_only() {
+    let mut w = world();
+    let p = user(&mut w.facts, Role::Requester);
+    w.facts.groups.get_mut(&w.admins).unwrap().members.insert(p);
+    let s = Snapshot::compile(&w.facts, 1);
+    for perm in Permission::ALL {
+        let d = s.check(&p, perm, ResourceRef::Environment(w.prod));
+        assert_eq!(d, Decision::allow(Reason::PortfolioAdmin { group: w.admins }), "{perm}");
     }
-    assert!(decide(&admin, Action::UpdateUser, me).allowed);
+    assert!(s.authorize(&p, Action::ManageGroups, Target::Portfolio(w.portfolio)).allowed);
+    assert_eq!(
+        s.authorize(&p, Action::ManageGroups, Target::Portfolio(w.other_portfolio)),
+        Decision::deny(Reason::NotPortfolioAdmin { portfolio: w.other_portfolio })
+    );
+    assert!(!s.authorize(&p, Action::CreatePortfolio, Target::Org).allowed);
+    assert!(!s.authorize(&p, Action::ListUsers, Target::Org).allowed);
+    assert!(s.is_portfolio_admin(&p, w.portfolio));
 }
 
 #[test]
-fn everyone_may_view_themselves() {
-    let s = subject(Role::Requester);
-    let d = decide(&s, Action::ViewUser, Resource::User(s.user_id));
-    assert_eq!(d, Decision::allow(Reason::OwnAccount));
+fn team_admins_hold_everything_and_inactive_principals_nothing() {
+    let mut w = world();
+    let admin = user(&mut w.facts, Role::TeamAdmin);
+    let s = Snapshot::compile(&w.facts, 1);
+    assert_eq!(s.check(&admin, Permission::DeleteFeature, ResourceRef::Application(w.app)), Decision::allow(Reason::TeamAdmin));
+    assert!(s.authorize(&admin, Action::DeletePortfolio, Target::Org).allowed);
+    w.facts.principals.get_mut(&admin).unwrap().active = false;
+    let s = Snapshot::compile(&w.facts, 2);
+    assert_eq!(s.check(&admin, Permission::Read, ResourceRef::Environment(w.dev)), Decision::deny(Reason::Inactive));
+    assert_eq!(s.authorize(&admin, Action::ManageOwnSession, Target::Org), Decision::deny(Reason::Inactive));
+    assert_eq!(s.revision(), 2);
+    let ghost = PrincipalId::User(UserId::generate());
+    assert_eq!(s.check(&ghost, Permission::Read, ResourceRef::Environment(w.dev)), Decision::deny(Reason::UnknownPrincipal));
 }
 
 #[test]
-fn inactive_subjects_hold_nothing() {
-    let mut s = subject(Role::TeamAdmin);
-    s.active = false;
-    for action in [Action::ManageOwnSession, Action::ListUsers] {
-        assert_eq!(
-            decide(&s, action, Resource::Org),
-            Decision::deny(Reason::Inactive)
-        );
+fn user_management_rules() {
+    let mut w = world();
+    let admin = user(&mut w.facts, Role::TeamAdmin);
+    let approver = user(&mut w.facts, Role::Approver);
+    let s = Snapshot::compile(&w.facts, 1);
+    let PrincipalId::User(admin_id) = admin else { unreachable!() };
+    let PrincipalId::User(approver_id) = approver else { unreachable!() };
+    for action in [Action::DeactivateUser, Action::DeleteUser, Action::ChangeUserRole] {
+        assert_eq!(s.authorize(&admin, action, Target::User(admin_id)), Decision::deny(Reason::SelfProtected { action }));
+        assert!(s.authorize(&admin, action, Target::User(approver_id)).allowed);
+        assert!(!s.authorize(&approver, action, Target::User(admin_id)).allowed);
     }
+    assert_eq!(s.authorize(&approver, Action::ViewUser, Target::User(approver_id)), Decision::allow(Reason::OwnAccount));
+    assert_eq!(
+        s.authorize(&approver, Action::ListUsers, Target::Org),
+        Decision::deny(Reason::RoleRequired { required: Role::TeamAdmin, held: Role::Approver })
+    );
+    assert!(s.authorize(&approver, Action::ReadCatalog, Target::Org).allowed);
 }
 
 #[test]
 fn temporary_password_allows_only_own_session() {
-    let mut s = subject(Role::TeamAdmin);
-    s.must_change_password = true;
-    let me = Resource::User(s.user_id);
-    assert!(decide(&s, Action::ManageOwnSession, me).allowed);
-    assert_eq!(
-        decide(&s, Action::ListUsers, Resource::Org),
-        Decision::deny(Reason::PasswordChangeRequired)
-    );
-    assert!(!decide(&s, Action::ViewUser, me).allowed);
+    let mut w = world();
+    let p = user(&mut w.facts, Role::TeamAdmin);
+    w.facts.principals.get_mut(&p).unwrap().must_change_password = true;
+    let s = Snapshot::compile(&w.facts, 1);
+    assert!(s.authorize(&p, Action::ManageOwnSession, Target::Org).allowed);
+    assert_eq!(s.authorize(&p, Action::ListUsers, Target::Org), Decision::deny(Reason::PasswordChangeRequired));
+    assert_eq!(s.check(&p, Permission::Read, ResourceRef::Environment(w.dev)), Decision::deny(Reason::PasswordChangeRequired));
+}
+
+#[test]
+fn explanations_list_the_groups_in_the_portfolio() {
+    let mut w = world();
+    let p = user(&mut w.facts, Role::Requester);
+    w.facts.groups.get_mut(&w.devs).unwrap().members.insert(p);
+    let s = Snapshot::compile(&w.facts, 1);
+    let e = s.explain(&p, Permission::Lock, ResourceRef::Environment(w.dev));
+    assert!(!e.decision.allowed);
+    assert_eq!(e.role, Some(Role::Requester));
+    assert_eq!(e.groups.len(), 1);
+    assert_eq!(e.groups[0].grants, "features: CREATE; values: CHANGE_VALUE");
+}
+
+#[test]
+fn dangling_references_grant_nothing() {
+    let mut w = world();
+    let p = user(&mut w.facts, Role::Requester);
+    let stray_env = EnvironmentId::generate();
+    let g = w.facts.groups.get_mut(&w.devs).unwrap();
+    g.members.insert(p);
+    g.members.insert(PrincipalId::User(UserId::generate()));
+    g.environment_grants.insert(stray_env, ValuePermissions::ALL);
+    let s = Snapshot::compile(&w.facts, 1);
+    assert_eq!(s.check(&p, Permission::Read, ResourceRef::Environment(stray_env)), Decision::deny(Reason::UnknownResource));
 }

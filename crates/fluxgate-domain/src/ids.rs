@@ -43,3 +43,70 @@ id_type!(
     /// Identifies a login session.
     SessionId
 );
+id_type!(
+    /// Identifies a service account; the `{service_account_id}` of `serviceAccounts/{…}`.
+    ServiceAccountId
+);
+id_type!(
+    /// Identifies an API key of a service account.
+    KeyId
+);
+id_type!(
+    /// Identifies a portfolio.
+    PortfolioId
+);
+id_type!(
+    /// Identifies an application.
+    ApplicationId
+);
+id_type!(
+    /// Identifies an environment.
+    EnvironmentId
+);
+id_type!(
+    /// Identifies a group.
+    GroupId
+);
+
+/// Anyone who can hold rights: a user or a service account.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub enum PrincipalId {
+    User(UserId),
+    ServiceAccount(ServiceAccountId),
+}
+
+impl PrincipalId {
+    /// The stored kind: `user` or `service_account`.
+    pub fn kind(self) -> &'static str {
+        match self {
+            PrincipalId::User(_) => "user",
+            PrincipalId::ServiceAccount(_) => "service_account",
+        }
+    }
+
+    pub fn uuid(self) -> Uuid {
+        match self {
+            PrincipalId::User(u) => u.0,
+            PrincipalId::ServiceAccount(s) => s.0,
+        }
+    }
+
+    /// Rebuilds an id from its stored kind and uuid text.
+    pub fn from_parts(kind: &str, id: &str) -> Result<Self, ValidationError> {
+        match kind {
+            "user" => Ok(PrincipalId::User(id.parse()?)),
+            "service_account" => Ok(PrincipalId::ServiceAccount(id.parse()?)),
+            other => Err(ValidationError::field("", format!("unknown principal kind {other:?}"))),
+        }
+    }
+}
+
+impl fmt::Display for PrincipalId {
+    /// The resource name: `users/{id}` or `serviceAccounts/{id}`.
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            PrincipalId::User(u) => write!(f, "users/{u}"),
+            PrincipalId::ServiceAccount(s) => write!(f, "serviceAccounts/{s}"),
+        }
+    }
+}

@@ -6,15 +6,20 @@
 
 mod error;
 mod ids;
+mod permission;
 mod policy;
 mod role;
 mod values;
 
 pub use error::{FieldViolation, ValidationError, Violations};
-pub use ids::{SessionId, UserId};
+pub use ids::{
+    ApplicationId, EnvironmentId, GroupId, KeyId, PortfolioId, PrincipalId, ServiceAccountId, SessionId,
+    UserId,
+};
+pub use permission::{FeaturePermission, Permission, ValuePermission, ValuePermissions};
 pub use policy::{LockoutPolicy, PASSWORD_HARD_MAX, PasswordPolicy, Settings, TokenPolicy};
 pub use role::Role;
-pub use values::{DisplayName, Email, Username};
+pub use values::{Description, DisplayName, Email, Title, Username};
 
 #[cfg(test)]
 mod tests;

@@ -130,3 +130,57 @@ impl DisplayName {
         &self.0
     }
 }
+
+/// A catalog object's display name (portfolio, application, environment, group, service
+/// account): 1 to 100 characters, no control characters, trimmed.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Title(String);
+
+impl Title {
+    pub const MAX_CHARS: usize = 100;
+
+    pub fn parse(input: &str) -> Result<Self, ValidationError> {
+        let s = input.trim();
+        if s.is_empty() {
+            return Err(ValidationError::field("", "is required"));
+        }
+        if s.chars().count() > Self::MAX_CHARS {
+            return Err(ValidationError::field("", "must be at most 100 characters long"));
+        }
+        if has_control(s) {
+            return Err(ValidationError::field("", "must not contain control characters"));
+        }
+        Ok(Self(s.to_owned()))
+    }
+
+    pub fn as_str(&self) -> &str {
+        &self.0
+    }
+
+    /// The key that makes names unique case-insensitively.
+    pub fn key(&self) -> String {
+        self.0.to_lowercase()
+    }
+}
+
+/// Free text: up to 1000 characters; newlines and tabs allowed, other control characters not.
+#[derive(Debug, Clone, PartialEq, Eq, Default)]
+pub struct Description(String);
+
+impl Description {
+    pub const MAX_CHARS: usize = 1000;
+
+    pub fn parse(input: &str) -> Result<Self, ValidationError> {
+        if input.chars().count() > Self::MAX_CHARS {
+            return Err(ValidationError::field("", "must be at most 1000 characters long"));
+        }
+        if input.chars().any(|c| c.is_control() && c != '\n' && c != '\t') {
+            return Err(ValidationError::field("", "must not contain control characters"));
+        }
+        Ok(Self(input.trim().to_owned()))
+    }
+
+    pub fn as_str(&self) -> &str {
+        &self.0
+    }
+}

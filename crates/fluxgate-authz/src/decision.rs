@@ -1,0 +1,185 @@
+//! Requests and decisions.
+
+use std::fmt;
+
+use fluxgate_domain::{ApplicationId, EnvironmentId, GroupId, Permission, PortfolioId, Role, UserId};
+
+/// What a permission check is about.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum ResourceRef {
+    Application(ApplicationId),
+    Environment(EnvironmentId),
+}
+
+/// An administrative action (as opposed to a feature permission).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum Action {
+    /// Read one user.
+    ViewUser,
+    ListUsers,
+    CreateUser,
+    /// Change a user's email or display name.
+    UpdateUser,
+    ChangeUserRole,
+    DeactivateUser,
+    ReactivateUser,
+    DeleteUser,
+    ReadSettings,
+    UpdateSettings,
+    /// Change one's own password, read oneself, log out: all a temporary-password user may do.
+    ManageOwnSession,
+    /// Read portfolios, applications, environments, groups and memberships.
+    ReadCatalog,
+    CreatePortfolio,
+    UpdatePortfolio,
+    DeletePortfolio,
+    /// Create, update and delete applications and environments of a portfolio.
+    ManageApplications,
+    /// Create, update and delete a portfolio's groups and their grants.
+    ManageGroups,
+    /// Add and remove members of a portfolio's groups.
+    ManageMembers,
+    /// Read and manage a portfolio's service accounts (or, on the org, admin service accounts).
+    ManageServiceAccounts,
+    /// Give a service account an organisation role above Requester.
+    ChangeServiceAccountRole,
+    /// Ask the permission service about another principal.
+    CheckOthers,
+}
+
+impl Action {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Action::ViewUser => "view_user",
+            Action::ListUsers => "list_users",
+            Action::CreateUser => "create_user",
+            Action::UpdateUser => "update_user",
+            Action::ChangeUserRole => "change_user_role",
+            Action::DeactivateUser => "deactivate_user",
+            Action::ReactivateUser => "reactivate_user",
+            Action::DeleteUser => "delete_user",
+            Action::ReadSettings => "read_settings",
+            Action::UpdateSettings => "update_settings",
+            Action::ManageOwnSession => "manage_own_session",
+            Action::ReadCatalog => "read_catalog",
+            Action::CreatePortfolio => "create_portfolio",
+            Action::UpdatePortfolio => "update_portfolio",
+            Action::DeletePortfolio => "delete_portfolio",
+            Action::ManageApplications => "manage_applications",
+            Action::ManageGroups => "manage_groups",
+            Action::ManageMembers => "manage_members",
+            Action::ManageServiceAccounts => "manage_service_accounts",
+            Action::ChangeServiceAccountRole => "change_service_account_role",
+            Action::CheckOthers => "check_others",
+        }
+    }
+}
+
+/// What an administrative action applies to.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Target {
+    /// The organisation as a whole.
+    Org,
+    /// One user.
+    User(UserId),
+    /// Something inside one portfolio (the portfolio, or its applications, environments,
+    /// groups, memberships, service accounts).
+    Portfolio(PortfolioId),
+}
+
+/// Why a decision came out as it did.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Reason {
+    /// Allowed: Team Admins hold every permission.
+    TeamAdmin,
+    /// Allowed: the role includes the role the action needs.
+    RoleGrants { role: Role, required: Role },
+    /// Allowed: a principal may do this to its own account.
+    OwnAccount,
+    /// Allowed: the principal is in the portfolio's Administrators group.
+    PortfolioAdmin { group: GroupId },
+    /// Allowed: a group of the principal grants it.
+    GroupGrant { group: GroupId },
+    /// Allowed: any active principal may read the catalog.
+    Reader,
+    /// Denied: no such principal.
+    UnknownPrincipal,
+    /// Denied: no such application or environment.
+    UnknownResource,
+    /// Denied: the principal is deactivated and holds no rights.
+    Inactive,
+    /// Denied: the principal holds a temporary password and may only change it.
+    PasswordChangeRequired,
+    /// Denied: the action needs a role the principal lacks.
+    RoleRequired { required: Role, held: Role },
+    /// Denied: a Team Admin may not do this to their own account.
+    SelfProtected { action: Action },
+    /// Denied: the action needs a Team Admin or an Administrator of the portfolio.
+    NotPortfolioAdmin { portfolio: PortfolioId },
+    /// Denied: none of the principal's groups grants the permission on the resource.
+    NoGrant { permission: Permission },
+    /// Denied: a value permission is checked on environments, not applications.
+    WrongResource { permission: Permission },
+}
+
+impl fmt::Display for Reason {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            Reason::TeamAdmin => f.write_str("Team Admins hold every permission"),
+            Reason::RoleGrants { role, required } => {
+                write!(f, "role {role} includes the required role {required}")
+            }
+            Reason::OwnAccount => f.write_str("a principal may do this to its own account"),
+            Reason::PortfolioAdmin { group } => {
+                write!(f, "member of the portfolio's Administrators group {group}")
+            }
+            Reason::GroupGrant { group } => write!(f, "granted by group {group}"),
+            Reason::Reader => f.write_str("any active principal may read the catalog"),
+            Reason::UnknownPrincipal => f.write_str("no such principal"),
+            Reason::UnknownResource => f.write_str("no such application or environment"),
+            Reason::Inactive => f.write_str("the account is deactivated"),
+            Reason::PasswordChangeRequired => f.write_str(
+                "the password is temporary: change it first (AuthService.ChangePassword)",
+            ),
+            Reason::RoleRequired { required, held } => {
+                write!(f, "requires role {required}; the caller has role {held}")
+            }
+            Reason::SelfProtected { action } => {
+                write!(f, "{} may not be applied to one's own account", action.as_str())
+            }
+            Reason::NotPortfolioAdmin { portfolio } => write!(
+                f,
+                "requires a Team Admin or a member of the Administrators group of portfolio {portfolio}"
+            ),
+            Reason::NoGrant { permission } => {
+                write!(f, "no group of the principal grants {permission} on the resource")
+            }
+            Reason::WrongResource { permission } => {
+                write!(f, "{permission} is checked on an environment, not an application")
+            }
+        }
+    }
+}
+
+/// The engine's answer.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Decision {
+    pub allowed: bool,
+    pub reason: Reason,
+}
+
+impl Decision {
+    pub(crate) fn allow(reason: Reason) -> Self {
+        Self {
+            allowed: true,
+            reason,
+        }
+    }
+
+    pub(crate) fn deny(reason: Reason) -> Self {
+        Self {
+            allowed: false,
+            reason,
+        }
+    }
+}
