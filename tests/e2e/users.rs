@@ -198,7 +198,7 @@ async fn lifecycle_create_get_update_deactivate_reactivate_delete(b: Backend) {
         .audit_events()
         .into_iter()
         .filter(|e| {
-            e.target_id.as_deref() == Some(u.name.trim_start_matches("users/"))
+            e.target_id.as_deref() == Some(u.name.as_str())
                 && e.actor_name.as_deref() == Some("admin")
         })
         .map(|e| e.action)

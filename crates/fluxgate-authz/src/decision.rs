@@ -2,7 +2,9 @@
 
 use std::fmt;
 
-use fluxgate_domain::{ApplicationId, EnvironmentId, GroupId, Permission, PortfolioId, Role, UserId};
+use fluxgate_domain::{
+    ApplicationId, EnvironmentId, GroupId, Permission, PortfolioId, Role, UserId,
+};
 
 /// What a permission check is about.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
@@ -145,17 +147,27 @@ impl fmt::Display for Reason {
                 write!(f, "requires role {required}; the caller has role {held}")
             }
             Reason::SelfProtected { action } => {
-                write!(f, "{} may not be applied to one's own account", action.as_str())
+                write!(
+                    f,
+                    "{} may not be applied to one's own account",
+                    action.as_str()
+                )
             }
             Reason::NotPortfolioAdmin { portfolio } => write!(
                 f,
                 "requires a Team Admin or a member of the Administrators group of portfolio {portfolio}"
             ),
             Reason::NoGrant { permission } => {
-                write!(f, "no group of the principal grants {permission} on the resource")
+                write!(
+                    f,
+                    "no group of the principal grants {permission} on the resource"
+                )
             }
             Reason::WrongResource { permission } => {
-                write!(f, "{permission} is checked on an environment, not an application")
+                write!(
+                    f,
+                    "{permission} is checked on an environment, not an application"
+                )
             }
         }
     }

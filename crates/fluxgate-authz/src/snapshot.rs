@@ -96,7 +96,10 @@ impl Snapshot {
         let mut portfolios: Vec<PortfolioEntry> = facts
             .portfolios
             .iter()
-            .map(|&id| PortfolioEntry { id, apps: Vec::new() })
+            .map(|&id| PortfolioEntry {
+                id,
+                apps: Vec::new(),
+            })
             .collect();
 
         let apps_in: Vec<(ApplicationId, u32)> = facts
@@ -161,7 +164,9 @@ impl Snapshot {
                     .filter_map(|(e, p)| {
                         env_ix
                             .get(e)
-                            .filter(|&&ei| envs[ei as usize].portfolio == portfolio && !p.is_empty())
+                            .filter(|&&ei| {
+                                envs[ei as usize].portfolio == portfolio && !p.is_empty()
+                            })
                             .map(|&ei| (ei, *p))
                     })
                     .collect(),
@@ -182,8 +187,9 @@ impl Snapshot {
             .iter()
             .zip(member_of)
             .map(|((id, p), gs)| {
-                let (admin, plain): (Vec<u32>, Vec<u32>) =
-                    gs.into_iter().partition(|&g| groups[g as usize].administrators);
+                let (admin, plain): (Vec<u32>, Vec<u32>) = gs
+                    .into_iter()
+                    .partition(|&g| groups[g as usize].administrators);
                 PrincipalEntry {
                     id: *id,
                     role: p.role,
@@ -218,7 +224,9 @@ impl Snapshot {
     }
 
     fn principal(&self, p: &PrincipalId) -> Option<&PrincipalEntry> {
-        self.principal_ix.get(p).map(|&i| &self.principals[i as usize])
+        self.principal_ix
+            .get(p)
+            .map(|&i| &self.principals[i as usize])
     }
 
     /// Inactive and temporary-password principals hold nothing (the latter may still manage
@@ -294,7 +302,12 @@ impl Snapshot {
     }
 
     /// May `principal` exercise `permission` on `resource`, and why.
-    pub fn check(&self, principal: &PrincipalId, permission: Permission, resource: ResourceRef) -> Decision {
+    pub fn check(
+        &self,
+        principal: &PrincipalId,
+        permission: Permission,
+        resource: ResourceRef,
+    ) -> Decision {
         match self.principal(principal) {
             Some(pe) => self.check_entry(pe, permission, resource),
             None => Decision::deny(Reason::UnknownPrincipal),
@@ -303,12 +316,20 @@ impl Snapshot {
 
     /// Several checks against this one snapshot.
     pub fn check_batch(&self, checks: &[(PrincipalId, Permission, ResourceRef)]) -> Vec<Decision> {
-        checks.iter().map(|(p, perm, r)| self.check(p, *perm, *r)).collect()
+        checks
+            .iter()
+            .map(|(p, perm, r)| self.check(p, *perm, *r))
+            .collect()
     }
 
     /// A check with the principal's role, state and every group it has in the resource's
     /// portfolio, with what each grants there.
-    pub fn explain(&self, principal: &PrincipalId, permission: Permission, resource: ResourceRef) -> Explanation {
+    pub fn explain(
+        &self,
+        principal: &PrincipalId,
+        permission: Permission,
+        resource: ResourceRef,
+    ) -> Explanation {
         let decision = self.check(principal, permission, resource);
         let Some(pe) = self.principal(principal) else {
             return Explanation {
@@ -334,7 +355,10 @@ impl Snapshot {
                 if ge.portfolio != portfolio {
                     continue;
                 }
-                let feature = ge.app_grants.get(&app).map_or("no feature permission", |p| p.as_str());
+                let feature = ge
+                    .app_grants
+                    .get(&app)
+                    .map_or("no feature permission", |p| p.as_str());
                 let values = env
                     .and_then(|e| ge.env_grants.get(&e).copied())
                     .unwrap_or(ValuePermissions::EMPTY);
@@ -365,14 +389,18 @@ impl Snapshot {
         permission: Permission,
         application: ApplicationId,
     ) -> Vec<EnvironmentId> {
-        let (Some(pe), Some(&ai)) = (self.principal(principal), self.app_ix.get(&application)) else {
+        let (Some(pe), Some(&ai)) = (self.principal(principal), self.app_ix.get(&application))
+        else {
             return Vec::new();
         };
         let mut out: Vec<EnvironmentId> = self.apps[ai as usize]
             .envs
             .iter()
             .map(|&e| self.envs[e as usize].id)
-            .filter(|&e| self.check_entry(pe, permission, ResourceRef::Environment(e)).allowed)
+            .filter(|&e| {
+                self.check_entry(pe, permission, ResourceRef::Environment(e))
+                    .allowed
+            })
             .collect();
         out.sort();
         out
@@ -385,25 +413,36 @@ impl Snapshot {
         permission: Permission,
         portfolio: PortfolioId,
     ) -> Vec<ApplicationId> {
-        let (Some(pe), Some(&pi)) = (self.principal(principal), self.portfolio_ix.get(&portfolio)) else {
+        let (Some(pe), Some(&pi)) = (self.principal(principal), self.portfolio_ix.get(&portfolio))
+        else {
             return Vec::new();
         };
         let mut out: Vec<ApplicationId> = self.portfolios[pi as usize]
             .apps
             .iter()
             .map(|&a| self.apps[a as usize].id)
-            .filter(|&a| self.check_entry(pe, permission, ResourceRef::Application(a)).allowed)
+            .filter(|&a| {
+                self.check_entry(pe, permission, ResourceRef::Application(a))
+                    .allowed
+            })
             .collect();
         out.sort();
         out
     }
 
     /// The principals holding `permission` on `resource` with at least `min_role`.
-    pub fn principals_allowed(&self, permission: Permission, resource: ResourceRef, min_role: Role) -> Vec<PrincipalId> {
+    pub fn principals_allowed(
+        &self,
+        permission: Permission,
+        resource: ResourceRef,
+        min_role: Role,
+    ) -> Vec<PrincipalId> {
         let mut out: Vec<PrincipalId> = self
             .principals
             .iter()
-            .filter(|pe| pe.role.includes(min_role) && self.check_entry(pe, permission, resource).allowed)
+            .filter(|pe| {
+                pe.role.includes(min_role) && self.check_entry(pe, permission, resource).allowed
+            })
             .map(|pe| pe.id)
             .collect();
         out.sort();
@@ -412,12 +451,14 @@ impl Snapshot {
 
     /// The portfolio an application or environment belongs to.
     pub fn portfolio_of(&self, r: ResourceRef) -> Option<PortfolioId> {
-        self.locate(r).map(|(p, _, _)| self.portfolios[p as usize].id)
+        self.locate(r)
+            .map(|(p, _, _)| self.portfolios[p as usize].id)
     }
 
     /// Is the principal an active member of the portfolio's Administrators group?
     pub fn is_portfolio_admin(&self, principal: &PrincipalId, portfolio: PortfolioId) -> bool {
-        let (Some(pe), Some(&pi)) = (self.principal(principal), self.portfolio_ix.get(&portfolio)) else {
+        let (Some(pe), Some(&pi)) = (self.principal(principal), self.portfolio_ix.get(&portfolio))
+        else {
             return false;
         };
         pe.active && pe.admin_of.iter().any(|&(po, _)| po == pi)
@@ -436,7 +477,8 @@ impl Snapshot {
         if let Some(d) = Self::gate(pe, Some(action)) {
             return d;
         }
-        let own = matches!((target, principal), (Target::User(t), PrincipalId::User(me)) if t == *me);
+        let own =
+            matches!((target, principal), (Target::User(t), PrincipalId::User(me)) if t == *me);
         if own {
             match action {
                 Action::ViewUser | Action::ManageOwnSession => {
@@ -449,7 +491,9 @@ impl Snapshot {
             }
         }
         match action {
-            Action::ManageOwnSession | Action::ReadCatalog => return Decision::allow(Reason::Reader),
+            Action::ManageOwnSession | Action::ReadCatalog => {
+                return Decision::allow(Reason::Reader);
+            }
             _ => {}
         }
         if pe.role == Role::TeamAdmin {

@@ -1,8 +1,8 @@
 use std::collections::{BTreeMap, BTreeSet};
 
 use fluxgate_domain::{
-    ApplicationId, EnvironmentId, FeaturePermission, GroupId, Permission, PortfolioId, PrincipalId, Role,
-    UserId, ValuePermission, ValuePermissions,
+    ApplicationId, EnvironmentId, FeaturePermission, GroupId, Permission, PortfolioId, PrincipalId,
+    Role, UserId, ValuePermission, ValuePermissions,
 };
 
 use super::*;
@@ -37,10 +37,16 @@ fn world() -> World {
     let (portfolio, other_portfolio) = (PortfolioId::generate(), PortfolioId::generate());
     facts.portfolios.extend([portfolio, other_portfolio]);
     let app = ApplicationId::generate();
-    facts.applications.insert(app, ApplicationFacts { portfolio });
+    facts
+        .applications
+        .insert(app, ApplicationFacts { portfolio });
     let (dev, prod) = (EnvironmentId::generate(), EnvironmentId::generate());
-    facts.environments.insert(dev, EnvironmentFacts { application: app });
-    facts.environments.insert(prod, EnvironmentFacts { application: app });
+    facts
+        .environments
+        .insert(dev, EnvironmentFacts { application: app });
+    facts
+        .environments
+        .insert(prod, EnvironmentFacts { application: app });
     let (admins, devs) = (GroupId::generate(), GroupId::generate());
     facts.groups.insert(
         admins,
@@ -58,7 +64,11 @@ fn world() -> World {
             portfolio,
             administrators: false,
             application_grants: [(app, FeaturePermission::Create)].into(),
-            environment_grants: [(dev, ValuePermissions::EMPTY.with(ValuePermission::ChangeValue))].into(),
+            environment_grants: [(
+                dev,
+                ValuePermissions::EMPTY.with(ValuePermission::ChangeValue),
+            )]
+            .into(),
             members: BTreeSet::new(),
         },
     );
@@ -86,23 +96,55 @@ fn groups_grant_per_environment_and_application() {
         s.check(&p, Permission::ChangeValue, dev),
         Decision::allow(Reason::GroupGrant { group: w.devs })
     );
-    assert!(s.check(&p, Permission::Read, dev).allowed, "any value permission implies READ");
+    assert!(
+        s.check(&p, Permission::Read, dev).allowed,
+        "any value permission implies READ"
+    );
     assert!(!s.check(&p, Permission::Lock, dev).allowed);
     assert_eq!(
         s.check(&p, Permission::ChangeValue, prod),
-        Decision::deny(Reason::NoGrant { permission: Permission::ChangeValue })
+        Decision::deny(Reason::NoGrant {
+            permission: Permission::ChangeValue
+        })
     );
-    assert!(s.check(&p, Permission::CreateFeature, ResourceRef::Application(w.app)).allowed);
-    assert!(s.check(&p, Permission::CreateFeature, dev).allowed, "feature checks accept an environment");
-    assert!(!s.check(&p, Permission::EditFeature, ResourceRef::Application(w.app)).allowed);
+    assert!(
+        s.check(
+            &p,
+            Permission::CreateFeature,
+            ResourceRef::Application(w.app)
+        )
+        .allowed
+    );
+    assert!(
+        s.check(&p, Permission::CreateFeature, dev).allowed,
+        "feature checks accept an environment"
+    );
+    assert!(
+        !s.check(&p, Permission::EditFeature, ResourceRef::Application(w.app))
+            .allowed
+    );
     assert_eq!(
         s.check(&p, Permission::Read, ResourceRef::Application(w.app)),
-        Decision::deny(Reason::WrongResource { permission: Permission::Read })
+        Decision::deny(Reason::WrongResource {
+            permission: Permission::Read
+        })
     );
-    assert_eq!(s.environments_allowed(&p, Permission::ChangeValue, w.app), vec![w.dev]);
-    assert_eq!(s.applications_allowed(&p, Permission::CreateFeature, w.portfolio), vec![w.app]);
-    assert_eq!(s.principals_allowed(Permission::ChangeValue, dev, Role::Requester), vec![p]);
-    assert!(s.principals_allowed(Permission::ChangeValue, dev, Role::Approver).is_empty());
+    assert_eq!(
+        s.environments_allowed(&p, Permission::ChangeValue, w.app),
+        vec![w.dev]
+    );
+    assert_eq!(
+        s.applications_allowed(&p, Permission::CreateFeature, w.portfolio),
+        vec![w.app]
+    );
+    assert_eq!(
+        s.principals_allowed(Permission::ChangeValue, dev, Role::Requester),
+        vec![p]
+    );
+    assert!(
+        s.principals_allowed(Permission::ChangeValue, dev, Role::Approver)
+            .is_empty()
+    );
 }
 
 #[test]
@@ -113,14 +155,30 @@ fn portfolio_admins_hold_everything_in_their_portfolio_only() {
     let s = Snapshot::compile(&w.facts, 1);
     for perm in Permission::ALL {
         let d = s.check(&p, perm, ResourceRef::Environment(w.prod));
-        assert_eq!(d, Decision::allow(Reason::PortfolioAdmin { group: w.admins }), "{perm}");
+        assert_eq!(
+            d,
+            Decision::allow(Reason::PortfolioAdmin { group: w.admins }),
+            "{perm}"
+        );
     }
-    assert!(s.authorize(&p, Action::ManageGroups, Target::Portfolio(w.portfolio)).allowed);
-    assert_eq!(
-        s.authorize(&p, Action::ManageGroups, Target::Portfolio(w.other_portfolio)),
-        Decision::deny(Reason::NotPortfolioAdmin { portfolio: w.other_portfolio })
+    assert!(
+        s.authorize(&p, Action::ManageGroups, Target::Portfolio(w.portfolio))
+            .allowed
     );
-    assert!(!s.authorize(&p, Action::CreatePortfolio, Target::Org).allowed);
+    assert_eq!(
+        s.authorize(
+            &p,
+            Action::ManageGroups,
+            Target::Portfolio(w.other_portfolio)
+        ),
+        Decision::deny(Reason::NotPortfolioAdmin {
+            portfolio: w.other_portfolio
+        })
+    );
+    assert!(
+        !s.authorize(&p, Action::CreatePortfolio, Target::Org)
+            .allowed
+    );
     assert!(!s.authorize(&p, Action::ListUsers, Target::Org).allowed);
     assert!(s.is_portfolio_admin(&p, w.portfolio));
 }
@@ -130,15 +188,34 @@ fn team_admins_hold_everything_and_inactive_principals_nothing() {
     let mut w = world();
     let admin = user(&mut w.facts, Role::TeamAdmin);
     let s = Snapshot::compile(&w.facts, 1);
-    assert_eq!(s.check(&admin, Permission::DeleteFeature, ResourceRef::Application(w.app)), Decision::allow(Reason::TeamAdmin));
-    assert!(s.authorize(&admin, Action::DeletePortfolio, Target::Org).allowed);
+    assert_eq!(
+        s.check(
+            &admin,
+            Permission::DeleteFeature,
+            ResourceRef::Application(w.app)
+        ),
+        Decision::allow(Reason::TeamAdmin)
+    );
+    assert!(
+        s.authorize(&admin, Action::DeletePortfolio, Target::Org)
+            .allowed
+    );
     w.facts.principals.get_mut(&admin).unwrap().active = false;
     let s = Snapshot::compile(&w.facts, 2);
-    assert_eq!(s.check(&admin, Permission::Read, ResourceRef::Environment(w.dev)), Decision::deny(Reason::Inactive));
-    assert_eq!(s.authorize(&admin, Action::ManageOwnSession, Target::Org), Decision::deny(Reason::Inactive));
+    assert_eq!(
+        s.check(&admin, Permission::Read, ResourceRef::Environment(w.dev)),
+        Decision::deny(Reason::Inactive)
+    );
+    assert_eq!(
+        s.authorize(&admin, Action::ManageOwnSession, Target::Org),
+        Decision::deny(Reason::Inactive)
+    );
     assert_eq!(s.revision(), 2);
     let ghost = PrincipalId::User(UserId::generate());
-    assert_eq!(s.check(&ghost, Permission::Read, ResourceRef::Environment(w.dev)), Decision::deny(Reason::UnknownPrincipal));
+    assert_eq!(
+        s.check(&ghost, Permission::Read, ResourceRef::Environment(w.dev)),
+        Decision::deny(Reason::UnknownPrincipal)
+    );
 }
 
 #[test]
@@ -147,19 +224,45 @@ fn user_management_rules() {
     let admin = user(&mut w.facts, Role::TeamAdmin);
     let approver = user(&mut w.facts, Role::Approver);
     let s = Snapshot::compile(&w.facts, 1);
-    let PrincipalId::User(admin_id) = admin else { unreachable!() };
-    let PrincipalId::User(approver_id) = approver else { unreachable!() };
-    for action in [Action::DeactivateUser, Action::DeleteUser, Action::ChangeUserRole] {
-        assert_eq!(s.authorize(&admin, action, Target::User(admin_id)), Decision::deny(Reason::SelfProtected { action }));
-        assert!(s.authorize(&admin, action, Target::User(approver_id)).allowed);
-        assert!(!s.authorize(&approver, action, Target::User(admin_id)).allowed);
+    let PrincipalId::User(admin_id) = admin else {
+        unreachable!()
+    };
+    let PrincipalId::User(approver_id) = approver else {
+        unreachable!()
+    };
+    for action in [
+        Action::DeactivateUser,
+        Action::DeleteUser,
+        Action::ChangeUserRole,
+    ] {
+        assert_eq!(
+            s.authorize(&admin, action, Target::User(admin_id)),
+            Decision::deny(Reason::SelfProtected { action })
+        );
+        assert!(
+            s.authorize(&admin, action, Target::User(approver_id))
+                .allowed
+        );
+        assert!(
+            !s.authorize(&approver, action, Target::User(admin_id))
+                .allowed
+        );
     }
-    assert_eq!(s.authorize(&approver, Action::ViewUser, Target::User(approver_id)), Decision::allow(Reason::OwnAccount));
+    assert_eq!(
+        s.authorize(&approver, Action::ViewUser, Target::User(approver_id)),
+        Decision::allow(Reason::OwnAccount)
+    );
     assert_eq!(
         s.authorize(&approver, Action::ListUsers, Target::Org),
-        Decision::deny(Reason::RoleRequired { required: Role::TeamAdmin, held: Role::Approver })
+        Decision::deny(Reason::RoleRequired {
+            required: Role::TeamAdmin,
+            held: Role::Approver
+        })
     );
-    assert!(s.authorize(&approver, Action::ReadCatalog, Target::Org).allowed);
+    assert!(
+        s.authorize(&approver, Action::ReadCatalog, Target::Org)
+            .allowed
+    );
 }
 
 #[test]
@@ -168,9 +271,18 @@ fn temporary_password_allows_only_own_session() {
     let p = user(&mut w.facts, Role::TeamAdmin);
     w.facts.principals.get_mut(&p).unwrap().must_change_password = true;
     let s = Snapshot::compile(&w.facts, 1);
-    assert!(s.authorize(&p, Action::ManageOwnSession, Target::Org).allowed);
-    assert_eq!(s.authorize(&p, Action::ListUsers, Target::Org), Decision::deny(Reason::PasswordChangeRequired));
-    assert_eq!(s.check(&p, Permission::Read, ResourceRef::Environment(w.dev)), Decision::deny(Reason::PasswordChangeRequired));
+    assert!(
+        s.authorize(&p, Action::ManageOwnSession, Target::Org)
+            .allowed
+    );
+    assert_eq!(
+        s.authorize(&p, Action::ListUsers, Target::Org),
+        Decision::deny(Reason::PasswordChangeRequired)
+    );
+    assert_eq!(
+        s.check(&p, Permission::Read, ResourceRef::Environment(w.dev)),
+        Decision::deny(Reason::PasswordChangeRequired)
+    );
 }
 
 #[test]
@@ -194,7 +306,11 @@ fn dangling_references_grant_nothing() {
     let g = w.facts.groups.get_mut(&w.devs).unwrap();
     g.members.insert(p);
     g.members.insert(PrincipalId::User(UserId::generate()));
-    g.environment_grants.insert(stray_env, ValuePermissions::ALL);
+    g.environment_grants
+        .insert(stray_env, ValuePermissions::ALL);
     let s = Snapshot::compile(&w.facts, 1);
-    assert_eq!(s.check(&p, Permission::Read, ResourceRef::Environment(stray_env)), Decision::deny(Reason::UnknownResource));
+    assert_eq!(
+        s.check(&p, Permission::Read, ResourceRef::Environment(stray_env)),
+        Decision::deny(Reason::UnknownResource)
+    );
 }

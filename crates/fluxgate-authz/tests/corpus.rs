@@ -7,10 +7,13 @@ mod naive;
 
 use std::collections::{BTreeMap, BTreeSet, HashMap};
 
-use fluxgate_authz::{ApplicationFacts, EnvironmentFacts, Facts, GroupFacts, PrincipalFacts, Reason, ResourceRef, Snapshot};
+use fluxgate_authz::{
+    ApplicationFacts, EnvironmentFacts, Facts, GroupFacts, PrincipalFacts, Reason, ResourceRef,
+    Snapshot,
+};
 use fluxgate_domain::{
-    ApplicationId, EnvironmentId, FeaturePermission, GroupId, Permission, PortfolioId, PrincipalId, Role,
-    ServiceAccountId, UserId, ValuePermission, ValuePermissions,
+    ApplicationId, EnvironmentId, FeaturePermission, GroupId, Permission, PortfolioId, PrincipalId,
+    Role, ServiceAccountId, UserId, ValuePermission, ValuePermissions,
 };
 use serde::Deserialize;
 
@@ -69,21 +72,43 @@ struct Case {
 }
 
 fn permission(s: &str) -> Permission {
-    Permission::ALL.into_iter().find(|p| p.as_str() == s).unwrap_or_else(|| panic!("permission {s}"))
+    Permission::ALL
+        .into_iter()
+        .find(|p| p.as_str() == s)
+        .unwrap_or_else(|| panic!("permission {s}"))
 }
 
 fn value(s: &str) -> ValuePermission {
-    ValuePermission::ALL.into_iter().find(|p| p.as_str() == s).unwrap_or_else(|| panic!("value {s}"))
+    ValuePermission::ALL
+        .into_iter()
+        .find(|p| p.as_str() == s)
+        .unwrap_or_else(|| panic!("value {s}"))
 }
 
 #[test]
 fn corpus_from_the_source_documents() {
     let corpus: Corpus = serde_json::from_str(include_str!("corpus.json")).unwrap();
     let w = corpus.world;
-    let portfolios: HashMap<&str, PortfolioId> = w.portfolios.iter().map(|n| (n.as_str(), PortfolioId::generate())).collect();
-    let apps: HashMap<&str, ApplicationId> = w.applications.keys().map(|n| (n.as_str(), ApplicationId::generate())).collect();
-    let envs: HashMap<&str, EnvironmentId> = w.environments.keys().map(|n| (n.as_str(), EnvironmentId::generate())).collect();
-    let groups: HashMap<&str, GroupId> = w.groups.keys().map(|n| (n.as_str(), GroupId::generate())).collect();
+    let portfolios: HashMap<&str, PortfolioId> = w
+        .portfolios
+        .iter()
+        .map(|n| (n.as_str(), PortfolioId::generate()))
+        .collect();
+    let apps: HashMap<&str, ApplicationId> = w
+        .applications
+        .keys()
+        .map(|n| (n.as_str(), ApplicationId::generate()))
+        .collect();
+    let envs: HashMap<&str, EnvironmentId> = w
+        .environments
+        .keys()
+        .map(|n| (n.as_str(), EnvironmentId::generate()))
+        .collect();
+    let groups: HashMap<&str, GroupId> = w
+        .groups
+        .keys()
+        .map(|n| (n.as_str(), GroupId::generate()))
+        .collect();
     let principals: HashMap<&str, PrincipalId> = w
         .principals
         .iter()
@@ -100,10 +125,20 @@ fn corpus_from_the_source_documents() {
     let mut facts = Facts::default();
     facts.portfolios.extend(portfolios.values().copied());
     for (n, po) in &w.applications {
-        facts.applications.insert(apps[n.as_str()], ApplicationFacts { portfolio: portfolios[po.as_str()] });
+        facts.applications.insert(
+            apps[n.as_str()],
+            ApplicationFacts {
+                portfolio: portfolios[po.as_str()],
+            },
+        );
     }
     for (n, a) in &w.environments {
-        facts.environments.insert(envs[n.as_str()], EnvironmentFacts { application: apps[a.as_str()] });
+        facts.environments.insert(
+            envs[n.as_str()],
+            EnvironmentFacts {
+                application: apps[a.as_str()],
+            },
+        );
     }
     for (n, p) in &w.principals {
         facts.principals.insert(
@@ -130,9 +165,18 @@ fn corpus_from_the_source_documents() {
                 environment_grants: g
                     .environments
                     .iter()
-                    .map(|(e, ps)| (envs[e.as_str()], ps.iter().map(|p| value(p)).collect::<ValuePermissions>()))
+                    .map(|(e, ps)| {
+                        (
+                            envs[e.as_str()],
+                            ps.iter().map(|p| value(p)).collect::<ValuePermissions>(),
+                        )
+                    })
                     .collect(),
-                members: g.members.iter().map(|m| principals[m.as_str()]).collect::<BTreeSet<_>>(),
+                members: g
+                    .members
+                    .iter()
+                    .map(|m| principals[m.as_str()])
+                    .collect::<BTreeSet<_>>(),
             },
         );
     }
@@ -141,10 +185,17 @@ fn corpus_from_the_source_documents() {
 
     assert!(corpus.cases.len() >= 30);
     for c in &corpus.cases {
-        let p = principals.get(c.principal.as_str()).copied().unwrap_or(PrincipalId::User(UserId::generate()));
+        let p = principals
+            .get(c.principal.as_str())
+            .copied()
+            .unwrap_or(PrincipalId::User(UserId::generate()));
         let r = match c.resource.split_once(':') {
-            Some(("env", n)) => ResourceRef::Environment(envs.get(n).copied().unwrap_or_else(EnvironmentId::generate)),
-            Some(("app", n)) => ResourceRef::Application(apps.get(n).copied().unwrap_or_else(ApplicationId::generate)),
+            Some(("env", n)) => ResourceRef::Environment(
+                envs.get(n).copied().unwrap_or_else(EnvironmentId::generate),
+            ),
+            Some(("app", n)) => ResourceRef::Application(
+                apps.get(n).copied().unwrap_or_else(ApplicationId::generate),
+            ),
             _ => panic!("resource {}", c.resource),
         };
         let perm = permission(&c.permission);
@@ -170,6 +221,10 @@ fn corpus_from_the_source_documents() {
         );
         assert_eq!(d.allowed, c.allowed, "{what}: {}", d.reason);
         assert_eq!(reason, c.reason, "{what}");
-        assert_eq!(naive::allowed(&facts, &p, perm, r), c.allowed, "reference disagrees: {what}");
+        assert_eq!(
+            naive::allowed(&facts, &p, perm, r),
+            c.allowed,
+            "reference disagrees: {what}"
+        );
     }
 }

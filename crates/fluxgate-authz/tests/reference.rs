@@ -5,10 +5,12 @@ mod naive;
 
 use std::collections::{BTreeMap, BTreeSet};
 
-use fluxgate_authz::{ApplicationFacts, EnvironmentFacts, Facts, GroupFacts, PrincipalFacts, ResourceRef, Snapshot};
+use fluxgate_authz::{
+    ApplicationFacts, EnvironmentFacts, Facts, GroupFacts, PrincipalFacts, ResourceRef, Snapshot,
+};
 use fluxgate_domain::{
-    ApplicationId, EnvironmentId, FeaturePermission, GroupId, Permission, PortfolioId, PrincipalId, Role,
-    ServiceAccountId, UserId, ValuePermissions,
+    ApplicationId, EnvironmentId, FeaturePermission, GroupId, Permission, PortfolioId, PrincipalId,
+    Role, ServiceAccountId, UserId, ValuePermissions,
 };
 use proptest::prelude::*;
 use uuid::Uuid;
@@ -21,15 +23,18 @@ fn id(n: u8) -> Uuid {
 /// environments, groups and principals, so that references collide often.
 #[derive(Debug, Clone)]
 struct Spec {
-    principals: Vec<(u8, bool, bool, u8)>,        // role, active, must_change, kind
-    apps: Vec<u8>,                                 // portfolio of each app
-    envs: Vec<u8>,                                 // app of each env
+    principals: Vec<(u8, bool, bool, u8)>, // role, active, must_change, kind
+    apps: Vec<u8>,                         // portfolio of each app
+    envs: Vec<u8>,                         // app of each env
     groups: Vec<(u8, bool, Vec<(u8, u8)>, Vec<(u8, u8)>, Vec<u8>)>, // portfolio, admin, app grants, env grants, members
 }
 
 fn spec() -> impl Strategy<Value = Spec> {
     (
-        prop::collection::vec((0u8..3, any::<bool>(), prop::bool::weighted(0.1), 0u8..2), 1..8),
+        prop::collection::vec(
+            (0u8..3, any::<bool>(), prop::bool::weighted(0.1), 0u8..2),
+            1..8,
+        ),
         prop::collection::vec(0u8..3, 1..5),
         prop::collection::vec(0u8..6, 1..10),
         prop::collection::vec(
@@ -43,7 +48,12 @@ fn spec() -> impl Strategy<Value = Spec> {
             0..6,
         ),
     )
-        .prop_map(|(principals, apps, envs, groups)| Spec { principals, apps, envs, groups })
+        .prop_map(|(principals, apps, envs, groups)| Spec {
+            principals,
+            apps,
+            envs,
+            groups,
+        })
 }
 
 fn principal(i: u8, kind: u8) -> PrincipalId {
@@ -74,10 +84,20 @@ fn build(s: &Spec) -> (Facts, Vec<PrincipalId>) {
     }
     ps.push(principal(99, 0)); // unknown principal
     for (i, &po) in s.apps.iter().enumerate() {
-        f.applications.insert(ApplicationId(id(i as u8)), ApplicationFacts { portfolio: PortfolioId(id(po)) });
+        f.applications.insert(
+            ApplicationId(id(i as u8)),
+            ApplicationFacts {
+                portfolio: PortfolioId(id(po)),
+            },
+        );
     }
     for (i, &a) in s.envs.iter().enumerate() {
-        f.environments.insert(EnvironmentId(id(i as u8)), EnvironmentFacts { application: ApplicationId(id(a)) });
+        f.environments.insert(
+            EnvironmentId(id(i as u8)),
+            EnvironmentFacts {
+                application: ApplicationId(id(a)),
+            },
+        );
     }
     for (i, (po, admin, ag, eg, members)) in s.groups.iter().enumerate() {
         f.groups.insert(
@@ -89,7 +109,11 @@ fn build(s: &Spec) -> (Facts, Vec<PrincipalId>) {
                     .iter()
                     .filter(|(_, p)| *p > 0)
                     .map(|&(a, p)| {
-                        let fp = if p == 1 { FeaturePermission::Create } else { FeaturePermission::CreateEditDelete };
+                        let fp = if p == 1 {
+                            FeaturePermission::Create
+                        } else {
+                            FeaturePermission::CreateEditDelete
+                        };
                         (ApplicationId(id(a)), fp)
                     })
                     .collect::<BTreeMap<_, _>>(),

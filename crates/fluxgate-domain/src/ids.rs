@@ -96,7 +96,10 @@ impl PrincipalId {
         match kind {
             "user" => Ok(PrincipalId::User(id.parse()?)),
             "service_account" => Ok(PrincipalId::ServiceAccount(id.parse()?)),
-            other => Err(ValidationError::field("", format!("unknown principal kind {other:?}"))),
+            other => Err(ValidationError::field(
+                "",
+                format!("unknown principal kind {other:?}"),
+            )),
         }
     }
 }

@@ -13,8 +13,8 @@ mod values;
 
 pub use error::{FieldViolation, ValidationError, Violations};
 pub use ids::{
-    ApplicationId, EnvironmentId, GroupId, KeyId, PortfolioId, PrincipalId, ServiceAccountId, SessionId,
-    UserId,
+    ApplicationId, EnvironmentId, GroupId, KeyId, PortfolioId, PrincipalId, ServiceAccountId,
+    SessionId, UserId,
 };
 pub use permission::{FeaturePermission, Permission, ValuePermission, ValuePermissions};
 pub use policy::{LockoutPolicy, PASSWORD_HARD_MAX, PasswordPolicy, Settings, TokenPolicy};

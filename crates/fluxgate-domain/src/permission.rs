@@ -27,9 +27,10 @@ impl FeaturePermission {
     pub fn allows(self, p: Permission) -> bool {
         match (self, p) {
             (_, Permission::CreateFeature) => true,
-            (FeaturePermission::CreateEditDelete, Permission::EditFeature | Permission::DeleteFeature) => {
-                true
-            }
+            (
+                FeaturePermission::CreateEditDelete,
+                Permission::EditFeature | Permission::DeleteFeature,
+            ) => true,
             _ => false,
         }
     }
@@ -41,7 +42,10 @@ impl FromStr for FeaturePermission {
         match s {
             "CREATE" => Ok(FeaturePermission::Create),
             "CREATE_EDIT_DELETE" => Ok(FeaturePermission::CreateEditDelete),
-            other => Err(ValidationError::field("", format!("unknown feature permission {other:?}"))),
+            other => Err(ValidationError::field(
+                "",
+                format!("unknown feature permission {other:?}"),
+            )),
         }
     }
 }
@@ -121,19 +125,24 @@ impl ValuePermissions {
     }
 
     pub fn iter(self) -> impl Iterator<Item = ValuePermission> {
-        ValuePermission::ALL.into_iter().filter(move |p| self.contains(*p))
+        ValuePermission::ALL
+            .into_iter()
+            .filter(move |p| self.contains(*p))
     }
 }
 
 impl FromIterator<ValuePermission> for ValuePermissions {
     fn from_iter<I: IntoIterator<Item = ValuePermission>>(iter: I) -> Self {
-        iter.into_iter().fold(ValuePermissions::EMPTY, ValuePermissions::with)
+        iter.into_iter()
+            .fold(ValuePermissions::EMPTY, ValuePermissions::with)
     }
 }
 
 impl fmt::Debug for ValuePermissions {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.debug_set().entries(self.iter().map(ValuePermission::as_str)).finish()
+        f.debug_set()
+            .entries(self.iter().map(ValuePermission::as_str))
+            .finish()
     }
 }
 

@@ -145,10 +145,16 @@ impl Title {
             return Err(ValidationError::field("", "is required"));
         }
         if s.chars().count() > Self::MAX_CHARS {
-            return Err(ValidationError::field("", "must be at most 100 characters long"));
+            return Err(ValidationError::field(
+                "",
+                "must be at most 100 characters long",
+            ));
         }
         if has_control(s) {
-            return Err(ValidationError::field("", "must not contain control characters"));
+            return Err(ValidationError::field(
+                "",
+                "must not contain control characters",
+            ));
         }
         Ok(Self(s.to_owned()))
     }
@@ -172,10 +178,19 @@ impl Description {
 
     pub fn parse(input: &str) -> Result<Self, ValidationError> {
         if input.chars().count() > Self::MAX_CHARS {
-            return Err(ValidationError::field("", "must be at most 1000 characters long"));
+            return Err(ValidationError::field(
+                "",
+                "must be at most 1000 characters long",
+            ));
         }
-        if input.chars().any(|c| c.is_control() && c != '\n' && c != '\t') {
-            return Err(ValidationError::field("", "must not contain control characters"));
+        if input
+            .chars()
+            .any(|c| c.is_control() && c != '\n' && c != '\t')
+        {
+            return Err(ValidationError::field(
+                "",
+                "must not contain control characters",
+            ));
         }
         Ok(Self(input.trim().to_owned()))
     }

@@ -2,7 +2,8 @@
 //! user are looked up in the in-memory directory, so role changes, deactivations and logouts
 //! apply to tokens already issued.
 
-use fluxgate_authz::{Action, Resource, decide};
+use fluxgate_authz::{Action, Target};
+use fluxgate_domain::KeyId;
 use fluxgate_store::audit::NewEvent;
 use tonic::Request;
 
@@ -63,9 +64,9 @@ impl RequestCtx {
         target_id: Option<String>,
     ) -> NewEvent {
         NewEvent {
-            actor_id: actor.map(|p| p.user_id.to_string()),
-            actor_name: actor.map(|p| p.facts.username.clone()),
-            actor_role: actor.map(|p| p.facts.role.as_str().to_owned()),
+            actor_id: actor.map(|p| p.id.to_string()),
+            actor_name: actor.map(|p| p.name.clone()),
+            actor_role: actor.map(|p| p.role.as_str().to_owned()),
             action: action.into(),
             target_type: target_type.into(),
             target_id,
@@ -83,8 +84,27 @@ fn bearer<T>(req: &Request<T>) -> Option<&str> {
     scheme.eq_ignore_ascii_case("bearer").then(|| token.trim())
 }
 
+/// API keys look like `fgk_<key id, 32 hex digits>_<secret>`.
+pub const API_KEY_PREFIX: &str = "fgk_";
+
+/// Splits an API key into its key id and secret.
+pub fn parse_api_key(token: &str) -> Option<(KeyId, &str)> {
+    let rest = token.strip_prefix(API_KEY_PREFIX)?;
+    let (id, secret) = rest.split_once('_')?;
+    if id.len() != 32 || secret.is_empty() || secret.len() > 128 {
+        return None;
+    }
+    Some((id.parse().ok()?, secret))
+}
+
+/// Formats an API key from its id and secret.
+pub fn format_api_key(id: KeyId, secret: &str) -> String {
+    format!("{API_KEY_PREFIX}{}_{secret}", id.0.simple())
+}
+
 impl AppState {
-    /// The caller behind the request's bearer token, as the directory knows them now.
+    /// The caller behind the request's bearer credential (a user's access token or a service
+    /// account's API key), as the directory knows them now.
     pub async fn authenticate<T>(
         &self,
         req: &Request<T>,
@@ -94,23 +114,28 @@ impl AppState {
             self.directory.ensure(rev).await?;
         }
         let token = bearer(req).ok_or_else(ApiError::unauthenticated)?;
-        let t = self
-            .keys
-            .verify(token)
-            .ok_or_else(ApiError::unauthenticated)?;
-        let p = self
-            .directory
-            .principal(t.user_id, t.session_id)
-            .ok_or_else(ApiError::unauthenticated)?;
-        if !p.facts.active {
+        let p = if let Some((key, secret)) = parse_api_key(token) {
+            self.directory
+                .key_principal(key, &crate::tokens::token_hash(secret))
+                .ok_or_else(ApiError::unauthenticated)?
+        } else {
+            let t = self
+                .keys
+                .verify(token)
+                .ok_or_else(ApiError::unauthenticated)?;
+            self.directory
+                .session_principal(t.user_id, t.session_id)
+                .ok_or_else(ApiError::unauthenticated)?
+        };
+        if !p.active {
             return Err(ApiError::unauthenticated());
         }
         Ok(p)
     }
 
     /// Asks the engine; a denial becomes PERMISSION_DENIED carrying the engine's reason.
-    pub fn authorize(&self, p: &Principal, action: Action, resource: Resource) -> ApiResult<()> {
-        let d = decide(&p.subject(), action, resource);
+    pub fn authorize(&self, p: &Principal, action: Action, target: Target) -> ApiResult<()> {
+        let d = self.directory.snapshot().authorize(&p.id, action, target);
         if d.allowed {
             Ok(())
         } else {
@@ -120,5 +145,19 @@ impl AppState {
                 d.reason
             )))
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn api_keys_round_trip() {
+        let id = KeyId::generate();
+        let k = format_api_key(id, "s3cr3t");
+        assert_eq!(parse_api_key(&k), Some((id, "s3cr3t")));
+        assert_eq!(parse_api_key("fgk_short_x"), None);
+        assert_eq!(parse_api_key("eyJhbGciOi"), None);
     }
 }

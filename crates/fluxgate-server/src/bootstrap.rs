@@ -102,7 +102,7 @@ pub fn prepare(
                         actor_name: Some("fluxgate (bootstrap)".into()),
                         action: "user.created".into(),
                         target_type: "user".into(),
-                        target_id: Some(id.to_string()),
+                        target_id: Some(format!("users/{id}")),
                         outcome: "success".into(),
                         detail: Some(format!("bootstrap Team Admin {:?}", username.as_str())),
                         ..Default::default()
@@ -177,7 +177,7 @@ pub fn reset_password(
                 actor_name: Some("fluxgate admin reset-password (host)".into()),
                 action: "user.password_reset".into(),
                 target_type: "user".into(),
-                target_id: Some(u.id.to_string()),
+                target_id: Some(format!("users/{}", u.id)),
                 outcome: "success".into(),
                 detail: Some(format!("host-side reset; {revoked} session(s) revoked")),
                 ..Default::default()

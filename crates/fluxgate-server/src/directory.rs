@@ -1,38 +1,52 @@
-//! The in-memory directory: who exists, their role and state, which sessions are live, and the
-//! settings in force. Requests are authenticated against it without touching the database.
+//! The in-memory directory: principals (users and service accounts) with their role and state,
+//! the catalog, groups and grants compiled into the engine's [`Snapshot`], live sessions, API
+//! keys, and the settings in force. Requests are authenticated and authorised against it
+//! without touching the database.
 //!
 //! It is kept current by tailing the store's change log: after every local write (before the
 //! RPC answers, so a client reads its own writes) and every `directory_poll_ms` in the
 //! background (so other replicas' writes arrive within that bound).
 
-use std::collections::HashMap;
+use std::collections::{BTreeMap, BTreeSet, HashMap};
 use std::sync::{Arc, RwLock, RwLockReadGuard, RwLockWriteGuard};
 
-use fluxgate_authz::Subject;
-use fluxgate_domain::{Role, SessionId, UserId};
+use fluxgate_authz::{
+    ApplicationFacts, EnvironmentFacts, Facts, GroupFacts, PrincipalFacts, Snapshot,
+};
+use fluxgate_domain::{
+    ApplicationId, EnvironmentId, FeaturePermission, GroupId, KeyId, PortfolioId, PrincipalId,
+    Role, ServiceAccountId, SessionId, UserId, ValuePermissions,
+};
 use fluxgate_store::changes::{self, Change, EntityKind};
-use fluxgate_store::{DbConnection, StoreError, now_micros, sessions, settings, users};
+use fluxgate_store::{
+    DbConnection, StoreError, catalog, groups, now_micros, service_accounts, sessions, settings,
+    users,
+};
 use tokio::sync::Mutex;
 
 use crate::db::Db;
 use crate::error::{ApiError, ApiResult};
 
-/// What the directory keeps of a user.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct UserFacts {
-    pub username: String,
+/// An authenticated caller as the directory sees it now.
+#[derive(Debug, Clone)]
+pub struct Principal {
+    pub id: PrincipalId,
+    /// The session of a user's access token.
+    pub session_id: Option<SessionId>,
+    /// The API key a service account authenticated with.
+    pub key_id: Option<KeyId>,
+    /// Username, or a service account's display name.
+    pub name: String,
     pub role: Role,
     pub active: bool,
     pub must_change_password: bool,
 }
 
-impl From<&users::User> for UserFacts {
-    fn from(u: &users::User) -> Self {
-        Self {
-            username: u.username.clone(),
-            role: u.role,
-            active: u.active,
-            must_change_password: u.must_change_password,
+impl Principal {
+    pub fn user_id(&self) -> Option<UserId> {
+        match self.id {
+            PrincipalId::User(u) => Some(u),
+            PrincipalId::ServiceAccount(_) => None,
         }
     }
 }
@@ -43,58 +57,187 @@ struct SessionFacts {
     expires_at: i64,
 }
 
+#[derive(Debug, Clone)]
+struct KeyFacts {
+    account: ServiceAccountId,
+    hash: String,
+    expires_at: Option<i64>,
+    revoked: bool,
+}
+
 #[derive(Debug)]
 struct Inner {
     revision: i64,
-    users: HashMap<UserId, UserFacts>,
+    facts: Facts,
+    names: HashMap<PrincipalId, String>,
+    snapshot: Arc<Snapshot>,
     sessions: HashMap<SessionId, SessionFacts>,
+    keys: HashMap<KeyId, KeyFacts>,
     settings: Arc<settings::Stored>,
 }
 
-/// An authenticated caller as the directory sees it now.
-#[derive(Debug, Clone)]
-pub struct Principal {
-    pub user_id: UserId,
-    pub session_id: SessionId,
-    pub facts: UserFacts,
+fn corrupt(what: &str, v: &str) -> StoreError {
+    StoreError::Corrupt(format!("{what} {v:?}"))
 }
 
-impl Principal {
-    pub fn subject(&self) -> Subject {
-        Subject {
-            user_id: self.user_id,
-            role: self.facts.role,
-            active: self.facts.active,
-            must_change_password: self.facts.must_change_password,
-        }
+fn parse<T: std::str::FromStr>(what: &str, v: &str) -> Result<T, StoreError> {
+    v.parse().map_err(|_| corrupt(what, v))
+}
+
+fn user_facts(u: &users::User) -> PrincipalFacts {
+    PrincipalFacts {
+        role: u.role,
+        active: u.active,
+        must_change_password: u.must_change_password,
+        portfolio: None,
     }
 }
 
-#[derive(Debug)]
-pub struct Directory {
-    db: Db,
-    inner: RwLock<Inner>,
-    sync_lock: Mutex<()>,
+fn sa_facts(sa: &service_accounts::ServiceAccount) -> Result<PrincipalFacts, StoreError> {
+    Ok(PrincipalFacts {
+        role: parse("service_accounts.role", &sa.role)?,
+        active: sa.active,
+        must_change_password: false,
+        portfolio: sa
+            .portfolio_id
+            .as_deref()
+            .map(|p| parse("service_accounts.portfolio_id", p))
+            .transpose()?,
+    })
 }
 
-/// What a sync read from the database, to apply under the lock.
-enum Update {
-    Full(Box<Inner>),
-    Delta {
-        revision: i64,
-        users: Vec<(UserId, Option<UserFacts>, Vec<sessions::Session>)>,
-        sessions: Vec<(SessionId, Option<sessions::Session>)>,
-        settings: Option<settings::Stored>,
-    },
+fn key_facts(k: &service_accounts::Key) -> Result<(KeyId, KeyFacts), StoreError> {
+    Ok((
+        parse("service_account_keys.id", &k.id)?,
+        KeyFacts {
+            account: parse(
+                "service_account_keys.service_account_id",
+                &k.service_account_id,
+            )?,
+            hash: k.secret_hash.clone(),
+            expires_at: k.expires_at,
+            revoked: k.revoked_at.is_some(),
+        },
+    ))
+}
+
+fn member_id(kind: &str, id: &str) -> Result<PrincipalId, StoreError> {
+    PrincipalId::from_parts(kind, id).map_err(|_| corrupt("group_members", id))
+}
+
+fn group_facts(conn: &mut DbConnection, g: &groups::Group) -> Result<GroupFacts, StoreError> {
+    let grants = groups::grants(conn, &g.id)?;
+    let members = groups::members(conn, &g.id, None, i64::MAX)?;
+    Ok(GroupFacts {
+        portfolio: parse("portfolio_groups.portfolio_id", &g.portfolio_id)?,
+        administrators: g.administrators,
+        application_grants: grants
+            .applications
+            .iter()
+            .map(|(a, p)| {
+                Ok((
+                    parse::<ApplicationId>("application_grants", a)?,
+                    parse::<FeaturePermission>("application_grants", p)?,
+                ))
+            })
+            .collect::<Result<BTreeMap<_, _>, StoreError>>()?,
+        environment_grants: grants
+            .environments
+            .iter()
+            .map(|(e, bits)| {
+                Ok((
+                    parse::<EnvironmentId>("environment_grants", e)?,
+                    ValuePermissions::from_bits(*bits as u8),
+                ))
+            })
+            .collect::<Result<BTreeMap<_, _>, StoreError>>()?,
+        members: members
+            .iter()
+            .map(|(k, id)| member_id(k, id))
+            .collect::<Result<BTreeSet<_>, _>>()?,
+    })
 }
 
 fn load_all(conn: &mut DbConnection) -> Result<Inner, StoreError> {
     let revision = changes::current(conn)?;
     let now = now_micros();
-    let users = users::all(conn)?
+    let mut facts = Facts::default();
+    let mut names = HashMap::new();
+    for u in users::all(conn)? {
+        let id = PrincipalId::User(u.id);
+        facts.principals.insert(id, user_facts(&u));
+        names.insert(id, u.username.clone());
+    }
+    for sa in service_accounts::all(conn)? {
+        let id = PrincipalId::ServiceAccount(parse("service_accounts.id", &sa.id)?);
+        facts.principals.insert(id, sa_facts(&sa)?);
+        names.insert(id, sa.display_name.clone());
+    }
+    for p in catalog::portfolio_ids(conn)? {
+        facts.portfolios.insert(parse("portfolios.id", &p)?);
+    }
+    for (a, p) in catalog::application_parents(conn, None)? {
+        facts.applications.insert(
+            parse("applications.id", &a)?,
+            ApplicationFacts {
+                portfolio: parse("applications.portfolio_id", &p)?,
+            },
+        );
+    }
+    for (e, a) in catalog::environment_parents(conn, None)? {
+        facts.environments.insert(
+            parse("environments.id", &e)?,
+            EnvironmentFacts {
+                application: parse("environments.application_id", &a)?,
+            },
+        );
+    }
+    for g in groups::all(conn)? {
+        facts.groups.insert(
+            parse("portfolio_groups.id", &g.id)?,
+            GroupFacts {
+                portfolio: parse("portfolio_groups.portfolio_id", &g.portfolio_id)?,
+                administrators: g.administrators,
+                application_grants: BTreeMap::new(),
+                environment_grants: BTreeMap::new(),
+                members: BTreeSet::new(),
+            },
+        );
+    }
+    for (g, a, p) in groups::all_application_grants(conn)? {
+        if let Some(gf) = facts
+            .groups
+            .get_mut(&parse::<GroupId>("application_grants", &g)?)
+        {
+            gf.application_grants.insert(
+                parse("application_grants", &a)?,
+                parse("application_grants", &p)?,
+            );
+        }
+    }
+    for (g, e, bits) in groups::all_environment_grants(conn)? {
+        if let Some(gf) = facts
+            .groups
+            .get_mut(&parse::<GroupId>("environment_grants", &g)?)
+        {
+            gf.environment_grants.insert(
+                parse("environment_grants", &e)?,
+                ValuePermissions::from_bits(bits as u8),
+            );
+        }
+    }
+    for (g, kind, id) in groups::all_members(conn)? {
+        if let Some(gf) = facts
+            .groups
+            .get_mut(&parse::<GroupId>("group_members", &g)?)
+        {
+            gf.members.insert(member_id(&kind, &id)?);
+        }
+    }
+    let keys = service_accounts::all_keys(conn)?
         .iter()
-        .map(|u| (u.id, UserFacts::from(u)))
-        .collect();
+        .map(key_facts)
+        .collect::<Result<HashMap<_, _>, _>>()?;
     let sessions = sessions::live(conn, None, now)?
         .into_iter()
         .map(|s| {
@@ -110,23 +253,104 @@ fn load_all(conn: &mut DbConnection) -> Result<Inner, StoreError> {
     let settings = settings::load(conn)?.ok_or_else(|| {
         StoreError::Corrupt("no settings row: was the server bootstrapped?".into())
     })?;
+    let snapshot = Arc::new(Snapshot::compile(&facts, revision));
     Ok(Inner {
         revision,
-        users,
+        facts,
+        names,
+        snapshot,
         sessions,
+        keys,
         settings: Arc::new(settings),
     })
+}
+
+/// The state of one changed entity, read from the database.
+enum Loaded {
+    User(UserId, Option<users::User>, Vec<sessions::Session>),
+    Session(SessionId, Option<sessions::Session>),
+    Settings(Option<settings::Stored>),
+    Portfolio(PortfolioId, bool),
+    Application(ApplicationId, Option<PortfolioId>),
+    Environment(EnvironmentId, Option<ApplicationId>),
+    Group(GroupId, Option<GroupFacts>),
+    ServiceAccount(
+        ServiceAccountId,
+        Option<(PrincipalFacts, String)>,
+        Vec<(KeyId, KeyFacts)>,
+    ),
+}
+
+enum Update {
+    Full(Box<Inner>),
+    Delta(i64, Vec<Loaded>),
+}
+
+fn load_entity(
+    conn: &mut DbConnection,
+    c: &Change,
+    now: i64,
+) -> Result<Option<Loaded>, StoreError> {
+    let Ok(uuid) = uuid::Uuid::try_parse(&c.id) else {
+        return Ok(match c.kind {
+            EntityKind::Settings => Some(Loaded::Settings(settings::load(conn)?)),
+            _ => None,
+        });
+    };
+    Ok(Some(match c.kind {
+        EntityKind::User => {
+            let id = UserId(uuid);
+            Loaded::User(
+                id,
+                users::find(conn, id)?,
+                sessions::live(conn, Some(id), now)?,
+            )
+        }
+        EntityKind::Session => {
+            let id = SessionId(uuid);
+            Loaded::Session(id, sessions::find(conn, id)?.filter(|s| s.is_live(now)))
+        }
+        EntityKind::Settings => Loaded::Settings(settings::load(conn)?),
+        EntityKind::Portfolio => Loaded::Portfolio(
+            PortfolioId(uuid),
+            catalog::find(conn, catalog::Kind::Portfolio, &c.id)?.is_some(),
+        ),
+        EntityKind::Application => Loaded::Application(
+            ApplicationId(uuid),
+            catalog::find(conn, catalog::Kind::Application, &c.id)?
+                .and_then(|i| i.parent_id)
+                .map(|p| parse("applications.portfolio_id", &p))
+                .transpose()?,
+        ),
+        EntityKind::Environment => Loaded::Environment(
+            EnvironmentId(uuid),
+            catalog::find(conn, catalog::Kind::Environment, &c.id)?
+                .and_then(|i| i.parent_id)
+                .map(|p| parse("environments.application_id", &p))
+                .transpose()?,
+        ),
+        EntityKind::Group => {
+            let g = groups::find(conn, &c.id)?;
+            Loaded::Group(GroupId(uuid), g.map(|g| group_facts(conn, &g)).transpose()?)
+        }
+        EntityKind::ServiceAccount => {
+            let sa = service_accounts::find(conn, &c.id)?;
+            let keys = service_accounts::keys(conn, &c.id)?
+                .iter()
+                .map(key_facts)
+                .collect::<Result<Vec<_>, _>>()?;
+            let facts = sa
+                .map(|sa| Ok::<_, StoreError>((sa_facts(&sa)?, sa.display_name.clone())))
+                .transpose()?;
+            Loaded::ServiceAccount(ServiceAccountId(uuid), facts, keys)
+        }
+    }))
 }
 
 fn read_delta(conn: &mut DbConnection, from: i64) -> Result<Update, StoreError> {
     let batch: Vec<Change> = changes::since(conn, from, 10_000)?;
     let Some(last) = batch.last() else {
-        return Ok(Update::Delta {
-            revision: from,
-            users: vec![],
-            sessions: vec![],
-            settings: None,
-        });
+        return Ok(Update::Delta(from, Vec::new()));
     };
     // A gap (entries pruned before this server saw them) or a huge backlog: reload it all.
     if batch[0].revision != from + 1 || batch.len() >= 10_000 {
@@ -134,50 +358,160 @@ fn read_delta(conn: &mut DbConnection, from: i64) -> Result<Update, StoreError> 
     }
     let revision = last.revision;
     let now = now_micros();
-    let mut user_ids: Vec<UserId> = Vec::new();
-    let mut session_ids: Vec<SessionId> = Vec::new();
-    let mut reload_settings = false;
+    let mut seen = std::collections::HashSet::new();
+    let mut out = Vec::new();
     for c in &batch {
-        match c.kind {
-            EntityKind::User => {
-                if let Ok(id) = c.id.parse()
-                    && !user_ids.contains(&id)
-                {
-                    user_ids.push(id);
-                }
-            }
-            EntityKind::Session => {
-                if let Ok(id) = c.id.parse()
-                    && !session_ids.contains(&id)
-                {
-                    session_ids.push(id);
-                }
-            }
-            EntityKind::Settings => reload_settings = true,
+        if seen.insert((c.kind, c.id.clone()))
+            && let Some(l) = load_entity(conn, c, now)?
+        {
+            out.push(l);
         }
     }
-    let mut users_out = Vec::with_capacity(user_ids.len());
-    for id in user_ids {
-        let user = users::find(conn, id)?;
-        let live = sessions::live(conn, Some(id), now)?;
-        users_out.push((id, user.as_ref().map(UserFacts::from), live));
+    Ok(Update::Delta(revision, out))
+}
+
+fn remove_member_everywhere(facts: &mut Facts, p: PrincipalId) {
+    for g in facts.groups.values_mut() {
+        g.members.remove(&p);
     }
-    let mut sessions_out = Vec::with_capacity(session_ids.len());
-    for id in session_ids {
-        let s = sessions::find(conn, id)?.filter(|s| s.is_live(now));
-        sessions_out.push((id, s));
+}
+
+impl Inner {
+    /// Applies loaded entities; returns whether the engine's facts changed.
+    fn apply(&mut self, loaded: Vec<Loaded>) -> bool {
+        let mut authz = false;
+        for l in loaded {
+            match l {
+                Loaded::User(id, user, live) => {
+                    authz = true;
+                    let pid = PrincipalId::User(id);
+                    self.sessions.retain(|_, s| s.user_id != id);
+                    match user {
+                        Some(u) => {
+                            self.facts.principals.insert(pid, user_facts(&u));
+                            self.names.insert(pid, u.username.clone());
+                            for s in live {
+                                self.sessions.insert(
+                                    s.id,
+                                    SessionFacts {
+                                        user_id: s.user_id,
+                                        expires_at: s.expires_at,
+                                    },
+                                );
+                            }
+                        }
+                        None => {
+                            self.facts.principals.remove(&pid);
+                            self.names.remove(&pid);
+                            remove_member_everywhere(&mut self.facts, pid);
+                        }
+                    }
+                }
+                Loaded::Session(id, s) => match s {
+                    Some(s) => {
+                        self.sessions.insert(
+                            id,
+                            SessionFacts {
+                                user_id: s.user_id,
+                                expires_at: s.expires_at,
+                            },
+                        );
+                    }
+                    None => {
+                        self.sessions.remove(&id);
+                    }
+                },
+                Loaded::Settings(s) => {
+                    if let Some(s) = s {
+                        self.settings = Arc::new(s);
+                    }
+                }
+                Loaded::Portfolio(id, exists) => {
+                    authz = true;
+                    if exists {
+                        self.facts.portfolios.insert(id);
+                    } else {
+                        self.facts.portfolios.remove(&id);
+                    }
+                }
+                Loaded::Application(id, parent) => {
+                    authz = true;
+                    match parent {
+                        Some(portfolio) => {
+                            self.facts
+                                .applications
+                                .insert(id, ApplicationFacts { portfolio });
+                        }
+                        None => {
+                            self.facts.applications.remove(&id);
+                        }
+                    }
+                }
+                Loaded::Environment(id, parent) => {
+                    authz = true;
+                    match parent {
+                        Some(application) => {
+                            self.facts
+                                .environments
+                                .insert(id, EnvironmentFacts { application });
+                        }
+                        None => {
+                            self.facts.environments.remove(&id);
+                        }
+                    }
+                }
+                Loaded::Group(id, g) => {
+                    authz = true;
+                    match g {
+                        Some(g) => {
+                            self.facts.groups.insert(id, g);
+                        }
+                        None => {
+                            self.facts.groups.remove(&id);
+                        }
+                    }
+                }
+                Loaded::ServiceAccount(id, sa, keys) => {
+                    authz = true;
+                    let pid = PrincipalId::ServiceAccount(id);
+                    self.keys.retain(|_, k| k.account != id);
+                    match sa {
+                        Some((facts, name)) => {
+                            self.facts.principals.insert(pid, facts);
+                            self.names.insert(pid, name);
+                            self.keys.extend(keys);
+                        }
+                        None => {
+                            self.facts.principals.remove(&pid);
+                            self.names.remove(&pid);
+                            remove_member_everywhere(&mut self.facts, pid);
+                        }
+                    }
+                }
+            }
+        }
+        authz
     }
-    let settings = if reload_settings {
-        settings::load(conn)?
-    } else {
-        None
-    };
-    Ok(Update::Delta {
-        revision,
-        users: users_out,
-        sessions: sessions_out,
-        settings,
-    })
+
+    fn principal(&self, id: PrincipalId) -> Option<Principal> {
+        let f = self.facts.principals.get(&id)?;
+        Some(Principal {
+            id,
+            session_id: None,
+            key_id: None,
+            name: self.names.get(&id).cloned().unwrap_or_default(),
+            role: f.role,
+            active: f.active,
+            must_change_password: f.must_change_password,
+        })
+    }
+}
+
+#[derive(Debug)]
+pub struct Directory {
+    db: Db,
+    inner: RwLock<Inner>,
+    sync_lock: Mutex<()>,
 }
 
 impl Directory {
@@ -209,23 +543,41 @@ impl Directory {
         self.read().settings.clone()
     }
 
-    /// The caller of a verified access token, if its session is live and its user exists.
-    pub fn principal(&self, user_id: UserId, session_id: SessionId) -> Option<Principal> {
+    /// The engine snapshot in force.
+    pub fn snapshot(&self) -> Arc<Snapshot> {
+        self.read().snapshot.clone()
+    }
+
+    /// The caller behind a verified access token, if its session is live and its user exists.
+    pub fn session_principal(&self, user_id: UserId, session_id: SessionId) -> Option<Principal> {
         let inner = self.read();
         let s = inner.sessions.get(&session_id)?;
         if s.user_id != user_id || s.expires_at <= now_micros() {
             return None;
         }
-        let facts = inner.users.get(&user_id)?.clone();
-        Some(Principal {
-            user_id,
-            session_id,
-            facts,
-        })
+        let mut p = inner.principal(PrincipalId::User(user_id))?;
+        p.session_id = Some(session_id);
+        Some(p)
     }
 
-    pub fn user(&self, id: UserId) -> Option<UserFacts> {
-        self.read().users.get(&id).cloned()
+    /// The service account behind an API key, if the key is live and its secret hashes to
+    /// `secret_hash` (compared in constant time).
+    pub fn key_principal(&self, key_id: KeyId, secret_hash: &str) -> Option<Principal> {
+        use subtle::ConstantTimeEq;
+        let inner = self.read();
+        let k = inner.keys.get(&key_id)?;
+        let matches: bool = k.hash.as_bytes().ct_eq(secret_hash.as_bytes()).into();
+        if !matches || k.revoked || k.expires_at.is_some_and(|e| e <= now_micros()) {
+            return None;
+        }
+        let mut p = inner.principal(PrincipalId::ServiceAccount(k.account))?;
+        p.key_id = Some(key_id);
+        Some(p)
+    }
+
+    /// A principal as the directory knows it now.
+    pub fn principal(&self, id: PrincipalId) -> Option<Principal> {
+        self.read().principal(id)
     }
 
     /// Brings the directory up to the newest revision in the database.
@@ -239,52 +591,15 @@ impl Directory {
         let mut inner = self.write();
         match update {
             Update::Full(new) => *inner = *new,
-            Update::Delta {
-                revision,
-                users,
-                sessions,
-                settings,
-            } => {
-                for (id, facts, live) in users {
-                    inner.sessions.retain(|_, s| s.user_id != id);
-                    match facts {
-                        Some(f) => {
-                            inner.users.insert(id, f);
-                            for s in live {
-                                inner.sessions.insert(
-                                    s.id,
-                                    SessionFacts {
-                                        user_id: s.user_id,
-                                        expires_at: s.expires_at,
-                                    },
-                                );
-                            }
-                        }
-                        None => {
-                            inner.users.remove(&id);
-                        }
-                    }
-                }
-                for (id, s) in sessions {
-                    match s {
-                        Some(s) => {
-                            inner.sessions.insert(
-                                id,
-                                SessionFacts {
-                                    user_id: s.user_id,
-                                    expires_at: s.expires_at,
-                                },
-                            );
-                        }
-                        None => {
-                            inner.sessions.remove(&id);
-                        }
-                    }
-                }
-                if let Some(s) = settings {
-                    inner.settings = Arc::new(s);
-                }
+            Update::Delta(revision, loaded) => {
+                let authz = inner.apply(loaded);
                 inner.revision = revision;
+                if authz {
+                    // Changes that do not touch the engine's facts (sessions, settings) keep
+                    // the snapshot: it still reflects every authorisation fact up to
+                    // `revision`.
+                    inner.snapshot = Arc::new(Snapshot::compile(&inner.facts, revision));
+                }
             }
         }
         Ok(inner.revision)
@@ -299,7 +614,7 @@ impl Directory {
         let now = self.sync().await?;
         if now < revision {
             return Err(ApiError::invalid(
-                "x-fluxgate-min-revision",
+                "min_revision",
                 format!("revision {revision} does not exist yet (newest is {now})"),
             ));
         }

@@ -16,6 +16,13 @@ pub enum EntityKind {
     Session,
     /// The run-time settings.
     Settings,
+    Portfolio,
+    Application,
+    Environment,
+    /// A group with its members and grants.
+    Group,
+    /// A service account with its keys.
+    ServiceAccount,
 }
 
 impl EntityKind {
@@ -24,6 +31,11 @@ impl EntityKind {
             EntityKind::User => "user",
             EntityKind::Session => "session",
             EntityKind::Settings => "settings",
+            EntityKind::Portfolio => "portfolio",
+            EntityKind::Application => "application",
+            EntityKind::Environment => "environment",
+            EntityKind::Group => "group",
+            EntityKind::ServiceAccount => "service_account",
         }
     }
 
@@ -32,6 +44,11 @@ impl EntityKind {
             "user" => Ok(EntityKind::User),
             "session" => Ok(EntityKind::Session),
             "settings" => Ok(EntityKind::Settings),
+            "portfolio" => Ok(EntityKind::Portfolio),
+            "application" => Ok(EntityKind::Application),
+            "environment" => Ok(EntityKind::Environment),
+            "group" => Ok(EntityKind::Group),
+            "service_account" => Ok(EntityKind::ServiceAccount),
             other => Err(StoreError::Corrupt(format!(
                 "change_log.entity_kind {other:?}"
             ))),

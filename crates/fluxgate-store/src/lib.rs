@@ -11,10 +11,13 @@
 //! or protobuf.
 
 pub mod audit;
+pub mod catalog;
 pub mod changes;
 mod connection;
 mod error;
+pub mod groups;
 pub mod schema;
+pub mod service_accounts;
 pub mod sessions;
 pub mod settings;
 pub mod state;

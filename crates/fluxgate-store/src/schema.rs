@@ -107,3 +107,126 @@ diesel::allow_tables_to_appear_in_same_query!(
     change_log,
     audit_events,
 );
+
+diesel::table! {
+    portfolios (id) {
+        id -> Text,
+        display_name -> Text,
+        name_key -> Text,
+        description -> Text,
+        created_at -> BigInt,
+        updated_at -> BigInt,
+        version -> BigInt,
+    }
+}
+
+diesel::table! {
+    applications (id) {
+        id -> Text,
+        portfolio_id -> Text,
+        display_name -> Text,
+        name_key -> Text,
+        description -> Text,
+        created_at -> BigInt,
+        updated_at -> BigInt,
+        version -> BigInt,
+    }
+}
+
+diesel::table! {
+    environments (id) {
+        id -> Text,
+        application_id -> Text,
+        display_name -> Text,
+        name_key -> Text,
+        description -> Text,
+        production -> Bool,
+        created_at -> BigInt,
+        updated_at -> BigInt,
+        version -> BigInt,
+    }
+}
+
+diesel::table! {
+    portfolio_groups (id) {
+        id -> Text,
+        portfolio_id -> Text,
+        display_name -> Text,
+        name_key -> Text,
+        description -> Text,
+        administrators -> Bool,
+        created_at -> BigInt,
+        updated_at -> BigInt,
+        version -> BigInt,
+    }
+}
+
+diesel::table! {
+    group_members (group_id, principal_kind, principal_id) {
+        group_id -> Text,
+        principal_kind -> Text,
+        principal_id -> Text,
+        created_at -> BigInt,
+    }
+}
+
+diesel::table! {
+    application_grants (group_id, application_id) {
+        group_id -> Text,
+        application_id -> Text,
+        feature_permission -> Text,
+    }
+}
+
+diesel::table! {
+    environment_grants (group_id, environment_id) {
+        group_id -> Text,
+        environment_id -> Text,
+        permissions -> Integer,
+    }
+}
+
+diesel::table! {
+    service_accounts (id) {
+        id -> Text,
+        display_name -> Text,
+        description -> Text,
+        portfolio_id -> Nullable<Text>,
+        role -> Text,
+        active -> Bool,
+        created_at -> BigInt,
+        updated_at -> BigInt,
+        version -> BigInt,
+    }
+}
+
+diesel::table! {
+    service_account_keys (id) {
+        id -> Text,
+        service_account_id -> Text,
+        display_name -> Text,
+        secret_hash -> Text,
+        created_at -> BigInt,
+        expires_at -> Nullable<BigInt>,
+        revoked_at -> Nullable<BigInt>,
+    }
+}
+
+diesel::joinable!(applications -> portfolios (portfolio_id));
+diesel::joinable!(environments -> applications (application_id));
+diesel::joinable!(portfolio_groups -> portfolios (portfolio_id));
+diesel::joinable!(group_members -> portfolio_groups (group_id));
+diesel::joinable!(application_grants -> portfolio_groups (group_id));
+diesel::joinable!(environment_grants -> portfolio_groups (group_id));
+diesel::joinable!(service_account_keys -> service_accounts (service_account_id));
+diesel::allow_tables_to_appear_in_same_query!(
+    portfolios,
+    applications,
+    environments,
+    portfolio_groups,
+    group_members,
+    application_grants,
+    environment_grants,
+    service_accounts,
+    service_account_keys,
+);

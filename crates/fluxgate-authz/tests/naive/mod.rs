@@ -4,7 +4,9 @@ use fluxgate_authz::{Facts, ResourceRef};
 use fluxgate_domain::{Permission, PrincipalId, Role};
 
 pub fn allowed(facts: &Facts, p: &PrincipalId, perm: Permission, r: ResourceRef) -> bool {
-    let Some(pf) = facts.principals.get(p) else { return false };
+    let Some(pf) = facts.principals.get(p) else {
+        return false;
+    };
     if !pf.active || pf.must_change_password {
         return false;
     }
@@ -18,12 +20,17 @@ pub fn allowed(facts: &Facts, p: &PrincipalId, perm: Permission, r: ResourceRef)
         },
         ResourceRef::Application(a) => (a, None),
     };
-    let Some(af) = facts.applications.get(&app) else { return false };
+    let Some(af) = facts.applications.get(&app) else {
+        return false;
+    };
     if !facts.portfolios.contains(&af.portfolio) {
         return false;
     }
     for g in facts.groups.values() {
-        if g.portfolio != af.portfolio || !g.members.contains(p) || !facts.portfolios.contains(&g.portfolio) {
+        if g.portfolio != af.portfolio
+            || !g.members.contains(p)
+            || !facts.portfolios.contains(&g.portfolio)
+        {
             continue;
         }
         if g.administrators {
@@ -33,7 +40,8 @@ pub fn allowed(facts: &Facts, p: &PrincipalId, perm: Permission, r: ResourceRef)
             Some(v) => {
                 if let Some(e) = env
                     && let Some(bits) = g.environment_grants.get(&e)
-                    && (bits.contains(v) || (v == fluxgate_domain::ValuePermission::Read && !bits.is_empty()))
+                    && (bits.contains(v)
+                        || (v == fluxgate_domain::ValuePermission::Read && !bits.is_empty()))
                 {
                     return true;
                 }

@@ -2,7 +2,7 @@
 
 use std::sync::Arc;
 
-use fluxgate_authz::{Action, Resource};
+use fluxgate_authz::{Action, Target};
 use fluxgate_domain::Violations;
 use fluxgate_proto::v1 as pb;
 use fluxgate_proto::v1::auth_service_server::AuthService;
@@ -112,9 +112,13 @@ impl AuthSvc {
             .token_policy
             .refresh_token_ttl_secs;
         let actor = Principal {
-            user_id: u.id,
-            session_id: fluxgate_domain::SessionId::generate(),
-            facts: (&u).into(),
+            id: fluxgate_domain::PrincipalId::User(u.id),
+            session_id: None,
+            key_id: None,
+            name: u.username.clone(),
+            role: u.role,
+            active: u.active,
+            must_change_password: u.must_change_password,
         };
         let uid = u.id;
         let ctx2 = ctx.clone();
@@ -127,7 +131,12 @@ impl AuthSvc {
                 }
                 users::touch_login(tx.conn, uid, tx.now)?;
                 let issued = open_session(tx, uid, refresh_ttl)?;
-                let mut e = ctx2.event(Some(&actor), "auth.login", "user", Some(uid.to_string()));
+                let mut e = ctx2.event(
+                    Some(&actor),
+                    "auth.login",
+                    "user",
+                    Some(format!("users/{}", uid)),
+                );
                 e.detail = Some(format!("session {}", issued.session_id));
                 audit::append(tx.conn, e, tx.now)?;
                 let user = users::find(tx.conn, uid)?
@@ -164,7 +173,12 @@ impl AuthSvc {
             .settings
             .lockout_policy
             .clone();
-        let mut e = ctx.event(None, "auth.login", "user", user.map(|u| u.id.to_string()));
+        let mut e = ctx.event(
+            None,
+            "auth.login",
+            "user",
+            user.map(|u| format!("users/{}", u.id)),
+        );
         e.outcome = "failure".into();
         let login: String = login.chars().take(254).collect();
         e.detail = Some(match failure {
@@ -239,7 +253,7 @@ impl AuthSvc {
                         "session",
                         Some(sid.to_string()),
                     );
-                    e.actor_id = Some(session.user_id.to_string());
+                    e.actor_id = Some(format!("users/{}", session.user_id));
                     e.actor_name = user.as_ref().map(|u| u.username.clone());
                     e.actor_role = user.as_ref().map(|u| u.role.as_str().to_owned());
                     e.outcome = "denied".into();
@@ -285,18 +299,19 @@ impl AuthSvc {
         p: Principal,
     ) -> ApiResult<Response<pb::LogoutResponse>> {
         let st = &self.state;
-        st.authorize(&p, Action::ManageOwnSession, Resource::User(p.user_id))?;
+        let (uid, sid) = user_session(&p)?;
+        st.authorize(&p, Action::ManageOwnSession, Target::User(uid))?;
         let ctx2 = ctx.clone();
         let committed = st
             .db
             .write(move |tx| {
-                sessions::revoke(tx.conn, p.session_id, "logout", tx.now)?;
-                tx.changed(EntityKind::Session, p.session_id.to_string());
+                sessions::revoke(tx.conn, sid, "logout", tx.now)?;
+                tx.changed(EntityKind::Session, sid.to_string());
                 let e = ctx2.event(
                     Some(&p),
                     "auth.logout",
                     "session",
-                    Some(p.session_id.to_string()),
+                    Some(format!("sessions/{sid}")),
                 );
                 audit::append(tx.conn, e, tx.now)?;
                 Ok(())
@@ -313,7 +328,8 @@ impl AuthSvc {
         req: pb::ChangePasswordRequest,
     ) -> ApiResult<Response<pb::ChangePasswordResponse>> {
         let st = &self.state;
-        st.authorize(&p, Action::ManageOwnSession, Resource::User(p.user_id))?;
+        let (uid, _) = user_session(&p)?;
+        st.authorize(&p, Action::ManageOwnSession, Target::User(uid))?;
         let mut v = Violations::new();
         if req.current_password.is_empty() {
             v.add("current_password", "is required");
@@ -324,7 +340,6 @@ impl AuthSvc {
             v.add("new_password", "is required");
         }
         v.finish()?;
-        let uid = p.user_id;
         let user = st
             .db
             .read(move |conn| Ok(users::find(conn, uid)?))
@@ -419,23 +434,37 @@ impl AuthSvc {
         p: Principal,
     ) -> ApiResult<Response<pb::WhoAmIResponse>> {
         let st = &self.state;
-        st.authorize(&p, Action::ManageOwnSession, Resource::User(p.user_id))?;
-        let uid = p.user_id;
-        let user = st
-            .db
-            .read(move |conn| Ok(users::find(conn, uid)?))
-            .await?
-            .ok_or_else(ApiError::unauthenticated)?;
+        let target = p.user_id().map_or(Target::Org, Target::User);
+        st.authorize(&p, Action::ManageOwnSession, target)?;
+        let user = match p.user_id() {
+            Some(uid) => Some(
+                st.db
+                    .read(move |conn| Ok(users::find(conn, uid)?))
+                    .await?
+                    .ok_or_else(ApiError::unauthenticated)?,
+            ),
+            None => None,
+        };
         Ok(reply(
             pb::WhoAmIResponse {
-                principal: crate::convert::user_name(uid),
-                role: crate::convert::role_to_proto(p.facts.role) as i32,
-                session_id: p.session_id.to_string(),
-                user: Some(user_to_proto(&user)),
+                principal: p.id.to_string(),
+                role: crate::convert::role_to_proto(p.role) as i32,
+                session_id: p.session_id.map(|s| s.to_string()).unwrap_or_default(),
+                user: user.as_ref().map(user_to_proto),
             },
             &ctx,
             None,
         ))
+    }
+}
+
+/// The user and session of a caller that must be a logged-in user.
+fn user_session(p: &Principal) -> ApiResult<(fluxgate_domain::UserId, fluxgate_domain::SessionId)> {
+    match (p.user_id(), p.session_id) {
+        (Some(u), Some(s)) => Ok((u, s)),
+        _ => Err(ApiError::FailedPrecondition(
+            "only users logged in with a session can do this; service accounts use API keys".into(),
+        )),
     }
 }
 

@@ -2,7 +2,7 @@
 
 use std::sync::Arc;
 
-use fluxgate_authz::{Action, Resource};
+use fluxgate_authz::{Action, Target};
 use fluxgate_domain::{PasswordPolicy, Settings, Violations};
 use fluxgate_proto::v1 as pb;
 use fluxgate_proto::v1::settings_service_server::SettingsService;
@@ -203,7 +203,7 @@ impl SettingsSvc {
     ) -> ApiResult<Response<pb::UpdateSettingsResponse>> {
         let st = &self.state;
         let p = st.authenticate(&request, &ctx).await?;
-        st.authorize(&p, Action::UpdateSettings, Resource::Org)?;
+        st.authorize(&p, Action::UpdateSettings, Target::Org)?;
         let req = request.into_inner();
         let Some(new) = req.settings else {
             return Err(ApiError::invalid("settings", "is required"));
@@ -262,7 +262,7 @@ impl SettingsService for SettingsSvc {
         let ctx = RequestCtx::of(&request)?;
         let p = self.state.authenticate(&request, &ctx).await?;
         self.state
-            .authorize(&p, Action::ReadSettings, Resource::Org)?;
+            .authorize(&p, Action::ReadSettings, Target::Org)?;
         let name = &request.get_ref().name;
         if !name.is_empty() && name != SETTINGS_NAME {
             return Err(ApiError::invalid("name", "must be \"settings\"").into());

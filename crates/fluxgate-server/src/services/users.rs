@@ -2,7 +2,7 @@
 
 use std::sync::Arc;
 
-use fluxgate_authz::{Action, Resource};
+use fluxgate_authz::{Action, Target};
 use fluxgate_domain::{DisplayName, Email, Role, UserId, Username, Violations};
 use fluxgate_proto::v1 as pb;
 use fluxgate_proto::v1::user_service_server::UserService;
@@ -84,15 +84,15 @@ impl UserSvc {
     ) -> ApiResult<users::User> {
         let r = parse_user_name(field, name)?;
         let is_self = match &r {
-            UserRef::Id(id) => *id == p.user_id,
-            UserRef::Username(n) => *n == p.facts.username,
+            UserRef::Id(id) => p.user_id() == Some(*id),
+            UserRef::Username(n) => p.user_id().is_some() && *n == p.name,
         };
         if !is_self {
             // Function-level check first, so a Requester cannot probe for usernames.
-            self.state.authorize(p, action, Resource::Org)?;
+            self.state.authorize(p, action, Target::Org)?;
         }
         let user = self.state.db.read(move |conn| find_user(conn, &r)).await?;
-        self.state.authorize(p, action, Resource::User(user.id))?;
+        self.state.authorize(p, action, Target::User(user.id))?;
         Ok(user)
     }
 
@@ -103,7 +103,7 @@ impl UserSvc {
         req: pb::CreateUserRequest,
     ) -> ApiResult<Response<pb::CreateUserResponse>> {
         let st = &self.state;
-        st.authorize(&p, Action::CreateUser, Resource::Org)?;
+        st.authorize(&p, Action::CreateUser, Target::Org)?;
         let mut v = Violations::new();
         let Some(u) = req.user else {
             return Err(ApiError::invalid("user", "is required"));
@@ -166,7 +166,12 @@ impl UserSvc {
                 tx.changed(EntityKind::User, id.to_string());
                 let user = users::find(tx.conn, id)?
                     .ok_or_else(|| ApiError::Internal("user vanished".into()))?;
-                let mut e = ctx2.event(Some(&p), "user.created", "user", Some(id.to_string()));
+                let mut e = ctx2.event(
+                    Some(&p),
+                    "user.created",
+                    "user",
+                    Some(format!("users/{}", id)),
+                );
                 e.after_json = snapshot(&user);
                 audit::append(tx.conn, e, tx.now)?;
                 Ok(user)
@@ -189,7 +194,7 @@ impl UserSvc {
         req: pb::ListUsersRequest,
     ) -> ApiResult<Response<pb::ListUsersResponse>> {
         let st = &self.state;
-        st.authorize(&p, Action::ListUsers, Resource::Org)?;
+        st.authorize(&p, Action::ListUsers, Target::Org)?;
         let mut v = Violations::new();
         let role = v.check("role", role_from_proto(req.role)).flatten();
         if req.query.chars().count() > 200 || req.query.chars().any(char::is_control) {
@@ -281,7 +286,7 @@ impl UserSvc {
         if let Some(r) = role
             && r != target.role
         {
-            st.authorize(&p, Action::ChangeUserRole, Resource::User(target.id))?;
+            st.authorize(&p, Action::ChangeUserRole, Target::User(target.id))?;
         }
         let etag = u.etag;
         let ctx2 = ctx.clone();
@@ -313,7 +318,12 @@ impl UserSvc {
                 }
                 users::update(tx.conn, &after, tx.now)?;
                 tx.changed(EntityKind::User, id.to_string());
-                let mut e = ctx2.event(Some(&p), "user.updated", "user", Some(id.to_string()));
+                let mut e = ctx2.event(
+                    Some(&p),
+                    "user.updated",
+                    "user",
+                    Some(format!("users/{}", id)),
+                );
                 e.before_json = snapshot(&before);
                 e.after_json = snapshot(&after);
                 if before.role != after.role {
@@ -388,6 +398,15 @@ impl UserSvc {
                                 "only a deactivated user can be deleted: deactivate first".into(),
                             ));
                         }
+                        // Memberships go with the user (they hold no foreign key).
+                        for g in fluxgate_store::groups::remove_principal(
+                            tx.conn,
+                            "user",
+                            &id.to_string(),
+                        )? {
+                            fluxgate_store::groups::touch(tx.conn, &g, tx.now)?;
+                            tx.changed(EntityKind::Group, g);
+                        }
                         users::delete(tx.conn, id)?;
                         ("user.deleted", None)
                     }
@@ -398,7 +417,7 @@ impl UserSvc {
                     }
                 };
                 tx.changed(EntityKind::User, id.to_string());
-                let mut e = ctx2.event(Some(&p), verb, "user", Some(id.to_string()));
+                let mut e = ctx2.event(Some(&p), verb, "user", Some(format!("users/{}", id)));
                 e.before_json = snapshot(&before);
                 e.after_json = (action != Action::DeleteUser)
                     .then(|| snapshot(&after))

@@ -1,0 +1,144 @@
+//! Service accounts and their API keys.
+
+use diesel::prelude::*;
+
+use crate::schema::{service_account_keys, service_accounts};
+use crate::{DbConnection, StoreResult};
+
+#[derive(Debug, Clone, PartialEq, Eq, Queryable, Selectable, Insertable)]
+#[diesel(table_name = service_accounts)]
+pub struct ServiceAccount {
+    pub id: String,
+    pub display_name: String,
+    pub description: String,
+    pub portfolio_id: Option<String>,
+    pub role: String,
+    pub active: bool,
+    pub created_at: i64,
+    pub updated_at: i64,
+    pub version: i64,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Queryable, Selectable, Insertable)]
+#[diesel(table_name = service_account_keys)]
+pub struct Key {
+    pub id: String,
+    pub service_account_id: String,
+    pub display_name: String,
+    pub secret_hash: String,
+    pub created_at: i64,
+    pub expires_at: Option<i64>,
+    pub revoked_at: Option<i64>,
+}
+
+pub fn insert(conn: &mut DbConnection, sa: &ServiceAccount) -> StoreResult<()> {
+    diesel::insert_into(service_accounts::table)
+        .values(sa.clone())
+        .execute(conn)?;
+    Ok(())
+}
+
+pub fn find(conn: &mut DbConnection, id: &str) -> StoreResult<Option<ServiceAccount>> {
+    Ok(service_accounts::table
+        .filter(service_accounts::id.eq(id))
+        .select(ServiceAccount::as_select())
+        .first(conn)
+        .optional()?)
+}
+
+/// A page of one scope's accounts (`None`: admin accounts), ordered by id, after `after`.
+pub fn list(
+    conn: &mut DbConnection,
+    portfolio: Option<&str>,
+    after: Option<&str>,
+    limit: i64,
+) -> StoreResult<Vec<ServiceAccount>> {
+    let mut q = service_accounts::table.into_boxed();
+    q = match portfolio {
+        Some(p) => q.filter(service_accounts::portfolio_id.eq(p.to_owned())),
+        None => q.filter(service_accounts::portfolio_id.is_null()),
+    };
+    if let Some(a) = after {
+        q = q.filter(service_accounts::id.gt(a.to_owned()));
+    }
+    Ok(q.order(service_accounts::id.asc())
+        .limit(limit)
+        .select(ServiceAccount::as_select())
+        .load(conn)?)
+}
+
+pub fn all(conn: &mut DbConnection) -> StoreResult<Vec<ServiceAccount>> {
+    Ok(service_accounts::table
+        .select(ServiceAccount::as_select())
+        .load(conn)?)
+}
+
+/// Ids of a portfolio's accounts.
+pub fn ids_in_portfolio(conn: &mut DbConnection, portfolio: &str) -> StoreResult<Vec<String>> {
+    Ok(service_accounts::table
+        .filter(service_accounts::portfolio_id.eq(portfolio))
+        .select(service_accounts::id)
+        .load(conn)?)
+}
+
+pub fn update(conn: &mut DbConnection, sa: &ServiceAccount, now: i64) -> StoreResult<()> {
+    diesel::update(service_accounts::table.filter(service_accounts::id.eq(&sa.id)))
+        .set((
+            service_accounts::display_name.eq(&sa.display_name),
+            service_accounts::description.eq(&sa.description),
+            service_accounts::role.eq(&sa.role),
+            service_accounts::active.eq(sa.active),
+            service_accounts::updated_at.eq(now),
+            service_accounts::version.eq(sa.version + 1),
+        ))
+        .execute(conn)?;
+    Ok(())
+}
+
+pub fn delete(conn: &mut DbConnection, id: &str) -> StoreResult<()> {
+    diesel::delete(service_accounts::table.filter(service_accounts::id.eq(id))).execute(conn)?;
+    Ok(())
+}
+
+pub fn insert_key(conn: &mut DbConnection, k: &Key) -> StoreResult<()> {
+    diesel::insert_into(service_account_keys::table)
+        .values(k.clone())
+        .execute(conn)?;
+    Ok(())
+}
+
+pub fn find_key(conn: &mut DbConnection, id: &str) -> StoreResult<Option<Key>> {
+    Ok(service_account_keys::table
+        .filter(service_account_keys::id.eq(id))
+        .select(Key::as_select())
+        .first(conn)
+        .optional()?)
+}
+
+/// A service account's keys, newest first.
+pub fn keys(conn: &mut DbConnection, sa: &str) -> StoreResult<Vec<Key>> {
+    Ok(service_account_keys::table
+        .filter(service_account_keys::service_account_id.eq(sa))
+        .order((
+            service_account_keys::created_at.desc(),
+            service_account_keys::id.desc(),
+        ))
+        .select(Key::as_select())
+        .load(conn)?)
+}
+
+pub fn all_keys(conn: &mut DbConnection) -> StoreResult<Vec<Key>> {
+    Ok(service_account_keys::table
+        .select(Key::as_select())
+        .load(conn)?)
+}
+
+pub fn update_key(conn: &mut DbConnection, k: &Key) -> StoreResult<()> {
+    diesel::update(service_account_keys::table.filter(service_account_keys::id.eq(&k.id)))
+        .set((
+            service_account_keys::expires_at.eq(k.expires_at),
+            service_account_keys::revoked_at.eq(k.revoked_at),
+        ))
+        .execute(conn)?;
+    Ok(())
+}

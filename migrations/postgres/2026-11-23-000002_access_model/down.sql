@@ -1,0 +1,9 @@
+DROP TABLE service_account_keys;
+DROP TABLE service_accounts;
+DROP TABLE environment_grants;
+DROP TABLE application_grants;
+DROP TABLE group_members;
+DROP TABLE portfolio_groups;
+DROP TABLE environments;
+DROP TABLE applications;
+DROP TABLE portfolios;
