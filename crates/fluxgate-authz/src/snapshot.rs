@@ -455,6 +455,25 @@ impl Snapshot {
             .map(|(p, _, _)| self.portfolios[p as usize].id)
     }
 
+    /// The portfolio and application of a resource, if it exists.
+    pub fn parents(&self, r: ResourceRef) -> Option<(PortfolioId, ApplicationId)> {
+        self.locate(r)
+            .map(|(p, a, _)| (self.portfolios[p as usize].id, self.apps[a as usize].id))
+    }
+
+    /// The portfolio of a group, if it exists.
+    pub fn group_portfolio(&self, g: GroupId) -> Option<PortfolioId> {
+        self.groups
+            .iter()
+            .find(|ge| ge.id == g)
+            .map(|ge| self.portfolios[ge.portfolio as usize].id)
+    }
+
+    /// Does the principal exist?
+    pub fn has_principal(&self, p: &PrincipalId) -> bool {
+        self.principal_ix.contains_key(p)
+    }
+
     /// Is the principal an active member of the portfolio's Administrators group?
     pub fn is_portfolio_admin(&self, principal: &PrincipalId, portfolio: PortfolioId) -> bool {
         let (Some(pe), Some(&pi)) = (self.principal(principal), self.portfolio_ix.get(&portfolio))

@@ -250,3 +250,105 @@ mod tests {
         assert_eq!((t.seconds, t.nanos), (1, 500_000_000));
     }
 }
+
+/// Parses a resource name made of `collection/{uuid}` pairs, e.g. `portfolios/{p}/groups/{g}`
+/// with `collections = ["portfolios", "groups"]`; returns the ids in order.
+pub fn parse_ids(field: &str, name: &str, collections: &[&str]) -> ApiResult<Vec<uuid::Uuid>> {
+    let shape = collections
+        .iter()
+        .map(|c| format!("{c}/{{id}}"))
+        .collect::<Vec<_>>()
+        .join("/");
+    let bad = || ApiError::invalid(field, format!("must be {shape}"));
+    if name.is_empty() {
+        return Err(ApiError::invalid(field, "is required"));
+    }
+    let parts: Vec<&str> = name.split('/').collect();
+    if parts.len() != collections.len() * 2 {
+        return Err(bad());
+    }
+    let mut ids = Vec::with_capacity(collections.len());
+    for (i, c) in collections.iter().enumerate() {
+        if parts[2 * i] != *c {
+            return Err(bad());
+        }
+        ids.push(uuid::Uuid::try_parse(parts[2 * i + 1]).map_err(|_| bad())?);
+    }
+    Ok(ids)
+}
+
+pub fn portfolio_name(p: &str) -> String {
+    format!("portfolios/{p}")
+}
+
+pub fn application_name(p: &str, a: &str) -> String {
+    format!("portfolios/{p}/applications/{a}")
+}
+
+pub fn environment_name(p: &str, a: &str, e: &str) -> String {
+    format!("portfolios/{p}/applications/{a}/environments/{e}")
+}
+
+pub fn group_name(p: &str, g: &str) -> String {
+    format!("portfolios/{p}/groups/{g}")
+}
+
+/// A principal reference: `users/{id}`, `users/{username}` or `serviceAccounts/{id}`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum PrincipalRef {
+    User(UserRef),
+    ServiceAccount(fluxgate_domain::ServiceAccountId),
+}
+
+pub fn parse_principal(field: &str, name: &str) -> ApiResult<PrincipalRef> {
+    if name.starts_with("users/") {
+        return Ok(PrincipalRef::User(parse_user_name(field, name)?));
+    }
+    if name.starts_with("serviceAccounts/") {
+        let ids = parse_ids(field, name, &["serviceAccounts"])?;
+        return Ok(PrincipalRef::ServiceAccount(
+            fluxgate_domain::ServiceAccountId(ids[0]),
+        ));
+    }
+    if name.is_empty() {
+        return Err(ApiError::invalid(field, "is required"));
+    }
+    Err(ApiError::invalid(
+        field,
+        "must be users/{id}, users/{username} or serviceAccounts/{id}",
+    ))
+}
+
+/// A title field (display name of a catalog object).
+pub fn title(field: &str, v: &str) -> Result<fluxgate_domain::Title, ValidationError> {
+    fluxgate_domain::Title::parse(v).map_err(|e| rename(e, field))
+}
+
+/// A description field.
+pub fn description(field: &str, v: &str) -> Result<fluxgate_domain::Description, ValidationError> {
+    fluxgate_domain::Description::parse(v).map_err(|e| rename(e, field))
+}
+
+fn rename(mut e: ValidationError, field: &str) -> ValidationError {
+    for v in &mut e.violations {
+        v.field = if v.field.is_empty() {
+            field.to_owned()
+        } else {
+            format!("{field}.{}", v.field)
+        };
+    }
+    e
+}
+
+/// A delete or update refused because of what still refers to the object.
+pub fn in_use(what: &str, refs: &[(usize, &str)]) -> ApiError {
+    let list: Vec<String> = refs
+        .iter()
+        .filter(|(n, _)| *n > 0)
+        .map(|(n, w)| format!("{n} {w}"))
+        .collect();
+    ApiError::FailedPrecondition(format!(
+        "{what} is still in use ({}): remove them first, or pass force",
+        list.join(", ")
+    ))
+}

@@ -70,6 +70,7 @@ struct Inner {
     revision: i64,
     facts: Facts,
     names: HashMap<PrincipalId, String>,
+    usernames: HashMap<String, UserId>,
     snapshot: Arc<Snapshot>,
     sessions: HashMap<SessionId, SessionFacts>,
     keys: HashMap<KeyId, KeyFacts>,
@@ -163,10 +164,12 @@ fn load_all(conn: &mut DbConnection) -> Result<Inner, StoreError> {
     let now = now_micros();
     let mut facts = Facts::default();
     let mut names = HashMap::new();
+    let mut usernames = HashMap::new();
     for u in users::all(conn)? {
         let id = PrincipalId::User(u.id);
         facts.principals.insert(id, user_facts(&u));
         names.insert(id, u.username.clone());
+        usernames.insert(u.username.clone(), u.id);
     }
     for sa in service_accounts::all(conn)? {
         let id = PrincipalId::ServiceAccount(parse("service_accounts.id", &sa.id)?);
@@ -258,6 +261,7 @@ fn load_all(conn: &mut DbConnection) -> Result<Inner, StoreError> {
         revision,
         facts,
         names,
+        usernames,
         snapshot,
         sessions,
         keys,
@@ -390,6 +394,7 @@ impl Inner {
                         Some(u) => {
                             self.facts.principals.insert(pid, user_facts(&u));
                             self.names.insert(pid, u.username.clone());
+                            self.usernames.insert(u.username.clone(), u.id);
                             for s in live {
                                 self.sessions.insert(
                                     s.id,
@@ -402,7 +407,9 @@ impl Inner {
                         }
                         None => {
                             self.facts.principals.remove(&pid);
-                            self.names.remove(&pid);
+                            if let Some(name) = self.names.remove(&pid) {
+                                self.usernames.remove(&name);
+                            }
                             remove_member_everywhere(&mut self.facts, pid);
                         }
                     }
@@ -573,6 +580,11 @@ impl Directory {
         let mut p = inner.principal(PrincipalId::ServiceAccount(k.account))?;
         p.key_id = Some(key_id);
         Some(p)
+    }
+
+    /// The id of a user by username.
+    pub fn user_by_name(&self, username: &str) -> Option<UserId> {
+        self.read().usernames.get(username).copied()
     }
 
     /// A principal as the directory knows it now.

@@ -7,6 +7,10 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use fluxgate_proto::v1::auth_service_server::AuthServiceServer;
+use fluxgate_proto::v1::catalog_service_server::CatalogServiceServer;
+use fluxgate_proto::v1::group_service_server::GroupServiceServer;
+use fluxgate_proto::v1::permission_service_server::PermissionServiceServer;
+use fluxgate_proto::v1::service_account_service_server::ServiceAccountServiceServer;
 use fluxgate_proto::v1::settings_service_server::SettingsServiceServer;
 use fluxgate_proto::v1::user_service_server::UserServiceServer;
 use fluxgate_store::{PoolOptions, Store};
@@ -18,7 +22,13 @@ use crate::config::Config;
 use crate::db::Db;
 use crate::directory::Directory;
 use crate::passwords::Hasher;
-use crate::services::{auth::AuthSvc, settings::SettingsSvc, users::UserSvc};
+use crate::services::auth::AuthSvc;
+use crate::services::catalog::CatalogSvc;
+use crate::services::groups::GroupSvc;
+use crate::services::permissions::PermissionSvc;
+use crate::services::service_accounts::ServiceAccountSvc;
+use crate::services::settings::SettingsSvc;
+use crate::services::users::UserSvc;
 use crate::state::AppState;
 use crate::tokens::TokenKeys;
 
@@ -131,6 +141,10 @@ impl Server {
             .add_service(auth)
             .add_service(users)
             .add_service(settings)
+            .add_service(catalog)
+            .add_service(groups)
+            .add_service(service_accounts)
+            .add_service(permissions)
             .serve_with_incoming_shutdown(
                 TcpIncoming::from(self.listener).with_nodelay(Some(true)),
                 shutdown,

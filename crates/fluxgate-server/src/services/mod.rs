@@ -1,6 +1,10 @@
 //! One struct per gRPC service, each holding the shared state.
 
 pub mod auth;
+pub mod catalog;
+pub mod groups;
+pub mod permissions;
+pub mod service_accounts;
 pub mod settings;
 pub mod users;
 
