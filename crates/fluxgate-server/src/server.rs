@@ -103,6 +103,18 @@ impl Server {
         health_reporter
             .set_serving::<SettingsServiceServer<SettingsSvc>>()
             .await;
+        health_reporter
+            .set_serving::<CatalogServiceServer<CatalogSvc>>()
+            .await;
+        health_reporter
+            .set_serving::<GroupServiceServer<GroupSvc>>()
+            .await;
+        health_reporter
+            .set_serving::<ServiceAccountServiceServer<ServiceAccountSvc>>()
+            .await;
+        health_reporter
+            .set_serving::<PermissionServiceServer<PermissionSvc>>()
+            .await;
 
         let reflection_v1 = tonic_reflection::server::Builder::configure()
             .register_encoded_file_descriptor_set(fluxgate_proto::FILE_DESCRIPTOR_SET)
@@ -127,6 +139,22 @@ impl Server {
         })
         .max_decoding_message_size(MAX_MESSAGE_BYTES);
         let settings = SettingsServiceServer::new(SettingsSvc {
+            state: state.clone(),
+        })
+        .max_decoding_message_size(MAX_MESSAGE_BYTES);
+        let catalog = CatalogServiceServer::new(CatalogSvc {
+            state: state.clone(),
+        })
+        .max_decoding_message_size(MAX_MESSAGE_BYTES);
+        let groups = GroupServiceServer::new(GroupSvc {
+            state: state.clone(),
+        })
+        .max_decoding_message_size(MAX_MESSAGE_BYTES);
+        let service_accounts = ServiceAccountServiceServer::new(ServiceAccountSvc {
+            state: state.clone(),
+        })
+        .max_decoding_message_size(MAX_MESSAGE_BYTES);
+        let permissions = PermissionServiceServer::new(PermissionSvc {
             state: state.clone(),
         })
         .max_decoding_message_size(MAX_MESSAGE_BYTES);
