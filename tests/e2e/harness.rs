@@ -5,6 +5,10 @@ use std::sync::Arc;
 
 use fluxgate_proto::v1 as pb;
 use fluxgate_proto::v1::auth_service_client::AuthServiceClient;
+use fluxgate_proto::v1::catalog_service_client::CatalogServiceClient;
+use fluxgate_proto::v1::group_service_client::GroupServiceClient;
+use fluxgate_proto::v1::permission_service_client::PermissionServiceClient;
+use fluxgate_proto::v1::service_account_service_client::ServiceAccountServiceClient;
 use fluxgate_proto::v1::settings_service_client::SettingsServiceClient;
 use fluxgate_proto::v1::user_service_client::UserServiceClient;
 use fluxgate_server::config::HashingConfig;
@@ -121,6 +125,151 @@ impl TestServer {
 
     pub fn settings(&self) -> SettingsServiceClient<Channel> {
         SettingsServiceClient::new(self.channel.clone())
+    }
+
+    pub fn catalog(&self) -> CatalogServiceClient<Channel> {
+        CatalogServiceClient::new(self.channel.clone())
+    }
+
+    pub fn groups(&self) -> GroupServiceClient<Channel> {
+        GroupServiceClient::new(self.channel.clone())
+    }
+
+    pub fn service_accounts(&self) -> ServiceAccountServiceClient<Channel> {
+        ServiceAccountServiceClient::new(self.channel.clone())
+    }
+
+    pub fn permissions(&self) -> PermissionServiceClient<Channel> {
+        PermissionServiceClient::new(self.channel.clone())
+    }
+
+    /// Creates a portfolio (as `token`).
+    pub async fn portfolio(&self, token: &str, name: &str) -> pb::Portfolio {
+        self.catalog()
+            .create_portfolio(authed(
+                pb::CreatePortfolioRequest {
+                    portfolio: Some(pb::Portfolio {
+                        display_name: name.into(),
+                        ..Default::default()
+                    }),
+                },
+                token,
+            ))
+            .await
+            .unwrap_or_else(|s| panic!("create portfolio {name}: {s:?}"))
+            .into_inner()
+            .portfolio
+            .unwrap()
+    }
+
+    /// Creates an application in a portfolio.
+    pub async fn application(&self, token: &str, portfolio: &str, name: &str) -> pb::Application {
+        self.catalog()
+            .create_application(authed(
+                pb::CreateApplicationRequest {
+                    parent: portfolio.into(),
+                    application: Some(pb::Application {
+                        display_name: name.into(),
+                        ..Default::default()
+                    }),
+                },
+                token,
+            ))
+            .await
+            .unwrap_or_else(|s| panic!("create application {name}: {s:?}"))
+            .into_inner()
+            .application
+            .unwrap()
+    }
+
+    /// Creates an environment in an application.
+    pub async fn environment(&self, token: &str, application: &str, name: &str) -> pb::Environment {
+        self.catalog()
+            .create_environment(authed(
+                pb::CreateEnvironmentRequest {
+                    parent: application.into(),
+                    environment: Some(pb::Environment {
+                        display_name: name.into(),
+                        ..Default::default()
+                    }),
+                },
+                token,
+            ))
+            .await
+            .unwrap_or_else(|s| panic!("create environment {name}: {s:?}"))
+            .into_inner()
+            .environment
+            .unwrap()
+    }
+
+    /// Creates a group with grants.
+    pub async fn group(
+        &self,
+        token: &str,
+        portfolio: &str,
+        name: &str,
+        apps: Vec<pb::ApplicationGrant>,
+        envs: Vec<pb::EnvironmentGrant>,
+    ) -> pb::Group {
+        self.groups()
+            .create_group(authed(
+                pb::CreateGroupRequest {
+                    parent: portfolio.into(),
+                    group: Some(pb::Group {
+                        display_name: name.into(),
+                        application_grants: apps,
+                        environment_grants: envs,
+                        ..Default::default()
+                    }),
+                },
+                token,
+            ))
+            .await
+            .unwrap_or_else(|s| panic!("create group {name}: {s:?}"))
+            .into_inner()
+            .group
+            .unwrap()
+    }
+
+    /// Adds a member to a group.
+    pub async fn add_member(&self, token: &str, group: &str, member: &str) {
+        self.groups()
+            .add_group_member(authed(
+                pb::AddGroupMemberRequest {
+                    group: group.into(),
+                    member: member.into(),
+                },
+                token,
+            ))
+            .await
+            .unwrap_or_else(|s| panic!("add {member} to {group}: {s:?}"));
+    }
+
+    /// Checks one permission as `token`; returns the decision.
+    pub async fn check(
+        &self,
+        token: &str,
+        principal: &str,
+        permission: pb::Permission,
+        resource: &str,
+    ) -> pb::PermissionDecision {
+        self.permissions()
+            .check_permission(authed(
+                pb::CheckPermissionRequest {
+                    check: Some(pb::PermissionCheck {
+                        principal: principal.into(),
+                        permission: permission as i32,
+                        resource: resource.into(),
+                    }),
+                    min_revision: 0,
+                },
+                token,
+            ))
+            .await
+            .unwrap_or_else(|s| panic!("check {permission:?} on {resource}: {s:?}"))
+            .into_inner()
+            .decision
+            .unwrap()
     }
 
     /// Direct access to the database, for assertions on what was (not) written.

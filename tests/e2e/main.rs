@@ -4,6 +4,7 @@
 
 mod harness;
 
+mod access;
 mod auth;
 mod settings;
 mod users;

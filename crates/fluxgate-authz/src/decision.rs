@@ -104,6 +104,8 @@ pub enum Reason {
     GroupGrant { group: GroupId },
     /// Allowed: any active principal may read the catalog.
     Reader,
+    /// Allowed: a service account (an internal service) may ask about other principals.
+    InternalService,
     /// Denied: no such principal.
     UnknownPrincipal,
     /// Denied: no such application or environment.
@@ -137,6 +139,9 @@ impl fmt::Display for Reason {
             }
             Reason::GroupGrant { group } => write!(f, "granted by group {group}"),
             Reason::Reader => f.write_str("any active principal may read the catalog"),
+            Reason::InternalService => f.write_str(
+                "service accounts of internal services may ask about others in their scope",
+            ),
             Reason::UnknownPrincipal => f.write_str("no such principal"),
             Reason::UnknownResource => f.write_str("no such application or environment"),
             Reason::Inactive => f.write_str("the account is deactivated"),

@@ -18,6 +18,9 @@ struct PrincipalEntry {
     groups: Box<[u32]>,
     /// (portfolio index, Administrators group index) for each portfolio it administers.
     admin_of: Box<[(u32, u32)]>,
+    /// For service accounts: `Some(None)` at organisation scope, `Some(Some(p))` for a
+    /// portfolio's; `None` for users.
+    account_scope: Option<Option<u32>>,
 }
 
 #[derive(Debug, Clone)]
@@ -200,6 +203,12 @@ impl Snapshot {
                         .into_iter()
                         .map(|g| (groups[g as usize].portfolio, g))
                         .collect(),
+                    account_scope: match id {
+                        PrincipalId::User(_) => None,
+                        PrincipalId::ServiceAccount(_) => {
+                            Some(p.portfolio.and_then(|po| portfolio_ix.get(&po).copied()))
+                        }
+                    },
                 }
             })
             .collect();
@@ -520,6 +529,19 @@ impl Snapshot {
                 role: pe.role,
                 required: Role::TeamAdmin,
             });
+        }
+        if action == Action::CheckOthers {
+            // Internal services ask about anyone with their admin service account's key; a
+            // portfolio's service account about principals within that portfolio.
+            match (pe.account_scope, target) {
+                (Some(None), _) => return Decision::allow(Reason::InternalService),
+                (Some(Some(po)), Target::Portfolio(p))
+                    if self.portfolio_ix.get(&p) == Some(&po) =>
+                {
+                    return Decision::allow(Reason::InternalService);
+                }
+                _ => {}
+            }
         }
         let portfolio_scoped = matches!(
             action,
