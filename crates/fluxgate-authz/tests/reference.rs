@@ -21,12 +21,15 @@ fn id(n: u8) -> Uuid {
 
 /// A random world from small integers: indices pick among a few portfolios, applications,
 /// environments, groups and principals, so that references collide often.
+/// portfolio, administrators, app grants, env grants, members
+type GroupSpec = (u8, bool, Vec<(u8, u8)>, Vec<(u8, u8)>, Vec<u8>);
+
 #[derive(Debug, Clone)]
 struct Spec {
     principals: Vec<(u8, bool, bool, u8)>, // role, active, must_change, kind
     apps: Vec<u8>,                         // portfolio of each app
     envs: Vec<u8>,                         // app of each env
-    groups: Vec<(u8, bool, Vec<(u8, u8)>, Vec<(u8, u8)>, Vec<u8>)>, // portfolio, admin, app grants, env grants, members
+    groups: Vec<GroupSpec>,
 }
 
 fn spec() -> impl Strategy<Value = Spec> {

@@ -25,14 +25,14 @@ impl FeaturePermission {
 
     /// Does this grant cover `p`?
     pub fn allows(self, p: Permission) -> bool {
-        match (self, p) {
-            (_, Permission::CreateFeature) => true,
-            (
-                FeaturePermission::CreateEditDelete,
-                Permission::EditFeature | Permission::DeleteFeature,
-            ) => true,
-            _ => false,
-        }
+        matches!(
+            (self, p),
+            (_, Permission::CreateFeature)
+                | (
+                    FeaturePermission::CreateEditDelete,
+                    Permission::EditFeature | Permission::DeleteFeature
+                )
+        )
     }
 }
 

@@ -183,6 +183,13 @@ fn ensure_name_free(
     Ok(())
 }
 
+/// What a client sets on a new catalog item.
+struct NewFields<'a> {
+    display_name: &'a str,
+    description: &'a str,
+    production: bool,
+}
+
 /// Ids removed with a forced delete, for the change log.
 #[derive(Default)]
 struct Cascade {
@@ -221,12 +228,15 @@ impl CatalogSvc {
         p: Principal,
         kind: Kind,
         parent: &str,
-        display_name: &str,
-        desc: &str,
-        production: bool,
+        fields: NewFields<'_>,
     ) -> ApiResult<(Item, Path, Option<groups::Group>, Option<i64>)> {
         let st = &self.state;
         let mut v = Violations::new();
+        let NewFields {
+            display_name,
+            description: desc,
+            production,
+        } = fields;
         let name = v.check(
             "",
             title(&format!("{}.display_name", noun(kind)), display_name),
@@ -664,9 +674,11 @@ impl CatalogService for CatalogSvc {
                 p,
                 Kind::Portfolio,
                 "",
-                &x.display_name,
-                &x.description,
-                false,
+                NewFields {
+                    display_name: &x.display_name,
+                    description: &x.description,
+                    production: false,
+                },
             )
             .await?;
         Ok(reply(
@@ -766,9 +778,11 @@ impl CatalogService for CatalogSvc {
                 p,
                 Kind::Application,
                 &req.parent,
-                &x.display_name,
-                &x.description,
-                false,
+                NewFields {
+                    display_name: &x.display_name,
+                    description: &x.description,
+                    production: false,
+                },
             )
             .await?;
         Ok(reply(
@@ -874,9 +888,11 @@ impl CatalogService for CatalogSvc {
                 p,
                 Kind::Environment,
                 &req.parent,
-                &x.display_name,
-                &x.description,
-                x.production,
+                NewFields {
+                    display_name: &x.display_name,
+                    description: &x.description,
+                    production: x.production,
+                },
             )
             .await?;
         let app = path.application.unwrap_or_default();
