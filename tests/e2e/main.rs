@@ -6,6 +6,7 @@ mod harness;
 
 mod access;
 mod auth;
+mod authz_matrix;
 mod settings;
 mod users;
 mod validation;

@@ -1,0 +1,1265 @@
+//! Every RPC against every kind of caller: unauthenticated, Requester, Approver, Team Admin,
+//! portfolio admin (own and other portfolio), service account, deactivated user and
+//! temporary-password user. Allowed calls must not be refused for authentication or
+//! permission; refused calls must be refused with the right code.
+
+use std::sync::Arc;
+
+use fluxgate_proto::v1 as pb;
+use fluxgate_proto::v1::auth_service_client::AuthServiceClient;
+use fluxgate_proto::v1::catalog_service_client::CatalogServiceClient;
+use fluxgate_proto::v1::group_service_client::GroupServiceClient;
+use fluxgate_proto::v1::permission_service_client::PermissionServiceClient;
+use fluxgate_proto::v1::service_account_service_client::ServiceAccountServiceClient;
+use fluxgate_proto::v1::settings_service_client::SettingsServiceClient;
+use fluxgate_proto::v1::user_service_client::UserServiceClient;
+use futures::future::BoxFuture;
+use prost_types::FieldMask;
+use tonic::transport::Channel;
+use tonic::{Code, Request, Status};
+
+use crate::harness::*;
+
+const PW: &str = "Matrix-pass-123";
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Caller {
+    Anonymous,
+    Requester,
+    Approver,
+    TeamAdmin,
+    AdminOwn,
+    AdminOther,
+    ServiceAccount,
+    Deactivated,
+    TempPassword,
+}
+
+const CALLERS: [Caller; 9] = [
+    Caller::Anonymous,
+    Caller::Requester,
+    Caller::Approver,
+    Caller::TeamAdmin,
+    Caller::AdminOwn,
+    Caller::AdminOther,
+    Caller::ServiceAccount,
+    Caller::Deactivated,
+    Caller::TempPassword,
+];
+
+/// Who an RPC is for.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Access {
+    /// No authentication needed.
+    Public,
+    /// Any authenticated caller, including one holding a temporary password.
+    Session,
+    /// Any active, authenticated caller.
+    Reader,
+    /// Team Admins, internal service accounts and the resource portfolio's Administrators.
+    Inspect,
+    /// Team Admins and the resource portfolio's Administrators.
+    PortfolioAdmin,
+    /// Team Admins only.
+    TeamAdmin,
+}
+
+/// The expected refusal, or `None` when the call must get through.
+fn expected(access: Access, caller: Caller) -> Option<Code> {
+    use Caller::*;
+    if access == Access::Public {
+        return None;
+    }
+    match caller {
+        Anonymous | Deactivated => return Some(Code::Unauthenticated),
+        TempPassword => return (access != Access::Session).then_some(Code::PermissionDenied),
+        _ => {}
+    }
+    let allowed = match access {
+        Access::Public | Access::Session | Access::Reader => true,
+        Access::Inspect => matches!(caller, TeamAdmin | AdminOwn | ServiceAccount),
+        Access::PortfolioAdmin => matches!(caller, TeamAdmin | AdminOwn),
+        Access::TeamAdmin => caller == TeamAdmin,
+    };
+    (!allowed).then_some(Code::PermissionDenied)
+}
+
+/// Shared objects, created once by the Team Admin.
+struct Fix {
+    channel: Channel,
+    admin: String,
+    portfolio: String,
+    app: String,
+    env: String,
+    group: String,
+    other_user: String,
+    sa_token: String,
+    deactivated_token: String,
+}
+
+fn req<T>(msg: T, token: &Option<String>) -> Request<T> {
+    match token {
+        Some(t) => authed(msg, t),
+        None => Request::new(msg),
+    }
+}
+
+impl Fix {
+    fn auth(&self) -> AuthServiceClient<Channel> {
+        AuthServiceClient::new(self.channel.clone())
+    }
+    fn users(&self) -> UserServiceClient<Channel> {
+        UserServiceClient::new(self.channel.clone())
+    }
+    fn settings(&self) -> SettingsServiceClient<Channel> {
+        SettingsServiceClient::new(self.channel.clone())
+    }
+    fn catalog(&self) -> CatalogServiceClient<Channel> {
+        CatalogServiceClient::new(self.channel.clone())
+    }
+    fn groups(&self) -> GroupServiceClient<Channel> {
+        GroupServiceClient::new(self.channel.clone())
+    }
+    fn sas(&self) -> ServiceAccountServiceClient<Channel> {
+        ServiceAccountServiceClient::new(self.channel.clone())
+    }
+    fn perms(&self) -> PermissionServiceClient<Channel> {
+        PermissionServiceClient::new(self.channel.clone())
+    }
+
+    async fn fresh_user(&self) -> pb::User {
+        let name = format!("u{}", uuid::Uuid::new_v4().simple());
+        self.users()
+            .create_user(authed(
+                pb::CreateUserRequest {
+                    user: Some(pb::User {
+                        username: name[..20].into(),
+                        email: format!("{}@example.com", &name[..20]),
+                        display_name: "x".into(),
+                        role: pb::Role::Requester as i32,
+                        ..Default::default()
+                    }),
+                    initial_password: PW.into(),
+                    require_password_change: false,
+                },
+                &self.admin,
+            ))
+            .await
+            .unwrap()
+            .into_inner()
+            .user
+            .unwrap()
+    }
+
+    async fn fresh_portfolio(&self) -> pb::Portfolio {
+        self.catalog()
+            .create_portfolio(authed(
+                pb::CreatePortfolioRequest {
+                    portfolio: Some(pb::Portfolio {
+                        display_name: uuid::Uuid::new_v4().to_string(),
+                        ..Default::default()
+                    }),
+                },
+                &self.admin,
+            ))
+            .await
+            .unwrap()
+            .into_inner()
+            .portfolio
+            .unwrap()
+    }
+
+    async fn fresh_app(&self) -> pb::Application {
+        self.catalog()
+            .create_application(authed(
+                pb::CreateApplicationRequest {
+                    parent: self.portfolio.clone(),
+                    application: Some(pb::Application {
+                        display_name: uuid::Uuid::new_v4().to_string(),
+                        ..Default::default()
+                    }),
+                },
+                &self.admin,
+            ))
+            .await
+            .unwrap()
+            .into_inner()
+            .application
+            .unwrap()
+    }
+
+    async fn fresh_env(&self) -> pb::Environment {
+        self.catalog()
+            .create_environment(authed(
+                pb::CreateEnvironmentRequest {
+                    parent: self.app.clone(),
+                    environment: Some(pb::Environment {
+                        display_name: uuid::Uuid::new_v4().to_string(),
+                        ..Default::default()
+                    }),
+                },
+                &self.admin,
+            ))
+            .await
+            .unwrap()
+            .into_inner()
+            .environment
+            .unwrap()
+    }
+
+    async fn fresh_group(&self) -> pb::Group {
+        self.groups()
+            .create_group(authed(
+                pb::CreateGroupRequest {
+                    parent: self.portfolio.clone(),
+                    group: Some(pb::Group {
+                        display_name: uuid::Uuid::new_v4().to_string(),
+                        ..Default::default()
+                    }),
+                },
+                &self.admin,
+            ))
+            .await
+            .unwrap()
+            .into_inner()
+            .group
+            .unwrap()
+    }
+
+    async fn fresh_sa(&self) -> pb::ServiceAccount {
+        self.sas()
+            .create_service_account(authed(
+                pb::CreateServiceAccountRequest {
+                    service_account: Some(pb::ServiceAccount {
+                        display_name: "sa".into(),
+                        portfolio: self.portfolio.clone(),
+                        ..Default::default()
+                    }),
+                },
+                &self.admin,
+            ))
+            .await
+            .unwrap()
+            .into_inner()
+            .service_account
+            .unwrap()
+    }
+
+    async fn fresh_key(&self, sa: &str) -> String {
+        self.sas()
+            .create_service_account_key(authed(
+                pb::CreateServiceAccountKeyRequest {
+                    parent: sa.into(),
+                    key: None,
+                },
+                &self.admin,
+            ))
+            .await
+            .unwrap()
+            .into_inner()
+            .key
+            .unwrap()
+            .name
+    }
+
+    fn check(&self) -> pb::PermissionCheck {
+        pb::PermissionCheck {
+            principal: String::new(),
+            permission: pb::Permission::Read as i32,
+            resource: self.env.clone(),
+        }
+    }
+}
+
+type Call =
+    Box<dyn Fn(Arc<Fix>, Option<String>) -> BoxFuture<'static, Result<(), Status>> + Send + Sync>;
+
+macro_rules! call {
+    (|$f:ident, $t:ident| $body:expr) => {
+        Box::new(
+            move |$f: Arc<Fix>, $t: Option<String>| -> BoxFuture<'static, Result<(), Status>> {
+                Box::pin(async move { $body.map(|_| ()) })
+            },
+        ) as Call
+    };
+}
+
+fn mask(p: &str) -> Option<FieldMask> {
+    Some(FieldMask {
+        paths: vec![p.into()],
+    })
+}
+
+fn table() -> Vec<(&'static str, Access, Call)> {
+    vec![
+        (
+            "Login",
+            Access::Public,
+            call!(|f, _t| f
+                .auth()
+                .login(pb::LoginRequest {
+                    username: ADMIN.into(),
+                    password: ADMIN_PASSWORD.into()
+                })
+                .await),
+        ),
+        (
+            "RefreshSession",
+            Access::Public,
+            call!(|f, _t| {
+                let r = f
+                    .auth()
+                    .login(pb::LoginRequest {
+                        username: ADMIN.into(),
+                        password: ADMIN_PASSWORD.into(),
+                    })
+                    .await?
+                    .into_inner();
+                f.auth()
+                    .refresh_session(pb::RefreshSessionRequest {
+                        refresh_token: r.tokens.unwrap().refresh_token,
+                    })
+                    .await
+            }),
+        ),
+        (
+            "GetPasswordPolicy",
+            Access::Public,
+            call!(|f, t| f
+                .settings()
+                .get_password_policy(req(pb::GetPasswordPolicyRequest {}, &t))
+                .await),
+        ),
+        (
+            "WhoAmI",
+            Access::Session,
+            call!(|f, t| f.auth().who_am_i(req(pb::WhoAmIRequest {}, &t)).await),
+        ),
+        (
+            "Logout",
+            Access::Session,
+            call!(|f, t| f.auth().logout(req(pb::LogoutRequest {}, &t)).await),
+        ),
+        (
+            "ChangePassword",
+            Access::Session,
+            call!(|f, t| f
+                .auth()
+                .change_password(req(
+                    pb::ChangePasswordRequest {
+                        current_password: "Not-the-pass-1".into(),
+                        new_password: "Brand-new-pass-2".into()
+                    },
+                    &t
+                ))
+                .await),
+        ),
+        (
+            "CreateUser",
+            Access::TeamAdmin,
+            call!(|f, t| f
+                .users()
+                .create_user(req(
+                    pb::CreateUserRequest {
+                        user: Some(pb::User {
+                            username: format!(
+                                "n{}",
+                                &uuid::Uuid::new_v4().simple().to_string()[..12]
+                            ),
+                            email: format!("{}@example.com", uuid::Uuid::new_v4().simple()),
+                            display_name: "n".into(),
+                            role: pb::Role::Requester as i32,
+                            ..Default::default()
+                        }),
+                        initial_password: PW.into(),
+                        require_password_change: false
+                    },
+                    &t
+                ))
+                .await),
+        ),
+        (
+            "GetUser",
+            Access::TeamAdmin,
+            call!(|f, t| f
+                .users()
+                .get_user(req(
+                    pb::GetUserRequest {
+                        name: f.other_user.clone()
+                    },
+                    &t
+                ))
+                .await),
+        ),
+        (
+            "ListUsers",
+            Access::TeamAdmin,
+            call!(|f, t| f
+                .users()
+                .list_users(req(pb::ListUsersRequest::default(), &t))
+                .await),
+        ),
+        (
+            "UpdateUser",
+            Access::TeamAdmin,
+            call!(|f, t| {
+                let u = f.fresh_user().await;
+                f.users()
+                    .update_user(req(
+                        pb::UpdateUserRequest {
+                            user: Some(pb::User {
+                                name: u.name,
+                                display_name: "renamed".into(),
+                                ..Default::default()
+                            }),
+                            update_mask: mask("display_name"),
+                        },
+                        &t,
+                    ))
+                    .await
+            }),
+        ),
+        (
+            "DeactivateUser",
+            Access::TeamAdmin,
+            call!(|f, t| {
+                let u = f.fresh_user().await;
+                f.users()
+                    .deactivate_user(req(
+                        pb::DeactivateUserRequest {
+                            name: u.name,
+                            etag: String::new(),
+                        },
+                        &t,
+                    ))
+                    .await
+            }),
+        ),
+        (
+            "ReactivateUser",
+            Access::TeamAdmin,
+            call!(|f, t| {
+                let u = f.fresh_user().await;
+                f.users()
+                    .deactivate_user(authed(
+                        pb::DeactivateUserRequest {
+                            name: u.name.clone(),
+                            etag: String::new(),
+                        },
+                        &f.admin,
+                    ))
+                    .await?;
+                f.users()
+                    .reactivate_user(req(
+                        pb::ReactivateUserRequest {
+                            name: u.name,
+                            etag: String::new(),
+                        },
+                        &t,
+                    ))
+                    .await
+            }),
+        ),
+        (
+            "DeleteUser",
+            Access::TeamAdmin,
+            call!(|f, t| {
+                let u = f.fresh_user().await;
+                f.users()
+                    .deactivate_user(authed(
+                        pb::DeactivateUserRequest {
+                            name: u.name.clone(),
+                            etag: String::new(),
+                        },
+                        &f.admin,
+                    ))
+                    .await?;
+                f.users()
+                    .delete_user(req(
+                        pb::DeleteUserRequest {
+                            name: u.name,
+                            etag: String::new(),
+                        },
+                        &t,
+                    ))
+                    .await
+            }),
+        ),
+        (
+            "GetSettings",
+            Access::TeamAdmin,
+            call!(|f, t| f
+                .settings()
+                .get_settings(req(pb::GetSettingsRequest::default(), &t))
+                .await),
+        ),
+        (
+            "UpdateSettings",
+            Access::TeamAdmin,
+            call!(|f, t| f
+                .settings()
+                .update_settings(req(
+                    pb::UpdateSettingsRequest {
+                        settings: Some(pb::Settings {
+                            password_policy: Some(pb::PasswordPolicy {
+                                min_length: 8,
+                                ..Default::default()
+                            }),
+                            ..Default::default()
+                        }),
+                        update_mask: mask("password_policy.min_length")
+                    },
+                    &t
+                ))
+                .await),
+        ),
+        (
+            "CreatePortfolio",
+            Access::TeamAdmin,
+            call!(|f, t| f
+                .catalog()
+                .create_portfolio(req(
+                    pb::CreatePortfolioRequest {
+                        portfolio: Some(pb::Portfolio {
+                            display_name: uuid::Uuid::new_v4().to_string(),
+                            ..Default::default()
+                        })
+                    },
+                    &t
+                ))
+                .await),
+        ),
+        (
+            "GetPortfolio",
+            Access::Reader,
+            call!(|f, t| f
+                .catalog()
+                .get_portfolio(req(
+                    pb::GetPortfolioRequest {
+                        name: f.portfolio.clone()
+                    },
+                    &t
+                ))
+                .await),
+        ),
+        (
+            "ListPortfolios",
+            Access::Reader,
+            call!(|f, t| f
+                .catalog()
+                .list_portfolios(req(pb::ListPortfoliosRequest::default(), &t))
+                .await),
+        ),
+        (
+            "UpdatePortfolio",
+            Access::TeamAdmin,
+            call!(|f, t| {
+                let p = f.fresh_portfolio().await;
+                f.catalog()
+                    .update_portfolio(req(
+                        pb::UpdatePortfolioRequest {
+                            portfolio: Some(pb::Portfolio {
+                                name: p.name,
+                                description: "d".into(),
+                                ..Default::default()
+                            }),
+                            update_mask: mask("description"),
+                        },
+                        &t,
+                    ))
+                    .await
+            }),
+        ),
+        (
+            "DeletePortfolio",
+            Access::TeamAdmin,
+            call!(|f, t| {
+                let p = f.fresh_portfolio().await;
+                f.catalog()
+                    .delete_portfolio(req(
+                        pb::DeletePortfolioRequest {
+                            name: p.name,
+                            ..Default::default()
+                        },
+                        &t,
+                    ))
+                    .await
+            }),
+        ),
+        (
+            "CreateApplication",
+            Access::PortfolioAdmin,
+            call!(|f, t| f
+                .catalog()
+                .create_application(req(
+                    pb::CreateApplicationRequest {
+                        parent: f.portfolio.clone(),
+                        application: Some(pb::Application {
+                            display_name: uuid::Uuid::new_v4().to_string(),
+                            ..Default::default()
+                        })
+                    },
+                    &t
+                ))
+                .await),
+        ),
+        (
+            "GetApplication",
+            Access::Reader,
+            call!(|f, t| f
+                .catalog()
+                .get_application(req(
+                    pb::GetApplicationRequest {
+                        name: f.app.clone()
+                    },
+                    &t
+                ))
+                .await),
+        ),
+        (
+            "ListApplications",
+            Access::Reader,
+            call!(|f, t| f
+                .catalog()
+                .list_applications(req(
+                    pb::ListApplicationsRequest {
+                        parent: f.portfolio.clone(),
+                        ..Default::default()
+                    },
+                    &t
+                ))
+                .await),
+        ),
+        (
+            "UpdateApplication",
+            Access::PortfolioAdmin,
+            call!(|f, t| {
+                let a = f.fresh_app().await;
+                f.catalog()
+                    .update_application(req(
+                        pb::UpdateApplicationRequest {
+                            application: Some(pb::Application {
+                                name: a.name,
+                                description: "d".into(),
+                                ..Default::default()
+                            }),
+                            update_mask: mask("description"),
+                        },
+                        &t,
+                    ))
+                    .await
+            }),
+        ),
+        (
+            "DeleteApplication",
+            Access::PortfolioAdmin,
+            call!(|f, t| {
+                let a = f.fresh_app().await;
+                f.catalog()
+                    .delete_application(req(
+                        pb::DeleteApplicationRequest {
+                            name: a.name,
+                            ..Default::default()
+                        },
+                        &t,
+                    ))
+                    .await
+            }),
+        ),
+        (
+            "CreateEnvironment",
+            Access::PortfolioAdmin,
+            call!(|f, t| f
+                .catalog()
+                .create_environment(req(
+                    pb::CreateEnvironmentRequest {
+                        parent: f.app.clone(),
+                        environment: Some(pb::Environment {
+                            display_name: uuid::Uuid::new_v4().to_string(),
+                            ..Default::default()
+                        })
+                    },
+                    &t
+                ))
+                .await),
+        ),
+        (
+            "GetEnvironment",
+            Access::Reader,
+            call!(|f, t| f
+                .catalog()
+                .get_environment(req(
+                    pb::GetEnvironmentRequest {
+                        name: f.env.clone()
+                    },
+                    &t
+                ))
+                .await),
+        ),
+        (
+            "ListEnvironments",
+            Access::Reader,
+            call!(|f, t| f
+                .catalog()
+                .list_environments(req(
+                    pb::ListEnvironmentsRequest {
+                        parent: f.app.clone(),
+                        ..Default::default()
+                    },
+                    &t
+                ))
+                .await),
+        ),
+        (
+            "UpdateEnvironment",
+            Access::PortfolioAdmin,
+            call!(|f, t| {
+                let e = f.fresh_env().await;
+                f.catalog()
+                    .update_environment(req(
+                        pb::UpdateEnvironmentRequest {
+                            environment: Some(pb::Environment {
+                                name: e.name,
+                                production: true,
+                                ..Default::default()
+                            }),
+                            update_mask: mask("production"),
+                        },
+                        &t,
+                    ))
+                    .await
+            }),
+        ),
+        (
+            "DeleteEnvironment",
+            Access::PortfolioAdmin,
+            call!(|f, t| {
+                let e = f.fresh_env().await;
+                f.catalog()
+                    .delete_environment(req(
+                        pb::DeleteEnvironmentRequest {
+                            name: e.name,
+                            ..Default::default()
+                        },
+                        &t,
+                    ))
+                    .await
+            }),
+        ),
+        (
+            "CreateGroup",
+            Access::PortfolioAdmin,
+            call!(|f, t| f
+                .groups()
+                .create_group(req(
+                    pb::CreateGroupRequest {
+                        parent: f.portfolio.clone(),
+                        group: Some(pb::Group {
+                            display_name: uuid::Uuid::new_v4().to_string(),
+                            ..Default::default()
+                        })
+                    },
+                    &t
+                ))
+                .await),
+        ),
+        (
+            "GetGroup",
+            Access::Reader,
+            call!(|f, t| f
+                .groups()
+                .get_group(req(
+                    pb::GetGroupRequest {
+                        name: f.group.clone()
+                    },
+                    &t
+                ))
+                .await),
+        ),
+        (
+            "ListGroups",
+            Access::Reader,
+            call!(|f, t| f
+                .groups()
+                .list_groups(req(
+                    pb::ListGroupsRequest {
+                        parent: f.portfolio.clone(),
+                        ..Default::default()
+                    },
+                    &t
+                ))
+                .await),
+        ),
+        (
+            "UpdateGroup",
+            Access::PortfolioAdmin,
+            call!(|f, t| {
+                let g = f.fresh_group().await;
+                f.groups()
+                    .update_group(req(
+                        pb::UpdateGroupRequest {
+                            group: Some(pb::Group {
+                                name: g.name,
+                                environment_grants: vec![pb::EnvironmentGrant {
+                                    environment: f.env.clone(),
+                                    permissions: vec![pb::ValuePermission::Read as i32],
+                                }],
+                                ..Default::default()
+                            }),
+                            update_mask: mask("environment_grants"),
+                        },
+                        &t,
+                    ))
+                    .await
+            }),
+        ),
+        (
+            "DeleteGroup",
+            Access::PortfolioAdmin,
+            call!(|f, t| {
+                let g = f.fresh_group().await;
+                f.groups()
+                    .delete_group(req(
+                        pb::DeleteGroupRequest {
+                            name: g.name,
+                            ..Default::default()
+                        },
+                        &t,
+                    ))
+                    .await
+            }),
+        ),
+        (
+            "AddGroupMember",
+            Access::PortfolioAdmin,
+            call!(|f, t| {
+                let g = f.fresh_group().await;
+                f.groups()
+                    .add_group_member(req(
+                        pb::AddGroupMemberRequest {
+                            group: g.name,
+                            member: f.other_user.clone(),
+                        },
+                        &t,
+                    ))
+                    .await
+            }),
+        ),
+        (
+            "RemoveGroupMember",
+            Access::PortfolioAdmin,
+            call!(|f, t| {
+                let g = f.fresh_group().await;
+                f.groups()
+                    .add_group_member(authed(
+                        pb::AddGroupMemberRequest {
+                            group: g.name.clone(),
+                            member: f.other_user.clone(),
+                        },
+                        &f.admin,
+                    ))
+                    .await?;
+                f.groups()
+                    .remove_group_member(req(
+                        pb::RemoveGroupMemberRequest {
+                            group: g.name,
+                            member: f.other_user.clone(),
+                        },
+                        &t,
+                    ))
+                    .await
+            }),
+        ),
+        (
+            "ListGroupMembers",
+            Access::Reader,
+            call!(|f, t| f
+                .groups()
+                .list_group_members(req(
+                    pb::ListGroupMembersRequest {
+                        group: f.group.clone(),
+                        ..Default::default()
+                    },
+                    &t
+                ))
+                .await),
+        ),
+        (
+            "CreateServiceAccount",
+            Access::PortfolioAdmin,
+            call!(|f, t| f
+                .sas()
+                .create_service_account(req(
+                    pb::CreateServiceAccountRequest {
+                        service_account: Some(pb::ServiceAccount {
+                            display_name: "x".into(),
+                            portfolio: f.portfolio.clone(),
+                            ..Default::default()
+                        })
+                    },
+                    &t
+                ))
+                .await),
+        ),
+        (
+            "GetServiceAccount",
+            Access::PortfolioAdmin,
+            call!(|f, t| {
+                let sa = f.fresh_sa().await;
+                f.sas()
+                    .get_service_account(req(pb::GetServiceAccountRequest { name: sa.name }, &t))
+                    .await
+            }),
+        ),
+        (
+            "ListServiceAccounts",
+            Access::PortfolioAdmin,
+            call!(|f, t| f
+                .sas()
+                .list_service_accounts(req(
+                    pb::ListServiceAccountsRequest {
+                        portfolio: f.portfolio.clone(),
+                        ..Default::default()
+                    },
+                    &t
+                ))
+                .await),
+        ),
+        (
+            "UpdateServiceAccount",
+            Access::PortfolioAdmin,
+            call!(|f, t| {
+                let sa = f.fresh_sa().await;
+                f.sas()
+                    .update_service_account(req(
+                        pb::UpdateServiceAccountRequest {
+                            service_account: Some(pb::ServiceAccount {
+                                name: sa.name,
+                                description: "d".into(),
+                                ..Default::default()
+                            }),
+                            update_mask: mask("description"),
+                        },
+                        &t,
+                    ))
+                    .await
+            }),
+        ),
+        (
+            "DeleteServiceAccount",
+            Access::PortfolioAdmin,
+            call!(|f, t| {
+                let sa = f.fresh_sa().await;
+                f.sas()
+                    .delete_service_account(req(
+                        pb::DeleteServiceAccountRequest {
+                            name: sa.name,
+                            etag: String::new(),
+                        },
+                        &t,
+                    ))
+                    .await
+            }),
+        ),
+        (
+            "CreateServiceAccountKey",
+            Access::PortfolioAdmin,
+            call!(|f, t| {
+                let sa = f.fresh_sa().await;
+                f.sas()
+                    .create_service_account_key(req(
+                        pb::CreateServiceAccountKeyRequest {
+                            parent: sa.name,
+                            key: None,
+                        },
+                        &t,
+                    ))
+                    .await
+            }),
+        ),
+        (
+            "ListServiceAccountKeys",
+            Access::PortfolioAdmin,
+            call!(|f, t| {
+                let sa = f.fresh_sa().await;
+                f.sas()
+                    .list_service_account_keys(req(
+                        pb::ListServiceAccountKeysRequest { parent: sa.name },
+                        &t,
+                    ))
+                    .await
+            }),
+        ),
+        (
+            "RotateServiceAccountKey",
+            Access::PortfolioAdmin,
+            call!(|f, t| {
+                let sa = f.fresh_sa().await;
+                let k = f.fresh_key(&sa.name).await;
+                f.sas()
+                    .rotate_service_account_key(req(
+                        pb::RotateServiceAccountKeyRequest {
+                            name: k,
+                            grace_period: None,
+                        },
+                        &t,
+                    ))
+                    .await
+            }),
+        ),
+        (
+            "RevokeServiceAccountKey",
+            Access::PortfolioAdmin,
+            call!(|f, t| {
+                let sa = f.fresh_sa().await;
+                let k = f.fresh_key(&sa.name).await;
+                f.sas()
+                    .revoke_service_account_key(req(
+                        pb::RevokeServiceAccountKeyRequest { name: k },
+                        &t,
+                    ))
+                    .await
+            }),
+        ),
+        (
+            "CheckPermission",
+            Access::Reader,
+            call!(|f, t| f
+                .perms()
+                .check_permission(req(
+                    pb::CheckPermissionRequest {
+                        check: Some(f.check()),
+                        min_revision: 0
+                    },
+                    &t
+                ))
+                .await),
+        ),
+        (
+            "BatchCheckPermissions",
+            Access::Reader,
+            call!(|f, t| f
+                .perms()
+                .batch_check_permissions(req(
+                    pb::BatchCheckPermissionsRequest {
+                        checks: vec![f.check()],
+                        min_revision: 0
+                    },
+                    &t
+                ))
+                .await),
+        ),
+        (
+            "ExplainPermission",
+            Access::Reader,
+            call!(|f, t| f
+                .perms()
+                .explain_permission(req(
+                    pb::ExplainPermissionRequest {
+                        check: Some(f.check()),
+                        min_revision: 0
+                    },
+                    &t
+                ))
+                .await),
+        ),
+        (
+            "LookupResources",
+            Access::Reader,
+            call!(|f, t| f
+                .perms()
+                .lookup_resources(req(
+                    pb::LookupResourcesRequest {
+                        principal: String::new(),
+                        permission: pb::Permission::Read as i32,
+                        parent: f.app.clone(),
+                        min_revision: 0
+                    },
+                    &t
+                ))
+                .await),
+        ),
+        (
+            "LookupPrincipals",
+            Access::Inspect,
+            call!(|f, t| f
+                .perms()
+                .lookup_principals(req(
+                    pb::LookupPrincipalsRequest {
+                        permission: pb::Permission::Read as i32,
+                        resource: f.env.clone(),
+                        min_role: 0,
+                        min_revision: 0
+                    },
+                    &t
+                ))
+                .await),
+        ),
+        (
+            "CheckPermission(other principal)",
+            Access::Inspect,
+            call!(|f, t| f
+                .perms()
+                .check_permission(req(
+                    pb::CheckPermissionRequest {
+                        check: Some(pb::PermissionCheck {
+                            principal: f.other_user.clone(),
+                            ..f.check()
+                        }),
+                        min_revision: 0
+                    },
+                    &t
+                ))
+                .await),
+        ),
+    ]
+}
+
+async fn every_rpc_against_every_caller(b: Backend) {
+    let s = TestServer::start(b).await;
+    let admin = s.admin_token().await;
+    let a = s.portfolio(&admin, "A").await;
+    let other = s.portfolio(&admin, "B").await;
+    let app = s.application(&admin, &a.name, "web").await;
+    let env = s.environment(&admin, &app.name, "dev").await;
+    let group = s.group(&admin, &a.name, "Devs", vec![], vec![]).await;
+    let other_user = s
+        .create_user(&admin, "target", pb::Role::Requester, PW)
+        .await;
+    for (name, role) in [
+        ("req", pb::Role::Requester),
+        ("appr", pb::Role::Approver),
+        ("own", pb::Role::Requester),
+        ("oth", pb::Role::Requester),
+        ("gone", pb::Role::Requester),
+    ] {
+        s.create_user(&admin, name, role, PW).await;
+    }
+    s.add_member(&admin, &a.administrators_group, "users/own")
+        .await;
+    s.add_member(&admin, &other.administrators_group, "users/oth")
+        .await;
+    s.users()
+        .create_user(authed(
+            pb::CreateUserRequest {
+                user: Some(pb::User {
+                    username: "temp".into(),
+                    email: "temp@example.com".into(),
+                    display_name: "t".into(),
+                    role: pb::Role::TeamAdmin as i32,
+                    ..Default::default()
+                }),
+                initial_password: PW.into(),
+                require_password_change: true,
+            },
+            &admin,
+        ))
+        .await
+        .unwrap();
+    let deactivated_token = s.login("gone", PW).await.tokens.unwrap().access_token;
+    s.users()
+        .deactivate_user(authed(
+            pb::DeactivateUserRequest {
+                name: "users/gone".into(),
+                etag: String::new(),
+            },
+            &admin,
+        ))
+        .await
+        .unwrap();
+    let sa = s
+        .service_accounts()
+        .create_service_account(authed(
+            pb::CreateServiceAccountRequest {
+                service_account: Some(pb::ServiceAccount {
+                    display_name: "svc".into(),
+                    ..Default::default()
+                }),
+            },
+            &admin,
+        ))
+        .await
+        .unwrap()
+        .into_inner()
+        .service_account
+        .unwrap();
+    let sa_token = s
+        .service_accounts()
+        .create_service_account_key(authed(
+            pb::CreateServiceAccountKeyRequest {
+                parent: sa.name.clone(),
+                key: None,
+            },
+            &admin,
+        ))
+        .await
+        .unwrap()
+        .into_inner()
+        .secret;
+    let fix = Arc::new(Fix {
+        channel: s.channel.clone(),
+        admin: admin.clone(),
+        portfolio: a.name.clone(),
+        app: app.name.clone(),
+        env: env.name.clone(),
+        group: group.name.clone(),
+        other_user: other_user.name.clone(),
+        sa_token,
+        deactivated_token,
+    });
+
+    let mut failures = Vec::new();
+    let mut ok = 0;
+    let table = table();
+    assert!(table.len() >= 50, "every RPC is in the table");
+    for (name, access, call) in &table {
+        for caller in CALLERS {
+            // A fresh session per call, since some calls (Logout) end it.
+            let token = match caller {
+                Caller::Anonymous => None,
+                Caller::Requester => Some(s.login("req", PW).await.tokens.unwrap().access_token),
+                Caller::Approver => Some(s.login("appr", PW).await.tokens.unwrap().access_token),
+                Caller::TeamAdmin => Some(s.admin_token().await),
+                Caller::AdminOwn => Some(s.login("own", PW).await.tokens.unwrap().access_token),
+                Caller::AdminOther => Some(s.login("oth", PW).await.tokens.unwrap().access_token),
+                Caller::ServiceAccount => Some(fix.sa_token.clone()),
+                Caller::Deactivated => Some(fix.deactivated_token.clone()),
+                Caller::TempPassword => {
+                    Some(s.login("temp", PW).await.tokens.unwrap().access_token)
+                }
+            };
+            let result = call(fix.clone(), token).await;
+            let want = expected(*access, caller);
+            let fine = match (&result, want) {
+                (Ok(()), None) => {
+                    ok += 1;
+                    true
+                }
+                (Err(st), None) => !matches!(
+                    st.code(),
+                    Code::Unauthenticated | Code::PermissionDenied | Code::Internal
+                ),
+                (Err(st), Some(code)) => st.code() == code,
+                (Ok(()), Some(_)) => false,
+            };
+            if !fine {
+                failures.push(format!(
+                    "{name} as {caller:?}: expected {want:?}, got {:?}",
+                    result.map_err(|s| (s.code(), s.message().to_owned()))
+                ));
+            }
+        }
+    }
+    assert!(
+        failures.is_empty(),
+        "{} mismatches:\n{}",
+        failures.len(),
+        failures.join("\n")
+    );
+    assert!(
+        ok > table.len() * 2,
+        "most allowed calls succeed outright ({ok})"
+    );
+}
+
+crate::both_backends!(every_rpc_against_every_caller);
