@@ -374,4 +374,491 @@ async fn every_rpc_validates_its_input(b: Backend) {
     assert_eq!(fingerprint(&s), before, "refused calls changed nothing");
 }
 
-crate::both_backends!(every_rpc_validates_its_input);
+async fn access_model_rpcs_validate_their_input(b: Backend) {
+    let s = TestServer::start(b).await;
+    let admin = s.admin_token().await;
+    let shop = s.portfolio(&admin, "Shop").await;
+    let other = s.portfolio(&admin, "Other").await;
+    let web = s.application(&admin, &shop.name, "web").await;
+    let dev = s.environment(&admin, &web.name, "dev").await;
+    let foreign_app = s.application(&admin, &other.name, "api").await;
+    let foreign_env = s.environment(&admin, &foreign_app.name, "prod").await;
+    let group = s.group(&admin, &shop.name, "Devs", vec![], vec![]).await;
+    let before = fingerprint(&s);
+    let (mut cat, mut groups, mut sas, mut perms) = (
+        s.catalog(),
+        s.groups(),
+        s.service_accounts(),
+        s.permissions(),
+    );
+    macro_rules! a {
+        ($m:expr) => {
+            authed($m, &admin)
+        };
+    }
+
+    // Catalog
+    expect_invalid(
+        cat.create_portfolio(a!(pb::CreatePortfolioRequest { portfolio: None }))
+            .await,
+        "portfolio",
+    );
+    for bad in ["", "   ", "x\u{1}y", &"p".repeat(101)] {
+        let r = cat
+            .create_portfolio(a!(pb::CreatePortfolioRequest {
+                portfolio: Some(pb::Portfolio {
+                    display_name: bad.into(),
+                    ..Default::default()
+                })
+            }))
+            .await;
+        expect_invalid(r, "portfolio.display_name");
+    }
+    let r = cat
+        .create_portfolio(a!(pb::CreatePortfolioRequest {
+            portfolio: Some(pb::Portfolio {
+                display_name: "ok".into(),
+                description: "d".repeat(1001),
+                ..Default::default()
+            })
+        }))
+        .await;
+    expect_invalid(r, "portfolio.description");
+    for bad in [
+        "",
+        "portfolios",
+        "portfolios/x",
+        "apps/1",
+        "portfolios/0190a5b2-7c1d-7e3f-8a9b-123456789abc/extra",
+    ] {
+        expect_invalid(
+            cat.get_portfolio(a!(pb::GetPortfolioRequest { name: bad.into() }))
+                .await,
+            "name",
+        );
+        expect_invalid(
+            cat.delete_portfolio(a!(pb::DeletePortfolioRequest {
+                name: bad.into(),
+                ..Default::default()
+            }))
+            .await,
+            "name",
+        );
+        let r = cat
+            .create_application(a!(pb::CreateApplicationRequest {
+                parent: bad.into(),
+                application: Some(pb::Application {
+                    display_name: "x".into(),
+                    ..Default::default()
+                })
+            }))
+            .await;
+        expect_invalid(r, "parent");
+        expect_invalid(
+            cat.list_applications(a!(pb::ListApplicationsRequest {
+                parent: bad.into(),
+                ..Default::default()
+            }))
+            .await,
+            "parent",
+        );
+        expect_invalid(
+            cat.get_environment(a!(pb::GetEnvironmentRequest { name: bad.into() }))
+                .await,
+            "name",
+        );
+    }
+    expect_invalid(
+        cat.list_portfolios(a!(pb::ListPortfoliosRequest {
+            page_size: -5,
+            ..Default::default()
+        }))
+        .await,
+        "page_size",
+    );
+    expect_invalid(
+        cat.list_portfolios(a!(pb::ListPortfoliosRequest {
+            page_token: "%%%".into(),
+            ..Default::default()
+        }))
+        .await,
+        "page_token",
+    );
+    let r = cat
+        .update_application(a!(pb::UpdateApplicationRequest {
+            application: Some(pb::Application {
+                name: web.name.clone(),
+                ..Default::default()
+            }),
+            update_mask: Some(FieldMask {
+                paths: vec!["name".into()]
+            })
+        }))
+        .await;
+    expect_invalid(r, "update_mask");
+    let r = cat
+        .update_environment(a!(pb::UpdateEnvironmentRequest {
+            environment: Some(pb::Environment {
+                name: dev.name.clone(),
+                ..Default::default()
+            }),
+            update_mask: Some(FieldMask {
+                paths: vec!["display_name".into()]
+            })
+        }))
+        .await;
+    expect_invalid(r, "environment.display_name");
+
+    // Groups
+    let g = |name: &str, apps: Vec<pb::ApplicationGrant>, envs: Vec<pb::EnvironmentGrant>| {
+        a!(pb::CreateGroupRequest {
+            parent: shop.name.clone(),
+            group: Some(pb::Group {
+                display_name: name.into(),
+                application_grants: apps,
+                environment_grants: envs,
+                ..Default::default()
+            })
+        })
+    };
+    let eg = |e: &str, p: Vec<i32>| pb::EnvironmentGrant {
+        environment: e.into(),
+        permissions: p,
+    };
+    let ag = |app: &str, p: i32| pb::ApplicationGrant {
+        application: app.into(),
+        feature_permission: p,
+    };
+    expect_invalid(
+        groups.create_group(g("", vec![], vec![])).await,
+        "group.display_name",
+    );
+    expect_invalid(
+        groups
+            .create_group(g("x", vec![ag(&web.name, 0)], vec![]))
+            .await,
+        "group.application_grants[0].feature_permission",
+    );
+    expect_invalid(
+        groups
+            .create_group(g("x", vec![ag(&web.name, 9)], vec![]))
+            .await,
+        "group.application_grants[0].feature_permission",
+    );
+    expect_invalid(
+        groups
+            .create_group(g("x", vec![ag("nope", 1)], vec![]))
+            .await,
+        "group.application_grants[0].application",
+    );
+    expect_invalid(
+        groups
+            .create_group(g("x", vec![ag(&web.name, 1), ag(&web.name, 2)], vec![]))
+            .await,
+        "group.application_grants[1].application",
+    );
+    expect_invalid(
+        groups
+            .create_group(g("x", vec![ag(&foreign_app.name, 1)], vec![]))
+            .await,
+        "group.application_grants[0].application",
+    );
+    expect_invalid(
+        groups
+            .create_group(g("x", vec![], vec![eg(&dev.name, vec![])]))
+            .await,
+        "group.environment_grants[0].permissions",
+    );
+    expect_invalid(
+        groups
+            .create_group(g("x", vec![], vec![eg(&dev.name, vec![0])]))
+            .await,
+        "group.environment_grants[0].permissions",
+    );
+    expect_invalid(
+        groups
+            .create_group(g("x", vec![], vec![eg(&dev.name, vec![77])]))
+            .await,
+        "group.environment_grants[0].permissions",
+    );
+    expect_invalid(
+        groups
+            .create_group(g("x", vec![], vec![eg(&web.name, vec![1])]))
+            .await,
+        "group.environment_grants[0].environment",
+    );
+    expect_invalid(
+        groups
+            .create_group(g("x", vec![], vec![eg(&foreign_env.name, vec![1])]))
+            .await,
+        "group.environment_grants[0].environment",
+    );
+    for bad in [
+        "",
+        "bob",
+        "users/",
+        "users/a b",
+        "serviceAccounts/x",
+        "groups/1",
+    ] {
+        let r = groups
+            .add_group_member(a!(pb::AddGroupMemberRequest {
+                group: group.name.clone(),
+                member: bad.into()
+            }))
+            .await;
+        expect_invalid(r, "member");
+    }
+    expect_invalid(
+        groups
+            .add_group_member(a!(pb::AddGroupMemberRequest {
+                group: "x".into(),
+                member: "users/admin".into()
+            }))
+            .await,
+        "group",
+    );
+    expect_invalid(
+        groups
+            .list_groups(a!(pb::ListGroupsRequest {
+                parent: "portfolios".into(),
+                ..Default::default()
+            }))
+            .await,
+        "parent",
+    );
+    expect_invalid(
+        groups
+            .list_groups(a!(pb::ListGroupsRequest {
+                parent: "portfolios/-".into(),
+                member: "nobody".into(),
+                ..Default::default()
+            }))
+            .await,
+        "member",
+    );
+    let r = groups
+        .update_group(a!(pb::UpdateGroupRequest {
+            group: Some(pb::Group {
+                name: group.name.clone(),
+                ..Default::default()
+            }),
+            update_mask: Some(FieldMask {
+                paths: vec!["administrators".into()]
+            })
+        }))
+        .await;
+    expect_invalid(r, "update_mask");
+
+    // Service accounts
+    let sa = |name: &str, portfolio: &str, role: i32| {
+        a!(pb::CreateServiceAccountRequest {
+            service_account: Some(pb::ServiceAccount {
+                display_name: name.into(),
+                portfolio: portfolio.into(),
+                role,
+                ..Default::default()
+            })
+        })
+    };
+    expect_invalid(
+        sas.create_service_account(a!(pb::CreateServiceAccountRequest {
+            service_account: None
+        }))
+        .await,
+        "service_account",
+    );
+    expect_invalid(
+        sas.create_service_account(sa("", "", 0)).await,
+        "service_account.display_name",
+    );
+    expect_invalid(
+        sas.create_service_account(sa("ci", "", 42)).await,
+        "service_account.role",
+    );
+    expect_invalid(
+        sas.create_service_account(sa("ci", "shop", 0)).await,
+        "service_account.portfolio",
+    );
+    expect_invalid(
+        sas.create_service_account(sa("ci", &shop.name, pb::Role::Approver as i32))
+            .await,
+        "service_account.role",
+    );
+    expect_invalid(
+        sas.get_service_account(a!(pb::GetServiceAccountRequest {
+            name: "serviceAccounts/nope".into()
+        }))
+        .await,
+        "name",
+    );
+    expect_invalid(
+        sas.create_service_account_key(a!(pb::CreateServiceAccountKeyRequest {
+            parent: String::new(),
+            key: None
+        }))
+        .await,
+        "parent",
+    );
+    let past = Some(prost_types::Timestamp {
+        seconds: 1,
+        nanos: 0,
+    });
+    let r = sas
+        .create_service_account_key(a!(pb::CreateServiceAccountKeyRequest {
+            parent: "serviceAccounts/0190a5b2-7c1d-7e3f-8a9b-123456789abc".into(),
+            key: Some(pb::ServiceAccountKey {
+                expire_time: past,
+                ..Default::default()
+            }),
+        }))
+        .await;
+    expect_invalid(r, "key.expire_time");
+    let r = sas
+        .rotate_service_account_key(a!(pb::RotateServiceAccountKeyRequest {
+            name: "serviceAccounts/0190a5b2-7c1d-7e3f-8a9b-123456789abc/keys/0190a5b2-7c1d-7e3f-8a9b-123456789abd".into(),
+            grace_period: Some(prost_types::Duration { seconds: 8 * 86_400, nanos: 0 }),
+        }))
+        .await;
+    expect_invalid(r, "grace_period");
+    expect_invalid(
+        sas.revoke_service_account_key(a!(pb::RevokeServiceAccountKeyRequest {
+            name: "keys/1".into()
+        }))
+        .await,
+        "name",
+    );
+
+    // Permissions
+    let chk = |perm: i32, res: &str, who: &str| pb::PermissionCheck {
+        principal: who.into(),
+        permission: perm,
+        resource: res.into(),
+    };
+    expect_invalid(
+        perms
+            .check_permission(a!(pb::CheckPermissionRequest {
+                check: None,
+                min_revision: 0
+            }))
+            .await,
+        "check",
+    );
+    expect_invalid(
+        perms
+            .check_permission(a!(pb::CheckPermissionRequest {
+                check: Some(chk(0, &dev.name, "")),
+                min_revision: 0
+            }))
+            .await,
+        "check.permission",
+    );
+    expect_invalid(
+        perms
+            .check_permission(a!(pb::CheckPermissionRequest {
+                check: Some(chk(99, &dev.name, "")),
+                min_revision: 0
+            }))
+            .await,
+        "check.permission",
+    );
+    expect_invalid(
+        perms
+            .check_permission(a!(pb::CheckPermissionRequest {
+                check: Some(chk(1, &web.name, "")),
+                min_revision: 0
+            }))
+            .await,
+        "check.resource",
+    );
+    expect_invalid(
+        perms
+            .check_permission(a!(pb::CheckPermissionRequest {
+                check: Some(chk(1, "envs/x", "")),
+                min_revision: 0
+            }))
+            .await,
+        "check.resource",
+    );
+    expect_invalid(
+        perms
+            .check_permission(a!(pb::CheckPermissionRequest {
+                check: Some(chk(1, &dev.name, "robert')--")),
+                min_revision: 0
+            }))
+            .await,
+        "check.principal",
+    );
+    expect_invalid(
+        perms
+            .check_permission(a!(pb::CheckPermissionRequest {
+                check: Some(chk(1, &dev.name, "")),
+                min_revision: -1
+            }))
+            .await,
+        "min_revision",
+    );
+    expect_invalid(
+        perms
+            .check_permission(a!(pb::CheckPermissionRequest {
+                check: Some(chk(1, &dev.name, "")),
+                min_revision: i64::MAX
+            }))
+            .await,
+        "min_revision",
+    );
+    expect_invalid(
+        perms
+            .batch_check_permissions(a!(pb::BatchCheckPermissionsRequest {
+                checks: vec![],
+                min_revision: 0
+            }))
+            .await,
+        "checks",
+    );
+    let many = vec![chk(1, &dev.name, ""); 1001];
+    expect_invalid(
+        perms
+            .batch_check_permissions(a!(pb::BatchCheckPermissionsRequest {
+                checks: many,
+                min_revision: 0
+            }))
+            .await,
+        "checks",
+    );
+    let mixed = vec![chk(1, &dev.name, ""), chk(0, &dev.name, "")];
+    expect_invalid(
+        perms
+            .batch_check_permissions(a!(pb::BatchCheckPermissionsRequest {
+                checks: mixed,
+                min_revision: 0
+            }))
+            .await,
+        "checks[1].permission",
+    );
+    let r = perms
+        .lookup_resources(a!(pb::LookupResourcesRequest {
+            principal: String::new(),
+            permission: 1,
+            parent: shop.name.clone(),
+            min_revision: 0
+        }))
+        .await;
+    expect_invalid(r, "parent");
+    let r = perms
+        .lookup_principals(a!(pb::LookupPrincipalsRequest {
+            permission: 1,
+            resource: dev.name.clone(),
+            min_role: 17,
+            min_revision: 0
+        }))
+        .await;
+    expect_invalid(r, "min_role");
+
+    assert_eq!(fingerprint(&s), before, "refused calls changed nothing");
+}
+
+crate::both_backends!(
+    every_rpc_validates_its_input,
+    access_model_rpcs_validate_their_input
+);
