@@ -36,6 +36,12 @@ proto: ## Lint the protobuf contracts and regenerate the Rust code
 	$(BUF) lint
 	$(CARGO) build -p fluxgate-proto
 
+.PHONY: bench
+bench: ## Engine beside cedar-policy and casbin, CheckPermission beside a bare echo over gRPC, login throughput
+	$(CARGO) bench -p fluxgate-bench --bench engine
+	$(CARGO) run --release -p fluxgate-bench --bin load -- --rounds 10
+	$(MAKE) bench-login
+
 .PHONY: bench-login
 bench-login: ## Login latency and throughput against a release server on a temporary database
 	$(CARGO) build --release -p fluxgate-server --bin fluxgate --example login_bench

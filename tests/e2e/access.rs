@@ -808,7 +808,83 @@ async fn portfolio_service_accounts_stay_in_their_portfolio(b: Backend) {
     expect_code(r, Code::FailedPrecondition);
 }
 
+async fn writes_return_revisions_that_checks_honour(b: Backend) {
+    let s = TestServer::start(b).await;
+    let admin = s.admin_token().await;
+    let shop = s.portfolio(&admin, "Shop").await;
+    let web = s.application(&admin, &shop.name, "web").await;
+    let prod = s.environment(&admin, &web.name, "prod").await;
+    let group = s
+        .group(
+            &admin,
+            &shop.name,
+            "Ops",
+            vec![],
+            vec![env_grant(&prod.name, &[pb::ValuePermission::Read])],
+        )
+        .await;
+    let user = s.create_user(&admin, "ron", pb::Role::Requester, PW).await;
+    let added = s
+        .groups()
+        .add_group_member(authed(
+            pb::AddGroupMemberRequest {
+                group: group.name.clone(),
+                member: user.name.clone(),
+            },
+            &admin,
+        ))
+        .await
+        .unwrap();
+    let revision: i64 = added
+        .metadata()
+        .get("x-fluxgate-revision")
+        .unwrap()
+        .to_str()
+        .unwrap()
+        .parse()
+        .unwrap();
+    assert!(
+        added.metadata().get("x-request-id").is_some(),
+        "writes name their request"
+    );
+    let r = s
+        .permissions()
+        .check_permission(authed(
+            pb::CheckPermissionRequest {
+                check: Some(pb::PermissionCheck {
+                    principal: user.name.clone(),
+                    permission: pb::Permission::Read as i32,
+                    resource: prod.name.clone(),
+                }),
+                min_revision: revision,
+            },
+            &admin,
+        ))
+        .await
+        .unwrap()
+        .into_inner();
+    assert!(r.decision.unwrap().allowed);
+    assert!(r.revision >= revision);
+    // A revision from the future is refused, not waited for.
+    let r = s
+        .permissions()
+        .check_permission(authed(
+            pb::CheckPermissionRequest {
+                check: Some(pb::PermissionCheck {
+                    principal: user.name.clone(),
+                    permission: pb::Permission::Read as i32,
+                    resource: prod.name.clone(),
+                }),
+                min_revision: revision + 1000,
+            },
+            &admin,
+        ))
+        .await;
+    expect_invalid(r, "min_revision");
+}
+
 crate::both_backends!(
+    writes_return_revisions_that_checks_honour,
     catalog_lifecycle_and_delete_rules,
     grants_combine_and_checks_explain_themselves,
     portfolio_admins_manage_their_portfolio_only,

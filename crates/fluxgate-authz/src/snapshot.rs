@@ -84,6 +84,7 @@ pub struct Snapshot {
     apps: Vec<AppEntry>,
     env_ix: FxHashMap<EnvironmentId, u32>,
     envs: Vec<EnvEntry>,
+    group_ix: FxHashMap<GroupId, u32>,
     groups: Vec<GroupEntry>,
 }
 
@@ -176,6 +177,7 @@ impl Snapshot {
             })
             .collect();
 
+        let group_ix = ix(groups.iter().map(|g| g.id));
         let principal_ix = ix(facts.principals.keys().copied());
         let mut member_of: Vec<Vec<u32>> = vec![Vec::new(); facts.principals.len()];
         for (gi, (_, g, _)) in groups_in.iter().enumerate() {
@@ -223,6 +225,7 @@ impl Snapshot {
             apps,
             env_ix,
             envs,
+            group_ix,
             groups,
         }
     }
@@ -472,10 +475,9 @@ impl Snapshot {
 
     /// The portfolio of a group, if it exists.
     pub fn group_portfolio(&self, g: GroupId) -> Option<PortfolioId> {
-        self.groups
-            .iter()
-            .find(|ge| ge.id == g)
-            .map(|ge| self.portfolios[ge.portfolio as usize].id)
+        self.group_ix
+            .get(&g)
+            .map(|&i| self.portfolios[self.groups[i as usize].portfolio as usize].id)
     }
 
     /// Does the principal exist?

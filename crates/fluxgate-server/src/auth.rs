@@ -18,15 +18,18 @@ pub const MIN_REVISION_HEADER: &str = "x-fluxgate-min-revision";
 /// Who asked, from where, under which request id.
 #[derive(Debug, Clone)]
 pub struct RequestCtx {
-    pub request_id: String,
-    pub peer: Option<String>,
+    /// The client's `x-request-id`, when it sent a usable one.
+    client_request_id: Option<String>,
+    /// Generated on first use when the client sent none (reads on the hot path never need it).
+    generated: std::sync::OnceLock<String>,
+    peer: Option<std::net::SocketAddr>,
     pub min_revision: Option<i64>,
 }
 
 impl RequestCtx {
     pub fn of<T>(req: &Request<T>) -> ApiResult<Self> {
         let md = req.metadata();
-        let request_id = md
+        let client_request_id = md
             .get(REQUEST_ID_HEADER)
             .and_then(|v| v.to_str().ok())
             .filter(|v| {
@@ -35,7 +38,7 @@ impl RequestCtx {
                     && v.chars()
                         .all(|c| c.is_ascii_alphanumeric() || "-_.:".contains(c))
             })
-            .map_or_else(|| uuid::Uuid::new_v4().to_string(), str::to_owned);
+            .map(str::to_owned);
         let min_revision = match md.get(MIN_REVISION_HEADER) {
             None => None,
             Some(v) => Some(
@@ -49,10 +52,26 @@ impl RequestCtx {
             ),
         };
         Ok(Self {
-            request_id,
-            peer: req.remote_addr().map(|a| a.to_string()),
+            client_request_id,
+            generated: std::sync::OnceLock::new(),
+            peer: req.remote_addr(),
             min_revision,
         })
+    }
+
+    /// The request id: the client's, or one generated for this request.
+    pub fn request_id(&self) -> &str {
+        match &self.client_request_id {
+            Some(id) => id,
+            None => self
+                .generated
+                .get_or_init(|| uuid::Uuid::new_v4().to_string()),
+        }
+    }
+
+    /// Whether the client named the request itself.
+    pub fn client_named(&self) -> bool {
+        self.client_request_id.is_some()
     }
 
     /// An audit event of this request, by `actor` (when known).
@@ -71,8 +90,8 @@ impl RequestCtx {
             target_type: target_type.into(),
             target_id,
             outcome: "success".into(),
-            request_id: Some(self.request_id.clone()),
-            peer_addr: self.peer.clone(),
+            request_id: Some(self.request_id().to_owned()),
+            peer_addr: self.peer.map(|a| a.to_string()),
             ..Default::default()
         }
     }
@@ -135,7 +154,18 @@ impl AppState {
 
     /// Asks the engine; a denial becomes PERMISSION_DENIED carrying the engine's reason.
     pub fn authorize(&self, p: &Principal, action: Action, target: Target) -> ApiResult<()> {
-        let d = self.directory.snapshot().authorize(&p.id, action, target);
+        self.authorize_in(&self.directory.snapshot(), p, action, target)
+    }
+
+    /// [`AppState::authorize`] against a snapshot the caller already holds.
+    pub fn authorize_in(
+        &self,
+        snap: &fluxgate_authz::Snapshot,
+        p: &Principal,
+        action: Action,
+        target: Target,
+    ) -> ApiResult<()> {
+        let d = snap.authorize(&p.id, action, target);
         if d.allowed {
             Ok(())
         } else {

@@ -254,12 +254,14 @@ mod tests {
 /// Parses a resource name made of `collection/{uuid}` pairs, e.g. `portfolios/{p}/groups/{g}`
 /// with `collections = ["portfolios", "groups"]`; returns the ids in order.
 pub fn parse_ids(field: &str, name: &str, collections: &[&str]) -> ApiResult<Vec<uuid::Uuid>> {
-    let shape = collections
-        .iter()
-        .map(|c| format!("{c}/{{id}}"))
-        .collect::<Vec<_>>()
-        .join("/");
-    let bad = || ApiError::invalid(field, format!("must be {shape}"));
+    let bad = || {
+        let shape = collections
+            .iter()
+            .map(|c| format!("{c}/{{id}}"))
+            .collect::<Vec<_>>()
+            .join("/");
+        ApiError::invalid(field, format!("must be {shape}"))
+    };
     if name.is_empty() {
         return Err(ApiError::invalid(field, "is required"));
     }

@@ -550,6 +550,12 @@ impl Directory {
         self.read().settings.clone()
     }
 
+    /// The engine snapshot in force and the revision the directory is at, read together.
+    pub fn snapshot_at(&self) -> (Arc<Snapshot>, i64) {
+        let inner = self.read();
+        (inner.snapshot.clone(), inner.revision)
+    }
+
     /// The engine snapshot in force.
     pub fn snapshot(&self) -> Arc<Snapshot> {
         self.read().snapshot.clone()

@@ -47,7 +47,13 @@ pub struct Claims {
 pub struct AccessToken {
     pub user_id: UserId,
     pub session_id: SessionId,
+    /// Expiry, seconds since the epoch.
+    pub expires_at: u64,
 }
+
+/// Tokens already verified, so that a client sending the same token again (every request of a
+/// session) skips the signature check. Bounded; emptied when full.
+const VERIFIED_CACHE_MAX: usize = 16_384;
 
 /// Signs and checks access tokens.
 #[derive(Clone)]
@@ -55,6 +61,7 @@ pub struct TokenKeys {
     encoding: EncodingKey,
     decoding: DecodingKey,
     validation: Validation,
+    verified: std::sync::Arc<std::sync::RwLock<std::collections::HashMap<String, AccessToken>>>,
 }
 
 impl std::fmt::Debug for TokenKeys {
@@ -75,6 +82,7 @@ impl TokenKeys {
             encoding: EncodingKey::from_secret(secret),
             decoding: DecodingKey::from_secret(secret),
             validation,
+            verified: Default::default(),
         }
     }
 
@@ -109,15 +117,32 @@ impl TokenKeys {
         if token.len() > 4096 {
             return None;
         }
+        let now = jsonwebtoken::get_current_timestamp();
+        let cached = self
+            .verified
+            .read()
+            .ok()
+            .and_then(|c| c.get(token).copied());
+        if let Some(t) = cached {
+            return (now <= t.expires_at + self.validation.leeway).then_some(t);
+        }
         let data = jsonwebtoken::decode::<Claims>(token, &self.decoding, &self.validation).ok()?;
         let c = data.claims;
         if c.typ != ACCESS_TYPE {
             return None;
         }
-        Some(AccessToken {
+        let t = AccessToken {
             user_id: c.sub.parse().ok()?,
             session_id: c.sid.parse().ok()?,
-        })
+            expires_at: c.exp,
+        };
+        if let Ok(mut cache) = self.verified.write() {
+            if cache.len() >= VERIFIED_CACHE_MAX {
+                cache.clear();
+            }
+            cache.insert(token.to_owned(), t);
+        }
+        Some(t)
     }
 }
 
@@ -134,13 +159,10 @@ mod tests {
         let keys = TokenKeys::new(&[7; 32]);
         let (u, s) = (UserId::generate(), SessionId::generate());
         let t = keys.issue(u, s, now(), 60).unwrap();
-        assert_eq!(
-            keys.verify(&t),
-            Some(AccessToken {
-                user_id: u,
-                session_id: s
-            })
-        );
+        let v = keys.verify(&t).unwrap();
+        assert_eq!((v.user_id, v.session_id), (u, s));
+        // A second look is answered from the cache, identically.
+        assert_eq!(keys.verify(&t), Some(v));
     }
 
     #[test]

@@ -20,10 +20,13 @@ use crate::state::AppState;
 use crate::tokens::{random_token, token_hash};
 use fluxgate_proto::v1 as pb;
 
-/// Wraps a reply with the request id and, after a write, the revision that write produced.
+/// Wraps a reply with the request id (the client's, or for a write the one its audit event
+/// carries) and, after a write, the revision that write produced.
 pub fn reply<T>(msg: T, ctx: &RequestCtx, revision: Option<i64>) -> Response<T> {
     let mut r = Response::new(msg);
-    if let Ok(v) = MetadataValue::try_from(ctx.request_id.as_str()) {
+    if (ctx.client_named() || revision.is_some())
+        && let Ok(v) = MetadataValue::try_from(ctx.request_id())
+    {
         r.metadata_mut().insert(REQUEST_ID_HEADER, v);
     }
     if let Some(rev) = revision

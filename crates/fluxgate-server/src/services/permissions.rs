@@ -125,6 +125,7 @@ impl PermissionSvc {
     /// The principal a check is about, after checking the caller may ask about it.
     fn subject(
         &self,
+        snap: &Snapshot,
         caller: &Principal,
         field: &str,
         name: &str,
@@ -146,9 +147,10 @@ impl PermissionSvc {
         };
         if id != caller.id {
             let target = portfolio.map_or(Target::Org, Target::Portfolio);
-            self.state.authorize(caller, Action::CheckOthers, target)?;
+            self.state
+                .authorize_in(snap, caller, Action::CheckOthers, target)?;
         }
-        if !self.state.directory.snapshot().has_principal(&id) {
+        if !snap.has_principal(&id) {
             return Err(ApiError::NotFound(format!("no such principal {name}")));
         }
         Ok(id)
@@ -158,7 +160,7 @@ impl PermissionSvc {
         &self,
         request: &Request<T>,
         min_revision: i64,
-    ) -> ApiResult<(RequestCtx, Principal, Arc<Snapshot>)> {
+    ) -> ApiResult<(RequestCtx, Principal, Arc<Snapshot>, i64)> {
         let ctx = RequestCtx::of(request)?;
         if min_revision < 0 {
             return Err(ApiError::invalid("min_revision", "must not be negative"));
@@ -167,8 +169,10 @@ impl PermissionSvc {
         if min_revision > 0 {
             self.state.directory.ensure(min_revision).await?;
         }
-        self.state.authorize(&p, Action::ReadCatalog, Target::Org)?;
-        Ok((ctx, p, self.state.directory.snapshot()))
+        let (snap, revision) = self.state.directory.snapshot_at();
+        self.state
+            .authorize_in(&snap, &p, Action::ReadCatalog, Target::Org)?;
+        Ok((ctx, p, snap, revision))
     }
 
     fn one(
@@ -181,6 +185,7 @@ impl PermissionSvc {
         let perm = permission(&format!("{prefix}permission"), c.permission)?;
         let (r, portfolio) = resource(snap, &format!("{prefix}resource"), &c.resource, perm)?;
         let who = self.subject(
+            snap,
             caller,
             &format!("{prefix}principal"),
             &c.principal,
@@ -196,7 +201,8 @@ impl PermissionService for PermissionSvc {
         &self,
         request: Request<pb::CheckPermissionRequest>,
     ) -> Result<Response<pb::CheckPermissionResponse>, Status> {
-        let (ctx, caller, snap) = self.begin(&request, request.get_ref().min_revision).await?;
+        let (ctx, caller, snap, revision) =
+            self.begin(&request, request.get_ref().min_revision).await?;
         let c = request
             .get_ref()
             .check
@@ -204,7 +210,6 @@ impl PermissionService for PermissionSvc {
             .ok_or_else(|| ApiError::invalid("check", "is required"))?;
         let (who, perm, r) = self.one(&snap, &caller, &c, "check.")?;
         let d = snap.check(&who, perm, r);
-        let revision = self.state.directory.revision();
         Ok(reply(
             pb::CheckPermissionResponse {
                 decision: Some(decision_pb(&snap, d)),
@@ -219,7 +224,8 @@ impl PermissionService for PermissionSvc {
         &self,
         request: Request<pb::BatchCheckPermissionsRequest>,
     ) -> Result<Response<pb::BatchCheckPermissionsResponse>, Status> {
-        let (ctx, caller, snap) = self.begin(&request, request.get_ref().min_revision).await?;
+        let (ctx, caller, snap, revision) =
+            self.begin(&request, request.get_ref().min_revision).await?;
         let checks = &request.get_ref().checks;
         if checks.is_empty() || checks.len() > MAX_BATCH {
             return Err(
@@ -231,7 +237,6 @@ impl PermissionService for PermissionSvc {
             let (who, perm, r) = self.one(&snap, &caller, c, &format!("checks[{i}]."))?;
             decisions.push(decision_pb(&snap, snap.check(&who, perm, r)));
         }
-        let revision = self.state.directory.revision();
         Ok(reply(
             pb::BatchCheckPermissionsResponse {
                 decisions,
@@ -246,7 +251,8 @@ impl PermissionService for PermissionSvc {
         &self,
         request: Request<pb::ExplainPermissionRequest>,
     ) -> Result<Response<pb::ExplainPermissionResponse>, Status> {
-        let (ctx, caller, snap) = self.begin(&request, request.get_ref().min_revision).await?;
+        let (ctx, caller, snap, revision) =
+            self.begin(&request, request.get_ref().min_revision).await?;
         let c = request
             .get_ref()
             .check
@@ -266,7 +272,6 @@ impl PermissionService for PermissionSvc {
                 grants: g.grants.clone(),
             })
             .collect();
-        let revision = self.state.directory.revision();
         Ok(reply(
             pb::ExplainPermissionResponse {
                 decision: Some(decision_pb(&snap, e.decision)),
@@ -284,7 +289,8 @@ impl PermissionService for PermissionSvc {
         &self,
         request: Request<pb::LookupResourcesRequest>,
     ) -> Result<Response<pb::LookupResourcesResponse>, Status> {
-        let (ctx, caller, snap) = self.begin(&request, request.get_ref().min_revision).await?;
+        let (ctx, caller, snap, revision) =
+            self.begin(&request, request.get_ref().min_revision).await?;
         let req = request.get_ref();
         let perm = permission("permission", req.permission)?;
         let depth = req.parent.split('/').count();
@@ -300,7 +306,7 @@ impl PermissionService for PermissionSvc {
                 )
                 .into());
             }
-            let who = self.subject(&caller, "principal", &req.principal, Some(portfolio))?;
+            let who = self.subject(&snap, &caller, "principal", &req.principal, Some(portfolio))?;
             snap.environments_allowed(&who, perm, app)
                 .into_iter()
                 .map(|e| resource_name(&snap, ResourceRef::Environment(e)))
@@ -317,13 +323,12 @@ impl PermissionService for PermissionSvc {
                 .into());
             }
             let portfolio = PortfolioId(ids[0]);
-            let who = self.subject(&caller, "principal", &req.principal, Some(portfolio))?;
+            let who = self.subject(&snap, &caller, "principal", &req.principal, Some(portfolio))?;
             snap.applications_allowed(&who, perm, portfolio)
                 .into_iter()
                 .map(|a| resource_name(&snap, ResourceRef::Application(a)))
                 .collect()
         };
-        let revision = self.state.directory.revision();
         Ok(reply(
             pb::LookupResourcesResponse {
                 resources,
@@ -338,7 +343,8 @@ impl PermissionService for PermissionSvc {
         &self,
         request: Request<pb::LookupPrincipalsRequest>,
     ) -> Result<Response<pb::LookupPrincipalsResponse>, Status> {
-        let (ctx, caller, snap) = self.begin(&request, request.get_ref().min_revision).await?;
+        let (ctx, caller, snap, revision) =
+            self.begin(&request, request.get_ref().min_revision).await?;
         let req = request.get_ref();
         let perm = permission("permission", req.permission)?;
         let min_role = role_from_proto(req.min_role)
@@ -352,7 +358,6 @@ impl PermissionService for PermissionSvc {
             .into_iter()
             .map(|p| p.to_string())
             .collect();
-        let revision = self.state.directory.revision();
         Ok(reply(
             pb::LookupPrincipalsResponse {
                 principals,
