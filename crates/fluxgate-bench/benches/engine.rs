@@ -11,12 +11,29 @@ use fluxgate_bench::model::{Model, Sizes};
 use fluxgate_bench::peers::{Casbin, Cedar};
 use fluxgate_domain::Permission;
 
+/// `cargo bench` passes `--bench`; `cargo test --all-targets` runs this binary without it, as a
+/// smoke test, where a small model keeps it quick (the agreement test covers correctness).
+fn benchmarking() -> bool {
+    std::env::args().any(|a| a == "--bench")
+}
+
 fn engines(c: &mut Criterion) {
-    let m = Model::generate(Sizes::REFERENCE, 42);
+    let (sizes, n) = if benchmarking() {
+        (Sizes::REFERENCE, 10_000)
+    } else {
+        (
+            Sizes {
+                users: 200,
+                ..Sizes::REFERENCE
+            },
+            50,
+        )
+    };
+    let m = Model::generate(sizes, 42);
     let snap = Snapshot::compile(&m.facts, 1);
     let cedar = Cedar::new(&m).expect("cedar model");
     let casbin = Casbin::new(&m).expect("casbin model");
-    let reqs = m.requests(10_000, 43);
+    let reqs = m.requests(n, 43);
     let mut allowed = 0;
     for r in &reqs {
         let ours = snap

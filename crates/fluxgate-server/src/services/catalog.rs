@@ -650,14 +650,6 @@ fn name_of(kind: Kind, path: &Path) -> String {
     }
 }
 
-macro_rules! authed {
-    ($self:ident, $request:ident) => {{
-        let ctx = RequestCtx::of(&$request)?;
-        let p = $self.state.authenticate(&$request, &ctx).await?;
-        (ctx, p, $request.into_inner())
-    }};
-}
-
 #[tonic::async_trait]
 impl CatalogService for CatalogSvc {
     async fn create_portfolio(

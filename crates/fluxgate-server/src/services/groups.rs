@@ -616,14 +616,6 @@ impl GroupSvc {
     }
 }
 
-macro_rules! authed {
-    ($self:ident, $request:ident) => {{
-        let ctx = RequestCtx::of(&$request)?;
-        let p = $self.state.authenticate(&$request, &ctx).await?;
-        (ctx, p, $request.into_inner())
-    }};
-}
-
 #[tonic::async_trait]
 impl GroupService for GroupSvc {
     async fn create_group(

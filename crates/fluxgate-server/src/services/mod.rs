@@ -1,5 +1,14 @@
 //! One struct per gRPC service, each holding the shared state.
 
+/// Reads the request context, authenticates the caller and unwraps the message.
+macro_rules! authed {
+    ($self:ident, $request:ident) => {{
+        let ctx = RequestCtx::of(&$request)?;
+        let p = $self.state.authenticate(&$request, &ctx).await?;
+        (ctx, p, $request.into_inner())
+    }};
+}
+
 pub mod auth;
 pub mod catalog;
 pub mod groups;

@@ -552,14 +552,6 @@ impl ServiceAccountSvc {
     }
 }
 
-macro_rules! authed {
-    ($self:ident, $request:ident) => {{
-        let ctx = RequestCtx::of(&$request)?;
-        let p = $self.state.authenticate(&$request, &ctx).await?;
-        (ctx, p, $request.into_inner())
-    }};
-}
-
 #[tonic::async_trait]
 impl ServiceAccountService for ServiceAccountSvc {
     async fn create_service_account(
