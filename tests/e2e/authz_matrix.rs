@@ -6,6 +6,7 @@
 use std::sync::Arc;
 
 use fluxgate_proto::v1 as pb;
+use fluxgate_proto::v1::audit_service_client::AuditServiceClient;
 use fluxgate_proto::v1::auth_service_client::AuthServiceClient;
 use fluxgate_proto::v1::catalog_service_client::CatalogServiceClient;
 use fluxgate_proto::v1::group_service_client::GroupServiceClient;
@@ -62,6 +63,8 @@ enum Access {
     PortfolioAdmin,
     /// Team Admins only.
     TeamAdmin,
+    /// Service accounts marked as audit writers only (none of the callers here).
+    AuditWriter,
 }
 
 /// The expected refusal, or `None` when the call must get through.
@@ -80,6 +83,7 @@ fn expected(access: Access, caller: Caller) -> Option<Code> {
         Access::Inspect => matches!(caller, TeamAdmin | AdminOwn | ServiceAccount),
         Access::PortfolioAdmin => matches!(caller, TeamAdmin | AdminOwn),
         Access::TeamAdmin => caller == TeamAdmin,
+        Access::AuditWriter => false,
     };
     (!allowed).then_some(Code::PermissionDenied)
 }
@@ -97,12 +101,56 @@ struct Fix {
     deactivated_token: String,
 }
 
-fn req<T>(msg: T, token: &Option<String>) -> Request<T> {
-    match token {
+/// The caller's credential and the request id the call under test is sent with.
+struct Auth {
+    token: Option<String>,
+    request_id: String,
+}
+
+fn req<T>(msg: T, a: &Auth) -> Request<T> {
+    let mut r = match &a.token {
         Some(t) => authed(msg, t),
         None => Request::new(msg),
-    }
+    };
+    r.metadata_mut()
+        .insert("x-request-id", a.request_id.parse().unwrap());
+    r
 }
+
+/// The RPCs that change state: each must write exactly one audit event when it succeeds.
+const WRITES: &[&str] = &[
+    "Login",
+    "RefreshSession",
+    "Logout",
+    "ChangePassword",
+    "CreateUser",
+    "UpdateUser",
+    "DeactivateUser",
+    "ReactivateUser",
+    "DeleteUser",
+    "UpdateSettings",
+    "CreatePortfolio",
+    "UpdatePortfolio",
+    "DeletePortfolio",
+    "CreateApplication",
+    "UpdateApplication",
+    "DeleteApplication",
+    "CreateEnvironment",
+    "UpdateEnvironment",
+    "DeleteEnvironment",
+    "CreateGroup",
+    "UpdateGroup",
+    "DeleteGroup",
+    "AddGroupMember",
+    "RemoveGroupMember",
+    "CreateServiceAccount",
+    "UpdateServiceAccount",
+    "DeleteServiceAccount",
+    "CreateServiceAccountKey",
+    "RotateServiceAccountKey",
+    "RevokeServiceAccountKey",
+    "IngestAuditEvents",
+];
 
 impl Fix {
     fn auth(&self) -> AuthServiceClient<Channel> {
@@ -122,6 +170,9 @@ impl Fix {
     }
     fn sas(&self) -> ServiceAccountServiceClient<Channel> {
         ServiceAccountServiceClient::new(self.channel.clone())
+    }
+    fn audit(&self) -> AuditServiceClient<Channel> {
+        AuditServiceClient::new(self.channel.clone())
     }
     fn perms(&self) -> PermissionServiceClient<Channel> {
         PermissionServiceClient::new(self.channel.clone())
@@ -271,13 +322,12 @@ impl Fix {
     }
 }
 
-type Call =
-    Box<dyn Fn(Arc<Fix>, Option<String>) -> BoxFuture<'static, Result<(), Status>> + Send + Sync>;
+type Call = Box<dyn Fn(Arc<Fix>, Auth) -> BoxFuture<'static, Result<(), Status>> + Send + Sync>;
 
 macro_rules! call {
     (|$f:ident, $t:ident| $body:expr) => {
         Box::new(
-            move |$f: Arc<Fix>, $t: Option<String>| -> BoxFuture<'static, Result<(), Status>> {
+            move |$f: Arc<Fix>, $t: Auth| -> BoxFuture<'static, Result<(), Status>> {
                 Box::pin(async move { $body.map(|_| ()) })
             },
         ) as Call
@@ -295,18 +345,21 @@ fn table() -> Vec<(&'static str, Access, Call)> {
         (
             "Login",
             Access::Public,
-            call!(|f, _t| f
+            call!(|f, t| f
                 .auth()
-                .login(pb::LoginRequest {
-                    username: ADMIN.into(),
-                    password: ADMIN_PASSWORD.into()
-                })
+                .login(req(
+                    pb::LoginRequest {
+                        username: ADMIN.into(),
+                        password: ADMIN_PASSWORD.into()
+                    },
+                    &Auth { token: None, ..t }
+                ))
                 .await),
         ),
         (
             "RefreshSession",
             Access::Public,
-            call!(|f, _t| {
+            call!(|f, t| {
                 let r = f
                     .auth()
                     .login(pb::LoginRequest {
@@ -316,9 +369,12 @@ fn table() -> Vec<(&'static str, Access, Call)> {
                     .await?
                     .into_inner();
                 f.auth()
-                    .refresh_session(pb::RefreshSessionRequest {
-                        refresh_token: r.tokens.unwrap().refresh_token,
-                    })
+                    .refresh_session(req(
+                        pb::RefreshSessionRequest {
+                            refresh_token: r.tokens.unwrap().refresh_token,
+                        },
+                        &Auth { token: None, ..t },
+                    ))
                     .await
             }),
         ),
@@ -496,22 +552,32 @@ fn table() -> Vec<(&'static str, Access, Call)> {
         (
             "UpdateSettings",
             Access::TeamAdmin,
-            call!(|f, t| f
-                .settings()
-                .update_settings(req(
-                    pb::UpdateSettingsRequest {
-                        settings: Some(pb::Settings {
-                            password_policy: Some(pb::PasswordPolicy {
-                                min_length: 8,
+            call!(|f, t| {
+                // A real change, so that success writes an event.
+                let cur = f
+                    .settings()
+                    .get_settings(authed(pb::GetSettingsRequest::default(), &f.admin))
+                    .await?
+                    .into_inner()
+                    .settings
+                    .unwrap_or_default();
+                let n = cur.lockout_policy.map_or(5, |l| l.max_failed_attempts);
+                f.settings()
+                    .update_settings(req(
+                        pb::UpdateSettingsRequest {
+                            settings: Some(pb::Settings {
+                                lockout_policy: Some(pb::LockoutPolicy {
+                                    max_failed_attempts: n % 99 + 1,
+                                    lockout_duration: None,
+                                }),
                                 ..Default::default()
                             }),
-                            ..Default::default()
-                        }),
-                        update_mask: mask("password_policy.min_length")
-                    },
-                    &t
-                ))
-                .await),
+                            update_mask: mask("lockout_policy.max_failed_attempts"),
+                        },
+                        &t,
+                    ))
+                    .await
+            }),
         ),
         (
             "CreatePortfolio",
@@ -1096,6 +1162,73 @@ fn table() -> Vec<(&'static str, Access, Call)> {
                 .await),
         ),
         (
+            "ListAuditEvents",
+            Access::TeamAdmin,
+            call!(|f, t| f
+                .audit()
+                .list_audit_events(req(pb::ListAuditEventsRequest::default(), &t))
+                .await),
+        ),
+        (
+            "VerifyAuditChain",
+            Access::TeamAdmin,
+            call!(|f, t| f
+                .audit()
+                .verify_audit_chain(req(pb::VerifyAuditChainRequest {}, &t))
+                .await),
+        ),
+        (
+            "ExportAuditEvents",
+            Access::TeamAdmin,
+            call!(|f, t| {
+                let mut stream = f
+                    .audit()
+                    .export_audit_events(req(pb::ExportAuditEventsRequest::default(), &t))
+                    .await?
+                    .into_inner();
+                stream.message().await
+            }),
+        ),
+        (
+            "IngestAuditEvents",
+            Access::AuditWriter,
+            call!(|f, t| f
+                .audit()
+                .ingest_audit_events(req(
+                    pb::IngestAuditEventsRequest {
+                        events: vec![pb::IngestedEvent {
+                            action: "feature.evaluated".into(),
+                            target_type: "feature".into(),
+                            target: "x".into(),
+                            ..Default::default()
+                        }]
+                    },
+                    &t
+                ))
+                .await),
+        ),
+        (
+            "GetActivityReport",
+            Access::Reader,
+            call!(|f, t| f
+                .audit()
+                .get_activity_report(req(
+                    pb::GetActivityReportRequest {
+                        start_time: Some(prost_types::Timestamp {
+                            seconds: 0,
+                            nanos: 0
+                        }),
+                        end_time: Some(prost_types::Timestamp {
+                            seconds: 86_400 * 300,
+                            nanos: 0
+                        }),
+                        top: 0
+                    },
+                    &t
+                ))
+                .await),
+        ),
+        (
             "CheckPermission(other principal)",
             Access::Inspect,
             call!(|f, t| f
@@ -1211,7 +1344,7 @@ async fn every_rpc_against_every_caller(b: Backend) {
     let mut failures = Vec::new();
     let mut ok = 0;
     let table = table();
-    assert!(table.len() >= 50, "every RPC is in the table");
+    assert!(table.len() >= 55, "every RPC is in the table");
     for (name, access, call) in &table {
         for caller in CALLERS {
             // A fresh session per call, since some calls (Logout) end it.
@@ -1228,7 +1361,36 @@ async fn every_rpc_against_every_caller(b: Backend) {
                     Some(s.login("temp", PW).await.tokens.unwrap().access_token)
                 }
             };
-            let result = call(fix.clone(), token).await;
+            let request_id = uuid::Uuid::new_v4().to_string();
+            let result = call(
+                fix.clone(),
+                Auth {
+                    token,
+                    request_id: request_id.clone(),
+                },
+            )
+            .await;
+            let events = s
+                .store()
+                .read(|c| {
+                    use diesel::prelude::*;
+                    use fluxgate_store::schema::audit_events::dsl as a;
+                    a::audit_events
+                        .filter(a::request_id.eq(&request_id))
+                        .count()
+                        .get_result::<i64>(c)
+                        .map_err(fluxgate_store::StoreError::from)
+                })
+                .unwrap();
+            let want_events = match &result {
+                Ok(()) if WRITES.contains(name) => 1,
+                // A wrong current password is a failed credential check: a security event.
+                Err(st) if *name == "ChangePassword" && st.code() == Code::InvalidArgument => 1,
+                _ => 0,
+            };
+            if events != want_events {
+                failures.push(format!("{name} as {caller:?}: {events} audit event(s), expected {want_events} ({result:?})"));
+            }
             let want = expected(*access, caller);
             let fine = match (&result, want) {
                 (Ok(()), None) => {

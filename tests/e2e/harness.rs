@@ -4,6 +4,7 @@
 use std::sync::Arc;
 
 use fluxgate_proto::v1 as pb;
+use fluxgate_proto::v1::audit_service_client::AuditServiceClient;
 use fluxgate_proto::v1::auth_service_client::AuthServiceClient;
 use fluxgate_proto::v1::catalog_service_client::CatalogServiceClient;
 use fluxgate_proto::v1::group_service_client::GroupServiceClient;
@@ -137,6 +138,10 @@ impl TestServer {
 
     pub fn service_accounts(&self) -> ServiceAccountServiceClient<Channel> {
         ServiceAccountServiceClient::new(self.channel.clone())
+    }
+
+    pub fn audit(&self) -> AuditServiceClient<Channel> {
+        AuditServiceClient::new(self.channel.clone())
     }
 
     pub fn permissions(&self) -> PermissionServiceClient<Channel> {

@@ -5,6 +5,7 @@
 mod harness;
 
 mod access;
+mod audit;
 mod auth;
 mod authz_matrix;
 mod settings;

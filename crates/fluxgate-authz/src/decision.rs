@@ -47,6 +47,12 @@ pub enum Action {
     ChangeServiceAccountRole,
     /// Ask the permission service about another principal.
     CheckOthers,
+    /// Query, export and verify the audit trail.
+    ReadAudit,
+    /// Append events reported by an internal service.
+    IngestAudit,
+    /// Read the activity report.
+    ViewAnalytics,
 }
 
 impl Action {
@@ -73,6 +79,9 @@ impl Action {
             Action::ManageServiceAccounts => "manage_service_accounts",
             Action::ChangeServiceAccountRole => "change_service_account_role",
             Action::CheckOthers => "check_others",
+            Action::ReadAudit => "read_audit",
+            Action::IngestAudit => "ingest_audit",
+            Action::ViewAnalytics => "view_analytics",
         }
     }
 }
@@ -106,6 +115,10 @@ pub enum Reason {
     Reader,
     /// Allowed: a service account (an internal service) may ask about other principals.
     InternalService,
+    /// Allowed: a service account marked as an audit writer.
+    AuditWriter,
+    /// Denied: only service accounts marked as audit writers may append audit events.
+    NotAuditWriter,
     /// Denied: no such principal.
     UnknownPrincipal,
     /// Denied: no such application or environment.
@@ -139,6 +152,10 @@ impl fmt::Display for Reason {
             }
             Reason::GroupGrant { group } => write!(f, "granted by group {group}"),
             Reason::Reader => f.write_str("any active principal may read the catalog"),
+            Reason::AuditWriter => f.write_str("the service account is an audit writer"),
+            Reason::NotAuditWriter => {
+                f.write_str("only service accounts marked as audit writers may append audit events")
+            }
             Reason::InternalService => f.write_str(
                 "service accounts of internal services may ask about others in their scope",
             ),

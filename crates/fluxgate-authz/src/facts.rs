@@ -17,6 +17,8 @@ pub struct PrincipalFacts {
     pub must_change_password: bool,
     /// For a portfolio service account, its portfolio.
     pub portfolio: Option<PortfolioId>,
+    /// A service account allowed to append audit events.
+    pub audit_writer: bool,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq)]

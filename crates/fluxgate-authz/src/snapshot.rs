@@ -21,6 +21,7 @@ struct PrincipalEntry {
     /// For service accounts: `Some(None)` at organisation scope, `Some(Some(p))` for a
     /// portfolio's; `None` for users.
     account_scope: Option<Option<u32>>,
+    audit_writer: bool,
 }
 
 #[derive(Debug, Clone)]
@@ -205,6 +206,7 @@ impl Snapshot {
                         .into_iter()
                         .map(|g| (groups[g as usize].portfolio, g))
                         .collect(),
+                    audit_writer: p.audit_writer && matches!(id, PrincipalId::ServiceAccount(_)),
                     account_scope: match id {
                         PrincipalId::User(_) => None,
                         PrincipalId::ServiceAccount(_) => {
@@ -521,8 +523,15 @@ impl Snapshot {
             }
         }
         match action {
-            Action::ManageOwnSession | Action::ReadCatalog => {
+            Action::ManageOwnSession | Action::ReadCatalog | Action::ViewAnalytics => {
                 return Decision::allow(Reason::Reader);
+            }
+            Action::IngestAudit => {
+                return if pe.audit_writer {
+                    Decision::allow(Reason::AuditWriter)
+                } else {
+                    Decision::deny(Reason::NotAuditWriter)
+                };
             }
             _ => {}
         }

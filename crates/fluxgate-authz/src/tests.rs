@@ -27,6 +27,7 @@ fn user(facts: &mut Facts, role: Role) -> PrincipalId {
             active: true,
             must_change_password: false,
             portfolio: None,
+            audit_writer: false,
         },
     );
     p

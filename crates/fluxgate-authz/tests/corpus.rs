@@ -148,6 +148,7 @@ fn corpus_from_the_source_documents() {
                 active: p.active,
                 must_change_password: p.must_change_password,
                 portfolio: None,
+                audit_writer: false,
             },
         );
     }

@@ -82,6 +82,7 @@ fn build(s: &Spec) -> (Facts, Vec<PrincipalId>) {
                 active,
                 must_change_password: must_change,
                 portfolio: None,
+                audit_writer: false,
             },
         );
     }

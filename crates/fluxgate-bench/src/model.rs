@@ -178,6 +178,7 @@ impl Model {
                     active: rng.below(50) != 0,
                     must_change_password: false,
                     portfolio: None,
+                    audit_writer: false,
                 },
             );
             for _ in 0..1 + rng.below(4) {

@@ -91,6 +91,7 @@ fn user_facts(u: &users::User) -> PrincipalFacts {
         active: u.active,
         must_change_password: u.must_change_password,
         portfolio: None,
+        audit_writer: false,
     }
 }
 
@@ -104,6 +105,7 @@ fn sa_facts(sa: &service_accounts::ServiceAccount) -> Result<PrincipalFacts, Sto
             .as_deref()
             .map(|p| parse("service_accounts.portfolio_id", p))
             .transpose()?,
+        audit_writer: sa.audit_writer,
     })
 }
 

@@ -6,6 +6,7 @@ use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::Duration;
 
+use fluxgate_proto::v1::audit_service_server::AuditServiceServer;
 use fluxgate_proto::v1::auth_service_server::AuthServiceServer;
 use fluxgate_proto::v1::catalog_service_server::CatalogServiceServer;
 use fluxgate_proto::v1::group_service_server::GroupServiceServer;
@@ -22,6 +23,7 @@ use crate::config::Config;
 use crate::db::Db;
 use crate::directory::Directory;
 use crate::passwords::Hasher;
+use crate::services::audit::AuditSvc;
 use crate::services::auth::AuthSvc;
 use crate::services::catalog::CatalogSvc;
 use crate::services::groups::GroupSvc;
@@ -115,6 +117,9 @@ impl Server {
         health_reporter
             .set_serving::<PermissionServiceServer<PermissionSvc>>()
             .await;
+        health_reporter
+            .set_serving::<AuditServiceServer<AuditSvc>>()
+            .await;
 
         let reflection_v1 = tonic_reflection::server::Builder::configure()
             .register_encoded_file_descriptor_set(fluxgate_proto::FILE_DESCRIPTOR_SET)
@@ -158,6 +163,10 @@ impl Server {
             state: state.clone(),
         })
         .max_decoding_message_size(MAX_MESSAGE_BYTES);
+        let audit = AuditServiceServer::new(AuditSvc {
+            state: state.clone(),
+        })
+        .max_decoding_message_size(MAX_MESSAGE_BYTES);
 
         tracing::info!(%addr, backend = state.db.store().backend().as_str(), "serving");
         let result = tonic::transport::Server::builder()
@@ -173,6 +182,7 @@ impl Server {
             .add_service(groups)
             .add_service(service_accounts)
             .add_service(permissions)
+            .add_service(audit)
             .serve_with_incoming_shutdown(
                 TcpIncoming::from(self.listener).with_nodelay(Some(true)),
                 shutdown,

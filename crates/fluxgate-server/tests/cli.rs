@@ -114,7 +114,7 @@ impl Running {
 fn operator_flow(db: &str) {
     let migrated = command(db, &["migrate"]).output().unwrap();
     assert!(migrated.status.success());
-    assert!(String::from_utf8_lossy(&migrated.stdout).contains("2 migration(s) applied"));
+    assert!(String::from_utf8_lossy(&migrated.stdout).contains("3 migration(s) applied"));
 
     // First start: the bootstrap admin, with a generated password shown once.
     let first = serve(db);

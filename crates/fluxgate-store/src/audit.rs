@@ -131,16 +131,136 @@ pub fn list(conn: &mut DbConnection, after_seq: i64, limit: i64) -> StoreResult<
 /// Walks the chain; returns the sequence number of the first event whose hash or link is
 /// wrong, or `None` when the whole chain verifies.
 pub fn verify(conn: &mut DbConnection) -> StoreResult<Option<i64>> {
+    Ok(verify_counting(conn)?.0)
+}
+
+/// Filters of [`query`].
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Filter {
+    pub actor: Option<String>,
+    pub target: Option<String>,
+    pub action: Option<String>,
+    /// Inclusive lower bound on `occurred_at`.
+    pub from: Option<i64>,
+    /// Exclusive upper bound on `occurred_at`.
+    pub to: Option<i64>,
+}
+
+/// Events matching `f` after sequence `after_seq`, oldest first (keyset pagination on `seq`).
+pub fn query(
+    conn: &mut DbConnection,
+    f: &Filter,
+    after_seq: i64,
+    limit: i64,
+) -> StoreResult<Vec<Event>> {
+    let mut q = audit_events::table
+        .filter(audit_events::seq.gt(after_seq))
+        .into_boxed();
+    if let Some(a) = &f.actor {
+        q = q.filter(audit_events::actor_id.eq(a.clone()));
+    }
+    if let Some(t) = &f.target {
+        q = q.filter(audit_events::target_id.eq(t.clone()));
+    }
+    if let Some(a) = &f.action {
+        q = q.filter(audit_events::action.eq(a.clone()));
+    }
+    if let Some(from) = f.from {
+        q = q.filter(audit_events::occurred_at.ge(from));
+    }
+    if let Some(to) = f.to {
+        q = q.filter(audit_events::occurred_at.lt(to));
+    }
+    Ok(q.order(audit_events::seq.asc())
+        .limit(limit)
+        .select(Event::as_select())
+        .load(conn)?)
+}
+
+/// (actor, time) of every successful login in `[from, to)`.
+pub fn logins(
+    conn: &mut DbConnection,
+    from: i64,
+    to: i64,
+) -> StoreResult<Vec<(Option<String>, i64)>> {
+    Ok(audit_events::table
+        .filter(audit_events::action.eq("auth.login"))
+        .filter(audit_events::outcome.eq("success"))
+        .filter(audit_events::occurred_at.ge(from))
+        .filter(audit_events::occurred_at.lt(to))
+        .select((audit_events::actor_id, audit_events::occurred_at))
+        .load(conn)?)
+}
+
+/// Which events a top list counts.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Counted<'a> {
+    /// Events with this action.
+    Action(&'a str),
+    /// Successful changes: outcome `success`, logins and other `auth.` events excluded.
+    Changes,
+}
+
+/// The actors with the most counted events in `[from, to)`: (actor, count), most first.
+pub fn top_actors(
+    conn: &mut DbConnection,
+    counted: Counted<'_>,
+    from: i64,
+    to: i64,
+    limit: i64,
+) -> StoreResult<Vec<(String, i64)>> {
+    let in_range = audit_events::occurred_at
+        .ge(from)
+        .and(audit_events::occurred_at.lt(to))
+        .and(audit_events::actor_id.is_not_null());
+    let rows: Vec<(Option<String>, i64)> = match counted {
+        Counted::Action(a) => audit_events::table
+            .filter(in_range.and(audit_events::action.eq(a.to_owned())))
+            .group_by(audit_events::actor_id)
+            .select((audit_events::actor_id, diesel::dsl::count_star()))
+            .load(conn)?,
+        Counted::Changes => audit_events::table
+            .filter(
+                in_range
+                    .and(audit_events::outcome.eq("success"))
+                    .and(audit_events::action.not_like("auth.%")),
+            )
+            .group_by(audit_events::actor_id)
+            .select((audit_events::actor_id, diesel::dsl::count_star()))
+            .load(conn)?,
+    };
+    let mut out: Vec<(String, i64)> = rows
+        .into_iter()
+        .filter_map(|(a, n)| a.map(|a| (a, n)))
+        .collect();
+    out.sort_by(|a, b| b.1.cmp(&a.1).then_with(|| a.0.cmp(&b.0)));
+    out.truncate(limit.max(0) as usize);
+    Ok(out)
+}
+
+/// The display name the latest event of `actor` recorded.
+pub fn latest_actor_name(conn: &mut DbConnection, actor: &str) -> StoreResult<Option<String>> {
+    Ok(audit_events::table
+        .filter(audit_events::actor_id.eq(actor))
+        .order(audit_events::seq.desc())
+        .select(audit_events::actor_name)
+        .first::<Option<String>>(conn)
+        .optional()?
+        .flatten())
+}
+
+/// Walks the whole chain in batches; returns (first broken sequence, events checked).
+pub fn verify_counting(conn: &mut DbConnection) -> StoreResult<(Option<i64>, i64)> {
     let mut prev = GENESIS_HASH.to_owned();
     let mut after = 0;
     loop {
         let batch = list(conn, after, 1000)?;
         if batch.is_empty() {
-            return Ok(None);
+            return Ok((None, after));
         }
         for e in batch {
             if e.prev_hash != prev || e.compute_hash() != e.hash || e.seq != after + 1 {
-                return Ok(Some(e.seq));
+                return Ok((Some(e.seq), after));
             }
             prev = e.hash;
             after = e.seq;

@@ -197,6 +197,7 @@ diesel::table! {
         created_at -> BigInt,
         updated_at -> BigInt,
         version -> BigInt,
+        audit_writer -> Bool,
     }
 }
 

@@ -17,6 +17,8 @@ pub struct ServiceAccount {
     pub created_at: i64,
     pub updated_at: i64,
     pub version: i64,
+    /// May append audit events (AuditService.IngestAuditEvents).
+    pub audit_writer: bool,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, Queryable, Selectable, Insertable)]
@@ -88,6 +90,7 @@ pub fn update(conn: &mut DbConnection, sa: &ServiceAccount, now: i64) -> StoreRe
             service_accounts::description.eq(&sa.description),
             service_accounts::role.eq(&sa.role),
             service_accounts::active.eq(sa.active),
+            service_accounts::audit_writer.eq(sa.audit_writer),
             service_accounts::updated_at.eq(now),
             service_accounts::version.eq(sa.version + 1),
         ))

@@ -30,13 +30,13 @@ fn new_user<'a>(name: &'a str, email: &'a str, role: Role) -> users::NewUser<'a>
 #[test]
 fn migrations_run_up_down_and_up_again() {
     on_both_backends(|store| {
-        assert_eq!(store.migrate().unwrap().len(), 2);
+        assert_eq!(store.migrate().unwrap().len(), 3);
         assert!(
             store.migrate().unwrap().is_empty(),
             "second run applies nothing"
         );
         store.revert_all().unwrap();
-        assert_eq!(store.migrate().unwrap().len(), 2);
+        assert_eq!(store.migrate().unwrap().len(), 3);
         let n = store.read(users::count).unwrap();
         assert_eq!(n, 0);
     });

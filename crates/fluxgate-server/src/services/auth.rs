@@ -274,6 +274,16 @@ impl AuthSvc {
                 users::touch_seen(tx.conn, user.id, tx.now)?;
                 let issued = add_refresh(tx, sid, expires_at)?;
                 tx.changed(EntityKind::Session, sid.to_string());
+                let mut e = ctx2.event(
+                    None,
+                    "auth.refresh",
+                    "session",
+                    Some(format!("sessions/{sid}")),
+                );
+                e.actor_id = Some(format!("users/{}", user.id));
+                e.actor_name = Some(user.username.clone());
+                e.actor_role = Some(user.role.as_str().to_owned());
+                audit::append(tx.conn, e, tx.now)?;
                 Ok(Some((issued, user.id)))
             })
             .await?;

@@ -57,6 +57,7 @@ fn sa_pb(sa: &store::ServiceAccount) -> pb::ServiceAccount {
         create_time: Some(timestamp(sa.created_at)),
         update_time: Some(timestamp(sa.updated_at)),
         etag: etag(sa.version),
+        audit_writer: sa.audit_writer,
     }
 }
 
@@ -77,6 +78,7 @@ fn snapshot(sa: &store::ServiceAccount) -> Option<String> {
         "portfolio_id": sa.portfolio_id,
         "role": sa.role,
         "active": sa.active,
+        "audit_writer": sa.audit_writer,
     }))
     .ok()
 }
@@ -187,9 +189,16 @@ impl ServiceAccountSvc {
             Action::ManageServiceAccounts,
             scope_target(portfolio.as_deref())?,
         )?;
-        if role != Role::Requester {
+        if role != Role::Requester || x.audit_writer {
             st.authorize(&p, Action::ChangeServiceAccountRole, Target::Org)?;
         }
+        if portfolio.is_some() && x.audit_writer {
+            return Err(ApiError::invalid(
+                "service_account.audit_writer",
+                "only admin service accounts may write audit events",
+            ));
+        }
+        let audit_writer = x.audit_writer;
         let ctx2 = ctx.clone();
         let committed = st
             .db
@@ -208,6 +217,7 @@ impl ServiceAccountSvc {
                     created_at: tx.now,
                     updated_at: tx.now,
                     version: 1,
+                    audit_writer,
                 };
                 store::insert(tx.conn, &sa)?;
                 tx.changed(EntityKind::ServiceAccount, sa.id.clone());
@@ -294,7 +304,13 @@ impl ServiceAccountSvc {
         };
         let paths = mask_paths(
             req.update_mask.as_ref(),
-            &["display_name", "description", "role", "active"],
+            &[
+                "display_name",
+                "description",
+                "role",
+                "active",
+                "audit_writer",
+            ],
         )?;
         let has = |f: &str| paths.iter().any(|p| p == f);
         let mut v = Violations::new();
@@ -338,6 +354,17 @@ impl ServiceAccountSvc {
             st.authorize(&p, Action::ChangeServiceAccountRole, Target::Org)?;
         }
         let active = has("active").then_some(x.active);
+        let audit_writer = has("audit_writer").then_some(x.audit_writer);
+        if let Some(w) = audit_writer
+            && w != before.audit_writer
+        {
+            if before.portfolio_id.is_some() {
+                return Err(ApiError::FailedPrecondition(
+                    "only admin service accounts may write audit events".into(),
+                ));
+            }
+            st.authorize(&p, Action::ChangeServiceAccountRole, Target::Org)?;
+        }
         let ctx2 = ctx.clone();
         let committed = st
             .db
@@ -356,6 +383,9 @@ impl ServiceAccountSvc {
                 }
                 if let Some(a) = active {
                     after.active = a;
+                }
+                if let Some(w) = audit_writer {
+                    after.audit_writer = w;
                 }
                 if after == before {
                     return Ok(before);

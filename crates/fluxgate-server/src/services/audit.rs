@@ -1,0 +1,536 @@
+//! AuditService: query, verify and export the trail; internal services append their events;
+//! the activity report.
+
+use std::collections::{BTreeMap, HashSet};
+use std::pin::Pin;
+use std::sync::Arc;
+
+use fluxgate_authz::{Action, Target};
+use fluxgate_domain::Violations;
+use fluxgate_proto::v1 as pb;
+use fluxgate_proto::v1::audit_service_server::AuditService;
+use fluxgate_store::audit::{self, Counted, Event, Filter};
+use tokio_stream::Stream;
+use tokio_stream::wrappers::ReceiverStream;
+use tonic::{Request, Response, Status};
+
+use super::reply;
+use crate::auth::RequestCtx;
+use crate::convert::{PageToken, parse_principal, timestamp};
+use crate::error::{ApiError, ApiResult};
+use crate::state::AppState;
+
+/// Most events one ingest call may carry.
+pub const MAX_INGEST: usize = 500;
+/// Events per export chunk.
+const EXPORT_CHUNK: i64 = 1000;
+const DAY: i64 = 86_400_000_000;
+const WEEK: i64 = 7 * DAY;
+/// 1970-01-01 was a Thursday: weeks starting on Monday are offset by four days.
+const WEEK_OFFSET: i64 = 4 * DAY;
+
+/// Namespaces FluxGate writes itself; ingested events may not use them.
+const RESERVED: &[&str] = &[
+    "auth.",
+    "user.",
+    "settings.",
+    "portfolio.",
+    "application.",
+    "environment.",
+    "group.",
+    "service_account.",
+    "change_request.",
+    "audit.",
+];
+
+#[derive(Debug, Clone)]
+pub struct AuditSvc {
+    pub state: Arc<AppState>,
+}
+
+/// RFC 3339 UTC time of microseconds since the epoch.
+pub fn rfc3339(micros: i64) -> String {
+    let secs = micros.div_euclid(1_000_000);
+    let frac = micros.rem_euclid(1_000_000);
+    let (days, rem) = (secs.div_euclid(86_400), secs.rem_euclid(86_400));
+    // Howard Hinnant's civil_from_days.
+    let z = days + 719_468;
+    let era = z.div_euclid(146_097);
+    let doe = z - era * 146_097;
+    let yoe = (doe - doe / 1460 + doe / 36_524 - doe / 146_096) / 365;
+    let doy = doe - (365 * yoe + yoe / 4 - yoe / 100);
+    let mp = (5 * doy + 2) / 153;
+    let d = doy - (153 * mp + 2) / 5 + 1;
+    let m = if mp < 10 { mp + 3 } else { mp - 9 };
+    let y = yoe + era * 400 + i64::from(m <= 2);
+    format!(
+        "{y:04}-{m:02}-{d:02}T{:02}:{:02}:{:02}.{frac:06}Z",
+        rem / 3600,
+        rem % 3600 / 60,
+        rem % 60
+    )
+}
+
+fn event_pb(e: &Event) -> pb::AuditEvent {
+    pb::AuditEvent {
+        sequence: e.seq,
+        time: Some(timestamp(e.occurred_at)),
+        actor: e.actor_id.clone().unwrap_or_default(),
+        actor_display_name: e.actor_name.clone().unwrap_or_default(),
+        actor_role: e.actor_role.clone().unwrap_or_default(),
+        action: e.action.clone(),
+        target_type: e.target_type.clone(),
+        target: e.target_id.clone().unwrap_or_default(),
+        before_json: e.before_json.clone().unwrap_or_default(),
+        after_json: e.after_json.clone().unwrap_or_default(),
+        outcome: e.outcome.clone(),
+        detail: e.detail.clone().unwrap_or_default(),
+        request_id: e.request_id.clone().unwrap_or_default(),
+        peer: e.peer_addr.clone().unwrap_or_default(),
+        hash: e.hash.clone(),
+        previous_hash: e.prev_hash.clone(),
+    }
+}
+
+fn json_line(e: &Event, out: &mut Vec<u8>) {
+    let parse = |s: &Option<String>| {
+        s.as_deref()
+            .and_then(|j| serde_json::from_str::<serde_json::Value>(j).ok())
+    };
+    let v = serde_json::json!({
+        "sequence": e.seq,
+        "time": rfc3339(e.occurred_at),
+        "actor": e.actor_id,
+        "actor_display_name": e.actor_name,
+        "actor_role": e.actor_role,
+        "action": e.action,
+        "target_type": e.target_type,
+        "target": e.target_id,
+        "before": parse(&e.before_json),
+        "after": parse(&e.after_json),
+        "outcome": e.outcome,
+        "detail": e.detail,
+        "request_id": e.request_id,
+        "peer": e.peer_addr,
+        "hash": e.hash,
+        "previous_hash": e.prev_hash,
+    });
+    if serde_json::to_writer(&mut *out, &v).is_ok() {
+        out.push(b'\n');
+    }
+}
+
+/// A protobuf timestamp as microseconds, or a violation on `field`.
+fn micros(v: &mut Violations, field: &str, t: &Option<prost_types::Timestamp>) -> Option<i64> {
+    let t = t.as_ref()?;
+    if !(0..1_000_000_000).contains(&t.nanos) || !(0..=253_402_300_799).contains(&t.seconds) {
+        v.add(field, "is not a valid time");
+        return None;
+    }
+    Some(t.seconds * 1_000_000 + i64::from(t.nanos) / 1000)
+}
+
+fn text(v: &mut Violations, field: &str, s: &str, max: usize) -> Option<String> {
+    if s.is_empty() {
+        return None;
+    }
+    if s.chars().count() > max || s.chars().any(char::is_control) {
+        v.add(
+            field,
+            format!("must be at most {max} characters, without control characters"),
+        );
+        return None;
+    }
+    Some(s.to_owned())
+}
+
+fn range(v: &mut Violations, from: Option<i64>, to: Option<i64>) {
+    if let (Some(f), Some(t)) = (from, to)
+        && f >= t
+    {
+        v.add("end_time", "must be after start_time");
+    }
+}
+
+type ExportStream =
+    Pin<Box<dyn Stream<Item = Result<pb::ExportAuditEventsResponse, Status>> + Send>>;
+
+impl AuditSvc {
+    async fn list(
+        &self,
+        ctx: RequestCtx,
+        req: Request<pb::ListAuditEventsRequest>,
+    ) -> ApiResult<Response<pb::ListAuditEventsResponse>> {
+        let p = self.state.authenticate(&req, &ctx).await?;
+        self.state.authorize(&p, Action::ReadAudit, Target::Org)?;
+        let r = req.into_inner();
+        let mut v = Violations::new();
+        let filter = Filter {
+            actor: text(&mut v, "actor", &r.actor, 300),
+            target: text(&mut v, "target", &r.target, 300),
+            action: text(&mut v, "action", &r.action, 100),
+            from: micros(&mut v, "start_time", &r.start_time),
+            to: micros(&mut v, "end_time", &r.end_time),
+        };
+        range(&mut v, filter.from, filter.to);
+        let limit = match r.page_size {
+            n if n < 0 => {
+                v.add("page_size", "must not be negative");
+                0
+            }
+            0 => 100,
+            n => i64::from(n.min(1000)),
+        };
+        v.finish()?;
+        let key = (
+            filter.actor.clone(),
+            filter.target.clone(),
+            filter.action.clone(),
+            filter.from,
+            filter.to,
+        );
+        let after = match PageToken::decode(&r.page_token, &key)? {
+            None => 0,
+            Some(a) => a.parse::<i64>().map_err(|_| {
+                ApiError::invalid("page_token", "is not a page token issued by this service")
+            })?,
+        };
+        let mut page = self
+            .state
+            .db
+            .read(move |conn| Ok(audit::query(conn, &filter, after, limit + 1)?))
+            .await?;
+        let more = page.len() as i64 > limit;
+        page.truncate(limit as usize);
+        let next_page_token = match (more, page.last()) {
+            (true, Some(last)) => PageToken {
+                after: last.seq.to_string(),
+                filter: key,
+            }
+            .encode(),
+            _ => String::new(),
+        };
+        Ok(reply(
+            pb::ListAuditEventsResponse {
+                events: page.iter().map(event_pb).collect(),
+                next_page_token,
+            },
+            &ctx,
+            None,
+        ))
+    }
+
+    async fn ingest(
+        &self,
+        ctx: RequestCtx,
+        req: Request<pb::IngestAuditEventsRequest>,
+    ) -> ApiResult<Response<pb::IngestAuditEventsResponse>> {
+        let p = self.state.authenticate(&req, &ctx).await?;
+        self.state.authorize(&p, Action::IngestAudit, Target::Org)?;
+        let r = req.into_inner();
+        let mut v = Violations::new();
+        if r.events.is_empty() || r.events.len() > MAX_INGEST {
+            v.add("events", format!("must hold 1 to {MAX_INGEST} events"));
+        }
+        let now = fluxgate_store::now_micros();
+        let mut rows = Vec::with_capacity(r.events.len());
+        for (i, e) in r.events.iter().enumerate() {
+            let f = |n: &str| format!("events[{i}].{n}");
+            let action_ok = !e.action.is_empty()
+                && e.action.len() <= 100
+                && e.action.contains('.')
+                && e.action
+                    .chars()
+                    .all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || c == '_' || c == '.');
+            if !action_ok {
+                v.add(f("action"), "must be 1 to 100 characters of a-z, 0-9, _ and ., with a namespace (e.g. feature.evaluated)");
+            } else if RESERVED.iter().any(|ns| e.action.starts_with(ns)) {
+                v.add(f("action"), "uses a namespace FluxGate writes itself");
+            }
+            let actor = if e.actor.is_empty() {
+                None
+            } else {
+                match parse_principal(&f("actor"), &e.actor) {
+                    Ok(_) => Some(e.actor.clone()),
+                    Err(ApiError::Invalid(err)) => {
+                        v.check::<()>("", Err(err));
+                        None
+                    }
+                    Err(other) => return Err(other),
+                }
+            };
+            if e.target_type.is_empty()
+                || e.target_type.len() > 64
+                || !e
+                    .target_type
+                    .chars()
+                    .all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || c == '_')
+            {
+                v.add(
+                    f("target_type"),
+                    "must be 1 to 64 characters of a-z, 0-9 and _",
+                );
+            }
+            let target = text(&mut v, &f("target"), &e.target, 300);
+            let detail = text(&mut v, &f("detail"), &e.detail, 1000);
+            let at = micros(&mut v, &f("time"), &e.time).unwrap_or(now);
+            if at > now + 300_000_000 {
+                v.add(
+                    f("time"),
+                    "must not be more than five minutes in the future",
+                );
+            }
+            let actor_name = actor.as_deref().and_then(|a| {
+                let id = a
+                    .strip_prefix("users/")
+                    .and_then(|u| u.parse().ok())
+                    .map(fluxgate_domain::PrincipalId::User)
+                    .or_else(|| {
+                        a.strip_prefix("serviceAccounts/")
+                            .and_then(|s| s.parse().ok())
+                            .map(fluxgate_domain::PrincipalId::ServiceAccount)
+                    })?;
+                self.state.directory.principal(id).map(|p| p.name)
+            });
+            let mut ev = ctx.event(None, &e.action, &e.target_type, target);
+            ev.actor_id = actor;
+            ev.actor_name = actor_name;
+            ev.outcome = "reported".into();
+            ev.detail = Some(match detail {
+                Some(d) => format!("reported by {}: {d}", p.id),
+                None => format!("reported by {}", p.id),
+            });
+            rows.push((ev, at));
+        }
+        v.finish()?;
+        let committed = self
+            .state
+            .db
+            .write(move |tx| {
+                let mut seqs = Vec::with_capacity(rows.len());
+                for (ev, at) in rows {
+                    seqs.push(audit::append(tx.conn, ev, at)?.seq);
+                }
+                Ok(seqs)
+            })
+            .await?;
+        Ok(reply(
+            pb::IngestAuditEventsResponse {
+                sequences: committed.value,
+            },
+            &ctx,
+            None,
+        ))
+    }
+
+    async fn report(
+        &self,
+        ctx: RequestCtx,
+        req: Request<pb::GetActivityReportRequest>,
+    ) -> ApiResult<Response<pb::GetActivityReportResponse>> {
+        let p = self.state.authenticate(&req, &ctx).await?;
+        self.state
+            .authorize(&p, Action::ViewAnalytics, Target::Org)?;
+        let r = req.into_inner();
+        let mut v = Violations::new();
+        let from = micros(&mut v, "start_time", &r.start_time);
+        let to = micros(&mut v, "end_time", &r.end_time);
+        if r.start_time.is_none() {
+            v.add("start_time", "is required");
+        }
+        if r.end_time.is_none() {
+            v.add("end_time", "is required");
+        }
+        range(&mut v, from, to);
+        if let (Some(f), Some(t)) = (from, to)
+            && t - f > 400 * DAY
+        {
+            v.add("end_time", "the range may span at most 400 days");
+        }
+        let top = match r.top {
+            0 => 10,
+            n if (1..=100).contains(&n) => i64::from(n),
+            _ => {
+                v.add("top", "must be between 1 and 100");
+                10
+            }
+        };
+        v.finish()?;
+        let (Some(from), Some(to)) = (from, to) else {
+            return Err(ApiError::Internal(
+                "validation passed without a range".into(),
+            ));
+        };
+        let resp = self
+            .state
+            .db
+            .read(move |conn| {
+                let logins = audit::logins(conn, from, to)?;
+                let bucket = |period: i64, offset: i64| {
+                    let mut m: BTreeMap<i64, HashSet<String>> = BTreeMap::new();
+                    for (actor, at) in &logins {
+                        if let Some(a) = actor {
+                            m.entry((at - offset).div_euclid(period))
+                                .or_default()
+                                .insert(a.clone());
+                        }
+                    }
+                    m.into_iter()
+                        .map(|(b, set)| pb::PeriodCount {
+                            period_start: Some(timestamp(b * period + offset)),
+                            count: set.len() as i64,
+                        })
+                        .collect::<Vec<_>>()
+                };
+                fn named(
+                    conn: &mut fluxgate_store::DbConnection,
+                    rows: Vec<(String, i64)>,
+                ) -> ApiResult<Vec<pb::PrincipalCount>> {
+                    rows.into_iter()
+                        .map(|(principal, count)| {
+                            let display_name =
+                                audit::latest_actor_name(conn, &principal)?.unwrap_or_default();
+                            Ok(pb::PrincipalCount {
+                                principal,
+                                display_name,
+                                count,
+                            })
+                        })
+                        .collect()
+                }
+                let evaluations =
+                    audit::top_actors(conn, Counted::Action("feature.evaluated"), from, to, top)?;
+                let evaluations = named(conn, evaluations)?;
+                let changes = audit::top_actors(conn, Counted::Changes, from, to, top)?;
+                let changes = named(conn, changes)?;
+                Ok(pb::GetActivityReportResponse {
+                    active_users_per_day: bucket(DAY, 0),
+                    active_users_per_week: bucket(WEEK, WEEK_OFFSET),
+                    feature_evaluations_by_user: evaluations,
+                    most_active_contributors: changes,
+                })
+            })
+            .await?;
+        Ok(reply(resp, &ctx, None))
+    }
+}
+
+#[tonic::async_trait]
+impl AuditService for AuditSvc {
+    async fn list_audit_events(
+        &self,
+        request: Request<pb::ListAuditEventsRequest>,
+    ) -> Result<Response<pb::ListAuditEventsResponse>, Status> {
+        let ctx = RequestCtx::of(&request)?;
+        Ok(self.list(ctx, request).await?)
+    }
+
+    async fn verify_audit_chain(
+        &self,
+        request: Request<pb::VerifyAuditChainRequest>,
+    ) -> Result<Response<pb::VerifyAuditChainResponse>, Status> {
+        let ctx = RequestCtx::of(&request)?;
+        let p = self.state.authenticate(&request, &ctx).await?;
+        self.state.authorize(&p, Action::ReadAudit, Target::Org)?;
+        let (broken, checked) = self
+            .state
+            .db
+            .read(|conn| Ok(audit::verify_counting(conn)?))
+            .await?;
+        Ok(reply(
+            pb::VerifyAuditChainResponse {
+                valid: broken.is_none(),
+                first_broken_sequence: broken.unwrap_or(0),
+                events_checked: checked,
+            },
+            &ctx,
+            None,
+        ))
+    }
+
+    type ExportAuditEventsStream = ExportStream;
+
+    async fn export_audit_events(
+        &self,
+        request: Request<pb::ExportAuditEventsRequest>,
+    ) -> Result<Response<ExportStream>, Status> {
+        let ctx = RequestCtx::of(&request)?;
+        let p = self.state.authenticate(&request, &ctx).await?;
+        self.state.authorize(&p, Action::ReadAudit, Target::Org)?;
+        let r = request.into_inner();
+        let mut v = Violations::new();
+        let filter = Filter {
+            from: micros(&mut v, "start_time", &r.start_time),
+            to: micros(&mut v, "end_time", &r.end_time),
+            ..Filter::default()
+        };
+        range(&mut v, filter.from, filter.to);
+        v.finish().map_err(ApiError::from)?;
+        // A bounded channel: the reader stays at most a few chunks ahead of the client.
+        let (tx, rx) =
+            tokio::sync::mpsc::channel::<Result<pb::ExportAuditEventsResponse, Status>>(4);
+        let store = self.state.db.store().clone();
+        tokio::task::spawn_blocking(move || {
+            let mut after = 0;
+            loop {
+                let batch =
+                    match store.read(|conn| audit::query(conn, &filter, after, EXPORT_CHUNK)) {
+                        Ok(b) => b,
+                        Err(e) => {
+                            let _ = tx.blocking_send(Err(ApiError::from(e).into()));
+                            return;
+                        }
+                    };
+                let Some(last) = batch.last() else { return };
+                after = last.seq;
+                let mut json_lines = Vec::with_capacity(batch.len() * 512);
+                for e in &batch {
+                    json_line(e, &mut json_lines);
+                }
+                let chunk = pb::ExportAuditEventsResponse {
+                    json_lines,
+                    event_count: batch.len() as i32,
+                };
+                if tx.blocking_send(Ok(chunk)).is_err() {
+                    return; // the client went away
+                }
+            }
+        });
+        Ok(reply(
+            Box::pin(ReceiverStream::new(rx)) as ExportStream,
+            &ctx,
+            None,
+        ))
+    }
+
+    async fn ingest_audit_events(
+        &self,
+        request: Request<pb::IngestAuditEventsRequest>,
+    ) -> Result<Response<pb::IngestAuditEventsResponse>, Status> {
+        let ctx = RequestCtx::of(&request)?;
+        Ok(self.ingest(ctx, request).await?)
+    }
+
+    async fn get_activity_report(
+        &self,
+        request: Request<pb::GetActivityReportRequest>,
+    ) -> Result<Response<pb::GetActivityReportResponse>, Status> {
+        let ctx = RequestCtx::of(&request)?;
+        Ok(self.report(ctx, request).await?)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn times_format_as_rfc3339() {
+        assert_eq!(rfc3339(0), "1970-01-01T00:00:00.000000Z");
+        assert_eq!(
+            rfc3339(1_795_462_657_123_456),
+            "2026-11-23T19:37:37.123456Z"
+        );
+        assert_eq!(rfc3339(951_782_400_000_000), "2000-02-29T00:00:00.000000Z");
+    }
+}

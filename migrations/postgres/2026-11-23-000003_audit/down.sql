@@ -1,0 +1,2 @@
+DROP INDEX audit_events_target_id;
+ALTER TABLE service_accounts DROP COLUMN audit_writer;
