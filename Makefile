@@ -37,9 +37,11 @@ proto: ## Lint the protobuf contracts and regenerate the Rust code
 	$(CARGO) build -p fluxgate-proto
 
 .PHONY: bench
-bench: ## Engine beside cedar-policy and casbin, CheckPermission beside a bare echo over gRPC, login throughput
+bench: ## Engine vs cedar-policy/casbin, CheckPermission vs a bare echo, audit at 1M events, logins
 	$(CARGO) bench -p fluxgate-bench --bench engine
 	$(CARGO) run --release -p fluxgate-bench --bin load -- --rounds 10
+	$(CARGO) run --release -p fluxgate-bench --bin audit_scale -- --backend sqlite
+	$(CARGO) run --release -p fluxgate-bench --bin audit_scale -- --backend postgres
 	$(MAKE) bench-login
 
 .PHONY: bench-login

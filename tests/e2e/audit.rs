@@ -362,7 +362,68 @@ async fn ingestion_export_and_analytics(b: Backend) {
     );
 }
 
+async fn concurrent_writers_keep_one_valid_chain(b: Backend) {
+    let s = TestServer::start(b).await;
+    let admin = s.admin_token().await;
+    let before = s.audit_count();
+    // Forty writes and forty failed logins at once, on several connections.
+    let writes = (0..40).map(|i| {
+        let mut users = s.users();
+        let req = authed(
+            pb::CreateUserRequest {
+                user: Some(pb::User {
+                    username: format!("w{i}"),
+                    email: format!("w{i}@example.com"),
+                    display_name: "w".into(),
+                    role: pb::Role::Requester as i32,
+                    ..Default::default()
+                }),
+                initial_password: PW.into(),
+                require_password_change: false,
+            },
+            &admin,
+        );
+        async move { users.create_user(req).await.map(|_| ()) }
+    });
+    let failures = (0..40).map(|i| {
+        let mut auth = s.auth();
+        async move {
+            let r = auth
+                .login(pb::LoginRequest {
+                    username: format!("ghost{i}"),
+                    password: "Nope-nope-1".into(),
+                })
+                .await;
+            assert_eq!(r.unwrap_err().code(), Code::Unauthenticated);
+            Ok::<(), tonic::Status>(())
+        }
+    });
+    let (w, f) = tokio::join!(
+        futures::future::join_all(writes),
+        futures::future::join_all(failures)
+    );
+    assert!(w.iter().chain(f.iter()).all(|r| r.is_ok()));
+    let events = s.audit_events();
+    assert_eq!(events.len(), before + 80);
+    assert!(
+        events
+            .iter()
+            .enumerate()
+            .all(|(i, e)| e.seq == i as i64 + 1),
+        "gap-free sequence"
+    );
+    let v = s
+        .audit()
+        .verify_audit_chain(authed(pb::VerifyAuditChainRequest {}, &admin))
+        .await
+        .unwrap()
+        .into_inner();
+    assert!(v.valid, "{v:?}");
+    assert_eq!(v.events_checked, events.len() as i64);
+}
+
 crate::both_backends!(
+    concurrent_writers_keep_one_valid_chain,
     queries_filter_and_page,
     verification_finds_the_first_edited_event,
     ingestion_export_and_analytics,

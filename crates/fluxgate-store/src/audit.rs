@@ -146,16 +146,18 @@ pub struct Filter {
     pub to: Option<i64>,
 }
 
-/// Events matching `f` after sequence `after_seq`, oldest first (keyset pagination on `seq`).
+/// Where a page of [`query`] resumes: after this (time, sequence).
+pub type Cursor = (i64, i64);
+
+/// Events matching `f`, ordered by (time, sequence), after `after` (keyset pagination: every
+/// filter is an index range scan, so a page costs the same at any depth and any trail size).
 pub fn query(
     conn: &mut DbConnection,
     f: &Filter,
-    after_seq: i64,
+    after: Option<Cursor>,
     limit: i64,
 ) -> StoreResult<Vec<Event>> {
-    let mut q = audit_events::table
-        .filter(audit_events::seq.gt(after_seq))
-        .into_boxed();
+    let mut q = audit_events::table.into_boxed();
     if let Some(a) = &f.actor {
         q = q.filter(audit_events::actor_id.eq(a.clone()));
     }
@@ -171,10 +173,21 @@ pub fn query(
     if let Some(to) = f.to {
         q = q.filter(audit_events::occurred_at.lt(to));
     }
-    Ok(q.order(audit_events::seq.asc())
-        .limit(limit)
-        .select(Event::as_select())
-        .load(conn)?)
+    if let Some((at, seq)) = after {
+        // `time >= at` first gives the index scan its starting point; the rest skips the
+        // events of that same instant already returned.
+        q = q.filter(audit_events::occurred_at.ge(at)).filter(
+            audit_events::occurred_at
+                .gt(at)
+                .or(audit_events::seq.gt(seq)),
+        );
+    }
+    Ok(
+        q.order((audit_events::occurred_at.asc(), audit_events::seq.asc()))
+            .limit(limit)
+            .select(Event::as_select())
+            .load(conn)?,
+    )
 }
 
 /// (actor, time) of every successful login in `[from, to)`.

@@ -1,2 +1,1 @@
-DROP INDEX audit_events_target_id;
 ALTER TABLE service_accounts DROP COLUMN audit_writer;

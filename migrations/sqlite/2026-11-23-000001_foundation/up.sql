@@ -84,9 +84,11 @@ CREATE TABLE audit_events (
     prev_hash TEXT NOT NULL,
     hash TEXT NOT NULL
 );
-CREATE INDEX audit_events_actor ON audit_events (actor_id, seq);
-CREATE INDEX audit_events_target ON audit_events (target_type, target_id, seq);
-CREATE INDEX audit_events_action ON audit_events (action, seq);
+-- Queries filter by actor, target or action and a time range, ordered by (time, sequence):
+-- each index serves one filter as a range scan, whatever the size of the trail.
+CREATE INDEX audit_events_actor ON audit_events (actor_id, occurred_at, seq);
+CREATE INDEX audit_events_target ON audit_events (target_id, occurred_at, seq);
+CREATE INDEX audit_events_action ON audit_events (action, occurred_at, seq);
 CREATE INDEX audit_events_time ON audit_events (occurred_at, seq);
 
 -- Every write transaction first updates this row: it serialises writers on both backends, so

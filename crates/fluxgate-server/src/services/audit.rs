@@ -190,10 +190,17 @@ impl AuditSvc {
             filter.to,
         );
         let after = match PageToken::decode(&r.page_token, &key)? {
-            None => 0,
-            Some(a) => a.parse::<i64>().map_err(|_| {
-                ApiError::invalid("page_token", "is not a page token issued by this service")
-            })?,
+            None => None,
+            Some(a) => Some(
+                a.split_once(':')
+                    .and_then(|(t, s)| Some((t.parse::<i64>().ok()?, s.parse::<i64>().ok()?)))
+                    .ok_or_else(|| {
+                        ApiError::invalid(
+                            "page_token",
+                            "is not a page token issued by this service",
+                        )
+                    })?,
+            ),
         };
         let mut page = self
             .state
@@ -204,7 +211,7 @@ impl AuditSvc {
         page.truncate(limit as usize);
         let next_page_token = match (more, page.last()) {
             (true, Some(last)) => PageToken {
-                after: last.seq.to_string(),
+                after: format!("{}:{}", last.occurred_at, last.seq),
                 filter: key,
             }
             .encode(),
@@ -471,7 +478,7 @@ impl AuditService for AuditSvc {
             tokio::sync::mpsc::channel::<Result<pb::ExportAuditEventsResponse, Status>>(4);
         let store = self.state.db.store().clone();
         tokio::task::spawn_blocking(move || {
-            let mut after = 0;
+            let mut after = None;
             loop {
                 let batch =
                     match store.read(|conn| audit::query(conn, &filter, after, EXPORT_CHUNK)) {
@@ -482,7 +489,7 @@ impl AuditService for AuditSvc {
                         }
                     };
                 let Some(last) = batch.last() else { return };
-                after = last.seq;
+                after = Some((last.occurred_at, last.seq));
                 let mut json_lines = Vec::with_capacity(batch.len() * 512);
                 for e in &batch {
                     json_line(e, &mut json_lines);
