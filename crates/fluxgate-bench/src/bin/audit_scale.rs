@@ -7,23 +7,11 @@
 
 use std::time::Instant;
 
+use fluxgate_bench::support::{arg, start_server};
 use fluxgate_proto::v1 as pb;
 use fluxgate_proto::v1::audit_service_client::AuditServiceClient;
-use fluxgate_proto::v1::auth_service_client::AuthServiceClient;
-use fluxgate_server::config::HashingConfig;
-use fluxgate_server::{Config, Server};
 use fluxgate_store::audit::{self, Filter, NewEvent};
 use fluxgate_store::{PoolOptions, Store, StoreError, now_micros};
-
-fn arg(name: &str) -> Option<String> {
-    let mut it = std::env::args();
-    while let Some(a) = it.next() {
-        if a == name {
-            return it.next();
-        }
-    }
-    None
-}
 
 /// Actors: few enough that one has a full page at 10,000 events.
 const ACTORS: usize = 50;
@@ -112,35 +100,9 @@ fn page_query(store: &Store) -> anyhow::Result<Vec<(String, f64, f64)>> {
     Ok(out)
 }
 
-async fn export_rate(url: &str, dir: &std::path::Path) -> anyhow::Result<(usize, f64)> {
-    let mut config = Config {
-        listen: "127.0.0.1:0".parse()?,
-        database_url: url.to_owned(),
-        password_hashing: HashingConfig {
-            memory_kib: 256,
-            iterations: 1,
-            parallelism: 1,
-            max_concurrent: 2,
-        },
-        ..Config::default()
-    };
-    let _ = dir;
-    config.bootstrap.password = Some("Scale-bench-pass-1".into());
-    let server = Server::bind(config).await?;
-    let addr = server.local_addr()?;
-    tokio::spawn(server.run(std::future::pending()));
+async fn export_rate(url: &str) -> anyhow::Result<(usize, f64)> {
+    let (addr, token) = start_server(url.to_owned()).await?;
     let url = format!("http://{addr}");
-    let token = AuthServiceClient::connect(url.clone())
-        .await?
-        .login(pb::LoginRequest {
-            username: "admin".into(),
-            password: "Scale-bench-pass-1".into(),
-        })
-        .await?
-        .into_inner()
-        .tokens
-        .ok_or_else(|| anyhow::anyhow!("no tokens"))?
-        .access_token;
     let mut req = tonic::Request::new(pb::ExportAuditEventsRequest::default());
     req.metadata_mut()
         .insert("authorization", format!("Bearer {token}").parse()?);
@@ -197,7 +159,7 @@ async fn main() -> anyhow::Result<()> {
         let seed_s = t.elapsed().as_secs_f64();
         let s2 = store.clone();
         let pages = tokio::task::spawn_blocking(move || page_query(&s2)).await??;
-        let (exported, rate) = export_rate(&url, dir.path()).await?;
+        let (exported, rate) = export_rate(&url).await?;
         let s2 = store.clone();
         let valid = tokio::task::spawn_blocking(move || s2.read(audit::verify))
             .await??

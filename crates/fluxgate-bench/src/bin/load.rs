@@ -11,10 +11,9 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::{Duration, Instant};
 
+use fluxgate_bench::support::{arg, start_server};
 use fluxgate_proto::v1 as pb;
 use fluxgate_proto::v1::permission_service_client::PermissionServiceClient;
-use fluxgate_server::config::HashingConfig;
-use fluxgate_server::{Config, Server};
 use tonic::transport::{Channel, Endpoint};
 use tonic::{Request, Response, Status};
 
@@ -41,16 +40,6 @@ impl EchoService for Echo {
     }
 }
 
-fn arg(name: &str) -> Option<String> {
-    let mut it = std::env::args();
-    while let Some(a) = it.next() {
-        if a == name {
-            return it.next();
-        }
-    }
-    None
-}
-
 async fn serve_echo() -> anyhow::Result<SocketAddr> {
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await?;
     let addr = listener.local_addr()?;
@@ -69,36 +58,11 @@ async fn serve_echo() -> anyhow::Result<SocketAddr> {
 async fn serve_fluxgate(
     dir: &std::path::Path,
 ) -> anyhow::Result<(SocketAddr, String, pb::PermissionCheck)> {
-    let mut config = Config {
-        listen: "127.0.0.1:0".parse()?,
-        database_url: format!("sqlite://{}", dir.join("load.db").display()),
-        password_hashing: HashingConfig {
-            memory_kib: 256,
-            iterations: 1,
-            parallelism: 1,
-            max_concurrent: 2,
-        },
-        ..Config::default()
-    };
-    config.bootstrap.password = Some("Load-bench-pass-1".into());
-    config.log_format = fluxgate_server::config::LogFormat::Text;
-    let server = Server::bind(config).await?;
-    let addr = server.local_addr()?;
-    tokio::spawn(server.run(std::future::pending()));
+    let (addr, token) = start_server(format!("sqlite://{}", dir.join("load.db").display())).await?;
     let ch = Endpoint::from_shared(format!("http://{addr}"))?
         .connect()
         .await?;
     let mut auth = pb::auth_service_client::AuthServiceClient::new(ch.clone());
-    let token = auth
-        .login(pb::LoginRequest {
-            username: "admin".into(),
-            password: "Load-bench-pass-1".into(),
-        })
-        .await?
-        .into_inner()
-        .tokens
-        .ok_or_else(|| anyhow::anyhow!("no tokens"))?
-        .access_token;
     fn with<T>(token: &str, m: T) -> Request<T> {
         let mut r = Request::new(m);
         if let Ok(v) = format!("Bearer {token}").parse() {
