@@ -207,10 +207,13 @@ impl Snapshot {
                         .map(|g| (groups[g as usize].portfolio, g))
                         .collect(),
                     audit_writer: p.audit_writer && matches!(id, PrincipalId::ServiceAccount(_)),
-                    account_scope: match id {
-                        PrincipalId::User(_) => None,
-                        PrincipalId::ServiceAccount(_) => {
-                            Some(p.portfolio.and_then(|po| portfolio_ix.get(&po).copied()))
+                    account_scope: match (id, p.portfolio) {
+                        (PrincipalId::User(_), _) => None,
+                        (PrincipalId::ServiceAccount(_), None) => Some(None),
+                        // A portfolio account whose portfolio is gone keeps no scope at all
+                        // (an index no portfolio has), never the organisation's.
+                        (PrincipalId::ServiceAccount(_), Some(po)) => {
+                            Some(Some(portfolio_ix.get(&po).copied().unwrap_or(u32::MAX)))
                         }
                     },
                 }

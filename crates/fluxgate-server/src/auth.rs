@@ -129,9 +129,6 @@ impl AppState {
         req: &Request<T>,
         ctx: &RequestCtx,
     ) -> ApiResult<Principal> {
-        if let Some(rev) = ctx.min_revision {
-            self.directory.ensure(rev).await?;
-        }
         let token = bearer(req).ok_or_else(ApiError::unauthenticated)?;
         let p = if let Some((key, secret)) = parse_api_key(token) {
             self.directory
@@ -148,6 +145,10 @@ impl AppState {
         };
         if !p.active {
             return Err(ApiError::unauthenticated());
+        }
+        // Only an authenticated caller may make the server catch up with the database.
+        if let Some(rev) = ctx.min_revision {
+            self.directory.ensure(rev).await?;
         }
         Ok(p)
     }

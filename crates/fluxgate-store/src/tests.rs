@@ -238,3 +238,25 @@ fn urls_choose_the_backend() {
     assert!(Backend::from_url("mysql://h/db").is_err());
     assert!(Backend::from_url("").is_err());
 }
+
+#[test]
+fn a_lock_in_force_survives_failures_that_raced_past_it() {
+    on_both_backends(|store| {
+        store.migrate().unwrap();
+        let fail = |now| {
+            store
+                .write(|tx| throttle::record_failure(tx.conn, "user:x", 3, 60_000_000, now))
+                .unwrap()
+                .value
+        };
+        for i in 0..2 {
+            assert_eq!(fail(i).locked_until, None);
+        }
+        let locked = fail(2).locked_until.unwrap();
+        // Attempts that were already past the lock check when it was set keep it in force.
+        assert_eq!(fail(3).locked_until, Some(locked));
+        assert_eq!(fail(4).locked_until, Some(locked));
+        // Once it has expired, counting starts again.
+        assert_eq!(fail(locked + 1).locked_until, None);
+    });
+}

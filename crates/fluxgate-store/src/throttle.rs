@@ -35,8 +35,15 @@ pub fn record_failure(
 ) -> StoreResult<Throttle> {
     let existing = get(conn, subject)?;
     let mut failures = existing.as_ref().map_or(0, |t| t.failures) + 1;
-    let mut locked_until = None;
-    if failures >= max_failures as i32 {
+    // A lock still in force stays: attempts that raced past the check must not lift it.
+    let mut locked_until = existing
+        .as_ref()
+        .and_then(|t| t.locked_until)
+        .filter(|until| *until > now);
+    if locked_until.is_some() {
+        // Attempts during a lock do not count towards the next one.
+        failures -= 1;
+    } else if failures >= max_failures as i32 {
         locked_until = Some(now + lock_micros);
         failures = 0;
     }

@@ -121,10 +121,26 @@ impl AuthSvc {
             must_change_password: u.must_change_password,
         };
         let uid = u.id;
+        let verified_hash = u.password_hash.clone();
         let ctx2 = ctx.clone();
         let committed = st
             .db
             .write(move |tx| {
+                // Re-check under the write lock what the password check saw: a lock set by
+                // racing failures, a password changed or an account deactivated meanwhile.
+                if throttle::get(tx.conn, &subject)?
+                    .and_then(|t| t.locked_until)
+                    .is_some_and(|until| until > tx.now)
+                {
+                    return Err(ApiError::ResourceExhausted(LOCKED.into()));
+                }
+                let current = users::find(tx.conn, uid)?;
+                if !current
+                    .as_ref()
+                    .is_some_and(|c| c.active && c.password_hash == verified_hash)
+                {
+                    return Err(ApiError::Unauthenticated(BAD_CREDENTIALS.into()));
+                }
                 throttle::clear(tx.conn, &subject)?;
                 if let Some(h) = new_hash {
                     users::set_password_hash(tx.conn, uid, &h)?;
@@ -251,7 +267,7 @@ impl AuthSvc {
                         None,
                         "auth.refresh_token_reuse",
                         "session",
-                        Some(sid.to_string()),
+                        Some(format!("sessions/{sid}")),
                     );
                     e.actor_id = Some(format!("users/{}", session.user_id));
                     e.actor_name = user.as_ref().map(|u| u.username.clone());
@@ -396,6 +412,7 @@ impl AuthSvc {
             ));
         }
         let new_hash = st.hasher.hash(req.new_password).await?;
+        let verified_hash = user.password_hash.clone();
         let refresh_ttl = st
             .directory
             .settings()
@@ -407,6 +424,11 @@ impl AuthSvc {
             .db
             .write(move |tx| {
                 let mut u = users::find(tx.conn, uid)?.ok_or_else(ApiError::unauthenticated)?;
+                if u.password_hash != verified_hash {
+                    return Err(ApiError::Aborted(
+                        "the password changed meanwhile: log in again".into(),
+                    ));
+                }
                 u.password_hash = Some(new_hash);
                 u.must_change_password = false;
                 users::update(tx.conn, &u, tx.now)?;
@@ -417,7 +439,7 @@ impl AuthSvc {
                     Some(&p),
                     "user.password_changed",
                     "user",
-                    Some(uid.to_string()),
+                    Some(format!("users/{uid}")),
                 );
                 e.detail = Some(format!("{revoked} session(s) revoked"));
                 audit::append(tx.conn, e, tx.now)?;

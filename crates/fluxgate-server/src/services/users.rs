@@ -308,6 +308,14 @@ impl UserSvc {
                     after.display_name = d.as_str().to_owned();
                 }
                 if let Some(r) = role {
+                    // The role may have changed since the request was authorised: nobody
+                    // changes their own role, whatever it was when they asked.
+                    if r != before.role && p.user_id() == Some(before.id) {
+                        return Err(ApiError::PermissionDenied(
+                            "change_user_role denied: a Team Admin may not change their own role"
+                                .into(),
+                        ));
+                    }
                     if r != Role::TeamAdmin {
                         ensure_other_admin(tx.conn, &before, "demote")?;
                     }
