@@ -70,3 +70,11 @@ pub fn clear(conn: &mut DbConnection, subject: &str) -> StoreResult<()> {
         .execute(conn)?;
     Ok(())
 }
+
+/// Notes an attempt without counting it (an attempt on a locked subject).
+pub fn touch(conn: &mut DbConnection, subject: &str, now: i64) -> StoreResult<()> {
+    diesel::update(login_throttle::table.filter(login_throttle::subject.eq(subject)))
+        .set(login_throttle::updated_at.eq(now))
+        .execute(conn)?;
+    Ok(())
+}

@@ -71,8 +71,14 @@ impl AuthSvc {
         let subject = throttle_subject(user.as_ref(), &req.username);
         let now = fluxgate_store::now_micros();
         let locked = throttle_state
+            .as_ref()
             .and_then(|t| t.locked_until)
             .is_some_and(|until| until > now);
+        // Attempts on a locked account cost no hashing; recording each one would let a flood
+        // turn into one write per request. One audit event per second per account is kept.
+        let recorded_recently = throttle_state
+            .as_ref()
+            .is_some_and(|t| now - t.updated_at < 1_000_000);
 
         let verified = if locked {
             None
@@ -91,8 +97,10 @@ impl AuthSvc {
             } else {
                 Failure::BadCredentials
             };
-            self.record_failure(&ctx, user.as_ref(), &req.username, subject, failure)
-                .await?;
+            if !(locked && recorded_recently) {
+                self.record_failure(&ctx, user.as_ref(), &req.username, subject, failure)
+                    .await?;
+            }
             return Err(if locked {
                 ApiError::ResourceExhausted(LOCKED.into())
             } else {
@@ -204,6 +212,9 @@ impl AuthSvc {
         self.state
             .db
             .write(move |tx| {
+                if matches!(failure, Failure::Locked) {
+                    throttle::touch(tx.conn, &subject, tx.now)?;
+                }
                 if matches!(failure, Failure::BadCredentials) {
                     let t = throttle::record_failure(
                         tx.conn,
