@@ -321,6 +321,19 @@ pub fn parse_principal(field: &str, name: &str) -> ApiResult<PrincipalRef> {
     ))
 }
 
+/// A parsed field, or `None` with its violations recorded, so that one answer names every bad
+/// field of a request. (The parsers here only ever fail with `ApiError::Invalid`.)
+pub fn field<T>(v: &mut fluxgate_domain::Violations, r: ApiResult<T>) -> Option<T> {
+    match r {
+        Ok(x) => Some(x),
+        Err(ApiError::Invalid(e)) => v.check::<T>("", Err(e)),
+        Err(other) => {
+            v.add("", other.to_string());
+            None
+        }
+    }
+}
+
 /// A title field (display name of a catalog object).
 pub fn title(field: &str, v: &str) -> Result<fluxgate_domain::Title, ValidationError> {
     fluxgate_domain::Title::parse(v).map_err(|e| rename(e, field))

@@ -16,7 +16,7 @@ use tonic::{Request, Response, Status};
 
 use super::reply;
 use crate::auth::RequestCtx;
-use crate::convert::{PageToken, parse_principal, timestamp};
+use crate::convert::{PageToken, field, parse_principal, timestamp};
 use crate::error::{ApiError, ApiResult};
 use crate::state::AppState;
 
@@ -257,14 +257,7 @@ impl AuditSvc {
             let actor = if e.actor.is_empty() {
                 None
             } else {
-                match parse_principal(&f("actor"), &e.actor) {
-                    Ok(_) => Some(e.actor.clone()),
-                    Err(ApiError::Invalid(err)) => {
-                        v.check::<()>("", Err(err));
-                        None
-                    }
-                    Err(other) => return Err(other),
-                }
+                field(&mut v, parse_principal(&f("actor"), &e.actor)).map(|_| e.actor.clone())
             };
             if e.target_type.is_empty()
                 || e.target_type.len() > 64

@@ -14,8 +14,8 @@ use tonic::{Request, Response, Status};
 use super::reply;
 use crate::auth::RequestCtx;
 use crate::convert::{
-    PageToken, application_name, check_etag, description, environment_name, etag, group_name,
-    in_use, mask_paths, page_size, parse_ids, portfolio_name, timestamp, title,
+    PageToken, application_name, check_etag, description, environment_name, etag, field,
+    group_name, in_use, mask_paths, page_size, parse_ids, portfolio_name, timestamp, title,
 };
 use crate::directory::Principal;
 use crate::error::{ApiError, ApiResult};
@@ -247,22 +247,8 @@ impl CatalogSvc {
         );
         let parent_path = match kind {
             Kind::Portfolio => None,
-            Kind::Application => match parse_path("parent", Kind::Portfolio, parent) {
-                Ok(pp) => Some(pp),
-                Err(ApiError::Invalid(e)) => {
-                    v.check::<()>("", Err(e));
-                    None
-                }
-                Err(e) => return Err(e),
-            },
-            Kind::Environment => match parse_path("parent", Kind::Application, parent) {
-                Ok(pp) => Some(pp),
-                Err(ApiError::Invalid(e)) => {
-                    v.check::<()>("", Err(e));
-                    None
-                }
-                Err(e) => return Err(e),
-            },
+            Kind::Application => field(&mut v, parse_path("parent", Kind::Portfolio, parent)),
+            Kind::Environment => field(&mut v, parse_path("parent", Kind::Application, parent)),
         };
         v.finish()?;
         let (Some(name), Some(description)) = (name, description) else {

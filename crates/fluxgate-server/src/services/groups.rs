@@ -18,7 +18,7 @@ use super::reply;
 use crate::auth::RequestCtx;
 use crate::convert::{
     PageToken, PrincipalRef, UserRef, application_name, check_etag, description, environment_name,
-    etag, group_name, mask_paths, page_size, parse_ids, parse_principal, timestamp, title,
+    etag, field, group_name, mask_paths, page_size, parse_ids, parse_principal, timestamp, title,
 };
 use crate::directory::Principal;
 use crate::error::{ApiError, ApiResult};
@@ -102,32 +102,31 @@ fn parse_grants(
 ) -> (AppGrants, EnvGrants) {
     let mut apps: AppGrants = Vec::new();
     for (i, g) in app_grants.iter().enumerate() {
-        let field = format!("group.application_grants[{i}]");
-        let ids = match parse_ids(
-            &format!("{field}.application"),
-            &g.application,
-            &["portfolios", "applications"],
+        let at = format!("group.application_grants[{i}]");
+        let ids = match field(
+            v,
+            parse_ids(
+                &format!("{at}.application"),
+                &g.application,
+                &["portfolios", "applications"],
+            ),
         ) {
-            Ok(ids) => ids,
-            Err(ApiError::Invalid(e)) => {
-                v.check::<()>("", Err(e));
-                continue;
-            }
-            Err(_) => continue,
+            Some(ids) => ids,
+            None => continue,
         };
         let perm = match pb::FeaturePermission::try_from(g.feature_permission) {
             Ok(pb::FeaturePermission::Create) => FeaturePermission::Create,
             Ok(pb::FeaturePermission::CreateEditDelete) => FeaturePermission::CreateEditDelete,
             _ => {
                 v.add(
-                    format!("{field}.feature_permission"),
+                    format!("{at}.feature_permission"),
                     "must be CREATE or CREATE_EDIT_DELETE",
                 );
                 continue;
             }
         };
         if apps.iter().any(|(_, a, _)| *a == ids[1].to_string()) {
-            v.add(format!("{field}.application"), "appears twice");
+            v.add(format!("{at}.application"), "appears twice");
             continue;
         }
         apps.push((
@@ -138,18 +137,17 @@ fn parse_grants(
     }
     let mut envs: EnvGrants = Vec::new();
     for (i, g) in env_grants.iter().enumerate() {
-        let field = format!("group.environment_grants[{i}]");
-        let ids = match parse_ids(
-            &format!("{field}.environment"),
-            &g.environment,
-            &["portfolios", "applications", "environments"],
+        let at = format!("group.environment_grants[{i}]");
+        let ids = match field(
+            v,
+            parse_ids(
+                &format!("{at}.environment"),
+                &g.environment,
+                &["portfolios", "applications", "environments"],
+            ),
         ) {
-            Ok(ids) => ids,
-            Err(ApiError::Invalid(e)) => {
-                v.check::<()>("", Err(e));
-                continue;
-            }
-            Err(_) => continue,
+            Some(ids) => ids,
+            None => continue,
         };
         let mut bits = ValuePermissions::EMPTY;
         let mut ok = !g.permissions.is_empty();
@@ -166,13 +164,13 @@ fn parse_grants(
         }
         if !ok {
             v.add(
-                format!("{field}.permissions"),
+                format!("{at}.permissions"),
                 "must list one or more of READ, LOCK, UNLOCK, CHANGE_VALUE",
             );
             continue;
         }
         if envs.iter().any(|(_, _, e, _)| *e == ids[2].to_string()) {
-            v.add(format!("{field}.environment"), "appears twice");
+            v.add(format!("{at}.environment"), "appears twice");
             continue;
         }
         envs.push((
@@ -304,14 +302,8 @@ impl GroupSvc {
     ) -> ApiResult<Response<pb::CreateGroupResponse>> {
         let st = &self.state;
         let mut v = Violations::new();
-        let portfolio = match parse_ids("parent", &req.parent, &["portfolios"]) {
-            Ok(ids) => Some(ids[0].to_string()),
-            Err(ApiError::Invalid(e)) => {
-                v.check::<()>("", Err(e));
-                None
-            }
-            Err(e) => return Err(e),
-        };
+        let portfolio = field(&mut v, parse_ids("parent", &req.parent, &["portfolios"]))
+            .map(|ids| ids[0].to_string());
         let Some(g) = req.group else {
             v.add("group", "is required");
             return Err(v
@@ -553,22 +545,8 @@ impl GroupSvc {
     ) -> ApiResult<(pb::Group, Option<i64>)> {
         let st = &self.state;
         let mut v = Violations::new();
-        let parsed_group = match parse_group("group", group) {
-            Ok(x) => Some(x),
-            Err(ApiError::Invalid(e)) => {
-                v.check::<()>("", Err(e));
-                None
-            }
-            Err(e) => return Err(e),
-        };
-        let parsed_member = match parse_principal("member", member) {
-            Ok(x) => Some(x),
-            Err(ApiError::Invalid(e)) => {
-                v.check::<()>("", Err(e));
-                None
-            }
-            Err(e) => return Err(e),
-        };
+        let parsed_group = field(&mut v, parse_group("group", group));
+        let parsed_member = field(&mut v, parse_principal("member", member));
         v.finish()?;
         let (Some((portfolio, id)), Some(member)) = (parsed_group, parsed_member) else {
             return Err(ApiError::Internal(

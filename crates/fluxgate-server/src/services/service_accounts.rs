@@ -15,8 +15,8 @@ use tonic::{Request, Response, Status};
 use super::reply;
 use crate::auth::{RequestCtx, format_api_key};
 use crate::convert::{
-    PageToken, check_etag, description, duration_secs, etag, mask_paths, page_size, parse_ids,
-    role_from_proto, role_to_proto, timestamp, title,
+    PageToken, check_etag, description, duration_secs, etag, field, mask_paths, page_size,
+    parse_ids, role_from_proto, role_to_proto, timestamp, title,
 };
 use crate::directory::Principal;
 use crate::error::{ApiError, ApiResult};
@@ -163,14 +163,11 @@ impl ServiceAccountSvc {
         let portfolio = if x.portfolio.is_empty() {
             None
         } else {
-            match parse_ids("service_account.portfolio", &x.portfolio, &["portfolios"]) {
-                Ok(ids) => Some(ids[0].to_string()),
-                Err(ApiError::Invalid(e)) => {
-                    v.check::<()>("", Err(e));
-                    None
-                }
-                Err(e) => return Err(e),
-            }
+            field(
+                &mut v,
+                parse_ids("service_account.portfolio", &x.portfolio, &["portfolios"]),
+            )
+            .map(|ids| ids[0].to_string())
         };
         if portfolio.is_some() && role != Role::Requester {
             v.add(
