@@ -6,6 +6,7 @@
 use std::sync::Arc;
 
 use fluxgate_proto::v1 as pb;
+use fluxgate_proto::v1::approval_service_client::ApprovalServiceClient;
 use fluxgate_proto::v1::audit_service_client::AuditServiceClient;
 use fluxgate_proto::v1::auth_service_client::AuthServiceClient;
 use fluxgate_proto::v1::catalog_service_client::CatalogServiceClient;
@@ -65,6 +66,10 @@ enum Access {
     TeamAdmin,
     /// Service accounts marked as audit writers only (none of the callers here).
     AuditWriter,
+    /// Approvers and Team Admins.
+    Approver,
+    /// The flag store: a service account holding the change's permission.
+    FlagStore,
 }
 
 /// The expected refusal, or `None` when the call must get through.
@@ -84,6 +89,8 @@ fn expected(access: Access, caller: Caller) -> Option<Code> {
         Access::PortfolioAdmin => matches!(caller, TeamAdmin | AdminOwn),
         Access::TeamAdmin => caller == TeamAdmin,
         Access::AuditWriter => false,
+        Access::Approver => matches!(caller, Approver | TeamAdmin),
+        Access::FlagStore => caller == ServiceAccount,
     };
     (!allowed).then_some(Code::PermissionDenied)
 }
@@ -99,6 +106,8 @@ struct Fix {
     other_user: String,
     sa_token: String,
     deactivated_token: String,
+    /// The portfolio admin's token: submits the requests the Team Admin reviews.
+    own_token: String,
 }
 
 /// The caller's credential and the request id the call under test is sent with.
@@ -150,6 +159,14 @@ const WRITES: &[&str] = &[
     "RotateServiceAccountKey",
     "RevokeServiceAccountKey",
     "IngestAuditEvents",
+    "UpdateApprovalPolicy",
+    "SubmitChangeRequest",
+    "UpdateChangeRequest",
+    "CancelChangeRequest",
+    "ApproveChangeRequest",
+    "RejectChangeRequest",
+    "OverrideChangeRequest",
+    "MarkChangeRequestApplied",
 ];
 
 impl Fix {
@@ -176,6 +193,35 @@ impl Fix {
     }
     fn perms(&self) -> PermissionServiceClient<Channel> {
         PermissionServiceClient::new(self.channel.clone())
+    }
+    fn approvals(&self) -> ApprovalServiceClient<Channel> {
+        ApprovalServiceClient::new(self.channel.clone())
+    }
+
+    fn change(&self) -> pb::ChangeRequest {
+        pb::ChangeRequest {
+            environment: self.env.clone(),
+            feature_key: "FLAG".into(),
+            kind: pb::ChangeKind::Lock as i32,
+            title: "lock it".into(),
+            ..Default::default()
+        }
+    }
+
+    /// A pending change request on the fixture environment, submitted as `token`.
+    async fn fresh_request(&self, token: &str) -> pb::ChangeRequest {
+        self.approvals()
+            .submit_change_request(authed(
+                pb::SubmitChangeRequestRequest {
+                    change_request: Some(self.change()),
+                },
+                token,
+            ))
+            .await
+            .unwrap()
+            .into_inner()
+            .change_request
+            .unwrap()
     }
 
     async fn fresh_user(&self) -> pb::User {
@@ -1245,6 +1291,194 @@ fn table() -> Vec<(&'static str, Access, Call)> {
                 ))
                 .await),
         ),
+        (
+            "GetApprovalPolicy",
+            Access::Reader,
+            call!(|f, t| f
+                .approvals()
+                .get_approval_policy(req(
+                    pb::GetApprovalPolicyRequest {
+                        name: format!("{}/approvalPolicy", f.env)
+                    },
+                    &t
+                ))
+                .await),
+        ),
+        (
+            "UpdateApprovalPolicy",
+            Access::TeamAdmin,
+            call!(|f, t| f
+                .approvals()
+                .update_approval_policy(req(
+                    pb::UpdateApprovalPolicyRequest {
+                        policy: Some(pb::ApprovalPolicy {
+                            name: format!("{}/approvalPolicy", f.env),
+                            admin_override: true,
+                            ..Default::default()
+                        }),
+                        update_mask: mask("admin_override"),
+                    },
+                    &t
+                ))
+                .await),
+        ),
+        (
+            "SubmitChangeRequest",
+            Access::Inspect,
+            call!(|f, t| f
+                .approvals()
+                .submit_change_request(req(
+                    pb::SubmitChangeRequestRequest {
+                        change_request: Some(f.change())
+                    },
+                    &t
+                ))
+                .await),
+        ),
+        (
+            "GetChangeRequest",
+            Access::Inspect,
+            call!(|f, t| {
+                let cr = f.fresh_request(&f.admin).await;
+                f.approvals()
+                    .get_change_request(req(pb::GetChangeRequestRequest { name: cr.name }, &t))
+                    .await
+            }),
+        ),
+        (
+            "ListChangeRequests",
+            Access::Reader,
+            call!(|f, t| f
+                .approvals()
+                .list_change_requests(req(pb::ListChangeRequestsRequest::default(), &t))
+                .await),
+        ),
+        (
+            "UpdateChangeRequest",
+            Access::TeamAdmin,
+            call!(|f, t| {
+                let cr = f.fresh_request(&f.admin).await;
+                f.approvals()
+                    .update_change_request(req(
+                        pb::UpdateChangeRequestRequest {
+                            change_request: Some(pb::ChangeRequest {
+                                name: cr.name,
+                                title: "lock it now".into(),
+                                ..Default::default()
+                            }),
+                            update_mask: mask("title"),
+                        },
+                        &t,
+                    ))
+                    .await
+            }),
+        ),
+        (
+            "CancelChangeRequest",
+            Access::PortfolioAdmin,
+            call!(|f, t| {
+                let cr = f.fresh_request(&f.admin).await;
+                f.approvals()
+                    .cancel_change_request(req(
+                        pb::CancelChangeRequestRequest {
+                            name: cr.name,
+                            ..Default::default()
+                        },
+                        &t,
+                    ))
+                    .await
+            }),
+        ),
+        (
+            "ApproveChangeRequest",
+            Access::TeamAdmin,
+            call!(|f, t| {
+                let cr = f.fresh_request(&f.own_token).await;
+                f.approvals()
+                    .approve_change_request(req(
+                        pb::ApproveChangeRequestRequest {
+                            name: cr.name,
+                            ..Default::default()
+                        },
+                        &t,
+                    ))
+                    .await
+            }),
+        ),
+        (
+            "RejectChangeRequest",
+            Access::TeamAdmin,
+            call!(|f, t| {
+                let cr = f.fresh_request(&f.own_token).await;
+                f.approvals()
+                    .reject_change_request(req(
+                        pb::RejectChangeRequestRequest {
+                            name: cr.name,
+                            comment: "no".into(),
+                            ..Default::default()
+                        },
+                        &t,
+                    ))
+                    .await
+            }),
+        ),
+        (
+            "OverrideChangeRequest",
+            Access::TeamAdmin,
+            call!(|f, t| {
+                let cr = f.fresh_request(&f.own_token).await;
+                f.approvals()
+                    .override_change_request(req(
+                        pb::OverrideChangeRequestRequest {
+                            name: cr.name,
+                            reason: "incident".into(),
+                            ..Default::default()
+                        },
+                        &t,
+                    ))
+                    .await
+            }),
+        ),
+        (
+            "MarkChangeRequestApplied",
+            Access::FlagStore,
+            call!(|f, t| {
+                let cr = f.fresh_request(&f.own_token).await;
+                f.approvals()
+                    .approve_change_request(authed(
+                        pb::ApproveChangeRequestRequest {
+                            name: cr.name.clone(),
+                            ..Default::default()
+                        },
+                        &f.admin,
+                    ))
+                    .await?;
+                f.approvals()
+                    .mark_change_request_applied(req(
+                        pb::MarkChangeRequestAppliedRequest { name: cr.name },
+                        &t,
+                    ))
+                    .await
+            }),
+        ),
+        (
+            "WatchChangeRequest",
+            Access::Inspect,
+            call!(|f, t| {
+                let cr = f.fresh_request(&f.admin).await;
+                f.approvals()
+                    .watch_change_request(req(pb::WatchChangeRequestRequest { name: cr.name }, &t))
+                    .await
+            }),
+        ),
+        (
+            "GetApprovalMetrics",
+            Access::Approver,
+            call!(|f, t| f
+                .approvals()
+                .get_approval_metrics(req(pb::GetApprovalMetricsRequest::default(), &t))
+                .await),
+        ),
     ]
 }
 
@@ -1329,7 +1563,39 @@ async fn every_rpc_against_every_caller(b: Backend) {
         .unwrap()
         .into_inner()
         .secret;
+    // The flag store holds what the fixture's change requests need; Team Admins may override.
+    let flagstore = s
+        .group(
+            &admin,
+            &a.name,
+            "Flag store",
+            vec![],
+            vec![pb::EnvironmentGrant {
+                environment: env.name.clone(),
+                permissions: vec![pb::ValuePermission::Lock as i32],
+            }],
+        )
+        .await;
+    s.add_member(&admin, &flagstore.name, &sa.name).await;
+    s.approvals()
+        .update_approval_policy(authed(
+            pb::UpdateApprovalPolicyRequest {
+                policy: Some(pb::ApprovalPolicy {
+                    name: format!("{}/approvalPolicy", env.name),
+                    admin_override: true,
+                    ..Default::default()
+                }),
+                update_mask: Some(FieldMask {
+                    paths: vec!["admin_override".into()],
+                }),
+            },
+            &admin,
+        ))
+        .await
+        .unwrap();
+    let own_token = s.login("own", PW).await.tokens.unwrap().access_token;
     let fix = Arc::new(Fix {
+        own_token,
         channel: s.channel.clone(),
         admin: admin.clone(),
         portfolio: a.name.clone(),

@@ -4,6 +4,7 @@
 use std::sync::Arc;
 
 use fluxgate_proto::v1 as pb;
+use fluxgate_proto::v1::approval_service_client::ApprovalServiceClient;
 use fluxgate_proto::v1::audit_service_client::AuditServiceClient;
 use fluxgate_proto::v1::auth_service_client::AuthServiceClient;
 use fluxgate_proto::v1::catalog_service_client::CatalogServiceClient;
@@ -142,6 +143,10 @@ impl TestServer {
 
     pub fn audit(&self) -> AuditServiceClient<Channel> {
         AuditServiceClient::new(self.channel.clone())
+    }
+
+    pub fn approvals(&self) -> ApprovalServiceClient<Channel> {
+        ApprovalServiceClient::new(self.channel.clone())
     }
 
     pub fn permissions(&self) -> PermissionServiceClient<Channel> {

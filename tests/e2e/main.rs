@@ -5,6 +5,7 @@
 mod harness;
 
 mod access;
+mod approvals;
 mod audit;
 mod auth;
 mod authz_matrix;

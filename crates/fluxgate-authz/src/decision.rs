@@ -53,6 +53,10 @@ pub enum Action {
     IngestAudit,
     /// Read the activity report.
     ViewAnalytics,
+    /// Read and change environments' approval policies.
+    ManageApprovalPolicies,
+    /// Read approval response times and pending counts.
+    ViewApprovalMetrics,
 }
 
 impl Action {
@@ -82,6 +86,8 @@ impl Action {
             Action::ReadAudit => "read_audit",
             Action::IngestAudit => "ingest_audit",
             Action::ViewAnalytics => "view_analytics",
+            Action::ManageApprovalPolicies => "manage_approval_policies",
+            Action::ViewApprovalMetrics => "view_approval_metrics",
         }
     }
 }
@@ -119,6 +125,16 @@ pub enum Reason {
     AuditWriter,
     /// Denied: only service accounts marked as audit writers may append audit events.
     NotAuditWriter,
+    /// Allowed: the principal submitted the change request.
+    Submitter,
+    /// Denied: only the change request's submitter may do this.
+    NotSubmitter,
+    /// Denied: nobody reviews or overrides their own change request.
+    OwnRequest,
+    /// Denied: the environment's approval policy does not allow Team Admin override.
+    OverrideNotAllowed,
+    /// Denied: change requests are applied by the flag store's service account.
+    NotServiceAccount,
     /// Denied: no such principal.
     UnknownPrincipal,
     /// Denied: no such application or environment.
@@ -156,6 +172,19 @@ impl fmt::Display for Reason {
             Reason::NotAuditWriter => {
                 f.write_str("only service accounts marked as audit writers may append audit events")
             }
+            Reason::Submitter => f.write_str("the principal submitted the change request"),
+            Reason::NotSubmitter => f.write_str(
+                "only the change request's submitter (or, to cancel, an admin) may do this",
+            ),
+            Reason::OwnRequest => {
+                f.write_str("nobody reviews or overrides their own change request")
+            }
+            Reason::OverrideNotAllowed => {
+                f.write_str("the environment's approval policy does not allow Team Admin override")
+            }
+            Reason::NotServiceAccount => f.write_str(
+                "change requests are marked applied by the flag store's service account",
+            ),
             Reason::InternalService => f.write_str(
                 "service accounts of internal services may ask about others in their scope",
             ),

@@ -8,10 +8,12 @@
 //! Architecture invariant: this crate depends on `fluxgate-domain` (and a hasher) only; it knows
 //! nothing of diesel, tokio, tonic or protobuf (`cargo tree -p fluxgate-authz` shows it).
 
+mod approvals;
 mod decision;
 mod facts;
 mod snapshot;
 
+pub use approvals::{RequestAction, RequestFacts};
 pub use decision::{Action, Decision, Reason, ResourceRef, Target};
 pub use facts::{ApplicationFacts, EnvironmentFacts, Facts, GroupFacts, PrincipalFacts};
 pub use snapshot::{Contribution, Explanation, Snapshot};

@@ -538,6 +538,19 @@ impl Snapshot {
             }
             _ => {}
         }
+        if action == Action::ViewApprovalMetrics {
+            return if pe.role >= Role::Approver {
+                Decision::allow(Reason::RoleGrants {
+                    role: pe.role,
+                    required: Role::Approver,
+                })
+            } else {
+                Decision::deny(Reason::RoleRequired {
+                    required: Role::Approver,
+                    held: pe.role,
+                })
+            };
+        }
         if pe.role == Role::TeamAdmin {
             return Decision::allow(Reason::RoleGrants {
                 role: pe.role,

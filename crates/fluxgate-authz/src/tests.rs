@@ -315,3 +315,174 @@ fn dangling_references_grant_nothing() {
         Decision::deny(Reason::UnknownResource)
     );
 }
+
+mod approvals {
+    use super::*;
+    use fluxgate_domain::{ChangeKind, ServiceAccountId};
+
+    fn facts<'a>(submitter: &'a PrincipalId, env: EnvironmentId) -> RequestFacts<'a> {
+        RequestFacts {
+            submitter,
+            kind: ChangeKind::ChangeValue,
+            environment: env,
+            peer_review: false,
+            admin_override: false,
+        }
+    }
+
+    #[test]
+    fn four_eyes_rules() {
+        let mut w = world();
+        let submitter = user(&mut w.facts, Role::Requester);
+        let peer = user(&mut w.facts, Role::Requester);
+        let approver = user(&mut w.facts, Role::Approver);
+        let outsider = user(&mut w.facts, Role::Approver);
+        let admin = user(&mut w.facts, Role::TeamAdmin);
+        let sa = PrincipalId::ServiceAccount(ServiceAccountId::generate());
+        w.facts.principals.insert(
+            sa,
+            PrincipalFacts {
+                role: Role::Requester,
+                active: true,
+                must_change_password: false,
+                portfolio: None,
+                audit_writer: false,
+            },
+        );
+        for p in [submitter, peer, approver, sa] {
+            w.facts.groups.get_mut(&w.devs).unwrap().members.insert(p);
+        }
+        let s = Snapshot::compile(&w.facts, 1);
+        let req = facts(&submitter, w.dev);
+        let act =
+            |p: &PrincipalId, a: RequestAction, r: &RequestFacts<'_>| s.change_request(p, a, r);
+
+        assert!(act(&submitter, RequestAction::Submit, &req).allowed);
+        assert!(!act(&outsider, RequestAction::Submit, &req).allowed);
+        let prod = facts(&submitter, w.prod);
+        assert!(
+            !act(&submitter, RequestAction::Submit, &prod).allowed,
+            "the submitter needs the permission where the change lands"
+        );
+
+        assert_eq!(
+            act(&submitter, RequestAction::Review, &req),
+            Decision::deny(Reason::OwnRequest)
+        );
+        assert_eq!(
+            act(&peer, RequestAction::Review, &req),
+            Decision::deny(Reason::RoleRequired {
+                required: Role::Approver,
+                held: Role::Requester
+            })
+        );
+        let peers = RequestFacts {
+            peer_review: true,
+            ..req
+        };
+        assert!(act(&peer, RequestAction::Review, &peers).allowed);
+        assert!(act(&approver, RequestAction::Review, &req).allowed);
+        assert_eq!(
+            act(&outsider, RequestAction::Review, &req),
+            Decision::deny(Reason::NoGrant {
+                permission: Permission::ChangeValue
+            }),
+            "a reviewer must hold the permission the change needs"
+        );
+        assert!(act(&admin, RequestAction::Review, &req).allowed);
+
+        assert_eq!(
+            act(&admin, RequestAction::Override, &req),
+            Decision::deny(Reason::OverrideNotAllowed)
+        );
+        let overridable = RequestFacts {
+            admin_override: true,
+            ..req
+        };
+        assert!(act(&admin, RequestAction::Override, &overridable).allowed);
+        assert!(!act(&approver, RequestAction::Override, &overridable).allowed);
+        let admins_own = facts(&admin, w.dev);
+        assert_eq!(
+            act(
+                &admin,
+                RequestAction::Override,
+                &RequestFacts {
+                    admin_override: true,
+                    ..admins_own
+                }
+            ),
+            Decision::deny(Reason::OwnRequest)
+        );
+
+        assert!(act(&submitter, RequestAction::Edit, &req).allowed);
+        assert_eq!(
+            act(&approver, RequestAction::Edit, &req),
+            Decision::deny(Reason::NotSubmitter)
+        );
+        assert!(act(&submitter, RequestAction::Cancel, &req).allowed);
+        assert!(act(&admin, RequestAction::Cancel, &req).allowed);
+        assert_eq!(
+            act(&approver, RequestAction::Cancel, &req),
+            Decision::deny(Reason::NotSubmitter)
+        );
+
+        assert!(act(&sa, RequestAction::Apply, &req).allowed);
+        assert_eq!(
+            act(&admin, RequestAction::Apply, &req),
+            Decision::deny(Reason::NotServiceAccount)
+        );
+
+        assert!(act(&approver, RequestAction::View, &req).allowed);
+        assert!(!act(&outsider, RequestAction::View, &req).allowed);
+        assert_eq!(
+            act(&submitter, RequestAction::View, &prod),
+            Decision::allow(Reason::Submitter)
+        );
+    }
+
+    #[test]
+    fn feature_changes_need_the_application_permission() {
+        let mut w = world();
+        let p = user(&mut w.facts, Role::Requester);
+        w.facts.groups.get_mut(&w.devs).unwrap().members.insert(p);
+        let s = Snapshot::compile(&w.facts, 1);
+        assert!(s.may_change(&p, ChangeKind::CreateFeature, w.prod).allowed);
+        assert!(!s.may_change(&p, ChangeKind::DeleteFeature, w.prod).allowed);
+        assert!(s.may_change(&p, ChangeKind::Retire, w.dev).allowed);
+        assert!(!s.may_change(&p, ChangeKind::Lock, w.dev).allowed);
+    }
+
+    #[test]
+    fn deactivated_principals_do_nothing_with_requests() {
+        let mut w = world();
+        let p = user(&mut w.facts, Role::Approver);
+        w.facts.principals.get_mut(&p).unwrap().active = false;
+        let other = user(&mut w.facts, Role::Requester);
+        let s = Snapshot::compile(&w.facts, 1);
+        let own = facts(&p, w.dev);
+        for a in [
+            RequestAction::View,
+            RequestAction::Cancel,
+            RequestAction::Edit,
+            RequestAction::Submit,
+        ] {
+            assert_eq!(
+                s.change_request(&p, a, &own),
+                Decision::deny(Reason::Inactive)
+            );
+        }
+        assert!(
+            !s.change_request(&p, RequestAction::Review, &facts(&other, w.dev))
+                .allowed
+        );
+        assert!(
+            s.authorize(&p, Action::ViewApprovalMetrics, Target::Org)
+                .reason
+                == Reason::Inactive
+        );
+        assert!(
+            !s.authorize(&other, Action::ViewApprovalMetrics, Target::Org)
+                .allowed
+        );
+    }
+}

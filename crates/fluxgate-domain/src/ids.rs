@@ -67,6 +67,10 @@ id_type!(
     /// Identifies a group.
     GroupId
 );
+id_type!(
+    /// Identifies a change request; the `{id}` of `changeRequests/{id}`.
+    ChangeRequestId
+);
 
 /// Anyone who can hold rights: a user or a service account.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]

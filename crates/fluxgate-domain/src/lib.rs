@@ -4,6 +4,7 @@
 //! Architecture invariant: this crate does no I/O and knows nothing of diesel, tokio, tonic or
 //! protobuf. Every other crate depends on it; it depends on none of them.
 
+mod approval;
 mod error;
 mod ids;
 mod permission;
@@ -11,10 +12,11 @@ mod policy;
 mod role;
 mod values;
 
+pub use approval::{ApprovalPolicy, ChangeKind, FeatureKey, RequestState, Verdict, state_after};
 pub use error::{FieldViolation, ValidationError, Violations};
 pub use ids::{
-    ApplicationId, EnvironmentId, GroupId, KeyId, PortfolioId, PrincipalId, ServiceAccountId,
-    SessionId, UserId,
+    ApplicationId, ChangeRequestId, EnvironmentId, GroupId, KeyId, PortfolioId, PrincipalId,
+    ServiceAccountId, SessionId, UserId,
 };
 pub use permission::{FeaturePermission, Permission, ValuePermission, ValuePermissions};
 pub use policy::{LockoutPolicy, PASSWORD_HARD_MAX, PasswordPolicy, Settings, TokenPolicy};

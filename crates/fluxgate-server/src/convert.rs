@@ -17,6 +17,20 @@ pub fn timestamp(micros: i64) -> prost_types::Timestamp {
     }
 }
 
+/// A timestamp field as microseconds since the epoch; `None` when unset or invalid (recorded).
+pub fn micros(
+    v: &mut fluxgate_domain::Violations,
+    field: &str,
+    t: &Option<prost_types::Timestamp>,
+) -> Option<i64> {
+    let t = t.as_ref()?;
+    if !(0..1_000_000_000).contains(&t.nanos) || !(0..=253_402_300_799).contains(&t.seconds) {
+        v.add(field, "is not a valid time");
+        return None;
+    }
+    Some(t.seconds * 1_000_000 + i64::from(t.nanos) / 1000)
+}
+
 pub fn duration(secs: u64) -> prost_types::Duration {
     prost_types::Duration {
         seconds: secs as i64,
@@ -199,6 +213,62 @@ pub fn mask_paths(
     }
     v.finish()?;
     Ok(paths)
+}
+
+/// A protobuf `Struct` as JSON. Non-finite numbers have no JSON form and are refused.
+pub fn struct_to_json(s: &prost_types::Struct) -> Result<serde_json::Value, ValidationError> {
+    let mut map = serde_json::Map::with_capacity(s.fields.len());
+    for (k, v) in &s.fields {
+        map.insert(k.clone(), value_to_json(v)?);
+    }
+    Ok(serde_json::Value::Object(map))
+}
+
+fn value_to_json(v: &prost_types::Value) -> Result<serde_json::Value, ValidationError> {
+    use prost_types::value::Kind;
+    Ok(match &v.kind {
+        None | Some(Kind::NullValue(_)) => serde_json::Value::Null,
+        Some(Kind::BoolValue(b)) => serde_json::Value::Bool(*b),
+        Some(Kind::StringValue(s)) => serde_json::Value::String(s.clone()),
+        Some(Kind::NumberValue(n)) => serde_json::Number::from_f64(*n)
+            .map(serde_json::Value::Number)
+            .ok_or_else(|| ValidationError::field("", "numbers must be finite"))?,
+        Some(Kind::StructValue(s)) => struct_to_json(s)?,
+        Some(Kind::ListValue(l)) => serde_json::Value::Array(
+            l.values
+                .iter()
+                .map(value_to_json)
+                .collect::<Result<_, _>>()?,
+        ),
+    })
+}
+
+/// JSON as a protobuf `Struct` (a non-object becomes an empty struct).
+pub fn json_to_struct(v: &serde_json::Value) -> prost_types::Struct {
+    match v {
+        serde_json::Value::Object(m) => prost_types::Struct {
+            fields: m
+                .iter()
+                .map(|(k, v)| (k.clone(), json_to_value(v)))
+                .collect(),
+        },
+        _ => prost_types::Struct::default(),
+    }
+}
+
+fn json_to_value(v: &serde_json::Value) -> prost_types::Value {
+    use prost_types::value::Kind;
+    let kind = match v {
+        serde_json::Value::Null => Kind::NullValue(0),
+        serde_json::Value::Bool(b) => Kind::BoolValue(*b),
+        serde_json::Value::Number(n) => Kind::NumberValue(n.as_f64().unwrap_or(0.0)),
+        serde_json::Value::String(s) => Kind::StringValue(s.clone()),
+        serde_json::Value::Array(a) => Kind::ListValue(prost_types::ListValue {
+            values: a.iter().map(json_to_value).collect(),
+        }),
+        serde_json::Value::Object(_) => Kind::StructValue(json_to_struct(v)),
+    };
+    prost_types::Value { kind: Some(kind) }
 }
 
 #[cfg(test)]

@@ -285,6 +285,8 @@ enum Loaded {
         Option<(PrincipalFacts, String)>,
         Vec<(KeyId, KeyFacts)>,
     ),
+    /// Not cached: only announced to the clients watching it.
+    ChangeRequest(String),
 }
 
 enum Update {
@@ -350,6 +352,7 @@ fn load_entity(
                 .transpose()?;
             Loaded::ServiceAccount(ServiceAccountId(uuid), facts, keys)
         }
+        EntityKind::ChangeRequest => Loaded::ChangeRequest(c.id.clone()),
     }))
 }
 
@@ -480,6 +483,7 @@ impl Inner {
                         }
                     }
                 }
+                Loaded::ChangeRequest(_) => {}
                 Loaded::ServiceAccount(id, sa, keys) => {
                     authz = true;
                     let pid = PrincipalId::ServiceAccount(id);
@@ -521,7 +525,12 @@ pub struct Directory {
     db: Db,
     inner: RwLock<Inner>,
     sync_lock: Mutex<()>,
+    /// Ids of change requests that changed (`*`: possibly any), for their watchers.
+    requests: tokio::sync::broadcast::Sender<Arc<str>>,
 }
+
+/// What [`Directory::watch_requests`] announces when it cannot say which requests changed.
+pub const ANY_REQUEST: &str = "*";
 
 impl Directory {
     /// Loads the whole directory.
@@ -531,6 +540,7 @@ impl Directory {
             db,
             inner: RwLock::new(inner),
             sync_lock: Mutex::new(()),
+            requests: tokio::sync::broadcast::channel(1024).0,
         }))
     }
 
@@ -610,8 +620,19 @@ impl Directory {
             .await?;
         let mut inner = self.write();
         match update {
-            Update::Full(new) => *inner = *new,
-            Update::Delta(revision, loaded) => {
+            Update::Full(new) => {
+                *inner = *new;
+                let _ = self.requests.send(ANY_REQUEST.into());
+            }
+            Update::Delta(revision, mut loaded) => {
+                loaded.retain(|l| match l {
+                    Loaded::ChangeRequest(id) => {
+                        // No receivers is fine: nobody is watching.
+                        let _ = self.requests.send(id.as_str().into());
+                        false
+                    }
+                    _ => true,
+                });
                 let authz = inner.apply(loaded);
                 inner.revision = revision;
                 if authz {
@@ -639,6 +660,12 @@ impl Directory {
             ));
         }
         Ok(())
+    }
+
+    /// Announces the ids of change requests as the directory sees them change (locally or
+    /// through another replica); [`ANY_REQUEST`] when it cannot tell which.
+    pub fn watch_requests(&self) -> tokio::sync::broadcast::Receiver<Arc<str>> {
+        self.requests.subscribe()
     }
 
     /// Drops sessions that have expired (they are refused anyway; this bounds memory).

@@ -6,6 +6,7 @@ use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::Duration;
 
+use fluxgate_proto::v1::approval_service_server::ApprovalServiceServer;
 use fluxgate_proto::v1::audit_service_server::AuditServiceServer;
 use fluxgate_proto::v1::auth_service_server::AuthServiceServer;
 use fluxgate_proto::v1::catalog_service_server::CatalogServiceServer;
@@ -23,6 +24,7 @@ use crate::config::Config;
 use crate::db::Db;
 use crate::directory::Directory;
 use crate::passwords::Hasher;
+use crate::services::approvals::ApprovalSvc;
 use crate::services::audit::AuditSvc;
 use crate::services::auth::AuthSvc;
 use crate::services::catalog::CatalogSvc;
@@ -120,6 +122,9 @@ impl Server {
         health_reporter
             .set_serving::<AuditServiceServer<AuditSvc>>()
             .await;
+        health_reporter
+            .set_serving::<ApprovalServiceServer<ApprovalSvc>>()
+            .await;
 
         let reflection_v1 = tonic_reflection::server::Builder::configure()
             .register_encoded_file_descriptor_set(fluxgate_proto::FILE_DESCRIPTOR_SET)
@@ -167,6 +172,10 @@ impl Server {
             state: state.clone(),
         })
         .max_decoding_message_size(MAX_MESSAGE_BYTES);
+        let approvals = ApprovalServiceServer::new(ApprovalSvc {
+            state: state.clone(),
+        })
+        .max_decoding_message_size(MAX_MESSAGE_BYTES);
 
         tracing::info!(%addr, backend = state.db.store().backend().as_str(), "serving");
         let result = tonic::transport::Server::builder()
@@ -183,6 +192,7 @@ impl Server {
             .add_service(service_accounts)
             .add_service(permissions)
             .add_service(audit)
+            .add_service(approvals)
             .serve_with_incoming_shutdown(
                 TcpIncoming::from(self.listener).with_nodelay(Some(true)),
                 shutdown,
@@ -194,8 +204,8 @@ impl Server {
     }
 }
 
-/// Keeps the directory current with writes made by other replicas (or the host CLI), and
-/// evicts expired sessions.
+/// Keeps the directory current with writes made by other replicas (or the host CLI), closes
+/// change requests past their time to live, and evicts expired sessions.
 async fn poll_directory(state: Arc<AppState>, every: Duration) {
     let mut tick = tokio::time::interval(every);
     tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
@@ -204,6 +214,14 @@ async fn poll_directory(state: Arc<AppState>, every: Duration) {
         tick.tick().await;
         if let Err(e) = state.directory.sync().await {
             tracing::warn!(error = %e, "directory sync failed");
+        }
+        match crate::services::approvals::expire_due(&state).await {
+            Ok(0) => {}
+            Ok(n) => tracing::info!(
+                expired = n,
+                "closed change requests past their time to live"
+            ),
+            Err(e) => tracing::warn!(error = %e, "expiring change requests failed"),
         }
         n += 1;
         if n.is_multiple_of(60) {

@@ -23,6 +23,8 @@ pub enum EntityKind {
     Group,
     /// A service account with its keys.
     ServiceAccount,
+    /// A change request (servers wake the clients watching it).
+    ChangeRequest,
 }
 
 impl EntityKind {
@@ -36,6 +38,7 @@ impl EntityKind {
             EntityKind::Environment => "environment",
             EntityKind::Group => "group",
             EntityKind::ServiceAccount => "service_account",
+            EntityKind::ChangeRequest => "change_request",
         }
     }
 
@@ -49,6 +52,7 @@ impl EntityKind {
             "environment" => Ok(EntityKind::Environment),
             "group" => Ok(EntityKind::Group),
             "service_account" => Ok(EntityKind::ServiceAccount),
+            "change_request" => Ok(EntityKind::ChangeRequest),
             other => Err(StoreError::Corrupt(format!(
                 "change_log.entity_kind {other:?}"
             ))),

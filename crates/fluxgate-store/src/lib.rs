@@ -10,6 +10,7 @@
 //! Architecture invariant: diesel is used in this crate only. It knows nothing of tokio, tonic
 //! or protobuf.
 
+pub mod approvals;
 pub mod audit;
 pub mod catalog;
 pub mod changes;

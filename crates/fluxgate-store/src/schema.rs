@@ -213,6 +213,63 @@ diesel::table! {
     }
 }
 
+diesel::table! {
+    approval_policies (environment_id) {
+        environment_id -> Text,
+        required_approvals -> BigInt,
+        peer_review -> Bool,
+        admin_override -> Bool,
+        ttl_secs -> BigInt,
+        updated_at -> BigInt,
+        version -> BigInt,
+    }
+}
+
+diesel::table! {
+    change_requests (id) {
+        id -> Text,
+        portfolio_id -> Text,
+        application_id -> Text,
+        environment_id -> Text,
+        feature_key -> Text,
+        kind -> Text,
+        payload -> Text,
+        title -> Text,
+        description -> Text,
+        submitter_id -> Text,
+        submitter_name -> Text,
+        state -> Text,
+        round -> BigInt,
+        required_approvals -> BigInt,
+        peer_review -> Bool,
+        admin_override -> Bool,
+        overridden -> Bool,
+        override_reason -> Nullable<Text>,
+        created_at -> BigInt,
+        updated_at -> BigInt,
+        expires_at -> BigInt,
+        first_review_at -> Nullable<BigInt>,
+        decided_at -> Nullable<BigInt>,
+        applied_at -> Nullable<BigInt>,
+        applied_by -> Nullable<Text>,
+        version -> BigInt,
+    }
+}
+
+diesel::table! {
+    change_request_reviews (id) {
+        id -> Text,
+        request_id -> Text,
+        round -> BigInt,
+        reviewer_id -> Text,
+        reviewer_name -> Text,
+        reviewer_role -> Text,
+        verdict -> Text,
+        comment -> Text,
+        created_at -> BigInt,
+    }
+}
+
 diesel::joinable!(applications -> portfolios (portfolio_id));
 diesel::joinable!(environments -> applications (application_id));
 diesel::joinable!(portfolio_groups -> portfolios (portfolio_id));
@@ -220,6 +277,8 @@ diesel::joinable!(group_members -> portfolio_groups (group_id));
 diesel::joinable!(application_grants -> portfolio_groups (group_id));
 diesel::joinable!(environment_grants -> portfolio_groups (group_id));
 diesel::joinable!(service_account_keys -> service_accounts (service_account_id));
+diesel::joinable!(change_request_reviews -> change_requests (request_id));
+diesel::joinable!(approval_policies -> environments (environment_id));
 diesel::allow_tables_to_appear_in_same_query!(
     portfolios,
     applications,
@@ -230,4 +289,7 @@ diesel::allow_tables_to_appear_in_same_query!(
     environment_grants,
     service_accounts,
     service_account_keys,
+    approval_policies,
+    change_requests,
+    change_request_reviews,
 );

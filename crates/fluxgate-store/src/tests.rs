@@ -29,14 +29,28 @@ fn new_user<'a>(name: &'a str, email: &'a str, role: Role) -> users::NewUser<'a>
 
 #[test]
 fn migrations_run_up_down_and_up_again() {
+    let shipped = |b: &str| {
+        std::fs::read_dir(format!(
+            "{}/../../migrations/{b}",
+            env!("CARGO_MANIFEST_DIR")
+        ))
+        .unwrap()
+        .count()
+    };
+    let n = shipped("sqlite");
+    assert_eq!(
+        n,
+        shipped("postgres"),
+        "both backends ship the same migrations"
+    );
     on_both_backends(|store| {
-        assert_eq!(store.migrate().unwrap().len(), 3);
+        assert_eq!(store.migrate().unwrap().len(), n);
         assert!(
             store.migrate().unwrap().is_empty(),
             "second run applies nothing"
         );
         store.revert_all().unwrap();
-        assert_eq!(store.migrate().unwrap().len(), 3);
+        assert_eq!(store.migrate().unwrap().len(), n);
         let n = store.read(users::count).unwrap();
         assert_eq!(n, 0);
     });

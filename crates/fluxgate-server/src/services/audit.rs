@@ -16,7 +16,7 @@ use tonic::{Request, Response, Status};
 
 use super::reply;
 use crate::auth::RequestCtx;
-use crate::convert::{PageToken, field, parse_principal, timestamp};
+use crate::convert::{PageToken, field, micros, parse_principal, timestamp};
 use crate::error::{ApiError, ApiResult};
 use crate::state::AppState;
 
@@ -121,15 +121,6 @@ fn json_line(e: &Event, out: &mut Vec<u8>) {
 }
 
 /// A protobuf timestamp as microseconds, or a violation on `field`.
-fn micros(v: &mut Violations, field: &str, t: &Option<prost_types::Timestamp>) -> Option<i64> {
-    let t = t.as_ref()?;
-    if !(0..1_000_000_000).contains(&t.nanos) || !(0..=253_402_300_799).contains(&t.seconds) {
-        v.add(field, "is not a valid time");
-        return None;
-    }
-    Some(t.seconds * 1_000_000 + i64::from(t.nanos) / 1000)
-}
-
 fn text(v: &mut Violations, field: &str, s: &str, max: usize) -> Option<String> {
     if s.is_empty() {
         return None;

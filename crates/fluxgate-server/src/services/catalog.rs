@@ -8,7 +8,7 @@ use fluxgate_proto::v1 as pb;
 use fluxgate_proto::v1::catalog_service_server::CatalogService;
 use fluxgate_store::catalog::{self, Item, Kind};
 use fluxgate_store::changes::EntityKind;
-use fluxgate_store::{DbConnection, Tx, audit, groups, service_accounts};
+use fluxgate_store::{DbConnection, Tx, approvals, audit, groups, service_accounts};
 use tonic::{Request, Response, Status};
 
 use super::reply;
@@ -561,6 +561,7 @@ impl CatalogSvc {
                         cascade.service_accounts = service_accounts::ids_in_portfolio(tx.conn, &before.id)?;
                         let others = gs.iter().filter(|g| !g.administrators).count();
                         if !force && (cascade.applications.len() + others + cascade.service_accounts.len() + admin_members) > 0 {
+                            let open = approvals::open_in(tx.conn, &cascade.environments)?.len();
                             return Err(in_use(
                                 "the portfolio",
                                 &[
@@ -568,6 +569,7 @@ impl CatalogSvc {
                                     (others, "group(s) besides Administrators"),
                                     (admin_members, "Administrators member(s)"),
                                     (cascade.service_accounts.len(), "service account(s)"),
+                                    (open, "open change request(s)"),
                                 ],
                             ));
                         }
@@ -583,19 +585,37 @@ impl CatalogSvc {
                         touched_groups.sort();
                         touched_groups.dedup();
                         if !force && cascade.environments.len() + touched_groups.len() > 0 {
+                            let open = approvals::open_in(tx.conn, &cascade.environments)?.len();
                             return Err(in_use(
                                 "the application",
-                                &[(cascade.environments.len(), "environment(s)"), (touched_groups.len(), "group(s) with grants on it")],
+                                &[
+                                    (cascade.environments.len(), "environment(s)"),
+                                    (touched_groups.len(), "group(s) with grants on it"),
+                                    (open, "open change request(s)"),
+                                ],
                             ));
                         }
                     }
                     Kind::Environment => {
                         touched_groups = groups::granting_environments(tx.conn, std::slice::from_ref(&before.id))?;
-                        if !force && !touched_groups.is_empty() {
-                            return Err(in_use("the environment", &[(touched_groups.len(), "group(s) with grants on it")]));
+                        let open = approvals::open_in(tx.conn, std::slice::from_ref(&before.id))?.len();
+                        if !force && touched_groups.len() + open > 0 {
+                            return Err(in_use(
+                                "the environment",
+                                &[(touched_groups.len(), "group(s) with grants on it"), (open, "open change request(s)")],
+                            ));
                         }
                     }
                 }
+                let mut doomed = cascade.environments.clone();
+                if kind == Kind::Environment {
+                    doomed.push(before.id.clone());
+                }
+                // Every branch above refused open requests unless forced; these are cancelled.
+                let open = approvals::open_in(tx.conn, &doomed)?;
+                crate::services::approvals::cancel_for_deleted_environments(tx, open, |target| {
+                    ctx2.event(Some(&p), "change_request.cancelled", "change_request", Some(target.to_owned()))
+                })?;
                 catalog::delete(tx.conn, kind, &before.id)?;
                 tx.changed(entity(kind), before.id.clone());
                 cascade.record(tx);

@@ -9,6 +9,7 @@ macro_rules! authed {
     }};
 }
 
+pub mod approvals;
 pub mod audit;
 pub mod auth;
 pub mod catalog;

@@ -1,0 +1,1281 @@
+//! Four-eyes approvals end to end: policies, submission, review rules, override, edits and
+//! etags, cancellation, expiry, applying once, the wait stream, concurrency and metrics.
+
+use std::time::Duration;
+
+use fluxgate_proto::v1 as pb;
+use fluxgate_proto::v1::approval_service_client::ApprovalServiceClient;
+use prost_types::FieldMask;
+use tonic::transport::Channel;
+use tonic::{Code, Status};
+
+use crate::harness::*;
+
+const PW: &str = "Reviewer-pw-123";
+
+/// A portfolio with two environments, a group holding every value permission and
+/// CREATE_EDIT_DELETE, and the people and flag store of the tests.
+struct World {
+    s: TestServer,
+    admin: String,
+    dev: String,
+    prod: String,
+    /// Requester in the group: submits.
+    alice: String,
+    alice_name: String,
+    /// Approvers in the group.
+    bob: String,
+    bob_name: String,
+    carol: String,
+    /// Requester in the group (a peer).
+    dave: String,
+    /// Approver outside the group (lacks the permission).
+    erin: String,
+    /// The flag store's API key (admin service account, in the group).
+    flagstore: String,
+    flagstore_name: String,
+}
+
+async fn token(s: &TestServer, user: &str) -> String {
+    s.login(user, PW).await.tokens.unwrap().access_token
+}
+
+async fn world(b: Backend) -> World {
+    let s = TestServer::start(b).await;
+    let admin = s.admin_token().await;
+    let shop = s.portfolio(&admin, "Shop").await;
+    let web = s.application(&admin, &shop.name, "web").await;
+    let dev = s.environment(&admin, &web.name, "dev").await.name;
+    let prod = s.environment(&admin, &web.name, "prod").await.name;
+    let all = [
+        pb::ValuePermission::Read,
+        pb::ValuePermission::Lock,
+        pb::ValuePermission::Unlock,
+        pb::ValuePermission::ChangeValue,
+    ];
+    let grant = |env: &str| pb::EnvironmentGrant {
+        environment: env.into(),
+        permissions: all.iter().map(|p| *p as i32).collect(),
+    };
+    let devs = s
+        .group(
+            &admin,
+            &shop.name,
+            "devs",
+            vec![pb::ApplicationGrant {
+                application: web.name.clone(),
+                feature_permission: pb::FeaturePermission::CreateEditDelete as i32,
+            }],
+            vec![grant(&dev), grant(&prod)],
+        )
+        .await;
+    let mut names = Vec::new();
+    for (u, role, member) in [
+        ("alice", pb::Role::Requester, true),
+        ("bob", pb::Role::Approver, true),
+        ("carol", pb::Role::Approver, true),
+        ("dave", pb::Role::Requester, true),
+        ("erin", pb::Role::Approver, false),
+    ] {
+        let user = s.create_user(&admin, u, role, PW).await;
+        if member {
+            s.add_member(&admin, &devs.name, &user.name).await;
+        }
+        names.push(user.name);
+    }
+    let mut sas = s.service_accounts();
+    let sa = sas
+        .create_service_account(authed(
+            pb::CreateServiceAccountRequest {
+                service_account: Some(pb::ServiceAccount {
+                    display_name: "flag store".into(),
+                    ..Default::default()
+                }),
+            },
+            &admin,
+        ))
+        .await
+        .unwrap()
+        .into_inner()
+        .service_account
+        .unwrap();
+    s.add_member(&admin, &devs.name, &sa.name).await;
+    let key = sas
+        .create_service_account_key(authed(
+            pb::CreateServiceAccountKeyRequest {
+                parent: sa.name.clone(),
+                key: None,
+            },
+            &admin,
+        ))
+        .await
+        .unwrap()
+        .into_inner()
+        .secret;
+    World {
+        alice: token(&s, "alice").await,
+        bob: token(&s, "bob").await,
+        carol: token(&s, "carol").await,
+        dave: token(&s, "dave").await,
+        erin: token(&s, "erin").await,
+        alice_name: names[0].clone(),
+        bob_name: names[1].clone(),
+        flagstore: key,
+        flagstore_name: sa.name,
+        s,
+        admin,
+        dev,
+        prod,
+    }
+}
+
+impl World {
+    fn api(&self) -> ApprovalServiceClient<Channel> {
+        self.s.approvals()
+    }
+
+    async fn set_policy(
+        &self,
+        env: &str,
+        required: i32,
+        peer_review: bool,
+        admin_override: bool,
+    ) -> pb::ApprovalPolicy {
+        self.api()
+            .update_approval_policy(authed(
+                pb::UpdateApprovalPolicyRequest {
+                    policy: Some(pb::ApprovalPolicy {
+                        name: format!("{env}/approvalPolicy"),
+                        required_approvals: required,
+                        peer_review,
+                        admin_override,
+                        pending_ttl: Some(prost_types::Duration {
+                            seconds: 3600,
+                            nanos: 0,
+                        }),
+                        ..Default::default()
+                    }),
+                    update_mask: None,
+                },
+                &self.admin,
+            ))
+            .await
+            .unwrap()
+            .into_inner()
+            .policy
+            .unwrap()
+    }
+
+    async fn try_submit(
+        &self,
+        token: &str,
+        env: &str,
+        kind: pb::ChangeKind,
+        value: &str,
+    ) -> Result<pb::ChangeRequest, Status> {
+        self.api()
+            .submit_change_request(authed(
+                pb::SubmitChangeRequestRequest {
+                    change_request: Some(pb::ChangeRequest {
+                        environment: env.into(),
+                        feature_key: "CHECKOUT_V2".into(),
+                        kind: kind as i32,
+                        payload: Some(payload(value)),
+                        title: format!("Set checkout to {value}"),
+                        ..Default::default()
+                    }),
+                },
+                token,
+            ))
+            .await
+            .map(|r| r.into_inner().change_request.unwrap())
+    }
+
+    async fn submit(&self, token: &str, env: &str) -> pb::ChangeRequest {
+        self.try_submit(token, env, pb::ChangeKind::ChangeValue, "on")
+            .await
+            .unwrap()
+    }
+
+    async fn approve(
+        &self,
+        token: &str,
+        name: &str,
+        etag: &str,
+    ) -> Result<pb::ChangeRequest, Status> {
+        self.api()
+            .approve_change_request(authed(
+                pb::ApproveChangeRequestRequest {
+                    name: name.into(),
+                    etag: etag.into(),
+                    comment: "looks good".into(),
+                },
+                token,
+            ))
+            .await
+            .map(|r| r.into_inner().change_request.unwrap())
+    }
+
+    async fn reject(
+        &self,
+        token: &str,
+        name: &str,
+        comment: &str,
+    ) -> Result<pb::ChangeRequest, Status> {
+        self.api()
+            .reject_change_request(authed(
+                pb::RejectChangeRequestRequest {
+                    name: name.into(),
+                    etag: String::new(),
+                    comment: comment.into(),
+                },
+                token,
+            ))
+            .await
+            .map(|r| r.into_inner().change_request.unwrap())
+    }
+
+    async fn apply(&self, token: &str, name: &str) -> Result<pb::ChangeRequest, Status> {
+        self.api()
+            .mark_change_request_applied(authed(
+                pb::MarkChangeRequestAppliedRequest { name: name.into() },
+                token,
+            ))
+            .await
+            .map(|r| r.into_inner().change_request.unwrap())
+    }
+
+    async fn get(&self, token: &str, name: &str) -> Result<pb::ChangeRequest, Status> {
+        self.api()
+            .get_change_request(authed(
+                pb::GetChangeRequestRequest { name: name.into() },
+                token,
+            ))
+            .await
+            .map(|r| r.into_inner().change_request.unwrap())
+    }
+
+    async fn edit(
+        &self,
+        token: &str,
+        cr: &pb::ChangeRequest,
+        value: &str,
+        etag: &str,
+    ) -> Result<pb::ChangeRequest, Status> {
+        self.api()
+            .update_change_request(authed(
+                pb::UpdateChangeRequestRequest {
+                    change_request: Some(pb::ChangeRequest {
+                        name: cr.name.clone(),
+                        payload: Some(payload(value)),
+                        etag: etag.into(),
+                        ..Default::default()
+                    }),
+                    update_mask: Some(FieldMask {
+                        paths: vec!["payload".into()],
+                    }),
+                },
+                token,
+            ))
+            .await
+            .map(|r| r.into_inner().change_request.unwrap())
+    }
+
+    async fn list(
+        &self,
+        token: &str,
+        req: pb::ListChangeRequestsRequest,
+    ) -> pb::ListChangeRequestsResponse {
+        self.api()
+            .list_change_requests(authed(req, token))
+            .await
+            .unwrap()
+            .into_inner()
+    }
+
+    fn actions(&self, target: &str) -> Vec<String> {
+        self.s
+            .audit_events()
+            .into_iter()
+            .filter(|e| e.target_id.as_deref() == Some(target))
+            .map(|e| e.action)
+            .collect()
+    }
+}
+
+fn payload(value: &str) -> prost_types::Struct {
+    prost_types::Struct {
+        fields: [(
+            "value".to_string(),
+            prost_types::Value {
+                kind: Some(prost_types::value::Kind::StringValue(value.into())),
+            },
+        )]
+        .into(),
+    }
+}
+
+fn state(cr: &pb::ChangeRequest) -> pb::ChangeRequestState {
+    pb::ChangeRequestState::try_from(cr.state).unwrap()
+}
+
+async fn two_approvals_then_applied_once(b: Backend) {
+    let w = world(b).await;
+    let pol = w.set_policy(&w.prod, 2, false, false).await;
+    assert_eq!(pol.required_approvals, 2);
+    let cr = w.submit(&w.alice, &w.prod).await;
+    assert_eq!(state(&cr), pb::ChangeRequestState::Pending);
+    assert_eq!((cr.required_approvals, cr.approvals), (2, 0));
+    assert_eq!(cr.submitter, w.alice_name);
+    assert_eq!(cr.environment, w.prod);
+    assert!(
+        cr.application
+            .ends_with(w.prod.split("/environments/").next().unwrap())
+    );
+    assert_eq!(cr.payload, Some(payload("on")));
+
+    // The flag store cannot apply what is not approved.
+    expect_code(
+        w.apply(&w.flagstore, &cr.name).await,
+        Code::FailedPrecondition,
+    );
+
+    let one = w.approve(&w.bob, &cr.name, &cr.etag).await.unwrap();
+    assert_eq!(state(&one), pb::ChangeRequestState::Pending);
+    assert_eq!(one.approvals, 1);
+    // Approvals come from distinct principals.
+    expect_code(
+        w.approve(&w.bob, &cr.name, "").await,
+        Code::FailedPrecondition,
+    );
+    let two = w.approve(&w.carol, &cr.name, "").await.unwrap();
+    assert_eq!(state(&two), pb::ChangeRequestState::Approved);
+    assert_eq!(two.approvals, 2);
+    assert!(two.decide_time.is_some());
+    assert_eq!(two.reviews.len(), 2);
+    // No more reviews once decided.
+    expect_code(
+        w.approve(&w.admin, &cr.name, "").await,
+        Code::FailedPrecondition,
+    );
+
+    // Only a service account applies, once.
+    expect_code(w.apply(&w.admin, &cr.name).await, Code::PermissionDenied);
+    let applied = w.apply(&w.flagstore, &cr.name).await.unwrap();
+    assert_eq!(state(&applied), pb::ChangeRequestState::Applied);
+    assert_eq!(applied.applied_by, w.flagstore_name);
+    assert!(applied.apply_time.is_some());
+    let again = expect_code(
+        w.apply(&w.flagstore, &cr.name).await,
+        Code::FailedPrecondition,
+    );
+    assert!(again.message().contains("already applied"), "{again:?}");
+    expect_code(
+        w.api()
+            .cancel_change_request(authed(
+                pb::CancelChangeRequestRequest {
+                    name: cr.name.clone(),
+                    ..Default::default()
+                },
+                &w.alice,
+            ))
+            .await,
+        Code::FailedPrecondition,
+    );
+
+    assert_eq!(
+        w.actions(&cr.name),
+        [
+            "change_request.submitted",
+            "change_request.approved",
+            "change_request.approved",
+            "change_request.applied"
+        ]
+    );
+}
+
+async fn review_rules(b: Backend) {
+    let w = world(b).await;
+    let cr = w.submit(&w.alice, &w.prod).await;
+    assert_eq!(
+        cr.required_approvals, 1,
+        "the default policy wants one approval"
+    );
+    // Nobody approves their own request.
+    let own = expect_code(
+        w.approve(&w.alice, &cr.name, "").await,
+        Code::PermissionDenied,
+    );
+    assert!(own.message().contains("own"), "{own:?}");
+    // Requesters need the policy's peer review.
+    let peer = expect_code(
+        w.approve(&w.dave, &cr.name, "").await,
+        Code::PermissionDenied,
+    );
+    assert!(peer.message().contains("approver"), "{peer:?}");
+    expect_code(
+        w.reject(&w.dave, &cr.name, "no").await,
+        Code::PermissionDenied,
+    );
+    // A reviewer must hold the permission the change needs.
+    let outsider = expect_code(
+        w.approve(&w.erin, &cr.name, "").await,
+        Code::PermissionDenied,
+    );
+    assert!(outsider.message().contains("CHANGE_VALUE"), "{outsider:?}");
+    // Nor can they submit.
+    expect_code(
+        w.try_submit(&w.erin, &w.prod, pb::ChangeKind::ChangeValue, "x")
+            .await,
+        Code::PermissionDenied,
+    );
+    // None of the refusals changed the request.
+    let same = w.get(&w.alice, &cr.name).await.unwrap();
+    assert_eq!(same.etag, cr.etag);
+    assert!(same.reviews.is_empty());
+
+    // Peer review on: a Requester's approval counts (policies apply to new requests).
+    w.set_policy(&w.prod, 1, true, false).await;
+    let cr2 = w.submit(&w.alice, &w.prod).await;
+    assert!(cr2.peer_review);
+    let by_peer = w.approve(&w.dave, &cr2.name, "").await.unwrap();
+    assert_eq!(state(&by_peer), pb::ChangeRequestState::Approved);
+    assert_eq!(by_peer.reviews[0].reviewer_display_name, "dave");
+    // The first request keeps the policy it was submitted under.
+    expect_code(
+        w.approve(&w.dave, &cr.name, "").await,
+        Code::PermissionDenied,
+    );
+
+    // A rejection needs a comment, and any rejection rejects.
+    w.set_policy(&w.prod, 2, false, false).await;
+    let cr3 = w.submit(&w.alice, &w.prod).await;
+    w.approve(&w.bob, &cr3.name, "").await.unwrap();
+    expect_invalid(w.reject(&w.carol, &cr3.name, "").await, "comment");
+    let rejected = w
+        .reject(&w.carol, &cr3.name, "not on a Friday")
+        .await
+        .unwrap();
+    assert_eq!(state(&rejected), pb::ChangeRequestState::Rejected);
+    let verdicts: Vec<i32> = rejected.reviews.iter().map(|r| r.verdict).collect();
+    assert_eq!(
+        verdicts,
+        [pb::Verdict::Approve as i32, pb::Verdict::Reject as i32]
+    );
+    expect_code(
+        w.approve(&w.admin, &cr3.name, "").await,
+        Code::FailedPrecondition,
+    );
+    expect_code(
+        w.apply(&w.flagstore, &cr3.name).await,
+        Code::FailedPrecondition,
+    );
+
+    // Feature changes need the application's feature permission; lock needs LOCK.
+    for kind in [
+        pb::ChangeKind::CreateFeature,
+        pb::ChangeKind::EditFeature,
+        pb::ChangeKind::DeleteFeature,
+        pb::ChangeKind::Lock,
+        pb::ChangeKind::Unlock,
+        pb::ChangeKind::Retire,
+    ] {
+        let cr = w.try_submit(&w.alice, &w.dev, kind, "x").await.unwrap();
+        assert_eq!(cr.kind, kind as i32);
+    }
+}
+
+async fn override_rules(b: Backend) {
+    let w = world(b).await;
+    w.set_policy(&w.prod, 2, false, false).await;
+    let cr = w.submit(&w.alice, &w.prod).await;
+    let ov = |token: String, reason: &'static str| {
+        let mut api = w.api();
+        let name = cr.name.clone();
+        async move {
+            api.override_change_request(authed(
+                pb::OverrideChangeRequestRequest {
+                    name,
+                    etag: String::new(),
+                    reason: reason.into(),
+                },
+                &token,
+            ))
+            .await
+            .map(|r| r.into_inner().change_request.unwrap())
+        }
+    };
+    let off = expect_code(ov(w.admin.clone(), "hotfix").await, Code::PermissionDenied);
+    assert!(off.message().contains("override"), "{off:?}");
+
+    w.set_policy(&w.prod, 2, false, true).await;
+    let cr = w.submit(&w.alice, &w.prod).await;
+    let ov = |token: String, reason: &'static str| {
+        let mut api = w.api();
+        let name = cr.name.clone();
+        async move {
+            api.override_change_request(authed(
+                pb::OverrideChangeRequestRequest {
+                    name,
+                    etag: String::new(),
+                    reason: reason.into(),
+                },
+                &token,
+            ))
+            .await
+            .map(|r| r.into_inner().change_request.unwrap())
+        }
+    };
+    expect_code(ov(w.bob.clone(), "I said so").await, Code::PermissionDenied);
+    expect_invalid(ov(w.admin.clone(), "").await, "reason");
+    w.approve(&w.bob, &cr.name, "").await.unwrap();
+    let done = ov(w.admin.clone(), "incident 4711: checkout down")
+        .await
+        .unwrap();
+    assert_eq!(state(&done), pb::ChangeRequestState::Approved);
+    assert!(done.overridden);
+    assert_eq!(done.override_reason, "incident 4711: checkout down");
+    assert_eq!(done.approvals, 1);
+    let ev =
+        w.s.audit_events()
+            .into_iter()
+            .find(|e| e.action == "change_request.overridden")
+            .expect("override audited");
+    assert_eq!(ev.detail.as_deref(), Some("incident 4711: checkout down"));
+    assert!(ev.after_json.unwrap().contains("\"overridden\":true"));
+
+    // A Team Admin does not override their own request.
+    let mine = w.submit(&w.admin, &w.prod).await;
+    let own = w
+        .api()
+        .override_change_request(authed(
+            pb::OverrideChangeRequestRequest {
+                name: mine.name.clone(),
+                etag: String::new(),
+                reason: "mine".into(),
+            },
+            &w.admin,
+        ))
+        .await;
+    expect_code(own, Code::PermissionDenied);
+}
+
+async fn edits_discard_approvals_and_etags_guard_reviews(b: Backend) {
+    let w = world(b).await;
+    w.set_policy(&w.prod, 2, false, false).await;
+    let cr = w.submit(&w.alice, &w.prod).await;
+    let approved_once = w.approve(&w.bob, &cr.name, &cr.etag).await.unwrap();
+    assert_eq!(approved_once.approvals, 1);
+
+    // Only the submitter edits, and a stale etag is refused.
+    expect_code(w.edit(&w.bob, &cr, "off", "").await, Code::PermissionDenied);
+    expect_code(w.edit(&w.alice, &cr, "off", &cr.etag).await, Code::Aborted);
+    // An edit that changes nothing keeps the approvals.
+    let same = w
+        .edit(&w.alice, &cr, "on", &approved_once.etag)
+        .await
+        .unwrap();
+    assert_eq!((same.approvals, same.revision), (1, 1));
+    let edited = w
+        .edit(&w.alice, &cr, "off", &approved_once.etag)
+        .await
+        .unwrap();
+    assert_eq!(edited.revision, 2);
+    assert_eq!(edited.approvals, 0, "editing discards approvals");
+    assert_eq!(edited.payload, Some(payload("off")));
+    assert_eq!(edited.reviews.len(), 1);
+    assert!(!edited.reviews[0].current);
+
+    // A review given on what the reviewer saw before the edit is refused.
+    expect_code(
+        w.approve(&w.carol, &cr.name, &approved_once.etag).await,
+        Code::Aborted,
+    );
+    // Bob may review the new revision.
+    let again = w.approve(&w.bob, &cr.name, &edited.etag).await.unwrap();
+    assert_eq!(again.approvals, 1);
+    let done = w.approve(&w.carol, &cr.name, &again.etag).await.unwrap();
+    assert_eq!(state(&done), pb::ChangeRequestState::Approved);
+    // Decided requests are not edited.
+    expect_code(
+        w.edit(&w.alice, &cr, "maybe", "").await,
+        Code::FailedPrecondition,
+    );
+    assert_eq!(
+        w.actions(&cr.name),
+        [
+            "change_request.submitted",
+            "change_request.approved",
+            "change_request.updated",
+            "change_request.approved",
+            "change_request.approved"
+        ]
+    );
+}
+
+async fn cancel_rules(b: Backend) {
+    let w = world(b).await;
+    let cr = w.submit(&w.alice, &w.prod).await;
+    let cancel = |token: String, name: String, etag: String| {
+        let mut api = w.api();
+        async move {
+            api.cancel_change_request(authed(
+                pb::CancelChangeRequestRequest {
+                    name,
+                    etag,
+                    reason: "not needed".into(),
+                },
+                &token,
+            ))
+            .await
+            .map(|r| r.into_inner().change_request.unwrap())
+        }
+    };
+    expect_code(
+        cancel(w.bob.clone(), cr.name.clone(), String::new()).await,
+        Code::PermissionDenied,
+    );
+    expect_code(
+        cancel(w.alice.clone(), cr.name.clone(), "W/\"9\"".into()).await,
+        Code::Aborted,
+    );
+    let c = cancel(w.alice.clone(), cr.name.clone(), cr.etag.clone())
+        .await
+        .unwrap();
+    assert_eq!(state(&c), pb::ChangeRequestState::Cancelled);
+    expect_code(
+        cancel(w.alice.clone(), cr.name.clone(), String::new()).await,
+        Code::FailedPrecondition,
+    );
+    expect_code(
+        w.approve(&w.bob, &cr.name, "").await,
+        Code::FailedPrecondition,
+    );
+    // A Team Admin cancels anyone's request, approved ones included.
+    let cr2 = w.submit(&w.alice, &w.prod).await;
+    w.approve(&w.bob, &cr2.name, "").await.unwrap();
+    let c2 = cancel(w.admin.clone(), cr2.name.clone(), String::new())
+        .await
+        .unwrap();
+    assert_eq!(state(&c2), pb::ChangeRequestState::Cancelled);
+    expect_code(
+        w.apply(&w.flagstore, &cr2.name).await,
+        Code::FailedPrecondition,
+    );
+    let ev =
+        w.s.audit_events()
+            .into_iter()
+            .rfind(|e| e.action == "change_request.cancelled")
+            .unwrap();
+    assert_eq!(ev.detail.as_deref(), Some("not needed"));
+}
+
+async fn no_approvals_needed_and_expiry(b: Backend) {
+    let w = world(b).await;
+    w.set_policy(&w.dev, 0, false, false).await;
+    let cr = w.submit(&w.alice, &w.dev).await;
+    assert_eq!(state(&cr), pb::ChangeRequestState::Approved);
+    assert!(cr.decide_time.is_some());
+    w.apply(&w.flagstore, &cr.name).await.unwrap();
+
+    // A pending request past its time to live expires (the clock is moved by editing the row).
+    let cr = w.submit(&w.alice, &w.prod).await;
+    let id = cr.name.trim_start_matches("changeRequests/").to_owned();
+    w.s.store()
+        .read(|c| {
+            use diesel::prelude::*;
+            diesel::sql_query(format!(
+                "UPDATE change_requests SET expires_at = 1 WHERE id = '{id}'"
+            ))
+            .execute(c)
+            .map_err(fluxgate_store::StoreError::from)
+        })
+        .unwrap();
+    expect_code(
+        w.approve(&w.bob, &cr.name, "").await,
+        Code::FailedPrecondition,
+    );
+    let mut expired = None;
+    for _ in 0..50 {
+        let now = w.get(&w.alice, &cr.name).await.unwrap();
+        if state(&now) == pb::ChangeRequestState::Expired {
+            expired = Some(now);
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    assert!(expired.is_some(), "the sweeper expires it");
+    assert_eq!(
+        w.actions(&cr.name),
+        ["change_request.submitted", "change_request.expired"]
+    );
+}
+
+/// The stream's next message, waiting at most 10 s; `None` when it ended.
+async fn next(
+    s: &mut tonic::Streaming<pb::WatchChangeRequestResponse>,
+) -> Option<pb::WatchChangeRequestResponse> {
+    tokio::time::timeout(Duration::from_secs(10), s.message())
+        .await
+        .expect("a message within 10 s")
+        .unwrap()
+}
+
+async fn watch_streams_until_final(b: Backend) {
+    let w = world(b).await;
+    let cr = w.submit(&w.alice, &w.prod).await;
+    let mut stream = w
+        .api()
+        .watch_change_request(authed(
+            pb::WatchChangeRequestRequest {
+                name: cr.name.clone(),
+            },
+            &w.flagstore,
+        ))
+        .await
+        .unwrap()
+        .into_inner();
+    let first = next(&mut stream).await.unwrap();
+    assert_eq!(
+        state(first.change_request.as_ref().unwrap()),
+        pb::ChangeRequestState::Pending
+    );
+    w.approve(&w.bob, &cr.name, "").await.unwrap();
+    let second = next(&mut stream).await.unwrap();
+    assert_eq!(
+        state(second.change_request.as_ref().unwrap()),
+        pb::ChangeRequestState::Approved
+    );
+    w.apply(&w.flagstore, &cr.name).await.unwrap();
+    let third = next(&mut stream).await.unwrap();
+    assert_eq!(
+        state(third.change_request.as_ref().unwrap()),
+        pb::ChangeRequestState::Applied
+    );
+    assert!(
+        next(&mut stream).await.is_none(),
+        "the stream ends at a final state"
+    );
+
+    // Watching a finished request sends it once and ends.
+    let mut done = w
+        .api()
+        .watch_change_request(authed(
+            pb::WatchChangeRequestRequest {
+                name: cr.name.clone(),
+            },
+            &w.alice,
+        ))
+        .await
+        .unwrap()
+        .into_inner();
+    assert!(next(&mut done).await.is_some());
+    assert!(next(&mut done).await.is_none());
+
+    // Outsiders cannot watch; unknown requests are NOT_FOUND.
+    expect_code(
+        w.api()
+            .watch_change_request(authed(
+                pb::WatchChangeRequestRequest {
+                    name: cr.name.clone(),
+                },
+                &w.erin,
+            ))
+            .await,
+        Code::PermissionDenied,
+    );
+    expect_code(
+        w.api()
+            .watch_change_request(authed(
+                pb::WatchChangeRequestRequest {
+                    name: format!("changeRequests/{}", uuid::Uuid::now_v7()),
+                },
+                &w.alice,
+            ))
+            .await,
+        Code::NotFound,
+    );
+}
+
+async fn concurrent_reviews_never_exceed_the_rules(b: Backend) {
+    let w = world(b).await;
+    w.set_policy(&w.prod, 2, false, false).await;
+    for _ in 0..3 {
+        // Three approvers at once on a request that needs two.
+        let cr = w.submit(&w.alice, &w.prod).await;
+        let calls = [w.bob.clone(), w.carol.clone(), w.admin.clone()].map(|t| {
+            let mut api = w.api();
+            let name = cr.name.clone();
+            tokio::spawn(async move {
+                api.approve_change_request(authed(
+                    pb::ApproveChangeRequestRequest {
+                        name,
+                        etag: String::new(),
+                        comment: String::new(),
+                    },
+                    &t,
+                ))
+                .await
+            })
+        });
+        let mut ok = 0;
+        for c in calls {
+            match c.await.unwrap() {
+                Ok(_) => ok += 1,
+                Err(s) => assert_eq!(s.code(), Code::FailedPrecondition, "{s:?}"),
+            }
+        }
+        assert_eq!(ok, 2, "exactly the two approvals needed land");
+        let now = w.get(&w.alice, &cr.name).await.unwrap();
+        assert_eq!(state(&now), pb::ChangeRequestState::Approved);
+        assert_eq!((now.approvals, now.reviews.len()), (2, 2));
+
+        // An approval racing a rejection: exactly one decision stands.
+        let w2 = w.submit(&w.alice, &w.dev).await;
+        let mut a = w.api();
+        let mut r = w.api();
+        let (n1, n2) = (w2.name.clone(), w2.name.clone());
+        let (bob, carol) = (w.bob.clone(), w.carol.clone());
+        let (ra, rr) = tokio::join!(
+            async move {
+                a.approve_change_request(authed(
+                    pb::ApproveChangeRequestRequest {
+                        name: n1,
+                        ..Default::default()
+                    },
+                    &bob,
+                ))
+                .await
+            },
+            async move {
+                r.reject_change_request(authed(
+                    pb::RejectChangeRequestRequest {
+                        name: n2,
+                        comment: "no".into(),
+                        ..Default::default()
+                    },
+                    &carol,
+                ))
+                .await
+            }
+        );
+        let final_state = state(&w.get(&w.alice, &w2.name).await.unwrap());
+        match (ra.is_ok(), rr.is_ok()) {
+            (true, false) => assert_eq!(final_state, pb::ChangeRequestState::Approved),
+            (false, true) => assert_eq!(final_state, pb::ChangeRequestState::Rejected),
+            other => panic!("both or neither decision landed: {other:?}"),
+        }
+
+        // A review racing an edit: the approval never survives onto content it did not see.
+        let w3 = w.submit(&w.alice, &w.prod).await;
+        let mut a = w.api();
+        let (n, etag, bob) = (w3.name.clone(), w3.etag.clone(), w.bob.clone());
+        let (ra, re) = tokio::join!(
+            async move {
+                a.approve_change_request(authed(
+                    pb::ApproveChangeRequestRequest {
+                        name: n,
+                        etag,
+                        comment: String::new(),
+                    },
+                    &bob,
+                ))
+                .await
+            },
+            w.edit(&w.alice, &w3, "edited", "")
+        );
+        re.unwrap();
+        if let Err(s) = &ra {
+            assert_eq!(s.code(), Code::Aborted, "{s:?}");
+        }
+        let now = w.get(&w.alice, &w3.name).await.unwrap();
+        assert_eq!(now.revision, 2);
+        assert_eq!(now.approvals, 0);
+        assert_eq!(now.reviews.len(), usize::from(ra.is_ok()));
+    }
+}
+
+async fn listing_and_visibility(b: Backend) {
+    let w = world(b).await;
+    w.set_policy(&w.prod, 2, false, false).await;
+    let a = w.submit(&w.alice, &w.prod).await;
+    let b2 = w.submit(&w.alice, &w.dev).await;
+    let c = w.submit(&w.bob, &w.prod).await;
+    w.approve(&w.bob, &a.name, "").await.unwrap();
+    w.reject(&w.carol, &b2.name, "no").await.unwrap();
+
+    let names = |r: &pb::ListChangeRequestsResponse| -> Vec<String> {
+        r.change_requests.iter().map(|c| c.name.clone()).collect()
+    };
+    let all = w
+        .list(&w.alice, pb::ListChangeRequestsRequest::default())
+        .await;
+    assert_eq!(
+        names(&all),
+        [c.name.clone(), b2.name.clone(), a.name.clone()],
+        "newest first"
+    );
+    let pending = w
+        .list(
+            &w.alice,
+            pb::ListChangeRequestsRequest {
+                states: vec![pb::ChangeRequestState::Pending as i32],
+                ..Default::default()
+            },
+        )
+        .await;
+    assert_eq!(names(&pending), [c.name.clone(), a.name.clone()]);
+    let in_dev = w
+        .list(
+            &w.alice,
+            pb::ListChangeRequestsRequest {
+                environment: w.dev.clone(),
+                ..Default::default()
+            },
+        )
+        .await;
+    assert_eq!(names(&in_dev), std::slice::from_ref(&b2.name));
+    let by_bob = w
+        .list(
+            &w.alice,
+            pb::ListChangeRequestsRequest {
+                submitter: "users/bob".into(),
+                ..Default::default()
+            },
+        )
+        .await;
+    assert_eq!(names(&by_bob), std::slice::from_ref(&c.name));
+    let awaiting = |token: String| {
+        let w = &w;
+        async move {
+            names(
+                &w.list(
+                    &token,
+                    pb::ListChangeRequestsRequest {
+                        awaiting_my_review: true,
+                        ..Default::default()
+                    },
+                )
+                .await,
+            )
+        }
+    };
+    // Bob reviewed `a` and submitted `c`; Carol may review both; Alice only `c`? No: she is a
+    // Requester without peer review. Erin lacks the permission.
+    assert!(awaiting(w.bob.clone()).await.is_empty());
+    assert_eq!(
+        awaiting(w.carol.clone()).await,
+        [c.name.clone(), a.name.clone()]
+    );
+    assert!(awaiting(w.alice.clone()).await.is_empty());
+    assert!(awaiting(w.erin.clone()).await.is_empty());
+    // Erin sees nothing of an environment she has no rights in.
+    assert!(
+        w.list(&w.erin, pb::ListChangeRequestsRequest::default())
+            .await
+            .change_requests
+            .is_empty()
+    );
+    expect_code(w.get(&w.erin, &a.name).await, Code::PermissionDenied);
+
+    // Pages.
+    let p1 = w
+        .list(
+            &w.alice,
+            pb::ListChangeRequestsRequest {
+                page_size: 2,
+                ..Default::default()
+            },
+        )
+        .await;
+    assert_eq!(p1.change_requests.len(), 2);
+    let p2 = w
+        .list(
+            &w.alice,
+            pb::ListChangeRequestsRequest {
+                page_size: 2,
+                page_token: p1.next_page_token.clone(),
+                ..Default::default()
+            },
+        )
+        .await;
+    assert_eq!(names(&p2), std::slice::from_ref(&a.name));
+    assert!(p2.next_page_token.is_empty());
+    expect_invalid(
+        w.api()
+            .list_change_requests(authed(
+                pb::ListChangeRequestsRequest {
+                    page_size: 2,
+                    page_token: p1.next_page_token,
+                    awaiting_my_review: true,
+                    ..Default::default()
+                },
+                &w.alice,
+            ))
+            .await,
+        "page_token",
+    );
+    expect_invalid(
+        w.api()
+            .list_change_requests(authed(
+                pb::ListChangeRequestsRequest {
+                    states: vec![99],
+                    environment: "environments/x".into(),
+                    ..Default::default()
+                },
+                &w.alice,
+            ))
+            .await,
+        "states[0]",
+    );
+}
+
+async fn metrics_per_environment_and_reviewer(b: Backend) {
+    let w = world(b).await;
+    let a = w.submit(&w.alice, &w.prod).await;
+    w.approve(&w.bob, &a.name, "").await.unwrap();
+    let b2 = w.submit(&w.alice, &w.prod).await;
+    w.reject(&w.bob, &b2.name, "no").await.unwrap();
+    let c = w.submit(&w.alice, &w.dev).await;
+    w.approve(&w.carol, &c.name, "").await.unwrap();
+    w.submit(&w.alice, &w.dev).await; // stays pending
+
+    let get = |token: String, env: String| {
+        let mut api = w.api();
+        async move {
+            api.get_approval_metrics(authed(
+                pb::GetApprovalMetricsRequest {
+                    environment: env,
+                    ..Default::default()
+                },
+                &token,
+            ))
+            .await
+            .map(|r| r.into_inner())
+        }
+    };
+    // Approval metrics are for Approvers and Team Admins.
+    expect_code(
+        get(w.alice.clone(), String::new()).await,
+        Code::PermissionDenied,
+    );
+    let m = get(w.bob.clone(), String::new()).await.unwrap();
+    let overall = m.overall.unwrap();
+    assert_eq!(
+        (
+            overall.submitted,
+            overall.approved,
+            overall.rejected,
+            overall.pending
+        ),
+        (4, 2, 1, 1)
+    );
+    assert_eq!(overall.time_to_first_review.unwrap().count, 3);
+    assert_eq!(overall.time_to_decision.as_ref().unwrap().count, 3);
+    assert!(overall.oldest_pending_age.is_some());
+    let envs: Vec<(String, i64, i64)> = m
+        .environments
+        .iter()
+        .map(|e| (e.environment.clone(), e.submitted, e.pending))
+        .collect();
+    let mut want = vec![(w.dev.clone(), 2, 1), (w.prod.clone(), 2, 0)];
+    want.sort();
+    assert_eq!(envs, want);
+    assert_eq!(m.reviewers[0].reviewer, w.bob_name);
+    assert_eq!(
+        (m.reviewers[0].approvals, m.reviewers[0].rejections),
+        (1, 1)
+    );
+    assert_eq!(m.reviewers[0].response_time.as_ref().unwrap().count, 2);
+    assert_eq!(m.reviewers.len(), 2);
+
+    let prod_only = get(w.admin.clone(), w.prod.clone()).await.unwrap();
+    assert_eq!(prod_only.overall.unwrap().submitted, 2);
+    assert_eq!(prod_only.reviewers.len(), 1);
+    expect_invalid(get(w.admin.clone(), "prod".into()).await, "environment");
+}
+
+async fn bad_input_is_refused_and_writes_nothing(b: Backend) {
+    let w = world(b).await;
+    let before = w.s.audit_count();
+    let r = w
+        .api()
+        .submit_change_request(authed(
+            pb::SubmitChangeRequestRequest {
+                change_request: Some(pb::ChangeRequest {
+                    environment: "portfolios/x".into(),
+                    feature_key: "9 lives".into(),
+                    kind: pb::ChangeKind::ChangeValue as i32,
+                    payload: None,
+                    title: String::new(),
+                    ..Default::default()
+                }),
+            },
+            &w.alice,
+        ))
+        .await;
+    let st = expect_code(r, Code::InvalidArgument);
+    for f in [
+        "change_request.environment",
+        "change_request.feature_key",
+        "change_request.payload",
+        "change_request.title",
+    ] {
+        assert!(st.message().contains(f), "{f} in {st:?}");
+    }
+    expect_invalid(
+        w.try_submit(&w.alice, &w.prod, pb::ChangeKind::Unspecified, "x")
+            .await,
+        "change_request.kind",
+    );
+    let big = "x".repeat(70 * 1024);
+    expect_invalid(
+        w.try_submit(&w.alice, &w.prod, pb::ChangeKind::ChangeValue, &big)
+            .await,
+        "change_request.payload",
+    );
+    expect_code(
+        w.try_submit(
+            &w.alice,
+            &format!(
+                "{}/environments/{}",
+                w.prod.rsplit_once("/environments/").unwrap().0,
+                uuid::Uuid::now_v7()
+            ),
+            pb::ChangeKind::ChangeValue,
+            "x",
+        )
+        .await,
+        Code::NotFound,
+    );
+    let bad_policy = w
+        .api()
+        .update_approval_policy(authed(
+            pb::UpdateApprovalPolicyRequest {
+                policy: Some(pb::ApprovalPolicy {
+                    name: format!("{}/approvalPolicy", w.prod),
+                    required_approvals: 11,
+                    pending_ttl: Some(prost_types::Duration {
+                        seconds: 5,
+                        nanos: 0,
+                    }),
+                    ..Default::default()
+                }),
+                update_mask: None,
+            },
+            &w.admin,
+        ))
+        .await;
+    let st = expect_code(bad_policy, Code::InvalidArgument);
+    assert!(st.message().contains("policy.required_approvals"), "{st:?}");
+    assert!(st.message().contains("policy.pending_ttl"), "{st:?}");
+    for name in ["", "changeRequests/x", "users/alice"] {
+        expect_code(w.get(&w.alice, name).await, Code::InvalidArgument);
+        expect_code(w.approve(&w.bob, name, "").await, Code::InvalidArgument);
+    }
+    assert_eq!(w.s.audit_count(), before, "refused calls write nothing");
+
+    // Policies: Team Admins only; the default until set; etags.
+    let get = w
+        .api()
+        .get_approval_policy(authed(
+            pb::GetApprovalPolicyRequest {
+                name: format!("{}/approvalPolicy", w.dev),
+            },
+            &w.alice,
+        ))
+        .await
+        .unwrap()
+        .into_inner()
+        .policy
+        .unwrap();
+    assert_eq!(
+        (get.required_approvals, get.peer_review, get.admin_override),
+        (1, false, false)
+    );
+    assert_eq!(get.pending_ttl.unwrap().seconds, 7 * 86_400);
+    assert!(get.update_time.is_none());
+    let upd = |token: &str, etag: &str| {
+        let mut api = w.api();
+        let req = authed(
+            pb::UpdateApprovalPolicyRequest {
+                policy: Some(pb::ApprovalPolicy {
+                    name: format!("{}/approvalPolicy", w.dev),
+                    required_approvals: 3,
+                    etag: etag.into(),
+                    ..Default::default()
+                }),
+                update_mask: Some(FieldMask {
+                    paths: vec!["required_approvals".into()],
+                }),
+            },
+            token,
+        );
+        async move { api.update_approval_policy(req).await }
+    };
+    expect_code(upd(&w.bob, "").await, Code::PermissionDenied);
+    expect_code(upd(&w.admin, "W/\"5\"").await, Code::Aborted);
+    let set = upd(&w.admin, &get.etag)
+        .await
+        .unwrap()
+        .into_inner()
+        .policy
+        .unwrap();
+    assert_eq!(set.required_approvals, 3);
+    assert_eq!(
+        set.pending_ttl.unwrap().seconds,
+        7 * 86_400,
+        "unmasked fields keep their value"
+    );
+    assert_eq!(
+        w.actions(&format!("{}/approvalPolicy", w.dev)),
+        ["approval_policy.updated"]
+    );
+}
+
+async fn deleting_an_environment_closes_its_requests(b: Backend) {
+    let w = world(b).await;
+    let cr = w.submit(&w.alice, &w.dev).await;
+    let del = |force: bool| {
+        let mut cat = w.s.catalog();
+        let req = authed(
+            pb::DeleteEnvironmentRequest {
+                name: w.dev.clone(),
+                force,
+                ..Default::default()
+            },
+            &w.admin,
+        );
+        async move { cat.delete_environment(req).await }
+    };
+    let refused = expect_code(del(false).await, Code::FailedPrecondition);
+    assert!(
+        refused.message().contains("open change request"),
+        "{refused:?}"
+    );
+    del(true).await.unwrap();
+    let now = w.get(&w.alice, &cr.name).await;
+    // The environment is gone, so nobody below Team Admin holds READ there; the submitter
+    // still sees their own request.
+    let now = now.unwrap();
+    assert_eq!(state(&now), pb::ChangeRequestState::Cancelled);
+    assert!(
+        w.actions(&cr.name)
+            .contains(&"change_request.cancelled".to_string())
+    );
+}
+
+crate::both_backends!(
+    two_approvals_then_applied_once,
+    review_rules,
+    override_rules,
+    edits_discard_approvals_and_etags_guard_reviews,
+    cancel_rules,
+    no_approvals_needed_and_expiry,
+    watch_streams_until_final,
+    concurrent_reviews_never_exceed_the_rules,
+    listing_and_visibility,
+    metrics_per_environment_and_reviewer,
+    bad_input_is_refused_and_writes_nothing,
+    deleting_an_environment_closes_its_requests,
+);
