@@ -1089,6 +1089,34 @@ async fn metrics_per_environment_and_reviewer(b: Backend) {
     assert_eq!(m.reviewers[0].response_time.as_ref().unwrap().count, 2);
     assert_eq!(m.reviewers.len(), 2);
 
+    // The activity report carries the same response times for Approvers.
+    let now = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap()
+        .as_secs() as i64;
+    let report =
+        w.s.audit()
+            .get_activity_report(authed(
+                pb::GetActivityReportRequest {
+                    start_time: Some(prost_types::Timestamp {
+                        seconds: now - 3600,
+                        nanos: 0,
+                    }),
+                    end_time: Some(prost_types::Timestamp {
+                        seconds: now + 3600,
+                        nanos: 0,
+                    }),
+                    top: 0,
+                },
+                &w.carol,
+            ))
+            .await
+            .unwrap()
+            .into_inner();
+    let times = report.approval_response_times.unwrap();
+    assert_eq!(times.overall.unwrap().submitted, 4);
+    assert_eq!(times.reviewers.len(), 2);
+
     let prod_only = get(w.admin.clone(), w.prod.clone()).await.unwrap();
     assert_eq!(prod_only.overall.unwrap().submitted, 2);
     assert_eq!(prod_only.reviewers.len(), 1);
@@ -1265,7 +1293,79 @@ async fn deleting_an_environment_closes_its_requests(b: Backend) {
     );
 }
 
+async fn a_watch_on_another_replica_sees_decisions(b: Backend) {
+    let w = world(b.clone()).await;
+    // A second server on the same database, as a replica.
+    let (mut config, dir) = test_config(&b);
+    config.database_url = w.s.database_url.clone();
+    let replica = TestServer::start_with(config, dir).await;
+    let cr = w.submit(&w.alice, &w.prod).await;
+    let mut stream = replica
+        .approvals()
+        .watch_change_request(authed(
+            pb::WatchChangeRequestRequest {
+                name: cr.name.clone(),
+            },
+            &w.alice,
+        ))
+        .await
+        .unwrap()
+        .into_inner();
+    assert_eq!(
+        state(
+            next(&mut stream)
+                .await
+                .unwrap()
+                .change_request
+                .as_ref()
+                .unwrap()
+        ),
+        pb::ChangeRequestState::Pending
+    );
+    // Decided through the first server; the replica hears of it through the change log.
+    w.approve(&w.bob, &cr.name, "").await.unwrap();
+    assert_eq!(
+        state(
+            next(&mut stream)
+                .await
+                .unwrap()
+                .change_request
+                .as_ref()
+                .unwrap()
+        ),
+        pb::ChangeRequestState::Approved
+    );
+    // Applied through the replica; the first server's view follows.
+    let mut api = replica.approvals();
+    api.mark_change_request_applied(authed(
+        pb::MarkChangeRequestAppliedRequest {
+            name: cr.name.clone(),
+        },
+        &w.flagstore,
+    ))
+    .await
+    .unwrap();
+    assert_eq!(
+        state(
+            next(&mut stream)
+                .await
+                .unwrap()
+                .change_request
+                .as_ref()
+                .unwrap()
+        ),
+        pb::ChangeRequestState::Applied
+    );
+    assert!(next(&mut stream).await.is_none());
+    expect_code(
+        w.apply(&w.flagstore, &cr.name).await,
+        Code::FailedPrecondition,
+    );
+    replica.stop().await;
+}
+
 crate::both_backends!(
+    a_watch_on_another_replica_sees_decisions,
     two_approvals_then_applied_once,
     review_rules,
     override_rules,

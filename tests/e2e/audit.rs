@@ -340,6 +340,10 @@ async fn ingestion_export_and_analytics(b: Backend) {
     assert_eq!(report.feature_evaluations_by_user[0].count, 1500);
     assert_eq!(report.feature_evaluations_by_user[0].display_name, "ann");
     assert_eq!(report.most_active_contributors[0].display_name, "admin");
+    assert!(
+        report.approval_response_times.is_none(),
+        "approval metrics are for Approvers and Team Admins"
+    );
     let r = audit
         .get_activity_report(authed(
             pb::GetActivityReportRequest {

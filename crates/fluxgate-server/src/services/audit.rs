@@ -352,6 +352,11 @@ impl AuditSvc {
                 "validation passed without a range".into(),
             ));
         };
+        // Approval metrics are an Approver's right; others get the rest of the report.
+        let approvals = self
+            .state
+            .authorize(&p, Action::ViewApprovalMetrics, Target::Org)
+            .is_ok();
         let resp = self
             .state
             .db
@@ -399,6 +404,11 @@ impl AuditSvc {
                     active_users_per_week: bucket(WEEK, WEEK_OFFSET),
                     feature_evaluations_by_user: evaluations,
                     most_active_contributors: changes,
+                    approval_response_times: if approvals {
+                        Some(super::approvals::metrics::compute(conn, None, from, to)?)
+                    } else {
+                        None
+                    },
                 })
             })
             .await?;
