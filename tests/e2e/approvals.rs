@@ -176,6 +176,7 @@ impl World {
         self.api()
             .submit_change_request(authed(
                 pb::SubmitChangeRequestRequest {
+                    request_id: String::new(),
                     change_request: Some(pb::ChangeRequest {
                         environment: env.into(),
                         feature_key: "CHECKOUT_V2".into(),
@@ -611,6 +612,39 @@ async fn edits_discard_approvals_and_etags_guard_reviews(b: Backend) {
             "change_request.approved"
         ]
     );
+}
+
+async fn retried_submissions_are_idempotent(b: Backend) {
+    let w = world(b).await;
+    let submit = |key: &str, value: &str| {
+        let mut api = w.api();
+        let r = authed(
+            pb::SubmitChangeRequestRequest {
+                request_id: key.into(),
+                change_request: Some(pb::ChangeRequest {
+                    environment: w.prod.clone(),
+                    feature_key: "CHECKOUT_V2".into(),
+                    kind: pb::ChangeKind::ChangeValue as i32,
+                    payload: Some(payload(value)),
+                    title: "retry me".into(),
+                    ..Default::default()
+                }),
+            },
+            &w.alice,
+        );
+        async move { api.submit_change_request(r).await }
+    };
+    let first = submit("ci-run-42", "on").await.unwrap().into_inner();
+    let before = w.s.audit_count();
+    let again = submit("ci-run-42", "off").await.unwrap().into_inner();
+    assert_eq!(again, first, "a retry returns the first request");
+    assert_eq!(w.s.audit_count(), before, "and writes nothing");
+    let other = submit("ci-run-43", "on").await.unwrap().into_inner();
+    assert_ne!(
+        other.change_request.unwrap().name,
+        first.change_request.unwrap().name
+    );
+    expect_invalid(submit("not ok!", "on").await, "request_id");
 }
 
 async fn cancel_rules(b: Backend) {
@@ -1130,6 +1164,7 @@ async fn bad_input_is_refused_and_writes_nothing(b: Backend) {
         .api()
         .submit_change_request(authed(
             pb::SubmitChangeRequestRequest {
+                request_id: String::new(),
                 change_request: Some(pb::ChangeRequest {
                     environment: "portfolios/x".into(),
                     feature_key: "9 lives".into(),
@@ -1371,6 +1406,7 @@ crate::both_backends!(
     override_rules,
     edits_discard_approvals_and_etags_guard_reviews,
     cancel_rules,
+    retried_submissions_are_idempotent,
     no_approvals_needed_and_expiry,
     watch_streams_until_final,
     concurrent_reviews_never_exceed_the_rules,

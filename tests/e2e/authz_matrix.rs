@@ -213,6 +213,7 @@ impl Fix {
         self.approvals()
             .submit_change_request(authed(
                 pb::SubmitChangeRequestRequest {
+                    request_id: String::new(),
                     change_request: Some(self.change()),
                 },
                 token,
@@ -1329,6 +1330,7 @@ fn table() -> Vec<(&'static str, Access, Call)> {
                 .approvals()
                 .submit_change_request(req(
                     pb::SubmitChangeRequestRequest {
+                        request_id: String::new(),
                         change_request: Some(f.change())
                     },
                     &t

@@ -51,6 +51,8 @@ pub struct ChangeRequest {
     pub applied_at: Option<i64>,
     pub applied_by: Option<String>,
     pub version: i64,
+    /// The submitter's idempotency key, if it sent one.
+    pub client_request_id: Option<String>,
 }
 
 /// One verdict on one round of a request.
@@ -109,6 +111,20 @@ pub fn save(conn: &mut DbConnection, r: &ChangeRequest) -> StoreResult<()> {
 pub fn find(conn: &mut DbConnection, id: &str) -> StoreResult<Option<ChangeRequest>> {
     Ok(change_requests::table
         .find(id)
+        .select(ChangeRequest::as_select())
+        .first(conn)
+        .optional()?)
+}
+
+/// The request `submitter` submitted with idempotency key `key`, if any.
+pub fn find_by_client_id(
+    conn: &mut DbConnection,
+    submitter: &str,
+    key: &str,
+) -> StoreResult<Option<ChangeRequest>> {
+    Ok(change_requests::table
+        .filter(change_requests::submitter_id.eq(submitter))
+        .filter(change_requests::client_request_id.eq(key))
         .select(ChangeRequest::as_select())
         .first(conn)
         .optional()?)

@@ -253,6 +253,7 @@ diesel::table! {
         applied_at -> Nullable<BigInt>,
         applied_by -> Nullable<Text>,
         version -> BigInt,
+        client_request_id -> Nullable<Text>,
     }
 }
 

@@ -39,8 +39,12 @@ CREATE TABLE change_requests (
     decided_at BIGINT,
     applied_at BIGINT,
     applied_by TEXT,
-    version BIGINT NOT NULL
+    version BIGINT NOT NULL,
+    -- The submitter's idempotency key: a retried submission returns the first request.
+    client_request_id TEXT
 );
+
+CREATE UNIQUE INDEX change_requests_client_request ON change_requests (submitter_id, client_request_id);
 
 CREATE INDEX change_requests_open ON change_requests (state, expires_at);
 CREATE INDEX change_requests_environment ON change_requests (environment_id, id);

@@ -573,7 +573,7 @@ impl ApprovalSvc {
         p: Principal,
         req: pb::SubmitChangeRequestRequest,
     ) -> ApiResult<Response<pb::SubmitChangeRequestResponse>> {
-        let Some(x) = req.change_request else {
+        let Some(x) = req.change_request.as_ref() else {
             return Err(ApiError::invalid("change_request", "is required"));
         };
         let mut v = Violations::new();
@@ -595,6 +595,15 @@ impl ApprovalSvc {
             "",
             description("change_request.description", &x.description),
         );
+        let client_id = (!req.request_id.is_empty()).then(|| req.request_id.clone());
+        if client_id.as_ref().is_some_and(|k| {
+            k.len() > 64
+                || !k
+                    .chars()
+                    .all(|c| c.is_ascii_alphanumeric() || c == '-' || c == '_')
+        }) {
+            v.add("request_id", "must be 1 to 64 letters, digits, '-' or '_'");
+        }
         v.finish()?;
         let (Some(path), Some(key), Some(kind), Some(t), Some(d)) = (path, key, kind, t, d) else {
             return Err(ApiError::Internal(
@@ -617,6 +626,12 @@ impl ApprovalSvc {
         let ((row, reviews), rev) = {
             let ctx = ctx.clone();
             self.commit(move |tx| {
+                if let Some(k) = &client_id
+                    && let Some(first) = store::find_by_client_id(tx.conn, &p.id.to_string(), k)?
+                {
+                    let reviews = store::reviews(tx.conn, &first.id)?;
+                    return Ok((first, reviews));
+                }
                 let env = path.environment.to_string();
                 catalog::find(tx.conn, Kind::Environment, &env)?
                     .ok_or_else(|| ApiError::NotFound("no such environment".into()))?;
@@ -650,6 +665,7 @@ impl ApprovalSvc {
                     applied_at: None,
                     applied_by: None,
                     version: 1,
+                    client_request_id: client_id,
                 };
                 snapshot_policy(tx.conn, &mut r, tx.now)?;
                 store::insert(tx.conn, &r)?;
