@@ -407,6 +407,45 @@ fn snapshot_policy(
     Ok(())
 }
 
+/// Writes `r` as the next version of `before`, with its change-log entry and its audit event
+/// (`action`, by `actor`; `None` for the server itself), in the caller's transaction.
+fn record(
+    tx: &mut Tx<'_>,
+    before: &store::ChangeRequest,
+    mut r: store::ChangeRequest,
+    mut event: audit::NewEvent,
+    approvals: Option<usize>,
+    detail: Option<String>,
+) -> ApiResult<store::ChangeRequest> {
+    r.version = before.version + 1;
+    r.updated_at = tx.now;
+    store::save(tx.conn, &r)?;
+    tx.changed(EntityKind::ChangeRequest, r.id.clone());
+    event.before_json = audit_json(before, None);
+    event.after_json = audit_json(&r, approvals);
+    event.detail = detail.filter(|d| !d.is_empty());
+    audit::append(tx.conn, event, tx.now)?;
+    Ok(r)
+}
+
+/// An audit event about the request `id`.
+fn request_event(ctx: &RequestCtx, actor: &Principal, action: &str, id: &str) -> audit::NewEvent {
+    ctx.event(
+        Some(actor),
+        action,
+        "change_request",
+        Some(request_name(id)),
+    )
+}
+
+/// The paths of an update mask; an absent or empty mask means every allowed path.
+fn mask_or_all(mask: Option<&prost_types::FieldMask>, allowed: &[&str]) -> ApiResult<Vec<String>> {
+    match mask {
+        Some(m) if !m.paths.is_empty() => mask_paths(Some(m), allowed),
+        _ => Ok(allowed.iter().map(|s| s.to_string()).collect()),
+    }
+}
+
 fn load(conn: &mut DbConnection, id: &str) -> ApiResult<store::ChangeRequest> {
     store::find(conn, id)?.ok_or_else(|| ApiError::NotFound("no such change request".into()))
 }
@@ -467,10 +506,7 @@ impl ApprovalSvc {
         let Some(x) = req.policy else {
             return Err(ApiError::invalid("policy", "is required"));
         };
-        let paths = match req.update_mask.as_ref() {
-            Some(m) if !m.paths.is_empty() => mask_paths(Some(m), &POLICY_FIELDS)?,
-            _ => POLICY_FIELDS.iter().map(|s| s.to_string()).collect(),
-        };
+        let paths = mask_or_all(req.update_mask.as_ref(), &POLICY_FIELDS)?;
         let has = |f: &str| paths.iter().any(|p| p == f);
         let mut v = Violations::new();
         let path = field(&mut v, parse_policy_name("policy.name", &x.name));
@@ -841,10 +877,7 @@ impl ApprovalSvc {
         let Some(x) = req.change_request else {
             return Err(ApiError::invalid("change_request", "is required"));
         };
-        let paths = match req.update_mask.as_ref() {
-            Some(m) if !m.paths.is_empty() => mask_paths(Some(m), &EDITABLE)?,
-            _ => EDITABLE.iter().map(|s| s.to_string()).collect(),
-        };
+        let paths = mask_or_all(req.update_mask.as_ref(), &EDITABLE)?;
         let has = |f: &str| paths.iter().any(|p| p == f);
         let mut v = Violations::new();
         let id = field(&mut v, parse_request("change_request.name", &x.name));
@@ -931,20 +964,9 @@ impl ApprovalSvc {
                     return Ok((before, reviews));
                 }
                 r.round += 1;
-                r.version += 1;
-                r.updated_at = tx.now;
                 snapshot_policy(tx.conn, &mut r, tx.now)?;
-                store::save(tx.conn, &r)?;
-                tx.changed(EntityKind::ChangeRequest, r.id.clone());
-                let mut e = ctx.event(
-                    Some(&p),
-                    "change_request.updated",
-                    "change_request",
-                    Some(request_name(&r.id)),
-                );
-                e.before_json = audit_json(&before, None);
-                e.after_json = audit_json(&r, Some(0));
-                audit::append(tx.conn, e, tx.now)?;
+                let e = request_event(&ctx, &p, "change_request.updated", &r.id);
+                let r = record(tx, &before, r, e, Some(0), None)?;
                 Ok((r, reviews))
             })
             .await?
@@ -988,20 +1010,8 @@ impl ApprovalSvc {
                 }
                 let mut r = before.clone();
                 r.state = RequestState::Cancelled.as_str().into();
-                r.version += 1;
-                r.updated_at = tx.now;
-                store::save(tx.conn, &r)?;
-                tx.changed(EntityKind::ChangeRequest, r.id.clone());
-                let mut e = ctx.event(
-                    Some(&p),
-                    "change_request.cancelled",
-                    "change_request",
-                    Some(request_name(&r.id)),
-                );
-                e.before_json = audit_json(&before, None);
-                e.after_json = audit_json(&r, None);
-                e.detail = (!reason.as_str().is_empty()).then(|| reason.as_str().to_owned());
-                audit::append(tx.conn, e, tx.now)?;
+                let e = request_event(&ctx, &p, "change_request.cancelled", &r.id);
+                let r = record(tx, &before, r, e, None, Some(reason.as_str().to_owned()))?;
                 Ok((r, store::reviews(tx.conn, &id)?))
             })
             .await?
@@ -1100,25 +1110,14 @@ impl ApprovalSvc {
                     r.overridden = true;
                     r.override_reason = Some(comment.as_str().to_owned());
                 }
-                r.version += 1;
-                r.updated_at = tx.now;
-                store::save(tx.conn, &r)?;
-                tx.changed(EntityKind::ChangeRequest, r.id.clone());
                 let action = match verdict {
                     Verdict::Approve => "change_request.approved",
                     Verdict::Reject => "change_request.rejected",
                     Verdict::Override => "change_request.overridden",
                 };
-                let mut e = ctx2.event(
-                    Some(&p),
-                    action,
-                    "change_request",
-                    Some(request_name(&r.id)),
-                );
-                e.before_json = audit_json(&before, None);
-                e.after_json = audit_json(&r, Some(approvals));
-                e.detail = (!comment.as_str().is_empty()).then(|| comment.as_str().to_owned());
-                audit::append(tx.conn, e, tx.now)?;
+                let e = request_event(&ctx2, &p, action, &r.id);
+                let detail = Some(comment.as_str().to_owned());
+                let r = record(tx, &before, r, e, Some(approvals), detail)?;
                 Ok((r, reviews))
             })
             .await?;
@@ -1156,19 +1155,8 @@ impl ApprovalSvc {
                 r.state = RequestState::Applied.as_str().into();
                 r.applied_at = Some(tx.now);
                 r.applied_by = Some(p.id.to_string());
-                r.version += 1;
-                r.updated_at = tx.now;
-                store::save(tx.conn, &r)?;
-                tx.changed(EntityKind::ChangeRequest, r.id.clone());
-                let mut e = ctx.event(
-                    Some(&p),
-                    "change_request.applied",
-                    "change_request",
-                    Some(request_name(&r.id)),
-                );
-                e.before_json = audit_json(&before, None);
-                e.after_json = audit_json(&r, None);
-                audit::append(tx.conn, e, tx.now)?;
+                let e = request_event(&ctx, &p, "change_request.applied", &r.id);
+                let r = record(tx, &before, r, e, None, None)?;
                 Ok((r, store::reviews(tx.conn, &id)?))
             })
             .await?
@@ -1342,21 +1330,15 @@ pub async fn expire_due(state: &AppState) -> ApiResult<usize> {
                 }
                 let mut r = before.clone();
                 r.state = RequestState::Expired.as_str().into();
-                r.version += 1;
-                r.updated_at = tx.now;
-                store::save(tx.conn, &r)?;
-                tx.changed(EntityKind::ChangeRequest, r.id.clone());
                 let e = audit::NewEvent {
                     action: "change_request.expired".into(),
                     target_type: "change_request".into(),
                     target_id: Some(request_name(&r.id)),
-                    before_json: audit_json(&before, None),
-                    after_json: audit_json(&r, None),
                     outcome: "success".into(),
-                    detail: Some("pending past the environment's time to live".into()),
                     ..Default::default()
                 };
-                audit::append(tx.conn, e, tx.now)?;
+                let detail = "pending past the environment's time to live";
+                record(tx, &before, r, e, None, Some(detail.into()))?;
                 n += 1;
             }
             Ok::<_, ApiError>(n)
@@ -1376,15 +1358,15 @@ pub fn cancel_for_deleted_environments(
     for before in open {
         let mut r = before.clone();
         r.state = RequestState::Cancelled.as_str().into();
-        r.version += 1;
-        r.updated_at = tx.now;
-        store::save(tx.conn, &r)?;
-        tx.changed(EntityKind::ChangeRequest, r.id.clone());
-        let mut e = event(&request_name(&r.id));
-        e.before_json = audit_json(&before, None);
-        e.after_json = audit_json(&r, None);
-        e.detail = Some("its environment was deleted".into());
-        audit::append(tx.conn, e, tx.now)?;
+        let e = event(&request_name(&r.id));
+        record(
+            tx,
+            &before,
+            r,
+            e,
+            None,
+            Some("its environment was deleted".into()),
+        )?;
     }
     Ok(())
 }
