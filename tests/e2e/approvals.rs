@@ -202,13 +202,13 @@ impl World {
         &self,
         token: &str,
         name: &str,
-        etag: &str,
+        revision: i64,
     ) -> Result<pb::ChangeRequest, Status> {
         self.api()
             .approve_change_request(authed(
                 pb::ApproveChangeRequestRequest {
                     name: name.into(),
-                    etag: etag.into(),
+                    revision,
                     comment: "looks good".into(),
                 },
                 token,
@@ -227,7 +227,7 @@ impl World {
             .reject_change_request(authed(
                 pb::RejectChangeRequestRequest {
                     name: name.into(),
-                    etag: String::new(),
+                    revision: 0,
                     comment: comment.into(),
                 },
                 token,
@@ -341,22 +341,22 @@ async fn two_approvals_then_applied_once(b: Backend) {
         Code::FailedPrecondition,
     );
 
-    let one = w.approve(&w.bob, &cr.name, &cr.etag).await.unwrap();
+    let one = w.approve(&w.bob, &cr.name, cr.revision).await.unwrap();
     assert_eq!(state(&one), pb::ChangeRequestState::Pending);
     assert_eq!(one.approvals, 1);
     // Approvals come from distinct principals.
     expect_code(
-        w.approve(&w.bob, &cr.name, "").await,
+        w.approve(&w.bob, &cr.name, 1).await,
         Code::FailedPrecondition,
     );
-    let two = w.approve(&w.carol, &cr.name, "").await.unwrap();
+    let two = w.approve(&w.carol, &cr.name, 1).await.unwrap();
     assert_eq!(state(&two), pb::ChangeRequestState::Approved);
     assert_eq!(two.approvals, 2);
     assert!(two.decide_time.is_some());
     assert_eq!(two.reviews.len(), 2);
     // No more reviews once decided.
     expect_code(
-        w.approve(&w.admin, &cr.name, "").await,
+        w.approve(&w.admin, &cr.name, 1).await,
         Code::FailedPrecondition,
     );
 
@@ -404,13 +404,13 @@ async fn review_rules(b: Backend) {
     );
     // Nobody approves their own request.
     let own = expect_code(
-        w.approve(&w.alice, &cr.name, "").await,
+        w.approve(&w.alice, &cr.name, 1).await,
         Code::PermissionDenied,
     );
     assert!(own.message().contains("own"), "{own:?}");
     // Requesters need the policy's peer review.
     let peer = expect_code(
-        w.approve(&w.dave, &cr.name, "").await,
+        w.approve(&w.dave, &cr.name, 1).await,
         Code::PermissionDenied,
     );
     assert!(peer.message().contains("approver"), "{peer:?}");
@@ -420,7 +420,7 @@ async fn review_rules(b: Backend) {
     );
     // A reviewer must hold the permission the change needs.
     let outsider = expect_code(
-        w.approve(&w.erin, &cr.name, "").await,
+        w.approve(&w.erin, &cr.name, 1).await,
         Code::PermissionDenied,
     );
     assert!(outsider.message().contains("CHANGE_VALUE"), "{outsider:?}");
@@ -439,19 +439,19 @@ async fn review_rules(b: Backend) {
     w.set_policy(&w.prod, 1, true, false).await;
     let cr2 = w.submit(&w.alice, &w.prod).await;
     assert!(cr2.peer_review);
-    let by_peer = w.approve(&w.dave, &cr2.name, "").await.unwrap();
+    let by_peer = w.approve(&w.dave, &cr2.name, 1).await.unwrap();
     assert_eq!(state(&by_peer), pb::ChangeRequestState::Approved);
     assert_eq!(by_peer.reviews[0].reviewer_display_name, "dave");
     // The first request keeps the policy it was submitted under.
     expect_code(
-        w.approve(&w.dave, &cr.name, "").await,
+        w.approve(&w.dave, &cr.name, 1).await,
         Code::PermissionDenied,
     );
 
     // A rejection needs a comment, and any rejection rejects.
     w.set_policy(&w.prod, 2, false, false).await;
     let cr3 = w.submit(&w.alice, &w.prod).await;
-    w.approve(&w.bob, &cr3.name, "").await.unwrap();
+    w.approve(&w.bob, &cr3.name, 1).await.unwrap();
     expect_invalid(w.reject(&w.carol, &cr3.name, "").await, "comment");
     let rejected = w
         .reject(&w.carol, &cr3.name, "not on a Friday")
@@ -464,7 +464,7 @@ async fn review_rules(b: Backend) {
         [pb::Verdict::Approve as i32, pb::Verdict::Reject as i32]
     );
     expect_code(
-        w.approve(&w.admin, &cr3.name, "").await,
+        w.approve(&w.admin, &cr3.name, 1).await,
         Code::FailedPrecondition,
     );
     expect_code(
@@ -497,7 +497,7 @@ async fn override_rules(b: Backend) {
             api.override_change_request(authed(
                 pb::OverrideChangeRequestRequest {
                     name,
-                    etag: String::new(),
+                    revision: 1,
                     reason: reason.into(),
                 },
                 &token,
@@ -518,7 +518,7 @@ async fn override_rules(b: Backend) {
             api.override_change_request(authed(
                 pb::OverrideChangeRequestRequest {
                     name,
-                    etag: String::new(),
+                    revision: 1,
                     reason: reason.into(),
                 },
                 &token,
@@ -529,7 +529,7 @@ async fn override_rules(b: Backend) {
     };
     expect_code(ov(w.bob.clone(), "I said so").await, Code::PermissionDenied);
     expect_invalid(ov(w.admin.clone(), "").await, "reason");
-    w.approve(&w.bob, &cr.name, "").await.unwrap();
+    w.approve(&w.bob, &cr.name, 1).await.unwrap();
     let done = ov(w.admin.clone(), "incident 4711: checkout down")
         .await
         .unwrap();
@@ -552,7 +552,7 @@ async fn override_rules(b: Backend) {
         .override_change_request(authed(
             pb::OverrideChangeRequestRequest {
                 name: mine.name.clone(),
-                etag: String::new(),
+                revision: 1,
                 reason: "mine".into(),
             },
             &w.admin,
@@ -565,7 +565,7 @@ async fn edits_discard_approvals_and_etags_guard_reviews(b: Backend) {
     let w = world(b).await;
     w.set_policy(&w.prod, 2, false, false).await;
     let cr = w.submit(&w.alice, &w.prod).await;
-    let approved_once = w.approve(&w.bob, &cr.name, &cr.etag).await.unwrap();
+    let approved_once = w.approve(&w.bob, &cr.name, cr.revision).await.unwrap();
     assert_eq!(approved_once.approvals, 1);
 
     // Only the submitter edits, and a stale etag is refused.
@@ -589,13 +589,13 @@ async fn edits_discard_approvals_and_etags_guard_reviews(b: Backend) {
 
     // A review given on what the reviewer saw before the edit is refused.
     expect_code(
-        w.approve(&w.carol, &cr.name, &approved_once.etag).await,
+        w.approve(&w.carol, &cr.name, approved_once.revision).await,
         Code::Aborted,
     );
     // Bob may review the new revision.
-    let again = w.approve(&w.bob, &cr.name, &edited.etag).await.unwrap();
+    let again = w.approve(&w.bob, &cr.name, edited.revision).await.unwrap();
     assert_eq!(again.approvals, 1);
-    let done = w.approve(&w.carol, &cr.name, &again.etag).await.unwrap();
+    let done = w.approve(&w.carol, &cr.name, again.revision).await.unwrap();
     assert_eq!(state(&done), pb::ChangeRequestState::Approved);
     // Decided requests are not edited.
     expect_code(
@@ -647,6 +647,75 @@ async fn retried_submissions_are_idempotent(b: Backend) {
     expect_invalid(submit("not ok!", "on").await, "request_id");
 }
 
+async fn service_accounts_do_not_review(b: Backend) {
+    let w = world(b).await;
+    // Even where peers may review, the flag store's key (a Requester in the group, holding
+    // the permission) is no second pair of eyes.
+    w.set_policy(&w.prod, 1, true, true).await;
+    let cr = w.submit(&w.alice, &w.prod).await;
+    let st = expect_code(
+        w.approve(&w.flagstore, &cr.name, 1).await,
+        Code::PermissionDenied,
+    );
+    assert!(st.message().contains("service accounts"), "{st:?}");
+    expect_code(
+        w.reject(&w.flagstore, &cr.name, "no").await,
+        Code::PermissionDenied,
+    );
+    // A service account may still submit, and people review it.
+    let by_ci = w.submit(&w.flagstore, &w.prod).await;
+    assert_eq!(by_ci.submitter, w.flagstore_name);
+    let ok = w.approve(&w.dave, &by_ci.name, 1).await.unwrap();
+    assert_eq!(state(&ok), pb::ChangeRequestState::Approved);
+}
+
+async fn feature_changes_take_the_strictest_policy(b: Backend) {
+    let w = world(b).await;
+    w.set_policy(&w.dev, 0, true, true).await;
+    w.set_policy(&w.prod, 2, false, true).await;
+    // Deleting a feature reaches prod too: naming dev does not make it free.
+    let del = w
+        .try_submit(&w.alice, &w.dev, pb::ChangeKind::DeleteFeature, "x")
+        .await
+        .unwrap();
+    assert_eq!(state(&del), pb::ChangeRequestState::Pending);
+    assert_eq!(del.required_approvals, 2);
+    assert!(!del.peer_review);
+    assert!(del.admin_override);
+    // A value change in dev is dev's business.
+    let val = w.submit(&w.alice, &w.dev).await;
+    assert_eq!(state(&val), pb::ChangeRequestState::Approved);
+}
+
+async fn shutdown_ends_open_watches(b: Backend) {
+    let w = world(b).await;
+    let cr = w.submit(&w.alice, &w.prod).await;
+    let mut stream = w
+        .api()
+        .watch_change_request(authed(
+            pb::WatchChangeRequestRequest {
+                name: cr.name.clone(),
+            },
+            &w.alice,
+        ))
+        .await
+        .unwrap()
+        .into_inner();
+    assert!(next(&mut stream).await.is_some());
+    let World { s, .. } = w;
+    tokio::time::timeout(Duration::from_secs(10), s.stop())
+        .await
+        .expect("a pending watch does not hold the shutdown open");
+    let end = tokio::time::timeout(Duration::from_secs(10), stream.message())
+        .await
+        .expect("the stream ends");
+    match end {
+        Err(st) => assert_eq!(st.code(), Code::Unavailable, "{st:?}"),
+        Ok(None) => {}
+        Ok(Some(m)) => panic!("unexpected message {m:?}"),
+    }
+}
+
 async fn cancel_rules(b: Backend) {
     let w = world(b).await;
     let cr = w.submit(&w.alice, &w.prod).await;
@@ -682,12 +751,12 @@ async fn cancel_rules(b: Backend) {
         Code::FailedPrecondition,
     );
     expect_code(
-        w.approve(&w.bob, &cr.name, "").await,
+        w.approve(&w.bob, &cr.name, 1).await,
         Code::FailedPrecondition,
     );
     // A Team Admin cancels anyone's request, approved ones included.
     let cr2 = w.submit(&w.alice, &w.prod).await;
-    w.approve(&w.bob, &cr2.name, "").await.unwrap();
+    w.approve(&w.bob, &cr2.name, 1).await.unwrap();
     let c2 = cancel(w.admin.clone(), cr2.name.clone(), String::new())
         .await
         .unwrap();
@@ -726,7 +795,7 @@ async fn no_approvals_needed_and_expiry(b: Backend) {
         })
         .unwrap();
     expect_code(
-        w.approve(&w.bob, &cr.name, "").await,
+        w.approve(&w.bob, &cr.name, 1).await,
         Code::FailedPrecondition,
     );
     let mut expired = None;
@@ -774,7 +843,7 @@ async fn watch_streams_until_final(b: Backend) {
         state(first.change_request.as_ref().unwrap()),
         pb::ChangeRequestState::Pending
     );
-    w.approve(&w.bob, &cr.name, "").await.unwrap();
+    w.approve(&w.bob, &cr.name, 1).await.unwrap();
     let second = next(&mut stream).await.unwrap();
     assert_eq!(
         state(second.change_request.as_ref().unwrap()),
@@ -844,7 +913,7 @@ async fn concurrent_reviews_never_exceed_the_rules(b: Backend) {
                 api.approve_change_request(authed(
                     pb::ApproveChangeRequestRequest {
                         name,
-                        etag: String::new(),
+                        revision: 1,
                         comment: String::new(),
                     },
                     &t,
@@ -875,6 +944,7 @@ async fn concurrent_reviews_never_exceed_the_rules(b: Backend) {
                 a.approve_change_request(authed(
                     pb::ApproveChangeRequestRequest {
                         name: n1,
+                        revision: 1,
                         ..Default::default()
                     },
                     &bob,
@@ -903,13 +973,13 @@ async fn concurrent_reviews_never_exceed_the_rules(b: Backend) {
         // A review racing an edit: the approval never survives onto content it did not see.
         let w3 = w.submit(&w.alice, &w.prod).await;
         let mut a = w.api();
-        let (n, etag, bob) = (w3.name.clone(), w3.etag.clone(), w.bob.clone());
+        let (n, revision, bob) = (w3.name.clone(), w3.revision, w.bob.clone());
         let (ra, re) = tokio::join!(
             async move {
                 a.approve_change_request(authed(
                     pb::ApproveChangeRequestRequest {
                         name: n,
-                        etag,
+                        revision,
                         comment: String::new(),
                     },
                     &bob,
@@ -935,7 +1005,7 @@ async fn listing_and_visibility(b: Backend) {
     let a = w.submit(&w.alice, &w.prod).await;
     let b2 = w.submit(&w.alice, &w.dev).await;
     let c = w.submit(&w.bob, &w.prod).await;
-    w.approve(&w.bob, &a.name, "").await.unwrap();
+    w.approve(&w.bob, &a.name, 1).await.unwrap();
     w.reject(&w.carol, &b2.name, "no").await.unwrap();
 
     let names = |r: &pb::ListChangeRequestsResponse| -> Vec<String> {
@@ -1067,11 +1137,11 @@ async fn listing_and_visibility(b: Backend) {
 async fn metrics_per_environment_and_reviewer(b: Backend) {
     let w = world(b).await;
     let a = w.submit(&w.alice, &w.prod).await;
-    w.approve(&w.bob, &a.name, "").await.unwrap();
+    w.approve(&w.bob, &a.name, 1).await.unwrap();
     let b2 = w.submit(&w.alice, &w.prod).await;
     w.reject(&w.bob, &b2.name, "no").await.unwrap();
     let c = w.submit(&w.alice, &w.dev).await;
-    w.approve(&w.carol, &c.name, "").await.unwrap();
+    w.approve(&w.carol, &c.name, 1).await.unwrap();
     w.submit(&w.alice, &w.dev).await; // stays pending
 
     let get = |token: String, env: String| {
@@ -1234,8 +1304,13 @@ async fn bad_input_is_refused_and_writes_nothing(b: Backend) {
     assert!(st.message().contains("policy.pending_ttl"), "{st:?}");
     for name in ["", "changeRequests/x", "users/alice"] {
         expect_code(w.get(&w.alice, name).await, Code::InvalidArgument);
-        expect_code(w.approve(&w.bob, name, "").await, Code::InvalidArgument);
+        expect_code(w.approve(&w.bob, name, 1).await, Code::InvalidArgument);
     }
+    let cr = w.submit(&w.alice, &w.prod).await;
+    let before = w.s.audit_count();
+    // An approval names the revision it approves.
+    expect_invalid(w.approve(&w.bob, &cr.name, 0).await, "revision");
+    expect_invalid(w.approve(&w.bob, &cr.name, -1).await, "revision");
     assert_eq!(w.s.audit_count(), before, "refused calls write nothing");
 
     // Policies: Team Admins only; the default until set; etags.
@@ -1358,7 +1433,7 @@ async fn a_watch_on_another_replica_sees_decisions(b: Backend) {
         pb::ChangeRequestState::Pending
     );
     // Decided through the first server; the replica hears of it through the change log.
-    w.approve(&w.bob, &cr.name, "").await.unwrap();
+    w.approve(&w.bob, &cr.name, 1).await.unwrap();
     assert_eq!(
         state(
             next(&mut stream)
@@ -1406,6 +1481,9 @@ crate::both_backends!(
     override_rules,
     edits_discard_approvals_and_etags_guard_reviews,
     cancel_rules,
+    service_accounts_do_not_review,
+    feature_changes_take_the_strictest_policy,
+    shutdown_ends_open_watches,
     retried_submissions_are_idempotent,
     no_approvals_needed_and_expiry,
     watch_streams_until_final,

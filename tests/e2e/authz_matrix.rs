@@ -1400,6 +1400,7 @@ fn table() -> Vec<(&'static str, Access, Call)> {
                     .approve_change_request(req(
                         pb::ApproveChangeRequestRequest {
                             name: cr.name,
+                            revision: 1,
                             ..Default::default()
                         },
                         &t,
@@ -1433,8 +1434,8 @@ fn table() -> Vec<(&'static str, Access, Call)> {
                     .override_change_request(req(
                         pb::OverrideChangeRequestRequest {
                             name: cr.name,
+                            revision: 1,
                             reason: "incident".into(),
-                            ..Default::default()
                         },
                         &t,
                     ))
@@ -1450,6 +1451,7 @@ fn table() -> Vec<(&'static str, Access, Call)> {
                     .approve_change_request(authed(
                         pb::ApproveChangeRequestRequest {
                             name: cr.name.clone(),
+                            revision: 1,
                             ..Default::default()
                         },
                         &f.admin,

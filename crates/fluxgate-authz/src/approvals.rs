@@ -115,6 +115,13 @@ impl Snapshot {
                     _ => Decision::deny(Reason::NotSubmitter),
                 }
             }
+            RequestAction::Review | RequestAction::Override
+                if matches!(principal, PrincipalId::ServiceAccount(_)) =>
+            {
+                // A key is not a second pair of eyes: whoever holds it could approve their own
+                // change with it.
+                Decision::deny(Reason::ServiceAccountReviewer)
+            }
             RequestAction::Review => {
                 if own {
                     return Decision::deny(Reason::OwnRequest);

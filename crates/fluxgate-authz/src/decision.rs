@@ -135,6 +135,8 @@ pub enum Reason {
     OverrideNotAllowed,
     /// Denied: change requests are applied by the flag store's service account.
     NotServiceAccount,
+    /// Denied: reviews come from people; a service account's key is no second pair of eyes.
+    ServiceAccountReviewer,
     /// Denied: no such principal.
     UnknownPrincipal,
     /// Denied: no such application or environment.
@@ -185,6 +187,9 @@ impl fmt::Display for Reason {
             Reason::NotServiceAccount => f.write_str(
                 "change requests are marked applied by the flag store's service account",
             ),
+            Reason::ServiceAccountReviewer => {
+                f.write_str("service accounts do not review or override change requests")
+            }
             Reason::InternalService => f.write_str(
                 "service accounts of internal services may ask about others in their scope",
             ),

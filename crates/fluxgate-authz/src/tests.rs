@@ -427,6 +427,13 @@ mod approvals {
         );
 
         assert!(act(&sa, RequestAction::Apply, &req).allowed);
+        for a in [RequestAction::Review, RequestAction::Override] {
+            assert_eq!(
+                act(&sa, a, &overridable),
+                Decision::deny(Reason::ServiceAccountReviewer),
+                "a service account holding the permission still does not review"
+            );
+        }
         assert_eq!(
             act(&admin, RequestAction::Apply, &req),
             Decision::deny(Reason::NotServiceAccount)

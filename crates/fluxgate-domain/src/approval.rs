@@ -225,6 +225,23 @@ impl ApprovalPolicy {
     }
 }
 
+impl ApprovalPolicy {
+    /// The policy that satisfies all of `policies`: the most approvals, peer review and
+    /// override only where every one allows them, the shortest time to live. The default
+    /// policy when `policies` is empty.
+    pub fn strictest(policies: &[ApprovalPolicy]) -> ApprovalPolicy {
+        let Some(first) = policies.first() else {
+            return ApprovalPolicy::default();
+        };
+        policies.iter().fold(*first, |a, b| ApprovalPolicy {
+            required_approvals: a.required_approvals.max(b.required_approvals),
+            peer_review: a.peer_review && b.peer_review,
+            admin_override: a.admin_override && b.admin_override,
+            ttl_secs: a.ttl_secs.min(b.ttl_secs),
+        })
+    }
+}
+
 impl Default for ApprovalPolicy {
     /// Four eyes: one approval from an Approver, no override, a week to decide.
     fn default() -> Self {
@@ -317,6 +334,32 @@ mod tests {
         };
         let e = bad.validate().unwrap_err();
         assert_eq!(e.violations.len(), 2);
+    }
+
+    #[test]
+    fn strictest_of_several_policies() {
+        let lax = ApprovalPolicy {
+            required_approvals: 0,
+            peer_review: true,
+            admin_override: true,
+            ttl_secs: 86_400,
+        };
+        let strict = ApprovalPolicy {
+            required_approvals: 2,
+            peer_review: false,
+            admin_override: true,
+            ttl_secs: 3_600 * 48,
+        };
+        assert_eq!(
+            ApprovalPolicy::strictest(&[lax, strict]),
+            ApprovalPolicy {
+                required_approvals: 2,
+                peer_review: false,
+                admin_override: true,
+                ttl_secs: 86_400,
+            }
+        );
+        assert_eq!(ApprovalPolicy::strictest(&[]), ApprovalPolicy::default());
     }
 
     #[test]

@@ -299,6 +299,9 @@ fn load_entity(
     c: &Change,
     now: i64,
 ) -> Result<Option<Loaded>, StoreError> {
+    if c.kind == EntityKind::Unknown {
+        return Ok(None);
+    }
     let Ok(uuid) = uuid::Uuid::try_parse(&c.id) else {
         return Ok(match c.kind {
             EntityKind::Settings => Some(Loaded::Settings(settings::load(conn)?)),
@@ -353,6 +356,7 @@ fn load_entity(
             Loaded::ServiceAccount(ServiceAccountId(uuid), facts, keys)
         }
         EntityKind::ChangeRequest => Loaded::ChangeRequest(c.id.clone()),
+        EntityKind::Unknown => return Ok(None),
     }))
 }
 

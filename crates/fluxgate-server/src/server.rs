@@ -77,6 +77,7 @@ impl Server {
             directory,
             hasher,
             keys: TokenKeys::new(&secret),
+            stopping: tokio::sync::watch::channel(false).0,
         });
         Ok(Server {
             listener,
@@ -96,6 +97,12 @@ impl Server {
     ) -> anyhow::Result<()> {
         let state = self.state;
         let addr = self.listener.local_addr()?;
+        let stopping = state.stopping.clone();
+        let shutdown = async move {
+            shutdown.await;
+            // Streams that would otherwise wait for a decision end now.
+            let _ = stopping.send(true);
+        };
 
         let (health_reporter, health) = tonic_health::server::health_reporter();
         health_reporter

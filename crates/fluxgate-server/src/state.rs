@@ -15,4 +15,7 @@ pub struct AppState {
     pub directory: Arc<Directory>,
     pub hasher: Hasher,
     pub keys: TokenKeys,
+    /// Turns true when the server starts shutting down, so that long-lived streams end
+    /// instead of holding the graceful shutdown open.
+    pub stopping: tokio::sync::watch::Sender<bool>,
 }

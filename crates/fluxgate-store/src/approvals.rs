@@ -80,6 +80,17 @@ pub fn policy(conn: &mut DbConnection, environment: &str) -> StoreResult<Option<
         .optional()?)
 }
 
+/// The stored policies of several environments.
+pub fn policies(conn: &mut DbConnection, environments: &[String]) -> StoreResult<Vec<Policy>> {
+    if environments.is_empty() {
+        return Ok(Vec::new());
+    }
+    Ok(approval_policies::table
+        .filter(approval_policies::environment_id.eq_any(environments))
+        .select(Policy::as_select())
+        .load(conn)?)
+}
+
 /// Inserts or replaces an environment's policy (callers hold the write lock).
 pub fn save_policy(conn: &mut DbConnection, p: &Policy) -> StoreResult<()> {
     let n = diesel::update(approval_policies::table.find(&p.environment_id))
@@ -158,6 +169,8 @@ pub struct ListFilter {
     /// Pending requests that this principal did not submit and has not reviewed in their
     /// current round (whether it may review them is the engine's question).
     pub awaiting: Option<String>,
+    /// The clock reading that decides which pending requests have expired.
+    pub now: i64,
 }
 
 /// A page of requests, newest first, strictly before `before` (an id).
@@ -180,6 +193,7 @@ pub fn list(
     if let Some(me) = &f.awaiting {
         q = q
             .filter(change_requests::state.eq("pending"))
+            .filter(change_requests::expires_at.gt(f.now))
             .filter(change_requests::submitter_id.ne(me.clone()))
             .filter(not(exists(
                 change_request_reviews::table

@@ -5,7 +5,7 @@
 use diesel::prelude::*;
 
 use crate::schema::change_log;
-use crate::{DbConnection, StoreError, StoreResult};
+use crate::{DbConnection, StoreResult};
 
 /// Kinds of cached entity.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
@@ -25,6 +25,9 @@ pub enum EntityKind {
     ServiceAccount,
     /// A change request (servers wake the clients watching it).
     ChangeRequest,
+    /// A kind written by a newer release: skipped, so that replicas can be upgraded one at a
+    /// time.
+    Unknown,
 }
 
 impl EntityKind {
@@ -39,23 +42,22 @@ impl EntityKind {
             EntityKind::Group => "group",
             EntityKind::ServiceAccount => "service_account",
             EntityKind::ChangeRequest => "change_request",
+            EntityKind::Unknown => "unknown",
         }
     }
 
-    fn parse(s: &str) -> StoreResult<Self> {
+    fn parse(s: &str) -> Self {
         match s {
-            "user" => Ok(EntityKind::User),
-            "session" => Ok(EntityKind::Session),
-            "settings" => Ok(EntityKind::Settings),
-            "portfolio" => Ok(EntityKind::Portfolio),
-            "application" => Ok(EntityKind::Application),
-            "environment" => Ok(EntityKind::Environment),
-            "group" => Ok(EntityKind::Group),
-            "service_account" => Ok(EntityKind::ServiceAccount),
-            "change_request" => Ok(EntityKind::ChangeRequest),
-            other => Err(StoreError::Corrupt(format!(
-                "change_log.entity_kind {other:?}"
-            ))),
+            "user" => EntityKind::User,
+            "session" => EntityKind::Session,
+            "settings" => EntityKind::Settings,
+            "portfolio" => EntityKind::Portfolio,
+            "application" => EntityKind::Application,
+            "environment" => EntityKind::Environment,
+            "group" => EntityKind::Group,
+            "service_account" => EntityKind::ServiceAccount,
+            "change_request" => EntityKind::ChangeRequest,
+            _ => EntityKind::Unknown,
         }
     }
 }
@@ -92,7 +94,7 @@ pub fn since(conn: &mut DbConnection, revision: i64, limit: i64) -> StoreResult<
         .map(|(revision, kind, id)| {
             Ok(Change {
                 revision,
-                kind: EntityKind::parse(&kind)?,
+                kind: EntityKind::parse(&kind),
                 id,
             })
         })

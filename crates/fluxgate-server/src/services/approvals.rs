@@ -393,7 +393,24 @@ fn snapshot_policy(
     r: &mut store::ChangeRequest,
     now: i64,
 ) -> ApiResult<()> {
-    let p = policy_of(store::policy(conn, &r.environment_id)?.as_ref());
+    let kind: ChangeKind = r
+        .kind
+        .parse()
+        .map_err(|_| ApiError::Internal(format!("change request {}: bad kind", r.id)))?;
+    let p = if kind.permission().value().is_some() {
+        policy_of(store::policy(conn, &r.environment_id)?.as_ref())
+    } else {
+        // A feature change reaches every environment of the application: the strictest of
+        // their policies applies.
+        let envs: Vec<String> = catalog::environment_parents(conn, Some(&r.application_id))?
+            .into_iter()
+            .map(|(e, _)| e)
+            .collect();
+        let stored = store::policies(conn, &envs)?;
+        let mut all: Vec<ApprovalPolicy> = stored.iter().map(|p| policy_of(Some(p))).collect();
+        all.resize(envs.len().max(1), ApprovalPolicy::default());
+        ApprovalPolicy::strictest(&all)
+    };
     r.required_approvals = i64::from(p.required_approvals);
     r.peer_review = p.peer_review;
     r.admin_override = p.admin_override;
@@ -493,7 +510,11 @@ impl ApprovalSvc {
         f: impl FnOnce(&mut Tx<'_>) -> ApiResult<T> + Send + 'static,
     ) -> ApiResult<(T, Option<i64>)> {
         let committed = self.state.db.write(f).await?;
-        self.state.directory.sync().await?;
+        // The write is durable: a failed sync must not make the client retry it. The poll
+        // loop catches up.
+        if let Err(e) = self.state.directory.sync().await {
+            tracing::warn!(error = %e, "directory sync after a change request write failed");
+        }
         Ok((committed.value, committed.revision))
     }
 
@@ -806,6 +827,7 @@ impl ApprovalSvc {
             environment,
             submitter,
             awaiting: req.awaiting_my_review.then(|| p.id.to_string()),
+            now: fluxgate_store::now_micros(),
         };
         let snap = self.state.directory.snapshot();
         let me = p.id;
@@ -917,8 +939,8 @@ impl ApprovalSvc {
             let ctx = ctx.clone();
             self.commit(move |tx| {
                 let before = load(tx.conn, &id)?;
-                check_etag(&etag_given, before.version)?;
                 let parsed = allowed(&snap, &p.id, RequestAction::Edit, &before)?;
+                check_etag(&etag_given, before.version)?;
                 let new_kind = kind.unwrap_or(parsed.kind);
                 let dec = snap.may_change(&p.id, new_kind, parsed.environment);
                 if !dec.allowed {
@@ -1000,8 +1022,13 @@ impl ApprovalSvc {
             let ctx = ctx.clone();
             self.commit(move |tx| {
                 let before = load(tx.conn, &id)?;
-                check_etag(&req.etag, before.version)?;
                 let parsed = allowed(&snap, &p.id, RequestAction::Cancel, &before)?;
+                check_etag(&req.etag, before.version)?;
+                if parsed.state == RequestState::Pending && before.expires_at <= tx.now {
+                    return Err(ApiError::FailedPrecondition(
+                        "the change request has expired".into(),
+                    ));
+                }
                 if !matches!(parsed.state, RequestState::Pending | RequestState::Approved) {
                     return Err(ApiError::FailedPrecondition(format!(
                         "the change request is {}; only pending or approved requests are cancelled",
@@ -1031,7 +1058,7 @@ impl ApprovalSvc {
         ctx: &RequestCtx,
         p: Principal,
         name: &str,
-        etag_given: String,
+        revision: i64,
         verdict: Verdict,
         comment: &str,
     ) -> ApiResult<(pb::ChangeRequest, Option<i64>)> {
@@ -1045,6 +1072,12 @@ impl ApprovalSvc {
         let comment = v.check("", description(comment_field, comment));
         if verdict != Verdict::Approve && comment.as_ref().is_some_and(|c| c.as_str().is_empty()) {
             v.add(comment_field, "is required");
+        }
+        if revision < 0 || (revision == 0 && verdict != Verdict::Reject) {
+            v.add(
+                "revision",
+                "is required: the revision of the request you reviewed",
+            );
         }
         v.finish()?;
         let (Some(id), Some(comment)) = (id, comment) else {
@@ -1062,8 +1095,14 @@ impl ApprovalSvc {
         let ((row, reviews), rev) = self
             .commit(move |tx| {
                 let before = load(tx.conn, &id)?;
-                check_etag(&etag_given, before.version)?;
                 let parsed = allowed(&snap, &p.id, action, &before)?;
+                if revision != 0 && revision != before.round {
+                    return Err(ApiError::Aborted(format!(
+                        "the request was edited: you reviewed revision {revision}, it is now at \
+                         revision {}; read it again",
+                        before.round
+                    )));
+                }
                 ensure_pending(&before, &parsed, tx.now, "reviewed")?;
                 let me = p.id.to_string();
                 let mut reviews = store::reviews(tx.conn, &id)?;
@@ -1182,6 +1221,7 @@ impl ApprovalSvc {
         let (row, reviews) = self.visible(&p, id.clone()).await?;
         let (tx, rx) = tokio::sync::mpsc::channel(8);
         let state = self.state.clone();
+        let mut stopping = self.state.stopping.subscribe();
         tokio::spawn(async move {
             let mut current = (row, reviews);
             let mut sent_version = None;
@@ -1207,6 +1247,7 @@ impl ApprovalSvc {
                 // periodic re-check is due.
                 let woke = tokio::select! {
                     () = tx.closed() => return,
+                    _ = stopping.wait_for(|stop| *stop) => false,
                     _ = tokio::time::sleep(WATCH_RECHECK) => true,
                     r = async {
                         loop {
@@ -1226,9 +1267,7 @@ impl ApprovalSvc {
                     } => r,
                 };
                 if !woke {
-                    let _ = tx
-                        .send(Err(Status::unavailable("the server is shutting down")))
-                        .await;
+                    let _ = tx.try_send(Err(Status::unavailable("the server is shutting down")));
                     return;
                 }
                 // The watcher may have lost its rights meanwhile.
@@ -1460,7 +1499,8 @@ pub mod metrics {
                 if let Some(f) = t.first_review_at {
                     acc.first_review.push(f - t.created_at);
                 }
-                if let Some(d) = t.decided_at {
+                // Requests that needed no approval were never decided by anyone.
+                if let (Some(d), Some(_)) = (t.decided_at, t.first_review_at) {
                     match t.state.as_str() {
                         "rejected" => acc.rejected += 1,
                         _ => acc.approved += 1,
@@ -1649,7 +1689,14 @@ impl ApprovalService for ApprovalSvc {
     ) -> Result<Response<pb::ApproveChangeRequestResponse>, Status> {
         let (ctx, p, req) = authed!(self, request);
         let (cr, rev) = self
-            .review(&ctx, p, &req.name, req.etag, Verdict::Approve, &req.comment)
+            .review(
+                &ctx,
+                p,
+                &req.name,
+                req.revision,
+                Verdict::Approve,
+                &req.comment,
+            )
             .await?;
         Ok(reply(
             pb::ApproveChangeRequestResponse {
@@ -1666,7 +1713,14 @@ impl ApprovalService for ApprovalSvc {
     ) -> Result<Response<pb::RejectChangeRequestResponse>, Status> {
         let (ctx, p, req) = authed!(self, request);
         let (cr, rev) = self
-            .review(&ctx, p, &req.name, req.etag, Verdict::Reject, &req.comment)
+            .review(
+                &ctx,
+                p,
+                &req.name,
+                req.revision,
+                Verdict::Reject,
+                &req.comment,
+            )
             .await?;
         Ok(reply(
             pb::RejectChangeRequestResponse {
@@ -1683,7 +1737,14 @@ impl ApprovalService for ApprovalSvc {
     ) -> Result<Response<pb::OverrideChangeRequestResponse>, Status> {
         let (ctx, p, req) = authed!(self, request);
         let (cr, rev) = self
-            .review(&ctx, p, &req.name, req.etag, Verdict::Override, &req.reason)
+            .review(
+                &ctx,
+                p,
+                &req.name,
+                req.revision,
+                Verdict::Override,
+                &req.reason,
+            )
             .await?;
         Ok(reply(
             pb::OverrideChangeRequestResponse {
