@@ -1306,6 +1306,7 @@ async fn bad_input_is_refused_and_writes_nothing(b: Backend) {
         expect_code(w.get(&w.alice, name).await, Code::InvalidArgument);
         expect_code(w.approve(&w.bob, name, 1).await, Code::InvalidArgument);
     }
+    assert_eq!(w.s.audit_count(), before, "refused calls write nothing");
     let cr = w.submit(&w.alice, &w.prod).await;
     let before = w.s.audit_count();
     // An approval names the revision it approves.
