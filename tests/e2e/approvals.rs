@@ -236,6 +236,25 @@ impl World {
             .map(|r| r.into_inner().change_request.unwrap())
     }
 
+    async fn override_(
+        &self,
+        token: &str,
+        name: &str,
+        reason: &str,
+    ) -> Result<pb::ChangeRequest, Status> {
+        self.api()
+            .override_change_request(authed(
+                pb::OverrideChangeRequestRequest {
+                    name: name.into(),
+                    revision: 1,
+                    reason: reason.into(),
+                },
+                token,
+            ))
+            .await
+            .map(|r| r.into_inner().change_request.unwrap())
+    }
+
     async fn apply(&self, token: &str, name: &str) -> Result<pb::ChangeRequest, Status> {
         self.api()
             .mark_change_request_applied(authed(
@@ -490,47 +509,22 @@ async fn override_rules(b: Backend) {
     let w = world(b).await;
     w.set_policy(&w.prod, 2, false, false).await;
     let cr = w.submit(&w.alice, &w.prod).await;
-    let ov = |token: String, reason: &'static str| {
-        let mut api = w.api();
-        let name = cr.name.clone();
-        async move {
-            api.override_change_request(authed(
-                pb::OverrideChangeRequestRequest {
-                    name,
-                    revision: 1,
-                    reason: reason.into(),
-                },
-                &token,
-            ))
-            .await
-            .map(|r| r.into_inner().change_request.unwrap())
-        }
-    };
-    let off = expect_code(ov(w.admin.clone(), "hotfix").await, Code::PermissionDenied);
+    let off = expect_code(
+        w.override_(&w.admin, &cr.name, "hotfix").await,
+        Code::PermissionDenied,
+    );
     assert!(off.message().contains("override"), "{off:?}");
 
     w.set_policy(&w.prod, 2, false, true).await;
     let cr = w.submit(&w.alice, &w.prod).await;
-    let ov = |token: String, reason: &'static str| {
-        let mut api = w.api();
-        let name = cr.name.clone();
-        async move {
-            api.override_change_request(authed(
-                pb::OverrideChangeRequestRequest {
-                    name,
-                    revision: 1,
-                    reason: reason.into(),
-                },
-                &token,
-            ))
-            .await
-            .map(|r| r.into_inner().change_request.unwrap())
-        }
-    };
-    expect_code(ov(w.bob.clone(), "I said so").await, Code::PermissionDenied);
-    expect_invalid(ov(w.admin.clone(), "").await, "reason");
+    expect_code(
+        w.override_(&w.bob, &cr.name, "I said so").await,
+        Code::PermissionDenied,
+    );
+    expect_invalid(w.override_(&w.admin, &cr.name, "").await, "reason");
     w.approve(&w.bob, &cr.name, 1).await.unwrap();
-    let done = ov(w.admin.clone(), "incident 4711: checkout down")
+    let done = w
+        .override_(&w.admin, &cr.name, "incident 4711: checkout down")
         .await
         .unwrap();
     assert_eq!(state(&done), pb::ChangeRequestState::Approved);
@@ -547,17 +541,7 @@ async fn override_rules(b: Backend) {
 
     // A Team Admin does not override their own request.
     let mine = w.submit(&w.admin, &w.prod).await;
-    let own = w
-        .api()
-        .override_change_request(authed(
-            pb::OverrideChangeRequestRequest {
-                name: mine.name.clone(),
-                revision: 1,
-                reason: "mine".into(),
-            },
-            &w.admin,
-        ))
-        .await;
+    let own = w.override_(&w.admin, &mine.name, "mine").await;
     expect_code(own, Code::PermissionDenied);
 }
 
