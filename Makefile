@@ -4,6 +4,10 @@ CARGO ?= cargo
 BUF ?= npx --yes @bufbuild/buf@1.75.0
 # Where `make run` keeps its SQLite database.
 DATA_DIR ?= .fluxgate
+# Python for the end-to-end tests (aiosmtpd, a real SMTP server), set up by the first `make test`.
+VENV ?= .venv
+PY_STAMP := $(VENV)/.installed
+TEST_ENV = FLUXGATE_TEST_PYTHON=$(abspath $(VENV))/bin/python
 
 .DEFAULT_GOAL := help
 
@@ -18,12 +22,18 @@ run: ## Build and serve on 127.0.0.1:50051 with an embedded SQLite database in .
 		$(CARGO) run --release -p fluxgate-server --bin fluxgate -- serve
 
 .PHONY: test
-test: ## Run every test; PostgreSQL tests are skipped (loudly) when 127.0.0.1:5432 is unreachable
-	$(CARGO) test --workspace --all-targets
+test: $(PY_STAMP) ## Run every test; PostgreSQL (and SMTP) tests are skipped, loudly, when unavailable
+	$(TEST_ENV) $(CARGO) test --workspace --all-targets
 
 .PHONY: test-postgres
-test-postgres: ## Run every test and fail if PostgreSQL is unreachable
-	FLUXGATE_TEST_REQUIRE_POSTGRES=1 $(CARGO) test --workspace --all-targets
+test-postgres: $(PY_STAMP) ## Run every test and fail if PostgreSQL is unreachable
+	$(TEST_ENV) FLUXGATE_TEST_REQUIRE_POSTGRES=1 $(CARGO) test --workspace --all-targets
+
+$(PY_STAMP): tests/support/requirements.txt
+	@(python3 -m venv $(VENV) \
+	  && $(VENV)/bin/pip install -q --disable-pip-version-check -r tests/support/requirements.txt \
+	  && touch $@) \
+	|| echo "WARNING: could not set up $(VENV) (python3 -m venv; pip install -r tests/support/requirements.txt): the SMTP tests will be skipped" >&2
 
 .PHONY: lint
 lint: ## cargo fmt --check, clippy -D warnings, buf lint
@@ -52,4 +62,4 @@ bench-login: ## Login latency and throughput against a release server on a tempo
 .PHONY: clean
 clean: ## Remove build output and the local database
 	$(CARGO) clean
-	rm -rf $(DATA_DIR)
+	rm -rf $(DATA_DIR) $(VENV)

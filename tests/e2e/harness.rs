@@ -8,7 +8,9 @@ use fluxgate_proto::v1::approval_service_client::ApprovalServiceClient;
 use fluxgate_proto::v1::audit_service_client::AuditServiceClient;
 use fluxgate_proto::v1::auth_service_client::AuthServiceClient;
 use fluxgate_proto::v1::catalog_service_client::CatalogServiceClient;
+use fluxgate_proto::v1::email_service_client::EmailServiceClient;
 use fluxgate_proto::v1::group_service_client::GroupServiceClient;
+use fluxgate_proto::v1::password_reset_service_client::PasswordResetServiceClient;
 use fluxgate_proto::v1::permission_service_client::PermissionServiceClient;
 use fluxgate_proto::v1::service_account_service_client::ServiceAccountServiceClient;
 use fluxgate_proto::v1::settings_service_client::SettingsServiceClient;
@@ -84,6 +86,15 @@ impl TestServer {
         s
     }
 
+    /// Starts on `backend` with the test configuration as `f` adjusts it.
+    pub async fn start_configured(backend: Backend, f: impl FnOnce(&mut Config)) -> TestServer {
+        let (mut config, dir) = test_config(&backend);
+        f(&mut config);
+        let mut s = Self::start_with(config, dir).await;
+        s._backend = Some(backend);
+        s
+    }
+
     pub async fn start_with(config: Config, dir: Option<tempfile::TempDir>) -> TestServer {
         let database_url = config.database_url.clone();
         let server = Server::bind(config).await.expect("server starts");
@@ -147,6 +158,14 @@ impl TestServer {
 
     pub fn approvals(&self) -> ApprovalServiceClient<Channel> {
         ApprovalServiceClient::new(self.channel.clone())
+    }
+
+    pub fn password_reset(&self) -> PasswordResetServiceClient<Channel> {
+        PasswordResetServiceClient::new(self.channel.clone())
+    }
+
+    pub fn email(&self) -> EmailServiceClient<Channel> {
+        EmailServiceClient::new(self.channel.clone())
     }
 
     pub fn permissions(&self) -> PermissionServiceClient<Channel> {

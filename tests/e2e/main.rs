@@ -3,12 +3,14 @@
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
 
 mod harness;
+mod smtp;
 
 mod access;
 mod approvals;
 mod audit;
 mod auth;
 mod authz_matrix;
+mod password_reset;
 mod settings;
 mod users;
 mod validation;

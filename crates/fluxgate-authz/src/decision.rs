@@ -57,6 +57,12 @@ pub enum Action {
     ManageApprovalPolicies,
     /// Read approval response times and pending counts.
     ViewApprovalMetrics,
+    /// Reset another user's password to a temporary one.
+    ResetUserPassword,
+    /// Issue a registration link for a user without a password.
+    IssueRegistrationLink,
+    /// Read the email outbox and requeue messages.
+    ManageEmail,
 }
 
 impl Action {
@@ -88,6 +94,9 @@ impl Action {
             Action::ViewAnalytics => "view_analytics",
             Action::ManageApprovalPolicies => "manage_approval_policies",
             Action::ViewApprovalMetrics => "view_approval_metrics",
+            Action::ResetUserPassword => "reset_user_password",
+            Action::IssueRegistrationLink => "issue_registration_link",
+            Action::ManageEmail => "manage_email",
         }
     }
 }

@@ -519,7 +519,10 @@ impl Snapshot {
                 Action::ViewUser | Action::ManageOwnSession => {
                     return Decision::allow(Reason::OwnAccount);
                 }
-                Action::DeactivateUser | Action::DeleteUser | Action::ChangeUserRole => {
+                Action::DeactivateUser
+                | Action::DeleteUser
+                | Action::ChangeUserRole
+                | Action::ResetUserPassword => {
                     return Decision::deny(Reason::SelfProtected { action });
                 }
                 _ => {}

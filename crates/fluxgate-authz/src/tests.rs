@@ -235,6 +235,7 @@ fn user_management_rules() {
         Action::DeactivateUser,
         Action::DeleteUser,
         Action::ChangeUserRole,
+        Action::ResetUserPassword,
     ] {
         assert_eq!(
             s.authorize(&admin, action, Target::User(admin_id)),

@@ -71,6 +71,10 @@ id_type!(
     /// Identifies a change request; the `{id}` of `changeRequests/{id}`.
     ChangeRequestId
 );
+id_type!(
+    /// Identifies an outgoing email; the `{id}` of `emails/{id}`.
+    EmailId
+);
 
 /// Anyone who can hold rights: a user or a service account.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]

@@ -15,8 +15,8 @@ mod values;
 pub use approval::{ApprovalPolicy, ChangeKind, FeatureKey, RequestState, Verdict, state_after};
 pub use error::{FieldViolation, ValidationError, Violations};
 pub use ids::{
-    ApplicationId, ChangeRequestId, EnvironmentId, GroupId, KeyId, PortfolioId, PrincipalId,
-    ServiceAccountId, SessionId, UserId,
+    ApplicationId, ChangeRequestId, EmailId, EnvironmentId, GroupId, KeyId, PortfolioId,
+    PrincipalId, ServiceAccountId, SessionId, UserId,
 };
 pub use permission::{FeaturePermission, Permission, ValuePermission, ValuePermissions};
 pub use policy::{LockoutPolicy, PASSWORD_HARD_MAX, PasswordPolicy, Settings, TokenPolicy};

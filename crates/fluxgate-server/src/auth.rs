@@ -69,6 +69,11 @@ impl RequestCtx {
         }
     }
 
+    /// The client's IP address (the TCP peer: a proxy's address when behind one).
+    pub fn peer_ip(&self) -> Option<std::net::IpAddr> {
+        self.peer.map(|a| a.ip())
+    }
+
     /// Whether the client named the request itself.
     pub fn client_named(&self) -> bool {
         self.client_request_id.is_some()

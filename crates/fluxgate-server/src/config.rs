@@ -28,6 +28,11 @@ pub struct Config {
     /// Initial values of the run-time settings, used when the database has none yet.
     pub settings: Settings,
     pub bootstrap: BootstrapConfig,
+    /// Base URL of the page where users open reset and registration links (the flag platform's
+    /// UI): links are `{public_url}/reset-password?token=…` and `{public_url}/register?token=…`.
+    pub public_url: String,
+    pub email: EmailConfig,
+    pub password_reset: PasswordResetConfig,
 }
 
 impl Default for Config {
@@ -42,6 +47,72 @@ impl Default for Config {
             password_hashing: HashingConfig::default(),
             settings: Settings::default(),
             bootstrap: BootstrapConfig::default(),
+            public_url: "http://localhost:8080".into(),
+            email: EmailConfig::default(),
+            password_reset: PasswordResetConfig::default(),
+        }
+    }
+}
+
+/// Outgoing email.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct EmailConfig {
+    /// `smtp://host:port` (plain, or `?tls=required` for STARTTLS), `smtps://host:port`, with
+    /// `user:password@` when the server wants a login. Unset: nothing is sent and every message
+    /// is held in the outbox (EmailService) for a Team Admin to read.
+    pub smtp_url: Option<String>,
+    /// The From address, e.g. `FluxGate <fluxgate@example.com>`.
+    pub from: String,
+    /// Send a welcome email to users created with a password.
+    pub welcome_email: bool,
+    /// Directory of template overrides (`{template}.txt`: a `Subject:` line, a blank line, the
+    /// body), each using only its template's `{{variables}}`.
+    pub templates_dir: Option<PathBuf>,
+    /// Delivery attempts before a message is marked failed.
+    pub max_attempts: u32,
+    /// Wait before the first retry; it doubles on each further failure, up to an hour.
+    pub retry_initial_ms: u64,
+    /// Time allowed for one SMTP conversation.
+    pub timeout_secs: u64,
+}
+
+impl Default for EmailConfig {
+    fn default() -> Self {
+        Self {
+            smtp_url: None,
+            from: "FluxGate <fluxgate@localhost>".into(),
+            welcome_email: false,
+            templates_dir: None,
+            max_attempts: 8,
+            retry_initial_ms: 30_000,
+            timeout_secs: 15,
+        }
+    }
+}
+
+/// Reset and registration links.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct PasswordResetConfig {
+    /// Lifetime of a reset link.
+    pub reset_token_ttl_secs: u64,
+    /// Lifetime of a registration link.
+    pub registration_token_ttl_secs: u64,
+    /// Reset requests per email address and hour; more are dropped without a word (the answer
+    /// must not reveal whether the account exists).
+    pub requests_per_account_per_hour: u32,
+    /// Reset requests per client address and hour; more get RESOURCE_EXHAUSTED.
+    pub requests_per_client_per_hour: u32,
+}
+
+impl Default for PasswordResetConfig {
+    fn default() -> Self {
+        Self {
+            reset_token_ttl_secs: 3600,
+            registration_token_ttl_secs: 7 * 86_400,
+            requests_per_account_per_hour: 3,
+            requests_per_client_per_hour: 20,
         }
     }
 }
@@ -183,6 +254,16 @@ pub struct ServeArgs {
     /// Password of the bootstrap Team Admin [default: generated and printed once].
     #[arg(long, env = "FLUXGATE_BOOTSTRAP_PASSWORD", hide_env_values = true)]
     pub bootstrap_password: Option<String>,
+    /// Base URL of reset and registration links [default: http://localhost:8080].
+    #[arg(long, env = "FLUXGATE_PUBLIC_URL")]
+    pub public_url: Option<String>,
+    /// SMTP server, e.g. smtp://mail:25 or smtps://user:pass@mail:465 [default: none; messages
+    /// are held in the outbox].
+    #[arg(long, env = "FLUXGATE_SMTP_URL", hide_env_values = true)]
+    pub smtp_url: Option<String>,
+    /// The From address of outgoing email [default: FluxGate <fluxgate@localhost>].
+    #[arg(long, env = "FLUXGATE_EMAIL_FROM")]
+    pub email_from: Option<String>,
 }
 
 impl ServeArgs {
@@ -234,6 +315,11 @@ impl ServeArgs {
         if self.bootstrap_password.is_some() {
             c.bootstrap.password = self.bootstrap_password.clone();
         }
+        set(&mut c.public_url, &self.public_url);
+        if self.smtp_url.is_some() {
+            c.email.smtp_url = self.smtp_url.clone();
+        }
+        set(&mut c.email.from, &self.email_from);
     }
 }
 
@@ -257,6 +343,30 @@ impl Config {
         let h = &self.password_hashing;
         if h.memory_kib < 8 || h.iterations < 1 || h.parallelism < 1 {
             anyhow::bail!("password_hashing: memory_kib >= 8, iterations >= 1, parallelism >= 1");
+        }
+        if !(self.public_url.starts_with("https://") || self.public_url.starts_with("http://"))
+            || self
+                .public_url
+                .chars()
+                .any(|c| c.is_whitespace() || c.is_control())
+        {
+            anyhow::bail!("public_url must be an http:// or https:// URL");
+        }
+        let e = &self.email;
+        if e.max_attempts < 1 || e.timeout_secs < 1 {
+            anyhow::bail!("email: max_attempts >= 1 and timeout_secs >= 1");
+        }
+        let r = &self.password_reset;
+        if !(60..=7 * 86_400).contains(&r.reset_token_ttl_secs)
+            || !(60..=90 * 86_400).contains(&r.registration_token_ttl_secs)
+        {
+            anyhow::bail!(
+                "password_reset: reset_token_ttl_secs from 60 s to 7 days, \
+                 registration_token_ttl_secs from 60 s to 90 days"
+            );
+        }
+        if r.requests_per_account_per_hour < 1 || r.requests_per_client_per_hour < 1 {
+            anyhow::bail!("password_reset: request limits must be at least 1 per hour");
         }
         Ok(())
     }

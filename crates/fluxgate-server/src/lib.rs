@@ -11,6 +11,7 @@ pub mod convert;
 pub mod db;
 pub mod directory;
 pub mod error;
+pub mod mail;
 pub mod passwords;
 pub mod server;
 pub mod services;

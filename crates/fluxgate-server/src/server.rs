@@ -10,7 +10,9 @@ use fluxgate_proto::v1::approval_service_server::ApprovalServiceServer;
 use fluxgate_proto::v1::audit_service_server::AuditServiceServer;
 use fluxgate_proto::v1::auth_service_server::AuthServiceServer;
 use fluxgate_proto::v1::catalog_service_server::CatalogServiceServer;
+use fluxgate_proto::v1::email_service_server::EmailServiceServer;
 use fluxgate_proto::v1::group_service_server::GroupServiceServer;
+use fluxgate_proto::v1::password_reset_service_server::PasswordResetServiceServer;
 use fluxgate_proto::v1::permission_service_server::PermissionServiceServer;
 use fluxgate_proto::v1::service_account_service_server::ServiceAccountServiceServer;
 use fluxgate_proto::v1::settings_service_server::SettingsServiceServer;
@@ -23,12 +25,15 @@ use crate::bootstrap::{self, Bootstrap};
 use crate::config::Config;
 use crate::db::Db;
 use crate::directory::Directory;
+use crate::mail::Mailer;
 use crate::passwords::Hasher;
 use crate::services::approvals::ApprovalSvc;
 use crate::services::audit::AuditSvc;
 use crate::services::auth::AuthSvc;
 use crate::services::catalog::CatalogSvc;
+use crate::services::email::EmailSvc;
 use crate::services::groups::GroupSvc;
+use crate::services::password_reset::PasswordResetSvc;
 use crate::services::permissions::PermissionSvc;
 use crate::services::service_accounts::ServiceAccountSvc;
 use crate::services::settings::SettingsSvc;
@@ -63,6 +68,10 @@ impl Server {
             },
         )?;
         let hasher = Hasher::new(&config.password_hashing)?;
+        let mailer = Arc::new(Mailer::new(&config)?);
+        if !mailer.delivers() {
+            tracing::info!("no SMTP server configured: email is held in the outbox (EmailService)");
+        }
         let (secret, bootstrap) = {
             let (store, config, hasher) = (store.clone(), config.clone(), hasher.clone());
             tokio::task::spawn_blocking(move || bootstrap::prepare(&store, &config, &hasher))
@@ -77,6 +86,7 @@ impl Server {
             directory,
             hasher,
             keys: TokenKeys::new(&secret),
+            mailer,
             stopping: tokio::sync::watch::channel(false).0,
         });
         Ok(Server {
@@ -132,6 +142,12 @@ impl Server {
         health_reporter
             .set_serving::<ApprovalServiceServer<ApprovalSvc>>()
             .await;
+        health_reporter
+            .set_serving::<PasswordResetServiceServer<PasswordResetSvc>>()
+            .await;
+        health_reporter
+            .set_serving::<EmailServiceServer<EmailSvc>>()
+            .await;
 
         let reflection_v1 = tonic_reflection::server::Builder::configure()
             .register_encoded_file_descriptor_set(fluxgate_proto::FILE_DESCRIPTOR_SET)
@@ -145,6 +161,12 @@ impl Server {
         let poller = tokio::spawn(poll_directory(
             state.clone(),
             Duration::from_millis(state.config.directory_poll_ms.max(50)),
+        ));
+
+        let mail_worker = tokio::spawn(state.mailer.clone().run(
+            state.db.clone(),
+            Duration::from_millis(state.config.directory_poll_ms.clamp(50, 1000)),
+            state.stopping.subscribe(),
         ));
 
         let auth = AuthServiceServer::new(AuthSvc {
@@ -184,6 +206,15 @@ impl Server {
         })
         .max_decoding_message_size(MAX_MESSAGE_BYTES);
 
+        let password_reset = PasswordResetServiceServer::new(PasswordResetSvc {
+            state: state.clone(),
+        })
+        .max_decoding_message_size(MAX_MESSAGE_BYTES);
+        let email = EmailServiceServer::new(EmailSvc {
+            state: state.clone(),
+        })
+        .max_decoding_message_size(MAX_MESSAGE_BYTES);
+
         tracing::info!(%addr, backend = state.db.store().backend().as_str(), "serving");
         let result = tonic::transport::Server::builder()
             .timeout(Duration::from_secs(60))
@@ -200,12 +231,15 @@ impl Server {
             .add_service(permissions)
             .add_service(audit)
             .add_service(approvals)
+            .add_service(password_reset)
+            .add_service(email)
             .serve_with_incoming_shutdown(
                 TcpIncoming::from(self.listener).with_nodelay(Some(true)),
                 shutdown,
             )
             .await;
         poller.abort();
+        mail_worker.abort();
         tracing::info!("stopped");
         Ok(result?)
     }
@@ -233,8 +267,25 @@ async fn poll_directory(state: Arc<AppState>, every: Duration) {
         n += 1;
         if n.is_multiple_of(60) {
             state.directory.evict_expired();
+            if let Err(e) = prune(&state).await {
+                tracing::warn!(error = %e, "pruning old link tokens and rate counters failed");
+            }
         }
     }
+}
+
+/// Forgets link tokens a week after they expired and rate counters of past windows.
+async fn prune(state: &AppState) -> crate::error::ApiResult<()> {
+    state
+        .db
+        .write(|tx| {
+            let week = 7 * 86_400 * 1_000_000;
+            fluxgate_store::user_tokens::prune(tx.conn, tx.now - week)?;
+            fluxgate_store::rate_limits::prune(tx.conn, tx.now - 2 * 3_600_000_000)?;
+            Ok(())
+        })
+        .await?;
+    Ok(())
 }
 
 /// Resolves on SIGINT or SIGTERM.

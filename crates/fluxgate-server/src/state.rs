@@ -5,6 +5,7 @@ use std::sync::Arc;
 use crate::config::Config;
 use crate::db::Db;
 use crate::directory::Directory;
+use crate::mail::Mailer;
 use crate::passwords::Hasher;
 use crate::tokens::TokenKeys;
 
@@ -15,6 +16,8 @@ pub struct AppState {
     pub directory: Arc<Directory>,
     pub hasher: Hasher,
     pub keys: TokenKeys,
+    /// Renders, queues and delivers email.
+    pub mailer: Arc<Mailer>,
     /// Turns true when the server starts shutting down, so that long-lived streams end
     /// instead of holding the graceful shutdown open.
     pub stopping: tokio::sync::watch::Sender<bool>,

@@ -17,6 +17,8 @@ pub mod changes;
 mod connection;
 mod error;
 pub mod groups;
+pub mod outbox;
+pub mod rate_limits;
 pub mod schema;
 pub mod service_accounts;
 pub mod sessions;
@@ -24,6 +26,7 @@ pub mod settings;
 pub mod state;
 pub mod testing;
 pub mod throttle;
+pub mod user_tokens;
 pub mod users;
 
 use std::time::{Duration, SystemTime, UNIX_EPOCH};

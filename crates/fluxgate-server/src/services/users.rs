@@ -19,6 +19,8 @@ use crate::convert::{
 };
 use crate::directory::Principal;
 use crate::error::{ApiError, ApiResult};
+use crate::mail::Template;
+use crate::services::password_reset::issue_registration;
 use crate::state::AppState;
 
 #[derive(Debug, Clone)]
@@ -120,12 +122,17 @@ impl UserSvc {
             None => None,
         };
         let policy = st.directory.settings().settings.password_policy.clone();
-        if req.initial_password.is_empty() {
-            v.add("initial_password", "is required");
-        } else {
+        // Without a password the user chooses one through a registration link.
+        let with_password = !req.initial_password.is_empty();
+        if with_password {
             v.check(
                 "initial_password",
                 policy.check(&req.initial_password, &[&u.username, &u.email]),
+            );
+        } else if req.require_password_change {
+            v.add(
+                "require_password_change",
+                "needs an initial_password (a user without one chooses their own)",
             );
         }
         v.finish()?;
@@ -136,9 +143,13 @@ impl UserSvc {
                 "validation passed without values".into(),
             ));
         };
-        let hash = st.hasher.hash(req.initial_password).await?;
+        let hash = if with_password {
+            Some(st.hasher.hash(req.initial_password).await?)
+        } else {
+            None
+        };
         let must_change = req.require_password_change;
-        let ctx2 = ctx.clone();
+        let (ctx2, state) = (ctx.clone(), st.clone());
         let committed = st
             .db
             .write(move |tx| {
@@ -159,7 +170,7 @@ impl UserSvc {
                         display_name: display_name.as_str(),
                         role,
                         must_change_password: must_change,
-                        password_hash: Some(&hash),
+                        password_hash: hash.as_deref(),
                     },
                     tx.now,
                 )?;
@@ -173,14 +184,28 @@ impl UserSvc {
                     Some(format!("users/{}", id)),
                 );
                 e.after_json = snapshot(&user);
+                let link = if user.password_hash.is_none() {
+                    e.detail = Some("registration link issued".into());
+                    Some(issue_registration(&state, tx, &user)?)
+                } else {
+                    if state.config.email.welcome_email {
+                        state
+                            .mailer
+                            .queue(tx.conn, Template::Welcome, &user, &[], tx.now)?;
+                    }
+                    None
+                };
                 audit::append(tx.conn, e, tx.now)?;
-                Ok(user)
+                Ok((user, link))
             })
             .await?;
+        st.mailer.wake();
         st.directory.sync().await?;
+        let (user, link) = &committed.value;
         Ok(reply(
             pb::CreateUserResponse {
-                user: Some(user_to_proto(&committed.value)),
+                user: Some(user_to_proto(user)),
+                registration_link: link.as_ref().map(|l| l.to_proto()),
             },
             &ctx,
             committed.revision,
