@@ -6,14 +6,20 @@ pub mod model;
 pub mod peers;
 
 pub mod support {
-    //! What the benchmark binaries share: flags and an in-process server.
+    //! What the benchmark binaries share: flags, an in-process server, a seeded world, and the
+    //! closed-loop load measurement.
 
     use std::net::SocketAddr;
+    use std::sync::Arc;
+    use std::sync::atomic::{AtomicBool, Ordering};
+    use std::time::{Duration, Instant};
 
     use fluxgate_proto::v1 as pb;
     use fluxgate_proto::v1::auth_service_client::AuthServiceClient;
     use fluxgate_server::config::HashingConfig;
     use fluxgate_server::{Config, Server};
+    use tonic::Request;
+    use tonic::transport::{Channel, Endpoint};
 
     /// The value after `name` on the command line.
     pub fn arg(name: &str) -> Option<String> {
@@ -60,5 +66,242 @@ pub mod support {
             .ok_or_else(|| anyhow::anyhow!("no tokens"))?
             .access_token;
         Ok((addr, token))
+    }
+
+    /// What [`seed_reader`] made.
+    #[derive(Debug, Clone)]
+    pub struct Seeded {
+        /// The reader's access token.
+        pub user_token: String,
+        /// READ on the environment, for the caller.
+        pub check: pb::PermissionCheck,
+        /// The group that grants it.
+        pub group: String,
+        /// The reader, `users/{id}`.
+        pub user: String,
+        pub admin_token: String,
+    }
+
+    /// A request carrying a bearer token.
+    pub fn with<T>(token: &str, m: T) -> Request<T> {
+        let mut r = Request::new(m);
+        if let Ok(v) = format!("Bearer {token}").parse() {
+            r.metadata_mut().insert("authorization", v);
+        }
+        r
+    }
+
+    /// Seeds a portfolio, application and environment, a group granting READ there, and a user in
+    /// it (`loader`), through the server at `addr` as the admin holding `token`.
+    pub async fn seed_reader(addr: SocketAddr, token: &str) -> anyhow::Result<Seeded> {
+        let token = token.to_owned();
+        let ch = Endpoint::from_shared(format!("http://{addr}"))?
+            .connect()
+            .await?;
+        let mut auth = pb::auth_service_client::AuthServiceClient::new(ch.clone());
+        let mut cat = pb::catalog_service_client::CatalogServiceClient::new(ch.clone());
+        let p = cat
+            .create_portfolio(with(
+                &token,
+                pb::CreatePortfolioRequest {
+                    portfolio: Some(pb::Portfolio {
+                        display_name: "load".into(),
+                        ..Default::default()
+                    }),
+                },
+            ))
+            .await?
+            .into_inner()
+            .portfolio
+            .unwrap_or_default();
+        let a = cat
+            .create_application(with(
+                &token,
+                pb::CreateApplicationRequest {
+                    parent: p.name.clone(),
+                    application: Some(pb::Application {
+                        display_name: "web".into(),
+                        ..Default::default()
+                    }),
+                },
+            ))
+            .await?
+            .into_inner()
+            .application
+            .unwrap_or_default();
+        let e = cat
+            .create_environment(with(
+                &token,
+                pb::CreateEnvironmentRequest {
+                    parent: a.name.clone(),
+                    environment: Some(pb::Environment {
+                        display_name: "prod".into(),
+                        ..Default::default()
+                    }),
+                },
+            ))
+            .await?
+            .into_inner()
+            .environment
+            .unwrap_or_default();
+        let mut users = pb::user_service_client::UserServiceClient::new(ch.clone());
+        let u = users
+            .create_user(with(
+                &token,
+                pb::CreateUserRequest {
+                    user: Some(pb::User {
+                        username: "loader".into(),
+                        email: "loader@example.com".into(),
+                        display_name: "L".into(),
+                        role: pb::Role::Requester as i32,
+                        ..Default::default()
+                    }),
+                    initial_password: "Loader-pass-12".into(),
+                    require_password_change: false,
+                },
+            ))
+            .await?
+            .into_inner()
+            .user
+            .unwrap_or_default();
+        let mut groups = pb::group_service_client::GroupServiceClient::new(ch.clone());
+        let g = groups
+            .create_group(with(
+                &token,
+                pb::CreateGroupRequest {
+                    parent: p.name.clone(),
+                    group: Some(pb::Group {
+                        display_name: "readers".into(),
+                        environment_grants: vec![pb::EnvironmentGrant {
+                            environment: e.name.clone(),
+                            permissions: vec![pb::ValuePermission::Read as i32],
+                        }],
+                        ..Default::default()
+                    }),
+                },
+            ))
+            .await?
+            .into_inner()
+            .group
+            .unwrap_or_default();
+        groups
+            .add_group_member(with(
+                &token,
+                pb::AddGroupMemberRequest {
+                    group: g.name.clone(),
+                    member: u.name.clone(),
+                },
+            ))
+            .await?;
+        let user_token = auth
+            .login(pb::LoginRequest {
+                username: "loader".into(),
+                password: "Loader-pass-12".into(),
+            })
+            .await?
+            .into_inner()
+            .tokens
+            .ok_or_else(|| anyhow::anyhow!("no tokens"))?
+            .access_token;
+        let check = pb::PermissionCheck {
+            principal: String::new(),
+            permission: pb::Permission::Read as i32,
+            resource: e.name,
+        };
+        Ok(Seeded {
+            user_token,
+            check,
+            group: g.name,
+            user: u.name,
+            admin_token: token,
+        })
+    }
+
+    #[derive(Debug, Clone, Copy)]
+    pub struct Figures {
+        pub rps: f64,
+        pub p50_us: f64,
+        pub p99_us: f64,
+    }
+
+    /// Latencies and counts pooled over rounds.
+    #[derive(Debug, Default)]
+    pub struct Pool {
+        lat: Vec<Duration>,
+        secs: f64,
+    }
+
+    impl Pool {
+        pub fn add(&mut self, (lat, secs): (Vec<Duration>, f64)) {
+            self.lat.extend(lat);
+            self.secs += secs;
+        }
+
+        pub fn figures(&mut self) -> Figures {
+            self.lat.sort();
+            let pct = |p: f64| {
+                self.lat
+                    .get(((self.lat.len() as f64 - 1.0) * p) as usize)
+                    .map_or(0.0, |d| d.as_secs_f64() * 1e6)
+            };
+            Figures {
+                rps: self.lat.len() as f64 / self.secs,
+                p50_us: pct(0.5),
+                p99_us: pct(0.99),
+            }
+        }
+    }
+
+    /// Runs `in_flight` loops for `secs` seconds, each sending one request at a time; returns the
+    /// latencies and the elapsed seconds.
+    pub async fn measure<F, Fut>(
+        channels: &[Channel],
+        in_flight: usize,
+        secs: u64,
+        make: F,
+    ) -> (Vec<Duration>, f64)
+    where
+        F: Fn(Channel) -> Fut + Clone + Send + 'static,
+        Fut: std::future::Future<Output = bool> + Send,
+    {
+        let stop = Arc::new(AtomicBool::new(false));
+        let mut tasks = Vec::new();
+        let start = Instant::now();
+        for i in 0..in_flight {
+            let (ch, stop, make) = (
+                channels[i % channels.len()].clone(),
+                stop.clone(),
+                make.clone(),
+            );
+            tasks.push(tokio::spawn(async move {
+                let mut lat = Vec::with_capacity(100_000);
+                while !stop.load(Ordering::Relaxed) {
+                    let t = Instant::now();
+                    assert!(make(ch.clone()).await, "request failed");
+                    lat.push(t.elapsed());
+                }
+                lat
+            }));
+        }
+        tokio::time::sleep(Duration::from_secs(secs)).await;
+        stop.store(true, Ordering::Relaxed);
+        let mut lat = Vec::new();
+        for t in tasks {
+            lat.extend(t.await.unwrap_or_default());
+        }
+        (lat, start.elapsed().as_secs_f64())
+    }
+
+    pub async fn channels(addr: SocketAddr, n: usize) -> anyhow::Result<Vec<Channel>> {
+        let mut out = Vec::new();
+        for _ in 0..n {
+            out.push(
+                Endpoint::from_shared(format!("http://{addr}"))?
+                    .tcp_nodelay(true)
+                    .connect()
+                    .await?,
+            );
+        }
+        Ok(out)
     }
 }

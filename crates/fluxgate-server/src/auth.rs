@@ -15,6 +15,12 @@ pub const REQUEST_ID_HEADER: &str = "x-request-id";
 pub const REVISION_HEADER: &str = "x-fluxgate-revision";
 pub const MIN_REVISION_HEADER: &str = "x-fluxgate-min-revision";
 
+/// A bearer credential, once parsed (and, for an access token, its signature verified).
+enum Credential {
+    Key(KeyId, String),
+    Session(fluxgate_domain::UserId, fluxgate_domain::SessionId),
+}
+
 /// Who asked, from where, under which request id.
 #[derive(Debug, Clone)]
 pub struct RequestCtx {
@@ -128,34 +134,64 @@ pub fn format_api_key(id: KeyId, secret: &str) -> String {
 
 impl AppState {
     /// The caller behind the request's bearer credential (a user's access token or a service
-    /// account's API key), as the directory knows them now.
+    /// account's API key), as the directory knows them now, or as of `x-fluxgate-min-revision`.
     pub async fn authenticate<T>(
         &self,
         req: &Request<T>,
         ctx: &RequestCtx,
     ) -> ApiResult<Principal> {
+        self.authenticate_at(req, ctx.min_revision).await
+    }
+
+    /// [`AppState::authenticate`], with the directory first brought up to `min_revision`
+    /// (once the credential has proved itself: only an authenticated caller may make the
+    /// server catch up with the database).
+    pub async fn authenticate_at<T>(
+        &self,
+        req: &Request<T>,
+        min_revision: Option<i64>,
+    ) -> ApiResult<Principal> {
+        let arrived = std::time::Instant::now();
         let token = bearer(req).ok_or_else(ApiError::unauthenticated)?;
-        let p = if let Some((key, secret)) = parse_api_key(token) {
-            self.directory
-                .key_principal(key, &crate::tokens::token_hash(secret))
-                .ok_or_else(ApiError::unauthenticated)?
+        let credential = if let Some((key, secret)) = parse_api_key(token) {
+            Credential::Key(key, crate::tokens::token_hash(secret))
         } else {
             let t = self
                 .keys
                 .verify(token)
                 .ok_or_else(ApiError::unauthenticated)?;
-            self.directory
-                .session_principal(t.user_id, t.session_id)
-                .ok_or_else(ApiError::unauthenticated)?
+            Credential::Session(t.user_id, t.session_id)
         };
-        if !p.active {
-            return Err(ApiError::unauthenticated());
+        let p = match self.lookup(&credential) {
+            Some(p) => p,
+            // A session or key this replica has not seen yet: perhaps created through another
+            // replica a moment ago (a key it knows but refuses is refused without a sync).
+            None if !matches!(&credential, Credential::Key(k, _) if self.directory.knows_key(*k)) =>
+            {
+                self.directory.catch_up(arrived).await?;
+                self.lookup(&credential)
+                    .ok_or_else(ApiError::unauthenticated)?
+            }
+            None => return Err(ApiError::unauthenticated()),
+        };
+        match min_revision {
+            Some(rev) if rev > 0 && self.directory.revision() < rev => {
+                self.directory.ensure(rev).await?;
+                // Answer as of that revision: the caller may have been changed by it.
+                self.lookup(&credential)
+                    .ok_or_else(ApiError::unauthenticated)
+            }
+            _ => Ok(p),
         }
-        // Only an authenticated caller may make the server catch up with the database.
-        if let Some(rev) = ctx.min_revision {
-            self.directory.ensure(rev).await?;
+    }
+
+    /// The active principal behind a credential, as the directory knows it.
+    fn lookup(&self, c: &Credential) -> Option<Principal> {
+        match c {
+            Credential::Key(key, hash) => self.directory.key_principal(*key, hash),
+            Credential::Session(user, session) => self.directory.session_principal(*user, *session),
         }
-        Ok(p)
+        .filter(|p| p.active)
     }
 
     /// Asks the engine; a denial becomes PERMISSION_DENIED carrying the engine's reason.

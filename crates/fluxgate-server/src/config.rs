@@ -42,7 +42,7 @@ impl Default for Config {
             database_url: "sqlite://fluxgate.db".into(),
             database_pool_size: 8,
             log_format: LogFormat::Text,
-            directory_poll_ms: 1000,
+            directory_poll_ms: 500,
             auth: AuthConfig::default(),
             password_hashing: HashingConfig::default(),
             settings: Settings::default(),
@@ -218,6 +218,9 @@ pub struct ServeArgs {
     /// Database connections in the pool [default: 8].
     #[arg(long, env = "FLUXGATE_DATABASE_POOL_SIZE")]
     pub database_pool_size: Option<u32>,
+    /// How often the directory polls for other replicas' writes, in ms [default: 500].
+    #[arg(long, env = "FLUXGATE_DIRECTORY_POLL_MS")]
+    pub directory_poll_ms: Option<u64>,
     /// Log format.
     #[arg(long, env = "FLUXGATE_LOG_FORMAT", value_enum)]
     pub log_format: Option<LogFormat>,
@@ -287,6 +290,7 @@ impl ServeArgs {
         set(&mut c.database_url, &self.database_url);
         set(&mut c.database_pool_size, &self.database_pool_size);
         set(&mut c.log_format, &self.log_format);
+        set(&mut c.directory_poll_ms, &self.directory_poll_ms);
         if self.jwt_secret.is_some() {
             c.auth.jwt_secret = self.jwt_secret.clone();
         }
@@ -351,6 +355,9 @@ impl Config {
                 .any(|c| c.is_whitespace() || c.is_control())
         {
             anyhow::bail!("public_url must be an http:// or https:// URL");
+        }
+        if !(50..=60_000).contains(&self.directory_poll_ms) {
+            anyhow::bail!("directory_poll_ms must be from 50 to 60000");
         }
         let e = &self.email;
         if e.max_attempts < 1 || e.timeout_secs < 1 {

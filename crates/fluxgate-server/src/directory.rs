@@ -528,7 +528,8 @@ impl Inner {
 pub struct Directory {
     db: Db,
     inner: RwLock<Inner>,
-    sync_lock: Mutex<()>,
+    /// Held while syncing; holds when the newest sync started.
+    sync_lock: Mutex<std::time::Instant>,
     /// Ids of change requests that changed (`*`: possibly any), for their watchers.
     requests: tokio::sync::broadcast::Sender<Arc<str>>,
 }
@@ -543,7 +544,7 @@ impl Directory {
         Ok(Arc::new(Directory {
             db,
             inner: RwLock::new(inner),
-            sync_lock: Mutex::new(()),
+            sync_lock: Mutex::new(std::time::Instant::now()),
             requests: tokio::sync::broadcast::channel(1024).0,
         }))
     }
@@ -604,6 +605,11 @@ impl Directory {
         Some(p)
     }
 
+    /// Whether the directory knows an API key of this id (valid or not).
+    pub fn knows_key(&self, key_id: KeyId) -> bool {
+        self.read().keys.contains_key(&key_id)
+    }
+
     /// The id of a user by username.
     pub fn user_by_name(&self, username: &str) -> Option<UserId> {
         self.read().usernames.get(username).copied()
@@ -616,7 +622,8 @@ impl Directory {
 
     /// Brings the directory up to the newest revision in the database.
     pub async fn sync(&self) -> ApiResult<i64> {
-        let _guard = self.sync_lock.lock().await;
+        let mut started = self.sync_lock.lock().await;
+        *started = std::time::Instant::now();
         let from = self.revision();
         let update = self
             .db
@@ -648,6 +655,17 @@ impl Directory {
             }
         }
         Ok(inner.revision)
+    }
+
+    /// Makes sure the directory reflects every write committed before `since`: syncs unless a
+    /// sync started after it. A credential another replica issued a moment ago (a login, a new
+    /// key) is not known here until the next poll; this is how a miss finds it at once.
+    /// Concurrent misses share one sync, so they cost at most one sync at a time.
+    pub async fn catch_up(&self, since: std::time::Instant) -> ApiResult<()> {
+        if *self.sync_lock.lock().await > since {
+            return Ok(());
+        }
+        self.sync().await.map(|_| ())
     }
 
     /// Makes sure the directory reflects at least `revision` (a client's read-your-writes

@@ -3,95 +3,18 @@
 //! against the configured database. On SQLite and on PostgreSQL.
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
 
-use std::io::{BufRead, BufReader};
-use std::process::{Child, Command, Stdio};
-use std::sync::mpsc;
-use std::time::Duration;
+mod common;
+
+use common::{Running, command, serve};
 
 use fluxgate_proto::v1 as pb;
 use fluxgate_proto::v1::auth_service_client::AuthServiceClient;
-
-const BIN: &str = env!("CARGO_BIN_EXE_fluxgate");
-
-fn command(db: &str, args: &[&str]) -> Command {
-    let mut c = Command::new(BIN);
-    c.args(args)
-        .env("FLUXGATE_DATABASE_URL", db)
-        .env("FLUXGATE_LISTEN", "127.0.0.1:0")
-        .env("FLUXGATE_ARGON2_MEMORY_KIB", "256")
-        .env("FLUXGATE_ARGON2_ITERATIONS", "1")
-        .env_remove("FLUXGATE_BOOTSTRAP_PASSWORD")
-        .env_remove("FLUXGATE_CONFIG");
-    c
-}
-
-struct Running {
-    child: Child,
-    addr: String,
-    stdout: Vec<String>,
-}
-
-/// Starts `fluxgate serve` and reads its stdout up to the "listening" line.
-fn serve(db: &str) -> Running {
-    let child = command(db, &["serve"])
-        .stdout(Stdio::piped())
-        .stderr(Stdio::null())
-        .spawn()
-        .unwrap();
-    let mut running = Running {
-        child,
-        addr: String::new(),
-        stdout: Vec::new(),
-    };
-    let out = running.child.stdout.take().unwrap();
-    let (tx, rx) = mpsc::channel();
-    std::thread::spawn(move || {
-        for line in BufReader::new(out).lines() {
-            let Ok(line) = line else { break };
-            if tx.send(line).is_err() {
-                break;
-            }
-        }
-    });
-    loop {
-        let line = rx
-            .recv_timeout(Duration::from_secs(30))
-            .expect("server prints its address");
-        if let Some(addr) = line.strip_prefix("FluxGate listening on ") {
-            running.addr = addr.to_owned();
-            return running;
-        }
-        running.stdout.push(line);
-    }
-}
-
-impl Drop for Running {
-    fn drop(&mut self) {
-        // A failed assertion must not leave a server behind.
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
-}
 
 impl Running {
     fn password(&self) -> Option<String> {
         self.stdout
             .iter()
             .find_map(|l| l.trim().strip_prefix("password: ").map(str::to_owned))
-    }
-
-    /// Sends SIGTERM and expects a clean exit.
-    fn terminate(mut self) {
-        let pid = self.child.id().to_string();
-        assert!(
-            Command::new("kill")
-                .args(["-TERM", &pid])
-                .status()
-                .unwrap()
-                .success()
-        );
-        let status = self.child.wait().unwrap();
-        assert!(status.success(), "graceful shutdown exits 0: {status:?}");
     }
 
     fn login(&self, username: &str, password: &str) -> Result<pb::LoginResponse, tonic::Status> {

@@ -165,10 +165,11 @@ impl PermissionSvc {
         if min_revision < 0 {
             return Err(ApiError::invalid("min_revision", "must not be negative"));
         }
-        let p = self.state.authenticate(request, &ctx).await?;
-        if min_revision > 0 {
-            self.state.directory.ensure(min_revision).await?;
-        }
+        let wanted = ctx.min_revision.unwrap_or(0).max(min_revision);
+        let p = self
+            .state
+            .authenticate_at(request, (wanted > 0).then_some(wanted))
+            .await?;
         let (snap, revision) = self.state.directory.snapshot_at();
         self.state
             .authorize_in(&snap, &p, Action::ReadCatalog, Target::Org)?;
