@@ -39,15 +39,27 @@ pub mod support {
     /// (cheap Argon2: logins are not what these benchmarks measure) and returns its address
     /// and an access token of the bootstrap admin.
     pub async fn start_server(database_url: String) -> anyhow::Result<(SocketAddr, String)> {
-        let mut config = Config {
-            listen: "127.0.0.1:0".parse()?,
+        start_server_hashing(
             database_url,
-            password_hashing: HashingConfig {
+            HashingConfig {
                 memory_kib: 256,
                 iterations: 1,
                 parallelism: 1,
                 max_concurrent: 2,
             },
+        )
+        .await
+    }
+
+    /// [`start_server`] with the given Argon2id parameters.
+    pub async fn start_server_hashing(
+        database_url: String,
+        password_hashing: HashingConfig,
+    ) -> anyhow::Result<(SocketAddr, String)> {
+        let mut config = Config {
+            listen: "127.0.0.1:0".parse()?,
+            database_url,
+            password_hashing,
             ..Config::default()
         };
         config.bootstrap.password = Some(ADMIN_PASSWORD.into());

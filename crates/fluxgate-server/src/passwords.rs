@@ -1,10 +1,12 @@
-//! Argon2id password hashing, off the async workers and bounded in concurrency.
+//! Argon2id password hashing on a pool of its own: a few threads (one per CPU by default) at
+//! the lowest scheduling priority, so that a login storm uses idle CPU but never delays the
+//! permission checks and other requests running on the async workers.
 
-use std::sync::Arc;
+use std::sync::mpsc;
+use std::sync::{Arc, Mutex};
 
 use argon2::password_hash::{PasswordHasher as _, PasswordVerifier as _};
 use argon2::{Algorithm, Argon2, Params, PasswordHash, Version};
-use tokio::sync::Semaphore;
 
 use crate::config::HashingConfig;
 use crate::error::{ApiError, ApiResult};
@@ -17,10 +19,49 @@ pub struct Verified {
     pub needs_rehash: bool,
 }
 
+type Job = Box<dyn FnOnce() + Send>;
+
+/// The hashing threads. They end when the last [`Hasher`] is dropped.
+struct Pool {
+    jobs: mpsc::Sender<Job>,
+}
+
+impl Pool {
+    fn new(threads: usize) -> anyhow::Result<Pool> {
+        let (jobs, rx) = mpsc::channel::<Job>();
+        let rx = Arc::new(Mutex::new(rx));
+        for i in 0..threads {
+            let rx = rx.clone();
+            std::thread::Builder::new()
+                .name(format!("fluxgate-argon2-{i}"))
+                .spawn(move || {
+                    // Lowering one's own priority needs no privilege. Where it fails, hashing
+                    // still works, only without the isolation.
+                    if let Err(e) = thread_priority::set_current_thread_priority(
+                        thread_priority::ThreadPriority::Min,
+                    ) {
+                        tracing::debug!(error = ?e, "could not lower the hashing thread's priority");
+                    }
+                    loop {
+                        let job = match rx.lock() {
+                            Ok(rx) => rx.recv(),
+                            Err(_) => return,
+                        };
+                        match job {
+                            Ok(job) => job(),
+                            Err(_) => return,
+                        }
+                    }
+                })?;
+        }
+        Ok(Pool { jobs })
+    }
+}
+
 #[derive(Clone)]
 pub struct Hasher {
     params: Params,
-    permits: Arc<Semaphore>,
+    pool: Arc<Pool>,
     /// A hash of a random password, verified against when a login names no account, so that
     /// an unknown user costs the same time as a wrong password.
     dummy: Arc<String>,
@@ -38,13 +79,13 @@ impl Hasher {
     pub fn new(cfg: &HashingConfig) -> anyhow::Result<Self> {
         let params = Params::new(cfg.memory_kib, cfg.iterations, cfg.parallelism, None)
             .map_err(|e| anyhow::anyhow!("password_hashing: {e}"))?;
-        let permits = match cfg.max_concurrent {
+        let threads = match cfg.max_concurrent {
             0 => std::thread::available_parallelism().map_or(2, |n| n.get()),
             n => n,
         };
         let mut h = Self {
             params,
-            permits: Arc::new(Semaphore::new(permits)),
+            pool: Arc::new(Pool::new(threads)?),
             dummy: Arc::new(String::new()),
         };
         let dummy = h.hash_blocking(&crate::tokens::random_token(24))?;
@@ -88,13 +129,16 @@ impl Hasher {
         &self,
         f: impl FnOnce(&Hasher) -> T + Send + 'static,
     ) -> ApiResult<T> {
-        let _permit = self
-            .permits
-            .acquire()
-            .await
-            .map_err(|_| ApiError::Unavailable("shutting down".into()))?;
+        let (tx, rx) = tokio::sync::oneshot::channel();
         let me = self.clone();
-        Ok(tokio::task::spawn_blocking(move || f(&me)).await?)
+        self.pool
+            .jobs
+            .send(Box::new(move || {
+                let _ = tx.send(f(&me));
+            }))
+            .map_err(|_| ApiError::Unavailable("shutting down".into()))?;
+        rx.await
+            .map_err(|_| ApiError::Internal("a hashing thread failed".into()))
     }
 
     /// Hashes a new password into a PHC string.
