@@ -47,13 +47,8 @@ proto: ## Lint the protobuf contracts and regenerate the Rust code
 	$(CARGO) build -p fluxgate-proto
 
 .PHONY: bench
-bench: ## Engine vs cedar-policy/casbin, CheckPermission vs a bare echo, audit at 1M events, replicas, logins
-	$(CARGO) bench -p fluxgate-bench --bench engine
-	$(CARGO) run --release -p fluxgate-bench --bin load -- --rounds 10
-	$(CARGO) run --release -p fluxgate-bench --bin audit_scale -- --backend sqlite
-	$(CARGO) run --release -p fluxgate-bench --bin audit_scale -- --backend postgres
-	$(CARGO) run --release -p fluxgate-bench --bin replicas
-	$(MAKE) bench-login
+bench: ## Every benchmark (engine, gRPC vs echo, logins, scale, audit, replicas) into docs/benchmarks.md
+	./scripts/bench-report.sh
 
 .PHONY: bench-login
 bench-login: ## Login latency and throughput against a release server on a temporary database

@@ -346,3 +346,14 @@ pub fn environment_parents(
     }
     Ok(q.load(conn)?)
 }
+
+/// (environment id, application id) of the given environments.
+pub fn environment_applications(
+    conn: &mut DbConnection,
+    envs: &[String],
+) -> StoreResult<Vec<(String, String)>> {
+    Ok(environments::table
+        .filter(environments::id.eq_any(envs))
+        .select((environments::id, environments::application_id))
+        .load(conn)?)
+}

@@ -296,6 +296,59 @@ pub fn grants(conn: &mut DbConnection, group: &str) -> StoreResult<Grants> {
     })
 }
 
+/// The grants of several groups at once (two queries), by group id; groups without grants
+/// are absent.
+pub fn grants_of(
+    conn: &mut DbConnection,
+    groups: &[String],
+) -> StoreResult<std::collections::HashMap<String, Grants>> {
+    let mut out: std::collections::HashMap<String, Grants> = std::collections::HashMap::new();
+    let apps: Vec<(String, String, String)> = application_grants::table
+        .filter(application_grants::group_id.eq_any(groups))
+        .order((
+            application_grants::group_id.asc(),
+            application_grants::application_id.asc(),
+        ))
+        .select((
+            application_grants::group_id,
+            application_grants::application_id,
+            application_grants::feature_permission,
+        ))
+        .load(conn)?;
+    for (g, a, p) in apps {
+        out.entry(g).or_default().applications.push((a, p));
+    }
+    let envs: Vec<(String, String, i32)> = environment_grants::table
+        .filter(environment_grants::group_id.eq_any(groups))
+        .order((
+            environment_grants::group_id.asc(),
+            environment_grants::environment_id.asc(),
+        ))
+        .select((
+            environment_grants::group_id,
+            environment_grants::environment_id,
+            environment_grants::permissions,
+        ))
+        .load(conn)?;
+    for (g, e, bits) in envs {
+        out.entry(g).or_default().environments.push((e, bits));
+    }
+    Ok(out)
+}
+
+/// The member counts of several groups at once, by group id; empty groups are absent.
+pub fn member_counts(
+    conn: &mut DbConnection,
+    groups: &[String],
+) -> StoreResult<std::collections::HashMap<String, i64>> {
+    let rows: Vec<(String, i64)> = group_members::table
+        .filter(group_members::group_id.eq_any(groups))
+        .group_by(group_members::group_id)
+        .select((group_members::group_id, diesel::dsl::count_star()))
+        .load(conn)?;
+    Ok(rows.into_iter().collect())
+}
+
 /// Replaces a group's application grants.
 pub fn set_application_grants(
     conn: &mut DbConnection,

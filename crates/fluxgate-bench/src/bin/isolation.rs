@@ -32,7 +32,8 @@ async fn main() -> anyhow::Result<()> {
     let seeded = seed_reader(addr, &admin).await?;
     let checks = channels(addr, 4).await?;
     let login_ch = channels(addr, 2).await?;
-    let auth: tonic::metadata::MetadataValue<_> = format!("Bearer {}", seeded.user_token).parse()?;
+    let auth: tonic::metadata::MetadataValue<_> =
+        format!("Bearer {}", seeded.user_token).parse()?;
     let check = seeded.check.clone();
     let call = move |ch: Channel| {
         let (auth, check) = (auth.clone(), check.clone());
@@ -89,10 +90,15 @@ async fn main() -> anyhow::Result<()> {
         }
     }
     let (a, l) = (alone.figures(), loaded.figures());
-    println!("## Login isolation (CheckPermission at 16 in flight; {logins} login loops, Argon2id 19 MiB t=2)\n");
+    println!(
+        "## Login isolation (CheckPermission at 16 in flight; {logins} login loops, Argon2id 19 MiB t=2)\n"
+    );
     println!("| | req/s | p50 µs | p99 µs |");
     println!("|---|---|---|---|");
-    println!("| checks alone | {:.0} | {:.0} | {:.0} |", a.rps, a.p50_us, a.p99_us);
+    println!(
+        "| checks alone | {:.0} | {:.0} | {:.0} |",
+        a.rps, a.p50_us, a.p99_us
+    );
     println!(
         "| checks while logins run ({:.1} logins/s) | {:.0} | {:.0} | {:.0} |",
         done_logins.load(Ordering::Relaxed) as f64 / login_secs.max(1e-9),
@@ -100,6 +106,9 @@ async fn main() -> anyhow::Result<()> {
         l.p50_us,
         l.p99_us
     );
-    println!("\np99 with logins / p99 alone: **{:.2}** (target ≤ 2)", l.p99_us / a.p99_us);
+    println!(
+        "\np99 with logins / p99 alone: **{:.2}** (target ≤ 2)",
+        l.p99_us / a.p99_us
+    );
     Ok(())
 }

@@ -48,47 +48,66 @@ fn value_pb(v: ValuePermission) -> i32 {
 
 /// Reads a group with its grants and member count as the protobuf message.
 fn group_pb(conn: &mut DbConnection, g: &groups::Group) -> ApiResult<pb::Group> {
-    let grants = groups::grants(conn, &g.id)?;
-    let apps = catalog::application_parents(conn, Some(&g.portfolio_id))?;
-    let mut envs = Vec::new();
-    for (a, _) in &apps {
-        envs.extend(catalog::environment_parents(conn, Some(a))?);
-    }
-    let env_app = |e: &str| {
-        envs.iter()
-            .find(|(id, _)| id == e)
-            .map(|(_, a)| a.clone())
-            .unwrap_or_default()
-    };
-    Ok(pb::Group {
-        name: group_name(&g.portfolio_id, &g.id),
-        display_name: g.display_name.clone(),
-        description: g.description.clone(),
-        administrators: g.administrators,
-        application_grants: grants
-            .applications
-            .iter()
-            .map(|(a, p)| pb::ApplicationGrant {
-                application: application_name(&g.portfolio_id, a),
-                feature_permission: feature_pb(p),
-            })
-            .collect(),
-        environment_grants: grants
-            .environments
-            .iter()
-            .map(|(e, bits)| pb::EnvironmentGrant {
-                environment: environment_name(&g.portfolio_id, &env_app(e), e),
-                permissions: ValuePermissions::from_bits(*bits as u8)
+    group_pbs(conn, std::slice::from_ref(g))?
+        .pop()
+        .ok_or_else(|| ApiError::Internal("a group went missing".into()))
+}
+
+/// Several groups with their grants and member counts, in a fixed number of queries (a page of
+/// groups once cost six queries per group).
+fn group_pbs(conn: &mut DbConnection, gs: &[groups::Group]) -> ApiResult<Vec<pb::Group>> {
+    let ids: Vec<String> = gs.iter().map(|g| g.id.clone()).collect();
+    let mut grants = groups::grants_of(conn, &ids)?;
+    let counts = groups::member_counts(conn, &ids)?;
+    let mut env_ids: Vec<String> = grants
+        .values()
+        .flat_map(|g| g.environments.iter().map(|(e, _)| e.clone()))
+        .collect();
+    env_ids.sort();
+    env_ids.dedup();
+    let env_app: std::collections::HashMap<String, String> =
+        catalog::environment_applications(conn, &env_ids)?
+            .into_iter()
+            .collect();
+    Ok(gs
+        .iter()
+        .map(|g| {
+            let gr = grants.remove(&g.id).unwrap_or_default();
+            pb::Group {
+                name: group_name(&g.portfolio_id, &g.id),
+                display_name: g.display_name.clone(),
+                description: g.description.clone(),
+                administrators: g.administrators,
+                application_grants: gr
+                    .applications
                     .iter()
-                    .map(value_pb)
+                    .map(|(a, p)| pb::ApplicationGrant {
+                        application: application_name(&g.portfolio_id, a),
+                        feature_permission: feature_pb(p),
+                    })
                     .collect(),
-            })
-            .collect(),
-        member_count: groups::member_count(conn, &g.id)? as i32,
-        create_time: Some(timestamp(g.created_at)),
-        update_time: Some(timestamp(g.updated_at)),
-        etag: etag(g.version),
-    })
+                environment_grants: gr
+                    .environments
+                    .iter()
+                    .map(|(e, bits)| pb::EnvironmentGrant {
+                        environment: environment_name(
+                            &g.portfolio_id,
+                            env_app.get(e).map_or("", String::as_str),
+                            e,
+                        ),
+                        permissions: ValuePermissions::from_bits(*bits as u8)
+                            .iter()
+                            .map(value_pb)
+                            .collect(),
+                    })
+                    .collect(),
+                member_count: counts.get(&g.id).copied().unwrap_or(0) as i32,
+                create_time: Some(timestamp(g.created_at)),
+                update_time: Some(timestamp(g.updated_at)),
+                etag: etag(g.version),
+            }
+        })
+        .collect())
 }
 
 /// Grants as given by a client, checked for shape.
@@ -684,10 +703,7 @@ impl GroupService for GroupSvc {
                     .encode(),
                     _ => String::new(),
                 };
-                let out = page
-                    .iter()
-                    .map(|g| group_pb(conn, g))
-                    .collect::<ApiResult<Vec<_>>>()?;
+                let out = group_pbs(conn, &page)?;
                 Ok((out, next))
             })
             .await?;
