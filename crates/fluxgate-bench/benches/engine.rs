@@ -77,21 +77,75 @@ fn engines(c: &mut Criterion) {
     });
     g.finish();
 
-    let mut g = c.benchmark_group("fluxgate");
+    // A batch of 100 checks. The peers have no batch call: they answer 100 checks in turn.
+    let mut g = c.benchmark_group("batch_check_100");
     let batch: Vec<_> = reqs
         .iter()
         .take(100)
         .map(|r| (r.user, r.permission, Model::resource(r)))
         .collect();
-    g.bench_function("batch_check_100", |b| {
+    g.bench_function("fluxgate", |b| {
         b.iter(|| black_box(snap.check_batch(&batch)))
     });
+    g.bench_function("cedar-policy", |b| {
+        b.iter(|| black_box(reqs.iter().take(100).filter(|r| cedar.check(r)).count()))
+    });
+    g.sample_size(10);
+    g.bench_function("casbin", |b| {
+        b.iter(|| {
+            black_box(
+                prepared
+                    .iter()
+                    .take(100)
+                    .filter(|q| casbin.check_prepared(q))
+                    .count(),
+            )
+        })
+    });
+    g.finish();
+
+    // Look-up: the environments of an application where a user may change values. The peers
+    // have no look-up call: they check each environment of the application.
+    let mut g = c.benchmark_group("environments_allowed");
     let (user, app) = (reqs[0].user, reqs[0].env.app);
-    g.bench_function("environments_allowed", |b| {
+    let candidates: Vec<_> = m
+        .envs
+        .iter()
+        .filter(|e| e.app == app)
+        .map(|e| fluxgate_bench::model::Req {
+            user,
+            permission: Permission::ChangeValue,
+            env: *e,
+        })
+        .collect();
+    let candidates_casbin: Vec<[String; 5]> = candidates
+        .iter()
+        .filter_map(|r| casbin.prepare(r))
+        .collect();
+    g.bench_function("fluxgate", |b| {
         b.iter(|| black_box(snap.environments_allowed(&user, Permission::ChangeValue, app)))
     });
+    g.bench_function("cedar-policy", |b| {
+        b.iter(|| black_box(candidates.iter().filter(|r| cedar.check(r)).count()))
+    });
+    g.sample_size(10);
+    g.bench_function("casbin", |b| {
+        b.iter(|| {
+            black_box(
+                candidates_casbin
+                    .iter()
+                    .filter(|q| casbin.check_prepared(q))
+                    .count(),
+            )
+        })
+    });
+    g.finish();
+
+    // Reverse look-up: who (of 10,000 users) may change values in an environment. Casbin would
+    // need 10,000 of its checks per look-up (over ten seconds), so only cedar-policy runs it.
+    let mut g = c.benchmark_group("principals_allowed_10k");
     let env = Model::resource(&reqs[0]);
-    g.bench_function("principals_allowed_10k", |b| {
+    g.bench_function("fluxgate", |b| {
         b.iter(|| {
             black_box(snap.principals_allowed(
                 Permission::ChangeValue,
@@ -100,6 +154,23 @@ fn engines(c: &mut Criterion) {
             ))
         })
     });
+    let everyone: Vec<_> = m
+        .facts
+        .principals
+        .keys()
+        .map(|p| fluxgate_bench::model::Req {
+            user: *p,
+            permission: Permission::ChangeValue,
+            env: reqs[0].env,
+        })
+        .collect();
+    g.sample_size(10);
+    g.bench_function("cedar-policy", |b| {
+        b.iter(|| black_box(everyone.iter().filter(|r| cedar.check(r)).count()))
+    });
+    g.finish();
+
+    let mut g = c.benchmark_group("fluxgate");
     g.bench_function("compile_snapshot", |b| {
         b.iter(|| black_box(Snapshot::compile(&m.facts, 1)))
     });

@@ -91,7 +91,7 @@ async fn main() -> anyhow::Result<()> {
     }
     let (a, l) = (alone.figures(), loaded.figures());
     println!(
-        "## Login isolation (CheckPermission at 16 in flight; {logins} login loops, Argon2id 19 MiB t=2)\n"
+        "### Login isolation (CheckPermission at 16 in flight; {logins} login loops, Argon2id 19 MiB t=2)\n"
     );
     println!("| | req/s | p50 µs | p99 µs |");
     println!("|---|---|---|---|");

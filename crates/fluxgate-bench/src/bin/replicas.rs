@@ -60,7 +60,7 @@ async fn main() -> anyhow::Result<()> {
         tokio::time::sleep(Duration::from_millis(20)).await;
     }
 
-    println!("## CheckPermission, one replica against two (one PostgreSQL)\n");
+    println!("### CheckPermission, one replica against two (one PostgreSQL)\n");
     println!(
         "| in flight | one replica req/s | p50 µs | p99 µs | two replicas req/s | p50 µs | p99 µs | throughput ratio |"
     );
@@ -133,7 +133,7 @@ async fn main() -> anyhow::Result<()> {
     lag.sort();
     lag_with_revision.sort();
     let median = |v: &[Duration]| v[v.len() / 2];
-    println!("\n## Propagation of a permission change to another replica ({changes} changes)\n");
+    println!("\n### Propagation of a permission change to another replica ({changes} changes)\n");
     println!("| how the reader asks | median ms | max ms |");
     println!("|---|---|---|");
     println!(

@@ -468,7 +468,7 @@ async fn main() -> anyhow::Result<()> {
     }
     let (s, f) = (&results[0], &results[1]);
     println!(
-        "## Scale on {backend}: {} users, {} groups, {} audit events against 1% of that\n",
+        "### {backend}: {} users, {} groups, {} audit events against 1% of that\n",
         full.users, full.groups, full.events
     );
     println!("| query (median of 25, over gRPC) | 1% (ms) | 100% (ms) | ratio |");
