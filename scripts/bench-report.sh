@@ -58,6 +58,8 @@ echo ">> bench-login" >&2
 ./scripts/bench-login.sh 2>/dev/null | sed 's/^# \(.*\)/\1\n/' | tee -a "$tmp"
 echo >>"$tmp"
 run "$target/isolation"
+echo >>"$tmp"
+run "$target/login_timing"
 
 section "## Scale: 100,000 users, 10,000 groups, 1,000,000 audit events, against 1% of that"
 for backend in sqlite postgres; do
