@@ -10,6 +10,7 @@ mod approvals;
 mod audit;
 mod auth;
 mod authz_matrix;
+mod db_outage;
 mod hostile_tokens;
 mod password_reset;
 mod settings;
