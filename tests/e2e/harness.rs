@@ -44,6 +44,8 @@ impl Backend {
 /// A running server and what a test needs to talk to it.
 pub struct TestServer {
     pub database_url: String,
+    /// `127.0.0.1:<port>` of the server.
+    pub addr: std::net::SocketAddr,
     pub channel: Channel,
     shutdown: Option<oneshot::Sender<()>>,
     task: Option<tokio::task::JoinHandle<anyhow::Result<()>>>,
@@ -110,6 +112,7 @@ impl TestServer {
             .expect("connect");
         TestServer {
             database_url,
+            addr,
             channel,
             shutdown: Some(tx),
             task: Some(task),
@@ -126,6 +129,11 @@ impl TestServer {
         if let Some(t) = self.task.take() {
             t.await.unwrap().unwrap();
         }
+    }
+
+    /// The server's address, for clients outside this process.
+    pub fn channel_addr(&self) -> String {
+        self.addr.to_string()
     }
 
     pub fn auth(&self) -> AuthServiceClient<Channel> {

@@ -12,6 +12,7 @@ mod auth;
 mod authz_matrix;
 mod db_outage;
 mod hostile_tokens;
+mod interop;
 mod password_reset;
 mod settings;
 mod users;
