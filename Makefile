@@ -36,10 +36,15 @@ $(PY_STAMP): tests/support/requirements.txt
 	|| echo "WARNING: could not set up $(VENV) (python3 -m venv; pip install -r tests/support/requirements.txt): the SMTP tests will be skipped" >&2
 
 .PHONY: lint
-lint: ## cargo fmt --check, clippy -D warnings, buf lint
+lint: ## cargo fmt --check, clippy -D warnings, buf lint, buf breaking against the released contracts
 	$(CARGO) fmt --all -- --check
 	$(CARGO) clippy --workspace --all-targets -- -D warnings
 	$(BUF) lint
+	$(BUF) breaking --against proto/compat/fluxgate-v1.binpb
+
+.PHONY: proto-baseline
+proto-baseline: ## Record the current contracts as released (buf breaking then checks against them)
+	$(BUF) build -o proto/compat/fluxgate-v1.binpb
 
 .PHONY: proto
 proto: ## Lint the protobuf contracts and regenerate the Rust code
