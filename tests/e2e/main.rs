@@ -4,6 +4,7 @@
 
 mod harness;
 mod smtp;
+mod tls;
 
 mod access;
 mod approvals;

@@ -33,6 +33,19 @@ pub struct Config {
     pub public_url: String,
     pub email: EmailConfig,
     pub password_reset: PasswordResetConfig,
+    pub tls: TlsConfig,
+}
+
+/// Serving over TLS. Plaintext when no certificate is given (the local default).
+#[derive(Debug, Clone, Default, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct TlsConfig {
+    /// PEM certificate chain of the server.
+    pub cert_path: Option<PathBuf>,
+    /// PEM private key of the server.
+    pub key_path: Option<PathBuf>,
+    /// PEM CA certificate(s): when set, clients must present a certificate signed by one.
+    pub client_ca_path: Option<PathBuf>,
 }
 
 impl Default for Config {
@@ -50,6 +63,7 @@ impl Default for Config {
             public_url: "http://localhost:8080".into(),
             email: EmailConfig::default(),
             password_reset: PasswordResetConfig::default(),
+            tls: TlsConfig::default(),
         }
     }
 }
@@ -264,6 +278,15 @@ pub struct ServeArgs {
     /// are held in the outbox].
     #[arg(long, env = "FLUXGATE_SMTP_URL", hide_env_values = true)]
     pub smtp_url: Option<String>,
+    /// PEM certificate chain: serve over TLS [default: plaintext].
+    #[arg(long, env = "FLUXGATE_TLS_CERT")]
+    pub tls_cert: Option<PathBuf>,
+    /// PEM private key for --tls-cert.
+    #[arg(long, env = "FLUXGATE_TLS_KEY")]
+    pub tls_key: Option<PathBuf>,
+    /// PEM CA certificate(s): require client certificates signed by one.
+    #[arg(long, env = "FLUXGATE_TLS_CLIENT_CA")]
+    pub tls_client_ca: Option<PathBuf>,
     /// The From address of outgoing email [default: FluxGate <fluxgate@localhost>].
     #[arg(long, env = "FLUXGATE_EMAIL_FROM")]
     pub email_from: Option<String>,
@@ -324,6 +347,15 @@ impl ServeArgs {
             c.email.smtp_url = self.smtp_url.clone();
         }
         set(&mut c.email.from, &self.email_from);
+        if self.tls_cert.is_some() {
+            c.tls.cert_path = self.tls_cert.clone();
+        }
+        if self.tls_key.is_some() {
+            c.tls.key_path = self.tls_key.clone();
+        }
+        if self.tls_client_ca.is_some() {
+            c.tls.client_ca_path = self.tls_client_ca.clone();
+        }
     }
 }
 
@@ -358,6 +390,13 @@ impl Config {
         }
         if !(50..=60_000).contains(&self.directory_poll_ms) {
             anyhow::bail!("directory_poll_ms must be from 50 to 60000");
+        }
+        let t = &self.tls;
+        if t.cert_path.is_some() != t.key_path.is_some() {
+            anyhow::bail!("tls: cert_path and key_path go together");
+        }
+        if t.client_ca_path.is_some() && t.cert_path.is_none() {
+            anyhow::bail!("tls: client_ca_path needs cert_path and key_path");
         }
         let e = &self.email;
         if e.max_attempts < 1 || e.timeout_secs < 1 {

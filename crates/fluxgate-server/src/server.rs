@@ -47,6 +47,7 @@ const MAX_MESSAGE_BYTES: usize = 1024 * 1024;
 /// A server bound to its port, bootstrapped and ready to serve.
 pub struct Server {
     listener: TcpListener,
+    tls: Option<tonic::transport::ServerTlsConfig>,
     state: Arc<AppState>,
     pub bootstrap: Bootstrap,
 }
@@ -77,6 +78,7 @@ impl Server {
             tokio::task::spawn_blocking(move || bootstrap::prepare(&store, &config, &hasher))
                 .await??
         };
+        let tls = tls_config(&config.tls)?;
         let db = Db::new(store);
         let directory = Directory::load(db.clone()).await?;
         let listener = TcpListener::bind(config.listen).await?;
@@ -91,6 +93,7 @@ impl Server {
         });
         Ok(Server {
             listener,
+            tls,
             state,
             bootstrap,
         })
@@ -216,7 +219,12 @@ impl Server {
         .max_decoding_message_size(MAX_MESSAGE_BYTES);
 
         tracing::info!(%addr, backend = state.db.store().backend().as_str(), "serving");
-        let result = tonic::transport::Server::builder()
+        let mut builder = tonic::transport::Server::builder();
+        if let Some(tls) = self.tls {
+            tracing::info!("serving over TLS");
+            builder = builder.tls_config(tls)?;
+        }
+        let result = builder
             .timeout(Duration::from_secs(60))
             .trace_fn(|req| tracing::info_span!("rpc", path = %req.uri().path()))
             .add_service(health)
@@ -243,6 +251,25 @@ impl Server {
         tracing::info!("stopped");
         Ok(result?)
     }
+}
+
+/// The TLS settings, with the files read now so that a bad path stops the start.
+fn tls_config(
+    c: &crate::config::TlsConfig,
+) -> anyhow::Result<Option<tonic::transport::ServerTlsConfig>> {
+    use anyhow::Context as _;
+    use tonic::transport::{Certificate, Identity, ServerTlsConfig};
+    let (Some(cert), Some(key)) = (&c.cert_path, &c.key_path) else {
+        return Ok(None);
+    };
+    let read = |p: &std::path::PathBuf| {
+        std::fs::read(p).with_context(|| format!("reading {}", p.display()))
+    };
+    let mut tls = ServerTlsConfig::new().identity(Identity::from_pem(read(cert)?, read(key)?));
+    if let Some(ca) = &c.client_ca_path {
+        tls = tls.client_ca_root(Certificate::from_pem(read(ca)?));
+    }
+    Ok(Some(tls))
 }
 
 /// Keeps the directory current with writes made by other replicas (or the host CLI), closes
