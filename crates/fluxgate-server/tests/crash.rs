@@ -10,22 +10,14 @@ use std::collections::BTreeSet;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
-use common::{Running, serve_with};
+use common::{Running, authed, serve_with};
 use fluxgate_proto::v1 as pb;
 use fluxgate_proto::v1::audit_service_client::AuditServiceClient;
 use fluxgate_proto::v1::auth_service_client::AuthServiceClient;
 use fluxgate_proto::v1::user_service_client::UserServiceClient;
-use tonic::Request;
 use tonic::transport::Channel;
 
 const ADMIN_PW: &str = "Bootstrap-Pass-1";
-
-fn authed<T>(msg: T, token: &str) -> Request<T> {
-    let mut r = Request::new(msg);
-    r.metadata_mut()
-        .insert("authorization", format!("Bearer {token}").parse().unwrap());
-    r
-}
 
 async fn connect(r: &Running) -> (Channel, String) {
     let ch = Channel::from_shared(format!("http://{}", r.addr))

@@ -12,7 +12,7 @@ mod common;
 use std::future::Future;
 use std::time::{Duration, Instant};
 
-use common::{Running, serve_with};
+use common::{Running, authed, serve_with};
 use fluxgate_proto::v1 as pb;
 use fluxgate_proto::v1::audit_service_client::AuditServiceClient;
 use fluxgate_proto::v1::auth_service_client::AuthServiceClient;
@@ -24,7 +24,7 @@ use fluxgate_proto::v1::permission_service_client::PermissionServiceClient;
 use fluxgate_proto::v1::service_account_service_client::ServiceAccountServiceClient;
 use fluxgate_proto::v1::user_service_client::UserServiceClient;
 use tonic::transport::Channel;
-use tonic::{Code, Request, Response, Status};
+use tonic::{Code, Response, Status};
 
 const ADMIN_PW: &str = "Bootstrap-Pass-1";
 const PW: &str = "Replica-pass-12";
@@ -112,13 +112,6 @@ impl Replica {
             // A replica that has not seen the environment yet does not know it.
             .is_ok_and(|r| r.into_inner().decision.is_some_and(|d| d.allowed))
     }
-}
-
-fn authed<T>(msg: T, token: &str) -> Request<T> {
-    let mut r = Request::new(msg);
-    r.metadata_mut()
-        .insert("authorization", format!("Bearer {token}").parse().unwrap());
-    r
 }
 
 /// The revision a write answered with.

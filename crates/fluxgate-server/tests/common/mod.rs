@@ -89,3 +89,11 @@ impl Running {
         assert!(status.success(), "graceful shutdown exits 0: {status:?}");
     }
 }
+
+/// A request carrying `authorization: Bearer <token>`.
+pub fn authed<T>(msg: T, token: &str) -> tonic::Request<T> {
+    let mut r = tonic::Request::new(msg);
+    r.metadata_mut()
+        .insert("authorization", format!("Bearer {token}").parse().unwrap());
+    r
+}
