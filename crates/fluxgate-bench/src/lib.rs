@@ -94,6 +94,34 @@ pub mod support {
         pub admin_token: String,
     }
 
+    /// The `authorization` value for a token, parsed once so that load loops do not pay for it
+    /// on every request.
+    pub fn bearer(token: &str) -> anyhow::Result<Auth> {
+        Ok(format!("Bearer {token}").parse()?)
+    }
+
+    /// A parsed `authorization` header value.
+    pub type Auth = tonic::metadata::MetadataValue<tonic::metadata::Ascii>;
+
+    /// One CheckPermission with `auth`, at least as of `min_revision`; true when it is answered
+    /// and allowed.
+    pub async fn check_allowed(
+        ch: Channel,
+        auth: &Auth,
+        check: &pb::PermissionCheck,
+        min_revision: i64,
+    ) -> bool {
+        let mut r = Request::new(pb::CheckPermissionRequest {
+            check: Some(check.clone()),
+            min_revision,
+        });
+        r.metadata_mut().insert("authorization", auth.clone());
+        pb::permission_service_client::PermissionServiceClient::new(ch)
+            .check_permission(r)
+            .await
+            .is_ok_and(|r| r.into_inner().decision.is_some_and(|d| d.allowed))
+    }
+
     /// A request carrying a bearer token.
     pub fn with<T>(token: &str, m: T) -> Request<T> {
         let mut r = Request::new(m);

@@ -10,12 +10,12 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::time::Duration;
 
-use fluxgate_bench::support::{Pool, arg, channels, measure, seed_reader, start_server_hashing};
+use fluxgate_bench::support::{
+    Pool, arg, bearer, channels, check_allowed, measure, seed_reader, start_server_hashing,
+};
 use fluxgate_proto::v1 as pb;
 use fluxgate_proto::v1::auth_service_client::AuthServiceClient;
-use fluxgate_proto::v1::permission_service_client::PermissionServiceClient;
 use fluxgate_server::config::HashingConfig;
-use tonic::Request;
 use tonic::transport::Channel;
 
 #[tokio::main]
@@ -32,22 +32,11 @@ async fn main() -> anyhow::Result<()> {
     let seeded = seed_reader(addr, &admin).await?;
     let checks = channels(addr, 4).await?;
     let login_ch = channels(addr, 2).await?;
-    let auth: tonic::metadata::MetadataValue<_> =
-        format!("Bearer {}", seeded.user_token).parse()?;
+    let auth = bearer(&seeded.user_token)?;
     let check = seeded.check.clone();
     let call = move |ch: Channel| {
         let (auth, check) = (auth.clone(), check.clone());
-        async move {
-            let mut r = Request::new(pb::CheckPermissionRequest {
-                check: Some(check),
-                min_revision: 0,
-            });
-            r.metadata_mut().insert("authorization", auth);
-            PermissionServiceClient::new(ch)
-                .check_permission(r)
-                .await
-                .is_ok_and(|r| r.into_inner().decision.is_some_and(|d| d.allowed))
-        }
+        async move { check_allowed(ch, &auth, &check, 0).await }
     };
     measure(&checks, 16, 1, call.clone()).await;
 

@@ -8,9 +8,9 @@
 
 use std::net::SocketAddr;
 
-use fluxgate_bench::support::{Pool, Seeded, arg, channels, measure, seed_reader, start_server};
-use fluxgate_proto::v1 as pb;
-use fluxgate_proto::v1::permission_service_client::PermissionServiceClient;
+use fluxgate_bench::support::{
+    Pool, Seeded, arg, bearer, channels, check_allowed, measure, seed_reader, start_server,
+};
 use tonic::transport::Channel;
 use tonic::{Request, Response, Status};
 
@@ -71,7 +71,7 @@ async fn main() -> anyhow::Result<()> {
     let (token, check) = (seeded.user_token, seeded.check);
     let echo_ch = channels(echo_addr, 4).await?;
     let fg_ch = channels(fg_addr, 4).await?;
-    let auth: tonic::metadata::MetadataValue<_> = format!("Bearer {token}").parse()?;
+    let auth = bearer(&token)?;
 
     println!(
         "| in flight | echo req/s | echo p50 µs | echo p99 µs | CheckPermission req/s | p50 µs | p99 µs | throughput ratio | p99 ratio |"
@@ -90,17 +90,7 @@ async fn main() -> anyhow::Result<()> {
             let (auth, check) = (auth.clone(), check.clone());
             move |ch: Channel| {
                 let (auth, check) = (auth.clone(), check.clone());
-                async move {
-                    let mut r = Request::new(pb::CheckPermissionRequest {
-                        check: Some(check),
-                        min_revision: 0,
-                    });
-                    r.metadata_mut().insert("authorization", auth);
-                    PermissionServiceClient::new(ch)
-                        .check_permission(r)
-                        .await
-                        .is_ok_and(|r| r.into_inner().decision.is_some_and(|d| d.allowed))
-                }
+                async move { check_allowed(ch, &auth, &check, 0).await }
             }
         };
         // Warm both, then alternate short rounds so that drift in the machine's load hits both

@@ -13,26 +13,12 @@
 use std::net::SocketAddr;
 use std::time::{Duration, Instant};
 
-use fluxgate_bench::support::{Pool, arg, channels, measure, seed_reader, start_server, with};
+use fluxgate_bench::support::{
+    Pool, arg, bearer, channels, check_allowed as allowed, measure, seed_reader, start_server, with,
+};
 use fluxgate_proto::v1 as pb;
 use fluxgate_proto::v1::group_service_client::GroupServiceClient;
-use fluxgate_proto::v1::permission_service_client::PermissionServiceClient;
-use tonic::Request;
 use tonic::transport::Channel;
-
-async fn allowed(ch: Channel, token: &str, check: &pb::PermissionCheck, min_revision: i64) -> bool {
-    let mut r = Request::new(pb::CheckPermissionRequest {
-        check: Some(check.clone()),
-        min_revision,
-    });
-    if let Ok(v) = format!("Bearer {token}").parse() {
-        r.metadata_mut().insert("authorization", v);
-    }
-    PermissionServiceClient::new(ch)
-        .check_permission(r)
-        .await
-        .is_ok_and(|r| r.into_inner().decision.is_some_and(|d| d.allowed))
-}
 
 fn millis(d: Duration) -> f64 {
     d.as_secs_f64() * 1e3
@@ -53,7 +39,7 @@ async fn main() -> anyhow::Result<()> {
     let (a, admin): (SocketAddr, String) = start_server(schema.url.clone()).await?;
     let seeded = seed_reader(a, &admin).await?;
     let (b, _) = start_server(schema.url.clone()).await?;
-    let (token, check) = (seeded.user_token.clone(), seeded.check.clone());
+    let (token, check) = (bearer(&seeded.user_token)?, seeded.check.clone());
     let on_a = channels(a, 4).await?;
     let on_b = channels(b, 4).await?;
     while !allowed(on_b[0].clone(), &token, &check, 0).await {

@@ -12,7 +12,7 @@ use tonic::{Request, Response, Status};
 
 use super::reply;
 use crate::auth::RequestCtx;
-use crate::convert::{PageToken, page_size, parse_ids, timestamp, user_name};
+use crate::convert::{PageToken, field, page_size, parse_ids, timestamp, user_name};
 use crate::directory::Principal;
 use crate::error::{ApiError, ApiResult};
 use crate::state::AppState;
@@ -99,17 +99,9 @@ impl EmailSvc {
                 "must be an email address of at most 254 characters",
             );
         }
-        let limit = match page_size(req.page_size) {
-            Ok(l) => l,
-            Err(ApiError::Invalid(e)) => {
-                for f in e.violations {
-                    v.add(&f.field, f.description);
-                }
-                0
-            }
-            Err(e) => return Err(e),
-        };
+        let limit = field(&mut v, page_size(req.page_size));
         v.finish()?;
+        let limit = limit.unwrap_or(0);
         let filter = ListFilter {
             states: states.iter().map(|s| s.as_str().to_owned()).collect(),
             recipient: (!recipient.is_empty()).then_some(recipient),

@@ -19,7 +19,7 @@ use tonic::{Request, Response, Status};
 use super::reply;
 use crate::auth::RequestCtx;
 use crate::bootstrap::temporary_password;
-use crate::convert::{check_etag, find_user, parse_user_name, timestamp, user_to_proto};
+use crate::convert::{check_etag, field, find_user, parse_user_name, timestamp, user_to_proto};
 use crate::directory::Principal;
 use crate::error::{ApiError, ApiResult};
 use crate::mail::Template;
@@ -377,16 +377,7 @@ impl PasswordResetSvc {
     ) -> ApiResult<(users::User, usize)> {
         let st = &self.state;
         let mut v = Violations::new();
-        let hash = match parse_token("token", token) {
-            Ok(h) => Some(h),
-            Err(ApiError::Invalid(e)) => {
-                for f in e.violations {
-                    v.add(&f.field, f.description);
-                }
-                None
-            }
-            Err(e) => return Err(e),
-        };
+        let hash = field(&mut v, parse_token("token", token));
         if password.is_empty() {
             v.add(password_field, "is required");
         }
