@@ -343,9 +343,11 @@ async fn two_approvals_then_applied_once(b: Backend) {
     let w = world(b).await;
     let pol = w.set_policy(&w.prod, 2, false, false).await;
     assert_eq!(pol.required_approvals, 2);
+    assert_eq!(w.s.metric("fluxgate_pending_approvals").await, Some(0.0));
     let cr = w.submit(&w.alice, &w.prod).await;
     assert_eq!(state(&cr), pb::ChangeRequestState::Pending);
     assert_eq!((cr.required_approvals, cr.approvals), (2, 0));
+    assert_eq!(w.s.metric("fluxgate_pending_approvals").await, Some(1.0));
     assert_eq!(cr.submitter, w.alice_name);
     assert_eq!(cr.environment, w.prod);
     assert!(
@@ -370,6 +372,7 @@ async fn two_approvals_then_applied_once(b: Backend) {
     );
     let two = w.approve(&w.carol, &cr.name, 1).await.unwrap();
     assert_eq!(state(&two), pb::ChangeRequestState::Approved);
+    assert_eq!(w.s.metric("fluxgate_pending_approvals").await, Some(0.0));
     assert_eq!(two.approvals, 2);
     assert!(two.decide_time.is_some());
     assert_eq!(two.reviews.len(), 2);

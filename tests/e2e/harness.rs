@@ -46,6 +46,8 @@ pub struct TestServer {
     pub database_url: String,
     /// `127.0.0.1:<port>` of the server.
     pub addr: std::net::SocketAddr,
+    /// The metrics endpoint, when configured (`metrics_listen`).
+    pub metrics_addr: Option<std::net::SocketAddr>,
     pub channel: Channel,
     shutdown: Option<oneshot::Sender<()>>,
     task: Option<tokio::task::JoinHandle<anyhow::Result<()>>>,
@@ -66,6 +68,7 @@ pub fn test_config(backend: &Backend) -> (Config, Option<tempfile::TempDir>) {
     };
     let mut config = Config {
         listen: "127.0.0.1:0".parse().unwrap(),
+        metrics_listen: Some("127.0.0.1:0".parse().unwrap()),
         database_url: url,
         directory_poll_ms: 200,
         password_hashing: HashingConfig {
@@ -101,6 +104,7 @@ impl TestServer {
         let database_url = config.database_url.clone();
         let server = Server::bind(config).await.expect("server starts");
         let addr = server.local_addr().unwrap();
+        let metrics_addr = server.metrics_addr();
         let (tx, rx) = oneshot::channel::<()>();
         let task = tokio::spawn(server.run(async move {
             let _ = rx.await;
@@ -113,6 +117,7 @@ impl TestServer {
         TestServer {
             database_url,
             addr,
+            metrics_addr,
             channel,
             shutdown: Some(tx),
             task: Some(task),
@@ -371,6 +376,28 @@ impl TestServer {
             .read(|c| fluxgate_store::audit::list(c, 0, i64::MAX))
             .unwrap()
             .len()
+    }
+
+    /// The metrics endpoint's text (`GET /metrics`, plain HTTP/1.1).
+    pub async fn metrics(&self) -> String {
+        use tokio::io::{AsyncReadExt, AsyncWriteExt};
+        let addr = self.metrics_addr.expect("metrics_listen is set");
+        let mut c = tokio::net::TcpStream::connect(addr).await.unwrap();
+        c.write_all(b"GET /metrics HTTP/1.1\r\nHost: fluxgate\r\nConnection: close\r\n\r\n")
+            .await
+            .unwrap();
+        let mut out = String::new();
+        c.read_to_string(&mut out).await.unwrap();
+        assert!(out.starts_with("HTTP/1.1 200"), "{out}");
+        out
+    }
+
+    /// The value of one sample of the metrics (`name{labels}` exactly as exposed), if present.
+    pub async fn metric(&self, sample: &str) -> Option<f64> {
+        self.metrics().await.lines().find_map(|l| {
+            let (name, value) = l.rsplit_once(' ')?;
+            (name == sample).then(|| value.parse().ok())?
+        })
     }
 
     pub fn audit_events(&self) -> Vec<fluxgate_store::audit::Event> {

@@ -24,9 +24,10 @@ enum Credential {
 /// Who asked, from where, under which request id.
 #[derive(Debug, Clone)]
 pub struct RequestCtx {
-    /// The client's `x-request-id`, when it sent a usable one.
+    /// The request's `x-request-id`: the client's, or the one [`crate::telemetry`] gave it.
     client_request_id: Option<String>,
-    /// Generated on first use when the client sent none (reads on the hot path never need it).
+    /// Generated on first use when there is none (a call that did not pass the telemetry
+    /// layer).
     generated: std::sync::OnceLock<String>,
     peer: Option<std::net::SocketAddr>,
     pub min_revision: Option<i64>,
@@ -38,12 +39,7 @@ impl RequestCtx {
         let client_request_id = md
             .get(REQUEST_ID_HEADER)
             .and_then(|v| v.to_str().ok())
-            .filter(|v| {
-                !v.is_empty()
-                    && v.len() <= 128
-                    && v.chars()
-                        .all(|c| c.is_ascii_alphanumeric() || "-_.:".contains(c))
-            })
+            .filter(|v| crate::telemetry::valid_request_id(v))
             .map(str::to_owned);
         let min_revision = match md.get(MIN_REVISION_HEADER) {
             None => None,
@@ -78,11 +74,6 @@ impl RequestCtx {
     /// The client's IP address (the TCP peer: a proxy's address when behind one).
     pub fn peer_ip(&self) -> Option<std::net::IpAddr> {
         self.peer.map(|a| a.ip())
-    }
-
-    /// Whether the client named the request itself.
-    pub fn client_named(&self) -> bool {
-        self.client_request_id.is_some()
     }
 
     /// An audit event of this request, by `actor` (when known).

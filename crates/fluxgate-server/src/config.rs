@@ -15,6 +15,8 @@ use serde::{Deserialize, Serialize};
 pub struct Config {
     /// Address of the gRPC listener.
     pub listen: SocketAddr,
+    /// Address of the Prometheus metrics endpoint (`GET /metrics`); none when unset.
+    pub metrics_listen: Option<SocketAddr>,
     /// `sqlite://PATH`, a file path, or `postgres://…`.
     pub database_url: String,
     /// Connections in the pool.
@@ -52,6 +54,7 @@ impl Default for Config {
     fn default() -> Self {
         Self {
             listen: SocketAddr::from(([127, 0, 0, 1], 50051)),
+            metrics_listen: None,
             database_url: "sqlite://fluxgate.db".into(),
             database_pool_size: 8,
             log_format: LogFormat::Text,
@@ -226,6 +229,9 @@ pub struct ServeArgs {
     /// gRPC listen address [default: 127.0.0.1:50051].
     #[arg(long, env = "FLUXGATE_LISTEN")]
     pub listen: Option<SocketAddr>,
+    /// Prometheus metrics address, serving GET /metrics [default: none, no metrics endpoint].
+    #[arg(long, env = "FLUXGATE_METRICS_LISTEN")]
+    pub metrics_listen: Option<SocketAddr>,
     /// Database URL: sqlite://PATH, a file path, or postgres://… [default: sqlite://fluxgate.db].
     #[arg(long, env = "FLUXGATE_DATABASE_URL")]
     pub database_url: Option<String>,
@@ -310,6 +316,9 @@ impl ServeArgs {
             }
         }
         set(&mut c.listen, &self.listen);
+        if self.metrics_listen.is_some() {
+            c.metrics_listen = self.metrics_listen;
+        }
         set(&mut c.database_url, &self.database_url);
         set(&mut c.database_pool_size, &self.database_pool_size);
         set(&mut c.log_format, &self.log_format);

@@ -26,7 +26,8 @@ impl Db {
         F: FnOnce(&mut DbConnection) -> ApiResult<T> + Send + 'static,
     {
         let store = self.store.clone();
-        tokio::task::spawn_blocking(move || store.read(f)).await?
+        let span = tracing::Span::current();
+        tokio::task::spawn_blocking(move || span.in_scope(|| store.read(f))).await?
     }
 
     /// Runs `f` in one write transaction on a blocking thread (see [`Store::write`]).
@@ -36,6 +37,20 @@ impl Db {
         F: FnOnce(&mut Tx<'_>) -> ApiResult<T> + Send + 'static,
     {
         let store = self.store.clone();
-        tokio::task::spawn_blocking(move || store.write::<T, ApiError>(f)).await?
+        let span = tracing::Span::current();
+        // A call named with an idempotency key reserves it in its (first committed) write.
+        let Some(call) = crate::idempotency::claim() else {
+            return tokio::task::spawn_blocking(move || {
+                span.in_scope(|| store.write::<T, ApiError>(f))
+            })
+            .await?;
+        };
+        let keyed = call.clone();
+        let outcome = tokio::task::spawn_blocking(move || {
+            span.in_scope(|| store.write_reserving(Some(keyed.reservation()), f))
+        })
+        .await?;
+        call.settle(&outcome);
+        outcome
     }
 }

@@ -23,6 +23,10 @@ pub enum ApiError {
     /// An etag mismatch or a lost race: read again and retry.
     #[error("{0}")]
     Aborted(String),
+    /// A concurrent call with the same idempotency key committed first (the idempotency layer
+    /// answers with that call's reply instead).
+    #[error("a call with this idempotency key has already been applied")]
+    IdempotencyKeyTaken,
     #[error("{0}")]
     ResourceExhausted(String),
     #[error("{0}")]
@@ -51,6 +55,7 @@ impl From<StoreError> for ApiError {
             StoreError::Conflict(_) => {
                 ApiError::Aborted("the write conflicted with another; read again and retry".into())
             }
+            StoreError::IdempotencyKeyTaken => ApiError::IdempotencyKeyTaken,
             StoreError::Unavailable(detail) => {
                 tracing::warn!(%detail, "database unavailable");
                 ApiError::Unavailable("the database is unavailable; retry later".into())
@@ -91,6 +96,7 @@ impl From<ApiError> for Status {
             ApiError::AlreadyExists(m) => Status::already_exists(m),
             ApiError::FailedPrecondition(m) => Status::failed_precondition(m),
             ApiError::Aborted(m) => Status::aborted(m),
+            e @ ApiError::IdempotencyKeyTaken => Status::aborted(e.to_string()),
             ApiError::ResourceExhausted(m) => Status::resource_exhausted(m),
             ApiError::Unavailable(m) => Status::unavailable(m),
             ApiError::Internal(detail) => {

@@ -11,11 +11,14 @@ pub mod convert;
 pub mod db;
 pub mod directory;
 pub mod error;
+pub mod idempotency;
 pub mod mail;
+pub mod metrics;
 pub mod passwords;
 pub mod server;
 pub mod services;
 pub mod state;
+pub mod telemetry;
 pub mod tokens;
 
 pub use config::Config;

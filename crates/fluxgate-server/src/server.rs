@@ -42,11 +42,12 @@ use crate::state::AppState;
 use crate::tokens::TokenKeys;
 
 /// Largest request message accepted.
-const MAX_MESSAGE_BYTES: usize = 1024 * 1024;
+pub const MAX_MESSAGE_BYTES: usize = 1024 * 1024;
 
 /// A server bound to its port, bootstrapped and ready to serve.
 pub struct Server {
     listener: TcpListener,
+    metrics_listener: Option<TcpListener>,
     tls: Option<tonic::transport::ServerTlsConfig>,
     state: Arc<AppState>,
     pub bootstrap: Bootstrap,
@@ -82,6 +83,10 @@ impl Server {
         let db = Db::new(store);
         let directory = Directory::load(db.clone()).await?;
         let listener = TcpListener::bind(config.listen).await?;
+        let metrics_listener = match config.metrics_listen {
+            Some(addr) => Some(TcpListener::bind(addr).await?),
+            None => None,
+        };
         let state = Arc::new(AppState {
             config,
             db,
@@ -89,10 +94,12 @@ impl Server {
             hasher,
             keys: TokenKeys::new(&secret),
             mailer,
+            metrics: Arc::new(crate::metrics::Metrics::new()),
             stopping: tokio::sync::watch::channel(false).0,
         });
         Ok(Server {
             listener,
+            metrics_listener,
             tls,
             state,
             bootstrap,
@@ -101,6 +108,13 @@ impl Server {
 
     pub fn local_addr(&self) -> std::io::Result<SocketAddr> {
         self.listener.local_addr()
+    }
+
+    /// The metrics endpoint's address, when it has one.
+    pub fn metrics_addr(&self) -> Option<SocketAddr> {
+        self.metrics_listener
+            .as_ref()
+            .and_then(|l| l.local_addr().ok())
     }
 
     /// Serves until `shutdown` completes, then finishes in-flight calls and returns.
@@ -166,6 +180,16 @@ impl Server {
             Duration::from_millis(state.config.directory_poll_ms.max(50)),
         ));
 
+        let metrics_endpoint = self.metrics_listener.map(|l| {
+            if let Ok(a) = l.local_addr() {
+                tracing::info!(addr = %a, "serving metrics on /metrics");
+            }
+            tokio::spawn(crate::metrics::serve(
+                l,
+                state.clone(),
+                state.stopping.subscribe(),
+            ))
+        });
         let mail_worker = tokio::spawn(state.mailer.clone().run(
             state.db.clone(),
             Duration::from_millis(state.config.directory_poll_ms.clamp(50, 1000)),
@@ -226,7 +250,8 @@ impl Server {
         }
         let result = builder
             .timeout(Duration::from_secs(60))
-            .trace_fn(|req| tracing::info_span!("rpc", path = %req.uri().path()))
+            .layer(crate::telemetry::TelemetryLayer::new(state.metrics.clone()))
+            .layer(crate::idempotency::IdempotencyLayer::new(state.clone()))
             .add_service(health)
             .add_service(reflection_v1)
             .add_service(reflection_v1alpha)
@@ -248,6 +273,9 @@ impl Server {
             .await;
         poller.abort();
         mail_worker.abort();
+        if let Some(m) = metrics_endpoint {
+            m.abort();
+        }
         tracing::info!("stopped");
         Ok(result?)
     }
@@ -301,7 +329,8 @@ async fn poll_directory(state: Arc<AppState>, every: Duration) {
     }
 }
 
-/// Forgets link tokens a week after they expired and rate counters of past windows.
+/// Forgets link tokens a week after they expired, rate counters of past windows and
+/// idempotency keys after a day.
 async fn prune(state: &AppState) -> crate::error::ApiResult<()> {
     state
         .db
@@ -309,6 +338,10 @@ async fn prune(state: &AppState) -> crate::error::ApiResult<()> {
             let week = 7 * 86_400 * 1_000_000;
             fluxgate_store::user_tokens::prune(tx.conn, tx.now - week)?;
             fluxgate_store::rate_limits::prune(tx.conn, tx.now - 2 * 3_600_000_000)?;
+            fluxgate_store::idempotency::prune(
+                tx.conn,
+                tx.now - crate::idempotency::RETENTION_MICROS,
+            )?;
             Ok(())
         })
         .await?;

@@ -6,6 +6,7 @@ use crate::config::Config;
 use crate::db::Db;
 use crate::directory::Directory;
 use crate::mail::Mailer;
+use crate::metrics::Metrics;
 use crate::passwords::Hasher;
 use crate::tokens::TokenKeys;
 
@@ -18,6 +19,7 @@ pub struct AppState {
     pub keys: TokenKeys,
     /// Renders, queues and delivers email.
     pub mailer: Arc<Mailer>,
+    pub metrics: Arc<Metrics>,
     /// Turns true when the server starts shutting down, so that long-lived streams end
     /// instead of holding the graceful shutdown open.
     pub stopping: tokio::sync::watch::Sender<bool>,

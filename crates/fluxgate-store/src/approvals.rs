@@ -357,3 +357,11 @@ pub fn environment_paths(
         .select((envs::id, applications::id, applications::portfolio_id))
         .load(conn)?)
 }
+
+/// How many requests are pending.
+pub fn count_pending(conn: &mut DbConnection) -> StoreResult<i64> {
+    Ok(change_requests::table
+        .filter(change_requests::state.eq("pending"))
+        .count()
+        .get_result(conn)?)
+}

@@ -14,6 +14,9 @@ pub enum StoreError {
     /// A row holds a value this version cannot read.
     #[error("corrupt row: {0}")]
     Corrupt(String),
+    /// The idempotency key of the write was reserved by an earlier call.
+    #[error("idempotency key already used")]
+    IdempotencyKeyTaken,
     #[error("migration failed: {0}")]
     Migration(String),
     #[error("unsupported database url: {0}")]

@@ -17,6 +17,7 @@ pub mod changes;
 mod connection;
 mod error;
 pub mod groups;
+pub mod idempotency;
 pub mod outbox;
 pub mod rate_limits;
 pub mod schema;
@@ -189,13 +190,33 @@ impl Store {
     where
         E: From<StoreError>,
     {
+        self.write_reserving(None, f)
+    }
+
+    /// [`Store::write`], first reserving an idempotency key in the same transaction: when the
+    /// key is already taken nothing is written and the answer is
+    /// [`StoreError::IdempotencyKeyTaken`].
+    pub fn write_reserving<T, E>(
+        &self,
+        reservation: Option<&idempotency::Reservation>,
+        f: impl FnOnce(&mut Tx<'_>) -> Result<T, E>,
+    ) -> Result<Committed<T>, E>
+    where
+        E: From<StoreError>,
+    {
         let mut conn = self.conn()?;
         let conn: &mut DbConnection = &mut conn;
         conn.transaction::<_, TxError<E>, _>(|conn| {
             take_write_lock(conn)?;
+            let now = now_micros();
+            if let Some(r) = reservation
+                && !idempotency::reserve(conn, r, now)?
+            {
+                return Err(TxError::Store(StoreError::IdempotencyKeyTaken));
+            }
             let mut tx = Tx {
                 conn,
-                now: now_micros(),
+                now,
                 changes: Vec::new(),
             };
             let value = f(&mut tx).map_err(TxError::Caller)?;

@@ -266,3 +266,11 @@ pub fn count_in(conn: &mut DbConnection, state: EmailState) -> StoreResult<i64> 
         .count()
         .get_result(conn)?)
 }
+
+/// (state, number of messages) for every state with messages.
+pub fn count_by_state(conn: &mut DbConnection) -> StoreResult<Vec<(String, i64)>> {
+    Ok(outbox::table
+        .group_by(outbox::state)
+        .select((outbox::state, diesel::dsl::count_star()))
+        .load(conn)?)
+}

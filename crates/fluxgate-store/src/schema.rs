@@ -308,6 +308,18 @@ diesel::table! {
     }
 }
 
+diesel::table! {
+    idempotency_keys (scope, idempotency_key) {
+        scope -> Text,
+        idempotency_key -> Text,
+        method -> Text,
+        request_hash -> Text,
+        created_at -> BigInt,
+        response_body -> Nullable<Binary>,
+        response_meta -> Nullable<Text>,
+    }
+}
+
 diesel::joinable!(applications -> portfolios (portfolio_id));
 diesel::joinable!(environments -> applications (application_id));
 diesel::joinable!(portfolio_groups -> portfolios (portfolio_id));

@@ -15,6 +15,7 @@ use crate::auth::RequestCtx;
 use crate::convert::user_to_proto;
 use crate::directory::Principal;
 use crate::error::{ApiError, ApiResult};
+use crate::metrics::LoginOutcome;
 use crate::state::AppState;
 use crate::tokens::token_hash;
 
@@ -97,6 +98,11 @@ impl AuthSvc {
             } else {
                 Failure::BadCredentials
             };
+            st.metrics.login(if locked {
+                LoginOutcome::Locked
+            } else {
+                LoginOutcome::Failure
+            });
             if !(locked && recorded_recently) {
                 self.record_failure(&ctx, user.as_ref(), &req.username, subject, failure)
                     .await?;
@@ -170,6 +176,7 @@ impl AuthSvc {
             .await?;
         st.directory.sync().await?;
         let (issued, user) = committed.value;
+        st.metrics.login(LoginOutcome::Success);
         tracing::info!(user = %user.username, session = %issued.session_id, "login");
         let tokens = st.session_tokens(uid, &issued)?;
         Ok(reply(
@@ -209,9 +216,11 @@ impl AuthSvc {
             Failure::Locked => format!("locked out: {login:?}"),
             Failure::BadCredentials => format!("bad credentials: {login:?}"),
         });
-        self.state
+        let locked_now = self
+            .state
             .db
             .write(move |tx| {
+                let mut locked_now = false;
                 if matches!(failure, Failure::Locked) {
                     throttle::touch(tx.conn, &subject, tx.now)?;
                 }
@@ -224,14 +233,19 @@ impl AuthSvc {
                         tx.now,
                     )?;
                     if t.locked_until.is_some() {
+                        locked_now = true;
                         e.detail =
                             Some(format!("{}; account locked", e.detail.unwrap_or_default()));
                     }
                 }
                 audit::append(tx.conn, e, tx.now)?;
-                Ok(())
+                Ok(locked_now)
             })
-            .await?;
+            .await?
+            .value;
+        if locked_now {
+            self.state.metrics.lockout();
+        }
         Ok(())
     }
 

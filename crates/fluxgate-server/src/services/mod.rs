@@ -26,22 +26,17 @@ use fluxgate_store::{Tx, sessions};
 use tonic::Response;
 use tonic::metadata::MetadataValue;
 
-use crate::auth::{REQUEST_ID_HEADER, REVISION_HEADER, RequestCtx};
+use crate::auth::{REVISION_HEADER, RequestCtx};
 use crate::convert::timestamp;
 use crate::error::{ApiError, ApiResult};
 use crate::state::AppState;
 use crate::tokens::{random_token, token_hash};
 use fluxgate_proto::v1 as pb;
 
-/// Wraps a reply with the request id (the client's, or for a write the one its audit event
-/// carries) and, after a write, the revision that write produced.
-pub fn reply<T>(msg: T, ctx: &RequestCtx, revision: Option<i64>) -> Response<T> {
+/// Wraps a reply with, after a write, the revision that write produced. (The request id is put
+/// on every reply by [`crate::telemetry`].)
+pub fn reply<T>(msg: T, _ctx: &RequestCtx, revision: Option<i64>) -> Response<T> {
     let mut r = Response::new(msg);
-    if (ctx.client_named() || revision.is_some())
-        && let Ok(v) = MetadataValue::try_from(ctx.request_id())
-    {
-        r.metadata_mut().insert(REQUEST_ID_HEADER, v);
-    }
     if let Some(rev) = revision
         && let Ok(v) = MetadataValue::try_from(rev.to_string())
     {

@@ -33,10 +33,15 @@ pub fn serve(db: &str) -> Running {
 
 /// Starts `fluxgate serve` with extra environment variables.
 pub fn serve_with(db: &str, env: &[(&str, &str)]) -> Running {
+    serve_logging(db, env, Stdio::null())
+}
+
+/// Starts `fluxgate serve` with extra environment variables, its log (stderr) going to `log`.
+pub fn serve_logging(db: &str, env: &[(&str, &str)], log: impl Into<Stdio>) -> Running {
     let child = command(db, &["serve"])
         .envs(env.iter().copied())
         .stdout(Stdio::piped())
-        .stderr(Stdio::null())
+        .stderr(log)
         .spawn()
         .unwrap();
     let mut running = Running {

@@ -1,0 +1,452 @@
+//! Idempotent retries. A client may name a mutating call with an `idempotency-key` header; a
+//! retry of that call (after a time-out, say) is answered with the first call's reply and
+//! writes nothing.
+//!
+//! How: this layer authenticates the caller (keys are per caller) and hashes the request. A key
+//! seen before is answered from its record: the recorded reply, or INVALID_ARGUMENT when the
+//! key was used for a different request. A new key is put in a task-local for the call, and
+//! [`crate::db::Db::write`] reserves it in the call's write transaction, so the key and the
+//! write commit together: a retry can never repeat a committed write, even after a crash. The
+//! reply is recorded just after the handler answers, and replayed byte for byte.
+//!
+//! A call whose write never committed (refused input, denied, conflict) leaves no record, so
+//! its retry is evaluated afresh. Which methods are mutating comes from the contracts: every
+//! unary method not marked `idempotency_level = NO_SIDE_EFFECTS`.
+
+use std::collections::HashSet;
+use std::convert::Infallible;
+use std::future::Future;
+use std::pin::Pin;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::task::{Context, Poll};
+use std::time::Duration;
+
+use bytes::Bytes;
+use fluxgate_store::idempotency::{self as store, Record, Reservation};
+use http_body::Frame;
+use http_body_util::{BodyExt, Limited, StreamBody};
+use prost::Message;
+use sha2::{Digest, Sha256};
+use tonic::Status;
+use tonic::body::Body;
+use tonic::metadata::MetadataMap;
+use tracing::Instrument as _;
+
+use crate::error::ApiError;
+use crate::state::AppState;
+
+pub const IDEMPOTENCY_KEY_HEADER: &str = "idempotency-key";
+/// Set on a reply that was replayed from the record of an earlier call.
+pub const REPLAYED_HEADER: &str = "x-fluxgate-idempotent-replay";
+
+/// How long keys (and their replies) are kept.
+pub const RETENTION_MICROS: i64 = 24 * 3_600 * 1_000_000;
+/// How long a retry waits for the first call's reply to be recorded.
+const REPLY_WAIT: Duration = Duration::from_secs(5);
+/// The largest request message buffered (the services' decoding limit, plus framing).
+const MAX_REQUEST_BYTES: usize = crate::server::MAX_MESSAGE_BYTES + 5;
+/// Response headers and trailers that make up a recorded reply.
+const RECORDED_METADATA: [&str; 4] = [
+    "grpc-status",
+    "grpc-message",
+    "grpc-status-details-bin",
+    crate::auth::REVISION_HEADER,
+];
+
+/// A keyed call in progress.
+#[derive(Debug)]
+pub struct KeyedCall {
+    reservation: Reservation,
+    /// A write of this call is reserving (or has reserved) the key.
+    claimed: AtomicBool,
+    /// The key committed with a write of this call.
+    committed: AtomicBool,
+    /// The key was already taken when this call's write tried to reserve it.
+    collided: AtomicBool,
+}
+
+tokio::task_local! {
+    static CALL: Arc<KeyedCall>;
+}
+
+/// The key the current call's next write must reserve, at most once per call.
+pub(crate) fn claim() -> Option<Arc<KeyedCall>> {
+    CALL.try_with(|c| (!c.claimed.swap(true, Ordering::SeqCst)).then(|| c.clone()))
+        .ok()
+        .flatten()
+}
+
+impl KeyedCall {
+    pub(crate) fn reservation(&self) -> &Reservation {
+        &self.reservation
+    }
+
+    /// Called with the outcome of the write that claimed the key.
+    pub(crate) fn settle<T>(&self, outcome: &Result<T, ApiError>) {
+        match outcome {
+            Ok(_) => self.committed.store(true, Ordering::SeqCst),
+            Err(ApiError::IdempotencyKeyTaken) => self.collided.store(true, Ordering::SeqCst),
+            // Rolled back: a later write of the call may reserve the key.
+            Err(_) => self.claimed.store(false, Ordering::SeqCst),
+        }
+    }
+}
+
+/// The mutating unary methods of the contracts.
+pub fn mutating_methods() -> HashSet<String> {
+    use prost_types::method_options::IdempotencyLevel;
+    let set = prost_types::FileDescriptorSet::decode(fluxgate_proto::FILE_DESCRIPTOR_SET)
+        .unwrap_or_default();
+    let mut out = HashSet::new();
+    for file in &set.file {
+        for service in &file.service {
+            for m in &service.method {
+                let read_only = m
+                    .options
+                    .as_ref()
+                    .is_some_and(|o| o.idempotency_level() == IdempotencyLevel::NoSideEffects);
+                if read_only || m.client_streaming() || m.server_streaming() {
+                    continue;
+                }
+                out.insert(format!(
+                    "/{}.{}/{}",
+                    file.package(),
+                    service.name(),
+                    m.name()
+                ));
+            }
+        }
+    }
+    out
+}
+
+/// Whether `key` is a usable idempotency key.
+pub fn valid_key(key: &str) -> bool {
+    !key.is_empty()
+        && key.len() <= 128
+        && key
+            .chars()
+            .all(|c| c.is_ascii_alphanumeric() || "-_.:".contains(c))
+}
+
+/// The tower layer, outermost but for request ids and metrics.
+#[derive(Clone)]
+pub struct IdempotencyLayer {
+    state: Arc<AppState>,
+    methods: Arc<HashSet<String>>,
+}
+
+impl IdempotencyLayer {
+    pub fn new(state: Arc<AppState>) -> Self {
+        Self {
+            state,
+            methods: Arc::new(mutating_methods()),
+        }
+    }
+}
+
+impl<S> tower::Layer<S> for IdempotencyLayer {
+    type Service = Idempotent<S>;
+
+    fn layer(&self, inner: S) -> Self::Service {
+        Idempotent {
+            inner,
+            state: self.state.clone(),
+            methods: self.methods.clone(),
+        }
+    }
+}
+
+#[derive(Clone)]
+pub struct Idempotent<S> {
+    inner: S,
+    state: Arc<AppState>,
+    methods: Arc<HashSet<String>>,
+}
+
+type BoxFuture<T, E> = Pin<Box<dyn Future<Output = Result<T, E>> + Send>>;
+
+impl<S> tower::Service<http::Request<Body>> for Idempotent<S>
+where
+    S: tower::Service<http::Request<Body>, Response = http::Response<Body>>
+        + Clone
+        + Send
+        + 'static,
+    S::Future: Send + 'static,
+    S::Error: Send + 'static,
+{
+    type Response = http::Response<Body>;
+    type Error = S::Error;
+    type Future = BoxFuture<Self::Response, Self::Error>;
+
+    fn poll_ready(&mut self, cx: &mut Context<'_>) -> Poll<Result<(), Self::Error>> {
+        self.inner.poll_ready(cx)
+    }
+
+    fn call(&mut self, req: http::Request<Body>) -> Self::Future {
+        if !req.headers().contains_key(IDEMPOTENCY_KEY_HEADER)
+            || !self.methods.contains(req.uri().path())
+        {
+            return Box::pin(self.inner.call(req));
+        }
+        // The ready service goes with this call; its clone serves the next.
+        let clone = self.inner.clone();
+        let inner = std::mem::replace(&mut self.inner, clone);
+        // A task of its own: a client that gives up (its deadline passes, say) does not cut
+        // the call off between its write and the recording of its reply.
+        let call = tokio::spawn(keyed(self.state.clone(), inner, req).in_current_span());
+        Box::pin(async move {
+            call.await.unwrap_or_else(|e| {
+                tracing::error!(error = %e, "a keyed call failed");
+                Ok(refuse(Status::internal("internal error")))
+            })
+        })
+    }
+}
+
+fn refuse(status: Status) -> http::Response<Body> {
+    status.into_http()
+}
+
+async fn keyed<S>(
+    state: Arc<AppState>,
+    mut inner: S,
+    req: http::Request<Body>,
+) -> Result<http::Response<Body>, S::Error>
+where
+    S: tower::Service<http::Request<Body>, Response = http::Response<Body>>,
+{
+    let key = req
+        .headers()
+        .get(IDEMPOTENCY_KEY_HEADER)
+        .and_then(|v| v.to_str().ok())
+        .unwrap_or_default()
+        .to_owned();
+    if !valid_key(&key) {
+        return Ok(refuse(
+            ApiError::invalid(
+                IDEMPOTENCY_KEY_HEADER,
+                "must be 1 to 128 letters, digits, '-', '_', '.' or ':'",
+            )
+            .into(),
+        ));
+    }
+    // Keys belong to the caller. A caller that does not authenticate is refused by the
+    // handler, which is the answer it gets here too.
+    let (parts, body) = req.into_parts();
+    let probe = tonic::Request::from_parts(
+        MetadataMap::from_headers(parts.headers.clone()),
+        Default::default(),
+        (),
+    );
+    let Ok(principal) = state.authenticate_at(&probe, None).await else {
+        return inner.call(http::Request::from_parts(parts, body)).await;
+    };
+    let message = match Limited::new(body, MAX_REQUEST_BYTES).collect().await {
+        Ok(c) => c.to_bytes(),
+        Err(_) => {
+            return Ok(refuse(Status::resource_exhausted(
+                "request message too large",
+            )));
+        }
+    };
+    let reservation = Reservation {
+        scope: principal.id.to_string(),
+        key,
+        method: parts.uri.path().to_owned(),
+        request_hash: hex(&Sha256::digest(&message)),
+    };
+    match find(&state, &reservation).await {
+        Err(e) => return Ok(refuse(e.into())),
+        Ok(Some(record)) => return Ok(answer(&state, &reservation, record).await),
+        Ok(None) => {}
+    }
+
+    let call = Arc::new(KeyedCall {
+        reservation,
+        claimed: AtomicBool::new(false),
+        committed: AtomicBool::new(false),
+        collided: AtomicBool::new(false),
+    });
+    let req = http::Request::from_parts(parts, Body::new(http_body_util::Full::new(message)));
+    let response = CALL.scope(call.clone(), inner.call(req)).await?;
+    let r = &call.reservation;
+    if call.collided.load(Ordering::SeqCst) {
+        // A concurrent call with the same key committed first: answer with its reply.
+        return Ok(match find(&state, r).await {
+            Ok(Some(record)) => answer(&state, r, record).await,
+            Ok(None) => response,
+            Err(e) => refuse(e.into()),
+        });
+    }
+    if !call.committed.load(Ordering::SeqCst) {
+        // Nothing was written under the key: a retry is evaluated afresh.
+        return Ok(response);
+    }
+    Ok(record_reply(&state, r, response).await)
+}
+
+async fn find(state: &AppState, r: &Reservation) -> Result<Option<Record>, ApiError> {
+    let (scope, key) = (r.scope.clone(), r.key.clone());
+    state
+        .db
+        .read(move |conn| Ok(store::find(conn, &scope, &key)?))
+        .await
+}
+
+/// Answers a call whose key is on record: its reply, once recorded.
+async fn answer(state: &AppState, r: &Reservation, mut record: Record) -> http::Response<Body> {
+    if record.method != r.method || record.request_hash != r.request_hash {
+        return refuse(
+            ApiError::invalid(
+                IDEMPOTENCY_KEY_HEADER,
+                "was used for a different request; use a new key for a new request",
+            )
+            .into(),
+        );
+    }
+    let deadline = tokio::time::Instant::now() + REPLY_WAIT;
+    loop {
+        if let Some((body, meta)) = record.reply {
+            return replay(Bytes::from(body), &meta);
+        }
+        if tokio::time::Instant::now() >= deadline {
+            return refuse(Status::aborted(
+                "a call with this idempotency key was applied, but its reply is not recorded \
+                 (it is still running, or the server stopped before answering); read the \
+                 resource to see the outcome",
+            ));
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+        record = match find(state, r).await {
+            Ok(Some(record)) => record,
+            Ok(None) => return refuse(Status::aborted("the idempotency key expired; retry")),
+            Err(e) => return refuse(e.into()),
+        };
+    }
+}
+
+/// Buffers the reply of a call whose key committed, records it, and passes it on.
+async fn record_reply(
+    state: &AppState,
+    r: &Reservation,
+    response: http::Response<Body>,
+) -> http::Response<Body> {
+    let (mut parts, body) = response.into_parts();
+    let collected = match body.collect().await {
+        Ok(c) => c,
+        Err(e) => {
+            tracing::warn!(error = %e, "reading a reply to record it failed");
+            return refuse(Status::unavailable(
+                "the call was applied but its reply was lost; retry with the same key",
+            ));
+        }
+    };
+    let trailers = collected.trailers().cloned().unwrap_or_default();
+    let data = collected.to_bytes();
+    let mut meta = serde_json::Map::new();
+    for name in RECORDED_METADATA {
+        if let Some(v) = trailers
+            .get(name)
+            .or_else(|| parts.headers.get(name))
+            .and_then(|v| v.to_str().ok())
+        {
+            meta.insert(name.to_owned(), v.into());
+        }
+    }
+    let meta = serde_json::Value::Object(meta).to_string();
+    let (scope, key, body) = (r.scope.clone(), r.key.clone(), data.to_vec());
+    let recorded = state
+        .db
+        .read(move |conn| Ok(store::record_reply(conn, &scope, &key, &body, &meta)?))
+        .await;
+    if let Err(e) = recorded {
+        tracing::warn!(error = %e, "recording an idempotent reply failed");
+    }
+    parts.headers.remove(http::header::CONTENT_LENGTH);
+    http::Response::from_parts(parts, with_trailers(data, trailers))
+}
+
+/// A recorded reply, as the first call got it.
+fn replay(data: Bytes, meta: &str) -> http::Response<Body> {
+    let meta: serde_json::Map<String, serde_json::Value> =
+        serde_json::from_str(meta).unwrap_or_default();
+    let mut response = http::Response::new(Body::empty());
+    let headers = response.headers_mut();
+    headers.insert(
+        http::header::CONTENT_TYPE,
+        http::HeaderValue::from_static("application/grpc"),
+    );
+    headers.insert(REPLAYED_HEADER, http::HeaderValue::from_static("true"));
+    let mut trailers = http::HeaderMap::new();
+    for (name, value) in &meta {
+        let (Ok(name), Some(Ok(value))) = (
+            http::HeaderName::try_from(name.as_str()),
+            value.as_str().map(http::HeaderValue::try_from),
+        ) else {
+            continue;
+        };
+        if name.as_str().starts_with("grpc-") {
+            trailers.insert(name, value);
+        } else {
+            response.headers_mut().insert(name, value);
+        }
+    }
+    if !trailers.contains_key("grpc-status") {
+        trailers.insert("grpc-status", http::HeaderValue::from_static("0"));
+    }
+    *response.body_mut() = with_trailers(data, trailers);
+    response
+}
+
+fn with_trailers(data: Bytes, trailers: http::HeaderMap) -> Body {
+    let mut frames = Vec::with_capacity(2);
+    if !data.is_empty() {
+        frames.push(Ok::<_, Infallible>(Frame::data(data)));
+    }
+    frames.push(Ok(Frame::trailers(trailers)));
+    Body::new(StreamBody::new(tokio_stream::iter(frames)))
+}
+
+fn hex(bytes: &[u8]) -> String {
+    bytes.iter().map(|b| format!("{b:02x}")).collect()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_contracts_say_which_methods_mutate() {
+        let m = mutating_methods();
+        for write in [
+            "/fluxgate.v1.CatalogService/CreatePortfolio",
+            "/fluxgate.v1.ApprovalService/ApproveChangeRequest",
+            "/fluxgate.v1.ServiceAccountService/CreateServiceAccountKey",
+            "/fluxgate.v1.UserService/DeleteUser",
+        ] {
+            assert!(m.contains(write), "{write}");
+        }
+        for read in [
+            "/fluxgate.v1.CatalogService/GetPortfolio",
+            "/fluxgate.v1.UserService/ListUsers",
+            "/fluxgate.v1.PermissionService/CheckPermission",
+            "/fluxgate.v1.ApprovalService/WatchChangeRequest",
+            "/fluxgate.v1.AuditService/ExportAuditEvents",
+            "/fluxgate.v1.AuthService/WhoAmI",
+        ] {
+            assert!(!m.contains(read), "{read}");
+        }
+        assert_eq!(m.len(), 45);
+    }
+
+    #[test]
+    fn keys_are_short_and_plain() {
+        assert!(valid_key("0b6f9a1e-5a1d-4c4e-9f7e-3c2d1b0a9f8e"));
+        assert!(valid_key("deploy:42.retry_1"));
+        for bad in ["", "has space", "line\nbreak", "ünïcode", &"k".repeat(129)] {
+            assert!(!valid_key(bad), "{bad:?}");
+        }
+    }
+}

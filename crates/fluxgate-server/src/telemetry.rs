@@ -1,0 +1,250 @@
+//! The outermost layer of every call: the request id, the span that puts it on every log line
+//! of the call, and the per-RPC metrics.
+//!
+//! The request id is the client's `x-request-id` when usable, else a new UUID. It is written
+//! back into the request (so the handler's audit events carry it) and onto the reply. The call's
+//! status is read where gRPC puts it: the headers of a trailers-only reply, else the trailers
+//! at the end of the body; a body dropped before its end (the client went away) counts as
+//! CANCELLED.
+
+use std::collections::HashMap;
+use std::pin::Pin;
+use std::sync::Arc;
+use std::task::{Context, Poll};
+use std::time::Instant;
+
+use bytes::Bytes;
+use http_body::{Frame, SizeHint};
+use tonic::Status;
+use tonic::body::Body;
+use tracing::Instrument as _;
+
+use crate::auth::REQUEST_ID_HEADER;
+use crate::metrics::Metrics;
+
+/// Whether a client's request id is usable: 1 to 128 letters, digits, `-`, `_`, `.` or `:`.
+pub fn valid_request_id(id: &str) -> bool {
+    !id.is_empty()
+        && id.len() <= 128
+        && id
+            .chars()
+            .all(|c| c.is_ascii_alphanumeric() || "-_.:".contains(c))
+}
+
+/// Method names for the metrics' `method` label: the served methods, so that a client sending
+/// made-up paths cannot grow the label set.
+fn method_labels() -> HashMap<String, &'static str> {
+    use prost::Message as _;
+    let mut out = HashMap::new();
+    for set in [
+        fluxgate_proto::FILE_DESCRIPTOR_SET,
+        tonic_health::pb::FILE_DESCRIPTOR_SET,
+    ] {
+        let set = prost_types::FileDescriptorSet::decode(set).unwrap_or_default();
+        for file in &set.file {
+            for service in &file.service {
+                for m in &service.method {
+                    let path = format!("/{}.{}/{}", file.package(), service.name(), m.name());
+                    // Leaked once at start: a fixed set of names lives as long as the process.
+                    let label: &'static str = Box::leak(path.clone().into_boxed_str());
+                    out.insert(path, label);
+                }
+            }
+        }
+    }
+    out
+}
+
+fn code_name(code: tonic::Code) -> &'static str {
+    use tonic::Code::*;
+    match code {
+        Ok => "OK",
+        Cancelled => "CANCELLED",
+        Unknown => "UNKNOWN",
+        InvalidArgument => "INVALID_ARGUMENT",
+        DeadlineExceeded => "DEADLINE_EXCEEDED",
+        NotFound => "NOT_FOUND",
+        AlreadyExists => "ALREADY_EXISTS",
+        PermissionDenied => "PERMISSION_DENIED",
+        ResourceExhausted => "RESOURCE_EXHAUSTED",
+        FailedPrecondition => "FAILED_PRECONDITION",
+        Aborted => "ABORTED",
+        OutOfRange => "OUT_OF_RANGE",
+        Unimplemented => "UNIMPLEMENTED",
+        Internal => "INTERNAL",
+        Unavailable => "UNAVAILABLE",
+        DataLoss => "DATA_LOSS",
+        Unauthenticated => "UNAUTHENTICATED",
+    }
+}
+
+fn status_in(headers: &http::HeaderMap) -> Option<tonic::Code> {
+    headers
+        .get("grpc-status")
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.parse::<i32>().ok())
+        .map(tonic::Code::from_i32)
+}
+
+#[derive(Clone)]
+pub struct TelemetryLayer {
+    metrics: Arc<Metrics>,
+    methods: Arc<HashMap<String, &'static str>>,
+}
+
+impl TelemetryLayer {
+    pub fn new(metrics: Arc<Metrics>) -> Self {
+        Self {
+            metrics,
+            methods: Arc::new(method_labels()),
+        }
+    }
+}
+
+impl<S> tower::Layer<S> for TelemetryLayer {
+    type Service = Telemetry<S>;
+
+    fn layer(&self, inner: S) -> Self::Service {
+        Telemetry {
+            inner,
+            layer: self.clone(),
+        }
+    }
+}
+
+#[derive(Clone)]
+pub struct Telemetry<S> {
+    inner: S,
+    layer: TelemetryLayer,
+}
+
+type BoxFuture<T, E> = Pin<Box<dyn std::future::Future<Output = Result<T, E>> + Send>>;
+
+impl<S> tower::Service<http::Request<Body>> for Telemetry<S>
+where
+    S: tower::Service<http::Request<Body>, Response = http::Response<Body>>,
+    S::Future: Send + 'static,
+    S::Error: Send + 'static,
+{
+    type Response = http::Response<Body>;
+    type Error = S::Error;
+    type Future = BoxFuture<Self::Response, Self::Error>;
+
+    fn poll_ready(&mut self, cx: &mut Context<'_>) -> Poll<Result<(), Self::Error>> {
+        self.inner.poll_ready(cx)
+    }
+
+    fn call(&mut self, mut req: http::Request<Body>) -> Self::Future {
+        let started = Instant::now();
+        let client_id = req
+            .headers()
+            .get(REQUEST_ID_HEADER)
+            .and_then(|v| v.to_str().ok())
+            .filter(|v| valid_request_id(v))
+            .and_then(|v| http::HeaderValue::from_str(v).ok());
+        let id = client_id.unwrap_or_else(|| {
+            http::HeaderValue::from_str(&uuid::Uuid::new_v4().to_string())
+                .unwrap_or_else(|_| http::HeaderValue::from_static("unknown"))
+        });
+        req.headers_mut().insert(REQUEST_ID_HEADER, id.clone());
+        let path = req.uri().path();
+        let method = self.layer.methods.get(path).copied().unwrap_or("other");
+        let span = tracing::info_span!(
+            "rpc",
+            method = path,
+            request_id = id.to_str().unwrap_or_default()
+        );
+        let fut = self.inner.call(req).instrument(span.clone());
+        let metrics = self.layer.metrics.clone();
+        Box::pin(async move {
+            let response = fut.await?;
+            let (mut parts, body) = response.into_parts();
+            parts.headers.insert(REQUEST_ID_HEADER, id);
+            let mut done = Finish {
+                metrics,
+                method,
+                started,
+                span,
+                finished: false,
+            };
+            let body = match status_in(&parts.headers) {
+                // Trailers-only: the status is already known.
+                Some(code) => {
+                    done.finish(code);
+                    body
+                }
+                None => Body::new(Observed { inner: body, done }),
+            };
+            Ok(http::Response::from_parts(parts, body))
+        })
+    }
+}
+
+/// Records a call once its status is known.
+struct Finish {
+    metrics: Arc<Metrics>,
+    method: &'static str,
+    started: Instant,
+    span: tracing::Span,
+    finished: bool,
+}
+
+impl Finish {
+    fn finish(&mut self, code: tonic::Code) {
+        if std::mem::replace(&mut self.finished, true) {
+            return;
+        }
+        let elapsed = self.started.elapsed();
+        let code = code_name(code);
+        self.metrics.rpc(self.method, code, elapsed.as_secs_f64());
+        tracing::debug!(
+            parent: &self.span,
+            code,
+            elapsed_us = elapsed.as_micros() as u64,
+            "call finished"
+        );
+    }
+}
+
+impl Drop for Finish {
+    fn drop(&mut self) {
+        self.finish(tonic::Code::Cancelled);
+    }
+}
+
+/// A reply body that records the call when its trailers (or its end) go by.
+struct Observed {
+    inner: Body,
+    done: Finish,
+}
+
+impl http_body::Body for Observed {
+    type Data = Bytes;
+    type Error = Status;
+
+    fn poll_frame(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+    ) -> Poll<Option<Result<Frame<Bytes>, Status>>> {
+        let polled = Pin::new(&mut self.inner).poll_frame(cx);
+        match &polled {
+            Poll::Ready(Some(Ok(frame))) => {
+                if let Some(code) = frame.trailers_ref().and_then(status_in) {
+                    self.done.finish(code);
+                }
+            }
+            Poll::Ready(Some(Err(status))) => self.done.finish(status.code()),
+            Poll::Ready(None) => self.done.finish(tonic::Code::Unknown),
+            Poll::Pending => {}
+        }
+        polled
+    }
+
+    fn is_end_stream(&self) -> bool {
+        self.inner.is_end_stream()
+    }
+
+    fn size_hint(&self) -> SizeHint {
+        self.inner.size_hint()
+    }
+}
