@@ -231,9 +231,9 @@ impl Ctx {
                 let bearer = self.bearer()?;
                 self.attempt(kind, deadline, Some(&bearer), message, &f)
                     .await
-                    .map_err(|(s, id)| CliError::from_status(&s, &id))
+                    .map_err(|(s, id)| self.status_error(&s, &id))
             }
-            other => other.map_err(|(s, id)| CliError::from_status(&s, &id)),
+            other => other.map_err(|(s, id)| self.status_error(&s, &id)),
         }
     }
 
@@ -246,7 +246,7 @@ impl Ctx {
         let deadline = Some(self.opts.timeout.unwrap_or(DEFAULT_CALL_TIMEOUT));
         self.attempt(kind, deadline, None, message, &f)
             .await
-            .map_err(|(s, id)| CliError::from_status(&s, &id))
+            .map_err(|(s, id)| self.status_error(&s, &id))
     }
 
     async fn attempt<M, R, F, Fut>(
@@ -281,6 +281,15 @@ impl Ctx {
             .await
             .map(Response::into_inner)
             .map_err(|s| (s, request_id))
+    }
+
+    /// A failed call as an error; an unreachable server is named.
+    fn status_error(&self, status: &Status, request_id: &str) -> CliError {
+        let mut e = CliError::from_status(status, request_id);
+        if status.code() == Code::Unavailable {
+            e.details.insert(0, format!("server: {}", self.server));
+        }
+        e
     }
 
     /// The bearer credential: `--token`, else the session's access token.

@@ -201,15 +201,14 @@ impl Table {
 }
 
 fn push_line(out: &mut String, cells: &[String], widths: &[usize]) {
-    let last = cells.len().saturating_sub(1);
+    let mut line = String::new();
     for (i, cell) in cells.iter().enumerate() {
-        out.push_str(cell);
-        if i < last {
-            let width = widths.get(i).copied().unwrap_or(0);
-            let pad = width.saturating_sub(cell.chars().count());
-            out.push_str(&" ".repeat(pad + 2));
-        }
+        let width = widths.get(i).copied().unwrap_or(0);
+        let pad = width.saturating_sub(cell.chars().count());
+        line.push_str(cell);
+        line.push_str(&" ".repeat(pad + 2));
     }
+    out.push_str(line.trim_end());
     out.push('\n');
 }
 
@@ -234,7 +233,7 @@ impl Fields {
 
     /// The listing as text.
     pub fn render(&self) -> String {
-        let width = self.0.iter().map(|(k, _)| k.len()).max().unwrap_or(0);
+        let width = self.0.iter().map(|(k, _)| k.len() + 1).max().unwrap_or(0);
         self.0
             .iter()
             .map(|(k, v)| format!("{:<width$}  {v}\n", format!("{k}:")))
@@ -310,6 +309,15 @@ mod tests {
             json,
             serde_json::json!({"principal": "users/x", "role": "ROLE_TEAM_ADMIN"})
         );
+    }
+
+    #[test]
+    fn fields_align_values() {
+        let f = Fields::new()
+            .add("name", "a")
+            .add("display name", "b")
+            .add("x", "");
+        assert_eq!(f.render(), "name:          a\ndisplay name:  b\n");
     }
 
     #[test]
