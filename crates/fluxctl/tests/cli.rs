@@ -264,6 +264,33 @@ fn change_request_through_approval_and_audit_export() {
     let name = name.ok().trim().to_owned();
     assert!(name.starts_with("changeRequests/"), "{name}");
 
+    // The same invocation retried with its idempotency key gets the same request.
+    let submit = |key: &str| {
+        pipeline
+            .run(&[
+                "-o",
+                "name",
+                "--idempotency-key",
+                key,
+                "change-requests",
+                "submit",
+                "--environment",
+                &cat.environment,
+                "--feature",
+                "retried",
+                "--kind",
+                "retire",
+                "--title",
+                "Retire it",
+            ])
+            .ok()
+            .trim()
+            .to_owned()
+    };
+    let first = submit("build-42-lock");
+    assert_eq!(submit("build-42-lock"), first);
+    assert_ne!(submit("build-43-lock"), first);
+
     let waited = pipeline.run(&["--timeout", "2s", "change-requests", "wait", &name]);
     waited.code(12);
     assert!(waited.stderr.contains("timed out"), "{waited:?}");
