@@ -2,7 +2,7 @@
 # A deployment step guarded by FluxGate's four-eyes approval.
 #
 # The pipeline's service account submits a change request, waits for a reviewer's decision,
-# applies the change once approved and marks the request applied. It needs only fluxctl and
+# and once approved marks the request applied and applies the change. It needs only fluxctl and
 # these variables:
 #
 #   FLUXGATE_SERVER        server URL (https:// for TLS; FLUXGATE_CA_CERT for a private CA)
@@ -17,8 +17,9 @@
 #   CI_PIPELINE_ID         optional; makes the submission idempotent across retried jobs
 #
 # Exit status: 0 applied; 10 rejected; 11 cancelled or expired; 12 no decision in time (the
-# request is cancelled); any other fluxctl code (3 not found, 4 denied, 5 invalid, 7
-# unavailable...) as fluxctl returned it; 20 when APPLY_COMMAND failed.
+# request is cancelled); any other fluxctl code (3 not found, 4 denied, 5 invalid, 6 cancelled
+# before it could be marked applied, 7 unavailable...) as fluxctl returned it; 20 when
+# APPLY_COMMAND failed after the request was marked applied.
 set -uo pipefail
 
 : "${FLUXGATE_SERVER:?set FLUXGATE_SERVER}"
@@ -80,21 +81,23 @@ case "$rc" in
     ;;
 esac
 
-if ! CHANGE_REQUEST="$request" bash -c "$APPLY_COMMAND"; then
-  log "applying $request failed; it stays approved for a retry"
-  exit 20
-fi
-
-# Marking applied is retried while the server is unreachable (exit 7): the change is out.
+# Mark the request applied first, then apply: if it was cancelled after the approval, the mark
+# fails (exit 6) and nothing is applied. While the server is unreachable (exit 7) it is retried,
+# with one idempotency key so that a retry of a mark that did land is answered as the first was.
 for attempt in 1 2 3 4 5; do
-  fluxctl change-requests mark-applied "$request" >/dev/null
+  fluxctl --idempotency-key "applied-${request##*/}" change-requests mark-applied "$request" >/dev/null
   rc=$?
   [ "$rc" -ne 7 ] && break
   log "server unavailable while marking $request applied (attempt $attempt); retrying"
   sleep $((attempt * 2))
 done
 if [ "$rc" -ne 0 ]; then
-  log "marking $request applied failed (fluxctl exit $rc)"
+  log "$request could not be marked applied (fluxctl exit $rc); nothing applied"
   exit "$rc"
+fi
+
+if ! CHANGE_REQUEST="$request" bash -c "$APPLY_COMMAND"; then
+  log "applying $request failed after it was marked applied: re-run the apply step by hand"
+  exit 20
 fi
 log "$request applied"
