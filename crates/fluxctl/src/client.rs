@@ -56,13 +56,20 @@ pub struct GlobalOpts {
     #[arg(long, env = "FLUXGATE_TOKEN", global = true, hide_env_values = true)]
     pub token: Option<String>,
     /// Output format
-    #[arg(short, long, value_enum, default_value = "table", global = true)]
+    #[arg(
+        short,
+        long,
+        value_enum,
+        env = "FLUXCTL_OUTPUT",
+        default_value = "table",
+        global = true
+    )]
     pub output: Format,
     /// Session file [default: $XDG_CONFIG_HOME/fluxctl/session.json or ~/.config/fluxctl/session.json]
     #[arg(long, env = "FLUXCTL_SESSION_FILE", global = true, value_name = "PATH")]
     pub session_file: Option<PathBuf>,
     /// Deadline of each call (e.g. 30s, 2m); for `change-requests wait`, of the whole wait
-    #[arg(long, global = true, value_parser = parse_duration)]
+    #[arg(long, env = "FLUXCTL_TIMEOUT", global = true, value_parser = parse_duration)]
     pub timeout: Option<Duration>,
     /// Idempotency key sent with mutating calls [default: a fresh UUID per invocation]
     #[arg(long, env = "FLUXCTL_IDEMPOTENCY_KEY", global = true)]

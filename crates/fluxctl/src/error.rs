@@ -31,8 +31,17 @@ pub mod exit {
     pub const WAIT_TIMEOUT: i32 = 12;
 }
 
-/// The exit-code table printed at the end of `fluxctl --help`.
-pub const EXIT_CODES_HELP: &str = "\
+/// Printed at the end of `fluxctl --help`: output, credentials and the exit-code table.
+pub const AFTER_HELP: &str = "\
+Output: tables by default; -o json prints the response message in the protobuf JSON mapping,
+one document per command (`change-requests wait`: the last state seen; `audit export` always
+writes JSON lines, one event per line); -o name prints only the resource name.
+
+Credentials: --token / FLUXGATE_TOKEN (an API key or access token), else the session file that
+`fluxctl login` wrote (mode 0600), refreshed when its access token is due. Mutating calls send
+an idempotency-key (fresh per invocation unless --idempotency-key) and every call an
+x-request-id, printed with errors.
+
 Exit codes:
   0   success (change-requests wait: approved)
   1   other error

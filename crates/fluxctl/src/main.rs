@@ -25,12 +25,12 @@ use commands::{
     approvals, audit, auth, catalog, groups, passwords, permissions, policy, service_accounts,
     users,
 };
-use error::{CliError, EXIT_CODES_HELP};
+use error::{AFTER_HELP, CliError};
 
 /// Administer a FluxGate server: sessions, users, service accounts, the catalog, groups,
 /// permission checks, change requests and the audit trail.
 #[derive(Debug, Parser)]
-#[command(name = "fluxctl", version, after_help = EXIT_CODES_HELP)]
+#[command(name = "fluxctl", version, after_help = AFTER_HELP)]
 struct Cli {
     #[command(flatten)]
     global: client::GlobalOpts,

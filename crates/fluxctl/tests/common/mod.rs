@@ -26,6 +26,8 @@ const SCRUBBED: &[&str] = &[
     "FLUXGATE_NEW_PASSWORD",
     "FLUXCTL_SESSION_FILE",
     "FLUXCTL_IDEMPOTENCY_KEY",
+    "FLUXCTL_OUTPUT",
+    "FLUXCTL_TIMEOUT",
 ];
 
 /// A server running on its own runtime thread; stopped on drop.
