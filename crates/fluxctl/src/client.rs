@@ -76,12 +76,12 @@ pub struct GlobalOpts {
     pub idempotency_key: Option<String>,
 }
 
-/// Whether a call changes state (and so carries the idempotency key).
+/// Whether a call is the command's write, and so carries the idempotency key.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Call {
-    /// Reads only.
+    /// Reads, and the session calls (login, refresh) made along the way.
     Read,
-    /// Changes state.
+    /// The change the command makes.
     Write,
 }
 
@@ -92,6 +92,7 @@ pub struct Ctx {
     server: String,
     session_path: Option<PathBuf>,
     session: Option<Session>,
+    session_error: Option<String>,
     channel: Option<Channel>,
     idempotency_key: String,
 }
@@ -100,9 +101,13 @@ impl Ctx {
     /// Resolves the server and loads the session file (unless a token was given).
     pub fn new(opts: GlobalOpts) -> Result<Self> {
         let session_path = opts.session_file.clone().or_else(session::default_path);
-        let session = match (&opts.token, &session_path) {
-            (None, Some(p)) => session::load(p)?,
-            _ => None,
+        // An unreadable session file matters only to commands that need it (not to `login`).
+        let (session, session_error) = match (&opts.token, &session_path) {
+            (None, Some(p)) => match session::load(p) {
+                Ok(s) => (s, None),
+                Err(e) => (None, Some(e.message)),
+            },
+            _ => (None, None),
         };
         let server = opts
             .server
@@ -118,6 +123,7 @@ impl Ctx {
             server,
             session_path,
             session,
+            session_error,
             channel: None,
             idempotency_key,
         })
@@ -154,12 +160,14 @@ impl Ctx {
     pub fn store_session(&mut self, session: Session) -> Result<()> {
         session::save(&self.session_path()?, &session)?;
         self.session = Some(session);
+        self.session_error = None;
         Ok(())
     }
 
     /// Forgets the session and deletes its file.
     pub fn drop_session(&mut self) -> Result<()> {
         self.session = None;
+        self.session_error = None;
         match &self.session_path {
             Some(p) => session::delete(p),
             None => Ok(()),
@@ -304,6 +312,9 @@ impl Ctx {
         if let Some(t) = &self.opts.token {
             return Ok(t.clone());
         }
+        if let Some(e) = &self.session_error {
+            return Err(CliError::auth(e.clone()));
+        }
         let s = self.session.as_ref().ok_or_else(|| {
             CliError::auth("not logged in: run `fluxctl login` or set FLUXGATE_TOKEN")
         })?;
@@ -340,8 +351,9 @@ impl Ctx {
         let req = pb::RefreshSessionRequest {
             refresh_token: current.refresh_token.clone(),
         };
+        // Not a write of the command: it must not use up the invocation's idempotency key.
         let resp = self
-            .call_anonymous(Call::Write, req, |ch, r| async move {
+            .call_anonymous(Call::Read, req, |ch, r| async move {
                 AuthServiceClient::new(ch).refresh_session(r).await
             })
             .await

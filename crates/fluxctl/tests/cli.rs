@@ -366,3 +366,112 @@ fn change_request_through_approval_and_audit_export() {
         "{events:#}"
     );
 }
+
+#[test]
+fn passwords_keys_and_policy() {
+    let server = TestServer::start();
+    let dir = tempfile::tempdir().unwrap();
+    let admin = Operator::new(&server.url, dir.path(), "admin");
+    // A corrupt session file does not stand in the way of logging in again.
+    std::fs::create_dir_all(admin.session.parent().unwrap()).unwrap();
+    std::fs::write(&admin.session, "{not json").unwrap();
+    admin.run(&["whoami"]).code(4);
+    admin.login(ADMIN, ADMIN_PASSWORD).ok();
+    admin
+        .with_env("FLUXGATE_NEW_PASSWORD", "Approver-pass-1")
+        .run(&[
+            "users",
+            "create",
+            "alice",
+            "--email",
+            "alice@example.com",
+            "--display-name",
+            "Alice",
+            "--role",
+            "approver",
+            "--with-password",
+        ])
+        .ok();
+
+    // An admin reset gives a temporary password; Alice must change it before anything else.
+    let reset = admin
+        .run(&["-o", "json", "passwords", "reset", "alice"])
+        .json();
+    let temporary = text(&reset, &["temporaryPassword"]);
+    let alice = Operator::new(&server.url, dir.path(), "alice");
+    let login = alice.login("alice", &temporary);
+    login.ok();
+    assert!(login.stderr.contains("passwords change"), "{login:?}");
+    alice
+        .run_with_stdin(
+            &["passwords", "change", "--stdin"],
+            &format!("{temporary}\nAlice-new-pass-2\n"),
+        )
+        .ok();
+    let who = alice.run(&["-o", "json", "whoami"]).json();
+    assert_eq!(who["role"], "ROLE_APPROVER");
+    assert_eq!(who["user"].get("mustChangePassword"), None, "{who:#}");
+    alice
+        .run(&["passwords", "request-reset", "alice@example.com"])
+        .ok();
+
+    // Keys: rotate (the old one stops at once), revoke.
+    let sa = admin
+        .run(&[
+            "-o",
+            "name",
+            "service-accounts",
+            "create",
+            "--display-name",
+            "flag store",
+        ])
+        .ok()
+        .trim()
+        .to_owned();
+    let key = admin
+        .run(&["-o", "json", "service-accounts", "keys", "create", &sa])
+        .json();
+    let (key_name, old_secret) = (text(&key, &["key", "name"]), text(&key, &["secret"]));
+    let as_key = |secret: &str| {
+        Operator::new(&server.url, dir.path(), "sa").with_env("FLUXGATE_TOKEN", secret)
+    };
+    as_key(&old_secret).run(&["whoami"]).ok();
+    let rotated = admin
+        .run(&[
+            "-o",
+            "json",
+            "service-accounts",
+            "keys",
+            "rotate",
+            &key_name,
+        ])
+        .json();
+    let new_secret = text(&rotated, &["secret"]);
+    as_key(&old_secret).run(&["whoami"]).code(4);
+    as_key(&new_secret).run(&["whoami"]).ok();
+    let new_key = text(&rotated, &["key", "name"]);
+    admin
+        .run(&["service-accounts", "keys", "revoke", &new_key])
+        .ok();
+    as_key(&new_secret).run(&["whoami"]).code(4);
+
+    // The approval policy of an environment.
+    let cat = catalog(&admin, "Policies");
+    let policy = admin
+        .run(&[
+            "-o",
+            "json",
+            "policy",
+            "update",
+            &cat.environment,
+            "--required-approvals",
+            "2",
+            "--pending-ttl",
+            "1d",
+        ])
+        .json();
+    assert_eq!(policy["policy"]["requiredApprovals"], 2);
+    assert_eq!(policy["policy"]["pendingTtl"], "86400s");
+    let shown = admin.run(&["policy", "get", &cat.environment]);
+    assert!(shown.ok().contains("required approvals:  2"), "{shown:?}");
+}

@@ -32,7 +32,7 @@ pub async fn login(ctx: &mut Ctx, a: LoginArgs) -> Result<()> {
         password,
     };
     let resp = ctx
-        .call_anonymous(Call::Write, req, |ch, r| async move {
+        .call_anonymous(Call::Read, req, |ch, r| async move {
             AuthServiceClient::new(ch).login(r).await
         })
         .await?;
@@ -67,6 +67,10 @@ pub async fn login(ctx: &mut Ctx, a: LoginArgs) -> Result<()> {
 /// Revokes the session and deletes the session file.
 pub async fn logout(ctx: &mut Ctx) -> Result<()> {
     if ctx.session().is_none() {
+        // An unreadable session file goes too; with --token there is no file to speak of.
+        if ctx.opts.token.is_none() {
+            ctx.drop_session()?;
+        }
         eprintln!("not logged in");
         return Ok(());
     }
