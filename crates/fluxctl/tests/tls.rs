@@ -68,7 +68,8 @@ fn logs_in_over_tls_with_the_ca_certificate() {
 
     let untrusting = Operator::new(&server.url, certs.path(), "untrusting");
     let refused = untrusting.login(ADMIN, ADMIN_PASSWORD);
-    assert_ne!(refused.code, 0, "{refused:?}");
+    assert_eq!(refused.code, 7, "{refused:?}");
+    assert!(refused.stderr.contains("certificate"), "{refused:?}");
     assert!(!untrusting.session.exists());
 
     let admin = Operator::new(&server.url, certs.path(), "admin")
