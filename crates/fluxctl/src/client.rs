@@ -235,16 +235,24 @@ impl Ctx {
         F: Fn(Channel, Request<M>) -> Fut,
         Fut: Future<Output = Result<Response<R>, Status>>,
     {
+        let channel = self.channel()?;
         self.refresh_if_due().await?;
         let bearer = self.bearer()?;
         let first = self
-            .attempt(kind, deadline, Some(&bearer), message.clone(), &f)
+            .attempt(
+                channel.clone(),
+                kind,
+                deadline,
+                Some(&bearer),
+                message.clone(),
+                &f,
+            )
             .await;
         match first {
             Err((status, _)) if status.code() == Code::Unauthenticated && self.can_refresh() => {
                 self.refresh().await?;
                 let bearer = self.bearer()?;
-                self.attempt(kind, deadline, Some(&bearer), message, &f)
+                self.attempt(channel, kind, deadline, Some(&bearer), message, &f)
                     .await
                     .map_err(|(s, id)| self.status_error(&s, &id))
             }
@@ -258,14 +266,16 @@ impl Ctx {
         F: Fn(Channel, Request<M>) -> Fut,
         Fut: Future<Output = Result<Response<R>, Status>>,
     {
+        let channel = self.channel()?;
         let deadline = Some(self.opts.timeout.unwrap_or(DEFAULT_CALL_TIMEOUT));
-        self.attempt(kind, deadline, None, message, &f)
+        self.attempt(channel, kind, deadline, None, message, &f)
             .await
             .map_err(|(s, id)| self.status_error(&s, &id))
     }
 
     async fn attempt<M, R, F, Fut>(
-        &mut self,
+        &self,
+        channel: Channel,
         kind: Call,
         deadline: Option<Duration>,
         bearer: Option<&str>,
@@ -277,9 +287,6 @@ impl Ctx {
         Fut: Future<Output = Result<Response<R>, Status>>,
     {
         let request_id = uuid::Uuid::new_v4().to_string();
-        let channel = self
-            .channel()
-            .map_err(|e| (Status::invalid_argument(e.message), String::new()))?;
         let mut req = Request::new(message);
         if let Some(d) = deadline {
             req.set_timeout(d);

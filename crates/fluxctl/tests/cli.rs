@@ -226,6 +226,9 @@ fn administration_and_exit_codes() {
     let unreachable =
         Operator::new("http://127.0.0.1:1", dir.path(), "nobody").with_env("FLUXGATE_TOKEN", "x");
     unreachable.run(&["whoami"]).code(7);
+    unreachable
+        .run(&["--server", "not a url", "whoami"])
+        .code(2);
 }
 
 #[test]
