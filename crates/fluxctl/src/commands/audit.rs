@@ -1,0 +1,178 @@
+//! `audit`: list, export and verify the audit trail.
+
+use std::io::{IsTerminal, Write};
+use std::path::PathBuf;
+
+use clap::{Args, Subcommand};
+use fluxgate_proto::v1 as pb;
+use fluxgate_proto::v1::audit_service_client::AuditServiceClient;
+
+use crate::args::{parse_time, principal};
+use crate::client::{Call, Ctx};
+use crate::error::{CliError, Result};
+use crate::output::{Fields, Table, emit, next_page_hint};
+
+/// `fluxctl audit …`
+#[derive(Debug, Subcommand)]
+pub enum Cmd {
+    /// List events in time order, filtered
+    List(ListArgs),
+    /// Export events as JSON lines (one event per line) to a file or standard output
+    Export(ExportArgs),
+    /// Check the hash chain; exits 1 when it is broken
+    Verify,
+}
+
+/// A time range.
+#[derive(Debug, Args)]
+pub struct Range {
+    /// Only events at or after this time (RFC 3339)
+    #[arg(long, value_parser = parse_time)]
+    pub start_time: Option<prost_types::Timestamp>,
+    /// Only events before this time (RFC 3339)
+    #[arg(long, value_parser = parse_time)]
+    pub end_time: Option<prost_types::Timestamp>,
+}
+
+/// Arguments of `audit list`.
+#[derive(Debug, Args)]
+pub struct ListArgs {
+    /// Only events by this actor (`users/…`, a username or `serviceAccounts/…`)
+    #[arg(long)]
+    pub actor: Option<String>,
+    /// Only events on this target name
+    #[arg(long)]
+    pub target: Option<String>,
+    /// Only events with this action, e.g. `user.created`
+    #[arg(long)]
+    pub action: Option<String>,
+    #[command(flatten)]
+    pub range: Range,
+    #[arg(long, default_value_t = 0)]
+    pub page_size: i32,
+    #[arg(long)]
+    pub page_token: Option<String>,
+}
+
+/// Arguments of `audit export`.
+#[derive(Debug, Args)]
+pub struct ExportArgs {
+    #[command(flatten)]
+    pub range: Range,
+    /// Write to this file instead of standard output
+    #[arg(long, short = 'f')]
+    pub file: Option<PathBuf>,
+    /// Show progress on stderr even when it is not a terminal
+    #[arg(long)]
+    pub progress: bool,
+}
+
+/// Runs an `audit` command.
+pub async fn run(ctx: &mut Ctx, cmd: Cmd) -> Result<()> {
+    match cmd {
+        Cmd::List(a) => list(ctx, a).await,
+        Cmd::Export(a) => export(ctx, a).await,
+        Cmd::Verify => verify(ctx).await,
+    }
+}
+
+async fn list(ctx: &mut Ctx, a: ListArgs) -> Result<()> {
+    let req = pb::ListAuditEventsRequest {
+        page_size: a.page_size,
+        page_token: a.page_token.unwrap_or_default(),
+        actor: a.actor.map(|s| principal(&s)).unwrap_or_default(),
+        target: a.target.unwrap_or_default(),
+        action: a.action.unwrap_or_default(),
+        start_time: a.range.start_time,
+        end_time: a.range.end_time,
+    };
+    let r = rpc!(ctx, Call::Read, AuditServiceClient::list_audit_events, req)?;
+    emit(ctx.format(), &r, |r| {
+        let mut t = Table::new(&["seq", "time", "actor", "action", "target", "outcome"]);
+        for e in &r.events {
+            let actor = if e.actor_display_name.is_empty() {
+                e.actor.clone()
+            } else {
+                e.actor_display_name.clone()
+            };
+            t.row(vec![
+                e.sequence.to_string(),
+                crate::output::time(&e.time),
+                actor,
+                e.action.clone(),
+                e.target.clone(),
+                e.outcome.clone(),
+            ]);
+        }
+        t.print();
+        next_page_hint(&r.next_page_token);
+    })
+}
+
+async fn export(ctx: &mut Ctx, a: ExportArgs) -> Result<()> {
+    let req = pb::ExportAuditEventsRequest {
+        start_time: a.range.start_time,
+        end_time: a.range.end_time,
+    };
+    let deadline = ctx.opts.timeout;
+    let mut stream = ctx
+        .call_with_deadline(Call::Read, deadline, req, |ch, r| async move {
+            AuditServiceClient::new(ch).export_audit_events(r).await
+        })
+        .await?;
+    let mut out: Box<dyn Write> = match &a.file {
+        Some(path) => Box::new(std::io::BufWriter::new(
+            std::fs::File::create(path)
+                .map_err(|e| CliError::other(format!("cannot create {}: {e}", path.display())))?,
+        )),
+        None => Box::new(std::io::stdout().lock()),
+    };
+    let show_progress = a.progress || std::io::stderr().is_terminal();
+    let mut events: u64 = 0;
+    while let Some(chunk) = stream
+        .message()
+        .await
+        .map_err(|s| CliError::from_status(&s, ""))?
+    {
+        out.write_all(&chunk.json_lines)?;
+        events += u64::try_from(chunk.event_count).unwrap_or(0);
+        if show_progress {
+            eprint!("\rexported {events} events");
+        }
+    }
+    out.flush()?;
+    if show_progress {
+        eprintln!();
+    }
+    if let Some(path) = &a.file {
+        eprintln!("Exported {events} events to {}.", path.display());
+    }
+    Ok(())
+}
+
+async fn verify(ctx: &mut Ctx) -> Result<()> {
+    let req = pb::VerifyAuditChainRequest {};
+    let r = rpc!(ctx, Call::Read, AuditServiceClient::verify_audit_chain, req)?;
+    emit(ctx.format(), &r, |r| {
+        Fields::new()
+            .add("valid", crate::output::yes_no(r.valid))
+            .add("events checked", r.events_checked.to_string())
+            .add(
+                "first broken",
+                if r.valid {
+                    String::new()
+                } else {
+                    r.first_broken_sequence.to_string()
+                },
+            )
+            .print();
+    })?;
+    if r.valid {
+        Ok(())
+    } else {
+        Err(CliError::other(format!(
+            "the audit chain is broken at event {}",
+            r.first_broken_sequence
+        )))
+    }
+}

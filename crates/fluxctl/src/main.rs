@@ -1,0 +1,133 @@
+//! `fluxctl`, the FluxGate admin command line.
+
+use std::process::ExitCode;
+
+use clap::{Parser, Subcommand};
+
+/// Makes a call through [`client::Ctx::call`]: `rpc!(ctx, Call::Read, Client::method, request)`.
+macro_rules! rpc {
+    ($ctx:expr, $kind:expr, $client:ident :: $method:ident, $req:expr) => {
+        $ctx.call($kind, $req, |ch, r| async move {
+            $client::new(ch).$method(r).await
+        })
+        .await
+    };
+}
+
+mod args;
+mod client;
+mod commands;
+mod error;
+mod output;
+mod session;
+
+use commands::{
+    approvals, audit, auth, catalog, groups, passwords, permissions, policy, service_accounts,
+    users,
+};
+use error::{AFTER_HELP, CliError};
+
+/// Administer a FluxGate server: sessions, users, service accounts, the catalog, groups,
+/// permission checks, change requests and the audit trail.
+#[derive(Debug, Parser)]
+#[command(name = "fluxctl", version, after_help = AFTER_HELP)]
+struct Cli {
+    #[command(flatten)]
+    global: client::GlobalOpts,
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Debug, Subcommand)]
+enum Command {
+    /// Log in and keep the session in the session file
+    Login(auth::LoginArgs),
+    /// End the session and delete the session file
+    Logout,
+    /// Show who the credentials belong to
+    Whoami,
+    /// Human users
+    #[command(subcommand)]
+    Users(users::Cmd),
+    /// Service accounts and their API keys
+    #[command(subcommand)]
+    ServiceAccounts(service_accounts::Cmd),
+    /// Portfolios
+    #[command(subcommand)]
+    Portfolios(catalog::PortfolioCmd),
+    /// Applications of a portfolio
+    #[command(subcommand)]
+    Applications(catalog::ApplicationCmd),
+    /// Environments of an application
+    #[command(subcommand)]
+    Environments(catalog::EnvironmentCmd),
+    /// Portfolio groups, their members and grants
+    #[command(subcommand)]
+    Groups(groups::Cmd),
+    /// Permission checks
+    #[command(subcommand)]
+    Permissions(permissions::Cmd),
+    /// Four-eyes change requests
+    #[command(subcommand)]
+    ChangeRequests(approvals::Cmd),
+    /// Password changes and resets
+    #[command(subcommand)]
+    Passwords(passwords::Cmd),
+    /// The audit trail
+    #[command(subcommand)]
+    Audit(audit::Cmd),
+    /// Approval policies of environments
+    #[command(subcommand)]
+    Policy(policy::Cmd),
+}
+
+async fn run(cli: Cli) -> error::Result<()> {
+    let mut ctx = client::Ctx::new(cli.global)?;
+    let ctx = &mut ctx;
+    match cli.command {
+        Command::Login(a) => auth::login(ctx, a).await,
+        Command::Logout => auth::logout(ctx).await,
+        Command::Whoami => auth::whoami(ctx).await,
+        Command::Users(c) => users::run(ctx, c).await,
+        Command::ServiceAccounts(c) => service_accounts::run(ctx, c).await,
+        Command::Portfolios(c) => catalog::run_portfolios(ctx, c).await,
+        Command::Applications(c) => catalog::run_applications(ctx, c).await,
+        Command::Environments(c) => catalog::run_environments(ctx, c).await,
+        Command::Groups(c) => groups::run(ctx, c).await,
+        Command::Permissions(c) => permissions::run(ctx, c).await,
+        Command::ChangeRequests(c) => approvals::run(ctx, c).await,
+        Command::Passwords(c) => passwords::run(ctx, c).await,
+        Command::Audit(c) => audit::run(ctx, c).await,
+        Command::Policy(c) => policy::run(ctx, c).await,
+    }
+}
+
+fn main() -> ExitCode {
+    let cli = Cli::parse();
+    let runtime = match tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+    {
+        Ok(rt) => rt,
+        Err(e) => return fail(&CliError::other(format!("cannot start the runtime: {e}"))),
+    };
+    match runtime.block_on(run(cli)) {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => fail(&e),
+    }
+}
+
+fn fail(e: &CliError) -> ExitCode {
+    eprintln!("{e}");
+    ExitCode::from(u8::try_from(e.code).unwrap_or(1))
+}
+
+#[cfg(test)]
+mod tests {
+    use clap::CommandFactory;
+
+    #[test]
+    fn cli_definition_is_consistent() {
+        super::Cli::command().debug_assert();
+    }
+}

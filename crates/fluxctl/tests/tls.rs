@@ -1,0 +1,105 @@
+//! fluxctl over TLS, and over mutual TLS, with certificates made by rcgen.
+#![allow(clippy::unwrap_used)]
+
+mod common;
+
+use std::path::{Path, PathBuf};
+
+use common::{ADMIN, ADMIN_PASSWORD, Operator, TestServer};
+use rcgen::{BasicConstraints, CertificateParams, CertifiedIssuer, IsCa, KeyPair};
+
+/// A CA and the PEM (certificate, key) pairs it signs.
+struct Pki {
+    ca_pem: String,
+    ca: CertifiedIssuer<'static, KeyPair>,
+}
+
+impl Pki {
+    fn new(name: &str) -> Pki {
+        let mut params = CertificateParams::new(Vec::<String>::new()).unwrap();
+        params.is_ca = IsCa::Ca(BasicConstraints::Unconstrained);
+        params
+            .distinguished_name
+            .push(rcgen::DnType::CommonName, name);
+        let ca = CertifiedIssuer::self_signed(params, KeyPair::generate().unwrap()).unwrap();
+        Pki {
+            ca_pem: ca.pem(),
+            ca,
+        }
+    }
+
+    fn issue(&self, name: &str) -> (String, String) {
+        let key = KeyPair::generate().unwrap();
+        let cert = CertificateParams::new(vec![name.to_owned()])
+            .unwrap()
+            .signed_by(&key, &self.ca)
+            .unwrap();
+        (cert.pem(), key.serialize_pem())
+    }
+}
+
+fn write(dir: &Path, name: &str, pem: &str) -> PathBuf {
+    let p = dir.join(name);
+    std::fs::write(&p, pem).unwrap();
+    p
+}
+
+fn tls_server(pki: &Pki, certs: &Path, client_ca: bool) -> TestServer {
+    let (cert, key) = pki.issue("localhost");
+    let cert = write(certs, "server.pem", &cert);
+    let key = write(certs, "server.key", &key);
+    let ca = write(certs, "ca.pem", &pki.ca_pem);
+    TestServer::start_with(move |config, _| {
+        config.tls.cert_path = Some(cert);
+        config.tls.key_path = Some(key);
+        if client_ca {
+            config.tls.client_ca_path = Some(ca);
+        }
+    })
+}
+
+#[test]
+fn logs_in_over_tls_with_the_ca_certificate() {
+    let certs = tempfile::tempdir().unwrap();
+    let pki = Pki::new("FluxGate test CA");
+    let server = tls_server(&pki, certs.path(), false);
+    assert!(server.url.starts_with("https://"));
+    let ca = certs.path().join("ca.pem");
+
+    let untrusting = Operator::new(&server.url, certs.path(), "untrusting");
+    let refused = untrusting.login(ADMIN, ADMIN_PASSWORD);
+    assert_eq!(refused.code, 7, "{refused:?}");
+    assert!(refused.stderr.contains("certificate"), "{refused:?}");
+    assert!(!untrusting.session.exists());
+
+    let admin = Operator::new(&server.url, certs.path(), "admin")
+        .with_env("FLUXGATE_CA_CERT", ca.to_str().unwrap());
+    admin.login(ADMIN, ADMIN_PASSWORD).ok();
+    let who = admin.run(&["-o", "json", "whoami"]).json();
+    assert_eq!(who["role"], "ROLE_TEAM_ADMIN");
+    // The flag works as well as the variable.
+    let flagged = Operator::new(&server.url, certs.path(), "admin");
+    let who = flagged.run(&["--ca-cert", ca.to_str().unwrap(), "whoami"]);
+    assert!(who.ok().contains("team_admin"), "{who:?}");
+}
+
+#[test]
+fn presents_a_client_certificate_for_mutual_tls() {
+    let certs = tempfile::tempdir().unwrap();
+    let pki = Pki::new("FluxGate test CA");
+    let server = tls_server(&pki, certs.path(), true);
+    let ca = certs.path().join("ca.pem");
+    let (cert, key) = pki.issue("fluxctl");
+    let cert = write(certs.path(), "client.pem", &cert);
+    let key = write(certs.path(), "client.key", &key);
+
+    let anonymous = Operator::new(&server.url, certs.path(), "anonymous")
+        .with_env("FLUXGATE_CA_CERT", ca.to_str().unwrap());
+    assert_ne!(anonymous.login(ADMIN, ADMIN_PASSWORD).code, 0);
+
+    let admin = anonymous
+        .with_env("FLUXGATE_CLIENT_CERT", cert.to_str().unwrap())
+        .with_env("FLUXGATE_CLIENT_KEY", key.to_str().unwrap());
+    admin.login(ADMIN, ADMIN_PASSWORD).ok();
+    admin.run(&["whoami"]).ok();
+}
