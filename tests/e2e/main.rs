@@ -14,6 +14,7 @@ mod authz_matrix;
 mod db_outage;
 mod hostile_tokens;
 mod interop;
+mod malformed;
 mod password_reset;
 mod settings;
 mod users;
