@@ -1012,6 +1012,8 @@ def main():
     per_method = collections.Counter(c.method for c in cases)
     thin = sorted(m for m in methods if per_method[m] < 3)
     print(f"cases: {len(cases)} ({len(refusals)} refused-only, {len(writers)} that may write)")
+    fewest = min(methods, key=lambda m: per_method[m])
+    print(f"methods: {len(methods)}; fewest cases: {per_method[fewest]} ({fewest}); most: {max(per_method.values())}")
     print("by status:")
     for k, v in counts.most_common():
         print(f"  {k:<22}{v}")
