@@ -15,6 +15,7 @@ mod db_outage;
 mod hostile_tokens;
 mod idempotency;
 mod interop;
+mod malformed;
 mod observability;
 mod password_reset;
 mod settings;
