@@ -55,6 +55,11 @@ proto: ## Lint the protobuf contracts and regenerate the Rust code
 bench: ## Every benchmark (engine, gRPC vs echo, logins, scale, audit, replicas) into docs/benchmarks.md
 	./scripts/bench-report.sh
 
+.PHONY: soak
+soak: ## Five minutes of mixed load (checks, logins, writes, approvals) on a release server; fails on any error or memory growth
+	$(CARGO) build --release -p fluxgate-server --bin fluxgate -p fluxgate-bench --bin soak
+	$${CARGO_TARGET_DIR:-target}/release/soak --seconds $${SOAK_SECONDS:-300}
+
 .PHONY: bench-login
 bench-login: ## Login latency and throughput against a release server on a temporary database
 	$(CARGO) build --release -p fluxgate-server --bin fluxgate --example login_bench

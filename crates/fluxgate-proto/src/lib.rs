@@ -4,6 +4,8 @@
 //! alone: it holds the generated messages, the tonic clients and servers, and the encoded file
 //! descriptor set that the server offers through gRPC reflection.
 
+pub mod codec;
+
 /// Package `fluxgate.v1`.
 pub mod v1 {
     #![allow(clippy::all, missing_docs)]

@@ -74,11 +74,54 @@ impl From<tokio::task::JoinError> for ApiError {
     }
 }
 
+/// Field violations sent back at most.
+const MAX_VIOLATIONS: usize = 10;
+/// Longest status message, before the count of violations left out.
+const MAX_MESSAGE_CHARS: usize = 1024;
+/// Longest field path or description sent back.
+const MAX_VIOLATION_CHARS: usize = 120;
+
+fn clip(s: &mut String) {
+    if s.len() > MAX_VIOLATION_CHARS {
+        let mut end = MAX_VIOLATION_CHARS;
+        while !s.is_char_boundary(end) {
+            end -= 1;
+        }
+        s.truncate(end);
+        s.push('…');
+    }
+}
+
 impl From<ApiError> for Status {
     fn from(e: ApiError) -> Status {
         match e {
-            ApiError::Invalid(v) => {
-                let message = v.to_string();
+            ApiError::Invalid(mut v) => {
+                // Bounded, so that echoing bad input (5,000 unknown mask paths, say) cannot
+                // blow the reply's trailers past what clients accept (grpcio: 8 KiB).
+                let total = v.violations.len();
+                v.violations.truncate(MAX_VIOLATIONS);
+                for f in &mut v.violations {
+                    clip(&mut f.field);
+                    clip(&mut f.description);
+                }
+                // The message spells out violations while it stays short; all of them (up to
+                // the cap) are in the details.
+                let mut shown = v.violations.len();
+                let mut message = v.to_string();
+                while message.len() > MAX_MESSAGE_CHARS && shown > 1 {
+                    shown -= 1;
+                    message = ValidationError {
+                        violations: v.violations[..shown].to_vec(),
+                    }
+                    .to_string();
+                }
+                if total > shown {
+                    message.push_str(&format!(
+                        " (and {} more; {} in the details)",
+                        total - shown,
+                        v.violations.len()
+                    ));
+                }
                 let violations: Vec<FieldViolation> = v
                     .violations
                     .into_iter()

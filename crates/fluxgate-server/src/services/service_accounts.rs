@@ -466,19 +466,10 @@ impl ServiceAccountSvc {
                 .map(|t| t.as_str().to_owned())
         };
         let now = fluxgate_store::now_micros();
-        let expires_at = match &k.expire_time {
-            None => None,
-            Some(t) => {
-                let micros = t
-                    .seconds
-                    .saturating_mul(1_000_000)
-                    .saturating_add(i64::from(t.nanos) / 1000);
-                if t.nanos < 0 || t.nanos >= 1_000_000_000 || micros <= now {
-                    v.add("key.expire_time", "must be a valid time in the future");
-                }
-                Some(micros)
-            }
-        };
+        let expires_at = crate::convert::micros(&mut v, "key.expire_time", &k.expire_time);
+        if expires_at.is_some_and(|t| t <= now) {
+            v.add("key.expire_time", "must be in the future");
+        }
         if req.parent.is_empty() {
             v.add("parent", "is required");
         }
