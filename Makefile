@@ -60,6 +60,20 @@ soak: ## Five minutes of mixed load (checks, logins, writes, approvals) on a rel
 	$(CARGO) build --release -p fluxgate-server --bin fluxgate -p fluxgate-bench --bin soak
 	$${CARGO_TARGET_DIR:-target}/release/soak --seconds $${SOAK_SECONDS:-300}
 
+# cargo-fuzz targets (fuzz/): libFuzzer's coverage instrumentation needs unstable rustc flags,
+# which RUSTC_BOOTSTRAP allows on the stable toolchain; no sanitizer (the code forbids unsafe).
+FUZZ_TARGETS := request_decode validation page_token bearer_token engine
+FUZZ_SECONDS ?= 60
+FUZZ_TARGET_DIR ?= $(if $(CARGO_TARGET_DIR),$(CARGO_TARGET_DIR)-fuzz,fuzz/target)
+
+.PHONY: fuzz
+fuzz: ## Run every fuzz target for FUZZ_SECONDS (default 60) from its kept corpus (installs cargo-fuzz if missing)
+	@command -v cargo-fuzz >/dev/null || $(CARGO) install cargo-fuzz --locked
+	cd fuzz && for t in $(FUZZ_TARGETS); do \
+	  RUSTC_BOOTSTRAP=1 $(CARGO) fuzz run --sanitizer none --target-dir $(abspath $(FUZZ_TARGET_DIR)) $$t corpus/$$t \
+	    -- -max_total_time=$(FUZZ_SECONDS) -print_final_stats=1 || exit 1; \
+	done
+
 .PHONY: bench-login
 bench-login: ## Login latency and throughput against a release server on a temporary database
 	$(CARGO) build --release -p fluxgate-server --bin fluxgate --example login_bench
