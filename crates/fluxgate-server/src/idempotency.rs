@@ -121,13 +121,9 @@ pub fn mutating_methods() -> HashSet<String> {
     out
 }
 
-/// Whether `key` is a usable idempotency key.
+/// Whether `key` is a usable idempotency key: the same rule as request ids.
 pub fn valid_key(key: &str) -> bool {
-    !key.is_empty()
-        && key.len() <= 128
-        && key
-            .chars()
-            .all(|c| c.is_ascii_alphanumeric() || "-_.:".contains(c))
+    crate::telemetry::valid_request_id(key)
 }
 
 /// The tower layer, outermost but for request ids and metrics.
