@@ -65,12 +65,16 @@ soak: ## Five minutes of mixed load (checks, logins, writes, approvals) on a rel
 FUZZ_TARGETS := request_decode validation page_token bearer_token engine
 FUZZ_SECONDS ?= 60
 FUZZ_TARGET_DIR ?= $(if $(CARGO_TARGET_DIR),$(CARGO_TARGET_DIR)-fuzz,fuzz/target)
+# Where new inputs go: the kept corpus by default; CI points it elsewhere to leave the checkout alone.
+FUZZ_NEW_INPUTS ?= fuzz/corpus
 
 .PHONY: fuzz
 fuzz: ## Run every fuzz target for FUZZ_SECONDS (default 60) from its kept corpus (installs cargo-fuzz if missing)
 	@command -v cargo-fuzz >/dev/null || $(CARGO) install cargo-fuzz --locked
 	cd fuzz && for t in $(FUZZ_TARGETS); do \
-	  RUSTC_BOOTSTRAP=1 $(CARGO) fuzz run --sanitizer none --target-dir $(abspath $(FUZZ_TARGET_DIR)) $$t corpus/$$t \
+	  mkdir -p $(abspath $(FUZZ_NEW_INPUTS))/$$t && \
+	  RUSTC_BOOTSTRAP=1 $(CARGO) fuzz run --sanitizer none --target-dir $(abspath $(FUZZ_TARGET_DIR)) \
+	    $$t $(abspath $(FUZZ_NEW_INPUTS))/$$t corpus/$$t \
 	    -- -max_total_time=$(FUZZ_SECONDS) -print_final_stats=1 || exit 1; \
 	done
 
