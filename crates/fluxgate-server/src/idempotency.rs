@@ -26,7 +26,6 @@ use bytes::Bytes;
 use fluxgate_store::idempotency::{self as store, Record, Reservation};
 use http_body::Frame;
 use http_body_util::{BodyExt, Limited, StreamBody};
-use prost::Message;
 use sha2::{Digest, Sha256};
 use tonic::Status;
 use tonic::body::Body;
@@ -96,29 +95,17 @@ impl KeyedCall {
 /// The mutating unary methods of the contracts.
 pub fn mutating_methods() -> HashSet<String> {
     use prost_types::method_options::IdempotencyLevel;
-    let set = prost_types::FileDescriptorSet::decode(fluxgate_proto::FILE_DESCRIPTOR_SET)
-        .unwrap_or_default();
-    let mut out = HashSet::new();
-    for file in &set.file {
-        for service in &file.service {
-            for m in &service.method {
-                let read_only = m
-                    .options
-                    .as_ref()
-                    .is_some_and(|o| o.idempotency_level() == IdempotencyLevel::NoSideEffects);
-                if read_only || m.client_streaming() || m.server_streaming() {
-                    continue;
-                }
-                out.insert(format!(
-                    "/{}.{}/{}",
-                    file.package(),
-                    service.name(),
-                    m.name()
-                ));
-            }
-        }
-    }
-    out
+    fluxgate_proto::methods(fluxgate_proto::FILE_DESCRIPTOR_SET)
+        .into_iter()
+        .filter(|(_, m)| {
+            let read_only = m
+                .options
+                .as_ref()
+                .is_some_and(|o| o.idempotency_level() == IdempotencyLevel::NoSideEffects);
+            !(read_only || m.client_streaming() || m.server_streaming())
+        })
+        .map(|(path, _)| path)
+        .collect()
 }
 
 /// Whether `key` is a usable idempotency key: the same rule as request ids.

@@ -34,22 +34,15 @@ pub fn valid_request_id(id: &str) -> bool {
 /// Method names for the metrics' `method` label: the served methods, so that a client sending
 /// made-up paths cannot grow the label set.
 fn method_labels() -> HashMap<String, &'static str> {
-    use prost::Message as _;
     let mut out = HashMap::new();
     for set in [
         fluxgate_proto::FILE_DESCRIPTOR_SET,
         tonic_health::pb::FILE_DESCRIPTOR_SET,
     ] {
-        let set = prost_types::FileDescriptorSet::decode(set).unwrap_or_default();
-        for file in &set.file {
-            for service in &file.service {
-                for m in &service.method {
-                    let path = format!("/{}.{}/{}", file.package(), service.name(), m.name());
-                    // Leaked once at start: a fixed set of names lives as long as the process.
-                    let label: &'static str = Box::leak(path.clone().into_boxed_str());
-                    out.insert(path, label);
-                }
-            }
+        for (path, _) in fluxgate_proto::methods(set) {
+            // Leaked once at start: a fixed set of names lives as long as the process.
+            let label: &'static str = Box::leak(path.clone().into_boxed_str());
+            out.insert(path, label);
         }
     }
     out
