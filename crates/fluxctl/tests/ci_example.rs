@@ -10,7 +10,7 @@ use std::process::{Child, Command, Stdio};
 use std::time::Duration;
 
 use common::{
-    ADMIN, ADMIN_PASSWORD, BIN, Catalog, Operator, TestServer, catalog, eventually,
+    ADMIN, ADMIN_PASSWORD, BIN, Backend, Catalog, Operator, TestServer, catalog, eventually,
     pipeline_account, text, wait_child,
 };
 
@@ -83,9 +83,8 @@ fn state(admin: &Operator, name: &str) -> String {
     text(&got, &["changeRequest", "state"])
 }
 
-#[test]
-fn ci_pipeline_applies_once_approved_and_stops_on_rejection() {
-    let server = TestServer::start();
+fn ci_pipeline_applies_once_approved_and_stops_on_rejection(b: Backend) {
+    let server = TestServer::start(b);
     let dir = tempfile::tempdir().unwrap();
     let admin = Operator::new(&server.url, dir.path(), "admin");
     admin.login(ADMIN, ADMIN_PASSWORD).ok();
@@ -144,3 +143,5 @@ fn ci_pipeline_applies_once_approved_and_stops_on_rejection() {
         "{list:#}"
     );
 }
+
+crate::both_backends!(ci_pipeline_applies_once_approved_and_stops_on_rejection);

@@ -6,7 +6,9 @@ mod common;
 
 use std::time::{SystemTime, UNIX_EPOCH};
 
-use common::{ADMIN, ADMIN_PASSWORD, Operator, TestServer, catalog, pipeline_account, text};
+use common::{
+    ADMIN, ADMIN_PASSWORD, Backend, Operator, TestServer, catalog, pipeline_account, text,
+};
 
 fn read_session(op: &Operator) -> serde_json::Value {
     serde_json::from_slice(&std::fs::read(&op.session).unwrap()).unwrap()
@@ -22,9 +24,8 @@ fn mode(p: &std::path::Path) -> u32 {
     std::fs::metadata(p).unwrap().permissions().mode() & 0o777
 }
 
-#[test]
-fn session_lifecycle_and_refresh() {
-    let server = TestServer::start();
+fn session_lifecycle_and_refresh(b: Backend) {
+    let server = TestServer::start(b);
     let dir = tempfile::tempdir().unwrap();
     let admin = Operator::new(&server.url, dir.path(), "admin");
 
@@ -71,9 +72,8 @@ fn session_lifecycle_and_refresh() {
     assert!(out.stderr.contains("not logged in"), "{out:?}");
 }
 
-#[test]
-fn administration_and_exit_codes() {
-    let server = TestServer::start();
+fn administration_and_exit_codes(b: Backend) {
+    let server = TestServer::start(b);
     let dir = tempfile::tempdir().unwrap();
     let admin = Operator::new(&server.url, dir.path(), "admin");
     admin.login(ADMIN, ADMIN_PASSWORD).ok();
@@ -231,9 +231,8 @@ fn administration_and_exit_codes() {
         .code(2);
 }
 
-#[test]
-fn change_request_through_approval_and_audit_export() {
-    let server = TestServer::start();
+fn change_request_through_approval_and_audit_export(b: Backend) {
+    let server = TestServer::start(b);
     let dir = tempfile::tempdir().unwrap();
     let admin = Operator::new(&server.url, dir.path(), "admin");
     admin.login(ADMIN, ADMIN_PASSWORD).ok();
@@ -370,9 +369,8 @@ fn change_request_through_approval_and_audit_export() {
     );
 }
 
-#[test]
-fn passwords_keys_and_policy() {
-    let server = TestServer::start();
+fn passwords_keys_and_policy(b: Backend) {
+    let server = TestServer::start(b);
     let dir = tempfile::tempdir().unwrap();
     let admin = Operator::new(&server.url, dir.path(), "admin");
     // A corrupt session file does not stand in the way of logging in again.
@@ -478,3 +476,10 @@ fn passwords_keys_and_policy() {
     let shown = admin.run(&["policy", "get", &cat.environment]);
     assert!(shown.ok().contains("required approvals:  2"), "{shown:?}");
 }
+
+crate::both_backends!(
+    session_lifecycle_and_refresh,
+    administration_and_exit_codes,
+    change_request_through_approval_and_audit_export,
+    passwords_keys_and_policy
+);

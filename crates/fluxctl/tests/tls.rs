@@ -5,7 +5,7 @@ mod common;
 
 use std::path::{Path, PathBuf};
 
-use common::{ADMIN, ADMIN_PASSWORD, Operator, TestServer};
+use common::{ADMIN, ADMIN_PASSWORD, Backend, Operator, TestServer};
 use rcgen::{BasicConstraints, CertificateParams, CertifiedIssuer, IsCa, KeyPair};
 
 /// A CA and the PEM (certificate, key) pairs it signs.
@@ -44,12 +44,12 @@ fn write(dir: &Path, name: &str, pem: &str) -> PathBuf {
     p
 }
 
-fn tls_server(pki: &Pki, certs: &Path, client_ca: bool) -> TestServer {
+fn tls_server(b: Backend, pki: &Pki, certs: &Path, client_ca: bool) -> TestServer {
     let (cert, key) = pki.issue("localhost");
     let cert = write(certs, "server.pem", &cert);
     let key = write(certs, "server.key", &key);
     let ca = write(certs, "ca.pem", &pki.ca_pem);
-    TestServer::start_with(move |config, _| {
+    TestServer::start_with(b, move |config, _| {
         config.tls.cert_path = Some(cert);
         config.tls.key_path = Some(key);
         if client_ca {
@@ -58,11 +58,10 @@ fn tls_server(pki: &Pki, certs: &Path, client_ca: bool) -> TestServer {
     })
 }
 
-#[test]
-fn logs_in_over_tls_with_the_ca_certificate() {
+fn logs_in_over_tls_with_the_ca_certificate(b: Backend) {
     let certs = tempfile::tempdir().unwrap();
     let pki = Pki::new("FluxGate test CA");
-    let server = tls_server(&pki, certs.path(), false);
+    let server = tls_server(b, &pki, certs.path(), false);
     assert!(server.url.starts_with("https://"));
     let ca = certs.path().join("ca.pem");
 
@@ -83,11 +82,10 @@ fn logs_in_over_tls_with_the_ca_certificate() {
     assert!(who.ok().contains("team_admin"), "{who:?}");
 }
 
-#[test]
-fn presents_a_client_certificate_for_mutual_tls() {
+fn presents_a_client_certificate_for_mutual_tls(b: Backend) {
     let certs = tempfile::tempdir().unwrap();
     let pki = Pki::new("FluxGate test CA");
-    let server = tls_server(&pki, certs.path(), true);
+    let server = tls_server(b, &pki, certs.path(), true);
     let ca = certs.path().join("ca.pem");
     let (cert, key) = pki.issue("fluxctl");
     let cert = write(certs.path(), "client.pem", &cert);
@@ -103,3 +101,8 @@ fn presents_a_client_certificate_for_mutual_tls() {
     admin.login(ADMIN, ADMIN_PASSWORD).ok();
     admin.run(&["whoami"]).ok();
 }
+
+crate::both_backends!(
+    logs_in_over_tls_with_the_ca_certificate,
+    presents_a_client_certificate_for_mutual_tls
+);

@@ -1,5 +1,5 @@
-//! The real server on an ephemeral port with a fresh SQLite database, and the `fluxctl` binary
-//! run against it as an operator or a CI job would.
+//! The real server on an ephemeral port with a fresh SQLite database or PostgreSQL schema, and
+//! the `fluxctl` binary run against it as an operator or a CI job would.
 #![allow(dead_code, clippy::unwrap_used)]
 
 use std::path::{Path, PathBuf};
@@ -30,6 +30,41 @@ const SCRUBBED: &[&str] = &[
     "FLUXCTL_TIMEOUT",
 ];
 
+/// The database a test server runs on.
+pub enum Backend {
+    Sqlite,
+    Postgres(fluxgate_store::testing::TestSchema),
+}
+
+impl Backend {
+    /// A fresh PostgreSQL schema, or `None` (said loudly) when PostgreSQL is unreachable and
+    /// not required.
+    pub fn postgres() -> Option<Backend> {
+        fluxgate_store::testing::fresh_postgres().map(Backend::Postgres)
+    }
+}
+
+/// Runs each named test fn (taking a [`Backend`]) on SQLite and on PostgreSQL.
+#[macro_export]
+macro_rules! both_backends {
+    ($($name:ident),* $(,)?) => {
+        mod sqlite {
+            $(#[test]
+            fn $name() {
+                super::$name($crate::common::Backend::Sqlite)
+            })*
+        }
+        mod postgres {
+            $(#[test]
+            fn $name() {
+                if let Some(b) = $crate::common::Backend::postgres() {
+                    super::$name(b)
+                }
+            })*
+        }
+    };
+}
+
 /// A server running on its own runtime thread; stopped on drop.
 pub struct TestServer {
     /// `http://127.0.0.1:<port>` (or `https://localhost:<port>` with TLS).
@@ -38,6 +73,8 @@ pub struct TestServer {
     shutdown: Option<oneshot::Sender<()>>,
     thread: Option<std::thread::JoinHandle<()>>,
     _dir: tempfile::TempDir,
+    /// Keeps a PostgreSQL schema until the server is gone (dropped after it).
+    _backend: Backend,
 }
 
 /// Loopback, ephemeral port, cheap Argon2 (tests only), a known bootstrap password.
@@ -59,14 +96,17 @@ pub fn test_config(dir: &Path) -> Config {
 }
 
 impl TestServer {
-    pub fn start() -> TestServer {
-        Self::start_with(|_, _| {})
+    pub fn start(backend: Backend) -> TestServer {
+        Self::start_with(backend, |_, _| {})
     }
 
     /// Starts with the test configuration as `f` adjusts it (given the temporary directory).
-    pub fn start_with(f: impl FnOnce(&mut Config, &Path)) -> TestServer {
+    pub fn start_with(backend: Backend, f: impl FnOnce(&mut Config, &Path)) -> TestServer {
         let dir = tempfile::tempdir().unwrap();
         let mut config = test_config(dir.path());
+        if let Backend::Postgres(schema) = &backend {
+            config.database_url = schema.url.clone();
+        }
         f(&mut config, dir.path());
         let tls = config.tls.cert_path.is_some();
         let (addr_tx, addr_rx) = mpsc::channel();
@@ -102,6 +142,7 @@ impl TestServer {
             shutdown: Some(stop_tx),
             thread: Some(thread),
             _dir: dir,
+            _backend: backend,
         }
     }
 }
