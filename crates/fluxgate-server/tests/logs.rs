@@ -48,13 +48,25 @@ fn login(addr: &str, password: &str, request_id: Option<&str>) -> (String, bool)
 }
 
 #[test]
-fn every_line_of_a_call_carries_its_request_id() {
+fn every_line_of_a_call_carries_its_request_id_on_sqlite() {
     let dir = tempfile::tempdir().unwrap();
     let db = format!("sqlite://{}", dir.path().join("fluxgate.db").display());
-    let log_path = dir.path().join("server.log");
+    every_line_of_a_call_carries_its_request_id(&db, dir.path());
+}
+
+#[test]
+fn every_line_of_a_call_carries_its_request_id_on_postgres() {
+    if let Some(schema) = fluxgate_store::testing::fresh_postgres() {
+        let dir = tempfile::tempdir().unwrap();
+        every_line_of_a_call_carries_its_request_id(&schema.url, dir.path());
+    }
+}
+
+fn every_line_of_a_call_carries_its_request_id(db: &str, dir: &std::path::Path) {
+    let log_path = dir.join("server.log");
     let log = std::fs::File::create(&log_path).unwrap();
     let server = common::serve_logging(
-        &db,
+        db,
         &[
             ("FLUXGATE_LOG_FORMAT", "json"),
             ("FLUXGATE_LOG", "info,fluxgate_server=debug"),
