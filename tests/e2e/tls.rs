@@ -3,49 +3,13 @@
 
 use std::path::Path;
 
+use fluxgate_e2e::pki::{Pki, write};
 use fluxgate_proto::v1 as pb;
 use fluxgate_proto::v1::auth_service_client::AuthServiceClient;
 use fluxgate_server::Server;
-use rcgen::{BasicConstraints, CertificateParams, CertifiedIssuer, IsCa, KeyPair};
 use tonic::transport::{Certificate, Channel, ClientTlsConfig, Identity};
 
 use crate::harness::{ADMIN, ADMIN_PASSWORD, Backend, test_config};
-
-/// A CA, and PEM (certificate, key) pairs it signed.
-struct Pki {
-    ca_pem: String,
-    ca: CertifiedIssuer<'static, KeyPair>,
-}
-
-impl Pki {
-    fn new(name: &str) -> Pki {
-        let mut params = CertificateParams::new(Vec::<String>::new()).unwrap();
-        params.is_ca = IsCa::Ca(BasicConstraints::Unconstrained);
-        params
-            .distinguished_name
-            .push(rcgen::DnType::CommonName, name);
-        let ca = CertifiedIssuer::self_signed(params, KeyPair::generate().unwrap()).unwrap();
-        Pki {
-            ca_pem: ca.pem(),
-            ca,
-        }
-    }
-
-    fn issue(&self, name: &str) -> (String, String) {
-        let key = KeyPair::generate().unwrap();
-        let cert = CertificateParams::new(vec![name.to_owned()])
-            .unwrap()
-            .signed_by(&key, &self.ca)
-            .unwrap();
-        (cert.pem(), key.serialize_pem())
-    }
-}
-
-fn write(dir: &Path, name: &str, pem: &str) -> std::path::PathBuf {
-    let p = dir.join(name);
-    std::fs::write(&p, pem).unwrap();
-    p
-}
 
 /// Starts a server with TLS (and, when `client_ca`, client certificates required); returns its
 /// address.

@@ -3,46 +3,10 @@
 
 mod common;
 
-use std::path::{Path, PathBuf};
+use std::path::Path;
 
 use common::{ADMIN, ADMIN_PASSWORD, Backend, Operator, TestServer};
-use rcgen::{BasicConstraints, CertificateParams, CertifiedIssuer, IsCa, KeyPair};
-
-/// A CA and the PEM (certificate, key) pairs it signs.
-struct Pki {
-    ca_pem: String,
-    ca: CertifiedIssuer<'static, KeyPair>,
-}
-
-impl Pki {
-    fn new(name: &str) -> Pki {
-        let mut params = CertificateParams::new(Vec::<String>::new()).unwrap();
-        params.is_ca = IsCa::Ca(BasicConstraints::Unconstrained);
-        params
-            .distinguished_name
-            .push(rcgen::DnType::CommonName, name);
-        let ca = CertifiedIssuer::self_signed(params, KeyPair::generate().unwrap()).unwrap();
-        Pki {
-            ca_pem: ca.pem(),
-            ca,
-        }
-    }
-
-    fn issue(&self, name: &str) -> (String, String) {
-        let key = KeyPair::generate().unwrap();
-        let cert = CertificateParams::new(vec![name.to_owned()])
-            .unwrap()
-            .signed_by(&key, &self.ca)
-            .unwrap();
-        (cert.pem(), key.serialize_pem())
-    }
-}
-
-fn write(dir: &Path, name: &str, pem: &str) -> PathBuf {
-    let p = dir.join(name);
-    std::fs::write(&p, pem).unwrap();
-    p
-}
+use fluxgate_e2e::pki::{Pki, write};
 
 fn tls_server(b: Backend, pki: &Pki, certs: &Path, client_ca: bool) -> TestServer {
     let (cert, key) = pki.issue("localhost");
