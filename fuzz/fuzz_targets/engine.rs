@@ -47,6 +47,7 @@ fn world(u: &mut Unstructured<'_>) -> Result<(Facts, Vec<PrincipalId>)> {
                 must_change_password: u.ratio(1, 10)?,
                 portfolio: None,
                 audit_writer: false,
+                acts_for: Default::default(),
             },
         );
     }

@@ -34,6 +34,9 @@ struct World {
     /// The flag store's API key (admin service account, in the group).
     flagstore: String,
     flagstore_name: String,
+    /// The portfolio's Administrators group, and the group with every permission.
+    shop_admins: String,
+    devs: String,
 }
 
 async fn token(s: &TestServer, user: &str) -> String {
@@ -122,6 +125,8 @@ async fn world(b: Backend) -> World {
         bob_name: names[1].clone(),
         flagstore: key,
         flagstore_name: sa.name,
+        shop_admins: shop.administrators_group.clone(),
+        devs: devs.name.clone(),
         s,
         admin,
         dev,
@@ -506,6 +511,205 @@ async fn review_rules(b: Backend) {
         let cr = w.try_submit(&w.alice, &w.dev, kind, "x").await.unwrap();
         assert_eq!(cr.kind, kind as i32);
     }
+}
+
+impl World {
+    /// A portfolio service account created by `token`, in the group with every permission.
+    async fn bot(&self, token: &str, name: &str) -> String {
+        let portfolio = self
+            .shop_admins
+            .split("/groups/")
+            .next()
+            .unwrap()
+            .to_owned();
+        let sa = self
+            .s
+            .service_accounts()
+            .create_service_account(authed(
+                pb::CreateServiceAccountRequest {
+                    service_account: Some(pb::ServiceAccount {
+                        display_name: name.into(),
+                        portfolio,
+                        ..Default::default()
+                    }),
+                },
+                token,
+            ))
+            .await
+            .unwrap()
+            .into_inner()
+            .service_account
+            .unwrap();
+        self.s.add_member(token, &self.devs, &sa.name).await;
+        sa.name
+    }
+
+    async fn key(&self, token: &str, account: &str) -> (String, String) {
+        let k = self
+            .s
+            .service_accounts()
+            .create_service_account_key(authed(
+                pb::CreateServiceAccountKeyRequest {
+                    parent: account.into(),
+                    key: None,
+                },
+                token,
+            ))
+            .await
+            .unwrap()
+            .into_inner();
+        (k.key.unwrap().name, k.secret)
+    }
+}
+
+fn same_party(st: &Status) {
+    assert!(
+        st.message()
+            .contains("one party may not both author and approve"),
+        "{st:?}"
+    );
+}
+
+/// The review's finding: a portfolio Administrator creates an account, gives it a key, submits
+/// as the account and approves as themselves. One party never both authors and approves.
+async fn one_party_never_authors_and_approves(b: Backend) {
+    let w = world(b).await;
+    // Bob (Approver) and Dave (Requester) administer the portfolio.
+    s_add(&w, &w.bob_name).await;
+    let dave_name = user_name(&w, "dave").await;
+    s_add(&w, &dave_name).await;
+    w.set_policy(&w.prod, 1, false, false).await;
+
+    let bot = w.bot(&w.bob, "bob's pipeline").await;
+    let (_, key) = w.key(&w.bob, &bot).await;
+    let cr = w.submit(&key, &w.prod).await;
+    let st = expect_code(w.approve(&w.bob, &cr.name, 1).await, Code::PermissionDenied);
+    same_party(&st);
+    // Nor does the list of requests awaiting Bob's review offer it.
+    let mine = w
+        .list(
+            &w.bob,
+            pb::ListChangeRequestsRequest {
+                awaiting_my_review: true,
+                ..Default::default()
+            },
+        )
+        .await;
+    assert!(mine.change_requests.iter().all(|c| c.name != cr.name));
+    // Somebody else may approve it, and the account applies it.
+    w.approve(&w.carol, &cr.name, 1).await.unwrap();
+    assert_eq!(
+        state(&w.apply(&key, &cr.name).await.unwrap()),
+        pb::ChangeRequestState::Applied
+    );
+
+    // The Requester-role variant, under peer review: Dave created the key of an account Bob made.
+    w.set_policy(&w.prod, 1, true, false).await;
+    let (key_id, dave_key) = w.key(&w.dave, &bot).await;
+    let cr = w.submit(&dave_key, &w.prod).await;
+    for t in [&w.dave, &w.bob] {
+        same_party(&expect_code(
+            w.approve(t, &cr.name, 1).await,
+            Code::PermissionDenied,
+        ));
+        same_party(&expect_code(
+            w.reject(t, &cr.name, "no").await,
+            Code::PermissionDenied,
+        ));
+    }
+    // Revoking Dave's key releases him: he is no longer behind the account.
+    w.s.service_accounts()
+        .revoke_service_account_key(authed(
+            pb::RevokeServiceAccountKeyRequest { name: key_id },
+            &w.bob,
+        ))
+        .await
+        .unwrap();
+    w.approve(&w.dave, &cr.name, 1).await.unwrap();
+
+    // Team Admins too: the admin made the flag store's account, so may not override its request.
+    w.set_policy(&w.prod, 2, false, true).await;
+    let cr = w.submit(&w.flagstore, &w.prod).await;
+    same_party(&expect_code(
+        w.override_(&w.admin, &cr.name, "hotfix").await,
+        Code::PermissionDenied,
+    ));
+    same_party(&expect_code(
+        w.approve(&w.admin, &cr.name, 1).await,
+        Code::PermissionDenied,
+    ));
+    // Except where the policy needs no approval: nobody approves, so nobody is held.
+    w.set_policy(&w.prod, 0, false, true).await;
+    let cr = w.submit(&w.flagstore, &w.prod).await;
+    assert_eq!(state(&cr), pb::ChangeRequestState::Approved);
+    w.apply(&w.flagstore, &cr.name).await.unwrap();
+}
+
+/// A key rotated after the approval makes the approver the submitter's party: the request is not
+/// applied, and approvals that stopped counting do not carry a pending request.
+async fn a_key_rotated_after_approval_stops_the_apply(b: Backend) {
+    let w = world(b).await;
+    s_add(&w, &w.bob_name).await;
+    w.set_policy(&w.prod, 1, false, false).await;
+    // The account is the admin's; Bob approves its request, then rotates its key.
+    let bot = w.bot(&w.admin, "release bot").await;
+    let (key_id, key) = w.key(&w.admin, &bot).await;
+    let cr = w.submit(&key, &w.prod).await;
+    w.approve(&w.bob, &cr.name, 1).await.unwrap();
+    let rotated =
+        w.s.service_accounts()
+            .rotate_service_account_key(authed(
+                pb::RotateServiceAccountKeyRequest {
+                    name: key_id,
+                    grace_period: None,
+                },
+                &w.bob,
+            ))
+            .await
+            .unwrap()
+            .into_inner();
+    let st = expect_code(
+        w.apply(&rotated.secret, &cr.name).await,
+        Code::PermissionDenied,
+    );
+    same_party(&st);
+    assert!(st.message().contains(&w.bob_name), "{st:?}");
+    let got = w.get(&w.admin, &cr.name).await.unwrap();
+    assert_eq!(state(&got), pb::ChangeRequestState::Approved);
+
+    // Two approvals needed: Carol approves, then rotates a key; her approval no longer counts.
+    w.set_policy(&w.prod, 2, false, false).await;
+    let carol_name = user_name(&w, "carol").await;
+    s_add(&w, &carol_name).await;
+    let cr = w.submit(&rotated.secret, &w.prod).await;
+    w.approve(&w.carol, &cr.name, 1).await.unwrap();
+    w.key(&w.carol, &bot).await;
+    // Erin joins the group and approves: one approval counts, not two.
+    let erin_name = user_name(&w, "erin").await;
+    w.s.add_member(&w.admin, &w.devs, &erin_name).await;
+    let got = w.approve(&w.erin, &cr.name, 1).await.unwrap();
+    assert_eq!(state(&got), pb::ChangeRequestState::Pending);
+    assert_eq!(got.approvals, 1, "{got:?}");
+}
+
+async fn s_add(w: &World, member: &str) {
+    w.s.add_member(&w.admin, &w.shop_admins, member).await;
+}
+
+async fn user_name(w: &World, username: &str) -> String {
+    w.s.users()
+        .get_user(authed(
+            pb::GetUserRequest {
+                name: format!("users/{username}"),
+            },
+            &w.admin,
+        ))
+        .await
+        .unwrap()
+        .into_inner()
+        .user
+        .unwrap()
+        .name
 }
 
 async fn override_rules(b: Backend) {
@@ -1463,6 +1667,8 @@ async fn a_watch_on_another_replica_sees_decisions(b: Backend) {
 }
 
 crate::both_backends!(
+    one_party_never_authors_and_approves,
+    a_key_rotated_after_approval_stops_the_apply,
     a_watch_on_another_replica_sees_decisions,
     two_approvals_then_applied_once,
     review_rules,

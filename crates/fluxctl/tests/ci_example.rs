@@ -11,7 +11,7 @@ use std::time::Duration;
 
 use common::{
     ADMIN, ADMIN_PASSWORD, BIN, Backend, Catalog, Operator, TestServer, catalog, eventually,
-    pipeline_account, text, wait_child,
+    pipeline_account, reviewer, text, wait_child,
 };
 
 fn script() -> PathBuf {
@@ -91,12 +91,17 @@ fn ci_pipeline_applies_once_approved_and_stops_on_rejection(b: Backend) {
     let cat = catalog(&admin, "Checkout");
     let (_sa, secret) = pipeline_account(&admin, &cat);
     let applied = dir.path().join("applied.txt");
+    // The admin set the pipeline up, so the pipeline acts for the admin: another person reviews
+    // its requests (one party never both authors and approves a change).
+    let rita = reviewer(&admin, &server.url, dir.path(), "rita");
 
     // Approved: applied and marked applied.
     let mut run = start_pipeline(&server, &cat, &secret, "new-checkout", "60s", &applied);
     let name = pending_request(&admin, &cat, "new-checkout");
-    admin
-        .run(&["change-requests", "approve", &name, "--comment", "ship it"])
+    let mine = admin.run(&["change-requests", "approve", &name, "--comment", "mine"]);
+    mine.code(4);
+    assert!(mine.stderr.contains("one party"), "{mine:?}");
+    rita.run(&["change-requests", "approve", &name, "--comment", "ship it"])
         .ok();
     let status = wait_child(&mut run, Duration::from_secs(60)).expect("the pipeline ends");
     assert_eq!(status.code(), Some(0));
@@ -106,15 +111,14 @@ fn ci_pipeline_applies_once_approved_and_stops_on_rejection(b: Backend) {
     // Rejected: exit 10, nothing applied.
     let mut run = start_pipeline(&server, &cat, &secret, "risky-flag", "60s", &applied);
     let name = pending_request(&admin, &cat, "risky-flag");
-    admin
-        .run(&[
-            "change-requests",
-            "reject",
-            &name,
-            "--comment",
-            "not this week",
-        ])
-        .ok();
+    rita.run(&[
+        "change-requests",
+        "reject",
+        &name,
+        "--comment",
+        "not this week",
+    ])
+    .ok();
     let status = wait_child(&mut run, Duration::from_secs(60)).expect("the pipeline ends");
     assert_eq!(status.code(), Some(10));
     assert!(!std::fs::read_to_string(&applied).unwrap().contains(&name));

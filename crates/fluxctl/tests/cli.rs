@@ -7,7 +7,7 @@ mod common;
 use std::time::{SystemTime, UNIX_EPOCH};
 
 use common::{
-    ADMIN, ADMIN_PASSWORD, Backend, Operator, TestServer, catalog, pipeline_account, text,
+    ADMIN, ADMIN_PASSWORD, Backend, Operator, TestServer, catalog, pipeline_account, reviewer, text,
 };
 
 fn read_session(op: &Operator) -> serde_json::Value {
@@ -297,9 +297,13 @@ fn change_request_through_approval_and_audit_export(b: Backend) {
     waited.code(12);
     assert!(waited.stderr.contains("timed out"), "{waited:?}");
 
-    // Service accounts never review.
+    // Service accounts never review, nor does the admin who set the pipeline up.
     pipeline.run(&["change-requests", "approve", &name]).code(4);
-    let approved = admin
+    admin
+        .run(&["change-requests", "approve", &name, "--comment", "mine"])
+        .code(4);
+    let rita = reviewer(&admin, &server.url, dir.path(), "rita");
+    let approved = rita
         .run(&[
             "-o",
             "json",

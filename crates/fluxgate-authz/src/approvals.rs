@@ -1,6 +1,14 @@
 //! The four-eyes rules: who may submit, see, edit, cancel, review, override and apply a change
 //! request. State rules (only pending requests are reviewed, an approved one is applied once)
 //! belong to the request's life cycle in `fluxgate-domain`; these are the rights.
+//!
+//! **One party never both authors and approves a change.** The party behind a principal is the
+//! principal itself and, for a service account, whoever it acts for: its creator and whoever
+//! created (or rotated in) one of its live keys, transitively ([`Snapshot::party`]). Nobody
+//! reviews or overrides a request submitted by their own party, and a request is applied only
+//! while none of the approvals that carried it came from the submitter's party (a key rotated
+//! after the approval can make it so). Team Admins are held to it like everyone else; a policy
+//! that needs no approval has no approver to hold.
 
 use fluxgate_domain::{ChangeKind, EnvironmentId, Permission, PrincipalId, Role};
 
@@ -17,6 +25,9 @@ pub struct RequestFacts<'a> {
     pub peer_review: bool,
     /// The policy the request is held to: whether a Team Admin may override.
     pub admin_override: bool,
+    /// Whose approvals (or override) of the current revision made or make it approved; applying
+    /// re-checks that none of them is the submitter's party.
+    pub approvers: &'a [PrincipalId],
 }
 
 /// Something a principal may want to do with a change request.
@@ -126,6 +137,9 @@ impl Snapshot {
                 if own {
                     return Decision::deny(Reason::OwnRequest);
                 }
+                if let Some(party) = self.shared_party(principal, req.submitter) {
+                    return Decision::deny(Reason::SameParty { party });
+                }
                 if role < Role::Approver && !req.peer_review {
                     return Decision::deny(Reason::RoleRequired {
                         required: Role::Approver,
@@ -137,6 +151,9 @@ impl Snapshot {
             RequestAction::Override => {
                 if own {
                     return Decision::deny(Reason::OwnRequest);
+                }
+                if let Some(party) = self.shared_party(principal, req.submitter) {
+                    return Decision::deny(Reason::SameParty { party });
                 }
                 if role < Role::TeamAdmin {
                     return Decision::deny(Reason::RoleRequired {
@@ -152,6 +169,14 @@ impl Snapshot {
             RequestAction::Apply => {
                 if !matches!(principal, PrincipalId::ServiceAccount(_)) {
                     return Decision::deny(Reason::NotServiceAccount);
+                }
+                for approver in req.approvers {
+                    if let Some(party) = self.shared_party(approver, req.submitter) {
+                        return Decision::deny(Reason::ApprovedBySameParty {
+                            approver: *approver,
+                            party,
+                        });
+                    }
                 }
                 needed()
             }

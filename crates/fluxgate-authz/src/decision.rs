@@ -3,7 +3,7 @@
 use std::fmt;
 
 use fluxgate_domain::{
-    ApplicationId, EnvironmentId, GroupId, Permission, PortfolioId, Role, UserId,
+    ApplicationId, EnvironmentId, GroupId, Permission, PortfolioId, PrincipalId, Role, UserId,
 };
 
 /// What a permission check is about.
@@ -140,6 +140,14 @@ pub enum Reason {
     NotSubmitter,
     /// Denied: nobody reviews or overrides their own change request.
     OwnRequest,
+    /// Denied: the reviewer and the submitter are one party (`party` stands behind both: a
+    /// service account acts for its creator and for whoever created or rotated its live keys).
+    SameParty { party: PrincipalId },
+    /// Denied: an approval that carried the request came from the submitter's party.
+    ApprovedBySameParty {
+        approver: PrincipalId,
+        party: PrincipalId,
+    },
     /// Denied: the environment's approval policy does not allow Team Admin override.
     OverrideNotAllowed,
     /// Denied: change requests are applied by the flag store's service account.
@@ -190,6 +198,18 @@ impl fmt::Display for Reason {
             Reason::OwnRequest => {
                 f.write_str("nobody reviews or overrides their own change request")
             }
+            Reason::SameParty { party } => write!(
+                f,
+                "one party may not both author and approve a change: {party} stands behind the \
+                 submitter and the reviewer (a service account acts for its creator and for \
+                 whoever created or rotated its live keys)"
+            ),
+            Reason::ApprovedBySameParty { approver, party } => write!(
+                f,
+                "one party may not both author and approve a change: the approval of {approver} \
+                 comes from the submitter's party ({party} stands behind both; a service \
+                 account acts for its creator and for whoever created or rotated its live keys)"
+            ),
             Reason::OverrideNotAllowed => {
                 f.write_str("the environment's approval policy does not allow Team Admin override")
             }

@@ -19,6 +19,10 @@ pub struct PrincipalFacts {
     pub portfolio: Option<PortfolioId>,
     /// A service account allowed to append audit events.
     pub audit_writer: bool,
+    /// For a service account, the principals it acts for: its creator and whoever created (or
+    /// rotated in) one of its live keys. Whoever stands behind an account is the same *party*
+    /// as the account for the four-eyes rules. Empty for users.
+    pub acts_for: BTreeSet<PrincipalId>,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq)]

@@ -22,6 +22,9 @@ struct PrincipalEntry {
     /// portfolio's; `None` for users.
     account_scope: Option<Option<u32>>,
     audit_writer: bool,
+    /// For service accounts: the principals it acts for (its creator, the creators of its live
+    /// keys), as indices.
+    acts_for: Box<[u32]>,
 }
 
 #[derive(Debug, Clone)]
@@ -207,6 +210,11 @@ impl Snapshot {
                         .map(|g| (groups[g as usize].portfolio, g))
                         .collect(),
                     audit_writer: p.audit_writer && matches!(id, PrincipalId::ServiceAccount(_)),
+                    acts_for: p
+                        .acts_for
+                        .iter()
+                        .filter_map(|a| principal_ix.get(a).copied())
+                        .collect(),
                     account_scope: match (id, p.portfolio) {
                         (PrincipalId::User(_), _) => None,
                         (PrincipalId::ServiceAccount(_), None) => Some(None),
@@ -497,6 +505,51 @@ impl Snapshot {
             return false;
         };
         pe.active && pe.admin_of.iter().any(|&(po, _)| po == pi)
+    }
+
+    /// The *party* behind `principal`: the principal itself and, for a service account, every
+    /// principal it acts for (its creator and the creators of its live keys), transitively (an
+    /// account created by an account acts for the latter's party too). Unknown principals (a
+    /// deleted user, say) are a party of one.
+    pub fn party(&self, principal: &PrincipalId) -> Vec<PrincipalId> {
+        let Some(&start) = self.principal_ix.get(principal) else {
+            return vec![*principal];
+        };
+        let mut seen = vec![start];
+        let mut next = 0;
+        while let Some(&i) = seen.get(next) {
+            next += 1;
+            for &a in self.principals[i as usize].acts_for.iter() {
+                if !seen.contains(&a) {
+                    seen.push(a);
+                }
+            }
+        }
+        seen.into_iter()
+            .map(|i| self.principals[i as usize].id)
+            .collect()
+    }
+
+    /// A principal both `a` and `b` stand for, if they are the same party (see
+    /// [`Snapshot::party`]); a person is preferred to an account in the answer.
+    pub fn shared_party(&self, a: &PrincipalId, b: &PrincipalId) -> Option<PrincipalId> {
+        let pa = self.party(a);
+        let pb = self.party(b);
+        let mut common = pa.into_iter().filter(|p| pb.contains(p));
+        let first = common.next()?;
+        if matches!(first, PrincipalId::User(_)) {
+            return Some(first);
+        }
+        Some(
+            common
+                .find(|p| matches!(p, PrincipalId::User(_)))
+                .unwrap_or(first),
+        )
+    }
+
+    /// Whether the principal exists and is active.
+    pub fn is_active(&self, principal: &PrincipalId) -> bool {
+        self.principal(principal).is_some_and(|p| p.active)
     }
 
     /// The principal's role, if it exists.

@@ -28,6 +28,7 @@ fn user(facts: &mut Facts, role: Role) -> PrincipalId {
             must_change_password: false,
             portfolio: None,
             audit_writer: false,
+            acts_for: Default::default(),
         },
     );
     p
@@ -328,7 +329,124 @@ mod approvals {
             environment: env,
             peer_review: false,
             admin_override: false,
+            approvers: &[],
         }
+    }
+
+    fn account(facts: &mut Facts, acts_for: &[PrincipalId]) -> PrincipalId {
+        let sa = PrincipalId::ServiceAccount(ServiceAccountId::generate());
+        facts.principals.insert(
+            sa,
+            PrincipalFacts {
+                role: Role::Requester,
+                active: true,
+                must_change_password: false,
+                portfolio: None,
+                audit_writer: false,
+                acts_for: acts_for.iter().copied().collect(),
+            },
+        );
+        sa
+    }
+
+    #[test]
+    fn one_party_never_authors_and_approves() {
+        let mut w = world();
+        let owner = user(&mut w.facts, Role::Approver);
+        let peer = user(&mut w.facts, Role::Requester);
+        let admin = user(&mut w.facts, Role::TeamAdmin);
+        let other = user(&mut w.facts, Role::Approver);
+        // The owner's account, and an account created by that account (acts for the owner too).
+        let bot = account(&mut w.facts, &[owner]);
+        let bot2 = account(&mut w.facts, &[bot]);
+        // Created by the admin, with a key the peer created.
+        let shared = account(&mut w.facts, &[admin, peer]);
+        // Two accounts that name each other: the walk ends.
+        let ca = account(&mut w.facts, &[]);
+        let cb = account(&mut w.facts, &[ca]);
+        w.facts.principals.get_mut(&ca).unwrap().acts_for.insert(cb);
+        for p in [owner, peer, other, bot, bot2, shared, ca, cb] {
+            w.facts.groups.get_mut(&w.devs).unwrap().members.insert(p);
+        }
+        let s = Snapshot::compile(&w.facts, 1);
+        assert_eq!(s.party(&bot2), vec![bot2, bot, owner]);
+        assert_eq!(s.party(&ca).len(), 2);
+
+        let by_bot = RequestFacts {
+            peer_review: true,
+            admin_override: true,
+            ..facts(&bot, w.dev)
+        };
+        assert!(
+            s.change_request(&bot, RequestAction::Submit, &by_bot)
+                .allowed
+        );
+        for a in [RequestAction::Review, RequestAction::Override] {
+            let who = if a == RequestAction::Override {
+                admin
+            } else {
+                owner
+            };
+            let req = if who == admin {
+                facts(&shared, w.dev)
+            } else {
+                by_bot
+            };
+            let req = RequestFacts {
+                admin_override: true,
+                peer_review: true,
+                ..req
+            };
+            let d = s.change_request(&who, a, &req);
+            assert_eq!(d, Decision::deny(Reason::SameParty { party: who }));
+            assert!(d.reason.to_string().contains("one party"), "{}", d.reason);
+        }
+        // The key's creator (a Requester under peer review) is the same party too.
+        assert_eq!(
+            s.change_request(
+                &peer,
+                RequestAction::Review,
+                &RequestFacts {
+                    peer_review: true,
+                    ..facts(&shared, w.dev)
+                }
+            ),
+            Decision::deny(Reason::SameParty { party: peer })
+        );
+        // Transitively: the owner stands behind the account its account made.
+        assert_eq!(
+            s.change_request(&owner, RequestAction::Review, &facts(&bot2, w.dev)),
+            Decision::deny(Reason::SameParty { party: owner })
+        );
+        // Someone else reviews; the owner reviews other people's requests.
+        assert!(
+            s.change_request(&other, RequestAction::Review, &by_bot)
+                .allowed
+        );
+        assert!(
+            s.change_request(&owner, RequestAction::Review, &facts(&peer, w.dev))
+                .allowed
+        );
+
+        // Applying re-checks the approvals that carried the request.
+        let approved_by_owner = [owner];
+        let tainted = RequestFacts {
+            approvers: &approved_by_owner,
+            ..by_bot
+        };
+        assert_eq!(
+            s.change_request(&bot, RequestAction::Apply, &tainted),
+            Decision::deny(Reason::ApprovedBySameParty {
+                approver: owner,
+                party: owner
+            })
+        );
+        let approved_by_other = [other];
+        let clean = RequestFacts {
+            approvers: &approved_by_other,
+            ..by_bot
+        };
+        assert!(s.change_request(&bot, RequestAction::Apply, &clean).allowed);
     }
 
     #[test]
@@ -339,17 +457,7 @@ mod approvals {
         let approver = user(&mut w.facts, Role::Approver);
         let outsider = user(&mut w.facts, Role::Approver);
         let admin = user(&mut w.facts, Role::TeamAdmin);
-        let sa = PrincipalId::ServiceAccount(ServiceAccountId::generate());
-        w.facts.principals.insert(
-            sa,
-            PrincipalFacts {
-                role: Role::Requester,
-                active: true,
-                must_change_password: false,
-                portfolio: None,
-                audit_writer: false,
-            },
-        );
+        let sa = account(&mut w.facts, &[]);
         for p in [submitter, peer, approver, sa] {
             w.facts.groups.get_mut(&w.devs).unwrap().members.insert(p);
         }

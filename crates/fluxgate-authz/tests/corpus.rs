@@ -149,6 +149,7 @@ fn corpus_from_the_source_documents() {
                 must_change_password: p.must_change_password,
                 portfolio: None,
                 audit_writer: false,
+                acts_for: Default::default(),
             },
         );
     }

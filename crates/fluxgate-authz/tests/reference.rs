@@ -83,6 +83,7 @@ fn build(s: &Spec) -> (Facts, Vec<PrincipalId>) {
                 must_change_password: must_change,
                 portfolio: None,
                 audit_writer: false,
+                acts_for: Default::default(),
             },
         );
     }

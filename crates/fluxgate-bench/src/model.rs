@@ -179,6 +179,7 @@ impl Model {
                     must_change_password: false,
                     portfolio: None,
                     audit_writer: false,
+                    acts_for: Default::default(),
                 },
             );
             for _ in 0..1 + rng.below(4) {

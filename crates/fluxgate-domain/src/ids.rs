@@ -112,6 +112,22 @@ impl PrincipalId {
     }
 }
 
+impl std::str::FromStr for PrincipalId {
+    type Err = ValidationError;
+
+    /// Parses the resource name: `users/{id}` or `serviceAccounts/{id}`.
+    fn from_str(name: &str) -> Result<Self, Self::Err> {
+        match name.split_once('/') {
+            Some(("users", id)) => Ok(PrincipalId::User(id.parse()?)),
+            Some(("serviceAccounts", id)) => Ok(PrincipalId::ServiceAccount(id.parse()?)),
+            _ => Err(ValidationError::field(
+                "",
+                "must be users/{id} or serviceAccounts/{id}",
+            )),
+        }
+    }
+}
+
 impl fmt::Display for PrincipalId {
     /// The resource name: `users/{id}` or `serviceAccounts/{id}`.
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {

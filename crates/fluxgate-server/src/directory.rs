@@ -92,10 +92,25 @@ fn user_facts(u: &users::User) -> PrincipalFacts {
         must_change_password: u.must_change_password,
         portfolio: None,
         audit_writer: false,
+        acts_for: BTreeSet::new(),
     }
 }
 
-fn sa_facts(sa: &service_accounts::ServiceAccount) -> Result<PrincipalFacts, StoreError> {
+/// A service account's facts; `keys` are its keys, whose creators it acts for while they are live.
+fn sa_facts(
+    sa: &service_accounts::ServiceAccount,
+    keys: &[&service_accounts::Key],
+    now: i64,
+) -> Result<PrincipalFacts, StoreError> {
+    let live = keys
+        .iter()
+        .filter(|k| k.revoked_at.is_none() && k.expires_at.is_none_or(|e| e > now));
+    let acts_for = sa
+        .created_by
+        .iter()
+        .chain(live.filter_map(|k| k.created_by.as_ref()))
+        .map(|c| parse::<PrincipalId>("service_accounts.created_by", c))
+        .collect::<Result<BTreeSet<_>, _>>()?;
     Ok(PrincipalFacts {
         role: parse("service_accounts.role", &sa.role)?,
         active: sa.active,
@@ -106,6 +121,7 @@ fn sa_facts(sa: &service_accounts::ServiceAccount) -> Result<PrincipalFacts, Sto
             .map(|p| parse("service_accounts.portfolio_id", p))
             .transpose()?,
         audit_writer: sa.audit_writer,
+        acts_for,
     })
 }
 
@@ -173,9 +189,15 @@ fn load_all(conn: &mut DbConnection) -> Result<Inner, StoreError> {
         names.insert(id, u.username.clone());
         usernames.insert(u.username.clone(), u.id);
     }
+    let all_keys = service_accounts::all_keys(conn)?;
+    let mut keys_of: HashMap<&str, Vec<&service_accounts::Key>> = HashMap::new();
+    for k in &all_keys {
+        keys_of.entry(&k.service_account_id).or_default().push(k);
+    }
     for sa in service_accounts::all(conn)? {
         let id = PrincipalId::ServiceAccount(parse("service_accounts.id", &sa.id)?);
-        facts.principals.insert(id, sa_facts(&sa)?);
+        let keys = keys_of.get(sa.id.as_str()).map_or(&[][..], Vec::as_slice);
+        facts.principals.insert(id, sa_facts(&sa, keys, now)?);
         names.insert(id, sa.display_name.clone());
     }
     for p in catalog::portfolio_ids(conn)? {
@@ -239,7 +261,7 @@ fn load_all(conn: &mut DbConnection) -> Result<Inner, StoreError> {
             gf.members.insert(member_id(&kind, &id)?);
         }
     }
-    let keys = service_accounts::all_keys(conn)?
+    let keys = all_keys
         .iter()
         .map(key_facts)
         .collect::<Result<HashMap<_, _>, _>>()?;
@@ -346,12 +368,13 @@ fn load_entity(
         }
         EntityKind::ServiceAccount => {
             let sa = service_accounts::find(conn, &c.id)?;
-            let keys = service_accounts::keys(conn, &c.id)?
-                .iter()
-                .map(key_facts)
-                .collect::<Result<Vec<_>, _>>()?;
+            let rows = service_accounts::keys(conn, &c.id)?;
+            let keys = rows.iter().map(key_facts).collect::<Result<Vec<_>, _>>()?;
+            let live: Vec<_> = rows.iter().collect();
             let facts = sa
-                .map(|sa| Ok::<_, StoreError>((sa_facts(&sa)?, sa.display_name.clone())))
+                .map(|sa| {
+                    Ok::<_, StoreError>((sa_facts(&sa, &live, now)?, sa.display_name.clone()))
+                })
                 .transpose()?;
             Loaded::ServiceAccount(ServiceAccountId(uuid), facts, keys)
         }

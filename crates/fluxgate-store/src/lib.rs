@@ -162,6 +162,16 @@ impl Store {
         }
     }
 
+    /// Reverts the newest migration (used by the migration tests).
+    pub fn revert_last(&self) -> StoreResult<()> {
+        let mut conn = self.conn()?;
+        match &mut *conn {
+            DbConnection::Sqlite(c) => c.revert_last_migration(SQLITE_MIGRATIONS).map(drop),
+            DbConnection::Postgres(c) => c.revert_last_migration(POSTGRES_MIGRATIONS).map(drop),
+        }
+        .map_err(|e| StoreError::Migration(e.to_string()))
+    }
+
     /// Reverts every migration, newest first (used by the schema tests).
     pub fn revert_all(&self) -> StoreResult<()> {
         let mut conn = self.conn()?;

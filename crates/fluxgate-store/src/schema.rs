@@ -198,6 +198,7 @@ diesel::table! {
         updated_at -> BigInt,
         version -> BigInt,
         audit_writer -> Bool,
+        created_by -> Nullable<Text>,
     }
 }
 
@@ -210,6 +211,7 @@ diesel::table! {
         created_at -> BigInt,
         expires_at -> Nullable<BigInt>,
         revoked_at -> Nullable<BigInt>,
+        created_by -> Nullable<Text>,
     }
 }
 

@@ -19,6 +19,8 @@ pub struct ServiceAccount {
     pub version: i64,
     /// May append audit events (AuditService.IngestAuditEvents).
     pub audit_writer: bool,
+    /// The principal (resource name) that created the account: the account acts for it.
+    pub created_by: Option<String>,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, Queryable, Selectable, Insertable)]
@@ -31,6 +33,9 @@ pub struct Key {
     pub created_at: i64,
     pub expires_at: Option<i64>,
     pub revoked_at: Option<i64>,
+    /// The principal (resource name) that created the key, by creation or rotation: while the key
+    /// is live, the account acts for it too.
+    pub created_by: Option<String>,
 }
 
 pub fn insert(conn: &mut DbConnection, sa: &ServiceAccount) -> StoreResult<()> {

@@ -274,3 +274,79 @@ fn a_lock_in_force_survives_failures_that_raced_past_it() {
         assert_eq!(fail(locked + 1).locked_until, None);
     });
 }
+
+#[test]
+fn the_parties_migration_names_creators_from_the_audit_trail() {
+    on_both_backends(|store| {
+        store.migrate().unwrap();
+        store.revert_last().unwrap();
+        let (sa, k1, k2) = ("0190a5b1-0000-7000-8000-000000000001", "k1", "k2");
+        let admin = "users/0190a5b1-0000-7000-8000-0000000000aa";
+        let rotator = "users/0190a5b1-0000-7000-8000-0000000000bb";
+        store
+            .write(|tx| {
+                diesel::sql_query(format!(
+                    "INSERT INTO service_accounts (id, display_name, description, portfolio_id, \
+                     role, active, created_at, updated_at, version, audit_writer) \
+                     VALUES ('{sa}', 'bot', '', NULL, 'requester', TRUE, 1, 1, 1, FALSE)"
+                ))
+                .execute(tx.conn)?;
+                for k in [k1, k2] {
+                    diesel::sql_query(format!(
+                        "INSERT INTO service_account_keys (id, service_account_id, display_name, \
+                         secret_hash, created_at) VALUES ('{k}', '{sa}', 'key', 'h', 1)"
+                    ))
+                    .execute(tx.conn)?;
+                }
+                let event = |actor: &str, action: &str, target: String, detail: Option<String>| {
+                    audit::NewEvent {
+                        actor_id: Some(actor.into()),
+                        action: action.into(),
+                        target_type: "service_account".into(),
+                        target_id: Some(target),
+                        detail,
+                        outcome: "success".into(),
+                        ..Default::default()
+                    }
+                };
+                for e in [
+                    event(
+                        admin,
+                        "service_account.created",
+                        format!("serviceAccounts/{sa}"),
+                        None,
+                    ),
+                    event(
+                        admin,
+                        "service_account.key_created",
+                        format!("serviceAccounts/{sa}/keys/{k1}"),
+                        None,
+                    ),
+                    event(
+                        rotator,
+                        "service_account.key_rotated",
+                        format!("serviceAccounts/{sa}/keys/{k1}"),
+                        Some(format!(
+                            "replaced by serviceAccounts/{sa}/keys/{k2}; grace 0 s"
+                        )),
+                    ),
+                ] {
+                    audit::append(tx.conn, e, tx.now)?;
+                }
+                Ok::<_, StoreError>(())
+            })
+            .unwrap();
+        store.migrate().unwrap();
+        store
+            .read(|conn| {
+                let account = service_accounts::find(conn, sa)?.unwrap();
+                assert_eq!(account.created_by.as_deref(), Some(admin));
+                let mut by =
+                    |id: &str| service_accounts::find_key(conn, id).map(|k| k.unwrap().created_by);
+                assert_eq!(by(k1)?.as_deref(), Some(admin));
+                assert_eq!(by(k2)?.as_deref(), Some(rotator));
+                Ok::<_, StoreError>(())
+            })
+            .unwrap();
+    });
+}

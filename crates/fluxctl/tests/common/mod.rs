@@ -359,6 +359,29 @@ pub fn catalog(admin: &Operator, portfolio: &str) -> Catalog {
 
 /// A portfolio service account with CHANGE_VALUE on `env` through a group; returns its name
 /// and an API key.
+/// A second Team Admin, signed in: someone other than the pipeline's creator, to review.
+#[allow(dead_code)]
+pub fn reviewer(admin: &Operator, server: &str, dir: &Path, username: &str) -> Operator {
+    admin
+        .with_env("FLUXGATE_NEW_PASSWORD", "Reviewer-pass-1")
+        .run(&[
+            "users",
+            "create",
+            username,
+            "--email",
+            &format!("{username}@example.com"),
+            "--display-name",
+            username,
+            "--role",
+            "team-admin",
+            "--with-password",
+        ])
+        .ok();
+    let op = Operator::new(server, dir, username);
+    op.login(username, "Reviewer-pass-1").ok();
+    op
+}
+
 pub fn pipeline_account(admin: &Operator, cat: &Catalog) -> (String, String) {
     let sa = admin
         .run(&[

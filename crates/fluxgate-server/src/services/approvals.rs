@@ -189,14 +189,8 @@ fn verdict_to_proto(v: &str) -> pb::Verdict {
 
 /// A principal's resource name back to its id.
 fn principal_id(name: &str) -> ApiResult<PrincipalId> {
-    let bad = || ApiError::Internal(format!("stored principal name {name:?} is malformed"));
-    let (collection, id) = name.split_once('/').ok_or_else(bad)?;
-    let kind = match collection {
-        "users" => "user",
-        "serviceAccounts" => "service_account",
-        _ => return Err(bad()),
-    };
-    PrincipalId::from_parts(kind, id).map_err(|_| bad())
+    name.parse()
+        .map_err(|_| ApiError::Internal(format!("stored principal name {name:?} is malformed")))
 }
 
 /// The typed view of a stored request that the rules need.
@@ -223,15 +217,46 @@ impl Parsed {
         })
     }
 
-    fn facts<'a>(&'a self, r: &store::ChangeRequest) -> RequestFacts<'a> {
+    fn facts<'a>(
+        &'a self,
+        r: &store::ChangeRequest,
+        approvers: &'a [PrincipalId],
+    ) -> RequestFacts<'a> {
         RequestFacts {
             submitter: &self.submitter,
             kind: self.kind,
             environment: self.environment,
             peer_review: r.peer_review,
             admin_override: r.admin_override,
+            approvers,
         }
     }
+}
+
+/// Who approved (or overrode) the request's current revision.
+fn approvers(r: &store::ChangeRequest, reviews: &[store::Review]) -> Vec<PrincipalId> {
+    reviews
+        .iter()
+        .filter(|v| v.round == r.round && v.verdict != Verdict::Reject.as_str())
+        .filter_map(|v| v.reviewer_id.parse().ok())
+        .collect()
+}
+
+/// The approvals of the current revision that count: from principals still active, and never
+/// from the submitter's party (a key rotated since can make it so). A deactivated or deleted
+/// approver's approval stops counting for requests still pending.
+fn counted_approvals(
+    snap: &Snapshot,
+    r: &store::ChangeRequest,
+    submitter: &PrincipalId,
+    reviews: &[store::Review],
+) -> usize {
+    reviews
+        .iter()
+        .filter(|v| v.round == r.round && v.verdict == Verdict::Approve.as_str())
+        .filter_map(|v| v.reviewer_id.parse::<PrincipalId>().ok())
+        .filter(|id| snap.is_active(id) && snap.shared_party(id, submitter).is_none())
+        .count()
 }
 
 fn denied(action: RequestAction, d: Decision) -> ApiError {
@@ -250,7 +275,7 @@ fn allowed(
     r: &store::ChangeRequest,
 ) -> ApiResult<Parsed> {
     let parsed = Parsed::of(r)?;
-    let d = snap.change_request(p, action, &parsed.facts(r));
+    let d = snap.change_request(p, action, &parsed.facts(r, &[]));
     if d.allowed {
         Ok(parsed)
     } else {
@@ -258,11 +283,16 @@ fn allowed(
     }
 }
 
-fn to_pb(r: &store::ChangeRequest, reviews: &[store::Review]) -> pb::ChangeRequest {
-    let approvals = reviews
-        .iter()
-        .filter(|v| v.round == r.round && v.verdict == Verdict::Approve.as_str())
-        .count();
+/// The request as the API shows it; `approvals` counts the approvals that count now (see
+/// [`counted_approvals`]).
+fn to_pb(
+    snap: &Snapshot,
+    r: &store::ChangeRequest,
+    reviews: &[store::Review],
+) -> pb::ChangeRequest {
+    let approvals = principal_id(&r.submitter_id).map_or(0, |submitter| {
+        counted_approvals(snap, r, &submitter, reviews)
+    });
     let state = r
         .state
         .parse::<RequestState>()
@@ -675,6 +705,7 @@ impl ApprovalSvc {
             environment: path.environment,
             peer_review: false,
             admin_override: false,
+            approvers: &[],
         };
         let dec = snap.change_request(&p.id, RequestAction::Submit, &facts);
         if !dec.allowed {
@@ -741,7 +772,7 @@ impl ApprovalSvc {
         };
         Ok(reply(
             pb::SubmitChangeRequestResponse {
-                change_request: Some(to_pb(&row, &reviews)),
+                change_request: Some(to_pb(&self.state.directory.snapshot(), &row, &reviews)),
             },
             &ctx,
             rev,
@@ -867,7 +898,7 @@ impl ApprovalSvc {
                 }
                 let page: Vec<pb::ChangeRequest> = out
                     .iter()
-                    .map(|r| to_pb(r, reviews.get(&r.id).map_or(&[][..], Vec::as_slice)))
+                    .map(|r| to_pb(&snap, r, reviews.get(&r.id).map_or(&[][..], Vec::as_slice)))
                     .collect();
                 let next = match (more, cursor) {
                     (true, Some(after)) => PageToken {
@@ -995,7 +1026,7 @@ impl ApprovalSvc {
         };
         Ok(reply(
             pb::UpdateChangeRequestResponse {
-                change_request: Some(to_pb(&row, &reviews)),
+                change_request: Some(to_pb(&self.state.directory.snapshot(), &row, &reviews)),
             },
             &ctx,
             rev,
@@ -1045,7 +1076,7 @@ impl ApprovalSvc {
         };
         Ok(reply(
             pb::CancelChangeRequestResponse {
-                change_request: Some(to_pb(&row, &reviews)),
+                change_request: Some(to_pb(&self.state.directory.snapshot(), &row, &reviews)),
             },
             &ctx,
             rev,
@@ -1130,10 +1161,7 @@ impl ApprovalSvc {
                     store::insert_review(tx.conn, &review)?;
                     reviews.push(review);
                 }
-                let approvals = reviews
-                    .iter()
-                    .filter(|v| v.round == before.round && v.verdict == Verdict::Approve.as_str())
-                    .count();
+                let approvals = counted_approvals(&snap, &before, &parsed.submitter, &reviews);
                 let state = state_after(
                     verdict,
                     approvals as u32,
@@ -1160,7 +1188,7 @@ impl ApprovalSvc {
                 Ok((r, reviews))
             })
             .await?;
-        Ok((to_pb(&row, &reviews), rev))
+        Ok((to_pb(&self.state.directory.snapshot(), &row, &reviews), rev))
     }
 
     async fn apply(
@@ -1175,7 +1203,14 @@ impl ApprovalSvc {
             let ctx = ctx.clone();
             self.commit(move |tx| {
                 let before = load(tx.conn, &id)?;
-                let parsed = allowed(&snap, &p.id, RequestAction::Apply, &before)?;
+                let reviews = store::reviews(tx.conn, &id)?;
+                let parsed = Parsed::of(&before)?;
+                let by = approvers(&before, &reviews);
+                let d =
+                    snap.change_request(&p.id, RequestAction::Apply, &parsed.facts(&before, &by));
+                if !d.allowed {
+                    return Err(denied(RequestAction::Apply, d));
+                }
                 match parsed.state {
                     RequestState::Approved => {}
                     RequestState::Applied => {
@@ -1202,7 +1237,7 @@ impl ApprovalSvc {
         };
         Ok(reply(
             pb::MarkChangeRequestAppliedResponse {
-                change_request: Some(to_pb(&row, &reviews)),
+                change_request: Some(to_pb(&self.state.directory.snapshot(), &row, &reviews)),
             },
             &ctx,
             rev,
@@ -1230,7 +1265,7 @@ impl ApprovalSvc {
                 if sent_version != Some(row.version) {
                     sent_version = Some(row.version);
                     let msg = pb::WatchChangeRequestResponse {
-                        change_request: Some(to_pb(row, reviews)),
+                        change_request: Some(to_pb(&state.directory.snapshot(), row, reviews)),
                     };
                     if tx.send(Ok(msg)).await.is_err() {
                         return;
@@ -1652,7 +1687,7 @@ impl ApprovalService for ApprovalSvc {
         let (row, reviews) = self.visible(&p, id).await?;
         Ok(reply(
             pb::GetChangeRequestResponse {
-                change_request: Some(to_pb(&row, &reviews)),
+                change_request: Some(to_pb(&self.state.directory.snapshot(), &row, &reviews)),
             },
             &ctx,
             None,

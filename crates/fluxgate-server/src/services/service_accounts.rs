@@ -97,9 +97,11 @@ fn load(conn: &mut DbConnection, id: &str) -> ApiResult<store::ServiceAccount> {
     store::find(conn, id)?.ok_or_else(|| ApiError::NotFound("no such service account".into()))
 }
 
+/// A new key for account `sa`, created by `creator` (the account then acts for it too).
 fn new_key(
     tx_now: i64,
     sa: &str,
+    creator: &Principal,
     display_name: String,
     expires_at: Option<i64>,
 ) -> (store::Key, String) {
@@ -113,6 +115,7 @@ fn new_key(
         created_at: tx_now,
         expires_at,
         revoked_at: None,
+        created_by: Some(creator.id.to_string()),
     };
     (key, format_api_key(id, &secret))
 }
@@ -215,6 +218,7 @@ impl ServiceAccountSvc {
                     updated_at: tx.now,
                     version: 1,
                     audit_writer,
+                    created_by: Some(p.id.to_string()),
                 };
                 store::insert(tx.conn, &sa)?;
                 tx.changed(EntityKind::ServiceAccount, sa.id.clone());
@@ -481,7 +485,7 @@ impl ServiceAccountSvc {
             .write(move |tx| {
                 load(tx.conn, &sa.id)?;
                 let (key, secret) =
-                    new_key(tx.now, &sa.id, display.unwrap_or_default(), expires_at);
+                    new_key(tx.now, &sa.id, &p, display.unwrap_or_default(), expires_at);
                 store::insert_key(tx.conn, &key)?;
                 tx.changed(EntityKind::ServiceAccount, sa.id.clone());
                 let mut e = ctx2.event(
@@ -536,7 +540,8 @@ impl ServiceAccountSvc {
                     Some(g) => {
                         let until = tx.now + (g as i64) * 1_000_000;
                         old.expires_at = Some(old.expires_at.map_or(until, |e| e.min(until)));
-                        let (k, secret) = new_key(tx.now, &sa_id, old.display_name.clone(), None);
+                        let (k, secret) =
+                            new_key(tx.now, &sa_id, &p, old.display_name.clone(), None);
                         store::insert_key(tx.conn, &k)?;
                         ("service_account.key_rotated", Some((k, secret)))
                     }
