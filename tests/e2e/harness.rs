@@ -370,6 +370,25 @@ impl TestServer {
             .unwrap()
     }
 
+    /// An admin service account (organisation scope) named `display_name`.
+    pub async fn service_account(&self, token: &str, display_name: &str) -> pb::ServiceAccount {
+        self.service_accounts()
+            .create_service_account(authed(
+                pb::CreateServiceAccountRequest {
+                    service_account: Some(pb::ServiceAccount {
+                        display_name: display_name.into(),
+                        ..Default::default()
+                    }),
+                },
+                token,
+            ))
+            .await
+            .unwrap()
+            .into_inner()
+            .service_account
+            .unwrap()
+    }
+
     /// Number of audit events stored.
     pub fn audit_count(&self) -> usize {
         self.store()

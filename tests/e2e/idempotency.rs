@@ -245,22 +245,7 @@ async fn a_retry_after_a_deadline_gets_the_first_outcome(b: Backend) {
 async fn a_new_key_is_created_once(b: Backend) {
     let s = TestServer::start(b).await;
     let admin = s.admin_token().await;
-    let sa = s
-        .service_accounts()
-        .create_service_account(authed(
-            pb::CreateServiceAccountRequest {
-                service_account: Some(pb::ServiceAccount {
-                    display_name: "deployer".into(),
-                    ..Default::default()
-                }),
-            },
-            &admin,
-        ))
-        .await
-        .unwrap()
-        .into_inner()
-        .service_account
-        .unwrap();
+    let sa = s.service_account(&admin, "deployer").await;
     let create = || {
         keyed(
             pb::CreateServiceAccountKeyRequest {
@@ -301,7 +286,212 @@ async fn a_new_key_is_created_once(b: Backend) {
     assert_eq!(keys.keys.len(), 1);
 }
 
+/// Every recorded reply and key, as bytes, straight from the table.
+fn recorded(s: &TestServer) -> Vec<u8> {
+    use diesel::prelude::*;
+    use fluxgate_store::schema::idempotency_keys as ik;
+    type Row = (String, Option<Vec<u8>>, Option<String>);
+    let rows: Vec<Row> = s
+        .store()
+        .read(|c| {
+            ik::table
+                .select((ik::idempotency_key, ik::response_body, ik::response_meta))
+                .load(c)
+                .map_err(StoreError::from)
+        })
+        .unwrap();
+    assert!(!rows.is_empty());
+    let mut all = Vec::new();
+    for (key, body, meta) in rows {
+        all.extend(key.into_bytes());
+        all.extend(body.unwrap_or_default());
+        all.extend(meta.unwrap_or_default().into_bytes());
+    }
+    all
+}
+
+fn holds(haystack: &[u8], needle: &str) -> bool {
+    haystack
+        .windows(needle.len())
+        .any(|w| w == needle.as_bytes())
+}
+
+/// The review's finding: recorded replies held API-key secrets, temporary passwords,
+/// registration tokens and session tokens in the clear, and replayed them to a caller since
+/// demoted, or after the key was revoked. Now nothing readable is kept, and replays are
+/// re-authorized.
+async fn replies_are_sealed_and_replays_reauthorized(b: Backend) {
+    let s = TestServer::start(b).await;
+    let admin = s.admin_token().await;
+    s.create_user(&admin, "tess", pb::Role::TeamAdmin, "Second-admin-1")
+        .await;
+    s.create_user(&admin, "uma", pb::Role::Requester, "Requester-pw-1")
+        .await;
+    let tess = s
+        .login("tess", "Second-admin-1")
+        .await
+        .tokens
+        .unwrap()
+        .access_token;
+
+    // A key, a temporary password, a registration link and a session, each with a key.
+    let sa = s.service_account(&admin, "deployer").await;
+    let new_key = || {
+        keyed(
+            pb::CreateServiceAccountKeyRequest {
+                parent: sa.name.clone(),
+                key: None,
+            },
+            &admin,
+            "key-1",
+        )
+    };
+    let key = s
+        .service_accounts()
+        .create_service_account_key(new_key())
+        .await
+        .unwrap()
+        .into_inner();
+    let reset = || {
+        keyed(
+            pb::ResetUserPasswordRequest {
+                name: "users/uma".into(),
+                etag: String::new(),
+            },
+            &tess,
+            "reset-1",
+        )
+    };
+    let temporary = s
+        .password_reset()
+        .reset_user_password(reset())
+        .await
+        .unwrap()
+        .into_inner()
+        .temporary_password;
+    let link = s
+        .users()
+        .create_user(keyed(
+            pb::CreateUserRequest {
+                user: Some(pb::User {
+                    username: "vic".into(),
+                    email: "vic@example.com".into(),
+                    display_name: "Vic".into(),
+                    role: pb::Role::Requester as i32,
+                    ..Default::default()
+                }),
+                initial_password: String::new(),
+                require_password_change: false,
+            },
+            &admin,
+            "user-1",
+        ))
+        .await
+        .unwrap()
+        .into_inner()
+        .registration_link
+        .unwrap();
+    let mut keyed_login = Request::new(pb::LoginRequest {
+        username: "tess".into(),
+        password: "Second-admin-1".into(),
+    });
+    keyed_login
+        .metadata_mut()
+        .insert("idempotency-key", "login-1".parse().unwrap());
+    // Login has no caller to scope a key to: it is answered as a plain call.
+    let session = s.auth().login(keyed_login).await.unwrap().into_inner();
+
+    let table = recorded(&s);
+    let secret_part = key.secret.rsplit('_').next().unwrap();
+    for secret in [
+        secret_part,
+        temporary.as_str(),
+        link.token.as_str(),
+        session.tokens.as_ref().unwrap().refresh_token.as_str(),
+        "key-1",
+        "reset-1",
+    ] {
+        assert!(
+            !holds(&table, secret),
+            "{secret:?} is readable in idempotency_keys"
+        );
+    }
+
+    // A plain retry still gets its reply, the same secret.
+    let again = s
+        .service_accounts()
+        .create_service_account_key(new_key())
+        .await
+        .unwrap();
+    assert!(replayed(&again));
+    assert_eq!(again.into_inner().secret, key.secret);
+
+    // Revoked since: not replayed.
+    s.service_accounts()
+        .revoke_service_account_key(authed(
+            pb::RevokeServiceAccountKeyRequest {
+                name: key.key.unwrap().name,
+            },
+            &admin,
+        ))
+        .await
+        .unwrap();
+    let st = expect_code(
+        s.service_accounts()
+            .create_service_account_key(new_key())
+            .await,
+        Code::FailedPrecondition,
+    );
+    assert!(st.message().contains("revoked"), "{st:?}");
+    assert!(!holds(st.message().as_bytes(), secret_part));
+
+    // The temporary password is replayed to Tess while she is a Team Admin...
+    let again = s
+        .password_reset()
+        .reset_user_password(reset())
+        .await
+        .unwrap();
+    assert!(replayed(&again));
+    assert_eq!(again.into_inner().temporary_password, temporary);
+    // ...and not once she has been demoted.
+    let tess_user = s
+        .users()
+        .get_user(authed(
+            pb::GetUserRequest {
+                name: "users/tess".into(),
+            },
+            &admin,
+        ))
+        .await
+        .unwrap()
+        .into_inner()
+        .user
+        .unwrap();
+    s.users()
+        .update_user(authed(
+            pb::UpdateUserRequest {
+                user: Some(pb::User {
+                    name: tess_user.name.clone(),
+                    role: pb::Role::Approver as i32,
+                    ..Default::default()
+                }),
+                update_mask: Some(prost_types::FieldMask {
+                    paths: vec!["role".into()],
+                }),
+            },
+            &admin,
+        ))
+        .await
+        .unwrap();
+    let st = expect_code(
+        s.password_reset().reset_user_password(reset()).await,
+        Code::PermissionDenied,
+    );
+    assert!(!holds(st.message().as_bytes(), &temporary));
+}
+
 crate::both_backends!(
+    replies_are_sealed_and_replays_reauthorized,
     a_retry_gets_the_first_reply,
     keys_belong_to_their_caller,
     a_refused_call_leaves_the_key_free,

@@ -547,6 +547,38 @@ impl Snapshot {
         )
     }
 
+    /// Everything the snapshot holds about the principal's standing, as one canonical string:
+    /// role, state, temporary password, groups (ordinary and Administrators) and account scope.
+    /// Two snapshots give the same string exactly when they grant the principal the same;
+    /// `None` for an unknown principal.
+    pub fn standing(&self, principal: &PrincipalId) -> Option<String> {
+        let pe = self.principal(principal)?;
+        let mut groups: Vec<String> = pe
+            .groups
+            .iter()
+            .chain(pe.admin_of.iter().map(|(_, g)| g))
+            .map(|&g| self.groups[g as usize].id.to_string())
+            .collect();
+        groups.sort();
+        let scope = match pe.account_scope {
+            None => String::new(),
+            Some(None) => "org".to_owned(),
+            Some(Some(p)) => self
+                .portfolios
+                .get(p as usize)
+                .map_or_else(|| "gone".to_owned(), |e| e.id.to_string()),
+        };
+        Some(format!(
+            "{}|{}|{}|{}|{}|{}",
+            pe.role,
+            pe.active,
+            pe.must_change_password,
+            pe.audit_writer,
+            scope,
+            groups.join(",")
+        ))
+    }
+
     /// Whether the principal exists and is active.
     pub fn is_active(&self, principal: &PrincipalId) -> bool {
         self.principal(principal).is_some_and(|p| p.active)

@@ -10,7 +10,15 @@
 //! reply is recorded just after the handler answers, and replayed byte for byte.
 //!
 //! A call whose write never committed (refused input, denied, conflict) leaves no record, so
-//! its retry is evaluated afresh. Which methods are mutating comes from the contracts: every
+//! its retry is evaluated afresh.
+//!
+//! Replies can carry secrets (a new API key, a temporary password, a registration link, session
+//! tokens), so nothing readable is kept: the record holds a digest of the idempotency key, and
+//! the reply is sealed (ChaCha20-Poly1305) under a key derived from the idempotency key itself,
+//! which only the client holds. A replay is re-authorized: the caller must authenticate, its
+//! standing (role, state, groups) must be what it was when the call was made, and a secret in
+//! the reply must still be live (an API key not revoked, a session not ended); otherwise the
+//! call is refused and nothing is replayed. Which methods are mutating comes from the contracts: every
 //! unary method not marked `idempotency_level = NO_SIDE_EFFECTS`.
 
 use std::collections::HashSet;
@@ -23,9 +31,12 @@ use std::task::{Context, Poll};
 use std::time::Duration;
 
 use bytes::Bytes;
+use fluxgate_proto::v1 as pb;
 use fluxgate_store::idempotency::{self as store, Record, Reservation};
 use http_body::Frame;
 use http_body_util::{BodyExt, Limited, StreamBody};
+use rand::Rng as _;
+use ring::aead;
 use sha2::{Digest, Sha256};
 use tonic::Status;
 use tonic::body::Body;
@@ -57,6 +68,8 @@ const RECORDED_METADATA: [&str; 4] = [
 #[derive(Debug)]
 pub struct KeyedCall {
     reservation: Reservation,
+    /// The key sealing the reply, derived from the client's idempotency key.
+    seal: [u8; 32],
     /// A write of this call is reserving (or has reserved) the key.
     claimed: AtomicBool,
     /// The key committed with a write of this call.
@@ -234,20 +247,24 @@ where
             )));
         }
     };
+    let scope = principal.id.to_string();
+    let seal = sealing_key(&scope, &key);
     let reservation = Reservation {
-        scope: principal.id.to_string(),
-        key,
+        key: hex(&Sha256::digest(format!("fluxgate idempotency key\0{key}"))),
+        scope,
         method: parts.uri.path().to_owned(),
         request_hash: hex(&Sha256::digest(&message)),
+        standing: standing(&state, &principal.id),
     };
     match find(&state, &reservation).await {
         Err(e) => return Ok(refuse(e.into())),
-        Ok(Some(record)) => return Ok(answer(&state, &reservation, record).await),
+        Ok(Some(record)) => return Ok(answer(&state, &reservation, &seal, record).await),
         Ok(None) => {}
     }
 
     let call = Arc::new(KeyedCall {
         reservation,
+        seal,
         claimed: AtomicBool::new(false),
         committed: AtomicBool::new(false),
         collided: AtomicBool::new(false),
@@ -258,7 +275,7 @@ where
     if call.collided.load(Ordering::SeqCst) {
         // A concurrent call with the same key committed first: answer with its reply.
         return Ok(match find(&state, r).await {
-            Ok(Some(record)) => answer(&state, r, record).await,
+            Ok(Some(record)) => answer(&state, r, &call.seal, record).await,
             Ok(None) => response,
             Err(e) => refuse(e.into()),
         });
@@ -267,7 +284,107 @@ where
         // Nothing was written under the key: a retry is evaluated afresh.
         return Ok(response);
     }
-    Ok(record_reply(&state, r, response).await)
+    Ok(record_reply(&state, r, &call.seal, response).await)
+}
+
+/// The key that seals a reply: derived from the client's idempotency key (never stored) and the
+/// caller it belongs to.
+fn sealing_key(scope: &str, key: &str) -> [u8; 32] {
+    let mut h = Sha256::new();
+    h.update(b"fluxgate reply seal v1\0");
+    h.update((scope.len() as u64).to_be_bytes());
+    h.update(scope.as_bytes());
+    h.update(key.as_bytes());
+    h.finalize().into()
+}
+
+fn aead_key(seal: &[u8; 32]) -> Option<aead::LessSafeKey> {
+    aead::UnboundKey::new(&aead::CHACHA20_POLY1305, seal)
+        .ok()
+        .map(aead::LessSafeKey::new)
+}
+
+/// `nonce ‖ ciphertext ‖ tag`.
+fn seal_reply(seal: &[u8; 32], data: &[u8]) -> Option<Vec<u8>> {
+    let key = aead_key(seal)?;
+    let mut nonce = [0u8; aead::NONCE_LEN];
+    rand::rng().fill_bytes(&mut nonce);
+    let mut out = data.to_vec();
+    key.seal_in_place_append_tag(
+        aead::Nonce::assume_unique_for_key(nonce),
+        aead::Aad::empty(),
+        &mut out,
+    )
+    .ok()?;
+    let mut sealed = nonce.to_vec();
+    sealed.extend_from_slice(&out);
+    Some(sealed)
+}
+
+fn open_reply(seal: &[u8; 32], sealed: &[u8]) -> Option<Vec<u8>> {
+    if sealed.len() < aead::NONCE_LEN {
+        return None;
+    }
+    let (nonce, data) = sealed.split_at(aead::NONCE_LEN);
+    let key = aead_key(seal)?;
+    let mut buf = data.to_vec();
+    let nonce = aead::Nonce::try_assume_unique_for_key(nonce).ok()?;
+    let plain = key
+        .open_in_place(nonce, aead::Aad::empty(), &mut buf)
+        .ok()?;
+    Some(plain.to_vec())
+}
+
+/// A digest of what the caller holds now (role, state, groups): a replay needs the same.
+fn standing(state: &AppState, p: &fluxgate_domain::PrincipalId) -> String {
+    let s = state.directory.snapshot().standing(p).unwrap_or_default();
+    hex(&Sha256::digest(s.as_bytes()))
+}
+
+/// Whether the secrets a recorded reply carries still work: a replay never hands out an API key
+/// since revoked, or the tokens of a session since ended.
+async fn secrets_live(state: &AppState, method: &str, frames: &[u8]) -> bool {
+    use prost::Message as _;
+    // One length-prefixed message: 1 byte flag, 4 bytes length.
+    let Some(msg) = frames.get(5..) else {
+        return true;
+    };
+    let credential = match method {
+        "/fluxgate.v1.ServiceAccountService/CreateServiceAccountKey" => {
+            pb::CreateServiceAccountKeyResponse::decode(msg)
+                .ok()
+                .map(|r| r.secret)
+        }
+        "/fluxgate.v1.ServiceAccountService/RotateServiceAccountKey" => {
+            pb::RotateServiceAccountKeyResponse::decode(msg)
+                .ok()
+                .map(|r| r.secret)
+        }
+        "/fluxgate.v1.AuthService/Login" => pb::LoginResponse::decode(msg)
+            .ok()
+            .and_then(|r| r.tokens)
+            .map(|t| t.access_token),
+        "/fluxgate.v1.AuthService/RefreshSession" => pb::RefreshSessionResponse::decode(msg)
+            .ok()
+            .and_then(|r| r.tokens)
+            .map(|t| t.access_token),
+        "/fluxgate.v1.AuthService/ChangePassword" => pb::ChangePasswordResponse::decode(msg)
+            .ok()
+            .and_then(|r| r.tokens)
+            .map(|t| t.access_token),
+        _ => return true,
+    };
+    let Some(credential) = credential.filter(|c| !c.is_empty()) else {
+        return true;
+    };
+    let mut probe = tonic::Request::new(());
+    match format!("Bearer {credential}").parse() {
+        Ok(v) => {
+            probe.metadata_mut().insert("authorization", v);
+        }
+        Err(_) => return false,
+    }
+    state.authenticate_at(&probe, None).await.is_ok()
 }
 
 async fn find(state: &AppState, r: &Reservation) -> Result<Option<Record>, ApiError> {
@@ -278,8 +395,13 @@ async fn find(state: &AppState, r: &Reservation) -> Result<Option<Record>, ApiEr
         .await
 }
 
-/// Answers a call whose key is on record: its reply, once recorded.
-async fn answer(state: &AppState, r: &Reservation, mut record: Record) -> http::Response<Body> {
+/// Answers a call whose key is on record: its reply, once recorded, re-authorized.
+async fn answer(
+    state: &AppState,
+    r: &Reservation,
+    seal: &[u8; 32],
+    mut record: Record,
+) -> http::Response<Body> {
     if record.method != r.method || record.request_hash != r.request_hash {
         return refuse(
             ApiError::invalid(
@@ -291,7 +413,25 @@ async fn answer(state: &AppState, r: &Reservation, mut record: Record) -> http::
     }
     let deadline = tokio::time::Instant::now() + REPLY_WAIT;
     loop {
-        if let Some((body, meta)) = record.reply {
+        if let Some((sealed, meta)) = record.reply {
+            if record.standing != r.standing {
+                return refuse(Status::permission_denied(
+                    "your role, state or groups changed since the call with this idempotency \
+                     key was applied; its reply is not replayed (read the resource instead)",
+                ));
+            }
+            let Some(body) = open_reply(seal, &sealed) else {
+                return refuse(Status::failed_precondition(
+                    "the call with this idempotency key was applied, but its recorded reply \
+                     cannot be opened; read the resource to see the outcome",
+                ));
+            };
+            if !secrets_live(state, &r.method, &body).await {
+                return refuse(Status::failed_precondition(
+                    "the call with this idempotency key was applied, but the secret its reply \
+                     carried has since been revoked or ended; it is not replayed",
+                ));
+            }
             return replay(Bytes::from(body), &meta);
         }
         if tokio::time::Instant::now() >= deadline {
@@ -314,6 +454,7 @@ async fn answer(state: &AppState, r: &Reservation, mut record: Record) -> http::
 async fn record_reply(
     state: &AppState,
     r: &Reservation,
+    seal: &[u8; 32],
     response: http::Response<Body>,
 ) -> http::Response<Body> {
     let (mut parts, body) = response.into_parts();
@@ -339,7 +480,12 @@ async fn record_reply(
         }
     }
     let meta = serde_json::Value::Object(meta).to_string();
-    let (scope, key, body) = (r.scope.clone(), r.key.clone(), data.to_vec());
+    let Some(body) = seal_reply(seal, &data) else {
+        tracing::warn!("sealing a reply to record it failed");
+        parts.headers.remove(http::header::CONTENT_LENGTH);
+        return http::Response::from_parts(parts, with_trailers(data, trailers));
+    };
+    let (scope, key) = (r.scope.clone(), r.key.clone());
     let recorded = state
         .db
         .read(move |conn| Ok(store::record_reply(conn, &scope, &key, &body, &meta)?))

@@ -11,11 +11,14 @@ use crate::{DbConnection, StoreResult};
 pub struct Reservation {
     /// The caller (user or service account id).
     pub scope: String,
+    /// A digest of the client's idempotency key (never the key itself: the key seals the reply).
     pub key: String,
     /// The gRPC method path.
     pub method: String,
     /// SHA-256 (hex) of the request message.
     pub request_hash: String,
+    /// A digest of the caller's standing when the call was made.
+    pub standing: String,
 }
 
 /// A stored key.
@@ -23,6 +26,7 @@ pub struct Reservation {
 pub struct Record {
     pub method: String,
     pub request_hash: String,
+    pub standing: String,
     pub created_at: i64,
     /// The reply (message frames and status metadata), once recorded.
     pub reply: Option<(Vec<u8>, String)>,
@@ -46,6 +50,7 @@ pub fn reserve(conn: &mut DbConnection, r: &Reservation, now: i64) -> StoreResul
             ik::idempotency_key.eq(&r.key),
             ik::method.eq(&r.method),
             ik::request_hash.eq(&r.request_hash),
+            ik::standing.eq(&r.standing),
             ik::created_at.eq(now),
         ))
         .execute(conn)?;
@@ -54,30 +59,33 @@ pub fn reserve(conn: &mut DbConnection, r: &Reservation, now: i64) -> StoreResul
 
 /// The stored key `key` of `scope`, if any.
 pub fn find(conn: &mut DbConnection, scope: &str, key: &str) -> StoreResult<Option<Record>> {
-    type Row = (String, String, i64, Option<Vec<u8>>, Option<String>);
+    type Row = (String, String, String, i64, Option<Vec<u8>>, Option<String>);
     let row: Option<Row> = ik::table
         .filter(ik::scope.eq(scope))
         .filter(ik::idempotency_key.eq(key))
         .select((
             ik::method,
             ik::request_hash,
+            ik::standing,
             ik::created_at,
             ik::response_body,
             ik::response_meta,
         ))
         .first(conn)
         .optional()?;
-    Ok(
-        row.map(|(method, request_hash, created_at, body, meta)| Record {
+    Ok(row.map(
+        |(method, request_hash, standing, created_at, body, meta)| Record {
             method,
             request_hash,
+            standing,
             created_at,
             reply: body.zip(meta),
-        }),
-    )
+        },
+    ))
 }
 
-/// Records the reply of a reserved key (a single-row update, outside the write lock).
+/// Records the reply of a reserved key (a single-row update, outside the write lock). `body` is
+/// the sealed reply: the store never sees it in the clear.
 pub fn record_reply(
     conn: &mut DbConnection,
     scope: &str,

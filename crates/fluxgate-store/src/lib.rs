@@ -162,14 +162,27 @@ impl Store {
         }
     }
 
-    /// Reverts the newest migration (used by the migration tests).
-    pub fn revert_last(&self) -> StoreResult<()> {
+    /// Reverts migrations, newest first, down to and including `version` (e.g. `2026-12-05-000008`,
+    /// as the folder name starts; used by the migration tests).
+    pub fn revert_through(&self, version: &str) -> StoreResult<()> {
         let mut conn = self.conn()?;
-        match &mut *conn {
-            DbConnection::Sqlite(c) => c.revert_last_migration(SQLITE_MIGRATIONS).map(drop),
-            DbConnection::Postgres(c) => c.revert_last_migration(POSTGRES_MIGRATIONS).map(drop),
+        let conn = &mut *conn;
+        let version = version.replace('-', "");
+        loop {
+            let applied = match &mut *conn {
+                DbConnection::Sqlite(c) => c.applied_migrations(),
+                DbConnection::Postgres(c) => c.applied_migrations(),
+            }
+            .map_err(|e| StoreError::Migration(e.to_string()))?;
+            if !applied.iter().any(|v| v.to_string().starts_with(&version)) {
+                return Ok(());
+            }
+            match &mut *conn {
+                DbConnection::Sqlite(c) => c.revert_last_migration(SQLITE_MIGRATIONS).map(drop),
+                DbConnection::Postgres(c) => c.revert_last_migration(POSTGRES_MIGRATIONS).map(drop),
+            }
+            .map_err(|e| StoreError::Migration(e.to_string()))?;
         }
-        .map_err(|e| StoreError::Migration(e.to_string()))
     }
 
     /// Reverts every migration, newest first (used by the schema tests).

@@ -319,6 +319,7 @@ diesel::table! {
         created_at -> BigInt,
         response_body -> Nullable<Binary>,
         response_meta -> Nullable<Text>,
+        standing -> Text,
     }
 }
 
