@@ -692,6 +692,114 @@ async fn a_key_rotated_after_approval_stops_the_apply(b: Backend) {
     assert_eq!(got.approvals, 1, "{got:?}");
 }
 
+impl World {
+    async fn deactivate(&self, user: &str) {
+        self.s
+            .users()
+            .deactivate_user(authed(
+                pb::DeactivateUserRequest {
+                    name: format!("users/{user}"),
+                    etag: String::new(),
+                },
+                &self.admin,
+            ))
+            .await
+            .unwrap();
+    }
+
+    async fn delete_user(&self, user: &str) {
+        self.s
+            .users()
+            .delete_user(authed(
+                pb::DeleteUserRequest {
+                    name: format!("users/{user}"),
+                    etag: String::new(),
+                },
+                &self.admin,
+            ))
+            .await
+            .unwrap();
+    }
+}
+
+/// The review's findings: a deactivated user's requests stayed approvable and appliable, a
+/// deleted user's pending request stayed open, and a deleted approver's approval kept counting.
+/// Someone who leaves takes their open requests with them (cancelled, audited), and only
+/// approvals of principals still active count.
+async fn leaving_cancels_open_requests_and_approvals_stop_counting(b: Backend) {
+    let w = world(b).await;
+    w.set_policy(&w.prod, 1, true, false).await;
+    // Pending, and approved-not-applied: both cancelled when the submitter is deactivated.
+    let pending = w.submit(&w.alice, &w.prod).await;
+    let approved = w.submit(&w.dave, &w.prod).await;
+    w.approve(&w.bob, &approved.name, 1).await.unwrap();
+    w.deactivate("alice").await;
+    w.deactivate("dave").await;
+    for cr in [&pending, &approved] {
+        let got = w.get(&w.admin, &cr.name).await.unwrap();
+        assert_eq!(state(&got), pb::ChangeRequestState::Cancelled, "{got:?}");
+        let ev =
+            w.s.audit_events()
+                .into_iter()
+                .find(|e| {
+                    e.action == "change_request.cancelled"
+                        && e.target_id.as_deref() == Some(cr.name.as_str())
+                })
+                .expect("the cancellation is audited");
+        assert_eq!(ev.detail.as_deref(), Some("its submitter was deactivated"));
+    }
+    expect_code(
+        w.approve(&w.carol, &pending.name, 1).await,
+        Code::FailedPrecondition,
+    );
+    expect_code(
+        w.apply(&w.flagstore, &approved.name).await,
+        Code::FailedPrecondition,
+    );
+    let deactivated = w.s.audit_events().into_iter().find(|e| {
+        e.action == "user.deactivated"
+            && e.detail
+                .as_deref()
+                .is_some_and(|d| d.contains("1 open change request(s) cancelled"))
+    });
+    assert!(
+        deactivated.is_some(),
+        "the deactivation says what it cancelled"
+    );
+    // Deleting is then allowed, and leaves nothing open behind.
+    w.delete_user("alice").await;
+
+    // Two approvals needed: Bob approves, then leaves; his approval stops counting.
+    w.set_policy(&w.prod, 2, false, false).await;
+    let cr = w.submit(&w.flagstore, &w.prod).await;
+    w.approve(&w.bob, &cr.name, 1).await.unwrap();
+    w.deactivate("bob").await;
+    w.delete_user("bob").await;
+    let got = w.approve(&w.carol, &cr.name, 1).await.unwrap();
+    assert_eq!(state(&got), pb::ChangeRequestState::Pending);
+    assert_eq!(got.approvals, 1);
+
+    // A service account deactivated: its open requests go too.
+    w.s.service_accounts()
+        .update_service_account(authed(
+            pb::UpdateServiceAccountRequest {
+                service_account: Some(pb::ServiceAccount {
+                    name: w.flagstore_name.clone(),
+                    active: false,
+                    ..Default::default()
+                }),
+                update_mask: Some(FieldMask {
+                    paths: vec!["active".into()],
+                }),
+            },
+            &w.admin,
+        ))
+        .await
+        .unwrap();
+    let got = w.get(&w.admin, &cr.name).await.unwrap();
+    assert_eq!(state(&got), pb::ChangeRequestState::Cancelled);
+}
+
 async fn s_add(w: &World, member: &str) {
     w.s.add_member(&w.admin, &w.shop_admins, member).await;
 }
@@ -1667,6 +1775,7 @@ async fn a_watch_on_another_replica_sees_decisions(b: Backend) {
 }
 
 crate::both_backends!(
+    leaving_cancels_open_requests_and_approvals_stop_counting,
     one_party_never_authors_and_approves,
     a_key_rotated_after_approval_stops_the_apply,
     a_watch_on_another_replica_sees_decisions,

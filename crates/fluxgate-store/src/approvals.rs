@@ -241,6 +241,16 @@ pub fn open_in(
         .load(conn)?)
 }
 
+/// Pending or approved (not yet applied) requests submitted by `submitter` (a principal's
+/// resource name).
+pub fn open_by(conn: &mut DbConnection, submitter: &str) -> StoreResult<Vec<ChangeRequest>> {
+    Ok(change_requests::table
+        .filter(change_requests::submitter_id.eq(submitter))
+        .filter(change_requests::state.eq_any(["pending", "approved"]))
+        .select(ChangeRequest::as_select())
+        .load(conn)?)
+}
+
 /// Timings of one request, for approval metrics.
 #[derive(Debug, Clone, PartialEq, Eq, Queryable)]
 pub struct Timing {

@@ -1429,18 +1429,48 @@ pub fn cancel_for_deleted_environments(
     open: Vec<store::ChangeRequest>,
     event: impl Fn(&str) -> audit::NewEvent,
 ) -> ApiResult<()> {
+    cancel_all(tx, open, event, "its environment was deleted")
+}
+
+/// Cancels the open (pending or approved, not yet applied) requests of a submitter who leaves:
+/// deactivated or deleted. Nobody is left to answer for them, so they are not approved, applied
+/// or left hanging; each cancellation is audited. Returns how many.
+pub fn cancel_for_departed_submitter(
+    tx: &mut Tx<'_>,
+    ctx: &RequestCtx,
+    actor: &Principal,
+    submitter: &PrincipalId,
+    why: &str,
+) -> ApiResult<usize> {
+    let open = store::open_by(tx.conn, &submitter.to_string())?;
+    let n = open.len();
+    cancel_all(
+        tx,
+        open,
+        |target| {
+            ctx.event(
+                Some(actor),
+                "change_request.cancelled",
+                "change_request",
+                Some(target.to_owned()),
+            )
+        },
+        why,
+    )?;
+    Ok(n)
+}
+
+fn cancel_all(
+    tx: &mut Tx<'_>,
+    open: Vec<store::ChangeRequest>,
+    event: impl Fn(&str) -> audit::NewEvent,
+    why: &str,
+) -> ApiResult<()> {
     for before in open {
         let mut r = before.clone();
         r.state = RequestState::Cancelled.as_str().into();
         let e = event(&request_name(&r.id));
-        record(
-            tx,
-            &before,
-            r,
-            e,
-            None,
-            Some("its environment was deleted".into()),
-        )?;
+        record(tx, &before, r, e, None, Some(why.into()))?;
     }
     Ok(())
 }

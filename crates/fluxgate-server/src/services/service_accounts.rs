@@ -20,6 +20,7 @@ use crate::convert::{
 };
 use crate::directory::Principal;
 use crate::error::{ApiError, ApiResult};
+use crate::services::approvals::cancel_for_departed_submitter;
 use crate::state::AppState;
 use crate::tokens::{random_token, token_hash};
 
@@ -118,6 +119,13 @@ fn new_key(
         created_by: Some(creator.id.to_string()),
     };
     (key, format_api_key(id, &secret))
+}
+
+/// The account's principal id.
+fn principal_of(id: &str) -> ApiResult<fluxgate_domain::PrincipalId> {
+    id.parse::<ServiceAccountId>()
+        .map(fluxgate_domain::PrincipalId::ServiceAccount)
+        .map_err(|_| ApiError::Internal(format!("bad service account id {id}")))
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -393,6 +401,15 @@ impl ServiceAccountSvc {
                 }
                 store::update(tx.conn, &after, tx.now)?;
                 tx.changed(EntityKind::ServiceAccount, before.id.clone());
+                if before.active && !after.active {
+                    cancel_for_departed_submitter(
+                        tx,
+                        &ctx2,
+                        &p,
+                        &principal_of(&before.id)?,
+                        "its submitter was deactivated",
+                    )?;
+                }
                 let mut e = ctx2.event(
                     Some(&p),
                     "service_account.updated",
@@ -429,6 +446,13 @@ impl ServiceAccountSvc {
             .write(move |tx| {
                 let before = load(tx.conn, &sa.id)?;
                 check_etag(&req.etag, before.version)?;
+                cancel_for_departed_submitter(
+                    tx,
+                    &ctx2,
+                    &p,
+                    &principal_of(&before.id)?,
+                    "its submitter was deleted",
+                )?;
                 for g in groups::remove_principal(tx.conn, "service_account", &before.id)? {
                     groups::touch(tx.conn, &g, tx.now)?;
                     tx.changed(EntityKind::Group, g);

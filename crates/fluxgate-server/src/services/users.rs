@@ -3,7 +3,7 @@
 use std::sync::Arc;
 
 use fluxgate_authz::{Action, Target};
-use fluxgate_domain::{DisplayName, Email, Role, UserId, Username, Violations};
+use fluxgate_domain::{DisplayName, Email, PrincipalId, Role, UserId, Username, Violations};
 use fluxgate_proto::v1 as pb;
 use fluxgate_proto::v1::user_service_server::UserService;
 use fluxgate_store::changes::EntityKind;
@@ -20,6 +20,7 @@ use crate::convert::{
 use crate::directory::Principal;
 use crate::error::{ApiError, ApiResult};
 use crate::mail::Template;
+use crate::services::approvals::cancel_for_departed_submitter;
 use crate::services::password_reset::issue_registration;
 use crate::state::AppState;
 
@@ -413,7 +414,19 @@ impl UserSvc {
                         after.active = false;
                         users::update(tx.conn, &after, tx.now)?;
                         let n = sessions::revoke_all(tx.conn, id, "deactivated", tx.now)?;
-                        ("user.deactivated", Some(format!("{n} session(s) revoked")))
+                        let c = cancel_for_departed_submitter(
+                            tx,
+                            &ctx2,
+                            &p,
+                            &PrincipalId::User(id),
+                            "its submitter was deactivated",
+                        )?;
+                        (
+                            "user.deactivated",
+                            Some(format!(
+                                "{n} session(s) revoked, {c} open change request(s) cancelled"
+                            )),
+                        )
                     }
                     Action::ReactivateUser => {
                         if before.active {
@@ -431,6 +444,14 @@ impl UserSvc {
                                 "only a deactivated user can be deleted: deactivate first".into(),
                             ));
                         }
+                        // Requests left open (deactivated before their cancellation was the rule).
+                        cancel_for_departed_submitter(
+                            tx,
+                            &ctx2,
+                            &p,
+                            &PrincipalId::User(id),
+                            "its submitter was deleted",
+                        )?;
                         // Memberships go with the user (they hold no foreign key).
                         for g in fluxgate_store::groups::remove_principal(
                             tx.conn,
