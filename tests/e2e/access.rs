@@ -890,4 +890,68 @@ crate::both_backends!(
     portfolio_admins_manage_their_portfolio_only,
     service_accounts_authenticate_with_keys,
     portfolio_service_accounts_stay_in_their_portfolio,
+    names_are_no_oracle,
 );
+
+/// The review's finding: any signed-in user learned whether a username exists (NOT_FOUND for an
+/// unknown name, PERMISSION_DENIED or OK for a real one). Callers who may not ask about others get
+/// the same refusal either way; those who may get NOT_FOUND, or for a group filter, no groups.
+async fn names_are_no_oracle(b: Backend) {
+    let s = TestServer::start(b).await;
+    let admin = s.admin_token().await;
+    let shop = s.portfolio(&admin, "Shop").await;
+    let app = s.application(&admin, &shop.name, "web").await;
+    let env = s.environment(&admin, &app.name, "dev").await;
+    let g = s.group(&admin, &shop.name, "Devs", vec![], vec![]).await;
+    s.create_user(&admin, "rita", pb::Role::Requester, PW).await;
+    s.add_member(&admin, &g.name, "users/rita").await;
+    s.create_user(&admin, "sam", pb::Role::Requester, PW).await;
+    let sam = s.login("sam", PW).await.tokens.unwrap().access_token;
+
+    let check = |token: String, who: &str| {
+        let mut client = s.permissions();
+        let req = pb::CheckPermissionRequest {
+            check: Some(pb::PermissionCheck {
+                principal: who.into(),
+                permission: pb::Permission::Read as i32,
+                resource: env.name.clone(),
+            }),
+            min_revision: 0,
+        };
+        async move { client.check_permission(authed(req, &token)).await }
+    };
+    let groups_of = |token: String, who: &str| {
+        let mut client = s.groups();
+        let req = pb::ListGroupsRequest {
+            parent: "portfolios/-".into(),
+            member: who.into(),
+            ..Default::default()
+        };
+        async move { client.list_groups(authed(req, &token)).await }
+    };
+    let mut seen = Vec::new();
+    for who in ["users/rita", "users/nobody-here"] {
+        let a = expect_code(check(sam.clone(), who).await, Code::PermissionDenied);
+        let b = expect_code(groups_of(sam.clone(), who).await, Code::PermissionDenied);
+        seen.push((a.message().to_owned(), b.message().to_owned()));
+    }
+    assert_eq!(
+        seen[0], seen[1],
+        "the same refusal for a real and an unknown name"
+    );
+    // One's own groups, by username, are one's own business.
+    let mine = groups_of(sam.clone(), "users/sam")
+        .await
+        .unwrap()
+        .into_inner();
+    assert!(mine.groups.is_empty());
+    // Those who may ask: the truth.
+    expect_code(
+        check(admin.clone(), "users/nobody-here").await,
+        Code::NotFound,
+    );
+    let none = groups_of(admin.clone(), "users/nobody-here").await.unwrap();
+    assert!(none.into_inner().groups.is_empty());
+    let rita = groups_of(admin.clone(), "users/rita").await.unwrap();
+    assert_eq!(rita.into_inner().groups.len(), 1);
+}

@@ -4,7 +4,7 @@ use std::sync::Arc;
 
 use fluxgate_authz::{Action, Target};
 use fluxgate_domain::{
-    FeaturePermission, PortfolioId, ValuePermission, ValuePermissions, Violations,
+    FeaturePermission, PortfolioId, PrincipalId, ValuePermission, ValuePermissions, Violations,
 };
 use fluxgate_proto::v1 as pb;
 use fluxgate_proto::v1::group_service_server::GroupService;
@@ -667,6 +667,30 @@ impl GroupService for GroupSvc {
         };
         let after = PageToken::decode(&req.page_token, &filter)?;
         self.state.authorize(&p, Action::ReadCatalog, Target::Org)?;
+        // Whose groups: one's own, or (for those who may ask about others) anyone's. Asked
+        // before the name is resolved, so the answer says nothing about whether it exists.
+        let own = match &member {
+            None => true,
+            Some(PrincipalRef::User(UserRef::Id(id))) => p.id == PrincipalId::User(*id),
+            Some(PrincipalRef::User(UserRef::Username(n))) => {
+                matches!(p.id, PrincipalId::User(_))
+                    && self
+                        .state
+                        .directory
+                        .user_by_name(n)
+                        .is_some_and(|u| p.id == PrincipalId::User(u))
+            }
+            Some(PrincipalRef::ServiceAccount(id)) => p.id == PrincipalId::ServiceAccount(*id),
+        };
+        if !own {
+            let target = match &portfolio {
+                Some(po) => Target::Portfolio(po.parse().map_err(|_| {
+                    ApiError::invalid("parent", "must be portfolios/{id} or portfolios/-")
+                })?),
+                None => Target::Org,
+            };
+            self.state.authorize(&p, Action::CheckOthers, target)?;
+        }
         let (groups_out, next) = self
             .state
             .db
@@ -676,12 +700,12 @@ impl GroupService for GroupSvc {
                     Some(PrincipalRef::User(UserRef::Id(id))) => {
                         Some(("user".to_owned(), id.to_string()))
                     }
-                    Some(PrincipalRef::User(UserRef::Username(n))) => {
-                        match users::find_by_username(conn, n)? {
-                            Some(u) => Some(("user".to_owned(), u.id.to_string())),
-                            None => return Err(ApiError::NotFound("no such user".into())),
-                        }
-                    }
+                    // An unknown name has no groups: the same answer as a person in none.
+                    Some(PrincipalRef::User(UserRef::Username(n))) => Some((
+                        "user".to_owned(),
+                        users::find_by_username(conn, n)?
+                            .map_or_else(String::new, |u| u.id.to_string()),
+                    )),
                     Some(PrincipalRef::ServiceAccount(id)) => {
                         Some(("service_account".to_owned(), id.to_string()))
                     }

@@ -131,28 +131,27 @@ impl PermissionSvc {
         name: &str,
         portfolio: Option<PortfolioId>,
     ) -> ApiResult<PrincipalId> {
+        // Resolve, but answer nothing about others until the caller may ask about them: an
+        // unknown name and a known one look the same to a caller who may not ask.
         let id = if name.is_empty() {
-            caller.id
+            Some(caller.id)
         } else {
             match parse_principal(field, name)? {
-                PrincipalRef::User(UserRef::Id(u)) => PrincipalId::User(u),
-                PrincipalRef::User(UserRef::Username(n)) => PrincipalId::User(
-                    self.state
-                        .directory
-                        .user_by_name(&n)
-                        .ok_or_else(|| ApiError::NotFound(format!("no such principal {name}")))?,
-                ),
-                PrincipalRef::ServiceAccount(s) => PrincipalId::ServiceAccount(s),
+                PrincipalRef::User(UserRef::Id(u)) => Some(PrincipalId::User(u)),
+                PrincipalRef::User(UserRef::Username(n)) => {
+                    self.state.directory.user_by_name(&n).map(PrincipalId::User)
+                }
+                PrincipalRef::ServiceAccount(s) => Some(PrincipalId::ServiceAccount(s)),
             }
         };
-        if id != caller.id {
+        if id != Some(caller.id) {
             let target = portfolio.map_or(Target::Org, Target::Portfolio);
             self.state
                 .authorize_in(snap, caller, Action::CheckOthers, target)?;
         }
-        if !snap.has_principal(&id) {
-            return Err(ApiError::NotFound(format!("no such principal {name}")));
-        }
+        let id = id
+            .filter(|id| snap.has_principal(id))
+            .ok_or_else(|| ApiError::NotFound(format!("no such principal {name}")))?;
         Ok(id)
     }
 
