@@ -426,7 +426,63 @@ async fn concurrent_writers_keep_one_valid_chain(b: Backend) {
     assert_eq!(v.events_checked, events.len() as i64);
 }
 
+/// The review's finding: `users/{username}` was silently ignored by the actor and target
+/// filters (an empty answer). It is resolved; a name nobody has is refused.
+async fn usernames_filter_like_ids(b: Backend) {
+    let s = TestServer::start(b).await;
+    let admin = s.admin_token().await;
+    let rita = s.create_user(&admin, "rita", pb::Role::Approver, PW).await;
+    let t = s.login("rita", PW).await.tokens.unwrap().access_token;
+    s.auth()
+        .change_password(authed(
+            pb::ChangePasswordRequest {
+                current_password: PW.into(),
+                new_password: "Another-pass-456".into(),
+            },
+            &t,
+        ))
+        .await
+        .unwrap();
+    let mut audit = s.audit();
+    let list = |actor: &str, target: &str| pb::ListAuditEventsRequest {
+        actor: actor.into(),
+        target: target.into(),
+        page_size: 100,
+        ..Default::default()
+    };
+    for (by_name, by_id) in [
+        (list("users/rita", ""), list(&rita.name, "")),
+        (list("", "users/rita"), list("", &rita.name)),
+        (list("users/RITA", ""), list(&rita.name, "")),
+    ] {
+        let a = audit
+            .list_audit_events(authed(by_name, &admin))
+            .await
+            .unwrap()
+            .into_inner();
+        let b = audit
+            .list_audit_events(authed(by_id, &admin))
+            .await
+            .unwrap()
+            .into_inner();
+        assert!(!a.events.is_empty());
+        assert_eq!(a.events, b.events);
+    }
+    for (actor, target, field) in [
+        ("users/nobody", "", "actor"),
+        ("", "users/nobody", "target"),
+    ] {
+        expect_invalid(
+            audit
+                .list_audit_events(authed(list(actor, target), &admin))
+                .await,
+            field,
+        );
+    }
+}
+
 crate::both_backends!(
+    usernames_filter_like_ids,
     concurrent_writers_keep_one_valid_chain,
     queries_filter_and_page,
     verification_finds_the_first_edited_event,
