@@ -62,6 +62,19 @@ impl Server {
                 "password_hashing is below the OWASP minimum (19 MiB, t=2): for tests only"
             );
         }
+        // Bind first: a busy port must fail before the first start writes the bootstrap admin,
+        // whose password is printed once, after binding.
+        let listener = TcpListener::bind(config.listen)
+            .await
+            .map_err(|e| anyhow::anyhow!("cannot listen on {}: {e}", config.listen))?;
+        let metrics_listener = match config.metrics_listen {
+            Some(addr) => Some(
+                TcpListener::bind(addr)
+                    .await
+                    .map_err(|e| anyhow::anyhow!("cannot listen on {addr} (metrics): {e}"))?,
+            ),
+            None => None,
+        };
         let store = Store::open(
             &config.database_url,
             &PoolOptions {
@@ -82,11 +95,6 @@ impl Server {
         let tls = tls_config(&config.tls)?;
         let db = Db::new(store);
         let directory = Directory::load(db.clone()).await?;
-        let listener = TcpListener::bind(config.listen).await?;
-        let metrics_listener = match config.metrics_listen {
-            Some(addr) => Some(TcpListener::bind(addr).await?),
-            None => None,
-        };
         let state = Arc::new(AppState {
             config,
             db,

@@ -114,3 +114,49 @@ fn bad_configuration_is_reported() {
     assert!(!out.status.success());
     assert!(String::from_utf8_lossy(&out.stderr).contains("unsupported database url"));
 }
+
+/// The review's finding: on a fresh database, a start whose port was taken wrote the bootstrap
+/// admin and then failed to bind, so its password was never printed. The port is bound first.
+fn busy_port_keeps_the_bootstrap(db: &str) {
+    let taken = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let addr = taken.local_addr().unwrap().to_string();
+    let out = command(db, &["serve"])
+        .env("FLUXGATE_LISTEN", &addr)
+        .output()
+        .unwrap();
+    assert!(!out.status.success());
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(err.contains(&format!("cannot listen on {addr}")), "{err}");
+    assert!(!String::from_utf8_lossy(&out.stdout).contains("password:"));
+    drop(taken);
+    // The next start is still the first: it creates the admin and prints the password.
+    let first = serve(db);
+    let password = first.password().expect("bootstrap password printed");
+    first.login("admin", &password).unwrap();
+    first.terminate();
+}
+
+#[test]
+fn busy_port_keeps_the_bootstrap_on_sqlite() {
+    let dir = tempfile::tempdir().unwrap();
+    busy_port_keeps_the_bootstrap(&format!("sqlite://{}", dir.path().join("fg.db").display()));
+}
+
+#[test]
+fn busy_port_keeps_the_bootstrap_on_postgres() {
+    if let Some(schema) = fluxgate_store::testing::fresh_postgres() {
+        busy_port_keeps_the_bootstrap(&schema.url);
+    }
+}
+
+/// A SQLite path in a folder that does not exist: one clear sentence, not a pool's retries.
+#[test]
+fn missing_sqlite_folder_is_one_sentence() {
+    let dir = tempfile::tempdir().unwrap();
+    let db = format!("sqlite://{}", dir.path().join("nope/fg.db").display());
+    let out = command(&db, &["serve"]).output().unwrap();
+    assert!(!out.status.success());
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(err.contains("does not exist"), "{err}");
+    assert!(err.lines().count() <= 3, "{err}");
+}
