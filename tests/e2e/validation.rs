@@ -859,7 +859,54 @@ async fn access_model_rpcs_validate_their_input(b: Backend) {
     assert_eq!(fingerprint(&s), before, "refused calls changed nothing");
 }
 
+/// The review's finding: a 1 MB etag came back inside an ~875 KB ABORTED message, which clients
+/// refuse (they saw RESOURCE_EXHAUSTED). Every message is clipped, in one place.
+async fn echoed_input_is_clipped(b: Backend) {
+    let s = TestServer::start(b).await;
+    let admin = s.admin_token().await;
+    let u = s
+        .create_user(&admin, "rita", pb::Role::Requester, "Someone-pw-123")
+        .await;
+    let huge = format!("W/\"{}\"", "9".repeat(900_000));
+    let st = s
+        .users()
+        .update_user(authed(
+            pb::UpdateUserRequest {
+                user: Some(pb::User {
+                    name: u.name.clone(),
+                    display_name: "Rita R".into(),
+                    etag: huge.clone(),
+                    ..Default::default()
+                }),
+                update_mask: Some(FieldMask {
+                    paths: vec!["display_name".into()],
+                }),
+            },
+            &admin,
+        ))
+        .await
+        .unwrap_err();
+    assert!(
+        matches!(
+            st.code(),
+            tonic::Code::Aborted | tonic::Code::InvalidArgument
+        ),
+        "{:?}",
+        st.code()
+    );
+    assert!(st.message().len() < 2048, "{} bytes", st.message().len());
+    let name = format!("users/{}", "x".repeat(900_000));
+    let st = s
+        .users()
+        .get_user(authed(pb::GetUserRequest { name }, &admin))
+        .await
+        .unwrap_err();
+    assert_ne!(st.code(), tonic::Code::ResourceExhausted);
+    assert!(st.message().len() < 2048, "{} bytes", st.message().len());
+}
+
 crate::both_backends!(
+    echoed_input_is_clipped,
     every_rpc_validates_its_input,
     access_model_rpcs_validate_their_input
 );

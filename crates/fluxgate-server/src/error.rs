@@ -82,14 +82,27 @@ const MAX_MESSAGE_CHARS: usize = 1024;
 const MAX_VIOLATION_CHARS: usize = 120;
 
 fn clip(s: &mut String) {
-    if s.len() > MAX_VIOLATION_CHARS {
-        let mut end = MAX_VIOLATION_CHARS;
+    clip_to(s, MAX_VIOLATION_CHARS);
+}
+
+/// Cuts `s` to at most `max` bytes (on a character boundary), marking the cut with how much
+/// was left out. Messages echo input (an etag, a name), and a client's 1 MB value must not come
+/// back as a 1 MB status: every message passes through here.
+fn clip_to(s: &mut String, max: usize) {
+    if s.len() > max {
+        let mut end = max;
         while !s.is_char_boundary(end) {
             end -= 1;
         }
+        let cut = s.len() - end;
         s.truncate(end);
-        s.push('…');
+        s.push_str(&format!("… ({cut} more bytes)"));
     }
+}
+
+fn clipped(mut s: String) -> String {
+    clip_to(&mut s, MAX_MESSAGE_CHARS);
+    s
 }
 
 impl From<ApiError> for Status {
@@ -115,6 +128,7 @@ impl From<ApiError> for Status {
                     }
                     .to_string();
                 }
+                clip_to(&mut message, MAX_MESSAGE_CHARS);
                 if total > shown {
                     message.push_str(&format!(
                         " (and {} more; {} in the details)",
@@ -133,15 +147,15 @@ impl From<ApiError> for Status {
                     ErrorDetails::with_bad_request(violations),
                 )
             }
-            ApiError::Unauthenticated(m) => Status::unauthenticated(m),
-            ApiError::PermissionDenied(m) => Status::permission_denied(m),
-            ApiError::NotFound(m) => Status::not_found(m),
-            ApiError::AlreadyExists(m) => Status::already_exists(m),
-            ApiError::FailedPrecondition(m) => Status::failed_precondition(m),
-            ApiError::Aborted(m) => Status::aborted(m),
+            ApiError::Unauthenticated(m) => Status::unauthenticated(clipped(m)),
+            ApiError::PermissionDenied(m) => Status::permission_denied(clipped(m)),
+            ApiError::NotFound(m) => Status::not_found(clipped(m)),
+            ApiError::AlreadyExists(m) => Status::already_exists(clipped(m)),
+            ApiError::FailedPrecondition(m) => Status::failed_precondition(clipped(m)),
+            ApiError::Aborted(m) => Status::aborted(clipped(m)),
             e @ ApiError::IdempotencyKeyTaken => Status::aborted(e.to_string()),
-            ApiError::ResourceExhausted(m) => Status::resource_exhausted(m),
-            ApiError::Unavailable(m) => Status::unavailable(m),
+            ApiError::ResourceExhausted(m) => Status::resource_exhausted(clipped(m)),
+            ApiError::Unavailable(m) => Status::unavailable(clipped(m)),
             ApiError::Internal(detail) => {
                 tracing::error!(%detail, "internal error");
                 Status::internal("internal error")
