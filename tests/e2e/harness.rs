@@ -49,6 +49,8 @@ pub struct TestServer {
     /// The metrics endpoint, when configured (`metrics_listen`).
     pub metrics_addr: Option<std::net::SocketAddr>,
     pub channel: Channel,
+    /// The server's directory, for fault injection.
+    pub directory: Arc<fluxgate_server::directory::Directory>,
     shutdown: Option<oneshot::Sender<()>>,
     task: Option<tokio::task::JoinHandle<anyhow::Result<()>>>,
     _dir: Option<tempfile::TempDir>,
@@ -105,6 +107,7 @@ impl TestServer {
         let server = Server::bind(config).await.expect("server starts");
         let addr = server.local_addr().unwrap();
         let metrics_addr = server.metrics_addr();
+        let directory = server.directory();
         let (tx, rx) = oneshot::channel::<()>();
         let task = tokio::spawn(server.run(async move {
             let _ = rx.await;
@@ -118,6 +121,7 @@ impl TestServer {
             database_url,
             addr,
             metrics_addr,
+            directory,
             channel,
             shutdown: Some(tx),
             task: Some(task),

@@ -11,6 +11,7 @@ mod approvals;
 mod audit;
 mod auth;
 mod authz_matrix;
+mod commits;
 mod db_outage;
 mod hostile_tokens;
 mod idempotency;

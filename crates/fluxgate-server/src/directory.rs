@@ -555,6 +555,8 @@ pub struct Directory {
     sync_lock: Mutex<std::time::Instant>,
     /// Ids of change requests that changed (`*`: possibly any), for their watchers.
     requests: tokio::sync::broadcast::Sender<Arc<str>>,
+    /// Syncs still to fail on purpose (fault injection for tests; zero in service).
+    failing_syncs: std::sync::atomic::AtomicUsize,
 }
 
 /// What [`Directory::watch_requests`] announces when it cannot say which requests changed.
@@ -569,6 +571,7 @@ impl Directory {
             inner: RwLock::new(inner),
             sync_lock: Mutex::new(std::time::Instant::now()),
             requests: tokio::sync::broadcast::channel(1024).0,
+            failing_syncs: std::sync::atomic::AtomicUsize::new(0),
         }))
     }
 
@@ -643,8 +646,36 @@ impl Directory {
         self.read().principal(id)
     }
 
+    /// After a committed write: brings the directory up to date so the caller reads its own
+    /// write. The one policy for a sync that fails then: the write is durable, so the call
+    /// still succeeds (answering an error would make the client retry a write that happened);
+    /// the failure is logged, and the poll loop catches up within `directory_poll_ms`.
+    pub async fn settle(&self) {
+        if let Err(e) = self.sync().await {
+            tracing::warn!(error = %e, "directory sync after a committed write failed; the poll loop will catch up");
+        }
+    }
+
+    /// Makes the next `n` syncs fail, as a database outage between a commit and its sync would
+    /// (for the tests of [`Directory::settle`]).
+    #[doc(hidden)]
+    pub fn fail_next_syncs(&self, n: usize) {
+        self.failing_syncs
+            .store(n, std::sync::atomic::Ordering::SeqCst);
+    }
+
     /// Brings the directory up to the newest revision in the database.
     pub async fn sync(&self) -> ApiResult<i64> {
+        use std::sync::atomic::Ordering;
+        if self
+            .failing_syncs
+            .fetch_update(Ordering::SeqCst, Ordering::SeqCst, |n| n.checked_sub(1))
+            .is_ok()
+        {
+            return Err(ApiError::Unavailable(
+                "the database is unavailable; retry later".into(),
+            ));
+        }
         let mut started = self.sync_lock.lock().await;
         *started = std::time::Instant::now();
         let from = self.revision();

@@ -114,6 +114,11 @@ impl Server {
         })
     }
 
+    /// The server's directory (the tests inject faults through it).
+    pub fn directory(&self) -> Arc<crate::directory::Directory> {
+        self.state.directory.clone()
+    }
+
     pub fn local_addr(&self) -> std::io::Result<SocketAddr> {
         self.listener.local_addr()
     }

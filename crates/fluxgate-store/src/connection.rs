@@ -39,18 +39,6 @@ impl Backend {
                 "{url:?}: use postgres://…, sqlite://PATH or a file path"
             )));
         }
-        let dir = std::path::Path::new(path)
-            .parent()
-            .filter(|d| !d.as_os_str().is_empty());
-        if let Some(dir) = dir
-            && !dir.is_dir()
-        {
-            return Err(StoreError::BadUrl(format!(
-                "{url:?}: the folder {} does not exist; create it, or point database_url \
-                 elsewhere",
-                dir.display()
-            )));
-        }
         Ok((Backend::Sqlite, path.to_owned()))
     }
 

@@ -115,6 +115,20 @@ impl Store {
     /// Opens a pool on the database named by `url`. Creates a SQLite file if needed.
     pub fn open(url: &str, options: &PoolOptions) -> StoreResult<Store> {
         let (backend, driver_url) = Backend::from_url(url)?;
+        if backend == Backend::Sqlite {
+            let dir = std::path::Path::new(&driver_url)
+                .parent()
+                .filter(|d| !d.as_os_str().is_empty());
+            if let Some(dir) = dir
+                && !dir.is_dir()
+            {
+                return Err(StoreError::BadUrl(format!(
+                    "{url:?}: the folder {} does not exist; create it, or point database_url \
+                     elsewhere",
+                    dir.display()
+                )));
+            }
+        }
         let manager = Manager::new(backend, driver_url, options.sqlite_busy_timeout);
         let pool = r2d2::Pool::builder()
             .max_size(options.max_size.max(1))

@@ -540,11 +540,7 @@ impl ApprovalSvc {
         f: impl FnOnce(&mut Tx<'_>) -> ApiResult<T> + Send + 'static,
     ) -> ApiResult<(T, Option<i64>)> {
         let committed = self.state.db.write(f).await?;
-        // The write is durable: a failed sync must not make the client retry it. The poll
-        // loop catches up.
-        if let Err(e) = self.state.directory.sync().await {
-            tracing::warn!(error = %e, "directory sync after a change request write failed");
-        }
+        self.state.directory.settle().await;
         Ok((committed.value, committed.revision))
     }
 
@@ -1418,7 +1414,7 @@ pub async fn expire_due(state: &AppState) -> ApiResult<usize> {
             Ok::<_, ApiError>(n)
         })
         .await?;
-    state.directory.sync().await?;
+    state.directory.settle().await;
     Ok(committed.value)
 }
 

@@ -174,7 +174,7 @@ impl AuthSvc {
                 Ok((issued, user))
             })
             .await?;
-        st.directory.sync().await?;
+        st.directory.settle().await;
         let (issued, user) = committed.value;
         st.metrics.login(LoginOutcome::Success);
         tracing::info!(user = %user.username, session = %issued.session_id, "login");
@@ -328,7 +328,7 @@ impl AuthSvc {
                 Ok(Some((issued, user.id)))
             })
             .await?;
-        st.directory.sync().await?;
+        st.directory.settle().await;
         let Some((issued, uid)) = committed.value else {
             return Err(ApiError::Unauthenticated(
                 "refresh token is invalid, expired, already used or its session has ended".into(),
@@ -368,7 +368,7 @@ impl AuthSvc {
                 Ok(())
             })
             .await?;
-        st.directory.sync().await?;
+        st.directory.settle().await;
         Ok(reply(pb::LogoutResponse {}, &ctx, committed.revision))
     }
 
@@ -472,7 +472,7 @@ impl AuthSvc {
                 Ok((issued, u))
             })
             .await?;
-        st.directory.sync().await?;
+        st.directory.settle().await;
         let (issued, user) = committed.value;
         let tokens = st.session_tokens(uid, &issued)?;
         Ok(reply(

@@ -340,7 +340,7 @@ impl CatalogSvc {
                 Ok((item, path, admin))
             })
             .await?;
-        st.directory.sync().await?;
+        st.directory.settle().await;
         let (item, path, admin) = committed.value;
         Ok((item, path, admin, committed.revision))
     }
@@ -513,7 +513,7 @@ impl CatalogSvc {
                 Ok((fresh, path, admin))
             })
             .await?;
-        st.directory.sync().await?;
+        st.directory.settle().await;
         let (item, path, admin) = committed.value;
         Ok((item, path, admin, committed.revision))
     }
@@ -639,7 +639,7 @@ impl CatalogSvc {
                 Ok(())
             })
             .await?;
-        st.directory.sync().await?;
+        st.directory.settle().await;
         Ok(committed.revision)
     }
 }

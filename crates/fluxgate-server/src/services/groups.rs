@@ -393,7 +393,7 @@ impl GroupSvc {
                 group_pb(tx.conn, &g)
             })
             .await?;
-        st.directory.sync().await?;
+        st.directory.settle().await;
         Ok(reply(
             pb::CreateGroupResponse {
                 group: Some(committed.value),
@@ -499,7 +499,7 @@ impl GroupSvc {
             .await?;
         let (group, changed) = committed.value;
         if changed {
-            st.directory.sync().await?;
+            st.directory.settle().await;
         }
         Ok(reply(
             pb::UpdateGroupResponse { group: Some(group) },
@@ -550,7 +550,7 @@ impl GroupSvc {
                 Ok(())
             })
             .await?;
-        st.directory.sync().await?;
+        st.directory.settle().await;
         Ok(reply(pb::DeleteGroupResponse {}, &ctx, committed.revision))
     }
 
@@ -608,7 +608,7 @@ impl GroupSvc {
                 group_pb(tx.conn, &fresh)
             })
             .await?;
-        st.directory.sync().await?;
+        st.directory.settle().await;
         Ok((committed.value, committed.revision))
     }
 }

@@ -260,7 +260,7 @@ impl PasswordResetSvc {
             })
             .await?;
         st.mailer.wake();
-        st.directory.sync().await?;
+        st.directory.settle().await;
         Ok(reply(
             pb::ResetUserPasswordResponse {
                 user: Some(user_to_proto(&committed.value)),
@@ -435,7 +435,7 @@ impl PasswordResetSvc {
                 Ok((u, revoked))
             })
             .await?;
-        st.directory.sync().await?;
+        st.directory.settle().await;
         Ok(committed.value)
     }
 

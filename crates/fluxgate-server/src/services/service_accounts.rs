@@ -241,7 +241,7 @@ impl ServiceAccountSvc {
                 Ok(sa)
             })
             .await?;
-        st.directory.sync().await?;
+        st.directory.settle().await;
         Ok(reply(
             pb::CreateServiceAccountResponse {
                 service_account: Some(sa_pb(&committed.value)),
@@ -422,7 +422,7 @@ impl ServiceAccountSvc {
                 load(tx.conn, &before.id)
             })
             .await?;
-        st.directory.sync().await?;
+        st.directory.settle().await;
         Ok(reply(
             pb::UpdateServiceAccountResponse {
                 service_account: Some(sa_pb(&committed.value)),
@@ -470,7 +470,7 @@ impl ServiceAccountSvc {
                 Ok(())
             })
             .await?;
-        st.directory.sync().await?;
+        st.directory.settle().await;
         Ok(reply(
             pb::DeleteServiceAccountResponse {},
             &ctx,
@@ -523,7 +523,7 @@ impl ServiceAccountSvc {
                 Ok((key, secret))
             })
             .await?;
-        st.directory.sync().await?;
+        st.directory.settle().await;
         let (key, secret) = committed.value;
         Ok(reply(
             pb::CreateServiceAccountKeyResponse {
@@ -593,7 +593,7 @@ impl ServiceAccountSvc {
                 Ok((old, fresh))
             })
             .await?;
-        st.directory.sync().await?;
+        st.directory.settle().await;
         let (old, fresh) = committed.value;
         Ok((old, fresh, committed.revision))
     }

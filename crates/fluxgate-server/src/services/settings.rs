@@ -242,7 +242,7 @@ impl SettingsSvc {
                 settings::load(tx.conn)?.ok_or_else(|| ApiError::Internal("no settings".into()))
             })
             .await?;
-        st.directory.sync().await?;
+        st.directory.settle().await;
         Ok(reply(
             pb::UpdateSettingsResponse {
                 settings: Some(settings_to_proto(&committed.value)),

@@ -201,7 +201,7 @@ impl UserSvc {
             })
             .await?;
         st.mailer.wake();
-        st.directory.sync().await?;
+        st.directory.settle().await;
         let (user, link) = &committed.value;
         Ok(reply(
             pb::CreateUserResponse {
@@ -369,7 +369,7 @@ impl UserSvc {
                 Ok((fresh, true))
             })
             .await?;
-        st.directory.sync().await?;
+        st.directory.settle().await;
         let (user, _changed) = committed.value;
         Ok(reply(
             pb::UpdateUserResponse {
@@ -481,7 +481,7 @@ impl UserSvc {
                 Ok(users::find(tx.conn, id)?)
             })
             .await?;
-        st.directory.sync().await?;
+        st.directory.settle().await;
         Ok((committed.value, committed.revision))
     }
 }
