@@ -891,6 +891,7 @@ crate::both_backends!(
     service_accounts_authenticate_with_keys,
     portfolio_service_accounts_stay_in_their_portfolio,
     names_are_no_oracle,
+    bad_grants_never_wait_for_the_write_lock,
 );
 
 /// The review's finding: any signed-in user learned whether a username exists (NOT_FOUND for an
@@ -954,4 +955,75 @@ async fn names_are_no_oracle(b: Backend) {
     assert!(none.into_inner().groups.is_empty());
     let rita = groups_of(admin.clone(), "users/rita").await.unwrap();
     assert_eq!(rita.into_inner().groups.len(), 1);
+}
+
+/// The review's finding: an UpdateGroup with 6,000 grants naming unknown environments held the
+/// store-wide write lock for seconds before answering INVALID_ARGUMENT. The grants are bounded,
+/// and checked before the write: with the write lock held elsewhere, bad grants are still
+/// refused at once.
+async fn bad_grants_never_wait_for_the_write_lock(b: Backend) {
+    let s = TestServer::start(b).await;
+    let admin = s.admin_token().await;
+    let shop = s.portfolio(&admin, "Shop").await;
+    let app = s.application(&admin, &shop.name, "web").await;
+    let g = s.group(&admin, &shop.name, "Devs", vec![], vec![]).await;
+    let update = |n: usize| pb::UpdateGroupRequest {
+        group: Some(pb::Group {
+            name: g.name.clone(),
+            environment_grants: (0..n)
+                .map(|_| {
+                    env_grant(
+                        &format!("{}/environments/{}", app.name, uuid::Uuid::now_v7()),
+                        &[pb::ValuePermission::Read],
+                    )
+                })
+                .collect(),
+            ..Default::default()
+        }),
+        update_mask: Some(FieldMask {
+            paths: vec!["environment_grants".into()],
+        }),
+    };
+    expect_invalid(
+        s.groups().update_group(authed(update(6_000), &admin)).await,
+        "group.environment_grants",
+    );
+
+    // Another writer holds the write lock until told to let go.
+    let store = s.store();
+    let (held_tx, held_rx) = std::sync::mpsc::channel::<()>();
+    let (release_tx, release_rx) = std::sync::mpsc::channel::<()>();
+    let holder = tokio::task::spawn_blocking(move || {
+        store
+            .write(|_tx| {
+                held_tx.send(()).unwrap();
+                release_rx.recv().unwrap();
+                Ok::<_, fluxgate_store::StoreError>(())
+            })
+            .unwrap();
+    });
+    held_rx.recv().unwrap();
+    let refused = tokio::time::timeout(
+        std::time::Duration::from_secs(20),
+        s.groups().update_group(authed(update(2_000), &admin)),
+    )
+    .await
+    .expect("bad grants are refused without waiting for the write lock");
+    expect_invalid(refused, "group.environment_grants[0].environment");
+    release_tx.send(()).unwrap();
+    holder.await.unwrap();
+    let after = s
+        .groups()
+        .get_group(authed(
+            pb::GetGroupRequest {
+                name: g.name.clone(),
+            },
+            &admin,
+        ))
+        .await
+        .unwrap()
+        .into_inner()
+        .group
+        .unwrap();
+    assert_eq!(after.etag, g.etag, "nothing was written");
 }

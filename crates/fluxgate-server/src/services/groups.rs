@@ -114,12 +114,32 @@ fn group_pbs(conn: &mut DbConnection, gs: &[groups::Group]) -> ApiResult<Vec<pb:
 type AppGrants = Vec<(String, String, String)>; // (portfolio, app, permission)
 type EnvGrants = Vec<(String, String, String, i32)>; // (portfolio, app, env, bits)
 
+/// Most grants one request may set: more than a portfolio has applications or environments,
+/// few enough that a request is validated in milliseconds.
+const MAX_APPLICATION_GRANTS: usize = 1_000;
+const MAX_ENVIRONMENT_GRANTS: usize = 5_000;
+
 fn parse_grants(
     v: &mut Violations,
     app_grants: &[pb::ApplicationGrant],
     env_grants: &[pb::EnvironmentGrant],
 ) -> (AppGrants, EnvGrants) {
     let mut apps: AppGrants = Vec::new();
+    if app_grants.len() > MAX_APPLICATION_GRANTS {
+        v.add(
+            "group.application_grants",
+            format!("at most {MAX_APPLICATION_GRANTS} grants"),
+        );
+        return (Vec::new(), Vec::new());
+    }
+    if env_grants.len() > MAX_ENVIRONMENT_GRANTS {
+        v.add(
+            "group.environment_grants",
+            format!("at most {MAX_ENVIRONMENT_GRANTS} grants"),
+        );
+        return (Vec::new(), Vec::new());
+    }
+    let mut seen = std::collections::HashSet::new();
     for (i, g) in app_grants.iter().enumerate() {
         let at = format!("group.application_grants[{i}]");
         let ids = match field(
@@ -144,7 +164,7 @@ fn parse_grants(
                 continue;
             }
         };
-        if apps.iter().any(|(_, a, _)| *a == ids[1].to_string()) {
+        if !seen.insert(ids[1]) {
             v.add(format!("{at}.application"), "appears twice");
             continue;
         }
@@ -188,7 +208,7 @@ fn parse_grants(
             );
             continue;
         }
-        if envs.iter().any(|(_, _, e, _)| *e == ids[2].to_string()) {
+        if !seen.insert(ids[2]) {
             v.add(format!("{at}.environment"), "appears twice");
             continue;
         }
@@ -202,7 +222,10 @@ fn parse_grants(
     (apps, envs)
 }
 
-/// Checks that every granted application and environment exists in the group's portfolio.
+/// Checks that every granted application and environment exists in the group's portfolio, in
+/// two queries whatever the number of grants. Run once before the write (so that bad input
+/// never waits for, or holds, the write lock) and again inside it (the catalog may have changed
+/// in between).
 fn check_grant_targets(
     conn: &mut DbConnection,
     portfolio: &str,
@@ -210,21 +233,34 @@ fn check_grant_targets(
     envs: &EnvGrants,
 ) -> ApiResult<()> {
     let mut v = Violations::new();
+    if apps.is_empty() && envs.is_empty() {
+        return Ok(());
+    }
+    let apps_here: std::collections::HashSet<String> =
+        catalog::application_parents(conn, Some(portfolio))?
+            .into_iter()
+            .map(|(a, _)| a)
+            .collect();
     for (i, (p, a, _)) in apps.iter().enumerate() {
-        let found = catalog::find(conn, Kind::Application, a)?;
-        if p != portfolio || found.and_then(|x| x.parent_id).as_deref() != Some(portfolio) {
+        if p != portfolio || !apps_here.contains(a) {
             v.add(
                 format!("group.application_grants[{i}].application"),
                 "is not an application of the group's portfolio",
             );
         }
     }
+    let env_ids: Vec<String> = envs.iter().map(|(_, _, e, _)| e.clone()).collect();
+    let env_app: std::collections::HashMap<String, String> = if env_ids.is_empty() {
+        Default::default()
+    } else {
+        catalog::environment_applications(conn, &env_ids)?
+            .into_iter()
+            .collect()
+    };
     for (i, (p, a, e, _)) in envs.iter().enumerate() {
-        let env = catalog::find(conn, Kind::Environment, e)?;
-        let app = catalog::find(conn, Kind::Application, a)?;
         let ok = p == portfolio
-            && env.and_then(|x| x.parent_id).as_deref() == Some(a.as_str())
-            && app.and_then(|x| x.parent_id).as_deref() == Some(portfolio);
+            && env_app.get(e).map(String::as_str) == Some(a.as_str())
+            && apps_here.contains(a);
         if !ok {
             v.add(
                 format!("group.environment_grants[{i}].environment"),
@@ -233,6 +269,19 @@ fn check_grant_targets(
         }
     }
     Ok(v.finish()?)
+}
+
+/// [`check_grant_targets`] on a read connection, before any write.
+async fn precheck_grant_targets(
+    st: &AppState,
+    portfolio: &str,
+    apps: &AppGrants,
+    envs: &EnvGrants,
+) -> ApiResult<()> {
+    let (portfolio, apps, envs) = (portfolio.to_owned(), apps.clone(), envs.clone());
+    st.db
+        .read(move |conn| check_grant_targets(conn, &portfolio, &apps, &envs))
+        .await
 }
 
 fn stored_grants(conn: &mut DbConnection, g: &str) -> ApiResult<serde_json::Value> {
@@ -341,6 +390,7 @@ impl GroupSvc {
             ));
         };
         self.target(&p, Action::ManageGroups, &portfolio)?;
+        precheck_grant_targets(st, &portfolio, &apps, &envs).await?;
         let ctx2 = ctx.clone();
         let committed = st
             .db
@@ -439,6 +489,14 @@ impl GroupSvc {
         v.finish()?;
         let (set_apps, set_envs) = (has("application_grants"), has("environment_grants"));
         self.target(&p, Action::ManageGroups, &portfolio)?;
+        let (none_a, none_e): (AppGrants, EnvGrants) = (Vec::new(), Vec::new());
+        precheck_grant_targets(
+            st,
+            &portfolio,
+            if set_apps { &apps } else { &none_a },
+            if set_envs { &envs } else { &none_e },
+        )
+        .await?;
         let etag_given = g.etag;
         let ctx2 = ctx.clone();
         let committed = st
