@@ -104,6 +104,7 @@ impl Server {
             mailer,
             metrics: Arc::new(crate::metrics::Metrics::new()),
             stopping: tokio::sync::watch::channel(false).0,
+            refused_logins: Default::default(),
         });
         Ok(Server {
             listener,
@@ -331,6 +332,9 @@ async fn poll_directory(state: Arc<AppState>, every: Duration) {
                 "closed change requests past their time to live"
             ),
             Err(e) => tracing::warn!(error = %e, "expiring change requests failed"),
+        }
+        if let Err(e) = crate::services::auth::flush_refused_logins(&state).await {
+            tracing::warn!(error = %e, "recording refused logins failed");
         }
         n += 1;
         if n.is_multiple_of(60) {

@@ -23,4 +23,6 @@ pub struct AppState {
     /// Turns true when the server starts shutting down, so that long-lived streams end
     /// instead of holding the graceful shutdown open.
     pub stopping: tokio::sync::watch::Sender<bool>,
+    /// Logins refused during a lockout, counted until the poll loop records them.
+    pub refused_logins: crate::services::auth::RefusedLogins,
 }

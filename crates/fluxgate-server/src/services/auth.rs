@@ -41,6 +41,104 @@ enum Failure {
     Locked,
 }
 
+/// How a failed login names its subject in the audit trail: an account by its resource name and
+/// username; a name that matches no account never verbatim (it may be a password typed into the
+/// wrong box), only by a digest a query can filter on (`logins/{digest}`) and its first
+/// character.
+fn failed_login_subject(user: Option<&users::User>, login: &str) -> (String, String) {
+    match user {
+        Some(u) => (format!("users/{}", u.id), format!("{:?}", u.username)),
+        None => {
+            let digest = token_hash(&login.to_lowercase());
+            let first: String = login.chars().take(1).collect();
+            (
+                format!("logins/{}", &digest[..16]),
+                format!("unknown login {first:?}… (logins/{})", &digest[..16]),
+            )
+        }
+    }
+}
+
+/// Login attempts refused during a lockout and not yet in the audit trail. The first refusal of
+/// each second per subject is recorded at once; the others are counted here (a flood of locked
+/// attempts must not become a write per request) and recorded by the poll loop as one event with
+/// their count ([`flush_refused_logins`]).
+#[derive(Debug, Default)]
+pub struct RefusedLogins {
+    pending: std::sync::Mutex<std::collections::HashMap<String, Refused>>,
+}
+
+#[derive(Debug)]
+struct Refused {
+    target: String,
+    shown: String,
+    count: u64,
+    first_at: i64,
+    peer: Option<String>,
+}
+
+impl RefusedLogins {
+    fn add(&self, subject: String, target: String, shown: String, now: i64, peer: Option<String>) {
+        let mut p = self.pending.lock().unwrap_or_else(|e| e.into_inner());
+        p.entry(subject)
+            .or_insert(Refused {
+                target,
+                shown,
+                count: 0,
+                first_at: now,
+                peer,
+            })
+            .count += 1;
+    }
+
+    fn take(&self, subject: &str) -> Option<Refused> {
+        self.pending
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .remove(subject)
+    }
+
+    fn take_all(&self) -> Vec<Refused> {
+        self.pending
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .drain()
+            .map(|(_, r)| r)
+            .collect()
+    }
+}
+
+/// Records the counted refusals (see [`RefusedLogins`]): one audit event per subject.
+pub async fn flush_refused_logins(state: &AppState) -> ApiResult<usize> {
+    let all = state.refused_logins.take_all();
+    let n = all.len();
+    if n == 0 {
+        return Ok(0);
+    }
+    state
+        .db
+        .write(move |tx| {
+            for r in all {
+                let e = audit::NewEvent {
+                    action: "auth.login".into(),
+                    target_type: "user".into(),
+                    target_id: Some(r.target),
+                    outcome: "failure".into(),
+                    detail: Some(format!(
+                        "locked out: {}; {} attempt(s) refused since {} µs",
+                        r.shown, r.count, r.first_at
+                    )),
+                    peer_addr: r.peer,
+                    ..Default::default()
+                };
+                audit::append(tx.conn, e, tx.now)?;
+            }
+            Ok(())
+        })
+        .await?;
+    Ok(n)
+}
+
 impl AuthSvc {
     async fn login(
         &self,
@@ -103,7 +201,16 @@ impl AuthSvc {
             } else {
                 LoginOutcome::Failure
             });
-            if !(locked && recorded_recently) {
+            if locked && recorded_recently {
+                let (target, shown) = failed_login_subject(user.as_ref(), &req.username);
+                st.refused_logins.add(
+                    subject,
+                    target,
+                    shown,
+                    now,
+                    ctx.peer_ip().map(|a| a.to_string()),
+                );
+            } else {
                 self.record_failure(&ctx, user.as_ref(), &req.username, subject, failure)
                     .await?;
             }
@@ -204,17 +311,23 @@ impl AuthSvc {
             .settings
             .lockout_policy
             .clone();
-        let mut e = ctx.event(
-            None,
-            "auth.login",
-            "user",
-            user.map(|u| format!("users/{}", u.id)),
-        );
+        let (target, shown) = failed_login_subject(user, login);
+        let mut e = ctx.event(None, "auth.login", "user", Some(target));
         e.outcome = "failure".into();
-        let login: String = login.chars().take(254).collect();
+        let earlier = self
+            .state
+            .refused_logins
+            .take(&subject)
+            .map(|r| {
+                format!(
+                    "; {} earlier attempt(s) refused since {} µs",
+                    r.count, r.first_at
+                )
+            })
+            .unwrap_or_default();
         e.detail = Some(match failure {
-            Failure::Locked => format!("locked out: {login:?}"),
-            Failure::BadCredentials => format!("bad credentials: {login:?}"),
+            Failure::Locked => format!("locked out: {shown}{earlier}"),
+            Failure::BadCredentials => format!("bad credentials: {shown}"),
         });
         let locked_now = self
             .state
