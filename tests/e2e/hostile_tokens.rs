@@ -149,6 +149,17 @@ async fn hostile_tokens_are_refused(b: Backend) {
             ),
         ),
         (
+            // No leeway past expiry (the review found tokens working ~5 s past it).
+            "expired a second ago",
+            sign(
+                Algorithm::HS256,
+                &json!({"iss": claims["iss"], "aud": claims["aud"], "sub": claims["sub"],
+                        "sid": claims["sid"], "typ": "access",
+                        "iat": t - 60, "nbf": t - 60, "exp": t - 1}),
+                SECRET,
+            ),
+        ),
+        (
             "not valid for another hour",
             sign(Algorithm::HS256, &with("nbf", json!(t + 3600)), SECRET),
         ),

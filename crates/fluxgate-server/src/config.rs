@@ -141,13 +141,26 @@ pub enum LogFormat {
     Json,
 }
 
-/// Access-token signing.
-#[derive(Debug, Clone, Default, Serialize, Deserialize)]
+/// Access-token signing and refresh-token rotation.
+#[derive(Debug, Clone, Serialize, Deserialize)]
 #[serde(default, deny_unknown_fields)]
 pub struct AuthConfig {
     /// HS256 signing secret (at least 32 bytes). When unset, a random secret is generated on
     /// first start and kept in the database, shared by every replica.
     pub jwt_secret: Option<String>,
+    /// How long after a refresh token was rotated it may be presented again without counting
+    /// as reuse (a client that sent one refresh twice at once): the late call gets tokens of
+    /// its own for the same session. Past it, a reuse ends the session. 0 disables the grace.
+    pub refresh_reuse_grace_ms: u64,
+}
+
+impl Default for AuthConfig {
+    fn default() -> Self {
+        AuthConfig {
+            jwt_secret: None,
+            refresh_reuse_grace_ms: 2_000,
+        }
+    }
 }
 
 /// Argon2id cost. The defaults are the OWASP recommendation (19 MiB, 2 passes, 1 lane).
@@ -247,6 +260,9 @@ pub struct ServeArgs {
     /// HS256 secret for access tokens (at least 32 bytes) [default: generated, kept in the database].
     #[arg(long, env = "FLUXGATE_JWT_SECRET", hide_env_values = true)]
     pub jwt_secret: Option<String>,
+    /// How long a just-rotated refresh token may be presented again without counting as reuse, in ms [default: 2000].
+    #[arg(long, env = "FLUXGATE_REFRESH_REUSE_GRACE_MS")]
+    pub refresh_reuse_grace_ms: Option<u64>,
     /// Initial access-token lifetime, e.g. 24h.
     #[arg(long, env = "FLUXGATE_ACCESS_TOKEN_TTL", value_parser = parse_duration_secs)]
     pub access_token_ttl: Option<u64>,
@@ -326,6 +342,10 @@ impl ServeArgs {
         if self.jwt_secret.is_some() {
             c.auth.jwt_secret = self.jwt_secret.clone();
         }
+        set(
+            &mut c.auth.refresh_reuse_grace_ms,
+            &self.refresh_reuse_grace_ms,
+        );
         let s = &mut c.settings;
         set(
             &mut s.token_policy.access_token_ttl_secs,
@@ -379,6 +399,9 @@ impl Config {
     pub fn validate(&self) -> anyhow::Result<()> {
         if let Err(e) = self.settings.validate() {
             anyhow::bail!("configuration [settings]: {e}");
+        }
+        if self.auth.refresh_reuse_grace_ms > 60_000 {
+            anyhow::bail!("auth.refresh_reuse_grace_ms must be from 0 to 60000");
         }
         if let Some(secret) = &self.auth.jwt_secret
             && secret.len() < 32

@@ -77,6 +77,8 @@ impl TokenKeys {
         validation.set_issuer(&[ISSUER]);
         validation.set_required_spec_claims(&["exp", "nbf", "iat", "aud", "iss", "sub"]);
         validation.validate_nbf = true;
+        // A token from a replica whose clock runs a little ahead is not refused as "not yet
+        // valid"; expiry is checked strictly, below, at `access_token_expire_time`.
         validation.leeway = 5;
         Self {
             encoding: EncodingKey::from_secret(secret),
@@ -124,11 +126,11 @@ impl TokenKeys {
             .ok()
             .and_then(|c| c.get(token).copied());
         if let Some(t) = cached {
-            return (now <= t.expires_at + self.validation.leeway).then_some(t);
+            return (now < t.expires_at).then_some(t);
         }
         let data = jsonwebtoken::decode::<Claims>(token, &self.decoding, &self.validation).ok()?;
         let c = data.claims;
-        if c.typ != ACCESS_TYPE {
+        if c.typ != ACCESS_TYPE || now >= c.exp {
             return None;
         }
         let t = AccessToken {

@@ -456,7 +456,10 @@ async fn security_state_is_shared_across_replicas() {
     let rs = start(
         3,
         &schema.url,
-        &[("FLUXGATE_LOCKOUT_MAX_FAILED_ATTEMPTS", "3")],
+        &[
+            ("FLUXGATE_LOCKOUT_MAX_FAILED_ATTEMPTS", "3"),
+            ("FLUXGATE_REFRESH_REUSE_GRACE_MS", "0"),
+        ],
     )
     .await;
     let (a, b, c) = (&rs[0], &rs[1], &rs[2]);

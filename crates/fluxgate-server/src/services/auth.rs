@@ -375,6 +375,7 @@ impl AuthSvc {
         }
         let st = &self.state;
         let hash = token_hash(&req.refresh_token);
+        let grace_micros = (st.config.auth.refresh_reuse_grace_ms as i64) * 1_000;
         let refresh_ttl = st
             .directory
             .settings()
@@ -396,7 +397,13 @@ impl AuthSvc {
                     return Ok(None);
                 };
                 let user = users::find(tx.conn, session.user_id)?;
-                if old.used_at.is_some() {
+                // A token rotated a moment ago, presented again: the same client sent one
+                // refresh twice at once (RFC 9700 allows a short grace). The late call gets
+                // tokens of its own for the same session, and the winner's keep working.
+                let racing = old
+                    .used_at
+                    .is_some_and(|used| tx.now - used <= grace_micros && grace_micros > 0);
+                if old.used_at.is_some() && !racing {
                     // A rotated token presented again: a copy was stolen. End the session.
                     if sessions::revoke(tx.conn, sid, "refresh_token_reuse", tx.now)? {
                         tx.changed(EntityKind::Session, sid.to_string());
@@ -422,7 +429,9 @@ impl AuthSvc {
                 if !session.is_live(tx.now) || old.expires_at <= tx.now {
                     return Ok(None);
                 }
-                sessions::mark_refresh_used(tx.conn, &hash, tx.now)?;
+                if !racing {
+                    sessions::mark_refresh_used(tx.conn, &hash, tx.now)?;
+                }
                 let expires_at = tx.now + (refresh_ttl as i64) * 1_000_000;
                 sessions::extend(tx.conn, sid, expires_at)?;
                 users::touch_seen(tx.conn, user.id, tx.now)?;
@@ -434,6 +443,12 @@ impl AuthSvc {
                     "session",
                     Some(format!("sessions/{sid}")),
                 );
+                if racing {
+                    e.detail = Some(
+                        "a refresh token rotated moments ago, presented again within the grace"
+                            .into(),
+                    );
+                }
                 e.actor_id = Some(format!("users/{}", user.id));
                 e.actor_name = Some(user.username.clone());
                 e.actor_role = Some(user.role.as_str().to_owned());

@@ -271,16 +271,26 @@ fn check_grant_targets(
     Ok(v.finish()?)
 }
 
-/// [`check_grant_targets`] on a read connection, before any write.
+/// [`check_grant_targets`] on a read connection, before any write: the portfolio (and the
+/// group, when given) must exist first, as the write would find.
 async fn precheck_grant_targets(
     st: &AppState,
     portfolio: &str,
+    group: Option<&str>,
     apps: &AppGrants,
     envs: &EnvGrants,
 ) -> ApiResult<()> {
-    let (portfolio, apps, envs) = (portfolio.to_owned(), apps.clone(), envs.clone());
+    let (portfolio, group) = (portfolio.to_owned(), group.map(str::to_owned));
+    let (apps, envs) = (apps.clone(), envs.clone());
     st.db
-        .read(move |conn| check_grant_targets(conn, &portfolio, &apps, &envs))
+        .read(move |conn| {
+            catalog::find(conn, Kind::Portfolio, &portfolio)?
+                .ok_or_else(|| ApiError::NotFound("no such portfolio".into()))?;
+            if let Some(g) = &group {
+                load(conn, &portfolio, g)?;
+            }
+            check_grant_targets(conn, &portfolio, &apps, &envs)
+        })
         .await
 }
 
@@ -390,7 +400,7 @@ impl GroupSvc {
             ));
         };
         self.target(&p, Action::ManageGroups, &portfolio)?;
-        precheck_grant_targets(st, &portfolio, &apps, &envs).await?;
+        precheck_grant_targets(st, &portfolio, None, &apps, &envs).await?;
         let ctx2 = ctx.clone();
         let committed = st
             .db
@@ -493,6 +503,7 @@ impl GroupSvc {
         precheck_grant_targets(
             st,
             &portfolio,
+            Some(&id),
             if set_apps { &apps } else { &none_a },
             if set_envs { &envs } else { &none_e },
         )
