@@ -36,6 +36,10 @@ pub struct Config {
     pub email: EmailConfig,
     pub password_reset: PasswordResetConfig,
     pub tls: TlsConfig,
+    /// Most client connections open at once; 0: what the open-file limit allows (less 128).
+    pub max_connections: usize,
+    /// A new connection must send its first bytes within this time, or it is closed.
+    pub handshake_timeout_ms: u64,
 }
 
 /// Serving over TLS. Plaintext when no certificate is given (the local default).
@@ -67,6 +71,8 @@ impl Default for Config {
             email: EmailConfig::default(),
             password_reset: PasswordResetConfig::default(),
             tls: TlsConfig::default(),
+            max_connections: 0,
+            handshake_timeout_ms: 10_000,
         }
     }
 }
@@ -260,6 +266,12 @@ pub struct ServeArgs {
     /// HS256 secret for access tokens (at least 32 bytes) [default: generated, kept in the database].
     #[arg(long, env = "FLUXGATE_JWT_SECRET", hide_env_values = true)]
     pub jwt_secret: Option<String>,
+    /// Most client connections open at once [default: 0, from the open-file limit].
+    #[arg(long, env = "FLUXGATE_MAX_CONNECTIONS")]
+    pub max_connections: Option<usize>,
+    /// A new connection must send its first bytes within this many ms, or it is closed [default: 10000].
+    #[arg(long, env = "FLUXGATE_HANDSHAKE_TIMEOUT_MS")]
+    pub handshake_timeout_ms: Option<u64>,
     /// How long a just-rotated refresh token may be presented again without counting as reuse, in ms [default: 2000].
     #[arg(long, env = "FLUXGATE_REFRESH_REUSE_GRACE_MS")]
     pub refresh_reuse_grace_ms: Option<u64>,
@@ -399,6 +411,12 @@ impl Config {
     pub fn validate(&self) -> anyhow::Result<()> {
         if let Err(e) = self.settings.validate() {
             anyhow::bail!("configuration [settings]: {e}");
+        }
+        if !(100..=300_000).contains(&self.handshake_timeout_ms) {
+            anyhow::bail!("handshake_timeout_ms must be from 100 to 300000");
+        }
+        if self.max_connections > 1_000_000 {
+            anyhow::bail!("max_connections must be at most 1000000 (0: from the open-file limit)");
         }
         if self.auth.refresh_reuse_grace_ms > 60_000 {
             anyhow::bail!("auth.refresh_reuse_grace_ms must be from 0 to 60000");

@@ -12,6 +12,7 @@ pub mod db;
 pub mod directory;
 pub mod error;
 pub mod idempotency;
+pub mod incoming;
 pub mod mail;
 pub mod metrics;
 pub mod passwords;

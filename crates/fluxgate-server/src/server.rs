@@ -19,7 +19,6 @@ use fluxgate_proto::v1::settings_service_server::SettingsServiceServer;
 use fluxgate_proto::v1::user_service_server::UserServiceServer;
 use fluxgate_store::{PoolOptions, Store};
 use tokio::net::TcpListener;
-use tonic::transport::server::TcpIncoming;
 
 use crate::bootstrap::{self, Bootstrap};
 use crate::config::Config;
@@ -262,8 +261,24 @@ impl Server {
             tracing::info!("serving over TLS");
             builder = builder.tls_config(tls)?;
         }
+        let descriptors = crate::incoming::raise_descriptor_limit();
+        let limits = crate::incoming::Limits {
+            max_connections: match state.config.max_connections {
+                0 => crate::incoming::default_max_connections(descriptors),
+                n => n,
+            },
+            handshake_timeout: Duration::from_millis(state.config.handshake_timeout_ms),
+        };
+        tracing::info!(
+            open_file_limit = descriptors,
+            max_connections = limits.max_connections,
+            "connection limits"
+        );
         let result = builder
             .timeout(Duration::from_secs(60))
+            // Dead peers: a ping every 30 s, closed when unanswered for 20 s.
+            .http2_keepalive_interval(Some(Duration::from_secs(30)))
+            .http2_keepalive_timeout(Some(Duration::from_secs(20)))
             .layer(crate::telemetry::TelemetryLayer::new(state.metrics.clone()))
             .layer(crate::idempotency::IdempotencyLayer::new(state.clone()))
             .add_service(health)
@@ -281,7 +296,7 @@ impl Server {
             .add_service(password_reset)
             .add_service(email)
             .serve_with_incoming_shutdown(
-                TcpIncoming::from(self.listener).with_nodelay(Some(true)),
+                crate::incoming::incoming(self.listener, limits),
                 shutdown,
             )
             .await;

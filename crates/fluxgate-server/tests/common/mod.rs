@@ -38,12 +38,14 @@ pub fn serve_with(db: &str, env: &[(&str, &str)]) -> Running {
 
 /// Starts `fluxgate serve` with extra environment variables, its log (stderr) going to `log`.
 pub fn serve_logging(db: &str, env: &[(&str, &str)], log: impl Into<Stdio>) -> Running {
-    let child = command(db, &["serve"])
-        .envs(env.iter().copied())
-        .stdout(Stdio::piped())
-        .stderr(log)
-        .spawn()
-        .unwrap();
+    let mut c = command(db, &["serve"]);
+    c.envs(env.iter().copied()).stderr(log);
+    spawn_serving(c)
+}
+
+/// Spawns a command that runs `fluxgate serve` and reads its stdout up to the "listening" line.
+pub fn spawn_serving(mut c: Command) -> Running {
+    let child = c.stdout(Stdio::piped()).spawn().unwrap();
     let mut running = Running {
         child,
         addr: String::new(),
