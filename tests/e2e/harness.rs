@@ -393,6 +393,37 @@ impl TestServer {
             .unwrap()
     }
 
+    /// Asks for a reset link for `email`, and waits until the server has handled the request
+    /// (the lookup, the link and its email happen after the answer, so that the answer costs the
+    /// same whether or not the address has an account).
+    pub async fn request_reset_settled(
+        &self,
+        email: &str,
+    ) -> Result<tonic::Response<pb::RequestPasswordResetResponse>, Status> {
+        let count = || {
+            self.audit_events()
+                .iter()
+                .filter(|e| e.action == "password_reset.requested")
+                .count()
+        };
+        let before = count();
+        let r = self
+            .password_reset()
+            .request_password_reset(pb::RequestPasswordResetRequest {
+                email: email.into(),
+            })
+            .await?;
+        let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
+        while count() <= before {
+            assert!(
+                std::time::Instant::now() < deadline,
+                "the reset request for {email} was handled"
+            );
+            tokio::time::sleep(std::time::Duration::from_millis(20)).await;
+        }
+        Ok(r)
+    }
+
     /// Number of audit events stored.
     pub fn audit_count(&self) -> usize {
         self.store()

@@ -29,10 +29,7 @@ async fn request_reset(
     s: &TestServer,
     email: &str,
 ) -> tonic::Response<pb::RequestPasswordResetResponse> {
-    s.password_reset()
-        .request_password_reset(pb::RequestPasswordResetRequest {
-            email: email.into(),
-        })
+    s.request_reset_settled(email)
         .await
         .unwrap_or_else(|st| panic!("request reset {email}: {st:?}"))
 }

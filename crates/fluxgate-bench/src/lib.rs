@@ -63,6 +63,8 @@ pub mod support {
             ..Config::default()
         };
         config.bootstrap.password = Some(ADMIN_PASSWORD.into());
+        // One load client asks for many reset links (login_timing): no per-client limit.
+        config.password_reset.requests_per_client_per_hour = 1_000_000;
         let server = Server::bind(config).await?;
         let addr = server.local_addr()?;
         tokio::spawn(server.run(std::future::pending()));

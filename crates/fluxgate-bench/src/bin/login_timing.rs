@@ -3,6 +3,8 @@
 //! an existing account (each account and name tried once, so no lockout interferes), one at a
 //! time, at the OWASP Argon2id parameters, and compares the latency distributions.
 //!
+//! The same for password-reset requests: an address with an account against one without.
+//!
 //! `login_timing [--n 100]`
 
 use std::time::{Duration, Instant};
@@ -10,6 +12,7 @@ use std::time::{Duration, Instant};
 use fluxgate_bench::support::{arg, start_server_hashing, with};
 use fluxgate_proto::v1 as pb;
 use fluxgate_proto::v1::auth_service_client::AuthServiceClient;
+use fluxgate_proto::v1::password_reset_service_client::PasswordResetServiceClient;
 use fluxgate_proto::v1::user_service_client::UserServiceClient;
 use fluxgate_server::config::HashingConfig;
 use tonic::transport::Channel;
@@ -49,7 +52,7 @@ async fn main() -> anyhow::Result<()> {
             ))
             .await?;
     }
-    let mut auth = AuthServiceClient::new(ch);
+    let mut auth = AuthServiceClient::new(ch.clone());
     let (mut unknown, mut wrong) = (Vec::new(), Vec::new());
     let mut answers = std::collections::BTreeSet::new();
     for i in 0..n {
@@ -96,6 +99,47 @@ async fn main() -> anyhow::Result<()> {
         diff / pct(&unknown, 0.5) * 100.0,
         answers.len(),
         answers.into_iter().collect::<Vec<_>>().join("; ")
+    );
+
+    // Reset requests: each address asked for once (no per-account limit interferes).
+    let mut resets = PasswordResetServiceClient::new(ch);
+    let (mut none, mut known) = (Vec::new(), Vec::new());
+    for i in 0..n {
+        let mut pair = [
+            (format!("nobody{i}@example.com"), &mut none),
+            (format!("real{i}@example.com"), &mut known),
+        ];
+        if i % 2 == 1 {
+            pair.swap(0, 1);
+        }
+        for (email, sink) in pair {
+            let t = Instant::now();
+            resets
+                .request_password_reset(pb::RequestPasswordResetRequest { email })
+                .await?;
+            sink.push(t.elapsed());
+        }
+    }
+    none.sort();
+    known.sort();
+    println!(
+        "\n### Password-reset requests: an address with an account against one without ({n} each)\n"
+    );
+    println!("| | p10 ms | p50 ms | p90 ms | p99 ms |");
+    println!("|---|---|---|---|---|");
+    for (what, v) in [("no account", &none), ("account", &known)] {
+        println!(
+            "| {what} | {:.2} | {:.2} | {:.2} | {:.2} |",
+            pct(v, 0.1),
+            pct(v, 0.5),
+            pct(v, 0.9),
+            pct(v, 0.99)
+        );
+    }
+    let diff = pct(&known, 0.5) - pct(&none, 0.5);
+    println!(
+        "\nDifference of medians: {diff:+.2} ms ({:+.1}% of the median)",
+        diff / pct(&none, 0.5) * 100.0
     );
     Ok(())
 }

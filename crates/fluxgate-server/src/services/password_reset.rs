@@ -283,8 +283,9 @@ impl PasswordResetSvc {
         let client = ctx
             .peer_ip()
             .map_or_else(|| "unknown".to_owned(), |ip| ip.to_string());
-        let (state, ctx2) = (st.clone(), ctx.clone());
-        // The write happens whether or not the account exists, so both answers cost alike.
+        // Answered after one write that every request makes alike (the per-client limit); the
+        // rest (looking the address up, issuing a link, queuing the email) runs after the answer,
+        // so an address with an account costs the caller no more time than one without.
         let committed = st
             .db
             .write(move |tx| {
@@ -300,64 +301,15 @@ impl PasswordResetSvc {
                             .into(),
                     ));
                 }
-                let by_account = rate_limits::hit(
-                    tx.conn,
-                    &format!("password_reset:email:{}", email.as_str()),
-                    HOUR_MICROS,
-                    tx.now,
-                )?;
-                let user = users::find_by_email(tx.conn, email.as_str())?;
-                let mut e = ctx2.event(None, "password_reset.requested", "user", None);
-                match user {
-                    Some(u) if u.active => {
-                        e.target_id = Some(format!("users/{}", u.id));
-                        if by_account > limits.requests_per_account_per_hour as i32 {
-                            e.outcome = "denied".into();
-                            e.detail =
-                                Some("rate limit for this account reached; no link sent".into());
-                        } else {
-                            let token = random_token(TOKEN_BYTES);
-                            let expires_at =
-                                tx.now + limits.reset_token_ttl_secs as i64 * 1_000_000;
-                            let superseded = user_tokens::issue(
-                                tx.conn,
-                                &token_hash(&token),
-                                u.id,
-                                Purpose::PasswordReset,
-                                tx.now,
-                                expires_at,
-                            )?;
-                            let url = state.mailer.link("reset-password", &token);
-                            state.mailer.queue(
-                                tx.conn,
-                                Template::PasswordReset,
-                                &u,
-                                &[("link", &url), ("expire_time", &rfc3339(expires_at))],
-                                tx.now,
-                            )?;
-                            e.detail = Some(format!(
-                                "reset link emailed; {superseded} earlier link(s) superseded"
-                            ));
-                        }
-                    }
-                    Some(u) => {
-                        e.target_id = Some(format!("users/{}", u.id));
-                        e.outcome = "denied".into();
-                        e.detail = Some("account deactivated; no link sent".into());
-                    }
-                    None => {
-                        e.outcome = "denied".into();
-                        e.detail = Some(format!(
-                            "no account has the address {}; no link sent",
-                            email.as_str()
-                        ));
-                    }
-                }
-                audit::append(tx.conn, e, tx.now)?;
                 Ok(())
             })
             .await?;
-        st.mailer.wake();
+        let (state, ctx2) = (st.clone(), ctx.clone());
+        tokio::spawn(async move {
+            if let Err(e) = issue_reset(&state, &ctx2, email).await {
+                tracing::warn!(error = %e, "handling a password-reset request failed");
+            }
+        });
         Ok(reply(
             pb::RequestPasswordResetResponse {},
             &ctx,
@@ -487,6 +439,73 @@ impl PasswordResetSvc {
             committed.revision,
         ))
     }
+}
+
+/// The part of a reset request that depends on the address: the per-account limit, and for an
+/// active account a link, emailed. Runs after the caller has its answer.
+async fn issue_reset(state: &Arc<AppState>, ctx: &RequestCtx, email: Email) -> ApiResult<()> {
+    let limits = state.config.password_reset.clone();
+    let (st, ctx2) = (state.clone(), ctx.clone());
+    state
+        .db
+        .write(move |tx| {
+            let by_account = rate_limits::hit(
+                tx.conn,
+                &format!("password_reset:email:{}", email.as_str()),
+                HOUR_MICROS,
+                tx.now,
+            )?;
+            let user = users::find_by_email(tx.conn, email.as_str())?;
+            let mut e = ctx2.event(None, "password_reset.requested", "user", None);
+            match user {
+                Some(u) if u.active => {
+                    e.target_id = Some(format!("users/{}", u.id));
+                    if by_account > limits.requests_per_account_per_hour as i32 {
+                        e.outcome = "denied".into();
+                        e.detail = Some("rate limit for this account reached; no link sent".into());
+                    } else {
+                        let token = random_token(TOKEN_BYTES);
+                        let expires_at = tx.now + limits.reset_token_ttl_secs as i64 * 1_000_000;
+                        let superseded = user_tokens::issue(
+                            tx.conn,
+                            &token_hash(&token),
+                            u.id,
+                            Purpose::PasswordReset,
+                            tx.now,
+                            expires_at,
+                        )?;
+                        let url = st.mailer.link("reset-password", &token);
+                        st.mailer.queue(
+                            tx.conn,
+                            Template::PasswordReset,
+                            &u,
+                            &[("link", &url), ("expire_time", &rfc3339(expires_at))],
+                            tx.now,
+                        )?;
+                        e.detail = Some(format!(
+                            "reset link emailed; {superseded} earlier link(s) superseded"
+                        ));
+                    }
+                }
+                Some(u) => {
+                    e.target_id = Some(format!("users/{}", u.id));
+                    e.outcome = "denied".into();
+                    e.detail = Some("account deactivated; no link sent".into());
+                }
+                None => {
+                    e.outcome = "denied".into();
+                    e.detail = Some(format!(
+                        "no account has the address {}; no link sent",
+                        email.as_str()
+                    ));
+                }
+            }
+            audit::append(tx.conn, e, tx.now)?;
+            Ok(())
+        })
+        .await?;
+    state.mailer.wake();
+    Ok(())
 }
 
 #[tonic::async_trait]
