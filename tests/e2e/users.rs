@@ -638,7 +638,121 @@ async fn concurrent_last_admin_demotions_leave_one_admin(b: Backend) {
     assert_eq!(count, 1, "exactly one Team Admin remains: {a:?} {b2:?}");
 }
 
+fn new_user(email: &str, name: &str) -> pb::CreateUserRequest {
+    pb::CreateUserRequest {
+        user: Some(pb::User {
+            username: String::new(),
+            email: email.into(),
+            display_name: name.into(),
+            role: pb::Role::Requester as i32,
+            ..Default::default()
+        }),
+        initial_password: PW.into(),
+        require_password_change: false,
+    }
+}
+
+/// The review's findings: `josé` in NFC and in NFD were two accounts (and racing the two
+/// spellings made two); zero-width and bidi characters were accepted in emails and names; a
+/// group could be named like the Administrators group. One spelling is stored (NFC, lower case),
+/// invisible and text-direction characters are refused, and look-alikes of Administrators too.
+async fn one_spelling_per_identity(b: Backend) {
+    let s = TestServer::start(b).await;
+    let admin = s.admin_token().await;
+    let (nfc, nfd) = ("jos\u{e9}@example.com", "jose\u{301}@example.com");
+    let create = |username: &str, email: &str| {
+        let mut r = new_user(email, "José");
+        r.user.as_mut().unwrap().username = username.into();
+        let mut users = s.users();
+        let admin = admin.clone();
+        async move { users.create_user(authed(r, &admin)).await }
+    };
+    let first = create("jose1", nfc)
+        .await
+        .unwrap()
+        .into_inner()
+        .user
+        .unwrap();
+    assert_eq!(first.email, nfc);
+    let st = expect_code(create("jose2", nfd).await, Code::AlreadyExists);
+    assert!(st.message().contains("email"), "{st:?}");
+    // The NFD spelling signs in to the NFC account.
+    let l = s
+        .auth()
+        .login(pb::LoginRequest {
+            username: nfd.into(),
+            password: PW.into(),
+        })
+        .await
+        .unwrap()
+        .into_inner();
+    assert_eq!(l.user.unwrap().name, first.name);
+    // Racing the two spellings of a new address: one account.
+    for round in 0..5 {
+        let a = format!("ren{round}\u{e9}@example.com");
+        let b = format!("ren{round}e\u{301}@example.com");
+        let (x, y) = tokio::join!(
+            create(&format!("racer{round}a"), &a),
+            create(&format!("racer{round}b"), &b)
+        );
+        assert_eq!(
+            [x.is_ok(), y.is_ok()].iter().filter(|ok| **ok).count(),
+            1,
+            "round {round}: {x:?} {y:?}"
+        );
+    }
+
+    // Invisible and text-direction characters.
+    for (email, name) in [
+        ("zero\u{200b}width@example.com", "Ok Name"),
+        ("rlo\u{202e}moc.evil@example.com", "Ok Name"),
+        ("fine@example.com", "Mallory\u{202e}nimdA"),
+        ("fine2@example.com", "Ad\u{200d}min"),
+    ] {
+        let r = create(&format!("u{}", email.len()), email).await;
+        let r = if name == "Ok Name" {
+            r
+        } else {
+            let mut req = new_user(email, name);
+            req.user.as_mut().unwrap().username = "fine".into();
+            s.users().create_user(authed(req, &admin)).await
+        };
+        let field = if name == "Ok Name" {
+            "user.email"
+        } else {
+            "user.display_name"
+        };
+        expect_invalid(r, field);
+    }
+
+    // Look-alikes of the Administrators group.
+    let p = s.portfolio(&admin, "Shop").await;
+    let group = |name: &str| {
+        let mut groups = s.groups();
+        let req = pb::CreateGroupRequest {
+            parent: p.name.clone(),
+            group: Some(pb::Group {
+                display_name: name.into(),
+                ..Default::default()
+            }),
+        };
+        let admin = admin.clone();
+        async move { groups.create_group(authed(req, &admin)).await }
+    };
+    for fake in [
+        "Administrators\u{200b}",
+        "\u{410}dministrators",
+        "Adm\u{456}nistrators",
+        "AdministratorS\u{feff}",
+    ] {
+        expect_invalid(group(fake).await, "group.display_name");
+    }
+    expect_code(group("administrators").await, Code::AlreadyExists);
+    group("Admins of checkout").await.unwrap();
+}
+
 crate::both_backends!(
+    one_spelling_per_identity,
     lifecycle_create_get_update_deactivate_reactivate_delete,
     duplicates_are_refused,
     listing_filters_searches_and_pages,

@@ -21,7 +21,9 @@ pub use ids::{
 pub use permission::{FeaturePermission, Permission, ValuePermission, ValuePermissions};
 pub use policy::{LockoutPolicy, PASSWORD_HARD_MAX, PasswordPolicy, Settings, TokenPolicy};
 pub use role::Role;
-pub use values::{Description, DisplayName, Email, Title, Username};
+pub use values::{
+    Description, DisplayName, Email, Title, Username, confusable, is_invisible, normalize_login,
+};
 
 #[cfg(test)]
 mod tests;

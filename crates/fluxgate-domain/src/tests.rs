@@ -80,3 +80,30 @@ fn roles_are_ordered() {
     assert_eq!("team_admin".parse::<Role>().unwrap(), Role::TeamAdmin);
     assert!("root".parse::<Role>().is_err());
 }
+
+#[test]
+fn one_spelling_and_no_invisible_characters() {
+    let nfc = Email::parse("Jos\u{e9}@Example.com").unwrap();
+    let nfd = Email::parse("jose\u{301}@example.com").unwrap();
+    assert_eq!(nfc, nfd);
+    for bad in [
+        "a\u{200b}b@example.com",
+        "a\u{202e}b@example.com",
+        "\u{feff}a@example.com",
+    ] {
+        assert!(Email::parse(bad).is_err(), "{bad:?}");
+    }
+    assert_eq!(
+        DisplayName::parse("Jose\u{301}").unwrap().as_str(),
+        "Jos\u{e9}"
+    );
+    assert!(DisplayName::parse("Mallory\u{202e}nimdA").is_err());
+    assert!(Title::parse("Ad\u{2066}mins").is_err());
+    assert!(confusable("\u{410}dministrators", "Administrators"));
+    assert!(confusable("ADMINISTRATORS", "Administrators"));
+    assert!(!confusable("Admins", "Administrators"));
+    assert_eq!(
+        normalize_login("  Jose\u{301}@EXAMPLE.com "),
+        "jos\u{e9}@example.com"
+    );
+}

@@ -2,10 +2,53 @@
 
 use std::fmt;
 
+use unicode_normalization::UnicodeNormalization;
+
 use crate::ValidationError;
 
 fn has_control(s: &str) -> bool {
     s.chars().any(char::is_control)
+}
+
+/// Characters that render as nothing or reorder the text around them: zero-width spaces and
+/// joiners, the soft hyphen, word joiners, byte-order marks, variation selectors, tag
+/// characters, Hangul fillers and the bidirectional controls (LRE, RLO, LRI, …). In a name or an
+/// address they only serve to make two different strings look alike.
+pub fn is_invisible(c: char) -> bool {
+    matches!(c,
+        '\u{00AD}' | '\u{034F}' | '\u{061C}' | '\u{115F}' | '\u{1160}' | '\u{17B4}' | '\u{17B5}'
+        | '\u{180B}'..='\u{180F}'
+        | '\u{200B}'..='\u{200F}'
+        | '\u{202A}'..='\u{202E}'
+        | '\u{2060}'..='\u{206F}'
+        | '\u{3164}' | '\u{FE00}'..='\u{FE0F}' | '\u{FEFF}' | '\u{FFA0}'
+        | '\u{FFF9}'..='\u{FFFB}'
+        | '\u{1D173}'..='\u{1D17A}'
+        | '\u{E0000}'..='\u{E0FFF}')
+}
+
+fn has_invisible(s: &str) -> bool {
+    s.chars().any(is_invisible)
+}
+
+const INVISIBLE: &str = "must not contain invisible or text-direction characters";
+
+/// Unicode NFC: one spelling for what looks alike (`é` precomposed or `e` + combining accent).
+fn nfc(s: &str) -> String {
+    s.nfc().collect()
+}
+
+/// A login name as typed (a username or an email address) in the form accounts are stored in:
+/// NFC, lower case.
+pub fn normalize_login(s: &str) -> String {
+    nfc(s.trim()).to_lowercase()
+}
+
+/// Whether two names look alike (Unicode TR39 confusable skeletons, case-insensitively): a
+/// Cyrillic `А` for a Latin `A`, say.
+pub fn confusable(a: &str, b: &str) -> bool {
+    let fold = |s: &str| nfc(s).to_lowercase();
+    unicode_security::skeleton(&fold(a)).eq(unicode_security::skeleton(&fold(b)))
 }
 
 /// A login name: 2 to 64 characters of `a-z 0-9 . _ -`, starting with a letter or digit, stored
@@ -60,7 +103,7 @@ impl Email {
     pub const MAX_LEN: usize = 254;
 
     pub fn parse(input: &str) -> Result<Self, ValidationError> {
-        let s = input.to_lowercase();
+        let s = nfc(input).to_lowercase();
         let err = |d: &str| Err(ValidationError::field("", d));
         if s.is_empty() {
             return err("is required");
@@ -70,6 +113,9 @@ impl Email {
         }
         if has_control(&s) || s.chars().any(char::is_whitespace) {
             return err("must not contain spaces or control characters");
+        }
+        if has_invisible(&s) {
+            return err(INVISIBLE);
         }
         let Some((local, domain)) = s.split_once('@') else {
             return err("must look like name@example.com");
@@ -107,7 +153,7 @@ impl DisplayName {
     pub const MAX_CHARS: usize = 200;
 
     pub fn parse(input: &str) -> Result<Self, ValidationError> {
-        let s = input.trim();
+        let s = nfc(input.trim());
         if s.is_empty() {
             return Err(ValidationError::field("", "is required"));
         }
@@ -117,13 +163,16 @@ impl DisplayName {
                 "must be at most 200 characters long",
             ));
         }
-        if has_control(s) {
+        if has_control(&s) {
             return Err(ValidationError::field(
                 "",
                 "must not contain control characters",
             ));
         }
-        Ok(Self(s.to_owned()))
+        if has_invisible(&s) {
+            return Err(ValidationError::field("", INVISIBLE));
+        }
+        Ok(Self(s))
     }
 
     pub fn as_str(&self) -> &str {
@@ -140,7 +189,7 @@ impl Title {
     pub const MAX_CHARS: usize = 100;
 
     pub fn parse(input: &str) -> Result<Self, ValidationError> {
-        let s = input.trim();
+        let s = nfc(input.trim());
         if s.is_empty() {
             return Err(ValidationError::field("", "is required"));
         }
@@ -150,13 +199,16 @@ impl Title {
                 "must be at most 100 characters long",
             ));
         }
-        if has_control(s) {
+        if has_control(&s) {
             return Err(ValidationError::field(
                 "",
                 "must not contain control characters",
             ));
         }
-        Ok(Self(s.to_owned()))
+        if has_invisible(&s) {
+            return Err(ValidationError::field("", INVISIBLE));
+        }
+        Ok(Self(s))
     }
 
     pub fn as_str(&self) -> &str {

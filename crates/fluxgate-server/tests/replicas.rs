@@ -505,6 +505,28 @@ async fn security_state_is_shared_across_replicas() {
             .unwrap();
     }
     let admin = a.token("admin", ADMIN_PW).await;
+    // Each request is handled just after its answer: wait for all five.
+    let mut audit = a.audit();
+    for _ in 0..500 {
+        let n = audit
+            .list_audit_events(authed(
+                pb::ListAuditEventsRequest {
+                    action: "password_reset.requested".into(),
+                    page_size: 100,
+                    ..Default::default()
+                },
+                &admin,
+            ))
+            .await
+            .unwrap()
+            .into_inner()
+            .events
+            .len();
+        if n >= 5 {
+            break;
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(20)).await;
+    }
     let held = a
         .emails()
         .list_emails(authed(pb::ListEmailsRequest::default(), &admin))

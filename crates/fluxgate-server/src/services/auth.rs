@@ -158,7 +158,8 @@ impl AuthSvc {
         }
         v.finish()?;
         let st = &self.state;
-        let login = req.username.clone();
+        let normalized = fluxgate_domain::normalize_login(&req.username);
+        let login = normalized.clone();
         let (user, throttle_state) = st
             .db
             .read(move |conn| {
@@ -167,7 +168,7 @@ impl AuthSvc {
                 Ok((user, t))
             })
             .await?;
-        let subject = throttle_subject(user.as_ref(), &req.username);
+        let subject = throttle_subject(user.as_ref(), &normalized);
         let now = fluxgate_store::now_micros();
         let locked = throttle_state
             .as_ref()

@@ -222,6 +222,23 @@ fn parse_grants(
     (apps, envs)
 }
 
+/// A group name that looks like `Administrators` without being it (`Administrators\u{200b}` is
+/// refused as invisible already; a Cyrillic `Аdministrators` here) would pass for the group that
+/// holds every permission. The name itself is left to the uniqueness check.
+fn not_confusable(v: &mut Violations, name: Option<&fluxgate_domain::Title>) {
+    if let Some(n) = name
+        && n.key() != ADMINISTRATORS.to_lowercase()
+        && fluxgate_domain::confusable(n.as_str(), ADMINISTRATORS)
+    {
+        v.add(
+            "group.display_name",
+            "looks like the portfolio's Administrators group: choose a name that cannot be taken for it",
+        );
+    }
+}
+
+const ADMINISTRATORS: &str = "Administrators";
+
 /// Checks that every granted application and environment exists in the group's portfolio, in
 /// two queries whatever the number of grants. Run once before the write (so that bad input
 /// never waits for, or holds, the write lock) and again inside it (the catalog may have changed
@@ -391,6 +408,7 @@ impl GroupSvc {
                 .unwrap_or_else(|| ApiError::invalid("group", "is required")));
         };
         let name = v.check("", title("group.display_name", &g.display_name));
+        not_confusable(&mut v, name.as_ref());
         let desc = v.check("", description("group.description", &g.description));
         let (apps, envs) = parse_grants(&mut v, &g.application_grants, &g.environment_grants);
         v.finish()?;
@@ -490,6 +508,7 @@ impl GroupSvc {
         } else {
             None
         };
+        not_confusable(&mut v, name.as_ref());
         let desc = if has("description") {
             v.check("", description("group.description", &g.description))
         } else {
