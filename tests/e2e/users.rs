@@ -751,7 +751,37 @@ async fn one_spelling_per_identity(b: Backend) {
     group("Admins of checkout").await.unwrap();
 }
 
+/// The review's finding: etags were bare version counters, so another resource's etag (at the
+/// same version) passed for this one's.
+async fn an_etag_belongs_to_one_resource(b: Backend) {
+    let s = TestServer::start(b).await;
+    let admin = s.admin_token().await;
+    let a = s.create_user(&admin, "ann", pb::Role::Requester, PW).await;
+    let b = s.create_user(&admin, "ben", pb::Role::Requester, PW).await;
+    assert_ne!(a.etag, b.etag);
+    let update = |etag: &str| pb::UpdateUserRequest {
+        user: Some(pb::User {
+            name: b.name.clone(),
+            display_name: "Ben B".into(),
+            etag: etag.into(),
+            ..Default::default()
+        }),
+        update_mask: Some(FieldMask {
+            paths: vec!["display_name".into()],
+        }),
+    };
+    expect_code(
+        s.users().update_user(authed(update(&a.etag), &admin)).await,
+        Code::Aborted,
+    );
+    s.users()
+        .update_user(authed(update(&b.etag), &admin))
+        .await
+        .unwrap();
+}
+
 crate::both_backends!(
+    an_etag_belongs_to_one_resource,
     one_spelling_per_identity,
     lifecycle_create_get_update_deactivate_reactivate_delete,
     duplicates_are_refused,

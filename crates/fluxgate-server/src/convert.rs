@@ -71,18 +71,22 @@ pub fn role_from_proto(v: i32) -> Result<Option<Role>, ValidationError> {
     }
 }
 
-pub fn etag(version: i64) -> String {
-    format!("W/\"{version}\"")
+/// A resource's etag: its version, tagged with a digest of its id, so that one resource's etag
+/// never matches another's (`W/"3-1a2b3c4d"`).
+pub fn etag(id: impl std::fmt::Display, version: i64) -> String {
+    let digest = crate::tokens::token_hash(&id.to_string());
+    format!("W/\"{version}-{}\"", &digest[..8])
 }
 
-/// Checks a client's etag (when given) against the current version.
-pub fn check_etag(given: &str, version: i64) -> ApiResult<()> {
-    if given.is_empty() || given == etag(version) {
+/// Checks a client's etag (when given) against the resource's current one.
+pub fn check_etag(given: &str, id: impl std::fmt::Display, version: i64) -> ApiResult<()> {
+    let current = etag(id, version);
+    if given.is_empty() || given == current {
         Ok(())
     } else {
         Err(ApiError::Aborted(format!(
-            "etag {given:?} is stale (current {}): read again and retry",
-            etag(version)
+            "etag {given:?} is stale or belongs to another resource (current {current}): read \
+             again and retry"
         )))
     }
 }
@@ -104,7 +108,7 @@ pub fn user_to_proto(u: &users::User) -> pb::User {
         update_time: Some(timestamp(u.updated_at)),
         last_login_time: u.last_login_at.map(timestamp),
         last_seen_time: u.last_seen_at.map(timestamp),
-        etag: etag(u.version),
+        etag: etag(u.id, u.version),
     }
 }
 

@@ -340,7 +340,7 @@ fn to_pb(
         decide_time: r.decided_at.map(timestamp),
         apply_time: r.applied_at.map(timestamp),
         applied_by: r.applied_by.clone().unwrap_or_default(),
-        etag: etag(r.version),
+        etag: etag(&r.id, r.version),
     }
 }
 
@@ -383,7 +383,7 @@ fn policy_pb(path: &EnvPath, p: Option<&store::Policy>) -> pb::ApprovalPolicy {
         admin_override: v.admin_override,
         pending_ttl: Some(duration(v.ttl_secs)),
         update_time: p.map(|p| timestamp(p.updated_at)),
-        etag: etag(p.map_or(0, |p| p.version)),
+        etag: etag(path.environment, p.map_or(0, |p| p.version)),
     }
 }
 
@@ -594,7 +594,7 @@ impl ApprovalSvc {
                 catalog::find(tx.conn, Kind::Environment, &env)?
                     .ok_or_else(|| ApiError::NotFound("no such environment".into()))?;
                 let before = store::policy(tx.conn, &env)?;
-                check_etag(&x.etag, before.as_ref().map_or(0, |b| b.version))?;
+                check_etag(&x.etag, &env, before.as_ref().map_or(0, |b| b.version))?;
                 let old = policy_of(before.as_ref());
                 let new = ApprovalPolicy {
                     required_approvals: if set_required {
@@ -967,7 +967,7 @@ impl ApprovalSvc {
             self.commit(move |tx| {
                 let before = load(tx.conn, &id)?;
                 let parsed = allowed(&snap, &p.id, RequestAction::Edit, &before)?;
-                check_etag(&etag_given, before.version)?;
+                check_etag(&etag_given, &before.id, before.version)?;
                 let new_kind = kind.unwrap_or(parsed.kind);
                 let dec = snap.may_change(&p.id, new_kind, parsed.environment);
                 if !dec.allowed {
@@ -1050,7 +1050,7 @@ impl ApprovalSvc {
             self.commit(move |tx| {
                 let before = load(tx.conn, &id)?;
                 let parsed = allowed(&snap, &p.id, RequestAction::Cancel, &before)?;
-                check_etag(&req.etag, before.version)?;
+                check_etag(&req.etag, &before.id, before.version)?;
                 if parsed.state == RequestState::Pending && before.expires_at <= tx.now {
                     return Err(ApiError::FailedPrecondition(
                         "the change request has expired".into(),

@@ -45,7 +45,7 @@ fn portfolio_pb(i: &Item, admin_group: Option<&groups::Group>) -> pb::Portfolio 
             .unwrap_or_default(),
         create_time: Some(timestamp(i.created_at)),
         update_time: Some(timestamp(i.updated_at)),
-        etag: etag(i.version),
+        etag: etag(&i.id, i.version),
     }
 }
 
@@ -56,7 +56,7 @@ fn application_pb(portfolio: &str, i: &Item) -> pb::Application {
         description: i.description.clone(),
         create_time: Some(timestamp(i.created_at)),
         update_time: Some(timestamp(i.updated_at)),
-        etag: etag(i.version),
+        etag: etag(&i.id, i.version),
     }
 }
 
@@ -68,7 +68,7 @@ fn environment_pb(portfolio: &str, app: &str, i: &Item) -> pb::Environment {
         production: i.production,
         create_time: Some(timestamp(i.created_at)),
         update_time: Some(timestamp(i.updated_at)),
-        etag: etag(i.version),
+        etag: etag(&i.id, i.version),
     }
 }
 
@@ -470,7 +470,7 @@ impl CatalogSvc {
             .db
             .write(move |tx| {
                 let before = load(tx.conn, kind, &path)?;
-                check_etag(&etag_given, before.version)?;
+                check_etag(&etag_given, &before.id, before.version)?;
                 let mut after = before.clone();
                 if let Some(n) = &name_v {
                     if n.key() != before.display_name.to_lowercase() {
@@ -540,7 +540,7 @@ impl CatalogSvc {
             .db
             .write(move |tx| {
                 let before = load(tx.conn, kind, &path)?;
-                check_etag(&etag_given, before.version)?;
+                check_etag(&etag_given, &before.id, before.version)?;
                 let mut cascade = Cascade::default();
                 let mut touched_groups: Vec<String> = Vec::new();
                 match kind {

@@ -104,7 +104,7 @@ fn group_pbs(conn: &mut DbConnection, gs: &[groups::Group]) -> ApiResult<Vec<pb:
                 member_count: counts.get(&g.id).copied().unwrap_or(0) as i32,
                 create_time: Some(timestamp(g.created_at)),
                 update_time: Some(timestamp(g.updated_at)),
-                etag: etag(g.version),
+                etag: etag(&g.id, g.version),
             }
         })
         .collect())
@@ -533,7 +533,7 @@ impl GroupSvc {
             .db
             .write(move |tx| {
                 let before = load(tx.conn, &portfolio, &id)?;
-                check_etag(&etag_given, before.version)?;
+                check_etag(&etag_given, &before.id, before.version)?;
                 if before.administrators && (name.is_some() || set_apps || set_envs) {
                     return Err(ApiError::FailedPrecondition(
                         "the Administrators group keeps its name and holds every permission: only its description can change".into(),
@@ -610,7 +610,7 @@ impl GroupSvc {
             .db
             .write(move |tx| {
                 let before = load(tx.conn, &portfolio, &id)?;
-                check_etag(&req.etag, before.version)?;
+                check_etag(&req.etag, &before.id, before.version)?;
                 if before.administrators {
                     return Err(ApiError::FailedPrecondition(
                         "the Administrators group cannot be deleted".into(),

@@ -200,7 +200,7 @@ impl PasswordResetSvc {
         let r = parse_user_name("name", &req.name)?;
         let user = st.db.read(move |conn| find_user(conn, &r)).await?;
         st.authorize(&p, Action::ResetUserPassword, Target::User(user.id))?;
-        check_etag(&req.etag, user.version)?;
+        check_etag(&req.etag, user.id, user.version)?;
         if !user.active {
             return Err(ApiError::FailedPrecondition(
                 "the user is deactivated: reactivate them first".into(),

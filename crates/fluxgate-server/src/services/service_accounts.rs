@@ -57,7 +57,7 @@ fn sa_pb(sa: &store::ServiceAccount) -> pb::ServiceAccount {
         active: sa.active,
         create_time: Some(timestamp(sa.created_at)),
         update_time: Some(timestamp(sa.updated_at)),
-        etag: etag(sa.version),
+        etag: etag(&sa.id, sa.version),
         audit_writer: sa.audit_writer,
     }
 }
@@ -379,7 +379,7 @@ impl ServiceAccountSvc {
             .db
             .write(move |tx| {
                 let before = load(tx.conn, &before.id)?;
-                check_etag(&x.etag, before.version)?;
+                check_etag(&x.etag, &before.id, before.version)?;
                 let mut after = before.clone();
                 if let Some(n) = &name {
                     after.display_name = n.as_str().to_owned();
@@ -445,7 +445,7 @@ impl ServiceAccountSvc {
             .db
             .write(move |tx| {
                 let before = load(tx.conn, &sa.id)?;
-                check_etag(&req.etag, before.version)?;
+                check_etag(&req.etag, &before.id, before.version)?;
                 cancel_for_departed_submitter(
                     tx,
                     &ctx2,

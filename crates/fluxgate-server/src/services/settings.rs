@@ -48,7 +48,7 @@ fn settings_to_proto(s: &settings::Stored) -> pb::Settings {
             access_token_ttl: Some(duration(st.token_policy.access_token_ttl_secs)),
             refresh_token_ttl: Some(duration(st.token_policy.refresh_token_ttl_secs)),
         }),
-        etag: etag(s.version),
+        etag: etag("settings", s.version),
         update_time: Some(timestamp(s.updated_at)),
     }
 }
@@ -222,7 +222,7 @@ impl SettingsSvc {
             .write(move |tx| {
                 let cur = settings::load(tx.conn)?
                     .ok_or_else(|| ApiError::Internal("no settings".into()))?;
-                check_etag(&new.etag, cur.version)?;
+                check_etag(&new.etag, "settings", cur.version)?;
                 let next = apply_mask(&cur.settings, &new, &paths)?;
                 if next == cur.settings {
                     return Ok(cur);

@@ -322,7 +322,7 @@ impl UserSvc {
             .write(move |tx| {
                 let before = users::find(tx.conn, id)?
                     .ok_or_else(|| ApiError::NotFound("no such user".into()))?;
-                check_etag(&etag, before.version)?;
+                check_etag(&etag, before.id, before.version)?;
                 let mut after = before.clone();
                 if let Some(e) = &email {
                     if e.as_str() != before.email {
@@ -401,7 +401,7 @@ impl UserSvc {
             .write(move |tx| {
                 let before = users::find(tx.conn, id)?
                     .ok_or_else(|| ApiError::NotFound("no such user".into()))?;
-                check_etag(&etag, before.version)?;
+                check_etag(&etag, before.id, before.version)?;
                 let mut after = before.clone();
                 let (verb, detail) = match action {
                     Action::DeactivateUser => {
