@@ -205,6 +205,63 @@ async fn lockout_after_repeated_failures(b: Backend) {
         assert!(!text.contains("ghost"), "{text}");
         assert!(!text.contains("Nope-nope-1"), "{text}");
     }
+
+    // "Monitor activity": failures can be listed as such, and the activity report counts
+    // failed sign-ins (3 + 1 for each name, then 5 more for lou) and lockouts (one each) per day.
+    let failures = s
+        .audit()
+        .list_audit_events(authed(
+            pb::ListAuditEventsRequest {
+                outcome: "failure".into(),
+                page_size: 100,
+                ..Default::default()
+            },
+            &admin,
+        ))
+        .await
+        .unwrap()
+        .into_inner()
+        .events;
+    assert!(failures.len() >= 8, "{failures:?}");
+    assert!(failures.iter().all(|e| e.outcome == "failure"));
+    expect_invalid(
+        s.audit()
+            .list_audit_events(authed(
+                pb::ListAuditEventsRequest {
+                    outcome: "bad".into(),
+                    ..Default::default()
+                },
+                &admin,
+            ))
+            .await,
+        "outcome",
+    );
+    let now = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap()
+        .as_secs() as i64;
+    let report = s
+        .audit()
+        .get_activity_report(authed(
+            pb::GetActivityReportRequest {
+                start_time: Some(prost_types::Timestamp {
+                    seconds: now - 86_400,
+                    nanos: 0,
+                }),
+                end_time: Some(prost_types::Timestamp {
+                    seconds: now + 60,
+                    nanos: 0,
+                }),
+                top: 5,
+            },
+            &admin,
+        ))
+        .await
+        .unwrap()
+        .into_inner();
+    let total = |v: &[pb::PeriodCount]| v.iter().map(|p| p.count).sum::<i64>();
+    assert_eq!(total(&report.failed_sign_ins_per_day), 13, "{report:?}");
+    assert_eq!(total(&report.lockouts_per_day), 2, "{report:?}");
 }
 
 async fn refresh_rotates_and_reuse_revokes_the_session(b: Backend) {

@@ -144,6 +144,8 @@ pub struct Filter {
     pub from: Option<i64>,
     /// Exclusive upper bound on `occurred_at`.
     pub to: Option<i64>,
+    /// `success`, `failure`, `denied` or `reported`.
+    pub outcome: Option<String>,
 }
 
 /// Where a page of [`query`] resumes: after this (time, sequence).
@@ -166,6 +168,9 @@ pub fn query(
     }
     if let Some(a) = &f.action {
         q = q.filter(audit_events::action.eq(a.clone()));
+    }
+    if let Some(o) = &f.outcome {
+        q = q.filter(audit_events::outcome.eq(o.clone()));
     }
     if let Some(from) = f.from {
         q = q.filter(audit_events::occurred_at.ge(from));
@@ -202,6 +207,21 @@ pub fn logins(
         .filter(audit_events::occurred_at.ge(from))
         .filter(audit_events::occurred_at.lt(to))
         .select((audit_events::actor_id, audit_events::occurred_at))
+        .load(conn)?)
+}
+
+/// (time, detail) of every failed login in `[from, to)`.
+pub fn failed_logins(
+    conn: &mut DbConnection,
+    from: i64,
+    to: i64,
+) -> StoreResult<Vec<(i64, Option<String>)>> {
+    Ok(audit_events::table
+        .filter(audit_events::action.eq("auth.login"))
+        .filter(audit_events::outcome.eq("failure"))
+        .filter(audit_events::occurred_at.ge(from))
+        .filter(audit_events::occurred_at.lt(to))
+        .select((audit_events::occurred_at, audit_events::detail))
         .load(conn)?)
 }
 

@@ -46,6 +46,9 @@ pub struct ListArgs {
     /// Only events with this action, e.g. `user.created`
     #[arg(long)]
     pub action: Option<String>,
+    /// Only events with this outcome: success, failure, denied or reported
+    #[arg(long)]
+    pub outcome: Option<String>,
     #[command(flatten)]
     pub range: Range,
     #[arg(long, default_value_t = 0)]
@@ -83,6 +86,7 @@ async fn list(ctx: &mut Ctx, a: ListArgs) -> Result<()> {
         actor: a.actor.map(|s| principal(&s)).unwrap_or_default(),
         target: a.target.unwrap_or_default(),
         action: a.action.unwrap_or_default(),
+        outcome: a.outcome.unwrap_or_default(),
         start_time: a.range.start_time,
         end_time: a.range.end_time,
     };

@@ -146,6 +146,22 @@ fn range(v: &mut Violations, from: Option<i64>, to: Option<i64>) {
 type ExportStream =
     Pin<Box<dyn Stream<Item = Result<pb::ExportAuditEventsResponse, Status>> + Send>>;
 
+/// How many sign-in attempts a failed-login event records: one, or for refusals during a
+/// lockout the count it carries (see `services::auth`).
+fn attempts(detail: Option<&str>) -> i64 {
+    let Some(d) = detail else { return 1 };
+    let n = d
+        .split("; ")
+        .nth(1)
+        .and_then(|x| x.split(' ').next())
+        .and_then(|n| n.parse::<i64>().ok());
+    match n {
+        Some(n) if d.contains("earlier attempt(s)") => 1 + n,
+        Some(n) if d.contains("attempt(s) refused") => n,
+        _ => 1,
+    }
+}
+
 impl AuditSvc {
     /// An actor or target filter: events name principals by id, so `users/{username}` is
     /// resolved to the user's id here (or refused when nobody has that name: an empty answer
@@ -190,6 +206,14 @@ impl AuditSvc {
             action: text(&mut v, "action", &r.action, 100),
             from: micros(&mut v, "start_time", &r.start_time),
             to: micros(&mut v, "end_time", &r.end_time),
+            outcome: match r.outcome.as_str() {
+                "" => None,
+                o @ ("success" | "failure" | "denied" | "reported") => Some(o.to_owned()),
+                _ => {
+                    v.add("outcome", "must be success, failure, denied or reported");
+                    None
+                }
+            },
         };
         range(&mut v, filter.from, filter.to);
         let limit = match r.page_size {
@@ -207,6 +231,7 @@ impl AuditSvc {
             filter.action.clone(),
             filter.from,
             filter.to,
+            filter.outcome.clone(),
         );
         let after = match PageToken::decode(&r.page_token, &key)? {
             None => None,
@@ -427,11 +452,35 @@ impl AuditSvc {
                 let evaluations = named(conn, evaluations)?;
                 let changes = audit::top_actors(conn, Counted::Changes, from, to, top)?;
                 let changes = named(conn, changes)?;
+                // Failed sign-ins (a coalesced event of refusals during a lockout counts each
+                // attempt it records) and lockouts (the failure that locked an account), per day.
+                let mut failed: BTreeMap<i64, i64> = BTreeMap::new();
+                let mut locked: BTreeMap<i64, i64> = BTreeMap::new();
+                for (at, detail) in audit::failed_logins(conn, from, to)? {
+                    let day = at.div_euclid(DAY);
+                    *failed.entry(day).or_default() += attempts(detail.as_deref());
+                    if detail
+                        .as_deref()
+                        .is_some_and(|d| d.ends_with("; account locked"))
+                    {
+                        *locked.entry(day).or_default() += 1;
+                    }
+                }
+                let per_day = |m: BTreeMap<i64, i64>| {
+                    m.into_iter()
+                        .map(|(d, count)| pb::PeriodCount {
+                            period_start: Some(timestamp(d * DAY)),
+                            count,
+                        })
+                        .collect::<Vec<_>>()
+                };
                 Ok(pb::GetActivityReportResponse {
                     active_users_per_day: bucket(DAY, 0),
                     active_users_per_week: bucket(WEEK, WEEK_OFFSET),
                     feature_evaluations_by_user: evaluations,
                     most_active_contributors: changes,
+                    failed_sign_ins_per_day: per_day(failed),
+                    lockouts_per_day: per_day(locked),
                     approval_response_times: if approvals {
                         Some(super::approvals::metrics::compute(conn, None, from, to)?)
                     } else {
