@@ -411,6 +411,7 @@ async fn grants_combine_and_checks_explain_themselves(b: Backend) {
     s.groups()
         .remove_group_member(authed(
             pb::RemoveGroupMemberRequest {
+                reason: String::new(),
                 group: ops.name.clone(),
                 member: dana.name.clone(),
             },
@@ -799,6 +800,7 @@ async fn portfolio_service_accounts_stay_in_their_portfolio(b: Backend) {
         .groups()
         .add_group_member(authed(
             pb::AddGroupMemberRequest {
+                reason: String::new(),
                 group: g.name.clone(),
                 member: ci.name.clone(),
             },
@@ -828,6 +830,7 @@ async fn writes_return_revisions_that_checks_honour(b: Backend) {
         .groups()
         .add_group_member(authed(
             pb::AddGroupMemberRequest {
+                reason: String::new(),
                 group: group.name.clone(),
                 member: user.name.clone(),
             },

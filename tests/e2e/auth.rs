@@ -550,6 +550,7 @@ async fn role_changes_and_deactivation_apply_to_issued_tokens(b: Backend) {
         let mut u = s.users();
         let r = authed(
             pb::UpdateUserRequest {
+                reason: String::new(),
                 user: Some(pb::User {
                     name: user.name.clone(),
                     role: role as i32,

@@ -602,6 +602,7 @@ fn table() -> Vec<(&'static str, Access, Call)> {
                 f.users()
                     .update_user(req(
                         pb::UpdateUserRequest {
+                            reason: String::new(),
                             user: Some(pb::User {
                                 name: u.name,
                                 display_name: "renamed".into(),
@@ -1042,6 +1043,7 @@ fn table() -> Vec<(&'static str, Access, Call)> {
                 f.groups()
                     .add_group_member(req(
                         pb::AddGroupMemberRequest {
+                            reason: String::new(),
                             group: g.name,
                             member: f.other_user.clone(),
                         },
@@ -1058,6 +1060,7 @@ fn table() -> Vec<(&'static str, Access, Call)> {
                 f.groups()
                     .add_group_member(authed(
                         pb::AddGroupMemberRequest {
+                            reason: String::new(),
                             group: g.name.clone(),
                             member: f.other_user.clone(),
                         },
@@ -1067,6 +1070,7 @@ fn table() -> Vec<(&'static str, Access, Call)> {
                 f.groups()
                     .remove_group_member(req(
                         pb::RemoveGroupMemberRequest {
+                            reason: String::new(),
                             group: g.name,
                             member: f.other_user.clone(),
                         },

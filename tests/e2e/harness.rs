@@ -282,6 +282,7 @@ impl TestServer {
         self.groups()
             .add_group_member(authed(
                 pb::AddGroupMemberRequest {
+                    reason: String::new(),
                     group: group.into(),
                     member: member.into(),
                 },

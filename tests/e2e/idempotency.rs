@@ -470,6 +470,7 @@ async fn replies_are_sealed_and_replays_reauthorized(b: Backend) {
     s.users()
         .update_user(authed(
             pb::UpdateUserRequest {
+                reason: String::new(),
                 user: Some(pb::User {
                     name: tess_user.name.clone(),
                     role: pb::Role::Approver as i32,

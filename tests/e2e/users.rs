@@ -50,6 +50,7 @@ async fn lifecycle_create_get_update_deactivate_reactivate_delete(b: Backend) {
     let updated = users
         .update_user(authed(
             pb::UpdateUserRequest {
+                reason: String::new(),
                 user: Some(pb::User {
                     name: u.name.clone(),
                     email: "Dora.New@Example.com".into(),
@@ -74,6 +75,7 @@ async fn lifecycle_create_get_update_deactivate_reactivate_delete(b: Backend) {
     let r = users
         .update_user(authed(
             pb::UpdateUserRequest {
+                reason: String::new(),
                 user: Some(pb::User {
                     name: u.name.clone(),
                     display_name: "Lost".into(),
@@ -90,6 +92,7 @@ async fn lifecycle_create_get_update_deactivate_reactivate_delete(b: Backend) {
     let only_name = users
         .update_user(authed(
             pb::UpdateUserRequest {
+                reason: String::new(),
                 user: Some(pb::User {
                     name: u.name.clone(),
                     display_name: "Dora E.".into(),
@@ -420,6 +423,7 @@ async fn team_admin_rules_protect_the_org(b: Backend) {
         async move {
             u.update_user(authed(
                 pb::UpdateUserRequest {
+                    reason: String::new(),
                     user: Some(pb::User {
                         name,
                         role: role as i32,
@@ -532,6 +536,7 @@ async fn non_admins_are_refused_user_management(b: Backend) {
         expect_code(
             u.update_user(authed(
                 pb::UpdateUserRequest {
+                    reason: String::new(),
                     user: Some(pb::User {
                         name: target.name.clone(),
                         display_name: "x".into(),
@@ -614,6 +619,7 @@ async fn concurrent_last_admin_demotions_leave_one_admin(b: Backend) {
         async move {
             u.update_user(authed(
                 pb::UpdateUserRequest {
+                    reason: String::new(),
                     user: Some(pb::User {
                         name,
                         role: pb::Role::Requester as i32,
@@ -760,6 +766,7 @@ async fn an_etag_belongs_to_one_resource(b: Backend) {
     let b = s.create_user(&admin, "ben", pb::Role::Requester, PW).await;
     assert_ne!(a.etag, b.etag);
     let update = |etag: &str| pb::UpdateUserRequest {
+        reason: String::new(),
         user: Some(pb::User {
             name: b.name.clone(),
             display_name: "Ben B".into(),
@@ -780,7 +787,84 @@ async fn an_etag_belongs_to_one_resource(b: Backend) {
         .unwrap();
 }
 
+/// "Document role assignments and rationale": a role change and a membership change take a
+/// reason, which their audit events keep and the audit queries show.
+async fn role_and_membership_changes_keep_their_reason(b: Backend) {
+    let s = TestServer::start(b).await;
+    let admin = s.admin_token().await;
+    let u = s.create_user(&admin, "rita", pb::Role::Requester, PW).await;
+    s.users()
+        .update_user(authed(
+            pb::UpdateUserRequest {
+                user: Some(pb::User {
+                    name: u.name.clone(),
+                    role: pb::Role::Approver as i32,
+                    ..Default::default()
+                }),
+                update_mask: Some(FieldMask {
+                    paths: vec!["role".into()],
+                }),
+                reason: "covers approvals while Sam is away (TICKET-12)".into(),
+            },
+            &admin,
+        ))
+        .await
+        .unwrap();
+    let p = s.portfolio(&admin, "Shop").await;
+    let g = s.group(&admin, &p.name, "Devs", vec![], vec![]).await;
+    s.groups()
+        .add_group_member(authed(
+            pb::AddGroupMemberRequest {
+                group: g.name.clone(),
+                member: u.name.clone(),
+                reason: "joins the checkout team".into(),
+            },
+            &admin,
+        ))
+        .await
+        .unwrap();
+    let events = s
+        .audit()
+        .list_audit_events(authed(
+            pb::ListAuditEventsRequest {
+                page_size: 100,
+                ..Default::default()
+            },
+            &admin,
+        ))
+        .await
+        .unwrap()
+        .into_inner()
+        .events;
+    let detail = |action: &str| {
+        events
+            .iter()
+            .find(|e| e.action == action)
+            .map(|e| e.detail.clone())
+            .unwrap()
+    };
+    assert_eq!(
+        detail("user.updated"),
+        "role requester -> approver; reason: covers approvals while Sam is away (TICKET-12)"
+    );
+    assert!(detail("group.member_added").ends_with("; reason: joins the checkout team"));
+    // A reason is free text, bounded like any description.
+    let long = s
+        .groups()
+        .remove_group_member(authed(
+            pb::RemoveGroupMemberRequest {
+                group: g.name.clone(),
+                member: u.name.clone(),
+                reason: "x".repeat(1001),
+            },
+            &admin,
+        ))
+        .await;
+    expect_invalid(long, "reason");
+}
+
 crate::both_backends!(
+    role_and_membership_changes_keep_their_reason,
     an_etag_belongs_to_one_resource,
     one_spelling_per_identity,
     lifecycle_create_get_update_deactivate_reactivate_delete,

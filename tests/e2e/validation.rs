@@ -308,6 +308,7 @@ async fn every_rpc_validates_its_input(b: Backend) {
     let upd = |u: Option<pb::User>, paths: &[&str]| {
         authed(
             pb::UpdateUserRequest {
+                reason: String::new(),
                 user: u,
                 update_mask: Some(FieldMask {
                     paths: paths.iter().map(|p| p.to_string()).collect(),
@@ -604,6 +605,7 @@ async fn access_model_rpcs_validate_their_input(b: Backend) {
     ] {
         let r = groups
             .add_group_member(a!(pb::AddGroupMemberRequest {
+                reason: String::new(),
                 group: group.name.clone(),
                 member: bad.into()
             }))
@@ -613,6 +615,7 @@ async fn access_model_rpcs_validate_their_input(b: Backend) {
     expect_invalid(
         groups
             .add_group_member(a!(pb::AddGroupMemberRequest {
+                reason: String::new(),
                 group: "x".into(),
                 member: "users/admin".into()
             }))
@@ -872,6 +875,7 @@ async fn echoed_input_is_clipped(b: Backend) {
         .users()
         .update_user(authed(
             pb::UpdateUserRequest {
+                reason: String::new(),
                 user: Some(pb::User {
                     name: u.name.clone(),
                     display_name: "Rita R".into(),

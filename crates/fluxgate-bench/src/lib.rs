@@ -230,6 +230,7 @@ pub mod support {
             .add_group_member(with(
                 &token,
                 pb::AddGroupMemberRequest {
+                    reason: String::new(),
                     group: g.name.clone(),
                     member: u.name.clone(),
                 },

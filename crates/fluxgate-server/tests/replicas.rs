@@ -300,6 +300,7 @@ async fn every_replica_honours_every_other_replicas_writes() {
         .groups()
         .add_group_member(authed(
             pb::AddGroupMemberRequest {
+                reason: String::new(),
                 group: group.name.clone(),
                 member: rita.name.clone(),
             },
@@ -327,6 +328,7 @@ async fn every_replica_honours_every_other_replicas_writes() {
         .users()
         .update_user(authed(
             pb::UpdateUserRequest {
+                reason: String::new(),
                 user: Some(pb::User {
                     name: rita.name.clone(),
                     role: pb::Role::TeamAdmin as i32,

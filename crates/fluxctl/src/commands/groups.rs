@@ -39,9 +39,21 @@ pub enum Cmd {
 #[derive(Debug, Subcommand)]
 pub enum MemberCmd {
     /// Add a user (`users/…` or a username) or service account (`serviceAccounts/…`)
-    Add { group: String, member: String },
+    Add {
+        group: String,
+        member: String,
+        /// Why, kept in the audit trail
+        #[arg(long)]
+        reason: Option<String>,
+    },
     /// Remove a member
-    Remove { group: String, member: String },
+    Remove {
+        group: String,
+        member: String,
+        /// Why, kept in the audit trail
+        #[arg(long)]
+        reason: Option<String>,
+    },
     /// List a group's members
     List {
         group: String,
@@ -204,18 +216,28 @@ async fn update(ctx: &mut Ctx, a: UpdateArgs) -> Result<()> {
 
 async fn members(ctx: &mut Ctx, cmd: MemberCmd) -> Result<()> {
     match cmd {
-        MemberCmd::Add { group, member } => {
+        MemberCmd::Add {
+            group,
+            member,
+            reason,
+        } => {
             let req = pb::AddGroupMemberRequest {
                 group,
                 member: principal(&member),
+                reason: reason.unwrap_or_default(),
             };
             let r = rpc!(ctx, Call::Write, GroupServiceClient::add_group_member, req)?;
             emit(ctx.format(), &r, |r| show(r.group.as_ref()))
         }
-        MemberCmd::Remove { group, member } => {
+        MemberCmd::Remove {
+            group,
+            member,
+            reason,
+        } => {
             let req = pb::RemoveGroupMemberRequest {
                 group,
                 member: principal(&member),
+                reason: reason.unwrap_or_default(),
             };
             let r = rpc!(
                 ctx,

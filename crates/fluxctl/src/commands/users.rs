@@ -79,6 +79,9 @@ pub struct UpdateArgs {
     /// Refuse the change if the user changed since this etag was read
     #[arg(long)]
     pub etag: Option<String>,
+    /// Why (a role change's rationale, say), kept in the audit trail
+    #[arg(long)]
+    pub reason: Option<String>,
 }
 
 /// A user name and an optional etag.
@@ -181,6 +184,7 @@ async fn update(ctx: &mut Ctx, a: UpdateArgs) -> Result<()> {
             ..Default::default()
         }),
         update_mask: Some(update_mask),
+        reason: a.reason.unwrap_or_default(),
     };
     let resp = rpc!(ctx, Call::Write, UserServiceClient::update_user, req)?;
     emit(ctx.format(), &resp, |r| show(r.user.as_ref()))

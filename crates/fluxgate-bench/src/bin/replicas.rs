@@ -91,13 +91,27 @@ async fn main() -> anyhow::Result<()> {
         let rev = if now_allowed {
             let (group, member) = membership;
             let r = groups
-                .add_group_member(with(&admin, pb::AddGroupMemberRequest { group, member }))
+                .add_group_member(with(
+                    &admin,
+                    pb::AddGroupMemberRequest {
+                        group,
+                        member,
+                        reason: String::new(),
+                    },
+                ))
                 .await?;
             revision(r.metadata())
         } else {
             let (group, member) = membership;
             let r = groups
-                .remove_group_member(with(&admin, pb::RemoveGroupMemberRequest { group, member }))
+                .remove_group_member(with(
+                    &admin,
+                    pb::RemoveGroupMemberRequest {
+                        group,
+                        member,
+                        reason: String::new(),
+                    },
+                ))
                 .await?;
             revision(r.metadata())
         };

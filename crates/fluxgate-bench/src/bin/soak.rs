@@ -306,6 +306,7 @@ async fn run(addr: SocketAddr, pid: u32, secs: u64, checkers: usize) -> anyhow::
                     .remove_group_member(with(
                         &w.admin,
                         pb::RemoveGroupMemberRequest {
+                            reason: String::new(),
                             group: w.group.clone(),
                             member: w.reader.clone(),
                         },
@@ -316,6 +317,7 @@ async fn run(addr: SocketAddr, pid: u32, secs: u64, checkers: usize) -> anyhow::
                     .add_group_member(with(
                         &w.admin,
                         pb::AddGroupMemberRequest {
+                            reason: String::new(),
                             group: w.group.clone(),
                             member: w.reader.clone(),
                         },

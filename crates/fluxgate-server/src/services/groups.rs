@@ -239,6 +239,15 @@ fn not_confusable(v: &mut Violations, name: Option<&fluxgate_domain::Title>) {
 
 const ADMINISTRATORS: &str = "Administrators";
 
+/// An audit detail with the caller's reason, when one was given.
+pub(crate) fn with_reason(detail: String, reason: &str) -> String {
+    if reason.is_empty() {
+        detail
+    } else {
+        format!("{detail}; reason: {reason}")
+    }
+}
+
 /// Checks that every granted application and environment exists in the group's portfolio, in
 /// two queries whatever the number of grants. Run once before the write (so that bad input
 /// never waits for, or holds, the write lock) and again inside it (the catalog may have changed
@@ -648,13 +657,16 @@ impl GroupSvc {
         p: Principal,
         group: &str,
         member: &str,
+        reason: &str,
         add: bool,
     ) -> ApiResult<(pb::Group, Option<i64>)> {
         let st = &self.state;
         let mut v = Violations::new();
         let parsed_group = field(&mut v, parse_group("group", group));
         let parsed_member = field(&mut v, parse_principal("member", member));
+        let reason = v.check("", description("reason", reason));
         v.finish()?;
+        let reason = reason.map(|r| r.as_str().to_owned()).unwrap_or_default();
         let (Some((portfolio, id)), Some(member)) = (parsed_group, parsed_member) else {
             return Err(ApiError::Internal(
                 "validation passed without values".into(),
@@ -690,7 +702,7 @@ impl GroupSvc {
                 };
                 let mut e =
                     ctx2.event(Some(&p), action, "group", Some(group_name(&portfolio, &id)));
-                e.detail = Some(member_name(kind, &mid));
+                e.detail = Some(with_reason(member_name(kind, &mid), &reason));
                 audit::append(tx.conn, e, tx.now)?;
                 let fresh = load(tx.conn, &portfolio, &g.id)?;
                 group_pb(tx.conn, &fresh)
@@ -851,7 +863,7 @@ impl GroupService for GroupSvc {
     ) -> Result<Response<pb::AddGroupMemberResponse>, Status> {
         let (ctx, p, req) = authed!(self, request);
         let (g, rev) = self
-            .membership(ctx.clone(), p, &req.group, &req.member, true)
+            .membership(ctx.clone(), p, &req.group, &req.member, &req.reason, true)
             .await?;
         Ok(reply(
             pb::AddGroupMemberResponse { group: Some(g) },
@@ -866,7 +878,7 @@ impl GroupService for GroupSvc {
     ) -> Result<Response<pb::RemoveGroupMemberResponse>, Status> {
         let (ctx, p, req) = authed!(self, request);
         let (g, rev) = self
-            .membership(ctx.clone(), p, &req.group, &req.member, false)
+            .membership(ctx.clone(), p, &req.group, &req.member, &req.reason, false)
             .await?;
         Ok(reply(
             pb::RemoveGroupMemberResponse { group: Some(g) },

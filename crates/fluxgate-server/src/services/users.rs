@@ -281,6 +281,10 @@ impl UserSvc {
         };
         let paths = mask_paths(req.update_mask.as_ref(), &["email", "display_name", "role"])?;
         let mut v = Violations::new();
+        let reason = v
+            .check("", crate::convert::description("reason", &req.reason))
+            .map(|r| r.as_str().to_owned())
+            .unwrap_or_default();
         let email = if paths.iter().any(|p| p == "email") {
             v.check("user.email", Email::parse(&u.email))
         } else {
@@ -362,6 +366,12 @@ impl UserSvc {
                 e.after_json = snapshot(&after);
                 if before.role != after.role {
                     e.detail = Some(format!("role {} -> {}", before.role, after.role));
+                }
+                if !reason.is_empty() {
+                    e.detail = Some(crate::services::groups::with_reason(
+                        e.detail.take().unwrap_or_else(|| "updated".into()),
+                        &reason,
+                    ));
                 }
                 audit::append(tx.conn, e, tx.now)?;
                 let fresh = users::find(tx.conn, id)?
