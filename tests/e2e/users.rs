@@ -863,7 +863,78 @@ async fn role_and_membership_changes_keep_their_reason(b: Backend) {
     expect_invalid(long, "reason");
 }
 
+/// "Regular audits: review user list and roles periodically": stale accounts are found by last
+/// sign-in ("never", "not seen for N days"), and the list sorts by it.
+async fn stale_accounts_are_found_by_last_sign_in(b: Backend) {
+    let s = TestServer::start(b).await;
+    let admin = s.admin_token().await;
+    for u in ["ann", "bob", "cat", "dan"] {
+        s.create_user(&admin, u, pb::Role::Requester, PW).await;
+    }
+    s.login("dan", PW).await;
+    s.login("ann", PW).await;
+    let now = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap()
+        .as_secs() as i64;
+    let list = |req: pb::ListUsersRequest| {
+        let mut users = s.users();
+        let admin = admin.clone();
+        async move { users.list_users(authed(req, &admin)).await }
+    };
+    let names =
+        |r: pb::ListUsersResponse| r.users.into_iter().map(|u| u.username).collect::<Vec<_>>();
+    let never = list(pb::ListUsersRequest {
+        never_signed_in: Some(true),
+        ..Default::default()
+    })
+    .await
+    .unwrap()
+    .into_inner();
+    assert_eq!(names(never), ["bob", "cat"]);
+    let stale = list(pb::ListUsersRequest {
+        signed_in_before: Some(prost_types::Timestamp {
+            seconds: now - 30 * 86_400,
+            nanos: 0,
+        }),
+        ..Default::default()
+    })
+    .await
+    .unwrap()
+    .into_inner();
+    assert_eq!(names(stale), ["bob", "cat"], "not seen for 30 days");
+    // Least recent sign-in first, never before all, page by page.
+    let mut seen = Vec::new();
+    let mut token = String::new();
+    loop {
+        let r = list(pb::ListUsersRequest {
+            order_by: "last_login_time".into(),
+            page_size: 1,
+            page_token: token.clone(),
+            ..Default::default()
+        })
+        .await
+        .unwrap()
+        .into_inner();
+        token = r.next_page_token.clone();
+        seen.extend(names(r));
+        if token.is_empty() {
+            break;
+        }
+    }
+    assert_eq!(seen, ["bob", "cat", "admin", "dan", "ann"]);
+    expect_invalid(
+        list(pb::ListUsersRequest {
+            order_by: "email".into(),
+            ..Default::default()
+        })
+        .await,
+        "order_by",
+    );
+}
+
 crate::both_backends!(
+    stale_accounts_are_found_by_last_sign_in,
     role_and_membership_changes_keep_their_reason,
     an_etag_belongs_to_one_resource,
     one_spelling_per_identity,

@@ -146,7 +146,12 @@ fn user_listing_filters_and_pages() {
                 let all = users::list(conn, &users::Filter::default(), None, 10)?;
                 let names: Vec<_> = all.iter().map(|u| u.username.as_str()).collect();
                 assert_eq!(names, ["amy", "bo_b", "cat"]);
-                let page2 = users::list(conn, &users::Filter::default(), Some("amy"), 1)?;
+                let page2 = users::list(
+                    conn,
+                    &users::Filter::default(),
+                    Some(&users::After::Username("amy".into())),
+                    1,
+                )?;
                 assert_eq!(page2[0].username, "bo_b");
                 let req = users::Filter {
                     role: Some(Role::Requester),

@@ -186,6 +186,20 @@ pub struct Filter {
     pub active: Option<bool>,
     /// Lower-case substring of username, email or display name.
     pub query: Option<String>,
+    /// Only users whose last sign-in is before this time (micros), or who never signed in.
+    pub signed_in_before: Option<i64>,
+    /// Only users who never (true) or who at some time (false) signed in.
+    pub never_signed_in: Option<bool>,
+    /// Order by last sign-in, least recent first (never first), then username; else by username.
+    pub by_last_sign_in: bool,
+}
+
+/// Where a page of [`list`] resumes: after this username, or (ordered by last sign-in) after this
+/// (last sign-in, -1 for never; username).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum After {
+    Username(String),
+    SignIn(i64, String),
 }
 
 fn escape_like(s: &str) -> String {
@@ -201,13 +215,17 @@ fn escape_like(s: &str) -> String {
     out
 }
 
-/// One page of users ordered by username, starting after `after` (keyset pagination).
+/// One page of users ordered by username (or by last sign-in), starting after `after` (keyset
+/// pagination).
 pub fn list(
     conn: &mut DbConnection,
     filter: &Filter,
-    after: Option<&str>,
+    after: Option<&After>,
     limit: i64,
 ) -> StoreResult<Vec<User>> {
+    use diesel::dsl::sql;
+    use diesel::sql_types::{BigInt, Bool};
+    const SIGNED_IN: &str = "COALESCE(last_login_at, -1)";
     let mut q = users::table.into_boxed();
     if let Some(role) = filter.role {
         q = q.filter(users::role.eq(role.as_str()));
@@ -222,11 +240,34 @@ pub fn list(
                 .escape('\\'),
         );
     }
-    if let Some(after) = after {
-        q = q.filter(users::username.gt(after.to_owned()));
+    if let Some(t) = filter.signed_in_before {
+        q = q.filter(
+            users::last_login_at
+                .is_null()
+                .or(users::last_login_at.lt(t)),
+        );
     }
-    q.order(users::username.asc())
-        .limit(limit)
+    match filter.never_signed_in {
+        Some(true) => q = q.filter(users::last_login_at.is_null()),
+        Some(false) => q = q.filter(users::last_login_at.is_not_null()),
+        None => {}
+    }
+    match after {
+        Some(After::Username(u)) => q = q.filter(users::username.gt(u.clone())),
+        Some(After::SignIn(at, u)) => {
+            // The numbers come from this service's own page token (parsed as i64), never text.
+            q = q.filter(sql::<Bool>(&format!("{SIGNED_IN} > {at}")).or(
+                sql::<Bool>(&format!("{SIGNED_IN} = {at}")).and(users::username.gt(u.clone())),
+            ));
+        }
+        None => {}
+    }
+    q = if filter.by_last_sign_in {
+        q.order((sql::<BigInt>(SIGNED_IN).asc(), users::username.asc()))
+    } else {
+        q.order(users::username.asc())
+    };
+    q.limit(limit)
         .select(Row::as_select())
         .load::<Row>(conn)?
         .into_iter()

@@ -60,6 +60,15 @@ pub struct ListArgs {
     /// Substring of username, email or display name
     #[arg(long)]
     pub query: Option<String>,
+    /// Only users not signed in for this many days (or never)
+    #[arg(long)]
+    pub not_seen_for_days: Option<u32>,
+    /// Only users who never (true) or who at some time (false) signed in
+    #[arg(long)]
+    pub never_signed_in: Option<bool>,
+    /// Least recent sign-in first, instead of by username
+    #[arg(long)]
+    pub by_last_sign_in: bool,
     #[arg(long, default_value_t = 0)]
     pub page_size: i32,
     #[arg(long)]
@@ -150,6 +159,21 @@ async fn list(ctx: &mut Ctx, a: ListArgs) -> Result<()> {
         role: a.role.map_or(0, |r| pb::Role::from(r) as i32),
         active: a.active,
         query: a.query.unwrap_or_default(),
+        signed_in_before: a.not_seen_for_days.map(|d| {
+            let now = std::time::SystemTime::now()
+                .duration_since(std::time::UNIX_EPOCH)
+                .map_or(0, |t| t.as_secs() as i64);
+            prost_types::Timestamp {
+                seconds: now - i64::from(d) * 86_400,
+                nanos: 0,
+            }
+        }),
+        never_signed_in: a.never_signed_in,
+        order_by: if a.by_last_sign_in {
+            "last_login_time".into()
+        } else {
+            String::new()
+        },
     };
     let resp = rpc!(ctx, Call::Read, UserServiceClient::list_users, req)?;
     emit(ctx.format(), &resp, |r| {

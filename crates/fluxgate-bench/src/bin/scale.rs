@@ -282,6 +282,9 @@ async fn measure(url: &str, size: &Size) -> anyhow::Result<Measured> {
                 .list_users(with(
                     &tk,
                     pb::ListUsersRequest {
+                        signed_in_before: None,
+                        never_signed_in: None,
+                        order_by: String::new(),
                         page_size: 50,
                         page_token,
                         role,

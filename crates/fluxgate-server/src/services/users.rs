@@ -73,6 +73,9 @@ struct ListFilter {
     role: Option<Role>,
     active: Option<bool>,
     query: Option<String>,
+    signed_in_before: Option<i64>,
+    never_signed_in: Option<bool>,
+    by_last_sign_in: bool,
 }
 
 impl UserSvc {
@@ -229,14 +232,40 @@ impl UserSvc {
                 "must be at most 200 characters, without control characters",
             );
         }
+        let signed_in_before =
+            crate::convert::micros(&mut v, "signed_in_before", &req.signed_in_before);
+        let by_last_sign_in = match req.order_by.as_str() {
+            "" | "username" => false,
+            "last_login_time" => true,
+            _ => {
+                v.add("order_by", "must be username or last_login_time");
+                false
+            }
+        };
         v.finish()?;
         let limit = page_size(req.page_size)?;
         let filter = ListFilter {
             role,
             active: req.active,
             query: (!req.query.is_empty()).then(|| req.query.to_lowercase()),
+            signed_in_before,
+            never_signed_in: req.never_signed_in,
+            by_last_sign_in,
         };
-        let after = PageToken::decode(&req.page_token, &filter)?;
+        let after = match PageToken::decode(&req.page_token, &filter)? {
+            None => None,
+            Some(a) if !by_last_sign_in => Some(users::After::Username(a)),
+            Some(a) => Some(
+                a.split_once(':')
+                    .and_then(|(t, u)| Some(users::After::SignIn(t.parse().ok()?, u.to_owned())))
+                    .ok_or_else(|| {
+                        ApiError::invalid(
+                            "page_token",
+                            "is not a page token issued by this service",
+                        )
+                    })?,
+            ),
+        };
         let f = filter.clone();
         let mut page = st
             .db
@@ -245,15 +274,22 @@ impl UserSvc {
                     role: f.role,
                     active: f.active,
                     query: f.query,
+                    signed_in_before: f.signed_in_before,
+                    never_signed_in: f.never_signed_in,
+                    by_last_sign_in: f.by_last_sign_in,
                 };
-                Ok(users::list(conn, &sf, after.as_deref(), limit + 1)?)
+                Ok(users::list(conn, &sf, after.as_ref(), limit + 1)?)
             })
             .await?;
         let more = page.len() as i64 > limit;
         page.truncate(limit as usize);
         let next_page_token = match (more, page.last()) {
             (true, Some(last)) => PageToken {
-                after: last.username.clone(),
+                after: if by_last_sign_in {
+                    format!("{}:{}", last.last_login_at.unwrap_or(-1), last.username)
+                } else {
+                    last.username.clone()
+                },
                 filter,
             }
             .encode(),
