@@ -125,12 +125,28 @@ async fn grpcurl_through_reflection(b: Backend) {
         "-plaintext".into(),
         "-d".into(),
         "{}".into(),
-        addr,
+        addr.clone(),
         "fluxgate.v1.UserService/ListUsers".into(),
     ])
     .await;
     assert!(!ok);
     assert!(err.contains("Unauthenticated"), "{err}");
+    // Bad input: the field violations are shown, their type known through reflection (the
+    // review saw "google.rpc.BadRequest is not recognized").
+    let (ok, _, err) = run(vec![
+        "-plaintext".into(),
+        "-H".into(),
+        format!("authorization: Bearer {token}"),
+        "-d".into(),
+        r#"{"name":"not a name"}"#.into(),
+        addr,
+        "fluxgate.v1.UserService/GetUser".into(),
+    ])
+    .await;
+    assert!(!ok);
+    assert!(err.contains("InvalidArgument"), "{err}");
+    assert!(!err.contains("not recognized"), "{err}");
+    assert!(err.contains("google.rpc.BadRequest"), "{err}");
 }
 
 crate::both_backends!(
