@@ -300,10 +300,19 @@ async fn ingestion_export_and_analytics(b: Backend) {
     }
     assert_eq!(lines.len(), total);
     assert!(chunks >= 2, "{chunks} chunks");
+    // The canonical protobuf JSON mapping of AuditEvent, as ListAuditEvents shows it through
+    // grpcurl or `fluxctl -o json`: camelCase names, 64-bit numbers as strings.
+    let seq = |l: &serde_json::Value| l["sequence"].as_str().unwrap().parse::<i64>().unwrap();
+    assert!(lines.windows(2).all(|w| seq(&w[0]) < seq(&w[1])));
     assert!(
         lines
-            .windows(2)
-            .all(|w| w[0]["sequence"].as_i64() < w[1]["sequence"].as_i64())
+            .iter()
+            .all(|l| l.get("actorDisplayName").is_some() || l.get("actor").is_none())
+    );
+    assert!(
+        lines
+            .iter()
+            .all(|l| l.get("previousHash").is_some() && l.get("previous_hash").is_none())
     );
     let reported = lines.iter().filter(|l| l["outcome"] == "reported").count();
     assert_eq!(reported, 1500);

@@ -350,6 +350,15 @@ fn change_request_through_approval_and_audit_export(b: Backend) {
         .map(|l| serde_json::from_str(l).unwrap())
         .collect();
     assert_eq!(lines.len(), checked, "{export:?}");
+    // One JSON form: an exported line is the event exactly as `audit list -o json` shows it.
+    let listed = admin
+        .run(&["-o", "json", "audit", "list", "--page-size", "1000"])
+        .json();
+    let listed = listed["events"].as_array().unwrap();
+    assert_eq!(listed.len(), lines.len());
+    for (a, b) in listed.iter().zip(&lines) {
+        assert_eq!(a, b);
+    }
     assert!(
         export
             .stderr

@@ -92,30 +92,27 @@ fn event_pb(e: &Event) -> pb::AuditEvent {
     }
 }
 
+/// The one JSON form of an event, for export lines as for ListAuditEvents through grpcurl or
+/// `fluxctl -o json`: the canonical protobuf JSON mapping of `AuditEvent` (lowerCamelCase names,
+/// 64-bit numbers as strings, RFC 3339 times, defaults omitted).
 fn json_line(e: &Event, out: &mut Vec<u8>) {
-    let parse = |s: &Option<String>| {
-        s.as_deref()
-            .and_then(|j| serde_json::from_str::<serde_json::Value>(j).ok())
+    use prost::Message as _;
+    static DESCRIPTOR: std::sync::OnceLock<Option<prost_reflect::MessageDescriptor>> =
+        std::sync::OnceLock::new();
+    let Some(desc) = DESCRIPTOR.get_or_init(|| {
+        prost_reflect::DescriptorPool::decode(fluxgate_proto::FILE_DESCRIPTOR_SET)
+            .ok()?
+            .get_message_by_name("fluxgate.v1.AuditEvent")
+    }) else {
+        tracing::error!("fluxgate.v1.AuditEvent is not in the descriptor set");
+        return;
     };
-    let v = serde_json::json!({
-        "sequence": e.seq,
-        "time": rfc3339(e.occurred_at),
-        "actor": e.actor_id,
-        "actor_display_name": e.actor_name,
-        "actor_role": e.actor_role,
-        "action": e.action,
-        "target_type": e.target_type,
-        "target": e.target_id,
-        "before": parse(&e.before_json),
-        "after": parse(&e.after_json),
-        "outcome": e.outcome,
-        "detail": e.detail,
-        "request_id": e.request_id,
-        "peer": e.peer_addr,
-        "hash": e.hash,
-        "previous_hash": e.prev_hash,
-    });
-    if serde_json::to_writer(&mut *out, &v).is_ok() {
+    let Ok(dynamic) =
+        prost_reflect::DynamicMessage::decode(desc.clone(), event_pb(e).encode_to_vec().as_slice())
+    else {
+        return;
+    };
+    if serde_json::to_writer(&mut *out, &dynamic).is_ok() {
         out.push(b'\n');
     }
 }
