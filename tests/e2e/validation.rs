@@ -909,7 +909,37 @@ async fn echoed_input_is_clipped(b: Backend) {
     assert!(st.message().len() < 2048, "{} bytes", st.message().len());
 }
 
+/// The review's finding: a ~16 KB header got HTTP 431 (clients saw UNKNOWN), a 64 KiB one a
+/// GOAWAY that ended the connection's other calls. Oversized metadata is refused for that call
+/// alone with a gRPC status; the connection goes on.
+async fn oversized_metadata_is_refused_per_call(b: Backend) {
+    let s = TestServer::start(b).await;
+    let admin = s.admin_token().await;
+    // One connection for everything below.
+    let mut users = s.users();
+    let call = |extra: usize| {
+        let mut r = authed(pb::ListUsersRequest::default(), &admin);
+        if extra > 0 {
+            r.metadata_mut()
+                .insert("x-padding", "p".repeat(extra).parse().unwrap());
+        }
+        r
+    };
+    let before = users.list_users(call(0)).await.unwrap();
+    assert!(!before.into_inner().users.is_empty());
+    for size in [20 * 1024, 64 * 1024, 200 * 1024] {
+        let st = users.list_users(call(size)).await.unwrap_err();
+        assert_eq!(st.code(), tonic::Code::ResourceExhausted, "{size}: {st:?}");
+        assert!(st.message().contains("the limit is 16384"), "{st:?}");
+        // The same connection still serves the next call.
+        users.list_users(call(0)).await.unwrap();
+    }
+    // Metadata under the limit is fine.
+    users.list_users(call(8 * 1024)).await.unwrap();
+}
+
 crate::both_backends!(
+    oversized_metadata_is_refused_per_call,
     echoed_input_is_clipped,
     every_rpc_validates_its_input,
     access_model_rpcs_validate_their_input

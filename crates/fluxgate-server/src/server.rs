@@ -283,6 +283,9 @@ impl Server {
             // Dead peers: a ping every 30 s, closed when unanswered for 20 s.
             .http2_keepalive_interval(Some(Duration::from_secs(30)))
             .http2_keepalive_timeout(Some(Duration::from_secs(20)))
+            // Large header lists reach the telemetry layer, which refuses them for that call
+            // alone (RESOURCE_EXHAUSTED past 16 KiB) instead of the transport's 431 or GOAWAY.
+            .http2_max_header_list_size(crate::telemetry::TRANSPORT_MAX_HEADER_LIST_BYTES)
             .layer(crate::telemetry::TelemetryLayer::new(state.metrics.clone()))
             .layer(crate::idempotency::IdempotencyLayer::new(state.clone()))
             .add_service(health)

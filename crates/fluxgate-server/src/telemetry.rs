@@ -22,6 +22,19 @@ use tracing::Instrument as _;
 use crate::auth::REQUEST_ID_HEADER;
 use crate::metrics::Metrics;
 
+/// Largest request metadata (the header list, counted as HTTP/2 does: name, value and 32 bytes
+/// per entry) a call may carry. Larger lists, up to the transport's limit
+/// ([`TRANSPORT_MAX_HEADER_LIST_BYTES`]), are refused for that call alone with
+/// RESOURCE_EXHAUSTED; the connection and its other calls go on.
+pub const MAX_METADATA_BYTES: usize = 16 * 1024;
+/// The HTTP/2 limit on a header list: past it the transport itself refuses (HTTP 431, or for
+/// much larger lists the connection ends).
+pub const TRANSPORT_MAX_HEADER_LIST_BYTES: u32 = 256 * 1024;
+
+fn metadata_size(h: &http::HeaderMap) -> usize {
+    h.iter().map(|(k, v)| k.as_str().len() + v.len() + 32).sum()
+}
+
 /// Whether a client's request id is usable: 1 to 128 letters, digits, `-`, `_`, `.` or `:`.
 pub fn valid_request_id(id: &str) -> bool {
     !id.is_empty()
@@ -147,7 +160,15 @@ where
             method = path,
             request_id = id.to_str().unwrap_or_default()
         );
-        let fut = self.inner.call(req).instrument(span.clone());
+        let size = metadata_size(req.headers());
+        let fut: BoxFuture<Self::Response, Self::Error> = if size > MAX_METADATA_BYTES {
+            let status = Status::resource_exhausted(format!(
+                "request metadata is {size} bytes; the limit is {MAX_METADATA_BYTES}"
+            ));
+            Box::pin(std::future::ready(Ok(status.into_http())))
+        } else {
+            Box::pin(self.inner.call(req).instrument(span.clone()))
+        };
         let metrics = self.layer.metrics.clone();
         Box::pin(async move {
             let response = fut.await?;
