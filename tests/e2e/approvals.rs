@@ -524,22 +524,8 @@ impl World {
             .to_owned();
         let sa = self
             .s
-            .service_accounts()
-            .create_service_account(authed(
-                pb::CreateServiceAccountRequest {
-                    service_account: Some(pb::ServiceAccount {
-                        display_name: name.into(),
-                        portfolio,
-                        ..Default::default()
-                    }),
-                },
-                token,
-            ))
-            .await
-            .unwrap()
-            .into_inner()
-            .service_account
-            .unwrap();
+            .portfolio_service_account(token, name, &portfolio)
+            .await;
         self.s.add_member(token, &self.devs, &sa.name).await;
         sa.name
     }

@@ -174,20 +174,15 @@ async fn lockout_after_repeated_failures(b: Backend) {
     // Failed logins name their subject, so a query finds them; a name that matches no account
     // is never stored as typed (it may be a password typed into the wrong box).
     let by_target = s
-        .audit()
-        .list_audit_events(authed(
+        .list_audit(
+            &admin,
             pb::ListAuditEventsRequest {
                 target: "users/lou".into(),
                 action: "auth.login".into(),
-                page_size: 100,
                 ..Default::default()
             },
-            &admin,
-        ))
-        .await
-        .unwrap()
-        .into_inner()
-        .events;
+        )
+        .await;
     assert!(by_target.iter().filter(|e| e.outcome == "failure").count() >= 4);
     let ghost: Vec<_> = s
         .audit_events()
@@ -209,19 +204,14 @@ async fn lockout_after_repeated_failures(b: Backend) {
     // "Monitor activity": failures can be listed as such, and the activity report counts
     // failed sign-ins (3 + 1 for each name, then 5 more for lou) and lockouts (one each) per day.
     let failures = s
-        .audit()
-        .list_audit_events(authed(
+        .list_audit(
+            &admin,
             pb::ListAuditEventsRequest {
                 outcome: "failure".into(),
-                page_size: 100,
                 ..Default::default()
             },
-            &admin,
-        ))
-        .await
-        .unwrap()
-        .into_inner()
-        .events;
+        )
+        .await;
     assert!(failures.len() >= 8, "{failures:?}");
     assert!(failures.iter().all(|e| e.outcome == "failure"));
     expect_invalid(

@@ -377,11 +377,23 @@ impl TestServer {
 
     /// An admin service account (organisation scope) named `display_name`.
     pub async fn service_account(&self, token: &str, display_name: &str) -> pb::ServiceAccount {
+        self.portfolio_service_account(token, display_name, "")
+            .await
+    }
+
+    /// A service account of `portfolio` (`""`: an admin service account).
+    pub async fn portfolio_service_account(
+        &self,
+        token: &str,
+        display_name: &str,
+        portfolio: &str,
+    ) -> pb::ServiceAccount {
         self.service_accounts()
             .create_service_account(authed(
                 pb::CreateServiceAccountRequest {
                     service_account: Some(pb::ServiceAccount {
                         display_name: display_name.into(),
+                        portfolio: portfolio.into(),
                         ..Default::default()
                     }),
                 },
@@ -423,6 +435,26 @@ impl TestServer {
             tokio::time::sleep(std::time::Duration::from_millis(20)).await;
         }
         Ok(r)
+    }
+
+    /// The first page (up to 1000) of ListAuditEvents with `req`'s filters, as `token`.
+    pub async fn list_audit(
+        &self,
+        token: &str,
+        req: pb::ListAuditEventsRequest,
+    ) -> Vec<pb::AuditEvent> {
+        self.audit()
+            .list_audit_events(authed(
+                pb::ListAuditEventsRequest {
+                    page_size: 1000,
+                    ..req
+                },
+                token,
+            ))
+            .await
+            .unwrap()
+            .into_inner()
+            .events
     }
 
     /// Number of audit events stored.

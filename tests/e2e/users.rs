@@ -823,19 +823,7 @@ async fn role_and_membership_changes_keep_their_reason(b: Backend) {
         ))
         .await
         .unwrap();
-    let events = s
-        .audit()
-        .list_audit_events(authed(
-            pb::ListAuditEventsRequest {
-                page_size: 100,
-                ..Default::default()
-            },
-            &admin,
-        ))
-        .await
-        .unwrap()
-        .into_inner()
-        .events;
+    let events = s.list_audit(&admin, Default::default()).await;
     let detail = |action: &str| {
         events
             .iter()

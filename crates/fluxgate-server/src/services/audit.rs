@@ -143,22 +143,6 @@ fn range(v: &mut Violations, from: Option<i64>, to: Option<i64>) {
 type ExportStream =
     Pin<Box<dyn Stream<Item = Result<pb::ExportAuditEventsResponse, Status>> + Send>>;
 
-/// How many sign-in attempts a failed-login event records: one, or for refusals during a
-/// lockout the count it carries (see `services::auth`).
-fn attempts(detail: Option<&str>) -> i64 {
-    let Some(d) = detail else { return 1 };
-    let n = d
-        .split("; ")
-        .nth(1)
-        .and_then(|x| x.split(' ').next())
-        .and_then(|n| n.parse::<i64>().ok());
-    match n {
-        Some(n) if d.contains("earlier attempt(s)") => 1 + n,
-        Some(n) if d.contains("attempt(s) refused") => n,
-        _ => 1,
-    }
-}
-
 impl AuditSvc {
     /// An actor or target filter: events name principals by id, so `users/{username}` is
     /// resolved to the user's id here (or refused when nobody has that name: an empty answer
@@ -455,11 +439,9 @@ impl AuditSvc {
                 let mut locked: BTreeMap<i64, i64> = BTreeMap::new();
                 for (at, detail) in audit::failed_logins(conn, from, to)? {
                     let day = at.div_euclid(DAY);
-                    *failed.entry(day).or_default() += attempts(detail.as_deref());
-                    if detail
-                        .as_deref()
-                        .is_some_and(|d| d.ends_with("; account locked"))
-                    {
+                    *failed.entry(day).or_default() +=
+                        super::auth::attempts_recorded(detail.as_deref());
+                    if super::auth::locked_an_account(detail.as_deref()) {
                         *locked.entry(day).or_default() += 1;
                     }
                 }

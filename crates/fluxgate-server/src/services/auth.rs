@@ -59,6 +59,31 @@ fn failed_login_subject(user: Option<&users::User>, login: &str) -> (String, Str
     }
 }
 
+/// What a failed login that locked its account adds to the event's detail.
+const LOCKED_NOW: &str = "; account locked";
+
+/// How many sign-in attempts a failed-login event records, read back from the detail this
+/// module writes: one, plus the earlier refusals it carries, or for a coalesced event the
+/// refusals it counts (the activity report sums them).
+pub fn attempts_recorded(detail: Option<&str>) -> i64 {
+    let Some(d) = detail else { return 1 };
+    let n = d
+        .split("; ")
+        .nth(1)
+        .and_then(|x| x.split(' ').next())
+        .and_then(|n| n.parse::<i64>().ok());
+    match n {
+        Some(n) if d.contains("earlier attempt(s)") => 1 + n,
+        Some(n) if d.contains("attempt(s) refused") => n,
+        _ => 1,
+    }
+}
+
+/// Whether a failed-login event is the failure that locked its account.
+pub fn locked_an_account(detail: Option<&str>) -> bool {
+    detail.is_some_and(|d| d.ends_with(LOCKED_NOW))
+}
+
 /// Login attempts refused during a lockout and not yet in the audit trail. The first refusal of
 /// each second per subject is recorded at once; the others are counted here (a flood of locked
 /// attempts must not become a write per request) and recorded by the poll loop as one event with
@@ -348,8 +373,7 @@ impl AuthSvc {
                     )?;
                     if t.locked_until.is_some() {
                         locked_now = true;
-                        e.detail =
-                            Some(format!("{}; account locked", e.detail.unwrap_or_default()));
+                        e.detail = Some(format!("{}{LOCKED_NOW}", e.detail.unwrap_or_default()));
                     }
                 }
                 audit::append(tx.conn, e, tx.now)?;

@@ -239,15 +239,6 @@ fn not_confusable(v: &mut Violations, name: Option<&fluxgate_domain::Title>) {
 
 const ADMINISTRATORS: &str = "Administrators";
 
-/// An audit detail with the caller's reason, when one was given.
-pub(crate) fn with_reason(detail: String, reason: &str) -> String {
-    if reason.is_empty() {
-        detail
-    } else {
-        format!("{detail}; reason: {reason}")
-    }
-}
-
 /// Checks that every granted application and environment exists in the group's portfolio, in
 /// two queries whatever the number of grants. Run once before the write (so that bad input
 /// never waits for, or holds, the write lock) and again inside it (the catalog may have changed
@@ -702,7 +693,7 @@ impl GroupSvc {
                 };
                 let mut e =
                     ctx2.event(Some(&p), action, "group", Some(group_name(&portfolio, &id)));
-                e.detail = Some(with_reason(member_name(kind, &mid), &reason));
+                e.detail = Some(super::with_reason(member_name(kind, &mid), &reason));
                 audit::append(tx.conn, e, tx.now)?;
                 let fresh = load(tx.conn, &portfolio, &g.id)?;
                 group_pb(tx.conn, &fresh)

@@ -404,7 +404,7 @@ impl UserSvc {
                     e.detail = Some(format!("role {} -> {}", before.role, after.role));
                 }
                 if !reason.is_empty() {
-                    e.detail = Some(crate::services::groups::with_reason(
+                    e.detail = Some(super::with_reason(
                         e.detail.take().unwrap_or_else(|| "updated".into()),
                         &reason,
                     ));
