@@ -306,6 +306,10 @@ impl PasswordResetSvc {
             .await?;
         let (state, ctx2) = (st.clone(), ctx.clone());
         tokio::spawn(async move {
+            // Start once the answer is on its way: run at once, the extra work for an address
+            // with an account would compete with sending that very answer (measurably, on a
+            // small machine).
+            tokio::time::sleep(std::time::Duration::from_millis(10)).await;
             if let Err(e) = issue_reset(&state, &ctx2, email).await {
                 tracing::warn!(error = %e, "handling a password-reset request failed");
             }
