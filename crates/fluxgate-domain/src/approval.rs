@@ -3,7 +3,7 @@
 use std::fmt;
 use std::str::FromStr;
 
-use crate::{Permission, ValidationError};
+use crate::{Permission, Refusal, ValidationError};
 
 /// What a change request asks the flag store to do.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
@@ -184,6 +184,114 @@ pub fn state_after(verdict: Verdict, approvals: u32, required: u32) -> RequestSt
         Verdict::Override => RequestState::Approved,
         Verdict::Approve if approvals >= required => RequestState::Approved,
         Verdict::Approve => RequestState::Pending,
+    }
+}
+
+/// A step in a change request's life.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Step {
+    /// Its content changed: reviews start over, and the policy read again needs `required`
+    /// approvals.
+    Edit {
+        required: u32,
+    },
+    /// A verdict, with the approvals of the current revision that count once it is in.
+    Review {
+        verdict: Verdict,
+        approvals: u32,
+        required: u32,
+    },
+    Cancel,
+    /// The flag store reports the change done.
+    Apply,
+    /// The sweeper closes a request left pending past its time to live.
+    Expire,
+}
+
+/// What a request's life cycle depends on: its state, when it expires (while pending), and who
+/// applied it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Life<'a> {
+    pub state: RequestState,
+    pub expires_at: i64,
+    pub applied_by: Option<&'a str>,
+}
+
+impl Life<'_> {
+    /// Whether a pending request is past its time at `now` (the sweeper closes it within a poll
+    /// interval; until then it is refused as if closed).
+    pub fn is_past_due(&self, now: i64) -> bool {
+        self.expires_at <= now
+    }
+
+    /// Refuses unless the request is pending and not past its time: what an edit or a review
+    /// (`doing`) needs.
+    pub fn ensure_open(&self, now: i64, doing: &'static str) -> Result<(), Refusal> {
+        if self.state != RequestState::Pending {
+            Err(Refusal::NotPending {
+                state: self.state,
+                doing,
+            })
+        } else if self.is_past_due(now) {
+            Err(Refusal::Expired)
+        } else {
+            Ok(())
+        }
+    }
+
+    /// The state after `step` at `now`, or the rule that refuses it. The whole life cycle:
+    ///
+    /// * edits and reviews need a pending request not past its time;
+    /// * an edit re-opens it (approved at once when its policy needs no approval);
+    /// * a verdict decides it by [`state_after`];
+    /// * pending (not past its time) and approved requests can be cancelled;
+    /// * only approved requests are applied, once;
+    /// * only pending requests past their time expire.
+    pub fn step(&self, now: i64, step: Step) -> Result<RequestState, Refusal> {
+        match step {
+            Step::Edit { required } => {
+                self.ensure_open(now, "edited")?;
+                Ok(opening_state(required))
+            }
+            Step::Review {
+                verdict,
+                approvals,
+                required,
+            } => {
+                self.ensure_open(now, "reviewed")?;
+                Ok(state_after(verdict, approvals, required))
+            }
+            Step::Cancel => match self.state {
+                RequestState::Pending if self.is_past_due(now) => Err(Refusal::Expired),
+                RequestState::Pending | RequestState::Approved => Ok(RequestState::Cancelled),
+                state => Err(Refusal::NotCancellable { state }),
+            },
+            Step::Apply => match self.state {
+                RequestState::Approved => Ok(RequestState::Applied),
+                RequestState::Applied => Err(Refusal::AlreadyApplied {
+                    by: self.applied_by.map(str::to_owned),
+                }),
+                state => Err(Refusal::NotApproved { state }),
+            },
+            Step::Expire => match self.state {
+                RequestState::Pending if self.is_past_due(now) => Ok(RequestState::Expired),
+                RequestState::Pending => Err(Refusal::NotDue),
+                state => Err(Refusal::NotPending {
+                    state,
+                    doing: "expired",
+                }),
+            },
+        }
+    }
+}
+
+/// The state of a request submitted (or re-opened by an edit) under a policy that needs
+/// `required` approvals: pending, or approved at once when it needs none.
+pub fn opening_state(required: u32) -> RequestState {
+    if required == 0 {
+        RequestState::Approved
+    } else {
+        RequestState::Pending
     }
 }
 

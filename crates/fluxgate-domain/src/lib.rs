@@ -9,10 +9,14 @@ mod error;
 mod ids;
 mod permission;
 mod policy;
+mod refusal;
 mod role;
 mod values;
 
-pub use approval::{ApprovalPolicy, ChangeKind, FeatureKey, RequestState, Verdict, state_after};
+pub use approval::{
+    ApprovalPolicy, ChangeKind, FeatureKey, Life, RequestState, Step, Verdict, opening_state,
+    state_after,
+};
 pub use error::{FieldViolation, ValidationError, Violations};
 pub use ids::{
     ApplicationId, ChangeRequestId, EmailId, EnvironmentId, GroupId, KeyId, PortfolioId,
@@ -20,6 +24,7 @@ pub use ids::{
 };
 pub use permission::{FeaturePermission, Permission, ValuePermission, ValuePermissions};
 pub use policy::{LockoutPolicy, PASSWORD_HARD_MAX, PasswordPolicy, Settings, TokenPolicy};
+pub use refusal::{Refusal, RefusalKind};
 pub use role::Role;
 pub use values::{
     Description, DisplayName, Email, Title, Username, confusable, is_invisible, normalize_login,

@@ -76,6 +76,14 @@ impl RequestCtx {
         self.peer.map(|a| a.ip())
     }
 
+    /// Where the request came from, as the use cases record it.
+    pub fn origin(&self) -> fluxgate_core::Origin {
+        fluxgate_core::Origin {
+            request_id: Some(self.request_id().to_owned()),
+            peer_addr: self.peer.map(|a| a.to_string()),
+        }
+    }
+
     /// An audit event of this request, by `actor` (when known).
     pub fn event(
         &self,

@@ -15,7 +15,7 @@ use fluxgate_authz::{
 };
 use fluxgate_domain::{
     ApplicationId, EnvironmentId, FeaturePermission, GroupId, KeyId, PortfolioId, PrincipalId,
-    Role, ServiceAccountId, SessionId, UserId, ValuePermissions,
+    ServiceAccountId, SessionId, UserId, ValuePermissions,
 };
 use fluxgate_store::changes::{self, Change, EntityKind};
 use fluxgate_store::{
@@ -28,28 +28,7 @@ use crate::db::Db;
 use crate::error::{ApiError, ApiResult};
 
 /// An authenticated caller as the directory sees it now.
-#[derive(Debug, Clone)]
-pub struct Principal {
-    pub id: PrincipalId,
-    /// The session of a user's access token.
-    pub session_id: Option<SessionId>,
-    /// The API key a service account authenticated with.
-    pub key_id: Option<KeyId>,
-    /// Username, or a service account's display name.
-    pub name: String,
-    pub role: Role,
-    pub active: bool,
-    pub must_change_password: bool,
-}
-
-impl Principal {
-    pub fn user_id(&self) -> Option<UserId> {
-        match self.id {
-            PrincipalId::User(u) => Some(u),
-            PrincipalId::ServiceAccount(_) => None,
-        }
-    }
-}
+pub use fluxgate_core::Actor as Principal;
 
 #[derive(Debug, Clone, Copy)]
 struct SessionFacts {

@@ -68,6 +68,25 @@ impl From<StoreError> for ApiError {
     }
 }
 
+impl From<fluxgate_core::Error> for ApiError {
+    fn from(e: fluxgate_core::Error) -> Self {
+        use fluxgate_core::Error as E;
+        use fluxgate_domain::RefusalKind;
+        match e {
+            E::Invalid(v) => ApiError::Invalid(v),
+            E::Denied(m) => ApiError::PermissionDenied(m),
+            E::NotFound(m) => ApiError::NotFound(m),
+            E::Refused(r) => match r.kind() {
+                RefusalKind::Precondition => ApiError::FailedPrecondition(r.to_string()),
+                RefusalKind::Stale => ApiError::Aborted(r.to_string()),
+                RefusalKind::Exists => ApiError::AlreadyExists(r.to_string()),
+            },
+            E::Store(e) => e.into(),
+            E::Broken(detail) => ApiError::Internal(detail),
+        }
+    }
+}
+
 impl From<tokio::task::JoinError> for ApiError {
     fn from(e: tokio::task::JoinError) -> Self {
         ApiError::Internal(format!("blocking task failed: {e}"))

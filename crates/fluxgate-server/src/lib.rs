@@ -16,6 +16,7 @@ pub mod incoming;
 pub mod mail;
 pub mod metrics;
 pub mod passwords;
+pub mod runner;
 pub mod server;
 pub mod services;
 pub mod state;

@@ -461,7 +461,9 @@ impl AuditSvc {
                     failed_sign_ins_per_day: per_day(failed),
                     lockouts_per_day: per_day(locked),
                     approval_response_times: if approvals {
-                        Some(super::approvals::metrics::compute(conn, None, from, to)?)
+                        Some(super::approvals::metrics_pb(
+                            fluxgate_core::approval_metrics::compute(conn, None, from, to)?,
+                        ))
                     } else {
                         None
                     },

@@ -536,6 +536,7 @@ impl CatalogSvc {
             _ => self.portfolio_target(&p, Action::ManageApplications, &path.portfolio)?,
         }
         let ctx2 = ctx.clone();
+        let snap = st.directory.snapshot();
         let committed = st
             .db
             .write(move |tx| {
@@ -612,10 +613,7 @@ impl CatalogSvc {
                     doomed.push(before.id.clone());
                 }
                 // Every branch above refused open requests unless forced; these are cancelled.
-                let open = approvals::open_in(tx.conn, &doomed)?;
-                crate::services::approvals::cancel_for_deleted_environments(tx, open, |target| {
-                    ctx2.event(Some(&p), "change_request.cancelled", "change_request", Some(target.to_owned()))
-                })?;
+                crate::services::approvals::cancel_in_environments(tx, &ctx2, &p, &snap, &doomed)?;
                 catalog::delete(tx.conn, kind, &before.id)?;
                 tx.changed(entity(kind), before.id.clone());
                 cascade.record(tx);

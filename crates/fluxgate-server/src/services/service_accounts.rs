@@ -375,6 +375,7 @@ impl ServiceAccountSvc {
             st.authorize(&p, Action::ChangeServiceAccountRole, Target::Org)?;
         }
         let ctx2 = ctx.clone();
+        let snap = st.directory.snapshot();
         let committed = st
             .db
             .write(move |tx| {
@@ -406,7 +407,8 @@ impl ServiceAccountSvc {
                         tx,
                         &ctx2,
                         &p,
-                        &principal_of(&before.id)?,
+                        &snap,
+                        principal_of(&before.id)?,
                         "its submitter was deactivated",
                     )?;
                 }
@@ -441,6 +443,7 @@ impl ServiceAccountSvc {
         let st = &self.state;
         let sa = self.managed(&p, "name", &req.name).await?;
         let ctx2 = ctx.clone();
+        let snap = st.directory.snapshot();
         let committed = st
             .db
             .write(move |tx| {
@@ -450,7 +453,8 @@ impl ServiceAccountSvc {
                     tx,
                     &ctx2,
                     &p,
-                    &principal_of(&before.id)?,
+                    &snap,
+                    principal_of(&before.id)?,
                     "its submitter was deleted",
                 )?;
                 for g in groups::remove_principal(tx.conn, "service_account", &before.id)? {

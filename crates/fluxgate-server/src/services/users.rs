@@ -442,6 +442,7 @@ impl UserSvc {
         let target = self.target(&p, "name", name, action).await?;
         let id = target.id;
         let ctx2 = ctx.clone();
+        let snap = st.directory.snapshot();
         let committed = st
             .db
             .write(move |tx| {
@@ -464,7 +465,8 @@ impl UserSvc {
                             tx,
                             &ctx2,
                             &p,
-                            &PrincipalId::User(id),
+                            &snap,
+                            PrincipalId::User(id),
                             "its submitter was deactivated",
                         )?;
                         (
@@ -495,7 +497,8 @@ impl UserSvc {
                             tx,
                             &ctx2,
                             &p,
-                            &PrincipalId::User(id),
+                            &snap,
+                            PrincipalId::User(id),
                             "its submitter was deleted",
                         )?;
                         // Memberships go with the user (they hold no foreign key).

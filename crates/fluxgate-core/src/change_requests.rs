@@ -1,0 +1,760 @@
+//! Approval policies and the change-request life cycle: submit, edit, review (approve, reject,
+//! override), cancel, apply, expire.
+//!
+//! Who may do what to a request is the engine's question ([`Snapshot::change_request`]); where
+//! a request may go from where it is, the domain's ([`Life::step`]). Both are asked inside the
+//! write transaction, against the row as it is once the store-wide write lock is held, so two
+//! reviewers acting at once, or a review racing an edit, are serialised and the second sees the
+//! first.
+
+use fluxgate_authz::{
+    Action, Decision, RequestAction, RequestFacts, ResourceRef, Snapshot, Target,
+};
+use fluxgate_domain::{
+    ApprovalPolicy, ChangeKind, ChangeRequestId, Description, FeatureKey, Life, PrincipalId,
+    Refusal, RequestState, Step, Title, Verdict, opening_state,
+};
+use fluxgate_store::approvals::{self as store, ChangeRequest, ListFilter, Policy, Review};
+use fluxgate_store::catalog::{self, Kind};
+use fluxgate_store::changes::EntityKind;
+use fluxgate_store::{DbConnection, Tx, audit};
+
+use crate::audit::AuditAction;
+use crate::context::{Command, Ctx};
+use crate::error::{Error, Result};
+use crate::etag;
+use crate::names::{self, EnvPath};
+
+/// Rows a listing reads per query while it filters by what the caller may see.
+const SCAN_BATCH: i64 = 200;
+/// Rows one listing call reads at most; it then returns what it found with a cursor.
+const SCAN_LIMIT: usize = 5_000;
+/// Expired requests closed per sweep.
+pub const EXPIRE_BATCH: i64 = 100;
+
+/// The audit trail's target type for requests.
+const TARGET: &str = "change_request";
+
+/// A request with its reviews, as a caller sees it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct RequestView {
+    pub request: ChangeRequest,
+    pub reviews: Vec<Review>,
+}
+
+impl RequestView {
+    /// The approvals that count now (see [`counted_approvals`]).
+    pub fn approvals(&self, snap: &Snapshot) -> usize {
+        counted_approvals(snap, &self.request, &self.reviews)
+    }
+}
+
+/// Checks that the environment exists (in the snapshot, which is current after the caller's
+/// authentication) under the named portfolio and application.
+pub(crate) fn locate_in(snap: &Snapshot, path: &EnvPath) -> Result<()> {
+    match snap.parents(ResourceRef::Environment(path.environment)) {
+        Some((p, a)) if p == path.portfolio && a == path.application => Ok(()),
+        _ => Err(Error::not_found("environment")),
+    }
+}
+
+fn facts<'a>(r: &'a ChangeRequest, approvers: &'a [PrincipalId]) -> RequestFacts<'a> {
+    RequestFacts {
+        submitter: &r.submitter,
+        kind: r.kind,
+        environment: r.environment,
+        peer_review: r.peer_review,
+        admin_override: r.admin_override,
+        approvers,
+    }
+}
+
+fn denied(action: RequestAction, d: Decision) -> Error {
+    Error::denied(&format!("{} change request", action.as_str()), d.reason)
+}
+
+/// Asks the engine whether `p` may do `action` to the stored request.
+fn allowed(
+    snap: &Snapshot,
+    p: &PrincipalId,
+    action: RequestAction,
+    r: &ChangeRequest,
+) -> Result<()> {
+    let d = snap.change_request(p, action, &facts(r, &[]));
+    if d.allowed {
+        Ok(())
+    } else {
+        Err(denied(action, d))
+    }
+}
+
+fn life(r: &ChangeRequest) -> Life<'_> {
+    Life {
+        state: r.state,
+        expires_at: r.expires_at,
+        applied_by: None,
+    }
+}
+
+/// Who approved (or overrode) the request's current revision.
+pub fn approvers(r: &ChangeRequest, reviews: &[Review]) -> Vec<PrincipalId> {
+    reviews
+        .iter()
+        .filter(|v| v.round == r.round && v.verdict != Verdict::Reject)
+        .map(|v| v.reviewer)
+        .collect()
+}
+
+/// The approvals of the current revision that count: from principals still active, and never
+/// from the submitter's party (a key rotated since can make it so). A deactivated or deleted
+/// approver's approval stops counting for requests still pending.
+pub fn counted_approvals(snap: &Snapshot, r: &ChangeRequest, reviews: &[Review]) -> usize {
+    reviews
+        .iter()
+        .filter(|v| v.round == r.round && v.verdict == Verdict::Approve)
+        .filter(|v| {
+            snap.is_active(&v.reviewer) && snap.shared_party(&v.reviewer, &r.submitter).is_none()
+        })
+        .count()
+}
+
+/// What the audit trail keeps of a request.
+fn audit_json(r: &ChangeRequest, approvals: Option<usize>) -> Option<String> {
+    let payload: serde_json::Value = serde_json::from_str(&r.payload).unwrap_or_default();
+    serde_json::to_string(&serde_json::json!({
+        "state": r.state.as_str(),
+        "revision": r.round,
+        "environment_id": r.environment.to_string(),
+        "feature_key": r.feature_key,
+        "kind": r.kind.as_str(),
+        "payload": payload,
+        "title": r.title,
+        "required_approvals": r.required_approvals,
+        "approvals": approvals,
+        "overridden": r.overridden,
+    }))
+    .ok()
+}
+
+fn policy_json(p: &ApprovalPolicy) -> Option<String> {
+    serde_json::to_string(&serde_json::json!({
+        "required_approvals": p.required_approvals,
+        "peer_review": p.peer_review,
+        "admin_override": p.admin_override,
+        "pending_ttl_secs": p.ttl_secs,
+    }))
+    .ok()
+}
+
+fn policy_of(p: Option<&Policy>) -> ApprovalPolicy {
+    p.map_or_else(ApprovalPolicy::default, |p| p.policy)
+}
+
+/// An empty payload: none, or `{}`.
+pub fn is_empty_payload(text: &str) -> bool {
+    text.is_empty() || text == "{}"
+}
+
+/// The policy a new or edited request is held to: its environment's for a value change; for a
+/// feature change, which reaches every environment of the application, the strictest of theirs.
+fn policy_for(conn: &mut DbConnection, r: &ChangeRequest) -> Result<ApprovalPolicy> {
+    if r.kind.permission().value().is_some() {
+        return Ok(policy_of(store::policy(conn, r.environment)?.as_ref()));
+    }
+    let envs = catalog::environment_parents(conn, Some(&r.application.to_string()))?
+        .into_iter()
+        .map(|(e, _)| {
+            e.parse()
+                .map_err(|_| Error::Broken(format!("environment id {e:?}")))
+        })
+        .collect::<Result<Vec<_>>>()?;
+    let mut all: Vec<ApprovalPolicy> = store::policies(conn, &envs)?
+        .iter()
+        .map(|p| p.policy)
+        .collect();
+    all.resize(envs.len().max(1), ApprovalPolicy::default());
+    Ok(ApprovalPolicy::strictest(&all))
+}
+
+/// Holds `r` to its current policy and (re)opens it: pending, or approved at once when the
+/// policy needs no approval.
+fn open(conn: &mut DbConnection, r: &mut ChangeRequest, now: i64) -> Result<()> {
+    let p = policy_for(conn, r)?;
+    r.required_approvals = p.required_approvals;
+    r.peer_review = p.peer_review;
+    r.admin_override = p.admin_override;
+    r.state = opening_state(p.required_approvals);
+    r.decided_at = (r.state == RequestState::Approved).then_some(now);
+    Ok(())
+}
+
+/// Writes `r` as the next version of `before`, with its change-log entry and its audit event,
+/// in the caller's transaction.
+fn record(
+    tx: &mut Tx<'_>,
+    before: &ChangeRequest,
+    mut r: ChangeRequest,
+    mut event: audit::NewEvent,
+    approvals: Option<usize>,
+    detail: Option<String>,
+) -> Result<ChangeRequest> {
+    r.version = before.version + 1;
+    r.updated_at = tx.now;
+    store::save(tx.conn, &r)?;
+    tx.changed(EntityKind::ChangeRequest, r.id.to_string());
+    event.before_json = audit_json(before, None);
+    event.after_json = audit_json(&r, approvals);
+    event.detail = detail.filter(|d| !d.is_empty());
+    audit::append(tx.conn, event, tx.now)?;
+    Ok(r)
+}
+
+fn load(conn: &mut DbConnection, id: ChangeRequestId) -> Result<ChangeRequest> {
+    store::find(conn, id)?.ok_or_else(|| Error::not_found("change request"))
+}
+
+fn view(conn: &mut DbConnection, request: ChangeRequest) -> Result<RequestView> {
+    let reviews = store::reviews(conn, request.id)?;
+    Ok(RequestView { request, reviews })
+}
+
+/// Sets an environment's approval policy; `None` fields keep their current value.
+#[derive(Debug, Clone)]
+pub struct UpdatePolicy {
+    pub path: EnvPath,
+    pub etag: String,
+    pub required_approvals: Option<u32>,
+    pub peer_review: Option<bool>,
+    pub admin_override: Option<bool>,
+    pub ttl_secs: Option<u64>,
+}
+
+impl Command for UpdatePolicy {
+    type Output = Policy;
+
+    fn check(&self, cx: &Ctx<'_>) -> Result<()> {
+        cx.authorize(Action::ManageApprovalPolicies, Target::Org)?;
+        locate_in(cx.snap, &self.path)
+    }
+
+    fn apply(self, cx: &Ctx<'_>, tx: &mut Tx<'_>) -> Result<Policy> {
+        let env = self.path.environment;
+        catalog::find(tx.conn, Kind::Environment, &env.to_string())?
+            .ok_or_else(|| Error::not_found("environment"))?;
+        let before = store::policy(tx.conn, env)?;
+        let version = before.as_ref().map_or(0, |b| b.version);
+        etag::check(&self.etag, env, version)?;
+        let old = policy_of(before.as_ref());
+        let new = ApprovalPolicy {
+            required_approvals: self.required_approvals.unwrap_or(old.required_approvals),
+            peer_review: self.peer_review.unwrap_or(old.peer_review),
+            admin_override: self.admin_override.unwrap_or(old.admin_override),
+            ttl_secs: self.ttl_secs.unwrap_or(old.ttl_secs),
+        };
+        let row = Policy {
+            environment: env,
+            policy: new,
+            updated_at: tx.now,
+            version: version + 1,
+        };
+        store::save_policy(tx.conn, &row)?;
+        let mut e = cx.event(
+            AuditAction::ApprovalPolicyUpdated,
+            "approval_policy",
+            Some(self.path.policy_name()),
+        );
+        e.before_json = policy_json(&old);
+        e.after_json = policy_json(&new);
+        audit::append(tx.conn, e, tx.now)?;
+        Ok(row)
+    }
+}
+
+/// An environment's policy (the default when none was set).
+pub fn policy(cx: &Ctx<'_>, conn: &mut DbConnection, path: &EnvPath) -> Result<Option<Policy>> {
+    cx.authorize(Action::ReadCatalog, Target::Org)?;
+    locate_in(cx.snap, path)?;
+    Ok(store::policy(conn, path.environment)?)
+}
+
+/// A new change request.
+#[derive(Debug, Clone)]
+pub struct Submit {
+    pub path: EnvPath,
+    pub feature_key: FeatureKey,
+    pub kind: ChangeKind,
+    /// The payload as JSON text (see [`is_empty_payload`]).
+    pub payload: String,
+    pub title: Title,
+    pub description: Description,
+    /// The submitter's own key for the request: a second submission with it answers with the
+    /// first request.
+    pub client_id: Option<String>,
+}
+
+impl Command for Submit {
+    type Output = RequestView;
+
+    fn check(&self, cx: &Ctx<'_>) -> Result<()> {
+        let p = cx.actor()?;
+        locate_in(cx.snap, &self.path)?;
+        let facts = RequestFacts {
+            submitter: &p.id,
+            kind: self.kind,
+            environment: self.path.environment,
+            peer_review: false,
+            admin_override: false,
+            approvers: &[],
+        };
+        let d = cx.snap.change_request(&p.id, RequestAction::Submit, &facts);
+        if d.allowed {
+            Ok(())
+        } else {
+            Err(denied(RequestAction::Submit, d))
+        }
+    }
+
+    fn apply(self, cx: &Ctx<'_>, tx: &mut Tx<'_>) -> Result<RequestView> {
+        let p = cx.actor()?;
+        if let Some(k) = &self.client_id
+            && let Some(first) = store::find_by_client_id(tx.conn, p.id, k)?
+        {
+            return view(tx.conn, first);
+        }
+        let env = self.path.environment;
+        catalog::find(tx.conn, Kind::Environment, &env.to_string())?
+            .ok_or_else(|| Error::not_found("environment"))?;
+        let ttl = policy_of(store::policy(tx.conn, env)?.as_ref()).ttl_secs;
+        let mut r = ChangeRequest {
+            id: ChangeRequestId::generate(),
+            portfolio: self.path.portfolio,
+            application: self.path.application,
+            environment: env,
+            feature_key: self.feature_key.as_str().to_owned(),
+            kind: self.kind,
+            payload: self.payload,
+            title: self.title.as_str().to_owned(),
+            description: self.description.as_str().to_owned(),
+            submitter: p.id,
+            submitter_name: p.name.clone(),
+            state: RequestState::Pending,
+            round: 1,
+            required_approvals: 0,
+            peer_review: false,
+            admin_override: false,
+            overridden: false,
+            override_reason: None,
+            created_at: tx.now,
+            updated_at: tx.now,
+            expires_at: tx
+                .now
+                .saturating_add((ttl as i64).saturating_mul(1_000_000)),
+            first_review_at: None,
+            decided_at: None,
+            applied_at: None,
+            applied_by: None,
+            version: 1,
+            client_request_id: self.client_id,
+        };
+        open(tx.conn, &mut r, tx.now)?;
+        store::insert(tx.conn, &r)?;
+        tx.changed(EntityKind::ChangeRequest, r.id.to_string());
+        let mut e = cx.event(
+            AuditAction::ChangeRequestSubmitted,
+            TARGET,
+            Some(names::change_request(r.id)),
+        );
+        e.after_json = audit_json(&r, Some(0));
+        audit::append(tx.conn, e, tx.now)?;
+        Ok(RequestView {
+            request: r,
+            reviews: Vec::new(),
+        })
+    }
+}
+
+/// Changes a pending request's content; `None` fields stay. A change starts a new round of
+/// reviews under the policy as it is now.
+#[derive(Debug, Clone)]
+pub struct Edit {
+    pub id: ChangeRequestId,
+    pub etag: String,
+    pub feature_key: Option<FeatureKey>,
+    pub kind: Option<ChangeKind>,
+    pub payload: Option<String>,
+    pub title: Option<Title>,
+    pub description: Option<Description>,
+}
+
+impl Command for Edit {
+    type Output = RequestView;
+
+    fn apply(self, cx: &Ctx<'_>, tx: &mut Tx<'_>) -> Result<RequestView> {
+        let p = cx.actor()?;
+        let before = load(tx.conn, self.id)?;
+        allowed(cx.snap, &p.id, RequestAction::Edit, &before)?;
+        etag::check(&self.etag, before.id, before.version)?;
+        let kind = self.kind.unwrap_or(before.kind);
+        let d = cx.snap.may_change(&p.id, kind, before.environment);
+        if !d.allowed {
+            return Err(denied(RequestAction::Edit, d));
+        }
+        life(&before).ensure_open(tx.now, "edited")?;
+        let mut r = before.clone();
+        if let Some(k) = &self.feature_key {
+            r.feature_key = k.as_str().to_owned();
+        }
+        r.kind = kind;
+        if let Some(pl) = self.payload {
+            r.payload = pl;
+        }
+        if let Some(t) = &self.title {
+            r.title = t.as_str().to_owned();
+        }
+        if let Some(d) = &self.description {
+            r.description = d.as_str().to_owned();
+        }
+        if kind.needs_payload() && is_empty_payload(&r.payload) {
+            return Err(Error::invalid(
+                "change_request.payload",
+                "is required for a value change",
+            ));
+        }
+        fn same(a: &ChangeRequest) -> (&String, ChangeKind, &String, &String, &String) {
+            (&a.feature_key, a.kind, &a.payload, &a.title, &a.description)
+        }
+        if same(&r) == same(&before) {
+            // Nothing to review anew: keep the approvals.
+            return view(tx.conn, before);
+        }
+        r.round += 1;
+        open(tx.conn, &mut r, tx.now)?;
+        let e = cx.event(
+            AuditAction::ChangeRequestUpdated,
+            TARGET,
+            Some(names::change_request(r.id)),
+        );
+        let r = record(tx, &before, r, e, Some(0), None)?;
+        view(tx.conn, r)
+    }
+}
+
+/// Withdraws a pending or approved request.
+#[derive(Debug, Clone)]
+pub struct Cancel {
+    pub id: ChangeRequestId,
+    pub etag: String,
+    pub reason: Description,
+}
+
+impl Command for Cancel {
+    type Output = RequestView;
+
+    fn apply(self, cx: &Ctx<'_>, tx: &mut Tx<'_>) -> Result<RequestView> {
+        let p = cx.actor()?;
+        let before = load(tx.conn, self.id)?;
+        allowed(cx.snap, &p.id, RequestAction::Cancel, &before)?;
+        etag::check(&self.etag, before.id, before.version)?;
+        let mut r = before.clone();
+        r.state = life(&before).step(tx.now, Step::Cancel)?;
+        let e = cx.event(
+            AuditAction::ChangeRequestCancelled,
+            TARGET,
+            Some(names::change_request(r.id)),
+        );
+        let detail = Some(self.reason.as_str().to_owned());
+        let r = record(tx, &before, r, e, None, detail)?;
+        view(tx.conn, r)
+    }
+}
+
+/// A verdict on a pending request: approve, reject, or (a Team Admin, where the policy allows)
+/// override.
+#[derive(Debug, Clone)]
+pub struct Decide {
+    pub id: ChangeRequestId,
+    /// The revision the reviewer read; 0 (rejections only) for whatever it is now.
+    pub revision: i64,
+    pub verdict: Verdict,
+    /// The reviewer's comment (an override's reason).
+    pub comment: Description,
+}
+
+impl Command for Decide {
+    type Output = RequestView;
+
+    fn apply(self, cx: &Ctx<'_>, tx: &mut Tx<'_>) -> Result<RequestView> {
+        let p = cx.actor()?;
+        let action = if self.verdict == Verdict::Override {
+            RequestAction::Override
+        } else {
+            RequestAction::Review
+        };
+        let before = load(tx.conn, self.id)?;
+        allowed(cx.snap, &p.id, action, &before)?;
+        if self.revision != 0 && self.revision != before.round {
+            return Err(Refusal::StaleRevision {
+                reviewed: self.revision,
+                current: before.round,
+            }
+            .into());
+        }
+        life(&before).ensure_open(tx.now, "reviewed")?;
+        let mut reviews = store::reviews(tx.conn, self.id)?;
+        let mine = reviews
+            .iter()
+            .any(|v| v.round == before.round && v.reviewer == p.id);
+        if mine && self.verdict != Verdict::Override {
+            return Err(Refusal::AlreadyReviewed {
+                round: before.round,
+            }
+            .into());
+        }
+        if !mine {
+            let review = Review {
+                id: uuid::Uuid::now_v7().to_string(),
+                request: self.id,
+                round: before.round,
+                reviewer: p.id,
+                reviewer_name: p.name.clone(),
+                reviewer_role: p.role,
+                verdict: self.verdict,
+                comment: self.comment.as_str().to_owned(),
+                created_at: tx.now,
+            };
+            store::insert_review(tx.conn, &review)?;
+            reviews.push(review);
+        }
+        let approvals = counted_approvals(cx.snap, &before, &reviews);
+        let mut r = before.clone();
+        r.state = life(&before).step(
+            tx.now,
+            Step::Review {
+                verdict: self.verdict,
+                approvals: approvals as u32,
+                required: before.required_approvals,
+            },
+        )?;
+        r.first_review_at.get_or_insert(tx.now);
+        if r.state.is_decided() {
+            r.decided_at = Some(tx.now);
+        }
+        if self.verdict == Verdict::Override {
+            r.overridden = true;
+            r.override_reason = Some(self.comment.as_str().to_owned());
+        }
+        let action = match self.verdict {
+            Verdict::Approve => AuditAction::ChangeRequestApproved,
+            Verdict::Reject => AuditAction::ChangeRequestRejected,
+            Verdict::Override => AuditAction::ChangeRequestOverridden,
+        };
+        let e = cx.event(action, TARGET, Some(names::change_request(r.id)));
+        let detail = Some(self.comment.as_str().to_owned());
+        let r = record(tx, &before, r, e, Some(approvals), detail)?;
+        Ok(RequestView {
+            request: r,
+            reviews,
+        })
+    }
+}
+
+/// The flag store reports an approved request done.
+#[derive(Debug, Clone)]
+pub struct MarkApplied {
+    pub id: ChangeRequestId,
+}
+
+impl Command for MarkApplied {
+    type Output = RequestView;
+
+    fn apply(self, cx: &Ctx<'_>, tx: &mut Tx<'_>) -> Result<RequestView> {
+        let p = cx.actor()?;
+        let before = load(tx.conn, self.id)?;
+        let reviews = store::reviews(tx.conn, self.id)?;
+        let by = approvers(&before, &reviews);
+        let d = cx
+            .snap
+            .change_request(&p.id, RequestAction::Apply, &facts(&before, &by));
+        if !d.allowed {
+            return Err(denied(RequestAction::Apply, d));
+        }
+        let applied_by = before.applied_by.map(|a| a.to_string());
+        let state = Life {
+            applied_by: applied_by.as_deref(),
+            ..life(&before)
+        }
+        .step(tx.now, Step::Apply)?;
+        let mut r = before.clone();
+        r.state = state;
+        r.applied_at = Some(tx.now);
+        r.applied_by = Some(p.id);
+        let e = cx.event(
+            AuditAction::ChangeRequestApplied,
+            TARGET,
+            Some(names::change_request(r.id)),
+        );
+        let r = record(tx, &before, r, e, None, None)?;
+        view(tx.conn, r)
+    }
+}
+
+/// Closes requests left pending past their time, each with an audit event; the server's own
+/// work (its context has no actor). Answers how many it closed.
+#[derive(Debug, Clone)]
+pub struct ExpireDue {
+    pub ids: Vec<ChangeRequestId>,
+}
+
+/// The requests due to expire at `now`, a sweep's worth.
+pub fn due(conn: &mut DbConnection, now: i64) -> Result<ExpireDue> {
+    let ids = store::due_to_expire(conn, now, EXPIRE_BATCH)?
+        .into_iter()
+        .map(|r| r.id)
+        .collect();
+    Ok(ExpireDue { ids })
+}
+
+impl Command for ExpireDue {
+    type Output = usize;
+
+    fn apply(self, cx: &Ctx<'_>, tx: &mut Tx<'_>) -> Result<usize> {
+        let mut n = 0;
+        for id in self.ids {
+            // Read again under the write lock: a review may have decided it meanwhile.
+            let Some(before) = store::find(tx.conn, id)? else {
+                continue;
+            };
+            let Ok(state) = life(&before).step(tx.now, Step::Expire) else {
+                continue;
+            };
+            let mut r = before.clone();
+            r.state = state;
+            let e = cx.event(
+                AuditAction::ChangeRequestExpired,
+                TARGET,
+                Some(names::change_request(r.id)),
+            );
+            let detail = "pending past the environment's time to live";
+            record(tx, &before, r, e, None, Some(detail.into()))?;
+            n += 1;
+        }
+        Ok(n)
+    }
+}
+
+/// Cancels open requests (pending, or approved and not applied) in the caller's transaction,
+/// each with its own audit event giving `why`. Answers how many.
+fn cancel_all(cx: &Ctx<'_>, tx: &mut Tx<'_>, open: Vec<ChangeRequest>, why: &str) -> Result<usize> {
+    let n = open.len();
+    for before in open {
+        let mut r = before.clone();
+        r.state = RequestState::Cancelled;
+        let e = cx.event(
+            AuditAction::ChangeRequestCancelled,
+            TARGET,
+            Some(names::change_request(r.id)),
+        );
+        record(tx, &before, r, e, None, Some(why.into()))?;
+    }
+    Ok(n)
+}
+
+/// The open requests of environments being deleted, cancelled in the deleting transaction.
+pub fn cancel_in_environments(
+    cx: &Ctx<'_>,
+    tx: &mut Tx<'_>,
+    environments: &[String],
+) -> Result<usize> {
+    let open = store::open_in(tx.conn, environments)?;
+    cancel_all(cx, tx, open, "its environment was deleted")
+}
+
+/// Cancels the open requests of a submitter who leaves (deactivated or deleted): nobody is
+/// left to answer for them, so they are not approved, applied or left hanging.
+pub fn cancel_for_departed_submitter(
+    cx: &Ctx<'_>,
+    tx: &mut Tx<'_>,
+    submitter: PrincipalId,
+    why: &str,
+) -> Result<usize> {
+    let open = store::open_by(tx.conn, submitter)?;
+    cancel_all(cx, tx, open, why)
+}
+
+/// A request with its reviews, if the actor may see it.
+pub fn visible(cx: &Ctx<'_>, conn: &mut DbConnection, id: ChangeRequestId) -> Result<RequestView> {
+    let p = cx.actor()?;
+    let r = load(conn, id)?;
+    let v = view(conn, r)?;
+    allowed(cx.snap, &p.id, RequestAction::View, &v.request)?;
+    Ok(v)
+}
+
+/// A listing: the store's filter, where the previous page ended, how many to return, and
+/// whether only requests the actor may review now.
+#[derive(Debug, Clone)]
+pub struct ListQuery {
+    pub filter: ListFilter,
+    pub after: Option<ChangeRequestId>,
+    pub limit: usize,
+    pub awaiting_my_review: bool,
+}
+
+/// A page of requests, and where the next one starts.
+#[derive(Debug, Clone)]
+pub struct ListPage {
+    pub requests: Vec<RequestView>,
+    pub next: Option<ChangeRequestId>,
+}
+
+/// Requests the actor may see, newest first. Reads at most [`SCAN_LIMIT`] rows per call and
+/// then answers with what it found and a cursor.
+pub fn list(cx: &Ctx<'_>, conn: &mut DbConnection, mut q: ListQuery) -> Result<ListPage> {
+    cx.authorize(Action::ReadCatalog, Target::Org)?;
+    let me = cx.actor()?.id;
+    if q.awaiting_my_review {
+        q.filter.awaiting = Some(me);
+    }
+    let mut out = Vec::new();
+    let mut cursor = q.after;
+    let mut scanned = 0usize;
+    let mut more = false;
+    'scan: loop {
+        let batch = store::list(conn, &q.filter, cursor, SCAN_BATCH)?;
+        let full = batch.len() as i64 == SCAN_BATCH;
+        for (i, r) in batch.iter().enumerate() {
+            cursor = Some(r.id);
+            scanned += 1;
+            let see = allowed(cx.snap, &me, RequestAction::View, r).is_ok()
+                && (!q.awaiting_my_review
+                    || allowed(cx.snap, &me, RequestAction::Review, r).is_ok());
+            if see {
+                out.push(r.clone());
+            }
+            if out.len() == q.limit || scanned >= SCAN_LIMIT {
+                more = full || i + 1 < batch.len();
+                break 'scan;
+            }
+        }
+        if !full {
+            break;
+        }
+    }
+    let ids: Vec<ChangeRequestId> = out.iter().map(|r| r.id).collect();
+    let mut reviews: std::collections::HashMap<ChangeRequestId, Vec<Review>> =
+        std::collections::HashMap::new();
+    for r in store::reviews_of(conn, &ids)? {
+        reviews.entry(r.request).or_default().push(r);
+    }
+    let requests = out
+        .into_iter()
+        .map(|r| RequestView {
+            reviews: reviews.remove(&r.id).unwrap_or_default(),
+            request: r,
+        })
+        .collect();
+    Ok(ListPage {
+        requests,
+        next: if more { cursor } else { None },
+    })
+}

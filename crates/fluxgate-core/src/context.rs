@@ -1,0 +1,104 @@
+//! What every use case is given: who acts, from where, and the engine's view of the world.
+
+use fluxgate_authz::{Action, Snapshot, Target};
+use fluxgate_domain::{KeyId, PrincipalId, Role, SessionId, UserId};
+use fluxgate_store::Tx;
+use fluxgate_store::audit::NewEvent;
+
+use crate::audit::{self, AuditAction};
+use crate::error::{Error, Result};
+
+/// An authenticated caller, as the directory knows them.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Actor {
+    pub id: PrincipalId,
+    /// The session of a user's access token.
+    pub session_id: Option<SessionId>,
+    /// The API key a service account authenticated with.
+    pub key_id: Option<KeyId>,
+    /// Username, or a service account's display name.
+    pub name: String,
+    pub role: Role,
+    pub active: bool,
+    pub must_change_password: bool,
+}
+
+impl Actor {
+    pub fn user_id(&self) -> Option<UserId> {
+        match self.id {
+            PrincipalId::User(u) => Some(u),
+            PrincipalId::ServiceAccount(_) => None,
+        }
+    }
+}
+
+/// Where a request came from, for the audit trail.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Origin {
+    /// The request id (`x-request-id`); `None` for the server's own work.
+    pub request_id: Option<String>,
+    /// The client's address.
+    pub peer_addr: Option<String>,
+}
+
+/// A use case's context: the actor (`None` when the server acts on its own, as the expiry sweep
+/// does), the origin, and the engine snapshot the call is judged against.
+#[derive(Debug, Clone, Copy)]
+pub struct Ctx<'a> {
+    pub actor: Option<&'a Actor>,
+    pub origin: &'a Origin,
+    pub snap: &'a Snapshot,
+}
+
+impl<'a> Ctx<'a> {
+    /// The acting principal; a use case that needs one and runs without is a bug.
+    pub fn actor(&self) -> Result<&'a Actor> {
+        self.actor
+            .ok_or_else(|| Error::Broken("a use case that needs an actor ran without one".into()))
+    }
+
+    /// Asks the engine whether the actor may do `action` to `target`.
+    pub fn authorize(&self, action: Action, target: Target) -> Result<()> {
+        let actor = self.actor()?;
+        let d = self.snap.authorize(&actor.id, action, target);
+        if d.allowed {
+            Ok(())
+        } else {
+            Err(Error::denied(action.as_str(), d.reason))
+        }
+    }
+
+    /// An audit event of this call: `action` on `target`, by the actor, from the origin.
+    pub fn event(
+        &self,
+        action: AuditAction,
+        target_type: &str,
+        target: Option<String>,
+    ) -> NewEvent {
+        let mut e = audit::event(action, target_type, target);
+        if let Some(a) = self.actor {
+            e.actor_id = Some(a.id.to_string());
+            e.actor_name = Some(a.name.clone());
+            e.actor_role = Some(a.role.as_str().to_owned());
+        }
+        e.request_id = self.origin.request_id.clone();
+        e.peer_addr = self.origin.peer_addr.clone();
+        e
+    }
+}
+
+/// A typed operation: checked against the snapshot first, then applied in one write
+/// transaction.
+pub trait Command: Send + 'static {
+    type Output: Send + 'static;
+
+    /// What can be decided without the database (the engine's verdict, say), before the
+    /// store-wide write lock is taken. Whatever can change meanwhile is checked again in
+    /// [`Command::apply`].
+    fn check(&self, _cx: &Ctx<'_>) -> Result<()> {
+        Ok(())
+    }
+
+    /// The change, in the caller's transaction.
+    fn apply(self, cx: &Ctx<'_>, tx: &mut Tx<'_>) -> Result<Self::Output>;
+}

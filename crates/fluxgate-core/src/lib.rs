@@ -1,0 +1,30 @@
+//! FluxGate's use cases: one home for the rules.
+//!
+//! Every front door (the gRPC services today; a console, an OIDC callback, SCIM) turns its
+//! request into a typed command and hands it here. A use case checks what it can on the
+//! engine's snapshot ([`Command::check`], before any lock), then makes its change in the
+//! caller's write transaction ([`Command::apply`]): the change, its audit event, its change-log
+//! entry and its outbox rows commit together or not at all. It answers with a typed result or a
+//! typed [`Error`]: bad input, the engine's denial, a rule's [`fluxgate_domain::Refusal`].
+//!
+//! * [`context`] — who acts ([`Actor`]), from where ([`Origin`]), against which [`Snapshot`].
+//! * [`audit`] — the actions the trail records, as an enum.
+//! * [`change_requests`] — approval policies and the change-request life cycle.
+//! * [`approval_metrics`] — response times and pending work.
+//!
+//! Architecture invariant: this crate knows nothing of tokio, tonic, prost or http (a test
+//! walks its dependency tree). It blocks: callers run it off their async workers.
+//!
+//! [`Snapshot`]: fluxgate_authz::Snapshot
+
+pub mod approval_metrics;
+pub mod audit;
+pub mod change_requests;
+pub mod context;
+pub mod error;
+pub mod etag;
+pub mod names;
+
+pub use audit::AuditAction;
+pub use context::{Actor, Command, Ctx, Origin};
+pub use error::{Error, Result};

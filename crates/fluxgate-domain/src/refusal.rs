@@ -1,0 +1,64 @@
+//! Refusals: the request was well formed and the caller allowed, but a rule of the domain says
+//! no, given how things stand. Each variant's text is the message a client reads; which status
+//! code carries it is decided in one place, by the server, from [`Refusal::kind`].
+
+use crate::RequestState;
+
+/// How a client should take a refusal.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum RefusalKind {
+    /// The state of things does not allow it; retrying will not help until it changes.
+    Precondition,
+    /// The caller acted on a stale view (an etag, a revision): read again and retry.
+    Stale,
+    /// Something with that identity exists already.
+    Exists,
+}
+
+/// Why a rule said no.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum Refusal {
+    #[error("the change request is {state}; only pending requests are {doing}")]
+    NotPending {
+        state: RequestState,
+        doing: &'static str,
+    },
+    #[error("the change request has expired")]
+    Expired,
+    /// The sweeper's own refusal: the request is not (yet) due to expire.
+    #[error("the change request is not due to expire")]
+    NotDue,
+    #[error("the change request is {state}; only pending or approved requests are cancelled")]
+    NotCancellable { state: RequestState },
+    #[error("the change request was already applied by {}", by.as_deref().unwrap_or("an earlier call"))]
+    AlreadyApplied { by: Option<String> },
+    #[error("the change request is {state}; only approved requests are applied")]
+    NotApproved { state: RequestState },
+    #[error(
+        "the request was edited: you reviewed revision {reviewed}, it is now at revision \
+         {current}; read it again"
+    )]
+    StaleRevision { reviewed: i64, current: i64 },
+    #[error("you have already reviewed revision {round} of this change request")]
+    AlreadyReviewed { round: i64 },
+    #[error(
+        "etag {given:?} is stale or belongs to another resource (current {current}): read again \
+         and retry"
+    )]
+    StaleEtag { given: String, current: String },
+}
+
+impl Refusal {
+    pub fn kind(&self) -> RefusalKind {
+        match self {
+            Refusal::StaleRevision { .. } | Refusal::StaleEtag { .. } => RefusalKind::Stale,
+            Refusal::NotPending { .. }
+            | Refusal::Expired
+            | Refusal::NotDue
+            | Refusal::NotCancellable { .. }
+            | Refusal::AlreadyApplied { .. }
+            | Refusal::NotApproved { .. }
+            | Refusal::AlreadyReviewed { .. } => RefusalKind::Precondition,
+        }
+    }
+}

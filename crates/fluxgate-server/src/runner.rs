@@ -1,0 +1,97 @@
+//! The one way a service runs a use case of [`fluxgate_core`]: the command is checked on the
+//! engine snapshot, applied in one write transaction (which also reserves the call's
+//! idempotency key, see [`crate::idempotency`]), and followed by the post-commit work every
+//! write needs: the directory brought up to date, so the caller reads its own write (one policy
+//! for a sync that fails then: [`crate::directory::Directory::settle`]), and the write's
+//! revision put on the reply.
+
+use fluxgate_core::{Command, Ctx};
+use fluxgate_store::DbConnection;
+use tonic::Response;
+
+use crate::auth::RequestCtx;
+use crate::directory::Principal;
+use crate::error::{ApiError, ApiResult};
+use crate::state::AppState;
+
+/// A use case's committed output, with the revision its write produced.
+#[derive(Debug)]
+pub struct Done<T> {
+    pub value: T,
+    pub revision: Option<i64>,
+}
+
+impl<T> Done<T> {
+    /// The reply: `f` turns the output into the response message; the revision header is set.
+    pub fn reply<M>(self, ctx: &RequestCtx, f: impl FnOnce(T) -> M) -> Response<M> {
+        crate::services::reply(f(self.value), ctx, self.revision)
+    }
+}
+
+impl AppState {
+    /// Runs `cmd` for `actor` (`None`: the server itself) and does the post-commit work.
+    pub async fn execute<C: Command>(
+        &self,
+        ctx: &RequestCtx,
+        actor: Option<&Principal>,
+        cmd: C,
+    ) -> ApiResult<Done<C::Output>> {
+        self.execute_from(ctx.origin(), actor, cmd).await
+    }
+
+    /// [`AppState::execute`] from an explicit origin (the server's own work has no request).
+    pub async fn execute_from<C: Command>(
+        &self,
+        origin: fluxgate_core::Origin,
+        actor: Option<&Principal>,
+        cmd: C,
+    ) -> ApiResult<Done<C::Output>> {
+        let snap = self.directory.snapshot();
+        let actor = actor.cloned();
+        let cx = Ctx {
+            actor: actor.as_ref(),
+            origin: &origin,
+            snap: &snap,
+        };
+        cmd.check(&cx)?;
+        let committed = self
+            .db
+            .write(move |tx| {
+                let cx = Ctx {
+                    actor: actor.as_ref(),
+                    origin: &origin,
+                    snap: &snap,
+                };
+                cmd.apply(&cx, tx).map_err(ApiError::from)
+            })
+            .await?;
+        if committed.revision.is_some() {
+            self.directory.settle().await;
+        }
+        Ok(Done {
+            value: committed.value,
+            revision: committed.revision,
+        })
+    }
+
+    /// Runs a read-only use case for `actor` on a pooled connection, off the async workers.
+    pub async fn query<T, F>(&self, ctx: &RequestCtx, actor: &Principal, f: F) -> ApiResult<T>
+    where
+        T: Send + 'static,
+        F: FnOnce(&Ctx<'_>, &mut DbConnection) -> fluxgate_core::Result<T> + Send + 'static,
+    {
+        let snap = self.directory.snapshot();
+        let origin = ctx.origin();
+        let actor = actor.clone();
+        self.db
+            .read(move |conn| {
+                let cx = Ctx {
+                    actor: Some(&actor),
+                    origin: &origin,
+                    snap: &snap,
+                };
+                f(&cx, conn).map_err(ApiError::from)
+            })
+            .await
+    }
+}
