@@ -1,3 +1,5 @@
+//! The engine's unit tests.
+
 use std::collections::{BTreeMap, BTreeSet};
 
 use fluxgate_domain::{

@@ -14,7 +14,8 @@ use fluxgate_domain::{
     ApprovalPolicy, ChangeKind, ChangeRequestId, Description, FeatureKey, Life, PrincipalId,
     Refusal, RequestState, Step, Title, Verdict, opening_state,
 };
-use fluxgate_store::approvals::{self as store, ChangeRequest, ListFilter, Policy, Review};
+use fluxgate_store::approvals as store;
+pub use fluxgate_store::approvals::{ChangeRequest, ListFilter, Policy, Review};
 use fluxgate_store::catalog::{self, Kind};
 use fluxgate_store::changes::EntityKind;
 use fluxgate_store::{DbConnection, Tx, audit};

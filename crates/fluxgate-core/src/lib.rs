@@ -23,7 +23,9 @@ pub mod change_requests;
 pub mod context;
 pub mod error;
 pub mod etag;
+pub mod logins;
 pub mod names;
+pub mod time;
 
 pub use audit::AuditAction;
 pub use context::{Actor, Command, Ctx, Origin};

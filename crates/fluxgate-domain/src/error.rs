@@ -1,3 +1,5 @@
+//! Validation errors: every bad field of a request, with its path and what is wrong.
+
 use std::fmt;
 
 /// One bad field of a request: the field path as the client named it, and what is wrong.

@@ -1,3 +1,6 @@
+//! Identifiers: UUID newtypes, and `PrincipalId` (a user or a service account) with its
+//! resource-name form.
+
 use std::fmt;
 use std::str::FromStr;
 

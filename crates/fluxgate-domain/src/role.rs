@@ -1,3 +1,5 @@
+//! The organisation roles, ordered: Requester < Approver < Team Admin.
+
 use std::fmt;
 use std::str::FromStr;
 

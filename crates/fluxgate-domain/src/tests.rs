@@ -1,3 +1,5 @@
+//! Unit tests of the validated values.
+
 use super::*;
 
 #[test]

@@ -11,8 +11,8 @@ use crate::directory::Principal;
 use crate::error::{ApiError, ApiResult};
 use crate::state::AppState;
 
-pub const REQUEST_ID_HEADER: &str = "x-request-id";
-pub const REVISION_HEADER: &str = "x-fluxgate-revision";
+pub use crate::db::REVISION_HEADER;
+pub use crate::telemetry::REQUEST_ID_HEADER;
 pub const MIN_REVISION_HEADER: &str = "x-fluxgate-min-revision";
 
 /// A bearer credential, once parsed (and, for an access token, its signature verified).

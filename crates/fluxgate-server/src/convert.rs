@@ -3,6 +3,7 @@
 
 use base64::Engine as _;
 use base64::engine::general_purpose::URL_SAFE_NO_PAD;
+use fluxgate_core::approval_metrics::{EnvironmentMetrics, Report, Summary};
 use fluxgate_domain::{Role, UserId, Username, ValidationError};
 use fluxgate_proto::v1 as pb;
 use fluxgate_store::users;
@@ -440,4 +441,63 @@ pub fn in_use(what: &str, refs: &[(usize, &str)]) -> ApiError {
         "{what} is still in use ({}): remove them first, or pass force",
         list.join(", ")
     ))
+}
+
+fn micros_duration(micros: i64) -> prost_types::Duration {
+    let m = micros.max(0);
+    prost_types::Duration {
+        seconds: m / 1_000_000,
+        nanos: ((m % 1_000_000) * 1000) as i32,
+    }
+}
+
+/// A duration summary as the API shows it.
+pub fn summary_pb(s: Summary) -> pb::DurationSummary {
+    pb::DurationSummary {
+        count: s.count,
+        median: s.median.map(micros_duration),
+        p90: s.p90.map(micros_duration),
+    }
+}
+
+fn env_metrics_pb(e: EnvironmentMetrics) -> pb::EnvironmentApprovalMetrics {
+    pb::EnvironmentApprovalMetrics {
+        environment: e.environment,
+        submitted: e.submitted,
+        approved: e.approved,
+        rejected: e.rejected,
+        time_to_first_review: Some(summary_pb(e.time_to_first_review)),
+        time_to_decision: Some(summary_pb(e.time_to_decision)),
+        pending: e.pending,
+        oldest_pending_age: e.oldest_pending_age.map(micros_duration),
+        median_pending_age: e.median_pending_age.map(micros_duration),
+    }
+}
+
+/// The approval metrics report as the API shows it.
+pub fn approval_metrics(r: Report) -> pb::GetApprovalMetricsResponse {
+    pb::GetApprovalMetricsResponse {
+        overall: Some(env_metrics_pb(r.overall)),
+        environments: r.environments.into_iter().map(env_metrics_pb).collect(),
+        reviewers: r
+            .reviewers
+            .into_iter()
+            .map(|x| pb::ReviewerApprovalMetrics {
+                reviewer: x.reviewer,
+                reviewer_display_name: x.reviewer_display_name,
+                approvals: x.approvals,
+                rejections: x.rejections,
+                response_time: Some(summary_pb(x.response_time)),
+            })
+            .collect(),
+    }
+}
+
+/// A registration link as the API shows it.
+pub fn registration_link(l: &crate::mail::IssuedLink) -> pb::RegistrationLink {
+    pb::RegistrationLink {
+        url: l.url.clone(),
+        token: l.token.clone(),
+        expire_time: Some(timestamp(l.expires_at)),
+    }
 }

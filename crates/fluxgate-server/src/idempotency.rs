@@ -26,7 +26,6 @@ use std::convert::Infallible;
 use std::future::Future;
 use std::pin::Pin;
 use std::sync::Arc;
-use std::sync::atomic::{AtomicBool, Ordering};
 use std::task::{Context, Poll};
 use std::time::Duration;
 
@@ -43,6 +42,7 @@ use tonic::body::Body;
 use tonic::metadata::MetadataMap;
 use tracing::Instrument as _;
 
+use crate::db::KeyedWrite;
 use crate::error::ApiError;
 use crate::state::AppState;
 
@@ -55,55 +55,14 @@ pub const RETENTION_MICROS: i64 = 24 * 3_600 * 1_000_000;
 /// How long a retry waits for the first call's reply to be recorded.
 const REPLY_WAIT: Duration = Duration::from_secs(5);
 /// The largest request message buffered (the services' decoding limit, plus framing).
-const MAX_REQUEST_BYTES: usize = crate::server::MAX_MESSAGE_BYTES + 5;
+const MAX_REQUEST_BYTES: usize = crate::incoming::MAX_MESSAGE_BYTES + 5;
 /// Response headers and trailers that make up a recorded reply.
 const RECORDED_METADATA: [&str; 4] = [
     "grpc-status",
     "grpc-message",
     "grpc-status-details-bin",
-    crate::auth::REVISION_HEADER,
+    crate::db::REVISION_HEADER,
 ];
-
-/// A keyed call in progress.
-#[derive(Debug)]
-pub struct KeyedCall {
-    reservation: Reservation,
-    /// The key sealing the reply, derived from the client's idempotency key.
-    seal: [u8; 32],
-    /// A write of this call is reserving (or has reserved) the key.
-    claimed: AtomicBool,
-    /// The key committed with a write of this call.
-    committed: AtomicBool,
-    /// The key was already taken when this call's write tried to reserve it.
-    collided: AtomicBool,
-}
-
-tokio::task_local! {
-    static CALL: Arc<KeyedCall>;
-}
-
-/// The key the current call's next write must reserve, at most once per call.
-pub(crate) fn claim() -> Option<Arc<KeyedCall>> {
-    CALL.try_with(|c| (!c.claimed.swap(true, Ordering::SeqCst)).then(|| c.clone()))
-        .ok()
-        .flatten()
-}
-
-impl KeyedCall {
-    pub(crate) fn reservation(&self) -> &Reservation {
-        &self.reservation
-    }
-
-    /// Called with the outcome of the write that claimed the key.
-    pub(crate) fn settle<T>(&self, outcome: &Result<T, ApiError>) {
-        match outcome {
-            Ok(_) => self.committed.store(true, Ordering::SeqCst),
-            Err(ApiError::IdempotencyKeyTaken) => self.collided.store(true, Ordering::SeqCst),
-            // Rolled back: a later write of the call may reserve the key.
-            Err(_) => self.claimed.store(false, Ordering::SeqCst),
-        }
-    }
-}
 
 /// The mutating unary methods of the contracts.
 pub fn mutating_methods() -> HashSet<String> {
@@ -262,29 +221,23 @@ where
         Ok(None) => {}
     }
 
-    let call = Arc::new(KeyedCall {
-        reservation,
-        seal,
-        claimed: AtomicBool::new(false),
-        committed: AtomicBool::new(false),
-        collided: AtomicBool::new(false),
-    });
+    let call = Arc::new(KeyedWrite::new(reservation));
     let req = http::Request::from_parts(parts, Body::new(http_body_util::Full::new(message)));
-    let response = CALL.scope(call.clone(), inner.call(req)).await?;
-    let r = &call.reservation;
-    if call.collided.load(Ordering::SeqCst) {
+    let response = crate::db::keyed(call.clone(), inner.call(req)).await?;
+    let r = call.reservation();
+    if call.collided() {
         // A concurrent call with the same key committed first: answer with its reply.
         return Ok(match find(&state, r).await {
-            Ok(Some(record)) => answer(&state, r, &call.seal, record).await,
+            Ok(Some(record)) => answer(&state, r, &seal, record).await,
             Ok(None) => response,
             Err(e) => refuse(e.into()),
         });
     }
-    if !call.committed.load(Ordering::SeqCst) {
+    if !call.committed() {
         // Nothing was written under the key: a retry is evaluated afresh.
         return Ok(response);
     }
-    Ok(record_reply(&state, r, &call.seal, response).await)
+    Ok(record_reply(&state, r, &seal, response).await)
 }
 
 /// The key that seals a reply: derived from the client's idempotency key (never stored) and the

@@ -27,6 +27,9 @@ use tokio::net::{TcpListener, TcpStream};
 use tokio::sync::{OwnedSemaphorePermit, Semaphore, mpsc, oneshot};
 use tonic::transport::server::{Connected, TcpConnectInfo};
 
+/// Largest request message accepted.
+pub const MAX_MESSAGE_BYTES: usize = 1024 * 1024;
+
 /// Connection limits.
 #[derive(Debug, Clone, Copy)]
 pub struct Limits {

@@ -7,6 +7,10 @@
 //! then discarded, since it may hold a single-use link), due again after a back-off, or failed.
 //! A failure never reaches the RPC that queued the message. Without SMTP, messages are `held`.
 
+use crate::tokens::{random_token, token_hash};
+use fluxgate_core::time::rfc3339;
+use fluxgate_store::Tx;
+use fluxgate_store::user_tokens::{self, Purpose};
 use std::collections::HashMap;
 use std::path::Path;
 use std::sync::Arc;
@@ -447,4 +451,49 @@ mod tests {
         .unwrap();
         assert!(Templates::load(Some(dir.path())).is_err());
     }
+}
+
+/// Bytes of randomness in a reset or registration token.
+pub const TOKEN_BYTES: usize = 32;
+
+/// What a new link comes to.
+#[derive(Debug, Clone)]
+pub struct IssuedLink {
+    pub token: String,
+    pub url: String,
+    pub expires_at: i64,
+}
+
+/// Issues a registration link for `user` (superseding earlier ones) and queues its email, in
+/// the caller's transaction. Used by CreateUser and IssueRegistrationLink.
+pub fn issue_registration(
+    mailer: &Mailer,
+    ttl_secs: u64,
+    tx: &mut Tx<'_>,
+    user: &users::User,
+) -> ApiResult<IssuedLink> {
+    let token = random_token(TOKEN_BYTES);
+    let ttl = ttl_secs as i64 * 1_000_000;
+    let expires_at = tx.now + ttl;
+    user_tokens::issue(
+        tx.conn,
+        &token_hash(&token),
+        user.id,
+        Purpose::Registration,
+        tx.now,
+        expires_at,
+    )?;
+    let url = mailer.link("register", &token);
+    mailer.queue(
+        tx.conn,
+        Template::Registration,
+        user,
+        &[("link", &url), ("expire_time", &rfc3339(expires_at))],
+        tx.now,
+    )?;
+    Ok(IssuedLink {
+        token,
+        url,
+        expires_at,
+    })
 }

@@ -6,17 +6,14 @@
 //! Each server has its own registry (no global recorder), so that several servers in one
 //! process (the tests) keep separate counts.
 
-use std::sync::Arc;
-
 use prometheus_client::encoding::{EncodeLabelSet, EncodeLabelValue};
 use prometheus_client::metrics::counter::Counter;
 use prometheus_client::metrics::family::Family;
 use prometheus_client::metrics::gauge::Gauge;
 use prometheus_client::metrics::histogram::{Histogram, exponential_buckets};
 use prometheus_client::registry::Registry;
-use tokio::net::TcpListener;
 
-use crate::state::AppState;
+use crate::db::Db;
 
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 pub struct RpcLabels {
@@ -163,19 +160,17 @@ impl Metrics {
     }
 
     /// The text exposition, with the scrape-time gauges read first.
-    pub async fn render(&self, state: &AppState) -> String {
-        let (open, idle) = state.db.store().pool_state();
+    pub async fn render(&self, db: &Db, pool_max: u32, directory_revision: i64) -> String {
+        let (open, idle) = db.store().pool_state();
         self.pool_connections
             .get_or_create(&StateLabels { state: "idle" })
             .set(i64::from(idle));
         self.pool_connections
             .get_or_create(&StateLabels { state: "in_use" })
             .set(i64::from(open.saturating_sub(idle)));
-        self.pool_max
-            .set(i64::from(state.config.database_pool_size));
-        self.directory_revision.set(state.directory.revision());
-        let counts = state
-            .db
+        self.pool_max.set(i64::from(pool_max));
+        self.directory_revision.set(directory_revision);
+        let counts = db
             .read(|conn| {
                 let pending = fluxgate_store::approvals::count_pending(conn)?;
                 let outbox = fluxgate_store::outbox::count_by_state(conn)?;
@@ -200,39 +195,5 @@ impl Metrics {
             tracing::warn!(error = %e, "encoding metrics failed");
         }
         out
-    }
-}
-
-/// Serves `GET /metrics` on `listener` until `stopping` turns true.
-pub async fn serve(
-    listener: TcpListener,
-    state: Arc<AppState>,
-    mut stopping: tokio::sync::watch::Receiver<bool>,
-) {
-    use axum::routing::get;
-    let app = axum::Router::new()
-        .route(
-            "/metrics",
-            get(
-                |axum::extract::State(state): axum::extract::State<Arc<AppState>>| async move {
-                    (
-                        [(
-                            axum::http::header::CONTENT_TYPE,
-                            "text/plain; version=0.0.4; charset=utf-8",
-                        )],
-                        state.metrics.render(&state).await,
-                    )
-                },
-            ),
-        )
-        .with_state(state);
-    let stopped = async move {
-        let _ = stopping.wait_for(|s| *s).await;
-    };
-    if let Err(e) = axum::serve(listener, app)
-        .with_graceful_shutdown(stopped)
-        .await
-    {
-        tracing::warn!(error = %e, "the metrics endpoint stopped");
     }
 }

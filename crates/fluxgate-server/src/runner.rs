@@ -95,3 +95,43 @@ impl AppState {
             .await
     }
 }
+
+/// Cancels the open requests of a departing submitter in the caller's transaction (for the
+/// services that deactivate and delete principals).
+pub(crate) fn cancel_for_departed_submitter(
+    tx: &mut fluxgate_store::Tx<'_>,
+    ctx: &RequestCtx,
+    actor: &Principal,
+    snap: &fluxgate_authz::Snapshot,
+    submitter: fluxgate_domain::PrincipalId,
+    why: &str,
+) -> ApiResult<usize> {
+    let origin = ctx.origin();
+    let cx = fluxgate_core::Ctx {
+        actor: Some(actor),
+        origin: &origin,
+        snap,
+    };
+    Ok(fluxgate_core::change_requests::cancel_for_departed_submitter(&cx, tx, submitter, why)?)
+}
+
+/// Cancels the open requests of environments being deleted, in the deleting transaction.
+pub(crate) fn cancel_in_environments(
+    tx: &mut fluxgate_store::Tx<'_>,
+    ctx: &RequestCtx,
+    actor: &Principal,
+    snap: &fluxgate_authz::Snapshot,
+    environments: &[String],
+) -> ApiResult<usize> {
+    let origin = ctx.origin();
+    let cx = fluxgate_core::Ctx {
+        actor: Some(actor),
+        origin: &origin,
+        snap,
+    };
+    Ok(fluxgate_core::change_requests::cancel_in_environments(
+        &cx,
+        tx,
+        environments,
+    )?)
+}

@@ -40,8 +40,7 @@ use crate::services::users::UserSvc;
 use crate::state::AppState;
 use crate::tokens::TokenKeys;
 
-/// Largest request message accepted.
-pub const MAX_MESSAGE_BYTES: usize = 1024 * 1024;
+pub use crate::incoming::MAX_MESSAGE_BYTES;
 
 /// A server bound to its port, bootstrapped and ready to serve.
 pub struct Server {
@@ -201,11 +200,7 @@ impl Server {
             if let Ok(a) = l.local_addr() {
                 tracing::info!(addr = %a, "serving metrics on /metrics");
             }
-            tokio::spawn(crate::metrics::serve(
-                l,
-                state.clone(),
-                state.stopping.subscribe(),
-            ))
+            tokio::spawn(serve_metrics(l, state.clone(), state.stopping.subscribe()))
         });
         let mail_worker = tokio::spawn(state.mailer.clone().run(
             state.db.clone(),
@@ -347,7 +342,7 @@ async fn poll_directory(state: Arc<AppState>, every: Duration) {
         if let Err(e) = state.directory.sync().await {
             tracing::warn!(error = %e, "directory sync failed");
         }
-        match crate::services::approvals::expire_due(&state).await {
+        match expire_due(&state).await {
             Ok(0) => {}
             Ok(n) => tracing::info!(
                 expired = n,
@@ -408,4 +403,62 @@ pub async fn shutdown_signal() {
         () = term => {},
     }
     tracing::info!("shutdown signal received; finishing in-flight requests");
+}
+
+/// Serves `GET /metrics` on `listener` until `stopping` turns true.
+async fn serve_metrics(
+    listener: TcpListener,
+    state: Arc<AppState>,
+    mut stopping: tokio::sync::watch::Receiver<bool>,
+) {
+    use axum::routing::get;
+    let app = axum::Router::new()
+        .route(
+            "/metrics",
+            get(
+                |axum::extract::State(state): axum::extract::State<Arc<AppState>>| async move {
+                    (
+                        [(
+                            axum::http::header::CONTENT_TYPE,
+                            "text/plain; version=0.0.4; charset=utf-8",
+                        )],
+                        state
+                            .metrics
+                            .render(
+                                &state.db,
+                                state.config.database_pool_size,
+                                state.directory.revision(),
+                            )
+                            .await,
+                    )
+                },
+            ),
+        )
+        .with_state(state);
+    let stopped = async move {
+        let _ = stopping.wait_for(|s| *s).await;
+    };
+    if let Err(e) = axum::serve(listener, app)
+        .with_graceful_shutdown(stopped)
+        .await
+    {
+        tracing::warn!(error = %e, "the metrics endpoint stopped");
+    }
+}
+
+/// Closes pending requests whose time is up (called from the directory's poll loop): each
+/// becomes expired with an audit event, in one transaction per sweep. Returns how many.
+async fn expire_due(state: &AppState) -> crate::error::ApiResult<usize> {
+    let now = fluxgate_store::now_micros();
+    let due = state
+        .db
+        .read(move |conn| Ok(fluxgate_core::change_requests::due(conn, now)?))
+        .await?;
+    if due.ids.is_empty() {
+        return Ok(0);
+    }
+    let done = state
+        .execute_from(fluxgate_core::Origin::default(), None, due)
+        .await?;
+    Ok(done.value)
 }

@@ -24,5 +24,5 @@ pub struct AppState {
     /// instead of holding the graceful shutdown open.
     pub stopping: tokio::sync::watch::Sender<bool>,
     /// Logins refused during a lockout, counted until the poll loop records them.
-    pub refused_logins: crate::services::auth::RefusedLogins,
+    pub refused_logins: fluxgate_core::logins::RefusedLogins,
 }

@@ -19,8 +19,10 @@ use tonic::Status;
 use tonic::body::Body;
 use tracing::Instrument as _;
 
-use crate::auth::REQUEST_ID_HEADER;
 use crate::metrics::Metrics;
+
+/// The request id's header, on requests and replies.
+pub const REQUEST_ID_HEADER: &str = "x-request-id";
 
 /// Largest request metadata (the header list, counted as HTTP/2 does: name, value and 32 bytes
 /// per entry) a call may carry. Larger lists, up to the transport's limit

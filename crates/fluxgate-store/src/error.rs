@@ -1,3 +1,5 @@
+//! The store's error type: diesel's errors sorted into the kinds callers act on.
+
 use diesel::result::{DatabaseErrorKind, Error as DieselError};
 
 /// What can go wrong in the store, sorted into the kinds the server answers differently.

@@ -1,4 +1,4 @@
-// The portable schema shared by both backends (see migrations/sqlite and migrations/postgres).
+//! The portable schema shared by both backends (see migrations/sqlite and migrations/postgres).
 
 diesel::table! {
     users (id) {

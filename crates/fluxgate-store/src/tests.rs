@@ -1,3 +1,5 @@
+//! The store's tests, on SQLite and (when reachable) PostgreSQL.
+
 use fluxgate_domain::{Role, Settings, UserId};
 
 use super::*;

@@ -9,9 +9,10 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use fluxgate_authz::Snapshot;
-use fluxgate_core::approval_metrics::{self, Report, Summary};
+use fluxgate_core::approval_metrics;
 use fluxgate_core::change_requests::{
-    self as uc, Cancel, Decide, Edit, ListQuery, MarkApplied, RequestView, Submit, UpdatePolicy,
+    self as uc, Cancel, ChangeRequest, Decide, Edit, ListFilter, ListQuery, MarkApplied, Policy,
+    RequestView, Submit, UpdatePolicy,
 };
 use fluxgate_core::names::{self, EnvPath};
 use fluxgate_domain::{
@@ -20,7 +21,6 @@ use fluxgate_domain::{
 };
 use fluxgate_proto::v1 as pb;
 use fluxgate_proto::v1::approval_service_server::ApprovalService;
-use fluxgate_store::approvals::{ChangeRequest, ListFilter, Policy};
 use serde::{Deserialize, Serialize};
 use tokio_stream::wrappers::ReceiverStream;
 use tonic::{Request, Response, Status};
@@ -147,7 +147,7 @@ fn verdict_to_proto(v: Verdict) -> pb::Verdict {
     }
 }
 
-fn review_pb(r: &ChangeRequest, v: &fluxgate_store::approvals::Review) -> pb::Review {
+fn review_pb(r: &ChangeRequest, v: &uc::Review) -> pb::Review {
     pb::Review {
         reviewer: v.reviewer.to_string(),
         reviewer_display_name: v.reviewer_name.clone(),
@@ -331,16 +331,16 @@ fn submit_cmd(req: pb::SubmitChangeRequestRequest) -> ApiResult<Submit> {
     })
 }
 
-fn edit_cmd(req: pb::UpdateChangeRequestRequest) -> ApiResult<Edit> {
-    let pb::UpdateChangeRequestRequest {
-        change_request,
-        update_mask,
-    } = req;
-    let x = change_request.ok_or_else(|| ApiError::invalid("change_request", "is required"))?;
-    let paths = mask_or_all(update_mask.as_ref(), &EDITABLE)?;
-    let has = |f: &str| paths.iter().any(|p| p == f);
-    let mut v = Violations::new();
-    let id = field(&mut v, parse_request("change_request.name", &x.name));
+/// The new values an edit's mask names, checked.
+type Edited = (
+    Option<FeatureKey>,
+    Option<ChangeKind>,
+    Option<String>,
+    Option<fluxgate_domain::Title>,
+    Option<fluxgate_domain::Description>,
+);
+
+fn edited(v: &mut Violations, x: &pb::ChangeRequest, has: impl Fn(&str) -> bool) -> Edited {
     let key = when(has("feature_key"), || {
         v.check(
             "change_request.feature_key",
@@ -351,7 +351,7 @@ fn edit_cmd(req: pb::UpdateChangeRequestRequest) -> ApiResult<Edit> {
         v.check("change_request.kind", kind_from_proto(x.kind))
     });
     let payload =
-        has("payload").then(|| payload_text(&mut v, "change_request.payload", x.payload.as_ref()));
+        has("payload").then(|| payload_text(v, "change_request.payload", x.payload.as_ref()));
     let t = when(has("title"), || {
         v.check("", title("change_request.title", &x.title))
     });
@@ -361,15 +361,29 @@ fn edit_cmd(req: pb::UpdateChangeRequestRequest) -> ApiResult<Edit> {
             description("change_request.description", &x.description),
         )
     });
+    (key, kind, payload, t, d)
+}
+
+fn edit_cmd(req: pb::UpdateChangeRequestRequest) -> ApiResult<Edit> {
+    let pb::UpdateChangeRequestRequest {
+        change_request,
+        update_mask,
+    } = req;
+    let x = change_request.ok_or_else(|| ApiError::invalid("change_request", "is required"))?;
+    let paths = mask_or_all(update_mask.as_ref(), &EDITABLE)?;
+    let mut v = Violations::new();
+    let id = field(&mut v, parse_request("change_request.name", &x.name));
+    let (feature_key, kind, payload, title, description) =
+        edited(&mut v, &x, |f| paths.iter().any(|p| p == f));
     v.finish()?;
     Ok(Edit {
         id: checked(id)?,
         etag: x.etag,
-        feature_key: key,
+        feature_key,
         kind,
         payload,
-        title: t,
-        description: d,
+        title,
+        description,
     })
 }
 
@@ -435,6 +449,41 @@ fn submitter_filter(state: &AppState, r: PrincipalRef) -> String {
     }
 }
 
+/// The states a listing asks for.
+fn states_filter(v: &mut Violations, states: &[i32]) -> Vec<RequestState> {
+    states
+        .iter()
+        .enumerate()
+        .filter_map(|(i, s)| v.check(&format!("states[{i}]"), state_from_proto(*s)))
+        .collect()
+}
+
+/// Where the previous page ended, from a token issued for `filter`.
+fn after(token: &str, filter: &ListTokenFilter) -> ApiResult<Option<ChangeRequestId>> {
+    PageToken::decode(token, filter)?
+        .map(|a| a.parse::<ChangeRequestId>())
+        .transpose()
+        .map_err(|_| ApiError::invalid("page_token", "is not a page token issued by this service"))
+}
+
+/// The store's filter for a listing's filters (violations go to `v`).
+fn list_filter(v: &mut Violations, state: &AppState, token: &ListTokenFilter) -> ListFilter {
+    let states = states_filter(v, &token.states);
+    let env = when(!token.environment.is_empty(), || {
+        field(v, parse_env("environment", &token.environment))
+    });
+    let who = when(!token.submitter.is_empty(), || {
+        field(v, parse_principal("submitter", &token.submitter))
+    });
+    ListFilter {
+        states,
+        environment: env.map(|e| e.environment),
+        submitter: who.map(|w| submitter_filter(state, w)),
+        awaiting: None,
+        now: fluxgate_core::time::now_micros(),
+    }
+}
+
 fn list_query(
     state: &AppState,
     req: pb::ListChangeRequestsRequest,
@@ -447,49 +496,25 @@ fn list_query(
         page_size: size,
         page_token,
     } = req;
-    let mut v = Violations::new();
-    let typed: Vec<RequestState> = states
-        .iter()
-        .enumerate()
-        .filter_map(|(i, s)| v.check(&format!("states[{i}]"), state_from_proto(*s)))
-        .collect();
-    let env = when(!environment.is_empty(), || {
-        field(&mut v, parse_env("environment", &environment))
-    });
-    let who = when(!submitter.is_empty(), || {
-        field(&mut v, parse_principal("submitter", &submitter))
-    });
-    let limit = field(&mut v, page_size(size));
-    v.finish()?;
     let token = ListTokenFilter {
         states,
         environment,
         submitter,
         awaiting: awaiting_my_review,
     };
-    let after = PageToken::decode(&page_token, &token)?
-        .map(|a| a.parse::<ChangeRequestId>())
-        .transpose()
-        .map_err(|_| {
-            ApiError::invalid("page_token", "is not a page token issued by this service")
-        })?;
-    let filter = ListFilter {
-        states: typed,
-        environment: env.map(|e| e.environment),
-        submitter: who.map(|w| submitter_filter(state, w)),
-        awaiting: None,
-        now: fluxgate_store::now_micros(),
-    };
+    let mut v = Violations::new();
+    let filter = list_filter(&mut v, state, &token);
+    let limit = field(&mut v, page_size(size));
+    v.finish()?;
+    let after = after(&page_token, &token)?;
     let limit = limit.unwrap_or(50) as usize;
-    Ok((
-        ListQuery {
-            filter,
-            after,
-            limit,
-            awaiting_my_review,
-        },
-        token,
-    ))
+    let q = ListQuery {
+        filter,
+        after,
+        limit,
+        awaiting_my_review,
+    };
+    Ok((q, token))
 }
 
 fn metrics_window(req: pb::GetApprovalMetricsRequest) -> ApiResult<(Option<EnvPath>, i64, i64)> {
@@ -504,7 +529,7 @@ fn metrics_window(req: pb::GetApprovalMetricsRequest) -> ApiResult<(Option<EnvPa
     });
     let to = match &end_time {
         Some(_) => micros(&mut v, "end_time", &end_time),
-        None => Some(fluxgate_store::now_micros()),
+        None => Some(fluxgate_core::time::now_micros()),
     };
     let from = match &start_time {
         Some(_) => micros(&mut v, "start_time", &start_time),
@@ -517,56 +542,6 @@ fn metrics_window(req: pb::GetApprovalMetricsRequest) -> ApiResult<(Option<EnvPa
     }
     v.finish()?;
     Ok((env, checked(from)?, checked(to)?))
-}
-
-fn dur(micros: i64) -> prost_types::Duration {
-    let m = micros.max(0);
-    prost_types::Duration {
-        seconds: m / 1_000_000,
-        nanos: ((m % 1_000_000) * 1000) as i32,
-    }
-}
-
-/// A duration summary as the API shows it.
-pub fn summary_pb(s: Summary) -> pb::DurationSummary {
-    pb::DurationSummary {
-        count: s.count,
-        median: s.median.map(dur),
-        p90: s.p90.map(dur),
-    }
-}
-
-fn env_metrics_pb(e: approval_metrics::EnvironmentMetrics) -> pb::EnvironmentApprovalMetrics {
-    pb::EnvironmentApprovalMetrics {
-        environment: e.environment,
-        submitted: e.submitted,
-        approved: e.approved,
-        rejected: e.rejected,
-        time_to_first_review: Some(summary_pb(e.time_to_first_review)),
-        time_to_decision: Some(summary_pb(e.time_to_decision)),
-        pending: e.pending,
-        oldest_pending_age: e.oldest_pending_age.map(dur),
-        median_pending_age: e.median_pending_age.map(dur),
-    }
-}
-
-/// The approval metrics report as the API shows it.
-pub fn metrics_pb(r: Report) -> pb::GetApprovalMetricsResponse {
-    pb::GetApprovalMetricsResponse {
-        overall: Some(env_metrics_pb(r.overall)),
-        environments: r.environments.into_iter().map(env_metrics_pb).collect(),
-        reviewers: r
-            .reviewers
-            .into_iter()
-            .map(|x| pb::ReviewerApprovalMetrics {
-                reviewer: x.reviewer,
-                reviewer_display_name: x.reviewer_display_name,
-                approvals: x.approvals,
-                rejections: x.rejections,
-                response_time: Some(summary_pb(x.response_time)),
-            })
-            .collect(),
-    }
 }
 
 type WatchStream = Pin<
@@ -608,7 +583,7 @@ impl ApprovalSvc {
 /// Waits until the request `id` (or possibly any) changed, or the re-check is due: `true`;
 /// `false` when the server stops. Returns `None` when the client left.
 async fn next_change(
-    tx: &tokio::sync::mpsc::Sender<Result<pb::WatchChangeRequestResponse, Status>>,
+    tx: &WatchSender,
     changes: &mut tokio::sync::broadcast::Receiver<Arc<str>>,
     stopping: &mut tokio::sync::watch::Receiver<bool>,
     id: &str,
@@ -632,6 +607,47 @@ async fn next_change(
     }
 }
 
+/// What a watcher does next.
+enum Next {
+    /// Read the request again (as the watcher may see it now).
+    Reload(Principal),
+    Stop,
+}
+
+/// Waits for a change and decides whether to read again: not when the client left, the server
+/// stops, or the watcher is no longer active (each but the first told to the client).
+async fn after_change(
+    svc: &ApprovalSvc,
+    p: &Principal,
+    tx: &WatchSender,
+    changes: &mut tokio::sync::broadcast::Receiver<Arc<str>>,
+    stopping: &mut tokio::sync::watch::Receiver<bool>,
+    id: ChangeRequestId,
+) -> Next {
+    match next_change(tx, changes, stopping, &id.to_string()).await {
+        None => return Next::Stop,
+        Some(false) => {
+            let _ = tx.try_send(Err(Status::unavailable("the server is shutting down")));
+            return Next::Stop;
+        }
+        Some(true) => {}
+    }
+    // The watcher may have lost its rights meanwhile.
+    match svc.state.directory.principal(p.id).filter(|m| m.active) {
+        Some(me) => Next::Reload(me),
+        None => {
+            let _ = tx
+                .send(Err(Status::unauthenticated(
+                    "the caller is no longer active",
+                )))
+                .await;
+            Next::Stop
+        }
+    }
+}
+
+type WatchSender = tokio::sync::mpsc::Sender<Result<pb::WatchChangeRequestResponse, Status>>;
+
 /// A watcher's task: sends the request whenever its version moves, until it is final, the
 /// client leaves, the watcher loses its rights or the server stops.
 async fn watch_task(
@@ -640,7 +656,7 @@ async fn watch_task(
     p: Principal,
     mut current: RequestView,
     mut changes: tokio::sync::broadcast::Receiver<Arc<str>>,
-    tx: tokio::sync::mpsc::Sender<Result<pb::WatchChangeRequestResponse, Status>>,
+    tx: WatchSender,
 ) {
     let mut stopping = svc.state.stopping.subscribe();
     let id = current.request.id;
@@ -658,21 +674,8 @@ async fn watch_task(
         if current.request.state.is_final() {
             return;
         }
-        match next_change(&tx, &mut changes, &mut stopping, &id.to_string()).await {
-            None => return,
-            Some(false) => {
-                let _ = tx.try_send(Err(Status::unavailable("the server is shutting down")));
-                return;
-            }
-            Some(true) => {}
-        }
-        // The watcher may have lost its rights meanwhile.
-        let Some(me) = svc.state.directory.principal(p.id).filter(|m| m.active) else {
-            let _ = tx
-                .send(Err(Status::unauthenticated(
-                    "the caller is no longer active",
-                )))
-                .await;
+        let Next::Reload(me) = after_change(&svc, &p, &tx, &mut changes, &mut stopping, id).await
+        else {
             return;
         };
         match svc.visible(&ctx, &me, id).await {
@@ -683,20 +686,6 @@ async fn watch_task(
             }
         }
     }
-}
-
-/// Closes pending requests whose time is up (called from the directory's poll loop): each
-/// becomes expired with an audit event, in one transaction per sweep. Returns how many.
-pub async fn expire_due(state: &AppState) -> ApiResult<usize> {
-    let now = fluxgate_store::now_micros();
-    let due = state.db.read(move |conn| Ok(uc::due(conn, now)?)).await?;
-    if due.ids.is_empty() {
-        return Ok(0);
-    }
-    let done = state
-        .execute_from(fluxgate_core::Origin::default(), None, due)
-        .await?;
-    Ok(done.value)
 }
 
 #[tonic::async_trait]
@@ -914,42 +903,6 @@ impl ApprovalService for ApprovalSvc {
                 approval_metrics::report(cx, conn, env, from, to)
             })
             .await?;
-        Ok(reply(metrics_pb(report), &ctx, None))
+        Ok(reply(crate::convert::approval_metrics(report), &ctx, None))
     }
-}
-
-/// Cancels the open requests of a departing submitter in the caller's transaction (for the
-/// services that deactivate and delete principals).
-pub(crate) fn cancel_for_departed_submitter(
-    tx: &mut fluxgate_store::Tx<'_>,
-    ctx: &RequestCtx,
-    actor: &Principal,
-    snap: &Snapshot,
-    submitter: PrincipalId,
-    why: &str,
-) -> ApiResult<usize> {
-    let origin = ctx.origin();
-    let cx = fluxgate_core::Ctx {
-        actor: Some(actor),
-        origin: &origin,
-        snap,
-    };
-    Ok(uc::cancel_for_departed_submitter(&cx, tx, submitter, why)?)
-}
-
-/// Cancels the open requests of environments being deleted, in the deleting transaction.
-pub(crate) fn cancel_in_environments(
-    tx: &mut fluxgate_store::Tx<'_>,
-    ctx: &RequestCtx,
-    actor: &Principal,
-    snap: &Snapshot,
-    environments: &[String],
-) -> ApiResult<usize> {
-    let origin = ctx.origin();
-    let cx = fluxgate_core::Ctx {
-        actor: Some(actor),
-        origin: &origin,
-        snap,
-    };
-    Ok(uc::cancel_in_environments(&cx, tx, environments)?)
 }

@@ -18,6 +18,7 @@ use crate::error::{ApiError, ApiResult};
 use crate::metrics::LoginOutcome;
 use crate::state::AppState;
 use crate::tokens::token_hash;
+use fluxgate_core::logins::{LOCKED_NOW, failed_login_subject};
 
 /// The one answer to every failed login, whatever the cause.
 const BAD_CREDENTIALS: &str = "invalid username or password";
@@ -41,127 +42,17 @@ enum Failure {
     Locked,
 }
 
-/// How a failed login names its subject in the audit trail: an account by its resource name and
-/// username; a name that matches no account never verbatim (it may be a password typed into the
-/// wrong box), only by a digest a query can filter on (`logins/{digest}`) and its first
-/// character.
-fn failed_login_subject(user: Option<&users::User>, login: &str) -> (String, String) {
-    match user {
-        Some(u) => (format!("users/{}", u.id), format!("{:?}", u.username)),
-        None => {
-            let digest = token_hash(&login.to_lowercase());
-            let first: String = login.chars().take(1).collect();
-            (
-                format!("logins/{}", &digest[..16]),
-                format!("unknown login {first:?}… (logins/{})", &digest[..16]),
-            )
-        }
-    }
-}
-
-/// What a failed login that locked its account adds to the event's detail.
-const LOCKED_NOW: &str = "; account locked";
-
-/// How many sign-in attempts a failed-login event records, read back from the detail this
-/// module writes: one, plus the earlier refusals it carries, or for a coalesced event the
-/// refusals it counts (the activity report sums them).
-pub fn attempts_recorded(detail: Option<&str>) -> i64 {
-    let Some(d) = detail else { return 1 };
-    let n = d
-        .split("; ")
-        .nth(1)
-        .and_then(|x| x.split(' ').next())
-        .and_then(|n| n.parse::<i64>().ok());
-    match n {
-        Some(n) if d.contains("earlier attempt(s)") => 1 + n,
-        Some(n) if d.contains("attempt(s) refused") => n,
-        _ => 1,
-    }
-}
-
-/// Whether a failed-login event is the failure that locked its account.
-pub fn locked_an_account(detail: Option<&str>) -> bool {
-    detail.is_some_and(|d| d.ends_with(LOCKED_NOW))
-}
-
-/// Login attempts refused during a lockout and not yet in the audit trail. The first refusal of
-/// each second per subject is recorded at once; the others are counted here (a flood of locked
-/// attempts must not become a write per request) and recorded by the poll loop as one event with
-/// their count ([`flush_refused_logins`]).
-#[derive(Debug, Default)]
-pub struct RefusedLogins {
-    pending: std::sync::Mutex<std::collections::HashMap<String, Refused>>,
-}
-
-#[derive(Debug)]
-struct Refused {
-    target: String,
-    shown: String,
-    count: u64,
-    first_at: i64,
-    peer: Option<String>,
-}
-
-impl RefusedLogins {
-    fn add(&self, subject: String, target: String, shown: String, now: i64, peer: Option<String>) {
-        let mut p = self.pending.lock().unwrap_or_else(|e| e.into_inner());
-        p.entry(subject)
-            .or_insert(Refused {
-                target,
-                shown,
-                count: 0,
-                first_at: now,
-                peer,
-            })
-            .count += 1;
-    }
-
-    fn take(&self, subject: &str) -> Option<Refused> {
-        self.pending
-            .lock()
-            .unwrap_or_else(|e| e.into_inner())
-            .remove(subject)
-    }
-
-    fn take_all(&self) -> Vec<Refused> {
-        self.pending
-            .lock()
-            .unwrap_or_else(|e| e.into_inner())
-            .drain()
-            .map(|(_, r)| r)
-            .collect()
-    }
-}
-
-/// Records the counted refusals (see [`RefusedLogins`]): one audit event per subject.
+/// Records the counted refusals (see [`fluxgate_core::logins::RefusedLogins`]): one audit
+/// event per subject.
 pub async fn flush_refused_logins(state: &AppState) -> ApiResult<usize> {
     let all = state.refused_logins.take_all();
-    let n = all.len();
-    if n == 0 {
+    if all.0.is_empty() {
         return Ok(0);
     }
-    state
-        .db
-        .write(move |tx| {
-            for r in all {
-                let e = audit::NewEvent {
-                    action: "auth.login".into(),
-                    target_type: "user".into(),
-                    target_id: Some(r.target),
-                    outcome: "failure".into(),
-                    detail: Some(format!(
-                        "locked out: {}; {} attempt(s) refused since {} µs",
-                        r.shown, r.count, r.first_at
-                    )),
-                    peer_addr: r.peer,
-                    ..Default::default()
-                };
-                audit::append(tx.conn, e, tx.now)?;
-            }
-            Ok(())
-        })
+    let done = state
+        .execute_from(fluxgate_core::Origin::default(), None, all)
         .await?;
-    Ok(n)
+    Ok(done.value)
 }
 
 impl AuthSvc {
@@ -228,7 +119,10 @@ impl AuthSvc {
                 LoginOutcome::Failure
             });
             if locked && recorded_recently {
-                let (target, shown) = failed_login_subject(user.as_ref(), &req.username);
+                let (target, shown) = failed_login_subject(
+                    user.as_ref().map(|u| (u.id, u.username.as_str())),
+                    &req.username,
+                );
                 st.refused_logins.add(
                     subject,
                     target,
@@ -337,7 +231,8 @@ impl AuthSvc {
             .settings
             .lockout_policy
             .clone();
-        let (target, shown) = failed_login_subject(user, login);
+        let (target, shown) =
+            failed_login_subject(user.map(|u| (u.id, u.username.as_str())), login);
         let mut e = ctx.event(None, "auth.login", "user", Some(target));
         e.outcome = "failure".into();
         let earlier = self

@@ -613,7 +613,7 @@ impl CatalogSvc {
                     doomed.push(before.id.clone());
                 }
                 // Every branch above refused open requests unless forced; these are cancelled.
-                crate::services::approvals::cancel_in_environments(tx, &ctx2, &p, &snap, &doomed)?;
+                crate::runner::cancel_in_environments(tx, &ctx2, &p, &snap, &doomed)?;
                 catalog::delete(tx.conn, kind, &before.id)?;
                 tx.changed(entity(kind), before.id.clone());
                 cascade.record(tx);

@@ -19,13 +19,13 @@ use tonic::{Request, Response, Status};
 use super::reply;
 use crate::auth::RequestCtx;
 use crate::bootstrap::temporary_password;
-use crate::convert::{check_etag, field, find_user, parse_user_name, timestamp, user_to_proto};
+use crate::convert::{check_etag, field, find_user, parse_user_name, user_to_proto};
 use crate::directory::Principal;
 use crate::error::{ApiError, ApiResult};
 use crate::mail::Template;
-use crate::services::audit::rfc3339;
 use crate::state::AppState;
 use crate::tokens::{random_token, token_hash};
+use fluxgate_core::time::rfc3339;
 
 #[derive(Debug, Clone)]
 pub struct PasswordResetSvc {
@@ -33,7 +33,7 @@ pub struct PasswordResetSvc {
 }
 
 /// Random bytes in a link token (256 bits).
-const TOKEN_BYTES: usize = 32;
+use crate::mail::{TOKEN_BYTES, issue_registration};
 /// Characters of a token: base64url of [`TOKEN_BYTES`], unpadded.
 const TOKEN_CHARS: usize = 43;
 const HOUR_MICROS: i64 = 3_600_000_000;
@@ -97,57 +97,6 @@ fn event_by_user(ctx: &RequestCtx, u: &users::User, action: &str) -> audit::NewE
     e.actor_name = Some(u.username.clone());
     e.actor_role = Some(u.role.as_str().to_owned());
     e
-}
-
-/// What a new link comes to.
-#[derive(Debug, Clone)]
-pub struct IssuedLink {
-    pub token: String,
-    pub url: String,
-    pub expires_at: i64,
-}
-
-impl IssuedLink {
-    pub fn to_proto(&self) -> pb::RegistrationLink {
-        pb::RegistrationLink {
-            url: self.url.clone(),
-            token: self.token.clone(),
-            expire_time: Some(timestamp(self.expires_at)),
-        }
-    }
-}
-
-/// Issues a registration link for `user` (superseding earlier ones) and queues its email, in
-/// the caller's transaction. Used by CreateUser and IssueRegistrationLink.
-pub fn issue_registration(
-    st: &AppState,
-    tx: &mut Tx<'_>,
-    user: &users::User,
-) -> ApiResult<IssuedLink> {
-    let token = random_token(TOKEN_BYTES);
-    let ttl = st.config.password_reset.registration_token_ttl_secs as i64 * 1_000_000;
-    let expires_at = tx.now + ttl;
-    user_tokens::issue(
-        tx.conn,
-        &token_hash(&token),
-        user.id,
-        Purpose::Registration,
-        tx.now,
-        expires_at,
-    )?;
-    let url = st.mailer.link("register", &token);
-    st.mailer.queue(
-        tx.conn,
-        Template::Registration,
-        user,
-        &[("link", &url), ("expire_time", &rfc3339(expires_at))],
-        tx.now,
-    )?;
-    Ok(IssuedLink {
-        token,
-        url,
-        expires_at,
-    })
 }
 
 /// Sets a password from a link: marks the token used, retires the user's other links of the
@@ -422,7 +371,12 @@ impl PasswordResetSvc {
                         "the user has already set a password: use ResetUserPassword".into(),
                     ));
                 }
-                let link = issue_registration(&state, tx, &u)?;
+                let link = issue_registration(
+                    &state.mailer,
+                    state.config.password_reset.registration_token_ttl_secs,
+                    tx,
+                    &u,
+                )?;
                 let mut e = ctx2.event(
                     Some(&p),
                     "user.registration_link_issued",
@@ -437,7 +391,7 @@ impl PasswordResetSvc {
         st.mailer.wake();
         Ok(reply(
             pb::IssueRegistrationLinkResponse {
-                registration_link: Some(committed.value.to_proto()),
+                registration_link: Some(crate::convert::registration_link(&committed.value)),
             },
             &ctx,
             committed.revision,

@@ -122,6 +122,58 @@ fn decision_pb(snap: &Snapshot, d: Decision) -> pb::PermissionDecision {
 }
 
 impl PermissionSvc {
+    /// LookupResources on an application: the environments where the subject holds a value
+    /// permission.
+    fn environments_allowed(
+        &self,
+        snap: &Snapshot,
+        caller: &Principal,
+        req: &pb::LookupResourcesRequest,
+        perm: Permission,
+    ) -> ApiResult<Vec<String>> {
+        let ids = parse_ids("parent", &req.parent, &["portfolios", "applications"])?;
+        let app = ApplicationId(ids[1]);
+        // The application must exist where its name says.
+        let (_, portfolio) = resource(snap, "parent", &req.parent, Permission::CreateFeature)?;
+        if perm.value().is_none() {
+            return Err(ApiError::invalid(
+                "permission",
+                "feature permissions are looked up on a portfolio's applications",
+            ));
+        }
+        let who = self.subject(snap, caller, "principal", &req.principal, Some(portfolio))?;
+        Ok(snap
+            .environments_allowed(&who, perm, app)
+            .into_iter()
+            .map(|e| resource_name(snap, ResourceRef::Environment(e)))
+            .collect())
+    }
+
+    /// LookupResources on a portfolio: the applications where the subject holds a feature
+    /// permission.
+    fn applications_allowed(
+        &self,
+        snap: &Snapshot,
+        caller: &Principal,
+        req: &pb::LookupResourcesRequest,
+        perm: Permission,
+    ) -> ApiResult<Vec<String>> {
+        let ids = parse_ids("parent", &req.parent, &["portfolios"])
+            .map_err(|_| ApiError::invalid("parent", "must be an application or portfolio name"))?;
+        if perm.value().is_some() {
+            return Err(ApiError::invalid(
+                "parent",
+                "value permissions are looked up on an application's environments",
+            ));
+        }
+        let portfolio = PortfolioId(ids[0]);
+        let who = self.subject(snap, caller, "principal", &req.principal, Some(portfolio))?;
+        Ok(snap
+            .applications_allowed(&who, perm, portfolio)
+            .into_iter()
+            .map(|a| resource_name(snap, ResourceRef::Application(a)))
+            .collect())
+    }
     /// The principal a check is about, after checking the caller may ask about it.
     fn subject(
         &self,
@@ -293,41 +345,10 @@ impl PermissionService for PermissionSvc {
             self.begin(&request, request.get_ref().min_revision).await?;
         let req = request.get_ref();
         let perm = permission("permission", req.permission)?;
-        let depth = req.parent.split('/').count();
-        let resources = if depth == 4 {
-            let ids = parse_ids("parent", &req.parent, &["portfolios", "applications"])?;
-            let app = ApplicationId(ids[1]);
-            // The application must exist where its name says.
-            let (_, portfolio) = resource(&snap, "parent", &req.parent, Permission::CreateFeature)?;
-            if perm.value().is_none() {
-                return Err(ApiError::invalid(
-                    "permission",
-                    "feature permissions are looked up on a portfolio's applications",
-                )
-                .into());
-            }
-            let who = self.subject(&snap, &caller, "principal", &req.principal, Some(portfolio))?;
-            snap.environments_allowed(&who, perm, app)
-                .into_iter()
-                .map(|e| resource_name(&snap, ResourceRef::Environment(e)))
-                .collect()
+        let resources = if req.parent.split('/').count() == 4 {
+            self.environments_allowed(&snap, &caller, req, perm)?
         } else {
-            let ids = parse_ids("parent", &req.parent, &["portfolios"]).map_err(|_| {
-                ApiError::invalid("parent", "must be an application or portfolio name")
-            })?;
-            if perm.value().is_some() {
-                return Err(ApiError::invalid(
-                    "parent",
-                    "value permissions are looked up on an application's environments",
-                )
-                .into());
-            }
-            let portfolio = PortfolioId(ids[0]);
-            let who = self.subject(&snap, &caller, "principal", &req.principal, Some(portfolio))?;
-            snap.applications_allowed(&who, perm, portfolio)
-                .into_iter()
-                .map(|a| resource_name(&snap, ResourceRef::Application(a)))
-                .collect()
+            self.applications_allowed(&snap, &caller, req, perm)?
         };
         Ok(reply(
             pb::LookupResourcesResponse {

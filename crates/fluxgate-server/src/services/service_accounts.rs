@@ -20,7 +20,7 @@ use crate::convert::{
 };
 use crate::directory::Principal;
 use crate::error::{ApiError, ApiResult};
-use crate::services::approvals::cancel_for_departed_submitter;
+use crate::runner::cancel_for_departed_submitter;
 use crate::state::AppState;
 use crate::tokens::{random_token, token_hash};
 

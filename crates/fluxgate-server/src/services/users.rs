@@ -20,8 +20,8 @@ use crate::convert::{
 use crate::directory::Principal;
 use crate::error::{ApiError, ApiResult};
 use crate::mail::Template;
-use crate::services::approvals::cancel_for_departed_submitter;
-use crate::services::password_reset::issue_registration;
+use crate::mail::issue_registration;
+use crate::runner::cancel_for_departed_submitter;
 use crate::state::AppState;
 
 #[derive(Debug, Clone)]
@@ -190,7 +190,12 @@ impl UserSvc {
                 e.after_json = snapshot(&user);
                 let link = if user.password_hash.is_none() {
                     e.detail = Some("registration link issued".into());
-                    Some(issue_registration(&state, tx, &user)?)
+                    Some(issue_registration(
+                        &state.mailer,
+                        state.config.password_reset.registration_token_ttl_secs,
+                        tx,
+                        &user,
+                    )?)
                 } else {
                     if state.config.email.welcome_email {
                         state
@@ -209,7 +214,7 @@ impl UserSvc {
         Ok(reply(
             pb::CreateUserResponse {
                 user: Some(user_to_proto(user)),
-                registration_link: link.as_ref().map(|l| l.to_proto()),
+                registration_link: link.as_ref().map(crate::convert::registration_link),
             },
             &ctx,
             committed.revision,
