@@ -19,12 +19,14 @@
 
 pub mod approval_metrics;
 pub mod audit;
+pub mod catalog;
 pub mod change_requests;
 pub mod context;
 pub mod error;
 pub mod etag;
 pub mod logins;
 pub mod names;
+pub mod settings;
 pub mod time;
 
 pub use audit::AuditAction;

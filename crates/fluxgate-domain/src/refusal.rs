@@ -46,6 +46,25 @@ pub enum Refusal {
          and retry"
     )]
     StaleEtag { given: String, current: String },
+    /// Something still refers to what is to be deleted: `refs` counts each kind of referrer.
+    #[error(
+        "{what} is still in use ({}): remove them first, or pass force",
+        in_use(refs)
+    )]
+    StillReferenced {
+        what: String,
+        refs: Vec<(usize, &'static str)>,
+    },
+    #[error("a {noun} named {name:?} already exists here")]
+    NameTaken { noun: &'static str, name: String },
+}
+
+fn in_use(refs: &[(usize, &'static str)]) -> String {
+    refs.iter()
+        .filter(|(n, _)| *n > 0)
+        .map(|(n, w)| format!("{n} {w}"))
+        .collect::<Vec<_>>()
+        .join(", ")
 }
 
 impl Refusal {
@@ -58,7 +77,9 @@ impl Refusal {
             | Refusal::NotCancellable { .. }
             | Refusal::AlreadyApplied { .. }
             | Refusal::NotApproved { .. }
-            | Refusal::AlreadyReviewed { .. } => RefusalKind::Precondition,
+            | Refusal::AlreadyReviewed { .. }
+            | Refusal::StillReferenced { .. } => RefusalKind::Precondition,
+            Refusal::NameTaken { .. } => RefusalKind::Exists,
         }
     }
 }

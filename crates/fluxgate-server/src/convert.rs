@@ -430,19 +430,6 @@ fn rename(mut e: ValidationError, field: &str) -> ValidationError {
     e
 }
 
-/// A delete or update refused because of what still refers to the object.
-pub fn in_use(what: &str, refs: &[(usize, &str)]) -> ApiError {
-    let list: Vec<String> = refs
-        .iter()
-        .filter(|(n, _)| *n > 0)
-        .map(|(n, w)| format!("{n} {w}"))
-        .collect();
-    ApiError::FailedPrecondition(format!(
-        "{what} is still in use ({}): remove them first, or pass force",
-        list.join(", ")
-    ))
-}
-
 fn micros_duration(micros: i64) -> prost_types::Duration {
     let m = micros.max(0);
     prost_types::Duration {

@@ -115,23 +115,21 @@ pub(crate) fn cancel_for_departed_submitter(
     Ok(fluxgate_core::change_requests::cancel_for_departed_submitter(&cx, tx, submitter, why)?)
 }
 
-/// Cancels the open requests of environments being deleted, in the deleting transaction.
-pub(crate) fn cancel_in_environments(
-    tx: &mut fluxgate_store::Tx<'_>,
-    ctx: &RequestCtx,
-    actor: &Principal,
-    snap: &fluxgate_authz::Snapshot,
-    environments: &[String],
-) -> ApiResult<usize> {
-    let origin = ctx.origin();
-    let cx = fluxgate_core::Ctx {
-        actor: Some(actor),
-        origin: &origin,
-        snap,
-    };
-    Ok(fluxgate_core::change_requests::cancel_in_environments(
-        &cx,
-        tx,
-        environments,
-    )?)
+impl AppState {
+    /// Runs a use case that needs only the engine snapshot (no database).
+    pub fn judge<T>(
+        &self,
+        ctx: &RequestCtx,
+        actor: &Principal,
+        f: impl FnOnce(&Ctx<'_>) -> fluxgate_core::Result<T>,
+    ) -> ApiResult<T> {
+        let snap = self.directory.snapshot();
+        let origin = ctx.origin();
+        let cx = Ctx {
+            actor: Some(actor),
+            origin: &origin,
+            snap: &snap,
+        };
+        Ok(f(&cx)?)
+    }
 }

@@ -2,21 +2,17 @@
 
 use std::sync::Arc;
 
-use fluxgate_authz::{Action, Target};
-use fluxgate_domain::{PasswordPolicy, Settings, Violations};
+use fluxgate_core::settings::{Change, NAME, Stored, Update};
+use fluxgate_domain::{PasswordPolicy, Settings, ValidationError, Violations};
 use fluxgate_proto::v1 as pb;
 use fluxgate_proto::v1::settings_service_server::SettingsService;
-use fluxgate_store::changes::EntityKind;
-use fluxgate_store::{audit, settings};
 use tonic::{Request, Response, Status};
 
 use super::reply;
 use crate::auth::RequestCtx;
-use crate::convert::{check_etag, duration, duration_secs, etag, mask_paths, timestamp};
+use crate::convert::{duration, duration_secs, etag, mask_paths, timestamp};
 use crate::error::{ApiError, ApiResult};
 use crate::state::AppState;
-
-pub const SETTINGS_NAME: &str = "settings";
 
 #[derive(Debug, Clone)]
 pub struct SettingsSvc {
@@ -35,10 +31,10 @@ pub fn password_policy_to_proto(p: &PasswordPolicy) -> pb::PasswordPolicy {
     }
 }
 
-fn settings_to_proto(s: &settings::Stored) -> pb::Settings {
+fn settings_to_proto(s: &Stored) -> pb::Settings {
     let st = &s.settings;
     pb::Settings {
-        name: SETTINGS_NAME.into(),
+        name: NAME.into(),
         password_policy: Some(password_policy_to_proto(&st.password_policy)),
         lockout_policy: Some(pb::LockoutPolicy {
             max_failed_attempts: st.lockout_policy.max_failed_attempts as i32,
@@ -88,38 +84,62 @@ fn secs(d: Option<&prost_types::Duration>, field: &str, viol: &mut Violations) -
     }
 }
 
-/// Applies the masked fields of `new` to `cur`.
-fn apply_mask(cur: &Settings, new: &pb::Settings, paths: &[String]) -> ApiResult<Settings> {
-    let mut out = cur.clone();
-    let mut v = Violations::new();
-    let leaves: Vec<&str> = paths
+/// The leaves a mask names (a sub-message stands for all of its leaves).
+fn leaves(paths: &[String]) -> Vec<&'static str> {
+    paths
         .iter()
         .flat_map(|p| {
-            if GROUPS.contains(&p.as_str()) {
-                LEAVES
-                    .iter()
-                    .copied()
-                    .filter(|l| l.starts_with(&format!("{p}.")))
-                    .collect::<Vec<_>>()
-            } else {
-                LEAVES
-                    .iter()
-                    .copied()
-                    .filter(|l| *l == p.as_str())
-                    .collect()
-            }
+            let group = GROUPS.contains(&p.as_str());
+            LEAVES.iter().copied().filter(move |l| {
+                if group {
+                    l.starts_with(&format!("{p}."))
+                } else {
+                    *l == p
+                }
+            })
         })
-        .collect();
-    let pp = new.password_policy;
-    let lp = new.lockout_policy;
-    let tp = new.token_policy;
-    for leaf in leaves {
+        .collect()
+}
+
+/// The change one leaf names, from the message's sub-messages.
+fn change(leaf: &str, new: &pb::Settings, v: &mut Violations) -> Option<Change> {
+    let field = format!("settings.{leaf}");
+    let pp = new.password_policy.unwrap_or_default();
+    let lp = new.lockout_policy.unwrap_or_default();
+    let tp = new.token_policy.unwrap_or_default();
+    Some(match leaf {
+        "password_policy.min_length" => Change::MinLength(count(pp.min_length, &field, v)),
+        "password_policy.max_length" => Change::MaxLength(count(pp.max_length, &field, v)),
+        "password_policy.require_uppercase" => Change::RequireUppercase(pp.require_uppercase),
+        "password_policy.require_lowercase" => Change::RequireLowercase(pp.require_lowercase),
+        "password_policy.require_digit" => Change::RequireDigit(pp.require_digit),
+        "password_policy.require_symbol" => Change::RequireSymbol(pp.require_symbol),
+        "password_policy.reject_common" => Change::RejectCommon(pp.reject_common),
+        "lockout_policy.max_failed_attempts" => {
+            Change::MaxFailedAttempts(count(lp.max_failed_attempts, &field, v))
+        }
+        "lockout_policy.lockout_duration" => {
+            Change::LockoutDurationSecs(secs(lp.lockout_duration.as_ref(), &field, v))
+        }
+        "token_policy.access_token_ttl" => {
+            Change::AccessTokenTtlSecs(secs(tp.access_token_ttl.as_ref(), &field, v))
+        }
+        "token_policy.refresh_token_ttl" => {
+            Change::RefreshTokenTtlSecs(secs(tp.refresh_token_ttl.as_ref(), &field, v))
+        }
+        _ => return None,
+    })
+}
+
+/// The masked fields of `new` as changes, each bad one a violation.
+fn changes(new: &pb::Settings, paths: &[String], v: &mut Violations) -> Vec<Change> {
+    let mut out = Vec::new();
+    for leaf in leaves(paths) {
         let (group, _) = leaf.split_once('.').unwrap_or((leaf, ""));
-        let field = format!("settings.{leaf}");
         let missing = match group {
-            "password_policy" => pp.is_none(),
-            "lockout_policy" => lp.is_none(),
-            _ => tp.is_none(),
+            "password_policy" => new.password_policy.is_none(),
+            "lockout_policy" => new.lockout_policy.is_none(),
+            _ => new.token_policy.is_none(),
         };
         if missing {
             v.add(
@@ -128,129 +148,53 @@ fn apply_mask(cur: &Settings, new: &pb::Settings, paths: &[String]) -> ApiResult
             );
             continue;
         }
-        let pp = pp.unwrap_or_default();
-        let lp = lp.unwrap_or_default();
-        let tp = tp.unwrap_or_default();
-        let o: &mut Settings = &mut out;
-        match leaf {
-            "password_policy.min_length" => {
-                o.password_policy.min_length = count(pp.min_length, &field, &mut v)
-            }
-            "password_policy.max_length" => {
-                o.password_policy.max_length = count(pp.max_length, &field, &mut v)
-            }
-            "password_policy.require_uppercase" => {
-                o.password_policy.require_uppercase = pp.require_uppercase
-            }
-            "password_policy.require_lowercase" => {
-                o.password_policy.require_lowercase = pp.require_lowercase
-            }
-            "password_policy.require_digit" => o.password_policy.require_digit = pp.require_digit,
-            "password_policy.require_symbol" => {
-                o.password_policy.require_symbol = pp.require_symbol
-            }
-            "password_policy.reject_common" => o.password_policy.reject_common = pp.reject_common,
-            "lockout_policy.max_failed_attempts" => {
-                o.lockout_policy.max_failed_attempts = count(lp.max_failed_attempts, &field, &mut v)
-            }
-            "lockout_policy.lockout_duration" => {
-                o.lockout_policy.lockout_duration_secs =
-                    secs(lp.lockout_duration.as_ref(), &field, &mut v)
-            }
-            "token_policy.access_token_ttl" => {
-                o.token_policy.access_token_ttl_secs =
-                    secs(tp.access_token_ttl.as_ref(), &field, &mut v)
-            }
-            "token_policy.refresh_token_ttl" => {
-                o.token_policy.refresh_token_ttl_secs =
-                    secs(tp.refresh_token_ttl.as_ref(), &field, &mut v)
-            }
-            _ => {}
-        }
+        out.extend(change(leaf, new, v));
     }
-    // Name every problem at once: conversion errors, then policy bounds not already reported.
-    let mut reported = match v.finish() {
-        Ok(()) => Vec::new(),
-        Err(e) => e.violations,
-    };
-    if let Err(e) = out.validate() {
-        for mut f in e.violations {
-            f.field = format!("settings.{}", f.field);
+    out
+}
+
+/// Names every problem at once: conversion errors, then the bounds `current` with the changes
+/// would break, not already reported.
+fn checked(current: &Settings, changes: &[Change], v: Violations) -> ApiResult<()> {
+    let mut reported = v.finish().err().map(|e| e.violations).unwrap_or_default();
+    if let Err(e) = fluxgate_core::settings::patched(current, changes) {
+        for f in e.violations {
             if !reported.iter().any(|r| r.field == f.field) {
                 reported.push(f);
             }
         }
     }
     if reported.is_empty() {
-        Ok(out)
+        Ok(())
     } else {
-        Err(fluxgate_domain::ValidationError {
+        Err(ValidationError {
             violations: reported,
         }
         .into())
     }
 }
 
-fn snapshot(s: &Settings) -> Option<String> {
-    serde_json::to_string(s).ok()
-}
-
-impl SettingsSvc {
-    async fn update(
-        &self,
-        ctx: RequestCtx,
-        request: Request<pb::UpdateSettingsRequest>,
-    ) -> ApiResult<Response<pb::UpdateSettingsResponse>> {
-        let st = &self.state;
-        let p = st.authenticate(&request, &ctx).await?;
-        st.authorize(&p, Action::UpdateSettings, Target::Org)?;
-        let req = request.into_inner();
-        let Some(new) = req.settings else {
-            return Err(ApiError::invalid("settings", "is required"));
-        };
-        if !new.name.is_empty() && new.name != SETTINGS_NAME {
-            return Err(ApiError::invalid("settings.name", "must be \"settings\""));
-        }
-        let mut allowed: Vec<&str> = GROUPS.to_vec();
-        allowed.extend_from_slice(LEAVES);
-        let paths = mask_paths(req.update_mask.as_ref(), &allowed)?;
-        // Validate against what is in force now; re-checked against the stored row below.
-        apply_mask(&st.directory.settings().settings, &new, &paths)?;
-        let ctx2 = ctx.clone();
-        let committed = st
-            .db
-            .write(move |tx| {
-                let cur = settings::load(tx.conn)?
-                    .ok_or_else(|| ApiError::Internal("no settings".into()))?;
-                check_etag(&new.etag, "settings", cur.version)?;
-                let next = apply_mask(&cur.settings, &new, &paths)?;
-                if next == cur.settings {
-                    return Ok(cur);
-                }
-                settings::save(tx.conn, &next, tx.now)?;
-                tx.changed(EntityKind::Settings, SETTINGS_NAME);
-                let mut e = ctx2.event(
-                    Some(&p),
-                    "settings.updated",
-                    "settings",
-                    Some(SETTINGS_NAME.into()),
-                );
-                e.before_json = snapshot(&cur.settings);
-                e.after_json = snapshot(&next);
-                e.detail = Some(format!("paths: {}", paths.join(", ")));
-                audit::append(tx.conn, e, tx.now)?;
-                settings::load(tx.conn)?.ok_or_else(|| ApiError::Internal("no settings".into()))
-            })
-            .await?;
-        st.directory.settle().await;
-        Ok(reply(
-            pb::UpdateSettingsResponse {
-                settings: Some(settings_to_proto(&committed.value)),
-            },
-            &ctx,
-            committed.revision,
-        ))
+fn update_cmd(state: &AppState, req: pb::UpdateSettingsRequest) -> ApiResult<Update> {
+    let pb::UpdateSettingsRequest {
+        settings,
+        update_mask,
+    } = req;
+    let new = settings.ok_or_else(|| ApiError::invalid("settings", "is required"))?;
+    if !new.name.is_empty() && new.name != NAME {
+        return Err(ApiError::invalid("settings.name", "must be \"settings\""));
     }
+    let mut allowed: Vec<&str> = GROUPS.to_vec();
+    allowed.extend_from_slice(LEAVES);
+    let paths = mask_paths(update_mask.as_ref(), &allowed)?;
+    let mut v = Violations::new();
+    let changes = changes(&new, &paths, &mut v);
+    // Checked against what is in force now; the use case checks the stored row again.
+    checked(&state.directory.settings().settings, &changes, v)?;
+    Ok(Update {
+        etag: new.etag,
+        changes,
+        paths,
+    })
 }
 
 #[tonic::async_trait]
@@ -259,12 +203,11 @@ impl SettingsService for SettingsSvc {
         &self,
         request: Request<pb::GetSettingsRequest>,
     ) -> Result<Response<pb::GetSettingsResponse>, Status> {
-        let ctx = RequestCtx::of(&request)?;
-        let p = self.state.authenticate(&request, &ctx).await?;
+        let (ctx, p, req) = authed!(self, request);
         self.state
-            .authorize(&p, Action::ReadSettings, Target::Org)?;
-        let name = &request.get_ref().name;
-        if !name.is_empty() && name != SETTINGS_NAME {
+            .judge(&ctx, &p, fluxgate_core::settings::may_read)?;
+        let pb::GetSettingsRequest { name } = req;
+        if !name.is_empty() && name != NAME {
             return Err(ApiError::invalid("name", "must be \"settings\"").into());
         }
         let s = self.state.directory.settings();
@@ -281,8 +224,15 @@ impl SettingsService for SettingsSvc {
         &self,
         request: Request<pb::UpdateSettingsRequest>,
     ) -> Result<Response<pb::UpdateSettingsResponse>, Status> {
-        let ctx = RequestCtx::of(&request)?;
-        Ok(self.update(ctx, request).await?)
+        let (ctx, p, req) = authed!(self, request);
+        // Refuse the unauthorised before judging their input (the use case checks again).
+        self.state
+            .judge(&ctx, &p, fluxgate_core::settings::may_update)?;
+        let cmd = update_cmd(&self.state, req)?;
+        let done = self.state.execute(&ctx, Some(&p), cmd).await?;
+        Ok(done.reply(&ctx, |s| pb::UpdateSettingsResponse {
+            settings: Some(settings_to_proto(&s)),
+        }))
     }
 
     async fn get_password_policy(
