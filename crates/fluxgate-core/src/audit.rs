@@ -200,6 +200,15 @@ pub fn event(action: AuditAction, target_type: &str, target: Option<String>) -> 
     }
 }
 
+/// An audit detail with the caller's reason (a role change's rationale, say), when one was given.
+pub fn with_reason(detail: String, reason: &str) -> String {
+    if reason.is_empty() {
+        detail
+    } else {
+        format!("{detail}; reason: {reason}")
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -24,6 +24,7 @@ pub mod change_requests;
 pub mod context;
 pub mod error;
 pub mod etag;
+pub mod groups;
 pub mod logins;
 pub mod names;
 pub mod settings;

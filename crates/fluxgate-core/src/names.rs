@@ -1,6 +1,8 @@
 //! Resource names, as the API and the audit trail spell them.
 
-use fluxgate_domain::{ApplicationId, ChangeRequestId, EnvironmentId, PortfolioId};
+use fluxgate_domain::{
+    ApplicationId, ChangeRequestId, EnvironmentId, PortfolioId, ServiceAccountId, UserId,
+};
 
 pub fn change_request(id: ChangeRequestId) -> String {
     format!("changeRequests/{id}")
@@ -35,4 +37,22 @@ impl EnvPath {
     pub fn policy_name(&self) -> String {
         format!("{}/approvalPolicy", self.name())
     }
+}
+
+/// What a user resource name refers to: `users/{id}` or `users/{username}`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum UserRef {
+    Id(UserId),
+    Username(String),
+}
+
+/// A principal reference: `users/{id}`, `users/{username}` or `serviceAccounts/{id}`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum PrincipalRef {
+    User(UserRef),
+    ServiceAccount(ServiceAccountId),
+}
+
+pub fn group(portfolio: impl std::fmt::Display, group: impl std::fmt::Display) -> String {
+    format!("portfolios/{portfolio}/groups/{group}")
 }

@@ -57,6 +57,21 @@ pub enum Refusal {
     },
     #[error("a {noun} named {name:?} already exists here")]
     NameTaken { noun: &'static str, name: String },
+    #[error("a group named {name:?} already exists in the portfolio")]
+    GroupNameTaken { name: String },
+    #[error(
+        "the Administrators group keeps its name and holds every permission: only its \
+         description can change"
+    )]
+    AdministratorsFixed,
+    #[error("the Administrators group cannot be deleted")]
+    AdministratorsUndeletable,
+    #[error("the group has {members} member(s): remove them first, or pass force")]
+    GroupHasMembers { members: i64 },
+    #[error("a portfolio service account may only join groups of its own portfolio")]
+    ForeignServiceAccount,
+    #[error("already a member of the group")]
+    AlreadyMember,
 }
 
 fn in_use(refs: &[(usize, &'static str)]) -> String {
@@ -78,8 +93,14 @@ impl Refusal {
             | Refusal::AlreadyApplied { .. }
             | Refusal::NotApproved { .. }
             | Refusal::AlreadyReviewed { .. }
-            | Refusal::StillReferenced { .. } => RefusalKind::Precondition,
-            Refusal::NameTaken { .. } => RefusalKind::Exists,
+            | Refusal::StillReferenced { .. }
+            | Refusal::AdministratorsFixed
+            | Refusal::AdministratorsUndeletable
+            | Refusal::GroupHasMembers { .. }
+            | Refusal::ForeignServiceAccount => RefusalKind::Precondition,
+            Refusal::NameTaken { .. } | Refusal::GroupNameTaken { .. } | Refusal::AlreadyMember => {
+                RefusalKind::Exists
+            }
         }
     }
 }

@@ -113,12 +113,7 @@ pub fn user_to_proto(u: &users::User) -> pb::User {
     }
 }
 
-/// What a user resource name refers to.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub enum UserRef {
-    Id(UserId),
-    Username(String),
-}
+pub use fluxgate_core::names::{PrincipalRef, UserRef};
 
 /// Parses `users/{user_id}` or `users/{username}` from the field `field`.
 pub fn parse_user_name(field: &str, name: &str) -> ApiResult<UserRef> {
@@ -276,55 +271,6 @@ fn json_to_value(v: &serde_json::Value) -> prost_types::Value {
     prost_types::Value { kind: Some(kind) }
 }
 
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn user_names_parse() {
-        let id = UserId::generate();
-        assert_eq!(
-            parse_user_name("name", &format!("users/{id}")).unwrap(),
-            UserRef::Id(id)
-        );
-        assert_eq!(
-            parse_user_name("name", "users/Alice").unwrap(),
-            UserRef::Username("alice".into())
-        );
-        for bad in [
-            "",
-            "alice",
-            "users/",
-            "users/a b",
-            "groups/x",
-            "users/alice/extra",
-        ] {
-            assert!(parse_user_name("name", bad).is_err(), "{bad:?}");
-        }
-    }
-
-    #[test]
-    fn page_tokens_round_trip_and_bind_filters() {
-        let t = PageToken {
-            after: "bob".to_string(),
-            filter: ("x".to_string(), 1),
-        };
-        let s = t.encode();
-        assert_eq!(
-            PageToken::decode(&s, &("x".to_string(), 1)).unwrap(),
-            Some("bob".into())
-        );
-        assert!(PageToken::decode(&s, &("y".to_string(), 1)).is_err());
-        assert!(PageToken::<(String, i32)>::decode("!!", &("x".to_string(), 1)).is_err());
-        assert_eq!(PageToken::decode("", &("x".to_string(), 1)).unwrap(), None);
-    }
-
-    #[test]
-    fn timestamps_convert() {
-        let t = timestamp(1_500_000);
-        assert_eq!((t.seconds, t.nanos), (1, 500_000_000));
-    }
-}
 
 /// Parses a resource name made of `collection/{uuid}` pairs, e.g. `portfolios/{p}/groups/{g}`
 /// with `collections = ["portfolios", "groups"]`; returns the ids in order.
@@ -368,13 +314,6 @@ pub fn environment_name(p: &str, a: &str, e: &str) -> String {
 
 pub fn group_name(p: &str, g: &str) -> String {
     format!("portfolios/{p}/groups/{g}")
-}
-
-/// A principal reference: `users/{id}`, `users/{username}` or `serviceAccounts/{id}`.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub enum PrincipalRef {
-    User(UserRef),
-    ServiceAccount(fluxgate_domain::ServiceAccountId),
 }
 
 pub fn parse_principal(field: &str, name: &str) -> ApiResult<PrincipalRef> {
@@ -486,5 +425,55 @@ pub fn registration_link(l: &crate::mail::IssuedLink) -> pb::RegistrationLink {
         url: l.url.clone(),
         token: l.token.clone(),
         expire_time: Some(timestamp(l.expires_at)),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn user_names_parse() {
+        let id = UserId::generate();
+        assert_eq!(
+            parse_user_name("name", &format!("users/{id}")).unwrap(),
+            UserRef::Id(id)
+        );
+        assert_eq!(
+            parse_user_name("name", "users/Alice").unwrap(),
+            UserRef::Username("alice".into())
+        );
+        for bad in [
+            "",
+            "alice",
+            "users/",
+            "users/a b",
+            "groups/x",
+            "users/alice/extra",
+        ] {
+            assert!(parse_user_name("name", bad).is_err(), "{bad:?}");
+        }
+    }
+
+    #[test]
+    fn page_tokens_round_trip_and_bind_filters() {
+        let t = PageToken {
+            after: "bob".to_string(),
+            filter: ("x".to_string(), 1),
+        };
+        let s = t.encode();
+        assert_eq!(
+            PageToken::decode(&s, &("x".to_string(), 1)).unwrap(),
+            Some("bob".into())
+        );
+        assert!(PageToken::decode(&s, &("y".to_string(), 1)).is_err());
+        assert!(PageToken::<(String, i32)>::decode("!!", &("x".to_string(), 1)).is_err());
+        assert_eq!(PageToken::decode("", &("x".to_string(), 1)).unwrap(), None);
+    }
+
+    #[test]
+    fn timestamps_convert() {
+        let t = timestamp(1_500_000);
+        assert_eq!((t.seconds, t.nanos), (1, 500_000_000));
     }
 }
