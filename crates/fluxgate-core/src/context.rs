@@ -7,6 +7,7 @@ use fluxgate_store::audit::NewEvent;
 
 use crate::audit::{self, AuditAction};
 use crate::error::{Error, Result};
+use crate::mail::Outbox;
 
 /// An authenticated caller, as the directory knows them.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -41,13 +42,41 @@ pub struct Origin {
     pub peer_addr: Option<String>,
 }
 
+/// What the server's configuration sets for the use cases.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Limits {
+    /// How long a registration link works.
+    pub registration_ttl_secs: u64,
+    /// How long a password-reset link works.
+    pub reset_ttl_secs: u64,
+    /// Whether a user created with a password is sent a welcome.
+    pub welcome_email: bool,
+    /// How long a rotated refresh token may be presented again (a client's retry) before its
+    /// reuse counts as theft.
+    pub refresh_reuse_grace_micros: i64,
+}
+
+impl Default for Limits {
+    fn default() -> Self {
+        Self {
+            registration_ttl_secs: 7 * 86_400,
+            reset_ttl_secs: 3_600,
+            welcome_email: true,
+            refresh_reuse_grace_micros: 2_000_000,
+        }
+    }
+}
+
 /// A use case's context: the actor (`None` when the server acts on its own, as the expiry sweep
-/// does), the origin, and the engine snapshot the call is judged against.
+/// does), the origin, the engine snapshot the call is judged against, where email goes, and
+/// the configured limits.
 #[derive(Debug, Clone, Copy)]
 pub struct Ctx<'a> {
     pub actor: Option<&'a Actor>,
     pub origin: &'a Origin,
     pub snap: &'a Snapshot,
+    pub outbox: Option<&'a dyn Outbox>,
+    pub limits: &'a Limits,
 }
 
 impl<'a> Ctx<'a> {
@@ -55,6 +84,13 @@ impl<'a> Ctx<'a> {
     pub fn actor(&self) -> Result<&'a Actor> {
         self.actor
             .ok_or_else(|| Error::Broken("a use case that needs an actor ran without one".into()))
+    }
+
+    /// Where email goes; a use case that sends some and runs without one is a bug.
+    pub fn outbox(&self) -> Result<&'a dyn Outbox> {
+        self.outbox.ok_or_else(|| {
+            Error::Broken("a use case that sends email ran without an outbox".into())
+        })
     }
 
     /// Asks the engine whether the actor may do `action` to `target`.

@@ -267,10 +267,7 @@ pub struct Update {
 
 impl Update {
     /// The grants that differ from the stored ones, as rows to store.
-    fn grant_changes(
-        &self,
-        conn: &mut DbConnection,
-    ) -> Result<GrantRows> {
+    fn grant_changes(&self, conn: &mut DbConnection) -> Result<GrantRows> {
         let stored = store::grants(conn, &self.id)?;
         let apps = self
             .applications

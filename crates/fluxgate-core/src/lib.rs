@@ -26,10 +26,13 @@ pub mod error;
 pub mod etag;
 pub mod groups;
 pub mod logins;
+pub mod mail;
 pub mod names;
+pub mod secrets;
 pub mod settings;
 pub mod time;
+pub mod users;
 
 pub use audit::AuditAction;
-pub use context::{Actor, Command, Ctx, Origin};
+pub use context::{Actor, Command, Ctx, Limits, Origin};
 pub use error::{Error, Result};

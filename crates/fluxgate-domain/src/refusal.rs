@@ -72,6 +72,18 @@ pub enum Refusal {
     ForeignServiceAccount,
     #[error("already a member of the group")]
     AlreadyMember,
+    #[error("username {name:?} is already taken")]
+    UsernameTaken { name: String },
+    #[error("email {email:?} is already in use")]
+    EmailTaken { email: String },
+    #[error("cannot {what} the last active Team Admin: promote another user first")]
+    LastTeamAdmin { what: &'static str },
+    #[error("the user is already deactivated")]
+    AlreadyDeactivated,
+    #[error("the user is already active")]
+    AlreadyActive,
+    #[error("only a deactivated user can be deleted: deactivate first")]
+    NotDeactivated,
 }
 
 fn in_use(refs: &[(usize, &'static str)]) -> String {
@@ -97,10 +109,16 @@ impl Refusal {
             | Refusal::AdministratorsFixed
             | Refusal::AdministratorsUndeletable
             | Refusal::GroupHasMembers { .. }
-            | Refusal::ForeignServiceAccount => RefusalKind::Precondition,
-            Refusal::NameTaken { .. } | Refusal::GroupNameTaken { .. } | Refusal::AlreadyMember => {
-                RefusalKind::Exists
-            }
+            | Refusal::ForeignServiceAccount
+            | Refusal::LastTeamAdmin { .. }
+            | Refusal::AlreadyDeactivated
+            | Refusal::AlreadyActive
+            | Refusal::NotDeactivated => RefusalKind::Precondition,
+            Refusal::NameTaken { .. }
+            | Refusal::GroupNameTaken { .. }
+            | Refusal::AlreadyMember
+            | Refusal::UsernameTaken { .. }
+            | Refusal::EmailTaken { .. } => RefusalKind::Exists,
         }
     }
 }

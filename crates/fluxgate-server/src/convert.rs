@@ -271,7 +271,6 @@ fn json_to_value(v: &serde_json::Value) -> prost_types::Value {
     prost_types::Value { kind: Some(kind) }
 }
 
-
 /// Parses a resource name made of `collection/{uuid}` pairs, e.g. `portfolios/{p}/groups/{g}`
 /// with `collections = ["portfolios", "groups"]`; returns the ids in order.
 pub fn parse_ids(field: &str, name: &str, collections: &[&str]) -> ApiResult<Vec<uuid::Uuid>> {

@@ -29,94 +29,7 @@ use crate::config::Config;
 use crate::db::Db;
 use crate::error::ApiResult;
 
-/// The messages FluxGate sends.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
-pub enum Template {
-    /// A self-service reset link.
-    PasswordReset,
-    /// A registration link for a user created without a password.
-    Registration,
-    /// A welcome for a user created with a password.
-    Welcome,
-    /// A notice that a Team Admin reset the password (no secret in it).
-    PasswordResetByAdmin,
-}
-
-impl Template {
-    pub const ALL: [Template; 4] = [
-        Template::PasswordReset,
-        Template::Registration,
-        Template::Welcome,
-        Template::PasswordResetByAdmin,
-    ];
-
-    pub fn name(self) -> &'static str {
-        match self {
-            Template::PasswordReset => "password_reset",
-            Template::Registration => "registration",
-            Template::Welcome => "welcome",
-            Template::PasswordResetByAdmin => "password_reset_by_admin",
-        }
-    }
-
-    /// The variables the template may use, beyond `display_name`, `username` and `public_url`.
-    fn extra_vars(self) -> &'static [&'static str] {
-        match self {
-            Template::PasswordReset | Template::Registration => &["link", "expire_time"],
-            Template::Welcome => &[],
-            Template::PasswordResetByAdmin => &["admin"],
-        }
-    }
-
-    fn default_text(self) -> &'static str {
-        match self {
-            Template::PasswordReset => {
-                "Subject: Reset your FluxGate password\n\
-                 \n\
-                 Hello {{display_name}},\n\
-                 \n\
-                 Someone asked to reset the password of the FluxGate account {{username}}.\n\
-                 To choose a new password, open this link before {{expire_time}}:\n\
-                 \n\
-                 {{link}}\n\
-                 \n\
-                 The link works once. If you did not ask for it, ignore this message: your\n\
-                 password stays as it is.\n"
-            }
-            Template::Registration => {
-                "Subject: Your FluxGate account\n\
-                 \n\
-                 Hello {{display_name}},\n\
-                 \n\
-                 An account named {{username}} has been created for you. To choose your\n\
-                 password, open this link before {{expire_time}}:\n\
-                 \n\
-                 {{link}}\n\
-                 \n\
-                 The link works once.\n"
-            }
-            Template::Welcome => {
-                "Subject: Welcome to FluxGate\n\
-                 \n\
-                 Hello {{display_name}},\n\
-                 \n\
-                 An account named {{username}} has been created for you at {{public_url}}.\n\
-                 Your administrator will tell you how to log in for the first time.\n"
-            }
-            Template::PasswordResetByAdmin => {
-                "Subject: Your FluxGate password was reset\n\
-                 \n\
-                 Hello {{display_name}},\n\
-                 \n\
-                 {{admin}} has reset the password of your FluxGate account {{username}}, and\n\
-                 every session of yours has been logged out. Your administrator will give you a\n\
-                 temporary password, which you must change when you next log in.\n\
-                 \n\
-                 If you did not expect this, tell your administrator.\n"
-            }
-        }
-    }
-}
+pub use fluxgate_core::mail::Template;
 
 /// A template split into its subject and body.
 #[derive(Debug, Clone)]
@@ -214,6 +127,8 @@ pub struct Mailer {
     retry_initial: Duration,
     timeout: Duration,
     wake: Notify,
+    /// Messages were queued since the worker was last woken.
+    queued: std::sync::atomic::AtomicBool,
 }
 
 impl std::fmt::Debug for Mailer {
@@ -251,6 +166,7 @@ impl Mailer {
             retry_initial: Duration::from_millis(e.retry_initial_ms.max(10)),
             timeout,
             wake: Notify::new(),
+            queued: std::sync::atomic::AtomicBool::new(false),
         })
     }
 
@@ -281,6 +197,7 @@ impl Mailer {
         ];
         all.extend_from_slice(vars);
         let text = &self.templates.0[&template];
+        self.queued.store(true, std::sync::atomic::Ordering::SeqCst);
         outbox::enqueue(
             conn,
             NewEmail {
@@ -302,6 +219,13 @@ impl Mailer {
     /// Tells the worker that messages were queued (call after the transaction commits).
     pub fn wake(&self) {
         self.wake.notify_one();
+    }
+
+    /// Wakes the worker if messages were queued since it was last woken (after a commit).
+    pub fn wake_if_queued(&self) {
+        if self.queued.swap(false, std::sync::atomic::Ordering::SeqCst) {
+            self.wake();
+        }
     }
 
     /// The wait before attempt `attempts + 1`: the initial delay, doubled per failure, at most
@@ -400,6 +324,61 @@ impl Mailer {
     }
 }
 
+pub use fluxgate_core::users::TOKEN_BYTES;
+
+pub use fluxgate_core::users::IssuedLink;
+
+/// Issues a registration link for `user` (superseding earlier ones) and queues its email, in
+/// the caller's transaction. Used by CreateUser and IssueRegistrationLink.
+pub fn issue_registration(
+    mailer: &Mailer,
+    ttl_secs: u64,
+    tx: &mut Tx<'_>,
+    user: &users::User,
+) -> ApiResult<IssuedLink> {
+    let token = random_token(TOKEN_BYTES);
+    let ttl = ttl_secs as i64 * 1_000_000;
+    let expires_at = tx.now + ttl;
+    user_tokens::issue(
+        tx.conn,
+        &token_hash(&token),
+        user.id,
+        Purpose::Registration,
+        tx.now,
+        expires_at,
+    )?;
+    let url = mailer.link("register", &token);
+    mailer.queue(
+        tx.conn,
+        Template::Registration,
+        user,
+        &[("link", &url), ("expire_time", &rfc3339(expires_at))],
+        tx.now,
+    )?;
+    Ok(IssuedLink {
+        token,
+        url,
+        expires_at,
+    })
+}
+
+impl fluxgate_core::mail::Outbox for Mailer {
+    fn link(&self, page: &str, token: &str) -> String {
+        Mailer::link(self, page, token)
+    }
+
+    fn queue(
+        &self,
+        conn: &mut DbConnection,
+        template: Template,
+        user: &users::User,
+        vars: &[(&str, &str)],
+        now: i64,
+    ) -> StoreResult<EmailId> {
+        Mailer::queue(self, conn, template, user, vars, now)
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -451,49 +430,4 @@ mod tests {
         .unwrap();
         assert!(Templates::load(Some(dir.path())).is_err());
     }
-}
-
-/// Bytes of randomness in a reset or registration token.
-pub const TOKEN_BYTES: usize = 32;
-
-/// What a new link comes to.
-#[derive(Debug, Clone)]
-pub struct IssuedLink {
-    pub token: String,
-    pub url: String,
-    pub expires_at: i64,
-}
-
-/// Issues a registration link for `user` (superseding earlier ones) and queues its email, in
-/// the caller's transaction. Used by CreateUser and IssueRegistrationLink.
-pub fn issue_registration(
-    mailer: &Mailer,
-    ttl_secs: u64,
-    tx: &mut Tx<'_>,
-    user: &users::User,
-) -> ApiResult<IssuedLink> {
-    let token = random_token(TOKEN_BYTES);
-    let ttl = ttl_secs as i64 * 1_000_000;
-    let expires_at = tx.now + ttl;
-    user_tokens::issue(
-        tx.conn,
-        &token_hash(&token),
-        user.id,
-        Purpose::Registration,
-        tx.now,
-        expires_at,
-    )?;
-    let url = mailer.link("register", &token);
-    mailer.queue(
-        tx.conn,
-        Template::Registration,
-        user,
-        &[("link", &url), ("expire_time", &rfc3339(expires_at))],
-        tx.now,
-    )?;
-    Ok(IssuedLink {
-        token,
-        url,
-        expires_at,
-    })
 }

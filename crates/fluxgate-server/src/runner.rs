@@ -48,10 +48,13 @@ impl AppState {
     ) -> ApiResult<Done<C::Output>> {
         let snap = self.directory.snapshot();
         let actor = actor.cloned();
+        let (mailer, limits) = (self.mailer.clone(), self.limits.clone());
         let cx = Ctx {
             actor: actor.as_ref(),
             origin: &origin,
             snap: &snap,
+            outbox: Some(&*mailer),
+            limits: &limits,
         };
         cmd.check(&cx)?;
         let committed = self
@@ -61,10 +64,13 @@ impl AppState {
                     actor: actor.as_ref(),
                     origin: &origin,
                     snap: &snap,
+                    outbox: Some(&*mailer),
+                    limits: &limits,
                 };
                 cmd.apply(&cx, tx).map_err(ApiError::from)
             })
             .await?;
+        self.mailer.wake_if_queued();
         if committed.revision.is_some() {
             self.directory.settle().await;
         }
@@ -83,12 +89,15 @@ impl AppState {
         let snap = self.directory.snapshot();
         let origin = ctx.origin();
         let actor = actor.clone();
+        let limits = self.limits.clone();
         self.db
             .read(move |conn| {
                 let cx = Ctx {
                     actor: Some(&actor),
                     origin: &origin,
                     snap: &snap,
+                    outbox: None,
+                    limits: &limits,
                 };
                 f(&cx, conn).map_err(ApiError::from)
             })
@@ -107,10 +116,13 @@ pub(crate) fn cancel_for_departed_submitter(
     why: &str,
 ) -> ApiResult<usize> {
     let origin = ctx.origin();
-    let cx = fluxgate_core::Ctx {
+    let limits = fluxgate_core::Limits::default();
+    let cx = Ctx {
         actor: Some(actor),
         origin: &origin,
         snap,
+        outbox: None,
+        limits: &limits,
     };
     Ok(fluxgate_core::change_requests::cancel_for_departed_submitter(&cx, tx, submitter, why)?)
 }
@@ -129,6 +141,8 @@ impl AppState {
             actor: Some(actor),
             origin: &origin,
             snap: &snap,
+            outbox: None,
+            limits: &self.limits,
         };
         Ok(f(&cx)?)
     }

@@ -93,6 +93,12 @@ impl Server {
         let tls = tls_config(&config.tls)?;
         let db = Db::new(store);
         let directory = Directory::load(db.clone()).await?;
+        let limits = fluxgate_core::Limits {
+            registration_ttl_secs: config.password_reset.registration_token_ttl_secs,
+            reset_ttl_secs: config.password_reset.reset_token_ttl_secs,
+            welcome_email: config.email.welcome_email,
+            refresh_reuse_grace_micros: (config.auth.refresh_reuse_grace_ms as i64) * 1_000,
+        };
         let state = Arc::new(AppState {
             config,
             db,
@@ -102,6 +108,7 @@ impl Server {
             mailer,
             metrics: Arc::new(crate::metrics::Metrics::new()),
             stopping: tokio::sync::watch::channel(false).0,
+            limits,
             refused_logins: Default::default(),
         });
         Ok(Server {

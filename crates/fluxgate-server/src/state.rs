@@ -24,5 +24,7 @@ pub struct AppState {
     /// instead of holding the graceful shutdown open.
     pub stopping: tokio::sync::watch::Sender<bool>,
     /// Logins refused during a lockout, counted until the poll loop records them.
+    /// What the configuration sets for the use cases.
+    pub limits: fluxgate_core::Limits,
     pub refused_logins: fluxgate_core::logins::RefusedLogins,
 }

@@ -1,32 +1,15 @@
 //! Access tokens (HS256 JWTs that name a user and a session, never a role) and opaque refresh
 //! tokens (random, stored only as SHA-256).
 
-use base64::Engine as _;
-use base64::engine::general_purpose::URL_SAFE_NO_PAD;
 use fluxgate_domain::{SessionId, UserId};
 use jsonwebtoken::{Algorithm, DecodingKey, EncodingKey, Header, Validation};
-use rand::Rng as _;
 use serde::{Deserialize, Serialize};
-use sha2::{Digest, Sha256};
 
 pub const ISSUER: &str = "fluxgate";
 pub const AUDIENCE: &str = "fluxgate";
 const ACCESS_TYPE: &str = "access";
 
-/// `n` random bytes (from the thread-local CSPRNG), base64url without padding.
-pub fn random_token(n: usize) -> String {
-    let mut buf = vec![0u8; n];
-    rand::rng().fill_bytes(&mut buf);
-    URL_SAFE_NO_PAD.encode(buf)
-}
-
-/// Hex SHA-256 of a secret token: how refresh tokens are stored and looked up.
-pub fn token_hash(token: &str) -> String {
-    Sha256::digest(token.as_bytes())
-        .iter()
-        .map(|b| format!("{b:02x}"))
-        .collect()
-}
+pub use fluxgate_core::secrets::{random_token, token_hash};
 
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Claims {
@@ -151,6 +134,8 @@ impl TokenKeys {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use base64::Engine as _;
+    use base64::engine::general_purpose::URL_SAFE_NO_PAD;
 
     fn now() -> u64 {
         jsonwebtoken::get_current_timestamp()

@@ -114,14 +114,13 @@ const LAYER_ONLY: [(&str, &str); 6] = [
 
 /// Service modules not yet moved onto the use-case layer. Each must still break the rule (a
 /// moved module must leave this list), so the list only shrinks.
-const NOT_YET_ADAPTERS: [&str; 7] = [
+const NOT_YET_ADAPTERS: [&str; 6] = [
     "audit",
     "auth",
     "email",
     "mod",
     "password_reset",
     "service_accounts",
-    "users",
 ];
 
 fn layer_violations(src: &str) -> Vec<&'static str> {

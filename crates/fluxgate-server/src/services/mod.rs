@@ -33,15 +33,6 @@ use crate::state::AppState;
 use crate::tokens::{random_token, token_hash};
 use fluxgate_proto::v1 as pb;
 
-/// An audit detail with the caller's reason (a role change's rationale, say), when one was given.
-pub(crate) fn with_reason(detail: String, reason: &str) -> String {
-    if reason.is_empty() {
-        detail
-    } else {
-        format!("{detail}; reason: {reason}")
-    }
-}
-
 /// Wraps a reply with, after a write, the revision that write produced. (The request id is put
 /// on every reply by [`crate::telemetry`].)
 pub fn reply<T>(msg: T, _ctx: &RequestCtx, revision: Option<i64>) -> Response<T> {

@@ -1,70 +1,28 @@
-//! UserService: the user lifecycle of SPEC section 4.
+//! UserService: the adapter over [`fluxgate_core::users`] (the user life cycle of SPEC
+//! section 4).
 
 use std::sync::Arc;
 
-use fluxgate_authz::{Action, Target};
-use fluxgate_domain::{DisplayName, Email, PrincipalId, Role, UserId, Username, Violations};
+use fluxgate_core::users::{self, After, Create, Filter, Lifecycle, Step, Update, User};
+use fluxgate_domain::{DisplayName, Email, Role, Username, Violations};
 use fluxgate_proto::v1 as pb;
 use fluxgate_proto::v1::user_service_server::UserService;
-use fluxgate_store::changes::EntityKind;
-use fluxgate_store::{DbConnection, audit, sessions, users};
 use serde::{Deserialize, Serialize};
 use tonic::{Request, Response, Status};
 
 use super::reply;
 use crate::auth::RequestCtx;
 use crate::convert::{
-    PageToken, UserRef, check_etag, find_user, mask_paths, page_size, parse_user_name,
-    role_from_proto, user_to_proto,
+    PageToken, mask_paths, page_size, parse_user_name, role_from_proto, user_to_proto,
 };
 use crate::directory::Principal;
 use crate::error::{ApiError, ApiResult};
-use crate::mail::Template;
-use crate::mail::issue_registration;
-use crate::runner::cancel_for_departed_submitter;
+use crate::runner::Done;
 use crate::state::AppState;
 
 #[derive(Debug, Clone)]
 pub struct UserSvc {
     pub state: Arc<AppState>,
-}
-
-/// The audit snapshot of a user: what an event's before/after shows (never the hash).
-fn snapshot(u: &users::User) -> Option<String> {
-    serde_json::to_string(&serde_json::json!({
-        "username": u.username,
-        "email": u.email,
-        "display_name": u.display_name,
-        "role": u.role.as_str(),
-        "active": u.active,
-        "must_change_password": u.must_change_password,
-    }))
-    .ok()
-}
-
-fn ensure_email_free(
-    conn: &mut DbConnection,
-    email: &str,
-    except: Option<UserId>,
-) -> ApiResult<()> {
-    if let Some(other) = users::find_by_email(conn, email)?
-        && Some(other.id) != except
-    {
-        return Err(ApiError::AlreadyExists(format!(
-            "email {email:?} is already in use"
-        )));
-    }
-    Ok(())
-}
-
-/// Refuses to leave the organisation without an active Team Admin.
-fn ensure_other_admin(conn: &mut DbConnection, u: &users::User, what: &str) -> ApiResult<()> {
-    if u.role == Role::TeamAdmin && u.active && users::count_active_admins(conn, Some(u.id))? == 0 {
-        return Err(ApiError::FailedPrecondition(format!(
-            "cannot {what} the last active Team Admin: promote another user first"
-        )));
-    }
-    Ok(())
 }
 
 /// The filters a ListUsers page token is bound to.
@@ -78,469 +36,237 @@ struct ListFilter {
     by_last_sign_in: bool,
 }
 
-impl UserSvc {
-    /// Resolves the target of a call by name; callers without the right to manage users learn
-    /// nothing about other users' existence.
-    async fn target(
-        &self,
-        p: &Principal,
-        field: &str,
-        name: &str,
-        action: Action,
-    ) -> ApiResult<users::User> {
-        let r = parse_user_name(field, name)?;
-        let is_self = match &r {
-            UserRef::Id(id) => p.user_id() == Some(*id),
-            UserRef::Username(n) => p.user_id().is_some() && *n == p.name,
-        };
-        if !is_self {
-            // Function-level check first, so a Requester cannot probe for usernames.
-            self.state.authorize(p, action, Target::Org)?;
+/// A value the checks above promised; its absence is a bug.
+fn checked<T>(v: Option<T>) -> ApiResult<T> {
+    v.ok_or_else(|| ApiError::Internal("validation passed without a value".into()))
+}
+
+/// `Some(value)` of a mask path that is named, else `None`.
+fn when<T>(named: bool, f: impl FnOnce() -> Option<T>) -> Option<T> {
+    if named { f() } else { None }
+}
+
+/// A role field that must name a role (`what` says when).
+fn required_role(v: &mut Violations, field: &str, role: i32, what: &str) -> Option<Role> {
+    match v.check(field, role_from_proto(role)) {
+        Some(None) => {
+            v.add(field, what);
+            None
         }
-        let user = self.state.db.read(move |conn| find_user(conn, &r)).await?;
-        self.state.authorize(p, action, Target::User(user.id))?;
-        Ok(user)
+        other => other.flatten(),
+    }
+}
+
+impl UserSvc {
+    /// A new user's password against the policy in force; without one the user chooses a
+    /// password through a registration link, so it cannot be required to change.
+    fn check_initial_password(&self, v: &mut Violations, u: &pb::User, (pw, change): (&str, bool)) {
+        if !pw.is_empty() {
+            let policy = self
+                .state
+                .directory
+                .settings()
+                .settings
+                .password_policy
+                .clone();
+            v.check(
+                "initial_password",
+                policy.check(pw, &[&u.username, &u.email]),
+            );
+        } else if change {
+            let why = "needs an initial_password (a user without one chooses their own)";
+            v.add("require_password_change", why);
+        }
     }
 
     async fn create(
         &self,
-        ctx: RequestCtx,
-        p: Principal,
+        ctx: &RequestCtx,
+        p: &Principal,
         req: pb::CreateUserRequest,
-    ) -> ApiResult<Response<pb::CreateUserResponse>> {
+    ) -> ApiResult<Done<(User, Option<users::IssuedLink>)>> {
         let st = &self.state;
-        st.authorize(&p, Action::CreateUser, Target::Org)?;
+        st.judge(ctx, p, users::may_create)?;
+        let pb::CreateUserRequest {
+            user,
+            initial_password,
+            require_password_change,
+        } = req;
+        let u = user.ok_or_else(|| ApiError::invalid("user", "is required"))?;
         let mut v = Violations::new();
-        let Some(u) = req.user else {
-            return Err(ApiError::invalid("user", "is required"));
-        };
         let username = v.check("user.username", Username::parse(&u.username));
         let email = v.check("user.email", Email::parse(&u.email));
         let display_name = v.check("user.display_name", DisplayName::parse(&u.display_name));
-        let role = match v.check("user.role", role_from_proto(u.role)) {
-            Some(None) => {
-                v.add("user.role", "is required");
-                None
-            }
-            Some(Some(r)) => Some(r),
-            None => None,
-        };
-        let policy = st.directory.settings().settings.password_policy.clone();
-        // Without a password the user chooses one through a registration link.
-        let with_password = !req.initial_password.is_empty();
-        if with_password {
-            v.check(
-                "initial_password",
-                policy.check(&req.initial_password, &[&u.username, &u.email]),
-            );
-        } else if req.require_password_change {
-            v.add(
-                "require_password_change",
-                "needs an initial_password (a user without one chooses their own)",
-            );
-        }
+        let role = required_role(&mut v, "user.role", u.role, "is required");
+        let with_password = !initial_password.is_empty();
+        let password = (initial_password.as_str(), require_password_change);
+        self.check_initial_password(&mut v, &u, password);
         v.finish()?;
-        let (Some(username), Some(email), Some(display_name), Some(role)) =
-            (username, email, display_name, role)
-        else {
-            return Err(ApiError::Internal(
-                "validation passed without values".into(),
-            ));
+        let password_hash = match with_password {
+            true => Some(st.hasher.hash(initial_password).await?),
+            false => None,
         };
-        let hash = if with_password {
-            Some(st.hasher.hash(req.initial_password).await?)
-        } else {
-            None
+        let cmd = Create {
+            username: checked(username)?,
+            email: checked(email)?,
+            display_name: checked(display_name)?,
+            role: checked(role)?,
+            must_change_password: require_password_change,
+            password_hash,
         };
-        let must_change = req.require_password_change;
-        let (ctx2, state) = (ctx.clone(), st.clone());
-        let committed = st
-            .db
-            .write(move |tx| {
-                if users::find_by_username(tx.conn, username.as_str())?.is_some() {
-                    return Err(ApiError::AlreadyExists(format!(
-                        "username {:?} is already taken",
-                        username.as_str()
-                    )));
-                }
-                ensure_email_free(tx.conn, email.as_str(), None)?;
-                let id = UserId::generate();
-                users::insert(
-                    tx.conn,
-                    &users::NewUser {
-                        id,
-                        username: username.as_str(),
-                        email: email.as_str(),
-                        display_name: display_name.as_str(),
-                        role,
-                        must_change_password: must_change,
-                        password_hash: hash.as_deref(),
-                    },
-                    tx.now,
-                )?;
-                tx.changed(EntityKind::User, id.to_string());
-                let user = users::find(tx.conn, id)?
-                    .ok_or_else(|| ApiError::Internal("user vanished".into()))?;
-                let mut e = ctx2.event(
-                    Some(&p),
-                    "user.created",
-                    "user",
-                    Some(format!("users/{}", id)),
-                );
-                e.after_json = snapshot(&user);
-                let link = if user.password_hash.is_none() {
-                    e.detail = Some("registration link issued".into());
-                    Some(issue_registration(
-                        &state.mailer,
-                        state.config.password_reset.registration_token_ttl_secs,
-                        tx,
-                        &user,
-                    )?)
-                } else {
-                    if state.config.email.welcome_email {
-                        state
-                            .mailer
-                            .queue(tx.conn, Template::Welcome, &user, &[], tx.now)?;
-                    }
-                    None
-                };
-                audit::append(tx.conn, e, tx.now)?;
-                Ok((user, link))
-            })
-            .await?;
-        st.mailer.wake();
-        st.directory.settle().await;
-        let (user, link) = &committed.value;
-        Ok(reply(
-            pb::CreateUserResponse {
-                user: Some(user_to_proto(user)),
-                registration_link: link.as_ref().map(crate::convert::registration_link),
-            },
-            &ctx,
-            committed.revision,
-        ))
+        st.execute(ctx, Some(p), cmd).await
     }
 
     async fn list(
         &self,
-        ctx: RequestCtx,
-        p: Principal,
+        ctx: &RequestCtx,
+        p: &Principal,
         req: pb::ListUsersRequest,
-    ) -> ApiResult<Response<pb::ListUsersResponse>> {
-        let st = &self.state;
-        st.authorize(&p, Action::ListUsers, Target::Org)?;
-        let mut v = Violations::new();
-        let role = v.check("role", role_from_proto(req.role)).flatten();
-        if req.query.chars().count() > 200 || req.query.chars().any(char::is_control) {
-            v.add(
-                "query",
-                "must be at most 200 characters, without control characters",
-            );
-        }
-        let signed_in_before =
-            crate::convert::micros(&mut v, "signed_in_before", &req.signed_in_before);
-        let by_last_sign_in = match req.order_by.as_str() {
-            "" | "username" => false,
-            "last_login_time" => true,
-            _ => {
-                v.add("order_by", "must be username or last_login_time");
-                false
-            }
-        };
-        v.finish()?;
-        let limit = page_size(req.page_size)?;
-        let filter = ListFilter {
-            role,
-            active: req.active,
-            query: (!req.query.is_empty()).then(|| req.query.to_lowercase()),
-            signed_in_before,
-            never_signed_in: req.never_signed_in,
-            by_last_sign_in,
-        };
-        let after = match PageToken::decode(&req.page_token, &filter)? {
-            None => None,
-            Some(a) if !by_last_sign_in => Some(users::After::Username(a)),
-            Some(a) => Some(
-                a.split_once(':')
-                    .and_then(|(t, u)| Some(users::After::SignIn(t.parse().ok()?, u.to_owned())))
-                    .ok_or_else(|| {
-                        ApiError::invalid(
-                            "page_token",
-                            "is not a page token issued by this service",
-                        )
-                    })?,
-            ),
-        };
-        let f = filter.clone();
-        let mut page = st
-            .db
-            .read(move |conn| {
-                let sf = users::Filter {
-                    role: f.role,
-                    active: f.active,
-                    query: f.query,
-                    signed_in_before: f.signed_in_before,
-                    never_signed_in: f.never_signed_in,
-                    by_last_sign_in: f.by_last_sign_in,
-                };
-                Ok(users::list(conn, &sf, after.as_ref(), limit + 1)?)
+    ) -> ApiResult<pb::ListUsersResponse> {
+        self.state.judge(ctx, p, users::may_list)?;
+        let (filter, size, token) = list_filter(req)?;
+        let limit = page_size(size)?;
+        let after = list_after(&token, &filter)?;
+        let f = store_filter(&filter);
+        let mut page = self
+            .state
+            .query(ctx, p, move |cx, conn| {
+                users::list(cx, conn, &f, after.as_ref(), limit + 1)
             })
             .await?;
         let more = page.len() as i64 > limit;
         page.truncate(limit as usize);
         let next_page_token = match (more, page.last()) {
-            (true, Some(last)) => PageToken {
-                after: if by_last_sign_in {
-                    format!("{}:{}", last.last_login_at.unwrap_or(-1), last.username)
-                } else {
-                    last.username.clone()
-                },
-                filter,
+            (true, Some(last)) => {
+                let after = match filter.by_last_sign_in {
+                    true => format!("{}:{}", last.last_login_at.unwrap_or(-1), last.username),
+                    false => last.username.clone(),
+                };
+                PageToken { after, filter }.encode()
             }
-            .encode(),
             _ => String::new(),
         };
-        Ok(reply(
-            pb::ListUsersResponse {
-                users: page.iter().map(user_to_proto).collect(),
-                next_page_token,
-            },
-            &ctx,
-            None,
-        ))
-    }
-
-    async fn update(
-        &self,
-        ctx: RequestCtx,
-        p: Principal,
-        req: pb::UpdateUserRequest,
-    ) -> ApiResult<Response<pb::UpdateUserResponse>> {
-        let st = &self.state;
-        let Some(u) = req.user else {
-            return Err(ApiError::invalid("user", "is required"));
-        };
-        let paths = mask_paths(req.update_mask.as_ref(), &["email", "display_name", "role"])?;
-        let mut v = Violations::new();
-        let reason = v
-            .check("", crate::convert::description("reason", &req.reason))
-            .map(|r| r.as_str().to_owned())
-            .unwrap_or_default();
-        let email = if paths.iter().any(|p| p == "email") {
-            v.check("user.email", Email::parse(&u.email))
-        } else {
-            None
-        };
-        let display_name = if paths.iter().any(|p| p == "display_name") {
-            v.check("user.display_name", DisplayName::parse(&u.display_name))
-        } else {
-            None
-        };
-        let role = if paths.iter().any(|p| p == "role") {
-            match v.check("user.role", role_from_proto(u.role)) {
-                Some(None) => {
-                    v.add("user.role", "is required when the mask names it");
-                    None
-                }
-                other => other.flatten(),
-            }
-        } else {
-            None
-        };
-        if u.name.is_empty() {
-            v.add("user.name", "is required");
-        }
-        v.finish()?;
-        let target = self
-            .target(&p, "user.name", &u.name, Action::UpdateUser)
-            .await?;
-        if let Some(r) = role
-            && r != target.role
-        {
-            st.authorize(&p, Action::ChangeUserRole, Target::User(target.id))?;
-        }
-        let etag = u.etag;
-        let ctx2 = ctx.clone();
-        let id = target.id;
-        let committed = st
-            .db
-            .write(move |tx| {
-                let before = users::find(tx.conn, id)?
-                    .ok_or_else(|| ApiError::NotFound("no such user".into()))?;
-                check_etag(&etag, before.id, before.version)?;
-                let mut after = before.clone();
-                if let Some(e) = &email {
-                    if e.as_str() != before.email {
-                        ensure_email_free(tx.conn, e.as_str(), Some(id))?;
-                    }
-                    after.email = e.as_str().to_owned();
-                }
-                if let Some(d) = &display_name {
-                    after.display_name = d.as_str().to_owned();
-                }
-                if let Some(r) = role {
-                    // The role may have changed since the request was authorised: nobody
-                    // changes their own role, whatever it was when they asked.
-                    if r != before.role && p.user_id() == Some(before.id) {
-                        return Err(ApiError::PermissionDenied(
-                            "change_user_role denied: a Team Admin may not change their own role"
-                                .into(),
-                        ));
-                    }
-                    if r != Role::TeamAdmin {
-                        ensure_other_admin(tx.conn, &before, "demote")?;
-                    }
-                    after.role = r;
-                }
-                if after == before {
-                    return Ok((before, false));
-                }
-                users::update(tx.conn, &after, tx.now)?;
-                tx.changed(EntityKind::User, id.to_string());
-                let mut e = ctx2.event(
-                    Some(&p),
-                    "user.updated",
-                    "user",
-                    Some(format!("users/{}", id)),
-                );
-                e.before_json = snapshot(&before);
-                e.after_json = snapshot(&after);
-                if before.role != after.role {
-                    e.detail = Some(format!("role {} -> {}", before.role, after.role));
-                }
-                if !reason.is_empty() {
-                    e.detail = Some(super::with_reason(
-                        e.detail.take().unwrap_or_else(|| "updated".into()),
-                        &reason,
-                    ));
-                }
-                audit::append(tx.conn, e, tx.now)?;
-                let fresh = users::find(tx.conn, id)?
-                    .ok_or_else(|| ApiError::Internal("user vanished".into()))?;
-                Ok((fresh, true))
-            })
-            .await?;
-        st.directory.settle().await;
-        let (user, _changed) = committed.value;
-        Ok(reply(
-            pb::UpdateUserResponse {
-                user: Some(user_to_proto(&user)),
-            },
-            &ctx,
-            committed.revision,
-        ))
-    }
-
-    /// Deactivate, reactivate or delete: one shape, three rules.
-    async fn lifecycle(
-        &self,
-        ctx: &RequestCtx,
-        p: Principal,
-        name: &str,
-        etag: String,
-        action: Action,
-    ) -> ApiResult<(Option<users::User>, Option<i64>)> {
-        let st = &self.state;
-        if name.is_empty() {
-            return Err(ApiError::invalid("name", "is required"));
-        }
-        let target = self.target(&p, "name", name, action).await?;
-        let id = target.id;
-        let ctx2 = ctx.clone();
-        let snap = st.directory.snapshot();
-        let committed = st
-            .db
-            .write(move |tx| {
-                let before = users::find(tx.conn, id)?
-                    .ok_or_else(|| ApiError::NotFound("no such user".into()))?;
-                check_etag(&etag, before.id, before.version)?;
-                let mut after = before.clone();
-                let (verb, detail) = match action {
-                    Action::DeactivateUser => {
-                        if !before.active {
-                            return Err(ApiError::FailedPrecondition(
-                                "the user is already deactivated".into(),
-                            ));
-                        }
-                        ensure_other_admin(tx.conn, &before, "deactivate")?;
-                        after.active = false;
-                        users::update(tx.conn, &after, tx.now)?;
-                        let n = sessions::revoke_all(tx.conn, id, "deactivated", tx.now)?;
-                        let c = cancel_for_departed_submitter(
-                            tx,
-                            &ctx2,
-                            &p,
-                            &snap,
-                            PrincipalId::User(id),
-                            "its submitter was deactivated",
-                        )?;
-                        (
-                            "user.deactivated",
-                            Some(format!(
-                                "{n} session(s) revoked, {c} open change request(s) cancelled"
-                            )),
-                        )
-                    }
-                    Action::ReactivateUser => {
-                        if before.active {
-                            return Err(ApiError::FailedPrecondition(
-                                "the user is already active".into(),
-                            ));
-                        }
-                        after.active = true;
-                        users::update(tx.conn, &after, tx.now)?;
-                        ("user.reactivated", None)
-                    }
-                    Action::DeleteUser => {
-                        if before.active {
-                            return Err(ApiError::FailedPrecondition(
-                                "only a deactivated user can be deleted: deactivate first".into(),
-                            ));
-                        }
-                        // Requests left open (deactivated before their cancellation was the rule).
-                        cancel_for_departed_submitter(
-                            tx,
-                            &ctx2,
-                            &p,
-                            &snap,
-                            PrincipalId::User(id),
-                            "its submitter was deleted",
-                        )?;
-                        // Memberships go with the user (they hold no foreign key).
-                        for g in fluxgate_store::groups::remove_principal(
-                            tx.conn,
-                            "user",
-                            &id.to_string(),
-                        )? {
-                            fluxgate_store::groups::touch(tx.conn, &g, tx.now)?;
-                            tx.changed(EntityKind::Group, g);
-                        }
-                        users::delete(tx.conn, id)?;
-                        ("user.deleted", None)
-                    }
-                    other => {
-                        return Err(ApiError::Internal(format!(
-                            "{other:?} is not a lifecycle action"
-                        )));
-                    }
-                };
-                tx.changed(EntityKind::User, id.to_string());
-                let mut e = ctx2.event(Some(&p), verb, "user", Some(format!("users/{}", id)));
-                e.before_json = snapshot(&before);
-                e.after_json = (action != Action::DeleteUser)
-                    .then(|| snapshot(&after))
-                    .flatten();
-                e.detail = detail;
-                audit::append(tx.conn, e, tx.now)?;
-                Ok(users::find(tx.conn, id)?)
-            })
-            .await?;
-        st.directory.settle().await;
-        Ok((committed.value, committed.revision))
+        let users = page.iter().map(user_to_proto).collect();
+        Ok(pb::ListUsersResponse {
+            users,
+            next_page_token,
+        })
     }
 }
 
-fn user_or_internal(u: Option<users::User>) -> ApiResult<pb::User> {
+/// A listing's filters (bound into its page tokens), page size and token.
+fn list_filter(req: pb::ListUsersRequest) -> ApiResult<(ListFilter, i32, String)> {
+    let pb::ListUsersRequest {
+        page_size,
+        page_token,
+        role,
+        active,
+        query,
+        signed_in_before,
+        never_signed_in,
+        order_by,
+    } = req;
+    let mut v = Violations::new();
+    let role = v.check("role", role_from_proto(role)).flatten();
+    if query.chars().count() > 200 || query.chars().any(char::is_control) {
+        v.add(
+            "query",
+            "must be at most 200 characters, without control characters",
+        );
+    }
+    let signed_in_before = crate::convert::micros(&mut v, "signed_in_before", &signed_in_before);
+    let by_last_sign_in = match order_by.as_str() {
+        "" | "username" => false,
+        "last_login_time" => true,
+        _ => {
+            v.add("order_by", "must be username or last_login_time");
+            false
+        }
+    };
+    v.finish()?;
+    let filter = ListFilter {
+        role,
+        active,
+        query: (!query.is_empty()).then(|| query.to_lowercase()),
+        signed_in_before,
+        never_signed_in,
+        by_last_sign_in,
+    };
+    Ok((filter, page_size, page_token))
+}
+
+fn list_after(token: &str, filter: &ListFilter) -> ApiResult<Option<After>> {
+    let bad = || ApiError::invalid("page_token", "is not a page token issued by this service");
+    Ok(match PageToken::decode(token, filter)? {
+        None => None,
+        Some(a) if !filter.by_last_sign_in => Some(After::Username(a)),
+        Some(a) => Some(
+            a.split_once(':')
+                .and_then(|(t, u)| Some(After::SignIn(t.parse().ok()?, u.to_owned())))
+                .ok_or_else(bad)?,
+        ),
+    })
+}
+
+fn store_filter(f: &ListFilter) -> Filter {
+    Filter {
+        role: f.role,
+        active: f.active,
+        query: f.query.clone(),
+        signed_in_before: f.signed_in_before,
+        never_signed_in: f.never_signed_in,
+        by_last_sign_in: f.by_last_sign_in,
+    }
+}
+
+fn update_cmd(req: pb::UpdateUserRequest) -> ApiResult<Update> {
+    let pb::UpdateUserRequest {
+        user,
+        update_mask,
+        reason,
+    } = req;
+    let u = user.ok_or_else(|| ApiError::invalid("user", "is required"))?;
+    let paths = mask_paths(update_mask.as_ref(), &["email", "display_name", "role"])?;
+    let has = |f: &str| paths.iter().any(|p| p == f);
+    let mut v = Violations::new();
+    let reason = v.check("", crate::convert::description("reason", &reason));
+    let email = when(has("email"), || {
+        v.check("user.email", Email::parse(&u.email))
+    });
+    let display_name = when(has("display_name"), || {
+        v.check("user.display_name", DisplayName::parse(&u.display_name))
+    });
+    let role = when(has("role"), || {
+        required_role(
+            &mut v,
+            "user.role",
+            u.role,
+            "is required when the mask names it",
+        )
+    });
+    if u.name.is_empty() {
+        v.add("user.name", "is required");
+    }
+    v.finish()?;
+    Ok(Update {
+        user: parse_user_name("user.name", &u.name)?,
+        etag: u.etag,
+        email,
+        display_name,
+        role,
+        reason: reason.map(|r| r.as_str().to_owned()).unwrap_or_default(),
+    })
+}
+
+fn lifecycle_cmd(name: &str, etag: String, step: Step) -> ApiResult<Lifecycle> {
+    if name.is_empty() {
+        return Err(ApiError::invalid("name", "is required"));
+    }
+    let user = parse_user_name("name", name)?;
+    Ok(Lifecycle { user, etag, step })
+}
+
+fn user_or_internal(u: Option<User>) -> ApiResult<pb::User> {
     u.map(|u| user_to_proto(&u))
         .ok_or_else(|| ApiError::Internal("user vanished".into()))
 }
@@ -551,22 +277,28 @@ impl UserService for UserSvc {
         &self,
         request: Request<pb::CreateUserRequest>,
     ) -> Result<Response<pb::CreateUserResponse>, Status> {
-        let ctx = RequestCtx::of(&request)?;
-        let p = self.state.authenticate(&request, &ctx).await?;
-        Ok(self.create(ctx, p, request.into_inner()).await?)
+        let (ctx, p, req) = authed!(self, request);
+        let done = self.create(&ctx, &p, req).await?;
+        Ok(done.reply(&ctx, |(user, link)| pb::CreateUserResponse {
+            user: Some(user_to_proto(&user)),
+            registration_link: link.as_ref().map(crate::convert::registration_link),
+        }))
     }
 
     async fn get_user(
         &self,
         request: Request<pb::GetUserRequest>,
     ) -> Result<Response<pb::GetUserResponse>, Status> {
-        let ctx = RequestCtx::of(&request)?;
-        let p = self.state.authenticate(&request, &ctx).await?;
-        let req = request.into_inner();
-        if req.name.is_empty() {
+        let (ctx, p, req) = authed!(self, request);
+        let pb::GetUserRequest { name } = req;
+        if name.is_empty() {
             return Err(ApiError::invalid("name", "is required").into());
         }
-        let user = self.target(&p, "name", &req.name, Action::ViewUser).await?;
+        let r = parse_user_name("name", &name)?;
+        let user = self
+            .state
+            .query(&ctx, &p, move |cx, conn| users::get(cx, conn, &r))
+            .await?;
         Ok(reply(
             pb::GetUserResponse {
                 user: Some(user_to_proto(&user)),
@@ -580,36 +312,35 @@ impl UserService for UserSvc {
         &self,
         request: Request<pb::ListUsersRequest>,
     ) -> Result<Response<pb::ListUsersResponse>, Status> {
-        let ctx = RequestCtx::of(&request)?;
-        let p = self.state.authenticate(&request, &ctx).await?;
-        Ok(self.list(ctx, p, request.into_inner()).await?)
+        let (ctx, p, req) = authed!(self, request);
+        let msg = self.list(&ctx, &p, req).await?;
+        Ok(reply(msg, &ctx, None))
     }
 
     async fn update_user(
         &self,
         request: Request<pb::UpdateUserRequest>,
     ) -> Result<Response<pb::UpdateUserResponse>, Status> {
-        let ctx = RequestCtx::of(&request)?;
-        let p = self.state.authenticate(&request, &ctx).await?;
-        Ok(self.update(ctx, p, request.into_inner()).await?)
+        let (ctx, p, req) = authed!(self, request);
+        let done = self.state.execute(&ctx, Some(&p), update_cmd(req)?).await?;
+        Ok(done.reply(&ctx, |u| pb::UpdateUserResponse {
+            user: Some(user_to_proto(&u)),
+        }))
     }
 
     async fn deactivate_user(
         &self,
         request: Request<pb::DeactivateUserRequest>,
     ) -> Result<Response<pb::DeactivateUserResponse>, Status> {
-        let ctx = RequestCtx::of(&request)?;
-        let p = self.state.authenticate(&request, &ctx).await?;
-        let req = request.into_inner();
-        let (u, rev) = self
-            .lifecycle(&ctx, p, &req.name, req.etag, Action::DeactivateUser)
-            .await?;
+        let (ctx, p, req) = authed!(self, request);
+        let pb::DeactivateUserRequest { name, etag } = req;
+        let cmd = lifecycle_cmd(&name, etag, Step::Deactivate)?;
+        let done = self.state.execute(&ctx, Some(&p), cmd).await?;
+        let user = Some(user_or_internal(done.value)?);
         Ok(reply(
-            pb::DeactivateUserResponse {
-                user: Some(user_or_internal(u)?),
-            },
+            pb::DeactivateUserResponse { user },
             &ctx,
-            rev,
+            done.revision,
         ))
     }
 
@@ -617,18 +348,15 @@ impl UserService for UserSvc {
         &self,
         request: Request<pb::ReactivateUserRequest>,
     ) -> Result<Response<pb::ReactivateUserResponse>, Status> {
-        let ctx = RequestCtx::of(&request)?;
-        let p = self.state.authenticate(&request, &ctx).await?;
-        let req = request.into_inner();
-        let (u, rev) = self
-            .lifecycle(&ctx, p, &req.name, req.etag, Action::ReactivateUser)
-            .await?;
+        let (ctx, p, req) = authed!(self, request);
+        let pb::ReactivateUserRequest { name, etag } = req;
+        let cmd = lifecycle_cmd(&name, etag, Step::Reactivate)?;
+        let done = self.state.execute(&ctx, Some(&p), cmd).await?;
+        let user = Some(user_or_internal(done.value)?);
         Ok(reply(
-            pb::ReactivateUserResponse {
-                user: Some(user_or_internal(u)?),
-            },
+            pb::ReactivateUserResponse { user },
             &ctx,
-            rev,
+            done.revision,
         ))
     }
 
@@ -636,12 +364,10 @@ impl UserService for UserSvc {
         &self,
         request: Request<pb::DeleteUserRequest>,
     ) -> Result<Response<pb::DeleteUserResponse>, Status> {
-        let ctx = RequestCtx::of(&request)?;
-        let p = self.state.authenticate(&request, &ctx).await?;
-        let req = request.into_inner();
-        let (_, rev) = self
-            .lifecycle(&ctx, p, &req.name, req.etag, Action::DeleteUser)
-            .await?;
-        Ok(reply(pb::DeleteUserResponse {}, &ctx, rev))
+        let (ctx, p, req) = authed!(self, request);
+        let pb::DeleteUserRequest { name, etag } = req;
+        let cmd = lifecycle_cmd(&name, etag, Step::Delete)?;
+        let done = self.state.execute(&ctx, Some(&p), cmd).await?;
+        Ok(done.reply(&ctx, |_| pb::DeleteUserResponse {}))
     }
 }

@@ -1,0 +1,113 @@
+//! Email a use case sends: the templates, and the outbox a use case queues them in (written in
+//! the transaction of the change that causes it, delivered by the server after commit).
+
+use fluxgate_domain::EmailId;
+use fluxgate_store::users::User;
+use fluxgate_store::{DbConnection, StoreResult};
+
+/// The messages FluxGate sends.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum Template {
+    /// A self-service reset link.
+    PasswordReset,
+    /// A registration link for a user created without a password.
+    Registration,
+    /// A welcome for a user created with a password.
+    Welcome,
+    /// A notice that a Team Admin reset the password (no secret in it).
+    PasswordResetByAdmin,
+}
+
+impl Template {
+    pub const ALL: [Template; 4] = [
+        Template::PasswordReset,
+        Template::Registration,
+        Template::Welcome,
+        Template::PasswordResetByAdmin,
+    ];
+
+    pub fn name(self) -> &'static str {
+        match self {
+            Template::PasswordReset => "password_reset",
+            Template::Registration => "registration",
+            Template::Welcome => "welcome",
+            Template::PasswordResetByAdmin => "password_reset_by_admin",
+        }
+    }
+
+    /// The variables the template may use, beyond `display_name`, `username` and `public_url`.
+    pub fn extra_vars(self) -> &'static [&'static str] {
+        match self {
+            Template::PasswordReset | Template::Registration => &["link", "expire_time"],
+            Template::Welcome => &[],
+            Template::PasswordResetByAdmin => &["admin"],
+        }
+    }
+
+    pub fn default_text(self) -> &'static str {
+        match self {
+            Template::PasswordReset => {
+                "Subject: Reset your FluxGate password\n\
+                 \n\
+                 Hello {{display_name}},\n\
+                 \n\
+                 Someone asked to reset the password of the FluxGate account {{username}}.\n\
+                 To choose a new password, open this link before {{expire_time}}:\n\
+                 \n\
+                 {{link}}\n\
+                 \n\
+                 The link works once. If you did not ask for it, ignore this message: your\n\
+                 password stays as it is.\n"
+            }
+            Template::Registration => {
+                "Subject: Your FluxGate account\n\
+                 \n\
+                 Hello {{display_name}},\n\
+                 \n\
+                 An account named {{username}} has been created for you. To choose your\n\
+                 password, open this link before {{expire_time}}:\n\
+                 \n\
+                 {{link}}\n\
+                 \n\
+                 The link works once.\n"
+            }
+            Template::Welcome => {
+                "Subject: Welcome to FluxGate\n\
+                 \n\
+                 Hello {{display_name}},\n\
+                 \n\
+                 An account named {{username}} has been created for you at {{public_url}}.\n\
+                 Your administrator will tell you how to log in for the first time.\n"
+            }
+            Template::PasswordResetByAdmin => {
+                "Subject: Your FluxGate password was reset\n\
+                 \n\
+                 Hello {{display_name}},\n\
+                 \n\
+                 {{admin}} has reset the password of your FluxGate account {{username}}, and\n\
+                 every session of yours has been logged out. Your administrator will give you a\n\
+                 temporary password, which you must change when you next log in.\n\
+                 \n\
+                 If you did not expect this, tell your administrator.\n"
+            }
+        }
+    }
+}
+
+/// Where a use case queues email. The server's mailer renders the template (built in or
+/// overridden) and writes the message to the outbox in the caller's transaction.
+pub trait Outbox: Send + Sync + std::fmt::Debug {
+    /// The link a user opens to use `token` on the console page `page` (`register`,
+    /// `reset-password`).
+    fn link(&self, page: &str, token: &str) -> String;
+
+    /// Renders `template` for `user` with its own `vars` and queues it.
+    fn queue(
+        &self,
+        conn: &mut DbConnection,
+        template: Template,
+        user: &User,
+        vars: &[(&str, &str)],
+        now: i64,
+    ) -> StoreResult<EmailId>;
+}
