@@ -29,6 +29,7 @@ pub mod logins;
 pub mod mail;
 pub mod names;
 pub mod secrets;
+pub mod service_accounts;
 pub mod settings;
 pub mod time;
 pub mod users;

@@ -84,6 +84,12 @@ pub enum Refusal {
     AlreadyActive,
     #[error("only a deactivated user can be deleted: deactivate first")]
     NotDeactivated,
+    #[error("portfolio service accounts are Requesters")]
+    PortfolioAccountRole,
+    #[error("only admin service accounts may write audit events")]
+    PortfolioAccountAuditWriter,
+    #[error("the key is already revoked or expired")]
+    KeyNotLive,
 }
 
 fn in_use(refs: &[(usize, &'static str)]) -> String {
@@ -113,7 +119,10 @@ impl Refusal {
             | Refusal::LastTeamAdmin { .. }
             | Refusal::AlreadyDeactivated
             | Refusal::AlreadyActive
-            | Refusal::NotDeactivated => RefusalKind::Precondition,
+            | Refusal::NotDeactivated
+            | Refusal::PortfolioAccountRole
+            | Refusal::PortfolioAccountAuditWriter
+            | Refusal::KeyNotLive => RefusalKind::Precondition,
             Refusal::NameTaken { .. }
             | Refusal::GroupNameTaken { .. }
             | Refusal::AlreadyMember

@@ -113,23 +113,7 @@ fn bearer<T>(req: &Request<T>) -> Option<&str> {
     scheme.eq_ignore_ascii_case("bearer").then(|| token.trim())
 }
 
-/// API keys look like `fgk_<key id, 32 hex digits>_<secret>`.
-pub const API_KEY_PREFIX: &str = "fgk_";
-
-/// Splits an API key into its key id and secret.
-pub fn parse_api_key(token: &str) -> Option<(KeyId, &str)> {
-    let rest = token.strip_prefix(API_KEY_PREFIX)?;
-    let (id, secret) = rest.split_once('_')?;
-    if id.len() != 32 || secret.is_empty() || secret.len() > 128 {
-        return None;
-    }
-    Some((id.parse().ok()?, secret))
-}
-
-/// Formats an API key from its id and secret.
-pub fn format_api_key(id: KeyId, secret: &str) -> String {
-    format!("{API_KEY_PREFIX}{}_{secret}", id.0.simple())
-}
+pub use fluxgate_core::secrets::{API_KEY_PREFIX, format_api_key, parse_api_key};
 
 impl AppState {
     /// The caller behind the request's bearer credential (a user's access token or a service

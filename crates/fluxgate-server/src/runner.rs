@@ -105,28 +105,6 @@ impl AppState {
     }
 }
 
-/// Cancels the open requests of a departing submitter in the caller's transaction (for the
-/// services that deactivate and delete principals).
-pub(crate) fn cancel_for_departed_submitter(
-    tx: &mut fluxgate_store::Tx<'_>,
-    ctx: &RequestCtx,
-    actor: &Principal,
-    snap: &fluxgate_authz::Snapshot,
-    submitter: fluxgate_domain::PrincipalId,
-    why: &str,
-) -> ApiResult<usize> {
-    let origin = ctx.origin();
-    let limits = fluxgate_core::Limits::default();
-    let cx = Ctx {
-        actor: Some(actor),
-        origin: &origin,
-        snap,
-        outbox: None,
-        limits: &limits,
-    };
-    Ok(fluxgate_core::change_requests::cancel_for_departed_submitter(&cx, tx, submitter, why)?)
-}
-
 impl AppState {
     /// Runs a use case that needs only the engine snapshot (no database).
     pub fn judge<T>(
