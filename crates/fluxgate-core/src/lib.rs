@@ -22,6 +22,7 @@ pub mod audit;
 pub mod catalog;
 pub mod change_requests;
 pub mod context;
+pub mod emails;
 pub mod error;
 pub mod etag;
 pub mod groups;

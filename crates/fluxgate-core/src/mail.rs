@@ -101,6 +101,12 @@ pub trait Outbox: Send + Sync + std::fmt::Debug {
     /// `reset-password`).
     fn link(&self, page: &str, token: &str) -> String;
 
+    /// Whether messages are delivered (an SMTP server is configured) or held.
+    fn delivers(&self) -> bool;
+
+    /// Tells the outbox that messages became due (a requeue), so delivery starts after commit.
+    fn queued(&self);
+
     /// Renders `template` for `user` with its own `vars` and queues it.
     fn queue(
         &self,

@@ -90,6 +90,10 @@ pub enum Refusal {
     PortfolioAccountAuditWriter,
     #[error("the key is already revoked or expired")]
     KeyNotLive,
+    #[error("no SMTP server is configured (email.smtp_url): messages can only be held")]
+    NoSmtp,
+    #[error("only failed or held messages can be retried; this one is {state}")]
+    NotRetryable { state: &'static str },
 }
 
 fn in_use(refs: &[(usize, &'static str)]) -> String {
@@ -122,7 +126,9 @@ impl Refusal {
             | Refusal::NotDeactivated
             | Refusal::PortfolioAccountRole
             | Refusal::PortfolioAccountAuditWriter
-            | Refusal::KeyNotLive => RefusalKind::Precondition,
+            | Refusal::KeyNotLive
+            | Refusal::NoSmtp
+            | Refusal::NotRetryable { .. } => RefusalKind::Precondition,
             Refusal::NameTaken { .. }
             | Refusal::GroupNameTaken { .. }
             | Refusal::AlreadyMember

@@ -367,6 +367,14 @@ impl fluxgate_core::mail::Outbox for Mailer {
         Mailer::link(self, page, token)
     }
 
+    fn delivers(&self) -> bool {
+        Mailer::delivers(self)
+    }
+
+    fn queued(&self) {
+        self.queued.store(true, std::sync::atomic::Ordering::SeqCst);
+    }
+
     fn queue(
         &self,
         conn: &mut DbConnection,

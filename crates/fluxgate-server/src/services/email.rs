@@ -2,18 +2,16 @@
 
 use std::sync::Arc;
 
-use fluxgate_authz::{Action, Target};
+use fluxgate_core::emails::{self, Email, EmailState, Filter, Retry};
 use fluxgate_domain::{EmailId, Violations};
 use fluxgate_proto::v1 as pb;
 use fluxgate_proto::v1::email_service_server::EmailService;
-use fluxgate_store::outbox::{self, EmailState};
 use serde::{Deserialize, Serialize};
 use tonic::{Request, Response, Status};
 
 use super::reply;
 use crate::auth::RequestCtx;
 use crate::convert::{PageToken, field, page_size, parse_ids, timestamp, user_name};
-use crate::directory::Principal;
 use crate::error::{ApiError, ApiResult};
 use crate::state::AppState;
 
@@ -42,7 +40,7 @@ fn state_from_proto(v: i32) -> Result<EmailState, &'static str> {
     }
 }
 
-fn email_to_proto(e: &outbox::Email) -> pb::Email {
+fn email_to_proto(e: &Email) -> pb::Email {
     pb::Email {
         name: format!("emails/{}", e.id),
         template: e.template.clone(),
@@ -74,143 +72,55 @@ struct ListFilter {
     recipient: Option<String>,
 }
 
-impl EmailSvc {
-    async fn list(
-        &self,
-        ctx: RequestCtx,
-        p: Principal,
-        req: pb::ListEmailsRequest,
-    ) -> ApiResult<Response<pb::ListEmailsResponse>> {
-        let st = &self.state;
-        st.authorize(&p, Action::ManageEmail, Target::Org)?;
-        let mut v = Violations::new();
-        let mut states = Vec::new();
-        for (i, s) in req.states.iter().enumerate() {
-            match state_from_proto(*s) {
-                Ok(s) if !states.contains(&s) => states.push(s),
-                Ok(_) => {}
-                Err(e) => v.add(format!("states[{i}]"), e),
-            }
+/// A listing's filters (bound into its page tokens) and page size.
+fn list_filter(states: &[i32], recipient: &str, size: i32) -> ApiResult<(ListFilter, Filter, i64)> {
+    let mut v = Violations::new();
+    let mut typed = Vec::new();
+    for (i, s) in states.iter().enumerate() {
+        match state_from_proto(*s) {
+            Ok(s) if !typed.contains(&s) => typed.push(s),
+            Ok(_) => {}
+            Err(e) => v.add(format!("states[{i}]"), e),
         }
-        let recipient = req.recipient.trim().to_lowercase();
-        if recipient.len() > 254 || recipient.chars().any(char::is_control) {
-            v.add(
-                "recipient",
-                "must be an email address of at most 254 characters",
-            );
-        }
-        let limit = field(&mut v, page_size(req.page_size));
-        v.finish()?;
-        let limit = limit.unwrap_or(0);
-        let filter = ListFilter {
-            states: states.iter().map(|s| s.as_str().to_owned()).collect(),
-            recipient: (!recipient.is_empty()).then_some(recipient),
-        };
-        let before = match PageToken::decode(&req.page_token, &filter)? {
-            Some(id) => Some(
-                id.parse::<EmailId>()
-                    .map_err(|_| ApiError::invalid("page_token", "is not a valid page token"))?,
-            ),
-            None => None,
-        };
-        let sf = outbox::Filter {
-            states,
-            recipient: filter.recipient.clone(),
-        };
-        let mut page = st
-            .db
-            .read(move |conn| Ok(outbox::list(conn, &sf, before, limit + 1)?))
-            .await?;
-        let more = page.len() as i64 > limit;
-        page.truncate(limit as usize);
-        let next_page_token = match (more, page.last()) {
-            (true, Some(last)) => PageToken {
-                after: last.id.to_string(),
-                filter,
-            }
-            .encode(),
-            _ => String::new(),
-        };
-        Ok(reply(
-            pb::ListEmailsResponse {
-                emails: page.iter().map(email_to_proto).collect(),
-                next_page_token,
-            },
-            &ctx,
-            None,
-        ))
     }
-
-    async fn get(
-        &self,
-        ctx: RequestCtx,
-        p: Principal,
-        req: pb::GetEmailRequest,
-    ) -> ApiResult<Response<pb::GetEmailResponse>> {
-        let st = &self.state;
-        st.authorize(&p, Action::ManageEmail, Target::Org)?;
-        let id = parse_email_name("name", &req.name)?;
-        let e = st
-            .db
-            .read(move |conn| Ok(outbox::find(conn, id)?))
-            .await?
-            .ok_or_else(|| ApiError::NotFound(format!("emails/{id} not found")))?;
-        Ok(reply(
-            pb::GetEmailResponse {
-                email: Some(email_to_proto(&e)),
-            },
-            &ctx,
-            None,
-        ))
+    let recipient = recipient.trim().to_lowercase();
+    if recipient.len() > 254 || recipient.chars().any(char::is_control) {
+        v.add(
+            "recipient",
+            "must be an email address of at most 254 characters",
+        );
     }
+    let limit = field(&mut v, page_size(size));
+    v.finish()?;
+    let filter = ListFilter {
+        states: typed.iter().map(|s| s.as_str().to_owned()).collect(),
+        recipient: (!recipient.is_empty()).then_some(recipient),
+    };
+    let sf = Filter {
+        states: typed,
+        recipient: filter.recipient.clone(),
+    };
+    Ok((filter, sf, limit.unwrap_or(0)))
+}
 
-    async fn retry(
-        &self,
-        ctx: RequestCtx,
-        p: Principal,
-        req: pb::RetryEmailRequest,
-    ) -> ApiResult<Response<pb::RetryEmailResponse>> {
-        let st = &self.state;
-        st.authorize(&p, Action::ManageEmail, Target::Org)?;
-        let id = parse_email_name("name", &req.name)?;
-        if !st.mailer.delivers() {
-            return Err(ApiError::FailedPrecondition(
-                "no SMTP server is configured (email.smtp_url): messages can only be held".into(),
-            ));
+fn before(token: &str, filter: &ListFilter) -> ApiResult<Option<EmailId>> {
+    PageToken::decode(token, filter)?
+        .map(|id| id.parse::<EmailId>())
+        .transpose()
+        .map_err(|_| ApiError::invalid("page_token", "is not a valid page token"))
+}
+
+/// Cuts a page read with one extra row to `limit`, and the token of the next page.
+fn next_token(page: &mut Vec<Email>, limit: i64, filter: ListFilter) -> String {
+    let more = page.len() as i64 > limit;
+    page.truncate(limit as usize);
+    match (more, page.last()) {
+        (true, Some(last)) => PageToken {
+            after: last.id.to_string(),
+            filter,
         }
-        let ctx2 = ctx.clone();
-        let committed = st
-            .db
-            .write(move |tx| {
-                let e = outbox::find(tx.conn, id)?
-                    .ok_or_else(|| ApiError::NotFound(format!("emails/{id} not found")))?;
-                if !matches!(e.state, EmailState::Failed | EmailState::Held) {
-                    return Err(ApiError::FailedPrecondition(format!(
-                        "only failed or held messages can be retried; this one is {}",
-                        e.state.as_str()
-                    )));
-                }
-                outbox::requeue(tx.conn, id, tx.now)?;
-                let mut ev = ctx2.event(
-                    Some(&p),
-                    "email.requeued",
-                    "email",
-                    Some(format!("emails/{id}")),
-                );
-                ev.detail = Some(format!("was {}", e.state.as_str()));
-                fluxgate_store::audit::append(tx.conn, ev, tx.now)?;
-                outbox::find(tx.conn, id)?
-                    .ok_or_else(|| ApiError::Internal("email vanished".into()))
-            })
-            .await?;
-        st.mailer.wake();
-        Ok(reply(
-            pb::RetryEmailResponse {
-                email: Some(email_to_proto(&committed.value)),
-            },
-            &ctx,
-            committed.revision,
-        ))
+        .encode(),
+        _ => String::new(),
     }
 }
 
@@ -221,7 +131,31 @@ impl EmailService for EmailSvc {
         request: Request<pb::ListEmailsRequest>,
     ) -> Result<Response<pb::ListEmailsResponse>, Status> {
         let (ctx, p, req) = authed!(self, request);
-        Ok(self.list(ctx, p, req).await?)
+        self.state.judge(&ctx, &p, emails::may_manage)?;
+        let pb::ListEmailsRequest {
+            states,
+            recipient,
+            page_size,
+            page_token,
+        } = req;
+        let (filter, sf, limit) = list_filter(&states, &recipient, page_size)?;
+        let before = before(&page_token, &filter)?;
+        let mut page = self
+            .state
+            .query(&ctx, &p, move |cx, conn| {
+                emails::list(cx, conn, &sf, before, limit + 1)
+            })
+            .await?;
+        let next_page_token = next_token(&mut page, limit, filter);
+        let emails = page.iter().map(email_to_proto).collect();
+        Ok(reply(
+            pb::ListEmailsResponse {
+                emails,
+                next_page_token,
+            },
+            &ctx,
+            None,
+        ))
     }
 
     async fn get_email(
@@ -229,7 +163,20 @@ impl EmailService for EmailSvc {
         request: Request<pb::GetEmailRequest>,
     ) -> Result<Response<pb::GetEmailResponse>, Status> {
         let (ctx, p, req) = authed!(self, request);
-        Ok(self.get(ctx, p, req).await?)
+        self.state.judge(&ctx, &p, emails::may_manage)?;
+        let pb::GetEmailRequest { name } = req;
+        let id = parse_email_name("name", &name)?;
+        let e = self
+            .state
+            .query(&ctx, &p, move |cx, conn| emails::get(cx, conn, id))
+            .await?;
+        Ok(reply(
+            pb::GetEmailResponse {
+                email: Some(email_to_proto(&e)),
+            },
+            &ctx,
+            None,
+        ))
     }
 
     async fn retry_email(
@@ -237,6 +184,14 @@ impl EmailService for EmailSvc {
         request: Request<pb::RetryEmailRequest>,
     ) -> Result<Response<pb::RetryEmailResponse>, Status> {
         let (ctx, p, req) = authed!(self, request);
-        Ok(self.retry(ctx, p, req).await?)
+        self.state.judge(&ctx, &p, emails::may_manage)?;
+        let pb::RetryEmailRequest { name } = req;
+        let cmd = Retry {
+            id: parse_email_name("name", &name)?,
+        };
+        let done = self.state.execute(&ctx, Some(&p), cmd).await?;
+        Ok(done.reply(&ctx, |e| pb::RetryEmailResponse {
+            email: Some(email_to_proto(&e)),
+        }))
     }
 }
