@@ -51,6 +51,10 @@ pub struct Limits {
     pub reset_ttl_secs: u64,
     /// Whether a user created with a password is sent a welcome.
     pub welcome_email: bool,
+    /// Reset links one account is sent per hour at most.
+    pub reset_requests_per_account_per_hour: u32,
+    /// Reset requests one client address may make per hour.
+    pub reset_requests_per_client_per_hour: u32,
     /// How long a rotated refresh token may be presented again (a client's retry) before its
     /// reuse counts as theft.
     pub refresh_reuse_grace_micros: i64,
@@ -62,6 +66,8 @@ impl Default for Limits {
             registration_ttl_secs: 7 * 86_400,
             reset_ttl_secs: 3_600,
             welcome_email: true,
+            reset_requests_per_account_per_hour: 3,
+            reset_requests_per_client_per_hour: 30,
             refresh_reuse_grace_micros: 2_000_000,
         }
     }

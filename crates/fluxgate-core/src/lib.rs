@@ -29,6 +29,7 @@ pub mod groups;
 pub mod logins;
 pub mod mail;
 pub mod names;
+pub mod password_reset;
 pub mod secrets;
 pub mod service_accounts;
 pub mod settings;

@@ -13,6 +13,8 @@ pub enum RefusalKind {
     Stale,
     /// Something with that identity exists already.
     Exists,
+    /// A limit on how often is reached: try again later.
+    Exhausted,
 }
 
 /// Why a rule said no.
@@ -94,6 +96,33 @@ pub enum Refusal {
     NoSmtp,
     #[error("only failed or held messages can be retried; this one is {state}")]
     NotRetryable { state: &'static str },
+    #[error(
+        "{}",
+        if *registration {
+            "this is a registration link: use CompleteRegistration"
+        } else {
+            "this is a password-reset link: use ConfirmPasswordReset"
+        }
+    )]
+    WrongLink { registration: bool },
+    #[error("the link has already been used: ask for a new one")]
+    LinkUsed,
+    #[error("a newer link has been issued since this one: use the newest link")]
+    LinkSuperseded,
+    #[error("the link expired at {at}: ask for a new one")]
+    LinkExpired { at: String },
+    #[error("the account is deactivated: ask a Team Admin")]
+    LinkAccountDeactivated,
+    #[error("the account already has a password: log in, or ask for a password reset")]
+    AlreadyHasPassword,
+    #[error("the user is deactivated: reactivate them first")]
+    UserDeactivated,
+    #[error("the user changed meanwhile: read it again and retry")]
+    UserChanged,
+    #[error("too many password-reset requests from this address: try again later")]
+    TooManyResetRequests,
+    #[error("the user has already set a password: use ResetUserPassword")]
+    PasswordAlreadySet,
 }
 
 fn in_use(refs: &[(usize, &'static str)]) -> String {
@@ -107,7 +136,10 @@ fn in_use(refs: &[(usize, &'static str)]) -> String {
 impl Refusal {
     pub fn kind(&self) -> RefusalKind {
         match self {
-            Refusal::StaleRevision { .. } | Refusal::StaleEtag { .. } => RefusalKind::Stale,
+            Refusal::StaleRevision { .. } | Refusal::StaleEtag { .. } | Refusal::UserChanged => {
+                RefusalKind::Stale
+            }
+            Refusal::TooManyResetRequests => RefusalKind::Exhausted,
             Refusal::NotPending { .. }
             | Refusal::Expired
             | Refusal::NotDue
@@ -128,7 +160,15 @@ impl Refusal {
             | Refusal::PortfolioAccountAuditWriter
             | Refusal::KeyNotLive
             | Refusal::NoSmtp
-            | Refusal::NotRetryable { .. } => RefusalKind::Precondition,
+            | Refusal::NotRetryable { .. }
+            | Refusal::WrongLink { .. }
+            | Refusal::LinkUsed
+            | Refusal::LinkSuperseded
+            | Refusal::LinkExpired { .. }
+            | Refusal::LinkAccountDeactivated
+            | Refusal::AlreadyHasPassword
+            | Refusal::UserDeactivated
+            | Refusal::PasswordAlreadySet => RefusalKind::Precondition,
             Refusal::NameTaken { .. }
             | Refusal::GroupNameTaken { .. }
             | Refusal::AlreadyMember

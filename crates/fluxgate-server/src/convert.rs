@@ -419,7 +419,7 @@ pub fn approval_metrics(r: Report) -> pb::GetApprovalMetricsResponse {
 }
 
 /// A registration link as the API shows it.
-pub fn registration_link(l: &crate::mail::IssuedLink) -> pb::RegistrationLink {
+pub fn registration_link(l: &fluxgate_core::users::IssuedLink) -> pb::RegistrationLink {
     pb::RegistrationLink {
         url: l.url.clone(),
         token: l.token.clone(),

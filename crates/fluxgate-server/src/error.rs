@@ -80,6 +80,7 @@ impl From<fluxgate_core::Error> for ApiError {
                 RefusalKind::Precondition => ApiError::FailedPrecondition(r.to_string()),
                 RefusalKind::Stale => ApiError::Aborted(r.to_string()),
                 RefusalKind::Exists => ApiError::AlreadyExists(r.to_string()),
+                RefusalKind::Exhausted => ApiError::ResourceExhausted(r.to_string()),
             },
             E::Store(e) => e.into(),
             E::Broken(detail) => ApiError::Internal(detail),

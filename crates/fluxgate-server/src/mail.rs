@@ -7,10 +7,6 @@
 //! then discarded, since it may hold a single-use link), due again after a back-off, or failed.
 //! A failure never reaches the RPC that queued the message. Without SMTP, messages are `held`.
 
-use crate::tokens::{random_token, token_hash};
-use fluxgate_core::time::rfc3339;
-use fluxgate_store::Tx;
-use fluxgate_store::user_tokens::{self, Purpose};
 use std::collections::HashMap;
 use std::path::Path;
 use std::sync::Arc;
@@ -322,44 +318,6 @@ impl Mailer {
             }
         }
     }
-}
-
-pub use fluxgate_core::users::TOKEN_BYTES;
-
-pub use fluxgate_core::users::IssuedLink;
-
-/// Issues a registration link for `user` (superseding earlier ones) and queues its email, in
-/// the caller's transaction. Used by CreateUser and IssueRegistrationLink.
-pub fn issue_registration(
-    mailer: &Mailer,
-    ttl_secs: u64,
-    tx: &mut Tx<'_>,
-    user: &users::User,
-) -> ApiResult<IssuedLink> {
-    let token = random_token(TOKEN_BYTES);
-    let ttl = ttl_secs as i64 * 1_000_000;
-    let expires_at = tx.now + ttl;
-    user_tokens::issue(
-        tx.conn,
-        &token_hash(&token),
-        user.id,
-        Purpose::Registration,
-        tx.now,
-        expires_at,
-    )?;
-    let url = mailer.link("register", &token);
-    mailer.queue(
-        tx.conn,
-        Template::Registration,
-        user,
-        &[("link", &url), ("expire_time", &rfc3339(expires_at))],
-        tx.now,
-    )?;
-    Ok(IssuedLink {
-        token,
-        url,
-        expires_at,
-    })
 }
 
 impl fluxgate_core::mail::Outbox for Mailer {

@@ -86,14 +86,28 @@ impl AppState {
         T: Send + 'static,
         F: FnOnce(&Ctx<'_>, &mut DbConnection) -> fluxgate_core::Result<T> + Send + 'static,
     {
+        self.query_as(ctx, Some(actor), f).await
+    }
+
+    /// [`AppState::query`] for a caller who may be anonymous (a link's holder, say).
+    pub async fn query_as<T, F>(
+        &self,
+        ctx: &RequestCtx,
+        actor: Option<&Principal>,
+        f: F,
+    ) -> ApiResult<T>
+    where
+        T: Send + 'static,
+        F: FnOnce(&Ctx<'_>, &mut DbConnection) -> fluxgate_core::Result<T> + Send + 'static,
+    {
         let snap = self.directory.snapshot();
         let origin = ctx.origin();
-        let actor = actor.clone();
+        let actor = actor.cloned();
         let limits = self.limits.clone();
         self.db
             .read(move |conn| {
                 let cx = Ctx {
-                    actor: Some(&actor),
+                    actor: actor.as_ref(),
                     origin: &origin,
                     snap: &snap,
                     outbox: None,

@@ -97,6 +97,10 @@ impl Server {
             registration_ttl_secs: config.password_reset.registration_token_ttl_secs,
             reset_ttl_secs: config.password_reset.reset_token_ttl_secs,
             welcome_email: config.email.welcome_email,
+            reset_requests_per_account_per_hour: config
+                .password_reset
+                .requests_per_account_per_hour,
+            reset_requests_per_client_per_hour: config.password_reset.requests_per_client_per_hour,
             refresh_reuse_grace_micros: (config.auth.refresh_reuse_grace_ms as i64) * 1_000,
         };
         let state = Arc::new(AppState {
