@@ -9,6 +9,9 @@ pub enum Error {
     /// The command's input is bad, field by field.
     #[error("{0}")]
     Invalid(#[from] ValidationError),
+    /// The caller's credentials no longer hold (their account is gone, say).
+    #[error("{0}")]
+    Unauthenticated(String),
     /// The engine said no; the text carries its reason.
     #[error("{0}")]
     Denied(String),
@@ -35,6 +38,10 @@ impl Error {
     /// The engine's denial of `action` (`"manage approval policies"`, say).
     pub fn denied(action: &str, reason: impl std::fmt::Display) -> Self {
         Error::Denied(format!("{action} denied: {reason}"))
+    }
+
+    pub fn unauthenticated() -> Self {
+        Error::Unauthenticated("missing, invalid or expired access token".into())
     }
 
     pub fn invalid(field: &str, description: impl Into<String>) -> Self {

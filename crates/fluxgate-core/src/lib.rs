@@ -32,6 +32,7 @@ pub mod names;
 pub mod password_reset;
 pub mod secrets;
 pub mod service_accounts;
+pub mod sessions;
 pub mod settings;
 pub mod time;
 pub mod users;

@@ -15,6 +15,8 @@ pub enum RefusalKind {
     Exists,
     /// A limit on how often is reached: try again later.
     Exhausted,
+    /// The credentials do not hold (the one answer to every failed sign-in).
+    Unauthenticated,
 }
 
 /// Why a rule said no.
@@ -123,6 +125,14 @@ pub enum Refusal {
     TooManyResetRequests,
     #[error("the user has already set a password: use ResetUserPassword")]
     PasswordAlreadySet,
+    #[error("too many failed login attempts: try again later")]
+    LockedOut,
+    #[error("invalid username or password")]
+    BadCredentials,
+    #[error("only users logged in with a session can do this; service accounts use API keys")]
+    NotASession,
+    #[error("the password changed meanwhile: log in again")]
+    PasswordChangedMeanwhile,
 }
 
 fn in_use(refs: &[(usize, &'static str)]) -> String {
@@ -139,7 +149,9 @@ impl Refusal {
             Refusal::StaleRevision { .. } | Refusal::StaleEtag { .. } | Refusal::UserChanged => {
                 RefusalKind::Stale
             }
-            Refusal::TooManyResetRequests => RefusalKind::Exhausted,
+            Refusal::TooManyResetRequests | Refusal::LockedOut => RefusalKind::Exhausted,
+            Refusal::BadCredentials => RefusalKind::Unauthenticated,
+            Refusal::PasswordChangedMeanwhile => RefusalKind::Stale,
             Refusal::NotPending { .. }
             | Refusal::Expired
             | Refusal::NotDue
@@ -168,7 +180,8 @@ impl Refusal {
             | Refusal::LinkAccountDeactivated
             | Refusal::AlreadyHasPassword
             | Refusal::UserDeactivated
-            | Refusal::PasswordAlreadySet => RefusalKind::Precondition,
+            | Refusal::PasswordAlreadySet
+            | Refusal::NotASession => RefusalKind::Precondition,
             Refusal::NameTaken { .. }
             | Refusal::GroupNameTaken { .. }
             | Refusal::AlreadyMember

@@ -75,12 +75,14 @@ impl From<fluxgate_core::Error> for ApiError {
         match e {
             E::Invalid(v) => ApiError::Invalid(v),
             E::Denied(m) => ApiError::PermissionDenied(m),
+            E::Unauthenticated(m) => ApiError::Unauthenticated(m),
             E::NotFound(m) => ApiError::NotFound(m),
             E::Refused(r) => match r.kind() {
                 RefusalKind::Precondition => ApiError::FailedPrecondition(r.to_string()),
                 RefusalKind::Stale => ApiError::Aborted(r.to_string()),
                 RefusalKind::Exists => ApiError::AlreadyExists(r.to_string()),
                 RefusalKind::Exhausted => ApiError::ResourceExhausted(r.to_string()),
+                RefusalKind::Unauthenticated => ApiError::Unauthenticated(r.to_string()),
             },
             E::Store(e) => e.into(),
             E::Broken(detail) => ApiError::Internal(detail),

@@ -21,8 +21,7 @@ pub mod service_accounts;
 pub mod settings;
 pub mod users;
 
-use fluxgate_domain::{SessionId, UserId};
-use fluxgate_store::{Tx, sessions};
+use fluxgate_domain::UserId;
 use tonic::Response;
 use tonic::metadata::MetadataValue;
 
@@ -30,7 +29,6 @@ use crate::auth::{REVISION_HEADER, RequestCtx};
 use crate::convert::timestamp;
 use crate::error::{ApiError, ApiResult};
 use crate::state::AppState;
-use crate::tokens::{random_token, token_hash};
 use fluxgate_proto::v1 as pb;
 
 /// Wraps a reply with, after a write, the revision that write produced. (The request id is put
@@ -45,51 +43,7 @@ pub fn reply<T>(msg: T, _ctx: &RequestCtx, revision: Option<i64>) -> Response<T>
     r
 }
 
-/// A refresh token issued inside a write transaction.
-#[derive(Debug, Clone)]
-pub struct IssuedRefresh {
-    pub session_id: SessionId,
-    pub token: String,
-    pub expires_at: i64,
-}
-
-/// Creates a session with its first refresh token.
-pub fn open_session(
-    tx: &mut Tx<'_>,
-    user: UserId,
-    refresh_ttl_secs: u64,
-) -> ApiResult<IssuedRefresh> {
-    let id = SessionId::generate();
-    let expires_at = tx.now + (refresh_ttl_secs as i64) * 1_000_000;
-    sessions::create(tx.conn, id, user, tx.now, expires_at)?;
-    let issued = add_refresh(tx, id, expires_at)?;
-    tx.changed(fluxgate_store::changes::EntityKind::Session, id.to_string());
-    Ok(issued)
-}
-
-/// Stores a new refresh token for a session.
-pub fn add_refresh(
-    tx: &mut Tx<'_>,
-    session: SessionId,
-    expires_at: i64,
-) -> ApiResult<IssuedRefresh> {
-    let token = random_token(32);
-    sessions::insert_refresh(
-        tx.conn,
-        &sessions::RefreshToken {
-            token_hash: token_hash(&token),
-            session_id: session.to_string(),
-            issued_at: tx.now,
-            expires_at,
-            used_at: None,
-        },
-    )?;
-    Ok(IssuedRefresh {
-        session_id: session,
-        token,
-        expires_at,
-    })
-}
+pub use fluxgate_core::sessions::IssuedRefresh;
 
 impl AppState {
     /// The client's view of a session: a fresh access token plus the refresh token.
