@@ -35,6 +35,7 @@ pub mod service_accounts;
 pub mod sessions;
 pub mod settings;
 pub mod time;
+pub mod trail;
 pub mod users;
 
 pub use audit::AuditAction;

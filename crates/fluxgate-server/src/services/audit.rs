@@ -1,15 +1,15 @@
-//! AuditService: query, verify and export the trail; internal services append their events;
-//! the activity report.
+//! AuditService: the adapter over [`fluxgate_core::trail`] (query, verify and export the
+//! trail; internal services append their events; the activity report).
 
-use std::collections::{BTreeMap, HashSet};
 use std::pin::Pin;
 use std::sync::Arc;
 
-use fluxgate_authz::{Action, Target};
+use fluxgate_core::trail::{
+    self, Activity, Event, Filter, Ingest, PeriodCount, PrincipalCount, Reported,
+};
 use fluxgate_domain::Violations;
 use fluxgate_proto::v1 as pb;
 use fluxgate_proto::v1::audit_service_server::AuditService;
-use fluxgate_store::audit::{self, Counted, Event, Filter};
 use tokio_stream::Stream;
 use tokio_stream::wrappers::ReceiverStream;
 use tonic::{Request, Response, Status};
@@ -17,6 +17,7 @@ use tonic::{Request, Response, Status};
 use super::reply;
 use crate::auth::RequestCtx;
 use crate::convert::{PageToken, field, micros, parse_principal, timestamp};
+use crate::directory::Principal;
 use crate::error::{ApiError, ApiResult};
 use crate::state::AppState;
 
@@ -25,23 +26,6 @@ pub const MAX_INGEST: usize = 500;
 /// Events per export chunk.
 const EXPORT_CHUNK: i64 = 1000;
 const DAY: i64 = 86_400_000_000;
-const WEEK: i64 = 7 * DAY;
-/// 1970-01-01 was a Thursday: weeks starting on Monday are offset by four days.
-const WEEK_OFFSET: i64 = 4 * DAY;
-
-/// Namespaces FluxGate writes itself; ingested events may not use them.
-const RESERVED: &[&str] = &[
-    "auth.",
-    "user.",
-    "settings.",
-    "portfolio.",
-    "application.",
-    "environment.",
-    "group.",
-    "service_account.",
-    "change_request.",
-    "audit.",
-];
 
 #[derive(Debug, Clone)]
 pub struct AuditSvc {
@@ -120,6 +104,141 @@ fn range(v: &mut Violations, from: Option<i64>, to: Option<i64>) {
 type ExportStream =
     Pin<Box<dyn Stream<Item = Result<pb::ExportAuditEventsResponse, Status>> + Send>>;
 
+/// The filters a listing's page tokens are bound to.
+type ListKey = (
+    Option<String>,
+    Option<String>,
+    Option<String>,
+    Option<i64>,
+    Option<i64>,
+    Option<String>,
+);
+
+fn outcome(v: &mut Violations, o: &str) -> Option<String> {
+    match o {
+        "" => None,
+        o @ ("success" | "failure" | "denied" | "reported") => Some(o.to_owned()),
+        _ => {
+            v.add("outcome", "must be success, failure, denied or reported");
+            None
+        }
+    }
+}
+
+fn list_limit(v: &mut Violations, size: i32) -> i64 {
+    match size {
+        n if n < 0 => {
+            v.add("page_size", "must not be negative");
+            0
+        }
+        0 => 100,
+        n => i64::from(n.min(1000)),
+    }
+}
+
+fn list_after(token: &str, key: &ListKey) -> ApiResult<Option<(i64, i64)>> {
+    let bad = || ApiError::invalid("page_token", "is not a page token issued by this service");
+    PageToken::decode(token, key)?
+        .map(|a| {
+            a.split_once(':')
+                .and_then(|(t, s)| Some((t.parse::<i64>().ok()?, s.parse::<i64>().ok()?)))
+                .ok_or_else(bad)
+        })
+        .transpose()
+}
+
+fn period_pb(p: &PeriodCount) -> pb::PeriodCount {
+    pb::PeriodCount {
+        period_start: Some(timestamp(p.start)),
+        count: p.count,
+    }
+}
+
+fn principal_pb(p: &PrincipalCount) -> pb::PrincipalCount {
+    pb::PrincipalCount {
+        principal: p.principal.clone(),
+        display_name: p.display_name.clone(),
+        count: p.count,
+    }
+}
+
+fn activity_pb(a: Activity) -> pb::GetActivityReportResponse {
+    let periods = |v: &[PeriodCount]| v.iter().map(period_pb).collect();
+    let principals = |v: &[PrincipalCount]| v.iter().map(principal_pb).collect();
+    pb::GetActivityReportResponse {
+        active_users_per_day: periods(&a.active_users_per_day),
+        active_users_per_week: periods(&a.active_users_per_week),
+        feature_evaluations_by_user: principals(&a.feature_evaluations_by_user),
+        most_active_contributors: principals(&a.most_active_contributors),
+        failed_sign_ins_per_day: periods(&a.failed_sign_ins_per_day),
+        lockouts_per_day: periods(&a.lockouts_per_day),
+        approval_response_times: a
+            .approval_response_times
+            .map(crate::convert::approval_metrics),
+    }
+}
+
+/// An activity report's range and list length.
+fn report_window(r: pb::GetActivityReportRequest) -> ApiResult<(i64, i64, i64)> {
+    let pb::GetActivityReportRequest {
+        start_time,
+        end_time,
+        top,
+    } = r;
+    let mut v = Violations::new();
+    let from = micros(&mut v, "start_time", &start_time);
+    let to = micros(&mut v, "end_time", &end_time);
+    if start_time.is_none() {
+        v.add("start_time", "is required");
+    }
+    if end_time.is_none() {
+        v.add("end_time", "is required");
+    }
+    range(&mut v, from, to);
+    if let (Some(f), Some(t)) = (from, to)
+        && t - f > 400 * DAY
+    {
+        v.add("end_time", "the range may span at most 400 days");
+    }
+    let top = match top {
+        0 => 10,
+        n if (1..=100).contains(&n) => i64::from(n),
+        _ => {
+            v.add("top", "must be between 1 and 100");
+            10
+        }
+    };
+    v.finish()?;
+    let missing = || ApiError::Internal("validation passed without a range".into());
+    Ok((from.ok_or_else(missing)?, to.ok_or_else(missing)?, top))
+}
+
+fn action_ok(a: &str) -> bool {
+    !a.is_empty()
+        && a.len() <= 100
+        && a.contains('.')
+        && a.chars()
+            .all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || c == '_' || c == '.')
+}
+
+fn target_type_ok(t: &str) -> bool {
+    !t.is_empty()
+        && t.len() <= 64
+        && t.chars()
+            .all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || c == '_')
+}
+
+/// A reported event's action: well formed, outside FluxGate's own namespaces.
+fn check_action(v: &mut Violations, f: &impl Fn(&str) -> String, action: &str) {
+    if !action_ok(action) {
+        let must = "must be 1 to 100 characters of a-z, 0-9, _ and ., with a namespace (e.g. \
+                    feature.evaluated)";
+        v.add(f("action"), must);
+    } else if trail::is_reserved(action) {
+        v.add(f("action"), "uses a namespace FluxGate writes itself");
+    }
+}
+
 impl AuditSvc {
     /// An actor or target filter: events name principals by id, so `users/{username}` is
     /// resolved to the user's id here (or refused when nobody has that name: an empty answer
@@ -140,50 +259,48 @@ impl AuditSvc {
         match self.state.directory.user_by_name(&username) {
             Some(id) => Some(format!("users/{id}")),
             None => {
-                v.add(
-                    field,
-                    "no user has this username; name a deleted user by id (users/{id})",
-                );
+                let why = "no user has this username; name a deleted user by id (users/{id})";
+                v.add(field, why);
                 None
             }
         }
     }
 
-    async fn list(
-        &self,
-        ctx: RequestCtx,
-        req: Request<pb::ListAuditEventsRequest>,
-    ) -> ApiResult<Response<pb::ListAuditEventsResponse>> {
-        let p = self.state.authenticate(&req, &ctx).await?;
-        self.state.authorize(&p, Action::ReadAudit, Target::Org)?;
-        let r = req.into_inner();
+    fn list_filter(&self, r: pb::ListAuditEventsRequest) -> ApiResult<(Filter, i64, String)> {
+        let pb::ListAuditEventsRequest {
+            page_size,
+            page_token,
+            actor,
+            target,
+            action,
+            start_time,
+            end_time,
+            outcome: o,
+        } = r;
         let mut v = Violations::new();
         let filter = Filter {
-            actor: self.principal_filter(&mut v, "actor", &r.actor),
-            target: self.principal_filter(&mut v, "target", &r.target),
-            action: text(&mut v, "action", &r.action, 100),
-            from: micros(&mut v, "start_time", &r.start_time),
-            to: micros(&mut v, "end_time", &r.end_time),
-            outcome: match r.outcome.as_str() {
-                "" => None,
-                o @ ("success" | "failure" | "denied" | "reported") => Some(o.to_owned()),
-                _ => {
-                    v.add("outcome", "must be success, failure, denied or reported");
-                    None
-                }
-            },
+            actor: self.principal_filter(&mut v, "actor", &actor),
+            target: self.principal_filter(&mut v, "target", &target),
+            action: text(&mut v, "action", &action, 100),
+            from: micros(&mut v, "start_time", &start_time),
+            to: micros(&mut v, "end_time", &end_time),
+            outcome: outcome(&mut v, &o),
         };
         range(&mut v, filter.from, filter.to);
-        let limit = match r.page_size {
-            n if n < 0 => {
-                v.add("page_size", "must not be negative");
-                0
-            }
-            0 => 100,
-            n => i64::from(n.min(1000)),
-        };
+        let limit = list_limit(&mut v, page_size);
         v.finish()?;
-        let key = (
+        Ok((filter, limit, page_token))
+    }
+
+    async fn list(
+        &self,
+        ctx: &RequestCtx,
+        p: &Principal,
+        r: pb::ListAuditEventsRequest,
+    ) -> ApiResult<pb::ListAuditEventsResponse> {
+        self.state.judge(ctx, p, trail::may_read)?;
+        let (filter, limit, token) = self.list_filter(r)?;
+        let key: ListKey = (
             filter.actor.clone(),
             filter.target.clone(),
             filter.action.clone(),
@@ -191,263 +308,142 @@ impl AuditSvc {
             filter.to,
             filter.outcome.clone(),
         );
-        let after = match PageToken::decode(&r.page_token, &key)? {
-            None => None,
-            Some(a) => Some(
-                a.split_once(':')
-                    .and_then(|(t, s)| Some((t.parse::<i64>().ok()?, s.parse::<i64>().ok()?)))
-                    .ok_or_else(|| {
-                        ApiError::invalid(
-                            "page_token",
-                            "is not a page token issued by this service",
-                        )
-                    })?,
-            ),
-        };
+        let after = list_after(&token, &key)?;
         let mut page = self
             .state
-            .db
-            .read(move |conn| Ok(audit::query(conn, &filter, after, limit + 1)?))
+            .query(ctx, p, move |cx, conn| {
+                trail::query(cx, conn, &filter, after, limit + 1)
+            })
             .await?;
         let more = page.len() as i64 > limit;
         page.truncate(limit as usize);
         let next_page_token = match (more, page.last()) {
-            (true, Some(last)) => PageToken {
-                after: format!("{}:{}", last.occurred_at, last.seq),
-                filter: key,
+            (true, Some(last)) => {
+                let after = format!("{}:{}", last.occurred_at, last.seq);
+                PageToken { after, filter: key }.encode()
             }
-            .encode(),
             _ => String::new(),
         };
-        Ok(reply(
-            pb::ListAuditEventsResponse {
-                events: page.iter().map(event_pb).collect(),
-                next_page_token,
-            },
-            &ctx,
-            None,
-        ))
+        let events = page.iter().map(event_pb).collect();
+        Ok(pb::ListAuditEventsResponse {
+            events,
+            next_page_token,
+        })
     }
 
-    async fn ingest(
+    /// A reported event's actor (a principal's name, if given) and that principal's name now.
+    fn reported_actor(
         &self,
-        ctx: RequestCtx,
-        req: Request<pb::IngestAuditEventsRequest>,
-    ) -> ApiResult<Response<pb::IngestAuditEventsResponse>> {
-        let p = self.state.authenticate(&req, &ctx).await?;
-        self.state.authorize(&p, Action::IngestAudit, Target::Org)?;
-        let r = req.into_inner();
+        v: &mut Violations,
+        field_name: &str,
+        actor: String,
+    ) -> (Option<String>, Option<String>) {
+        if actor.is_empty() {
+            return (None, None);
+        }
+        if field(v, parse_principal(field_name, &actor)).is_none() {
+            return (None, None);
+        }
+        let name = actor
+            .parse::<fluxgate_domain::PrincipalId>()
+            .ok()
+            .and_then(|id| self.state.directory.principal(id))
+            .map(|p| p.name);
+        (Some(actor), name)
+    }
+
+    /// One reported event, checked (violations under `events[i]`).
+    fn reported(&self, v: &mut Violations, i: usize, e: pb::IngestedEvent, now: i64) -> Reported {
+        let pb::IngestedEvent {
+            actor,
+            action,
+            target_type,
+            target,
+            detail,
+            time,
+        } = e;
+        let f = |n: &str| format!("events[{i}].{n}");
+        check_action(v, &f, &action);
+        let (actor, actor_name) = self.reported_actor(v, &f("actor"), actor);
+        if !target_type_ok(&target_type) {
+            v.add(
+                f("target_type"),
+                "must be 1 to 64 characters of a-z, 0-9 and _",
+            );
+        }
+        let target = text(v, &f("target"), &target, 300);
+        let detail = text(v, &f("detail"), &detail, 1000);
+        let at = micros(v, &f("time"), &time).unwrap_or(now);
+        if at > now + 300_000_000 {
+            v.add(
+                f("time"),
+                "must not be more than five minutes in the future",
+            );
+        }
+        Reported {
+            action,
+            target_type,
+            target,
+            actor,
+            actor_name,
+            detail,
+            at,
+        }
+    }
+
+    fn ingest_cmd(&self, r: pb::IngestAuditEventsRequest) -> ApiResult<Ingest> {
+        let pb::IngestAuditEventsRequest { events } = r;
         let mut v = Violations::new();
-        if r.events.is_empty() || r.events.len() > MAX_INGEST {
+        if events.is_empty() || events.len() > MAX_INGEST {
             v.add("events", format!("must hold 1 to {MAX_INGEST} events"));
         }
-        let now = fluxgate_store::now_micros();
-        let mut rows = Vec::with_capacity(r.events.len());
-        for (i, e) in r.events.iter().enumerate() {
-            let f = |n: &str| format!("events[{i}].{n}");
-            let action_ok = !e.action.is_empty()
-                && e.action.len() <= 100
-                && e.action.contains('.')
-                && e.action
-                    .chars()
-                    .all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || c == '_' || c == '.');
-            if !action_ok {
-                v.add(f("action"), "must be 1 to 100 characters of a-z, 0-9, _ and ., with a namespace (e.g. feature.evaluated)");
-            } else if RESERVED.iter().any(|ns| e.action.starts_with(ns)) {
-                v.add(f("action"), "uses a namespace FluxGate writes itself");
-            }
-            let actor = if e.actor.is_empty() {
-                None
-            } else {
-                field(&mut v, parse_principal(&f("actor"), &e.actor)).map(|_| e.actor.clone())
-            };
-            if e.target_type.is_empty()
-                || e.target_type.len() > 64
-                || !e
-                    .target_type
-                    .chars()
-                    .all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || c == '_')
-            {
-                v.add(
-                    f("target_type"),
-                    "must be 1 to 64 characters of a-z, 0-9 and _",
-                );
-            }
-            let target = text(&mut v, &f("target"), &e.target, 300);
-            let detail = text(&mut v, &f("detail"), &e.detail, 1000);
-            let at = micros(&mut v, &f("time"), &e.time).unwrap_or(now);
-            if at > now + 300_000_000 {
-                v.add(
-                    f("time"),
-                    "must not be more than five minutes in the future",
-                );
-            }
-            let actor_name = actor.as_deref().and_then(|a| {
-                let id = a
-                    .strip_prefix("users/")
-                    .and_then(|u| u.parse().ok())
-                    .map(fluxgate_domain::PrincipalId::User)
-                    .or_else(|| {
-                        a.strip_prefix("serviceAccounts/")
-                            .and_then(|s| s.parse().ok())
-                            .map(fluxgate_domain::PrincipalId::ServiceAccount)
-                    })?;
-                self.state.directory.principal(id).map(|p| p.name)
-            });
-            let mut ev = ctx.event(None, &e.action, &e.target_type, target);
-            ev.actor_id = actor;
-            ev.actor_name = actor_name;
-            ev.outcome = "reported".into();
-            ev.detail = Some(match detail {
-                Some(d) => format!("reported by {}: {d}", p.id),
-                None => format!("reported by {}", p.id),
-            });
-            rows.push((ev, at));
-        }
+        let now = fluxgate_core::time::now_micros();
+        let events = events
+            .into_iter()
+            .enumerate()
+            .map(|(i, e)| self.reported(&mut v, i, e, now))
+            .collect();
         v.finish()?;
-        let committed = self
-            .state
-            .db
-            .write(move |tx| {
-                let mut seqs = Vec::with_capacity(rows.len());
-                for (ev, at) in rows {
-                    seqs.push(audit::append(tx.conn, ev, at)?.seq);
-                }
-                Ok(seqs)
-            })
-            .await?;
-        Ok(reply(
-            pb::IngestAuditEventsResponse {
-                sequences: committed.value,
-            },
-            &ctx,
-            None,
-        ))
+        Ok(Ingest { events })
     }
+}
 
-    async fn report(
-        &self,
-        ctx: RequestCtx,
-        req: Request<pb::GetActivityReportRequest>,
-    ) -> ApiResult<Response<pb::GetActivityReportResponse>> {
-        let p = self.state.authenticate(&req, &ctx).await?;
-        self.state
-            .authorize(&p, Action::ViewAnalytics, Target::Org)?;
-        let r = req.into_inner();
-        let mut v = Violations::new();
-        let from = micros(&mut v, "start_time", &r.start_time);
-        let to = micros(&mut v, "end_time", &r.end_time);
-        if r.start_time.is_none() {
-            v.add("start_time", "is required");
-        }
-        if r.end_time.is_none() {
-            v.add("end_time", "is required");
-        }
-        range(&mut v, from, to);
-        if let (Some(f), Some(t)) = (from, to)
-            && t - f > 400 * DAY
-        {
-            v.add("end_time", "the range may span at most 400 days");
-        }
-        let top = match r.top {
-            0 => 10,
-            n if (1..=100).contains(&n) => i64::from(n),
-            _ => {
-                v.add("top", "must be between 1 and 100");
-                10
+/// Sends the events of `filter` in chain order, a chunk at a time, until there are no more or
+/// the client goes away.
+async fn export(
+    svc: AuditSvc,
+    ctx: RequestCtx,
+    p: Principal,
+    filter: Filter,
+    tx: tokio::sync::mpsc::Sender<Result<pb::ExportAuditEventsResponse, Status>>,
+) {
+    let mut after = None;
+    loop {
+        let f = filter.clone();
+        let read = svc.state.query(&ctx, &p, move |cx, conn| {
+            trail::query(cx, conn, &f, after, EXPORT_CHUNK)
+        });
+        let batch = match read.await {
+            Ok(b) => b,
+            Err(e) => {
+                let _ = tx.send(Err(e.into())).await;
+                return;
             }
         };
-        v.finish()?;
-        let (Some(from), Some(to)) = (from, to) else {
-            return Err(ApiError::Internal(
-                "validation passed without a range".into(),
-            ));
+        let Some(last) = batch.last() else { return };
+        after = Some((last.occurred_at, last.seq));
+        let mut json_lines = Vec::with_capacity(batch.len() * 512);
+        for e in &batch {
+            json_line(e, &mut json_lines);
+        }
+        let event_count = batch.len() as i32;
+        let chunk = pb::ExportAuditEventsResponse {
+            json_lines,
+            event_count,
         };
-        // Approval metrics are an Approver's right; others get the rest of the report.
-        let approvals = self
-            .state
-            .authorize(&p, Action::ViewApprovalMetrics, Target::Org)
-            .is_ok();
-        let resp = self
-            .state
-            .db
-            .read(move |conn| {
-                let logins = audit::logins(conn, from, to)?;
-                let bucket = |period: i64, offset: i64| {
-                    let mut m: BTreeMap<i64, HashSet<String>> = BTreeMap::new();
-                    for (actor, at) in &logins {
-                        if let Some(a) = actor {
-                            m.entry((at - offset).div_euclid(period))
-                                .or_default()
-                                .insert(a.clone());
-                        }
-                    }
-                    m.into_iter()
-                        .map(|(b, set)| pb::PeriodCount {
-                            period_start: Some(timestamp(b * period + offset)),
-                            count: set.len() as i64,
-                        })
-                        .collect::<Vec<_>>()
-                };
-                fn named(
-                    conn: &mut fluxgate_store::DbConnection,
-                    rows: Vec<(String, i64)>,
-                ) -> ApiResult<Vec<pb::PrincipalCount>> {
-                    rows.into_iter()
-                        .map(|(principal, count)| {
-                            let display_name =
-                                audit::latest_actor_name(conn, &principal)?.unwrap_or_default();
-                            Ok(pb::PrincipalCount {
-                                principal,
-                                display_name,
-                                count,
-                            })
-                        })
-                        .collect()
-                }
-                let evaluations =
-                    audit::top_actors(conn, Counted::Action("feature.evaluated"), from, to, top)?;
-                let evaluations = named(conn, evaluations)?;
-                let changes = audit::top_actors(conn, Counted::Changes, from, to, top)?;
-                let changes = named(conn, changes)?;
-                // Failed sign-ins (a coalesced event of refusals during a lockout counts each
-                // attempt it records) and lockouts (the failure that locked an account), per day.
-                let mut failed: BTreeMap<i64, i64> = BTreeMap::new();
-                let mut locked: BTreeMap<i64, i64> = BTreeMap::new();
-                for (at, detail) in audit::failed_logins(conn, from, to)? {
-                    let day = at.div_euclid(DAY);
-                    *failed.entry(day).or_default() +=
-                        fluxgate_core::logins::attempts_recorded(detail.as_deref());
-                    if fluxgate_core::logins::locked_an_account(detail.as_deref()) {
-                        *locked.entry(day).or_default() += 1;
-                    }
-                }
-                let per_day = |m: BTreeMap<i64, i64>| {
-                    m.into_iter()
-                        .map(|(d, count)| pb::PeriodCount {
-                            period_start: Some(timestamp(d * DAY)),
-                            count,
-                        })
-                        .collect::<Vec<_>>()
-                };
-                Ok(pb::GetActivityReportResponse {
-                    active_users_per_day: bucket(DAY, 0),
-                    active_users_per_week: bucket(WEEK, WEEK_OFFSET),
-                    feature_evaluations_by_user: evaluations,
-                    most_active_contributors: changes,
-                    failed_sign_ins_per_day: per_day(failed),
-                    lockouts_per_day: per_day(locked),
-                    approval_response_times: if approvals {
-                        Some(crate::convert::approval_metrics(
-                            fluxgate_core::approval_metrics::compute(conn, None, from, to)?,
-                        ))
-                    } else {
-                        None
-                    },
-                })
-            })
-            .await?;
-        Ok(reply(resp, &ctx, None))
+        if tx.send(Ok(chunk)).await.is_err() {
+            return; // the client went away
+        }
     }
 }
 
@@ -457,31 +453,24 @@ impl AuditService for AuditSvc {
         &self,
         request: Request<pb::ListAuditEventsRequest>,
     ) -> Result<Response<pb::ListAuditEventsResponse>, Status> {
-        let ctx = RequestCtx::of(&request)?;
-        Ok(self.list(ctx, request).await?)
+        let (ctx, p, req) = authed!(self, request);
+        let msg = self.list(&ctx, &p, req).await?;
+        Ok(reply(msg, &ctx, None))
     }
 
     async fn verify_audit_chain(
         &self,
         request: Request<pb::VerifyAuditChainRequest>,
     ) -> Result<Response<pb::VerifyAuditChainResponse>, Status> {
-        let ctx = RequestCtx::of(&request)?;
-        let p = self.state.authenticate(&request, &ctx).await?;
-        self.state.authorize(&p, Action::ReadAudit, Target::Org)?;
-        let (broken, checked) = self
-            .state
-            .db
-            .read(|conn| Ok(audit::verify_counting(conn)?))
-            .await?;
-        Ok(reply(
-            pb::VerifyAuditChainResponse {
-                valid: broken.is_none(),
-                first_broken_sequence: broken.unwrap_or(0),
-                events_checked: checked,
-            },
-            &ctx,
-            None,
-        ))
+        let (ctx, p, req) = authed!(self, request);
+        let pb::VerifyAuditChainRequest {} = req;
+        let (broken, checked) = self.state.query(&ctx, &p, trail::verify).await?;
+        let msg = pb::VerifyAuditChainResponse {
+            valid: broken.is_none(),
+            first_broken_sequence: broken.unwrap_or(0),
+            events_checked: checked,
+        };
+        Ok(reply(msg, &ctx, None))
     }
 
     type ExportAuditEventsStream = ExportStream;
@@ -490,48 +479,23 @@ impl AuditService for AuditSvc {
         &self,
         request: Request<pb::ExportAuditEventsRequest>,
     ) -> Result<Response<ExportStream>, Status> {
-        let ctx = RequestCtx::of(&request)?;
-        let p = self.state.authenticate(&request, &ctx).await?;
-        self.state.authorize(&p, Action::ReadAudit, Target::Org)?;
-        let r = request.into_inner();
+        let (ctx, p, req) = authed!(self, request);
+        self.state.judge(&ctx, &p, trail::may_read)?;
+        let pb::ExportAuditEventsRequest {
+            start_time,
+            end_time,
+        } = req;
         let mut v = Violations::new();
         let filter = Filter {
-            from: micros(&mut v, "start_time", &r.start_time),
-            to: micros(&mut v, "end_time", &r.end_time),
+            from: micros(&mut v, "start_time", &start_time),
+            to: micros(&mut v, "end_time", &end_time),
             ..Filter::default()
         };
         range(&mut v, filter.from, filter.to);
         v.finish().map_err(ApiError::from)?;
         // A bounded channel: the reader stays at most a few chunks ahead of the client.
-        let (tx, rx) =
-            tokio::sync::mpsc::channel::<Result<pb::ExportAuditEventsResponse, Status>>(4);
-        let store = self.state.db.store().clone();
-        tokio::task::spawn_blocking(move || {
-            let mut after = None;
-            loop {
-                let batch =
-                    match store.read(|conn| audit::query(conn, &filter, after, EXPORT_CHUNK)) {
-                        Ok(b) => b,
-                        Err(e) => {
-                            let _ = tx.blocking_send(Err(ApiError::from(e).into()));
-                            return;
-                        }
-                    };
-                let Some(last) = batch.last() else { return };
-                after = Some((last.occurred_at, last.seq));
-                let mut json_lines = Vec::with_capacity(batch.len() * 512);
-                for e in &batch {
-                    json_line(e, &mut json_lines);
-                }
-                let chunk = pb::ExportAuditEventsResponse {
-                    json_lines,
-                    event_count: batch.len() as i32,
-                };
-                if tx.blocking_send(Ok(chunk)).is_err() {
-                    return; // the client went away
-                }
-            }
-        });
+        let (tx, rx) = tokio::sync::mpsc::channel(4);
+        tokio::spawn(export(self.clone(), ctx.clone(), p, filter, tx));
         Ok(reply(
             Box::pin(ReceiverStream::new(rx)) as ExportStream,
             &ctx,
@@ -543,15 +507,31 @@ impl AuditService for AuditSvc {
         &self,
         request: Request<pb::IngestAuditEventsRequest>,
     ) -> Result<Response<pb::IngestAuditEventsResponse>, Status> {
-        let ctx = RequestCtx::of(&request)?;
-        Ok(self.ingest(ctx, request).await?)
+        let (ctx, p, req) = authed!(self, request);
+        self.state.judge(&ctx, &p, trail::may_ingest)?;
+        let done = self
+            .state
+            .execute(&ctx, Some(&p), self.ingest_cmd(req)?)
+            .await?;
+        let msg = pb::IngestAuditEventsResponse {
+            sequences: done.value,
+        };
+        Ok(reply(msg, &ctx, None))
     }
 
     async fn get_activity_report(
         &self,
         request: Request<pb::GetActivityReportRequest>,
     ) -> Result<Response<pb::GetActivityReportResponse>, Status> {
-        let ctx = RequestCtx::of(&request)?;
-        Ok(self.report(ctx, request).await?)
+        let (ctx, p, req) = authed!(self, request);
+        self.state.judge(&ctx, &p, trail::may_view_activity)?;
+        let (from, to, top) = report_window(req)?;
+        let a = self
+            .state
+            .query(&ctx, &p, move |cx, conn| {
+                trail::activity(cx, conn, from, to, top)
+            })
+            .await?;
+        Ok(reply(activity_pb(a), &ctx, None))
     }
 }
