@@ -4,7 +4,6 @@
 
 use fluxgate_authz::{Action, Target};
 use fluxgate_domain::KeyId;
-use fluxgate_store::audit::NewEvent;
 use tonic::Request;
 
 use crate::directory::Principal;
@@ -81,28 +80,6 @@ impl RequestCtx {
         fluxgate_core::Origin {
             request_id: Some(self.request_id().to_owned()),
             peer_addr: self.peer.map(|a| a.to_string()),
-        }
-    }
-
-    /// An audit event of this request, by `actor` (when known).
-    pub fn event(
-        &self,
-        actor: Option<&Principal>,
-        action: &str,
-        target_type: &str,
-        target_id: Option<String>,
-    ) -> NewEvent {
-        NewEvent {
-            actor_id: actor.map(|p| p.id.to_string()),
-            actor_name: actor.map(|p| p.name.clone()),
-            actor_role: actor.map(|p| p.role.as_str().to_owned()),
-            action: action.into(),
-            target_type: target_type.into(),
-            target_id,
-            outcome: "success".into(),
-            request_id: Some(self.request_id().to_owned()),
-            peer_addr: self.peer.map(|a| a.to_string()),
-            ..Default::default()
         }
     }
 }

@@ -100,7 +100,7 @@ pub fn prepare(
                     tx.conn,
                     audit::NewEvent {
                         actor_name: Some("fluxgate (bootstrap)".into()),
-                        action: "user.created".into(),
+                        action: fluxgate_core::AuditAction::UserCreated.as_str().into(),
                         target_type: "user".into(),
                         target_id: Some(format!("users/{id}")),
                         outcome: "success".into(),
@@ -175,7 +175,9 @@ pub fn reset_password(
             tx.conn,
             audit::NewEvent {
                 actor_name: Some("fluxgate admin reset-password (host)".into()),
-                action: "user.password_reset".into(),
+                action: fluxgate_core::AuditAction::UserPasswordReset
+                    .as_str()
+                    .into(),
                 target_type: "user".into(),
                 target_id: Some(format!("users/{}", u.id)),
                 outcome: "success".into(),

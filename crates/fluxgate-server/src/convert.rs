@@ -334,6 +334,16 @@ pub fn parse_principal(field: &str, name: &str) -> ApiResult<PrincipalRef> {
     ))
 }
 
+/// A value the checks of a request promised; its absence is a bug.
+pub fn checked<T>(v: Option<T>) -> ApiResult<T> {
+    v.ok_or_else(|| ApiError::Internal("validation passed without a value".into()))
+}
+
+/// `Some(value)` of an update-mask path that is named, else `None`.
+pub fn when<T>(named: bool, f: impl FnOnce() -> Option<T>) -> Option<T> {
+    if named { f() } else { None }
+}
+
 /// A parsed field, or `None` with its violations recorded, so that one answer names every bad
 /// field of a request. (The parsers here only ever fail with `ApiError::Invalid`.)
 pub fn field<T>(v: &mut fluxgate_domain::Violations, r: ApiResult<T>) -> Option<T> {

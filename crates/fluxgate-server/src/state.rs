@@ -28,3 +28,10 @@ pub struct AppState {
     pub limits: fluxgate_core::Limits,
     pub refused_logins: fluxgate_core::logins::RefusedLogins,
 }
+
+impl AppState {
+    /// The password policy in force.
+    pub fn password_policy(&self) -> fluxgate_domain::PasswordPolicy {
+        self.directory.settings().settings.password_policy.clone()
+    }
+}

@@ -28,9 +28,9 @@ use tonic::{Request, Response, Status};
 use super::reply;
 use crate::auth::RequestCtx;
 use crate::convert::{
-    PageToken, PrincipalRef, UserRef, description, duration, duration_secs, etag, field,
+    PageToken, PrincipalRef, UserRef, checked, description, duration, duration_secs, etag, field,
     json_to_struct, mask_paths, micros, page_size, parse_ids, parse_principal, struct_to_json,
-    timestamp, title,
+    timestamp, title, when,
 };
 use crate::directory::{ANY_REQUEST, Principal};
 use crate::error::{ApiError, ApiResult};
@@ -229,16 +229,6 @@ fn mask_or_all(mask: Option<&prost_types::FieldMask>, allowed: &[&str]) -> ApiRe
         Some(m) if !m.paths.is_empty() => mask_paths(Some(m), allowed),
         _ => Ok(allowed.iter().map(|s| s.to_string()).collect()),
     }
-}
-
-/// A value the checks above promised; its absence is a bug.
-fn checked<T>(v: Option<T>) -> ApiResult<T> {
-    v.ok_or_else(|| ApiError::Internal("validation passed without a value".into()))
-}
-
-/// `Some(value)` of a mask path that is named, else `None`.
-fn when<T>(named: bool, f: impl FnOnce() -> Option<T>) -> Option<T> {
-    if named { f() } else { None }
 }
 
 fn update_policy_cmd(req: pb::UpdateApprovalPolicyRequest) -> ApiResult<UpdatePolicy> {

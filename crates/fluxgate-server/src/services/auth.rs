@@ -277,13 +277,7 @@ impl AuthSvc {
 
     /// The new password against the policy in force.
     fn check_new_password(&self, user: &User, current: &str, new: &str) -> ApiResult<()> {
-        let policy = self
-            .state
-            .directory
-            .settings()
-            .settings
-            .password_policy
-            .clone();
+        let policy = self.state.password_policy();
         let mut v = Violations::new();
         v.check(
             "new_password",

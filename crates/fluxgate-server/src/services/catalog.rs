@@ -11,8 +11,8 @@ use tonic::{Request, Response, Status};
 use super::reply;
 use crate::auth::RequestCtx;
 use crate::convert::{
-    PageToken, application_name, description, environment_name, etag, field, group_name,
-    mask_paths, page_size, parse_ids, portfolio_name, timestamp, title,
+    PageToken, application_name, checked, description, environment_name, etag, field, group_name,
+    mask_paths, page_size, parse_ids, portfolio_name, timestamp, title, when,
 };
 use crate::directory::Principal;
 use crate::error::{ApiError, ApiResult};
@@ -223,16 +223,6 @@ impl CatalogSvc {
         };
         self.state.execute(ctx, Some(&p), cmd).await
     }
-}
-
-/// A value the checks above promised; its absence is a bug.
-fn checked<T>(v: Option<T>) -> ApiResult<T> {
-    v.ok_or_else(|| ApiError::Internal("validation passed without a value".into()))
-}
-
-/// `Some(value)` of a mask path that is named, else `None`.
-fn when<T>(named: bool, f: impl FnOnce() -> Option<T>) -> Option<T> {
-    if named { f() } else { None }
 }
 
 #[tonic::async_trait]

@@ -50,13 +50,7 @@ fn parse_token(field: &str, token: &str) -> ApiResult<String> {
 impl PasswordResetSvc {
     /// A temporary password that meets the policy in force for `user`.
     fn temporary_password(&self, user: &User) -> String {
-        let policy = self
-            .state
-            .directory
-            .settings()
-            .settings
-            .password_policy
-            .clone();
+        let policy = self.state.password_policy();
         let mut password = temporary_password(policy.min_length);
         for _ in 0..8 {
             if policy
@@ -154,7 +148,7 @@ impl PasswordResetSvc {
                 uc::redeemable(conn, &probe, purpose, now)
             })
             .await?;
-        let policy = st.directory.settings().settings.password_policy.clone();
+        let policy = st.password_policy();
         policy
             .check(&password, &[&user.username, &user.email])
             .map_err(|e| ApiError::invalid(password_field, e.to_string()))?;

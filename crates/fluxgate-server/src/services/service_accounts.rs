@@ -16,8 +16,8 @@ use tonic::{Request, Response, Status};
 use super::reply;
 use crate::auth::RequestCtx;
 use crate::convert::{
-    PageToken, description, duration_secs, etag, field, mask_paths, page_size, parse_ids,
-    role_from_proto, role_to_proto, timestamp, title,
+    PageToken, checked, description, duration_secs, etag, field, mask_paths, page_size, parse_ids,
+    role_from_proto, role_to_proto, timestamp, title, when,
 };
 use crate::error::{ApiError, ApiResult};
 use crate::state::AppState;
@@ -62,16 +62,6 @@ fn key_pb(k: &Key) -> pb::ServiceAccountKey {
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 struct ListFilter {
     portfolio: String,
-}
-
-/// A value the checks above promised; its absence is a bug.
-fn checked<T>(v: Option<T>) -> ApiResult<T> {
-    v.ok_or_else(|| ApiError::Internal("validation passed without a value".into()))
-}
-
-/// `Some(value)` of a mask path that is named, else `None`.
-fn when<T>(named: bool, f: impl FnOnce() -> Option<T>) -> Option<T> {
-    if named { f() } else { None }
 }
 
 /// A role the mask names, which must be given.

@@ -13,7 +13,8 @@ use tonic::{Request, Response, Status};
 use super::reply;
 use crate::auth::RequestCtx;
 use crate::convert::{
-    PageToken, mask_paths, page_size, parse_user_name, role_from_proto, user_to_proto,
+    PageToken, checked, mask_paths, page_size, parse_user_name, role_from_proto, user_to_proto,
+    when,
 };
 use crate::directory::Principal;
 use crate::error::{ApiError, ApiResult};
@@ -36,16 +37,6 @@ struct ListFilter {
     by_last_sign_in: bool,
 }
 
-/// A value the checks above promised; its absence is a bug.
-fn checked<T>(v: Option<T>) -> ApiResult<T> {
-    v.ok_or_else(|| ApiError::Internal("validation passed without a value".into()))
-}
-
-/// `Some(value)` of a mask path that is named, else `None`.
-fn when<T>(named: bool, f: impl FnOnce() -> Option<T>) -> Option<T> {
-    if named { f() } else { None }
-}
-
 /// A role field that must name a role (`what` says when).
 fn required_role(v: &mut Violations, field: &str, role: i32, what: &str) -> Option<Role> {
     match v.check(field, role_from_proto(role)) {
@@ -62,13 +53,7 @@ impl UserSvc {
     /// password through a registration link, so it cannot be required to change.
     fn check_initial_password(&self, v: &mut Violations, u: &pb::User, (pw, change): (&str, bool)) {
         if !pw.is_empty() {
-            let policy = self
-                .state
-                .directory
-                .settings()
-                .settings
-                .password_policy
-                .clone();
+            let policy = self.state.password_policy();
             v.check(
                 "initial_password",
                 policy.check(pw, &[&u.username, &u.email]),
