@@ -40,7 +40,7 @@ fn snapshot(sa: &ServiceAccount) -> Option<String> {
         "display_name": sa.display_name,
         "description": sa.description,
         "portfolio_id": sa.portfolio_id,
-        "role": sa.role,
+        "role": sa.role.as_str(),
         "active": sa.active,
         "audit_writer": sa.audit_writer,
     }))
@@ -141,7 +141,7 @@ impl Command for Create {
             display_name: self.display_name.as_str().to_owned(),
             description: self.description.as_str().to_owned(),
             portfolio_id: self.portfolio,
-            role: self.role.as_str().to_owned(),
+            role: self.role,
             active: true,
             created_at: tx.now,
             updated_at: tx.now,
@@ -191,7 +191,7 @@ impl Update {
     /// Role and audit-writer changes: admin accounts only, and a right of their own.
     fn check_powers(&self, cx: &Ctx<'_>, before: &ServiceAccount) -> Result<()> {
         if let Some(r) = self.role
-            && r.as_str() != before.role
+            && r != before.role
         {
             if before.portfolio_id.is_some() {
                 return Err(Refusal::PortfolioAccountRole.into());
@@ -217,9 +217,7 @@ impl Update {
         if let Some(d) = &self.description {
             after.description = d.as_str().to_owned();
         }
-        if let Some(r) = self.role {
-            after.role = r.as_str().to_owned();
-        }
+        after.role = self.role.unwrap_or(after.role);
         after.active = self.active.unwrap_or(after.active);
         after.audit_writer = self.audit_writer.unwrap_or(after.audit_writer);
         after

@@ -91,7 +91,7 @@ fn sa_facts(
         .map(|c| parse::<PrincipalId>("service_accounts.created_by", c))
         .collect::<Result<BTreeSet<_>, _>>()?;
     Ok(PrincipalFacts {
-        role: parse("service_accounts.role", &sa.role)?,
+        role: sa.role,
         active: sa.active,
         must_change_password: false,
         portfolio: sa

@@ -2,17 +2,19 @@
 
 use diesel::prelude::*;
 
-use crate::schema::{service_account_keys, service_accounts};
-use crate::{DbConnection, StoreResult};
+use fluxgate_domain::Role;
 
-#[derive(Debug, Clone, PartialEq, Eq, Queryable, Selectable, Insertable)]
-#[diesel(table_name = service_accounts)]
+use crate::schema::{service_account_keys, service_accounts};
+use crate::{DbConnection, StoreError, StoreResult};
+
+/// A service account.
+#[derive(Debug, Clone, PartialEq, Eq)]
 pub struct ServiceAccount {
     pub id: String,
     pub display_name: String,
     pub description: String,
     pub portfolio_id: Option<String>,
-    pub role: String,
+    pub role: Role,
     pub active: bool,
     pub created_at: i64,
     pub updated_at: i64,
@@ -21,6 +23,64 @@ pub struct ServiceAccount {
     pub audit_writer: bool,
     /// The principal (resource name) that created the account: the account acts for it.
     pub created_by: Option<String>,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Queryable, Selectable, Insertable)]
+#[diesel(table_name = service_accounts)]
+struct Row {
+    id: String,
+    display_name: String,
+    description: String,
+    portfolio_id: Option<String>,
+    role: String,
+    active: bool,
+    created_at: i64,
+    updated_at: i64,
+    version: i64,
+    audit_writer: bool,
+    created_by: Option<String>,
+}
+
+impl Row {
+    fn of(sa: &ServiceAccount) -> Row {
+        Row {
+            id: sa.id.clone(),
+            display_name: sa.display_name.clone(),
+            description: sa.description.clone(),
+            portfolio_id: sa.portfolio_id.clone(),
+            role: sa.role.as_str().to_owned(),
+            active: sa.active,
+            created_at: sa.created_at,
+            updated_at: sa.updated_at,
+            version: sa.version,
+            audit_writer: sa.audit_writer,
+            created_by: sa.created_by.clone(),
+        }
+    }
+
+    fn typed(self) -> StoreResult<ServiceAccount> {
+        let role = self
+            .role
+            .parse()
+            .map_err(|_| StoreError::Corrupt(format!("service_accounts.role {:?}", self.role)))?;
+        Ok(ServiceAccount {
+            id: self.id,
+            display_name: self.display_name,
+            description: self.description,
+            portfolio_id: self.portfolio_id,
+            role,
+            active: self.active,
+            created_at: self.created_at,
+            updated_at: self.updated_at,
+            version: self.version,
+            audit_writer: self.audit_writer,
+            created_by: self.created_by,
+        })
+    }
+}
+
+fn typed(rows: Vec<Row>) -> StoreResult<Vec<ServiceAccount>> {
+    rows.into_iter().map(Row::typed).collect()
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, Queryable, Selectable, Insertable)]
@@ -40,17 +100,19 @@ pub struct Key {
 
 pub fn insert(conn: &mut DbConnection, sa: &ServiceAccount) -> StoreResult<()> {
     diesel::insert_into(service_accounts::table)
-        .values(sa.clone())
+        .values(Row::of(sa))
         .execute(conn)?;
     Ok(())
 }
 
 pub fn find(conn: &mut DbConnection, id: &str) -> StoreResult<Option<ServiceAccount>> {
-    Ok(service_accounts::table
+    service_accounts::table
         .filter(service_accounts::id.eq(id))
-        .select(ServiceAccount::as_select())
+        .select(Row::as_select())
         .first(conn)
-        .optional()?)
+        .optional()?
+        .map(Row::typed)
+        .transpose()
 }
 
 /// A page of one scope's accounts (`None`: admin accounts), ordered by id, after `after`.
@@ -68,16 +130,20 @@ pub fn list(
     if let Some(a) = after {
         q = q.filter(service_accounts::id.gt(a.to_owned()));
     }
-    Ok(q.order(service_accounts::id.asc())
-        .limit(limit)
-        .select(ServiceAccount::as_select())
-        .load(conn)?)
+    typed(
+        q.order(service_accounts::id.asc())
+            .limit(limit)
+            .select(Row::as_select())
+            .load(conn)?,
+    )
 }
 
 pub fn all(conn: &mut DbConnection) -> StoreResult<Vec<ServiceAccount>> {
-    Ok(service_accounts::table
-        .select(ServiceAccount::as_select())
-        .load(conn)?)
+    typed(
+        service_accounts::table
+            .select(Row::as_select())
+            .load(conn)?,
+    )
 }
 
 /// Ids of a portfolio's accounts.
@@ -93,7 +159,7 @@ pub fn update(conn: &mut DbConnection, sa: &ServiceAccount, now: i64) -> StoreRe
         .set((
             service_accounts::display_name.eq(&sa.display_name),
             service_accounts::description.eq(&sa.description),
-            service_accounts::role.eq(&sa.role),
+            service_accounts::role.eq(sa.role.as_str()),
             service_accounts::active.eq(sa.active),
             service_accounts::audit_writer.eq(sa.audit_writer),
             service_accounts::updated_at.eq(now),

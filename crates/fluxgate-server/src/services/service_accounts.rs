@@ -37,10 +37,7 @@ fn sa_pb(sa: &ServiceAccount) -> pb::ServiceAccount {
             .as_deref()
             .map(|p| format!("portfolios/{p}"))
             .unwrap_or_default(),
-        role: sa
-            .role
-            .parse::<Role>()
-            .map_or(0, |r| role_to_proto(r) as i32),
+        role: role_to_proto(sa.role) as i32,
         active: sa.active,
         create_time: Some(timestamp(sa.created_at)),
         update_time: Some(timestamp(sa.updated_at)),
