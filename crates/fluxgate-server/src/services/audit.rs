@@ -408,8 +408,23 @@ impl AuditSvc {
     }
 }
 
-/// Sends the events of `filter` in chain order, a chunk at a time, until there are no more or
-/// the client goes away.
+/// One export chunk: the events as JSON lines, with the (time, sequence) of the last.
+fn chunk(batch: &[Event]) -> Option<(pb::ExportAuditEventsResponse, (i64, i64))> {
+    let last = batch.last()?;
+    let mut json_lines = Vec::with_capacity(batch.len() * 512);
+    for e in batch {
+        json_line(e, &mut json_lines);
+    }
+    let event_count = batch.len() as i32;
+    let msg = pb::ExportAuditEventsResponse {
+        json_lines,
+        event_count,
+    };
+    Some((msg, (last.occurred_at, last.seq)))
+}
+
+/// Sends the events of `filter` in chain order, a chunk at a time (read and encoded on the
+/// blocking pool), until there are no more or the client goes away.
 async fn export(
     svc: AuditSvc,
     ctx: RequestCtx,
@@ -421,27 +436,18 @@ async fn export(
     loop {
         let f = filter.clone();
         let read = svc.state.query(&ctx, &p, move |cx, conn| {
-            trail::query(cx, conn, &f, after, EXPORT_CHUNK)
+            Ok(chunk(&trail::query(cx, conn, &f, after, EXPORT_CHUNK)?))
         });
-        let batch = match read.await {
-            Ok(b) => b,
+        let (msg, last) = match read.await {
+            Ok(Some(c)) => c,
+            Ok(None) => return,
             Err(e) => {
                 let _ = tx.send(Err(e.into())).await;
                 return;
             }
         };
-        let Some(last) = batch.last() else { return };
-        after = Some((last.occurred_at, last.seq));
-        let mut json_lines = Vec::with_capacity(batch.len() * 512);
-        for e in &batch {
-            json_line(e, &mut json_lines);
-        }
-        let event_count = batch.len() as i32;
-        let chunk = pb::ExportAuditEventsResponse {
-            json_lines,
-            event_count,
-        };
-        if tx.send(Ok(chunk)).await.is_err() {
+        after = Some(last);
+        if tx.send(Ok(msg)).await.is_err() {
             return; // the client went away
         }
     }
