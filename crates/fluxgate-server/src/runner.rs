@@ -46,29 +46,11 @@ impl AppState {
         actor: Option<&Principal>,
         cmd: C,
     ) -> ApiResult<Done<C::Output>> {
-        let snap = self.directory.snapshot();
-        let actor = actor.cloned();
-        let (mailer, limits) = (self.mailer.clone(), self.limits.clone());
-        let cx = Ctx {
-            actor: actor.as_ref(),
-            origin: &origin,
-            snap: &snap,
-            outbox: Some(&*mailer),
-            limits: &limits,
-        };
-        cmd.check(&cx)?;
+        let call = self.call(origin, actor, true);
+        cmd.check(&call.cx())?;
         let committed = self
             .db
-            .write(move |tx| {
-                let cx = Ctx {
-                    actor: actor.as_ref(),
-                    origin: &origin,
-                    snap: &snap,
-                    outbox: Some(&*mailer),
-                    limits: &limits,
-                };
-                cmd.apply(&cx, tx).map_err(ApiError::from)
-            })
+            .write(move |tx| cmd.apply(&call.cx(), tx).map_err(ApiError::from))
             .await?;
         self.mailer.wake_if_queued();
         if committed.revision.is_some() {
@@ -100,26 +82,12 @@ impl AppState {
         T: Send + 'static,
         F: FnOnce(&Ctx<'_>, &mut DbConnection) -> fluxgate_core::Result<T> + Send + 'static,
     {
-        let snap = self.directory.snapshot();
-        let origin = ctx.origin();
-        let actor = actor.cloned();
-        let limits = self.limits.clone();
+        let call = self.call(ctx.origin(), actor, false);
         self.db
-            .read(move |conn| {
-                let cx = Ctx {
-                    actor: actor.as_ref(),
-                    origin: &origin,
-                    snap: &snap,
-                    outbox: None,
-                    limits: &limits,
-                };
-                f(&cx, conn).map_err(ApiError::from)
-            })
+            .read(move |conn| f(&call.cx(), conn).map_err(ApiError::from))
             .await
     }
-}
 
-impl AppState {
     /// Runs a use case that needs only the engine snapshot (no database).
     pub fn judge<T>(
         &self,
@@ -127,15 +95,41 @@ impl AppState {
         actor: &Principal,
         f: impl FnOnce(&Ctx<'_>) -> fluxgate_core::Result<T>,
     ) -> ApiResult<T> {
-        let snap = self.directory.snapshot();
-        let origin = ctx.origin();
-        let cx = Ctx {
-            actor: Some(actor),
-            origin: &origin,
-            snap: &snap,
-            outbox: None,
+        Ok(f(&self.call(ctx.origin(), Some(actor), false).cx())?)
+    }
+
+    /// What a use case's context is made of, owned so it can move to a blocking thread.
+    fn call(&self, origin: fluxgate_core::Origin, actor: Option<&Principal>, mail: bool) -> Call {
+        Call {
+            actor: actor.cloned(),
+            origin,
+            snap: self.directory.snapshot(),
+            outbox: mail.then(|| self.mailer.clone()),
+            limits: self.limits.clone(),
+        }
+    }
+}
+
+/// The owned parts of a [`Ctx`].
+struct Call {
+    actor: Option<Principal>,
+    origin: fluxgate_core::Origin,
+    snap: std::sync::Arc<fluxgate_authz::Snapshot>,
+    outbox: Option<std::sync::Arc<crate::mail::Mailer>>,
+    limits: fluxgate_core::Limits,
+}
+
+impl Call {
+    fn cx(&self) -> Ctx<'_> {
+        Ctx {
+            actor: self.actor.as_ref(),
+            origin: &self.origin,
+            snap: &self.snap,
+            outbox: self
+                .outbox
+                .as_deref()
+                .map(|m| m as &dyn fluxgate_core::mail::Outbox),
             limits: &self.limits,
-        };
-        Ok(f(&cx)?)
+        }
     }
 }
