@@ -35,6 +35,24 @@ $(PY_STAMP): tests/support/requirements.txt
 	  && touch $@) \
 	|| echo "WARNING: could not set up $(VENV) (python3 -m venv; pip install -r tests/support/requirements.txt): the SMTP tests will be skipped" >&2
 
+.PHONY: web
+web: ## Rebuild the web console (web/ -> crates/fluxgate-server/console/, committed); needs Node.js
+	cd web && npm ci --no-audit --no-fund && npx buf generate && npx tsc --noEmit -p . && node build.mjs
+
+.PHONY: web-check
+web-check: web ## Fail when the committed console differs from what its sources build
+	@git diff --exit-code --stat -- crates/fluxgate-server/console web/src/gen \
+	  || (echo "the committed console is stale: run 'make web' and commit" >&2; exit 1)
+	@test -z "$$(git status --porcelain -- crates/fluxgate-server/console web/src/gen)" \
+	  || (git status --porcelain -- crates/fluxgate-server/console web/src/gen; \
+	      echo "untracked console files: run 'make web' and commit" >&2; exit 1)
+
+.PHONY: screenshots
+screenshots: $(PY_STAMP) ## Browser tests on SQLite, keeping each page's screenshot in docs/console/
+	mkdir -p docs/console
+	$(TEST_ENV) FLUXGATE_CONSOLE_SCREENSHOTS=$(abspath docs/console) FLUXGATE_TEST_REQUIRE_BROWSER=1 \
+		$(CARGO) test -p fluxgate-e2e --test e2e -- console::sqlite::every_flow_in_a_real_browser --exact
+
 .PHONY: lint
 lint: ## cargo fmt --check, clippy -D warnings, buf lint, buf breaking against the released contracts
 	$(CARGO) fmt --all -- --check

@@ -12,6 +12,7 @@ mod audit;
 mod auth;
 mod authz_matrix;
 mod commits;
+mod console;
 mod db_outage;
 mod hostile_tokens;
 mod idempotency;

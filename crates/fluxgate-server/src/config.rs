@@ -30,8 +30,9 @@ pub struct Config {
     /// Initial values of the run-time settings, used when the database has none yet.
     pub settings: Settings,
     pub bootstrap: BootstrapConfig,
-    /// Base URL of the page where users open reset and registration links (the flag platform's
-    /// UI): links are `{public_url}/reset-password?token=…` and `{public_url}/register?token=…`.
+    /// Base URL of the web console, where users open reset and registration links: links are
+    /// `{public_url}/reset-password?token=…` and `{public_url}/register?token=…`. Empty (the
+    /// default): the console's own address, `http(s)://{listen}` (`localhost` for a wildcard).
     pub public_url: String,
     pub email: EmailConfig,
     pub password_reset: PasswordResetConfig,
@@ -67,7 +68,7 @@ impl Default for Config {
             password_hashing: HashingConfig::default(),
             settings: Settings::default(),
             bootstrap: BootstrapConfig::default(),
-            public_url: "http://localhost:8080".into(),
+            public_url: String::new(),
             email: EmailConfig::default(),
             password_reset: PasswordResetConfig::default(),
             tls: TlsConfig::default(),
@@ -305,7 +306,8 @@ pub struct ServeArgs {
     /// Password of the bootstrap Team Admin [default: generated and printed once].
     #[arg(long, env = "FLUXGATE_BOOTSTRAP_PASSWORD", hide_env_values = true)]
     pub bootstrap_password: Option<String>,
-    /// Base URL of reset and registration links [default: http://localhost:8080].
+    /// Base URL of the console, used in reset and registration links [default: the console's
+    /// own address, http://{listen}].
     #[arg(long, env = "FLUXGATE_PUBLIC_URL")]
     pub public_url: Option<String>,
     /// SMTP server, e.g. smtp://mail:25 or smtps://user:pass@mail:465 [default: none; messages
@@ -401,6 +403,25 @@ impl ServeArgs {
 }
 
 impl Config {
+    /// The console's address when `public_url` is not set: the listening address (bound, so
+    /// port 0 has become a real port), with `localhost` for a wildcard.
+    pub fn console_url(&self, bound: std::net::SocketAddr) -> String {
+        if !self.public_url.is_empty() {
+            return self.public_url.trim_end_matches('/').to_owned();
+        }
+        let scheme = if self.tls.cert_path.is_some() {
+            "https"
+        } else {
+            "http"
+        };
+        let host = match bound.ip() {
+            ip if ip.is_unspecified() => "localhost".to_owned(),
+            std::net::IpAddr::V6(v6) => format!("[{v6}]"),
+            std::net::IpAddr::V4(v4) => v4.to_string(),
+        };
+        format!("{scheme}://{host}:{}", bound.port())
+    }
+
     pub fn from_file(path: &Path) -> anyhow::Result<Config> {
         let text = std::fs::read_to_string(path)
             .with_context(|| format!("reading configuration {}", path.display()))?;
@@ -430,7 +451,8 @@ impl Config {
         if h.memory_kib < 8 || h.iterations < 1 || h.parallelism < 1 {
             anyhow::bail!("password_hashing: memory_kib >= 8, iterations >= 1, parallelism >= 1");
         }
-        if !(self.public_url.starts_with("https://") || self.public_url.starts_with("http://"))
+        let url = &self.public_url;
+        if !(url.is_empty() || url.starts_with("https://") || url.starts_with("http://"))
             || self
                 .public_url
                 .chars()

@@ -7,6 +7,7 @@
 pub mod auth;
 pub mod bootstrap;
 pub mod config;
+pub mod console;
 pub mod convert;
 pub mod db;
 pub mod directory;
@@ -22,6 +23,7 @@ pub mod services;
 pub mod state;
 pub mod telemetry;
 pub mod tokens;
+pub mod web_session;
 
 pub use config::Config;
 pub use server::Server;

@@ -87,6 +87,7 @@ async fn serve(args: ServeArgs) -> anyhow::Result<()> {
         }
     }
     println!("FluxGate listening on {addr}");
+    println!("Web console: {}/", server.console_url());
     server.run(fluxgate_server::server::shutdown_signal()).await
 }
 

@@ -53,7 +53,7 @@ pub struct Server {
 
 impl Server {
     /// Opens the database, migrates, bootstraps and binds the listener (`listen` may use port 0).
-    pub async fn bind(config: Config) -> anyhow::Result<Server> {
+    pub async fn bind(mut config: Config) -> anyhow::Result<Server> {
         config.validate()?;
         if config.password_hashing.below_owasp() {
             tracing::warn!(
@@ -73,6 +73,8 @@ impl Server {
             ),
             None => None,
         };
+        // Emailed links land on this server's console unless told otherwise.
+        config.public_url = config.console_url(listener.local_addr()?);
         let store = Store::open(
             &config.database_url,
             &PoolOptions {
@@ -131,6 +133,11 @@ impl Server {
 
     pub fn local_addr(&self) -> std::io::Result<SocketAddr> {
         self.listener.local_addr()
+    }
+
+    /// The web console's address (the configured `public_url`, or this server's own).
+    pub fn console_url(&self) -> &str {
+        &self.state.config.public_url
     }
 
     /// The metrics endpoint's address, when it has one.
@@ -292,6 +299,12 @@ impl Server {
             // Large header lists reach the telemetry layer, which refuses them for that call
             // alone (RESOURCE_EXHAUSTED past 16 KiB) instead of the transport's 431 or GOAWAY.
             .http2_max_header_list_size(crate::telemetry::TRANSPORT_MAX_HEADER_LIST_BYTES)
+            // Browsers speak HTTP/1.1: the console's page and its gRPC-Web calls.
+            .accept_http1(true)
+            // What is not a gRPC or gRPC-Web call is the console's.
+            .layer(crate::console::ConsoleLayer)
+            // gRPC-Web becomes gRPC before the other layers and the services see it.
+            .layer(tonic_web::GrpcWebLayer::new())
             .layer(crate::telemetry::TelemetryLayer::new(state.metrics.clone()))
             .layer(crate::idempotency::IdempotencyLayer::new(state.clone()))
             .add_service(health)

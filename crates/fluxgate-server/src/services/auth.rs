@@ -22,6 +22,7 @@ use crate::error::{ApiError, ApiResult};
 use crate::metrics::LoginOutcome;
 use crate::state::AppState;
 use crate::tokens::token_hash;
+use crate::web_session;
 use fluxgate_core::logins::failed_login_subject;
 use fluxgate_domain::Refusal;
 
@@ -68,6 +69,24 @@ struct Attempt {
 }
 
 impl AuthSvc {
+    /// Whether the browser's cookie is marked Secure: the console is served over TLS.
+    fn secure_cookie(&self) -> bool {
+        let c = &self.state.config;
+        c.tls.cert_path.is_some() || c.public_url.starts_with("https://")
+    }
+
+    /// Moves the reply's refresh token into the browser's cookie, when it asked for one.
+    fn cookie<T>(
+        &self,
+        browser: bool,
+        r: &mut Response<T>,
+        tokens: impl Fn(&mut T) -> &mut Option<pb::SessionTokens>,
+    ) {
+        let mut t = tokens(r.get_mut()).take();
+        web_session::hand_over(browser, self.secure_cookie(), &mut t, r.metadata_mut());
+        *tokens(r.get_mut()) = t;
+    }
+
     fn refresh_ttl(&self) -> u64 {
         self.state
             .directory
@@ -342,7 +361,10 @@ impl AuthService for AuthSvc {
         request: Request<pb::LoginRequest>,
     ) -> Result<Response<pb::LoginResponse>, Status> {
         let ctx = RequestCtx::of(&request)?;
-        Ok(AuthSvc::login(self, &ctx, request.into_inner()).await?)
+        let browser = web_session::wanted(request.metadata());
+        let mut r = AuthSvc::login(self, &ctx, request.into_inner()).await?;
+        self.cookie(browser, &mut r, |m| &mut m.tokens);
+        Ok(r)
     }
 
     async fn refresh_session(
@@ -350,25 +372,39 @@ impl AuthService for AuthSvc {
         request: Request<pb::RefreshSessionRequest>,
     ) -> Result<Response<pb::RefreshSessionResponse>, Status> {
         let ctx = RequestCtx::of(&request)?;
-        Ok(self.refresh(&ctx, request.into_inner()).await?)
+        let browser = web_session::wanted(request.metadata());
+        let cookie = web_session::refresh_token(request.metadata());
+        let mut req = request.into_inner();
+        if req.refresh_token.is_empty() {
+            req.refresh_token = cookie.unwrap_or_default();
+        }
+        let mut r = self.refresh(&ctx, req).await?;
+        self.cookie(browser, &mut r, |m| &mut m.tokens);
+        Ok(r)
     }
 
     async fn logout(
         &self,
         request: Request<pb::LogoutRequest>,
     ) -> Result<Response<pb::LogoutResponse>, Status> {
+        let browser = web_session::wanted(request.metadata());
         let (ctx, p, req) = authed!(self, request);
         let pb::LogoutRequest {} = req;
         let done = self.state.execute(&ctx, Some(&p), Logout).await?;
-        Ok(done.reply(&ctx, |()| pb::LogoutResponse {}))
+        let mut r = done.reply(&ctx, |()| pb::LogoutResponse {});
+        web_session::clear(browser, self.secure_cookie(), r.metadata_mut());
+        Ok(r)
     }
 
     async fn change_password(
         &self,
         request: Request<pb::ChangePasswordRequest>,
     ) -> Result<Response<pb::ChangePasswordResponse>, Status> {
+        let browser = web_session::wanted(request.metadata());
         let (ctx, p, req) = authed!(self, request);
-        Ok(AuthSvc::change_password(self, &ctx, &p, req).await?)
+        let mut r = AuthSvc::change_password(self, &ctx, &p, req).await?;
+        self.cookie(browser, &mut r, |m| &mut m.tokens);
+        Ok(r)
     }
 
     async fn who_am_i(
