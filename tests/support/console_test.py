@@ -36,8 +36,8 @@ STRONGER = "Even-Sturdier-Passw0rd-7"
 expect.set_options(timeout=10_000)
 
 
-class Outbox:
-    """The server's email outbox, read over gRPC as a Team Admin (the links users get)."""
+class Grpc:
+    """The API over gRPC as a Team Admin: the outbox (the links users get) and set-up."""
 
     def __init__(self, addr, admin_password):
         import grpc
@@ -46,12 +46,47 @@ class Outbox:
         interop.generate(out)
         from fluxgate.v1 import auth_pb2, auth_pb2_grpc, email_pb2, email_pb2_grpc
 
+        from fluxgate.v1 import approvals_pb2, approvals_pb2_grpc, catalog_pb2_grpc, common_pb2
+        from fluxgate.v1 import groups_pb2, groups_pb2_grpc, users_pb2, users_pb2_grpc
+
         self.pb = email_pb2
+        self.ap, self.gr, self.us, self.common, self.auth_pb = approvals_pb2, groups_pb2, users_pb2, common_pb2, auth_pb2
         ch = grpc.insecure_channel(addr)
-        auth = auth_pb2_grpc.AuthServiceStub(ch)
-        r = auth.Login(auth_pb2.LoginRequest(username="admin", password=admin_password))
-        self.md = [("authorization", f"Bearer {r.tokens.access_token}")]
+        self.auth = auth_pb2_grpc.AuthServiceStub(ch)
+        self.md = self.login("admin", admin_password)
         self.email = email_pb2_grpc.EmailServiceStub(ch)
+        self.users = users_pb2_grpc.UserServiceStub(ch)
+        self.catalog = catalog_pb2_grpc.CatalogServiceStub(ch)
+        self.groups = groups_pb2_grpc.GroupServiceStub(ch)
+        self.approvals = approvals_pb2_grpc.ApprovalServiceStub(ch)
+
+    def login(self, username, password):
+        r = self.auth.Login(self.auth_pb.LoginRequest(username=username, password=password))
+        return [("authorization", f"Bearer {r.tokens.access_token}")]
+
+    def user(self, username, role, password):
+        """A user with a password of their own (set up over gRPC: the users page is tested elsewhere)."""
+        return self.users.CreateUser(
+            self.us.CreateUserRequest(
+                user=self.us.User(
+                    username=username,
+                    email=f"{username}@example.com",
+                    display_name=username.title(),
+                    role=role,
+                ),
+                initial_password=password,
+            ),
+            metadata=self.md,
+        ).user
+
+    def environment(self, portfolio, application, environment):
+        """The resource name of an environment, by display names."""
+        from fluxgate.v1 import catalog_pb2 as cat
+
+        p = next(x for x in self.catalog.ListPortfolios(cat.ListPortfoliosRequest(), metadata=self.md).portfolios if x.display_name == portfolio)
+        a = next(x for x in self.catalog.ListApplications(cat.ListApplicationsRequest(parent=p.name), metadata=self.md).applications if x.display_name == application)
+        e = next(x for x in self.catalog.ListEnvironments(cat.ListEnvironmentsRequest(parent=a.name), metadata=self.md).environments if x.display_name == environment)
+        return p.name, e.name
 
     def link(self, recipient, path, seen=()):
         """The newest link to `path` emailed to `recipient`, waiting for it to be written."""
@@ -73,7 +108,7 @@ class Run:
         self.base = base.rstrip("/")
         self.admin_password = admin_password
         self.shots = shots
-        self.outbox = Outbox(addr, admin_password)
+        self.grpc = Grpc(addr, admin_password)
         self.axe = Axe()
         self.checked = set()
         self.alerts = []
@@ -204,7 +239,7 @@ class Run:
         d.get_by_role("button", name="Done").click()
         expect(self.row(admin, "rita")).to_have_count(1)
 
-        emailed = self.outbox.link("rita@example.com", "register")
+        emailed = self.grpc.link("rita@example.com", "register")
         assert emailed == shown, (emailed, shown)
         assert emailed.startswith(self.base + "/register?token="), emailed
 
@@ -280,7 +315,7 @@ class Run:
         page.get_by_role("button", name="Send me a reset link").click()
         expect(page.get_by_role("status")).to_contain_text("reset link is on its way")
 
-        link = self.outbox.link("fran@example.com", "reset-password")
+        link = self.grpc.link("fran@example.com", "reset-password")
         assert link.startswith(self.base + "/reset-password?token="), link
         page.goto(link)
         expect(page.get_by_role("heading", name="Choose a new password")).to_be_visible()
@@ -377,6 +412,215 @@ class Run:
         ctx.close()
         admin_ctx.close()
 
+    def approvals(self, browser):
+        admin_ctx = self.context(browser)
+        admin = self.page(admin_ctx)
+        self.sign_in(admin, "admin", self.admin_password)
+        admin.get_by_role("navigation", name="Main").get_by_role("link", name="Catalog").click()
+        expect(admin.get_by_role("heading", name="Catalog", exact=True)).to_be_visible()
+
+        def add(level, name, production=False):
+            admin.get_by_role("button", name=f"Add {level}").click()
+            d = admin.get_by_role("dialog")
+            d.get_by_label("Name").fill(name)
+            if production:
+                d.get_by_label("Production").check()
+            d.get_by_role("button", name="Add").click()
+            expect(d).to_have_count(0)
+
+        add("portfolio", "Payments")
+        admin.get_by_role("button", name="Payments", exact=True).click()
+        add("application", "Checkout")
+        admin.get_by_role("button", name="Checkout", exact=True).click()
+        add("environment", "Production", production=True)
+        expect(admin.locator('li[data-name="Production"]')).to_contain_text("production")
+        self.accessible(admin, "catalog")
+        self.shot(admin, "catalog")
+        admin.get_by_role("button", name="Approval policy of Production").click()
+        pol = admin.get_by_role("dialog")
+        pol.get_by_label("Approvals required (0 to 10; 0: no review)").fill("2")
+        self.accessible(admin, "approval-policy")
+        pol.get_by_role("button", name="Save policy").click()
+        expect(pol.get_by_role("status")).to_contain_text("Policy saved")
+        pol.get_by_role("button", name="Close").click()
+
+        # People over gRPC (the users page is tested above); their group through the console.
+        g = self.grpc
+        for who, role in (("rhea", g.common.ROLE_REQUESTER), ("alice", g.common.ROLE_APPROVER), ("bob", g.common.ROLE_APPROVER)):
+            g.user(who, role, STRONG)
+        admin.get_by_role("navigation", name="Main").get_by_role("link", name="Groups").click()
+        expect(admin.get_by_label("Portfolio")).to_have_value(re.compile("^portfolios/"))
+        admin.get_by_role("button", name="New group").click()
+        d = admin.get_by_role("dialog")
+        d.get_by_label("Name").fill("Release")
+        d.get_by_role("button", name="Create").click()
+        expect(admin.get_by_role("heading", name="Release")).to_be_visible()
+        for who in ("rhea", "alice", "bob"):
+            admin.get_by_label("Add member (username, users/… or serviceAccounts/…)").fill(who)
+            admin.get_by_role("button", name="Add member").click()
+            expect(admin.get_by_role("button", name=re.compile(f"Remove .*\\({who}\\)"))).to_be_visible()
+        admin.get_by_label("Read in Production").check()
+        admin.get_by_label("Change value in Production").check()
+        admin.get_by_role("button", name="Save permissions").click()
+        expect(admin.get_by_role("status")).to_contain_text("Permissions saved")
+        self.accessible(admin, "groups")
+        self.shot(admin, "groups")
+        # The engine explains a grant and a refusal.
+        admin.get_by_label("Who (username or users/…)").fill("rhea")
+        admin.get_by_label("Permission").select_option(label="Change the value")
+        admin.get_by_label("On", exact=True).select_option(label="Checkout / Production")
+        admin.get_by_role("button", name="Explain").click()
+        expect(admin.get_by_test_id("explanation")).to_contain_text("Allowed")
+        expect(admin.get_by_test_id("explanation")).to_contain_text("groups/")
+        admin.get_by_label("Who (username or users/…)").fill("fran")
+        admin.get_by_role("button", name="Explain").click()
+        expect(admin.get_by_test_id("explanation")).to_contain_text("Not allowed")
+
+        # The Requester submits through the console.
+        rctx = self.context(browser)
+        rhea = self.page(rctx)
+        self.sign_in(rhea, "rhea", STRONG)
+        rhea.get_by_role("navigation", name="Main").get_by_role("link", name="Change requests").click()
+        rhea.get_by_role("button", name="Submit a change").click()
+        d = rhea.get_by_role("dialog")
+        d.get_by_label("Environment").select_option(label="Payments / Checkout / Production")
+        d.get_by_label("Feature key").fill("NEW_CHECKOUT")
+        d.get_by_label("Change", exact=True).select_option(label="Change value")
+        d.get_by_label("Title").fill("Turn on the new checkout")
+        d.get_by_label("Payload (JSON object, for the flag store)").fill('{"before": {"on": false}, "after": {"on": true}}')
+        self.accessible(rhea, "submit-change")
+        d.get_by_role("button", name="Submit").click()
+        expect(rhea.get_by_role("heading", name="Turn on the new checkout")).to_be_visible()
+        expect(rhea.get_by_test_id("state")).to_have_text("Pending")
+        expect(rhea.get_by_test_id("approvals")).to_contain_text("0 of 2")
+        expect(rhea.get_by_role("button", name="Approve")).to_be_disabled()
+        name = rhea.url.split("/", 3)[3]
+        assert name.startswith("changeRequests/"), rhea.url
+
+        # The CI pipeline blocks on the watch stream until the decision.
+        import threading
+
+        seen = []
+        rhea_md = g.login("rhea", STRONG)
+
+        def watch():
+            for m in g.approvals.WatchChangeRequest(g.ap.WatchChangeRequestRequest(name=name), metadata=rhea_md, timeout=60):
+                seen.append(m.change_request.state)
+                if m.change_request.state == g.ap.CHANGE_REQUEST_STATE_APPROVED:
+                    return
+
+        ci = threading.Thread(target=watch)
+        ci.start()
+
+        # Two Approvers approve from their queues; the submitter's page follows live.
+        hostile = '<b>ok</b><img src=x onerror="alert(2)">'
+        for who, count in (("alice", "1 of 2"), ("bob", "2 of 2")):
+            c = self.context(browser)
+            p = self.page(c)
+            self.sign_in(p, who, STRONG)
+            p.get_by_role("navigation", name="Main").get_by_role("link", name="Change requests").click()
+            expect(p.get_by_role("link", name="Awaiting my review")).to_have_attribute("aria-current", "page")
+            p.get_by_role("link", name="Turn on the new checkout").click()
+            expect(p.get_by_role("heading", name="After")).to_be_visible()
+            if who == "alice":
+                self.accessible(p, "change-request")
+                self.shot(p, "change-request")
+            p.get_by_label("Comment (or reason)").fill(hostile)
+            p.get_by_role("button", name="Approve").click()
+            expect(p.get_by_test_id("approvals")).to_contain_text(count)
+            expect(rhea.get_by_test_id("approvals")).to_contain_text(count)
+            c.close()
+        expect(rhea.get_by_test_id("state")).to_have_text("Approved")
+        expect(rhea.locator("blockquote").first).to_have_text(hostile)
+        assert rhea.locator("img[src=x]").count() == 0
+        ci.join(30)
+        assert seen and seen[-1] == g.ap.CHANGE_REQUEST_STATE_APPROVED, seen
+        assert not self.alerts, self.alerts
+        rctx.close()
+        admin_ctx.close()
+
+    def admin_pages(self, browser):
+        ctx = self.context(browser)
+        page = self.page(ctx)
+        self.sign_in(page, "admin", self.admin_password)
+        nav = page.get_by_role("navigation", name="Main")
+
+        nav.get_by_role("link", name="Audit log").click()
+        expect(page.locator('tr[data-action="user.created"]').first).to_be_visible()
+        page.get_by_label("Action").fill("user.created")
+        page.get_by_role("button", name="Filter").click()
+        expect(page.locator("tbody tr:not([data-action='user.created'])")).to_have_count(0)
+        expect(page.locator("tbody tr").first).to_have_attribute("data-action", "user.created")
+        page.get_by_role("button", name="Verify the chain").click()
+        expect(page.get_by_role("status")).to_contain_text("The chain is intact")
+        with page.expect_download() as dl:
+            page.get_by_role("button", name="Export (JSON lines)").click()
+        lines = open(dl.value.path()).read().splitlines()
+        assert lines and all(line.startswith("{") for line in lines), lines[:3]
+        self.accessible(page, "audit")
+        self.shot(page, "audit")
+
+        nav.get_by_role("link", name="Activity").click()
+        expect(page.get_by_role("figure", name="Active users per day")).to_be_visible()
+        expect(page.get_by_role("heading", name="Approval response times")).to_be_visible()
+        self.accessible(page, "activity")
+        self.shot(page, "activity")
+
+        nav.get_by_role("link", name="Settings").click()
+        page.get_by_label("Minimum length").fill("14")
+        page.get_by_role("button", name="Save settings").click()
+        expect(page.get_by_role("status")).to_contain_text("Settings saved")
+        page.get_by_label("Minimum length").fill("3")
+        page.get_by_role("button", name="Save settings").click()
+        expect(page.locator(".field-error").first).to_be_visible()
+        self.accessible(page, "settings")
+        # The live policy is what the password pages check against.
+        nav.get_by_role("link", name="My account").click()
+        expect(page.get_by_role("list", name="Password rules")).to_contain_text("14 to")
+
+        nav.get_by_role("link", name="Outbox").click()
+        row = page.locator("tr", has_text="rita@example.com").first
+        expect(row).to_be_visible()
+        row.get_by_role("button", name=re.compile("Read")).click()
+        expect(page.get_by_role("dialog")).to_contain_text("/register?token=")
+        self.accessible(page, "outbox")
+        page.get_by_role("dialog").get_by_role("button", name="Close").click()
+
+        # A portfolio service account and its key: shown once, usable, rotated, revoked.
+        nav.get_by_role("link", name="Service accounts").click()
+        page.get_by_role("button", name="New service account").click()
+        d = page.get_by_role("dialog")
+        d.get_by_label("Name").fill("Flag store")
+        d.get_by_label("Scope").select_option(label="Payments")
+        d.get_by_role("button", name="Create").click()
+        page.get_by_role("button", name="Keys of Flag store").click()
+        k = page.get_by_role("dialog")
+        k.get_by_label("New key's label").fill("production")
+        k.get_by_role("button", name="Create key").click()
+        first = k.get_by_test_id("secret").inner_text()
+        self.accessible(page, "service-account-keys")
+        g = self.grpc
+        who = lambda secret: g.auth.WhoAmI(g.auth_pb.WhoAmIRequest(), metadata=[("authorization", f"Bearer {secret}")])
+        assert who(first).principal.startswith("serviceAccounts/")
+        k.get_by_role("button", name="Rotate production").click()
+        expect(k.get_by_test_id("secret")).not_to_have_text(first)
+        second = k.get_by_test_id("secret").inner_text()
+        assert who(second).principal.startswith("serviceAccounts/")
+        assert who(first).principal  # the old key works through its grace period
+        k.get_by_role("button", name=re.compile("^Revoke")).first.click()
+        page.get_by_role("dialog", name=re.compile("^Revoke")).get_by_role("button", name="Revoke", exact=True).click()
+        expect(k.locator("li", has_text="revoked").first).to_be_visible()
+        ctx.close()
+
+        # A Requester opening an admin page by its address: the server refuses.
+        rctx = self.context(browser)
+        r = self.page(rctx)
+        self.sign_in(r, "rhea", STRONG)
+        self.signed_in_as(r, "rhea")
+        r.goto(self.base + "/audit")
+        expect(r.get_by_role("alert").first).to_contain_text("denied")
+        rctx.close()
+
     def small_screen(self, browser):
         ctx = self.context(browser, width=390)
         page = self.page(ctx)
@@ -405,6 +649,8 @@ def main():
             run.registration,
             run.forgotten_password,
             run.forced_change_and_admin_actions,
+            run.approvals,
+            run.admin_pages,
             run.small_screen,
         ]
         for flow in flows:

@@ -16,6 +16,12 @@ import {
 } from "./api";
 import { AuthService } from "./gen/fluxgate/v1/auth_pb";
 import { ChangePassword, ForgotPassword, Register, ResetPassword, SignIn } from "./pages/auth";
+import { Activity, Audit } from "./pages/audit";
+import { Catalog } from "./pages/catalog";
+import { ChangeDetail, Changes } from "./pages/changes";
+import { Groups } from "./pages/groups";
+import { ServiceAccounts } from "./pages/service_accounts";
+import { Outbox, Settings } from "./pages/settings";
 import { Users } from "./pages/users";
 import { navigate, onLinkClick, usePath } from "./router";
 
@@ -26,16 +32,33 @@ const PUBLIC: Record<string, () => preact.JSX.Element> = {
   "/forgot-password": ForgotPassword,
 };
 
-interface NavItem {
+/** A page of the signed-in console: its path, its menu label, and whether only Team Admins see it. */
+interface Route {
   path: string;
   label: string;
+  page: () => preact.JSX.Element;
   admin?: boolean;
 }
 
-const NAV: NavItem[] = [
-  { path: "/users", label: "Users", admin: true },
-  { path: "/account", label: "My account" },
+const ROUTES: Route[] = [
+  { path: "/changes", label: "Change requests", page: Changes },
+  { path: "/catalog", label: "Catalog", page: Catalog },
+  { path: "/groups", label: "Groups", page: Groups },
+  { path: "/users", label: "Users", page: Users, admin: true },
+  { path: "/service-accounts", label: "Service accounts", page: ServiceAccounts },
+  { path: "/audit", label: "Audit log", page: Audit, admin: true },
+  { path: "/activity", label: "Activity", page: Activity },
+  { path: "/settings", label: "Settings", page: Settings, admin: true },
+  { path: "/outbox", label: "Outbox", page: Outbox, admin: true },
+  { path: "/account", label: "My account", page: () => <ChangePassword forced={false} onDone={() => undefined} /> },
 ];
+
+/** The menu: what the role can use. A page left out can still be opened by its address; the server refuses. */
+const menu = (s: Session) => ROUTES.filter((r) => !r.admin || isAdmin(s));
+
+/** The route a path belongs to (a change request's page belongs to "Change requests"). */
+const routeOf = (path: string) =>
+  ROUTES.find((r) => r.path === path) ?? (path.startsWith("/changeRequests/") ? ROUTES[0] : undefined);
 
 function useSession(): Session | null {
   const [s, set] = useState(currentSession());
@@ -52,7 +75,7 @@ function Home(props: { session: Session }) {
       <h1>Welcome, {props.session.user.displayName || props.session.user.username}</h1>
       <p>You are signed in as {props.session.user.username} ({roleNames[props.session.user.role]}).</p>
       <ul>
-        {NAV.filter((n) => !n.admin || isAdmin(props.session)).map((n) => (
+        {menu(props.session).map((n) => (
           <li key={n.path}>
             <a href={n.path}>{n.label}</a>
           </li>
@@ -64,7 +87,7 @@ function Home(props: { session: Session }) {
 
 function Shell(props: { session: Session; path: string }) {
   const { session, path } = props;
-  const [menu, setMenu] = useState(false);
+  const [open, setOpen] = useState(false);
   const signOut = async () => {
     try {
       await api(AuthService).logout({});
@@ -76,13 +99,13 @@ function Shell(props: { session: Session; path: string }) {
   let page: preact.JSX.Element;
   if (session.user.mustChangePassword || path === "/change-password") {
     page = <ChangePassword forced={session.user.mustChangePassword} onDone={() => navigate("/", true)} />;
-  } else if (path === "/users") {
-    page = <Users />;
-  } else if (path === "/account") {
-    page = <ChangePassword forced={false} onDone={() => undefined} />;
+  } else if (path.startsWith("/changeRequests/")) {
+    page = <ChangeDetail name={path.slice(1)} />;
   } else {
-    page = <Home session={session} />;
+    const Page = routeOf(path)?.page;
+    page = Page ? <Page /> : <Home session={session} />;
   }
+  const current = routeOf(path)?.path;
   return (
     <>
       <a class="skip" href="#main">
@@ -92,12 +115,12 @@ function Shell(props: { session: Session; path: string }) {
         <a class="brand" href="/">
           FluxGate
         </a>
-        <button type="button" class="menu secondary" aria-expanded={menu} aria-controls="nav" onClick={() => setMenu(!menu)}>
+        <button type="button" class="menu secondary" aria-expanded={open} aria-controls="nav" onClick={() => setOpen(!open)}>
           Menu
         </button>
-        <nav id="nav" aria-label="Main" class={menu ? "open" : ""}>
-          {NAV.filter((n) => !n.admin || isAdmin(session)).map((n) => (
-            <a key={n.path} href={n.path} aria-current={path === n.path ? "page" : undefined} onClick={() => setMenu(false)}>
+        <nav id="nav" aria-label="Main" class={open ? "open" : ""}>
+          {menu(session).map((n) => (
+            <a key={n.path} href={n.path} aria-current={current === n.path ? "page" : undefined} onClick={() => setOpen(false)}>
               {n.label}
             </a>
           ))}

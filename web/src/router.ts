@@ -13,15 +13,26 @@ window.addEventListener("popstate", () => {
   for (const f of listeners) f();
 });
 
-/** The current path, re-rendering the caller when it changes. */
+/** The current path, re-rendering the caller when it (or its query) changes. */
 export function usePath(): string {
-  const [path, setPath] = useState(location.pathname);
+  const [, setHref] = useState(location.pathname + location.search);
   useEffect(() => {
-    const f = () => setPath(location.pathname);
+    const f = () => setHref(location.pathname + location.search);
     listeners.add(f);
     return () => listeners.delete(f);
   }, []);
-  return path;
+  return location.pathname;
+}
+
+/** One parameter of the current query string. */
+export function param(name: string): string {
+  return new URLSearchParams(location.search).get(name) ?? "";
+}
+
+/** A path with query parameters, leaving out the empty ones. */
+export function withQuery(path: string, q: Record<string, string>): string {
+  const s = new URLSearchParams(Object.entries(q).filter(([, v]) => v)).toString();
+  return s ? `${path}?${s}` : path;
 }
 
 /** Follows same-origin links without reloading the page. */

@@ -145,6 +145,7 @@ export function Select({ label, name, value, onValue, options }: SelectProps) {
 /** A modal dialog (the browser's own, which traps focus and closes on Escape). */
 export function Dialog(props: { title: string; onClose: () => void; children: ComponentChildren }) {
   const ref = useRef<HTMLDialogElement>(null);
+  const id = useRef(`d${++fieldSeq}`).current;
   useEffect(() => {
     const d = ref.current;
     if (d && !d.open) d.showModal();
@@ -152,14 +153,14 @@ export function Dialog(props: { title: string; onClose: () => void; children: Co
   return (
     <dialog
       ref={ref}
-      aria-labelledby="dialog-title"
+      aria-labelledby={id}
       onClose={props.onClose}
       onCancel={(e) => {
         e.preventDefault();
         props.onClose();
       }}
     >
-      <h2 id="dialog-title">{props.title}</h2>
+      <h2 id={id}>{props.title}</h2>
       {props.children}
     </dialog>
   );
@@ -189,4 +190,150 @@ export function Secret(props: { label: string; value: string }) {
 
 export function Busy(props: { busy: boolean; children: ComponentChildren }) {
   return <>{props.busy ? "Working…" : props.children}</>;
+}
+
+/** Every page of a small list (the catalog, a portfolio's groups): at most `max` items. */
+export async function allPages<T>(
+  fetch: (pageToken: string) => Promise<{ items: T[]; next: string }>,
+  max = 2000,
+): Promise<T[]> {
+  const out: T[] = [];
+  let token = "";
+  do {
+    const r = await fetch(token);
+    out.push(...r.items);
+    token = r.next;
+  } while (token && out.length < max);
+  return out;
+}
+
+/** A confirmation dialog around one action whose refusal it shows. */
+export function Confirm(props: {
+  title: string;
+  action: Action<[], unknown>;
+  verb: string;
+  danger?: boolean;
+  onClose: () => void;
+  children?: ComponentChildren;
+}) {
+  return (
+    <Dialog title={props.title} onClose={props.onClose}>
+      {props.children}
+      <ErrorAlert action={props.action} />
+      <div class="buttons">
+        <button type="button" class="secondary" onClick={props.onClose}>
+          Cancel
+        </button>
+        <button
+          type="button"
+          class={props.danger ? "danger" : ""}
+          disabled={props.action.busy}
+          onClick={() => void props.action.run()}
+        >
+          {props.verb}
+        </button>
+      </div>
+    </Dialog>
+  );
+}
+
+/** A checkbox with its label. */
+export function Check(props: { label: string; checked: boolean; onValue: (v: boolean) => void; name?: string }) {
+  return (
+    <label class="choice">
+      <input
+        type="checkbox"
+        name={props.name}
+        checked={props.checked}
+        onChange={(e) => props.onValue((e.target as HTMLInputElement).checked)}
+      />{" "}
+      {props.label}
+    </label>
+  );
+}
+
+/** A labelled multi-line input. */
+export function TextArea(props: {
+  label: string;
+  name: string;
+  value: string;
+  onValue: (v: string) => void;
+  path?: string;
+  fields?: FieldViolation[];
+  rows?: number;
+  hint?: ComponentChildren;
+}) {
+  const id = useRef(`f${++fieldSeq}`).current;
+  const problem = props.fields?.find((f) => f.field === (props.path ?? props.name));
+  return (
+    <div class="field">
+      <label for={id}>{props.label}</label>
+      <textarea
+        id={id}
+        name={props.name}
+        rows={props.rows ?? 4}
+        value={props.value}
+        onInput={(e) => props.onValue((e.target as HTMLTextAreaElement).value)}
+        aria-invalid={problem ? "true" : undefined}
+        aria-describedby={problem ? `${id}-err` : props.hint ? `${id}-hint` : undefined}
+      />
+      {props.hint && (
+        <div class="hint" id={`${id}-hint`}>
+          {props.hint}
+        </div>
+      )}
+      {problem && (
+        <div class="field-error" id={`${id}-err`}>
+          {problem.description}
+        </div>
+      )}
+    </div>
+  );
+}
+
+/** A form in a dialog: its fields, the server's refusal, Cancel and the submit button. */
+export function FormDialog(props: {
+  title: string;
+  onClose: () => void;
+  action: Action<[], unknown>;
+  verb: string;
+  /** Instead of running the action at once (a confirmation step, a local check). */
+  onSubmit?: () => void;
+  disabled?: boolean;
+  children: ComponentChildren;
+}) {
+  return (
+    <Dialog title={props.title} onClose={props.onClose}>
+      <form
+        onSubmit={(e) => {
+          e.preventDefault();
+          if (props.onSubmit) props.onSubmit();
+          else void props.action.run();
+        }}
+      >
+        {props.children}
+        <ErrorAlert action={props.action} />
+        <div class="buttons">
+          <button type="button" class="secondary" onClick={props.onClose}>
+            Cancel
+          </button>
+          <button type="submit" disabled={props.action.busy || props.disabled}>
+            {props.verb}
+          </button>
+        </div>
+      </form>
+    </Dialog>
+  );
+}
+
+/** The next page of a list, when there is one. */
+export function LoadMore(props: { next: string; busy: boolean; onMore: () => void }) {
+  if (!props.next) return null;
+  return (
+    <div class="more">
+      <button type="button" class="secondary" disabled={props.busy} onClick={props.onMore}>
+        {props.busy ? "Loading…" : "Load more"}
+      </button>
+    </div>
+  );
 }

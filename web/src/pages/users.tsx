@@ -9,7 +9,7 @@ import { api, keyed, roleNames, when } from "../api";
 import { Role } from "../gen/fluxgate/v1/common_pb";
 import { PasswordResetService } from "../gen/fluxgate/v1/password_reset_pb";
 import { UserSchema, UserService, type RegistrationLink, type User } from "../gen/fluxgate/v1/users_pb";
-import { Alert, Dialog, ErrorAlert, Field, Secret, Select, useAction } from "../ui";
+import { Alert, Dialog, ErrorAlert, Field, FormDialog, LoadMore, Secret, Select, useAction } from "../ui";
 import { PasswordRules } from "./auth";
 
 const PAGE = 50;
@@ -147,12 +147,8 @@ export function Users() {
         </table>
       </div>
       {!load.busy && users.length === 0 && !load.error && <p>No user matches.</p>}
-      <div ref={sentinel} class="more">
-        {next && (
-          <button type="button" class="secondary" disabled={load.busy} onClick={() => void load.run(next, generation.current)}>
-            {load.busy ? "Loading…" : "Load more"}
-          </button>
-        )}
+      <div ref={sentinel}>
+        <LoadMore next={next} busy={load.busy} onMore={() => void load.run(next, generation.current)} />
       </div>
       {open?.kind === "create" && (
         <CreateUser
@@ -232,58 +228,42 @@ function CreateUser(props: { onClose: () => void; onCreated: (u: User) => void }
     );
   }
   return (
-    <Dialog title="Create user" onClose={props.onClose}>
-      <form
-        onSubmit={(e) => {
-          e.preventDefault();
-          void submit.run();
-        }}
-      >
-        <Field label="Username" name="username" value={username} onValue={setUsername} path="user.username" fields={submit.fields} required />
-        <Field label="Email" name="email" type="email" value={email} onValue={setEmail} path="user.email" fields={submit.fields} required />
-        <Field label="Full name" name="display_name" value={displayName} onValue={setDisplayName} path="user.display_name" fields={submit.fields} required />
-        <Select label="Role" name="role" value={role} onValue={setRole} options={roleOptions} />
-        <fieldset>
-          <legend>First password</legend>
+    <FormDialog title="Create user" onClose={props.onClose} action={submit} verb="Create">
+      <Field label="Username" name="username" value={username} onValue={setUsername} path="user.username" fields={submit.fields} required />
+      <Field label="Email" name="email" type="email" value={email} onValue={setEmail} path="user.email" fields={submit.fields} required />
+      <Field label="Full name" name="display_name" value={displayName} onValue={setDisplayName} path="user.display_name" fields={submit.fields} required />
+      <Select label="Role" name="role" value={role} onValue={setRole} options={roleOptions} />
+      <fieldset>
+        <legend>First password</legend>
+        <label class="choice">
+          <input type="radio" name="mode" checked={mode === "link"} onChange={() => setMode("link")} /> Send a
+          registration link: they choose it
+        </label>
+        <label class="choice">
+          <input type="radio" name="mode" checked={mode === "password"} onChange={() => setMode("password")} /> Set
+          one now
+        </label>
+      </fieldset>
+      {mode === "password" && (
+        <>
+          <Field
+            label="Initial password"
+            name="initial_password"
+            type="password"
+            autocomplete="new-password"
+            value={password}
+            onValue={setPassword}
+            fields={submit.fields}
+            required
+          />
+          <PasswordRules password={password} />
           <label class="choice">
-            <input type="radio" name="mode" checked={mode === "link"} onChange={() => setMode("link")} /> Send a
-            registration link: they choose it
+            <input type="checkbox" checked={temporary} onChange={(e) => setTemporary((e.target as HTMLInputElement).checked)} />{" "}
+            They must change it at first sign-in
           </label>
-          <label class="choice">
-            <input type="radio" name="mode" checked={mode === "password"} onChange={() => setMode("password")} /> Set
-            one now
-          </label>
-        </fieldset>
-        {mode === "password" && (
-          <>
-            <Field
-              label="Initial password"
-              name="initial_password"
-              type="password"
-              autocomplete="new-password"
-              value={password}
-              onValue={setPassword}
-              fields={submit.fields}
-              required
-            />
-            <PasswordRules password={password} />
-            <label class="choice">
-              <input type="checkbox" checked={temporary} onChange={(e) => setTemporary((e.target as HTMLInputElement).checked)} />{" "}
-              They must change it at first sign-in
-            </label>
-          </>
-        )}
-        <ErrorAlert action={submit} />
-        <div class="buttons">
-          <button type="button" class="secondary" onClick={props.onClose}>
-            Cancel
-          </button>
-          <button type="submit" disabled={submit.busy}>
-            Create
-          </button>
-        </div>
-      </form>
-    </Dialog>
+        </>
+      )}
+    </FormDialog>
   );
 }
 
@@ -316,35 +296,32 @@ function EditUser(props: { user: User; onClose: () => void; onDone: (u: User) =>
     props.onClose();
   });
   return (
-    <Dialog title={`Edit ${u.username}`} onClose={props.onClose}>
-      <form
-        onSubmit={(e) => {
-          e.preventDefault();
-          if (roleChanged && !confirming) setConfirming(true);
-          else void submit.run();
+    <FormDialog
+      title={`Edit ${u.username}`}
+      onClose={props.onClose}
+      action={submit}
+      verb={confirming ? "Confirm" : "Save"}
+      onSubmit={() => (roleChanged && !confirming ? setConfirming(true) : void submit.run())}
+    >
+      <Field label="Email" name="email" type="email" value={email} onValue={setEmail} path="user.email" fields={submit.fields} required />
+      <Field label="Full name" name="display_name" value={displayName} onValue={setDisplayName} path="user.display_name" fields={submit.fields} required />
+      <Select
+        label="Role"
+        name="role"
+        value={role}
+        onValue={(v) => {
+          setRole(v);
+          setConfirming(false);
         }}
-      >
-        <Field label="Email" name="email" type="email" value={email} onValue={setEmail} path="user.email" fields={submit.fields} required />
-        <Field label="Full name" name="display_name" value={displayName} onValue={setDisplayName} path="user.display_name" fields={submit.fields} required />
-        <Select label="Role" name="role" value={role} onValue={(v) => { setRole(v); setConfirming(false); }} options={roleOptions} />
-        <Field label="Reason (kept in the audit log)" name="reason" value={reason} onValue={setReason} fields={submit.fields} />
-        {confirming && (
-          <Alert kind="info">
-            Change {u.username}'s role from {roleNames[u.role]} to {roleNames[Number(role) as Role]}? Press Confirm to go
-            on.
-          </Alert>
-        )}
-        <ErrorAlert action={submit} />
-        <div class="buttons">
-          <button type="button" class="secondary" onClick={props.onClose}>
-            Cancel
-          </button>
-          <button type="submit" disabled={submit.busy}>
-            {confirming ? "Confirm" : "Save"}
-          </button>
-        </div>
-      </form>
-    </Dialog>
+        options={roleOptions}
+      />
+      <Field label="Reason (kept in the audit log)" name="reason" value={reason} onValue={setReason} fields={submit.fields} />
+      {confirming && (
+        <Alert kind="info">
+          Change {u.username}'s role from {roleNames[u.role]} to {roleNames[Number(role) as Role]}? Press Confirm to go on.
+        </Alert>
+      )}
+    </FormDialog>
   );
 }
 
