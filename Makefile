@@ -70,8 +70,13 @@ proto: ## Lint the protobuf contracts and regenerate the Rust code
 	$(CARGO) build -p fluxgate-proto
 
 .PHONY: bench
-bench: ## Every benchmark (engine, gRPC vs echo, logins, scale, audit, replicas) into docs/benchmarks.md
-	./scripts/bench-report.sh
+bench: $(PY_STAMP) ## Every benchmark (engine, gRPC vs echo, logins, scale, audit, replicas, console) into docs/benchmarks.md
+	VENV=$(VENV) ./scripts/bench-report.sh
+
+.PHONY: bench-console
+bench-console: $(PY_STAMP) ## The console's budgets in headless Chromium: first load, sign-in page, users page with 10,000 users
+	$(CARGO) build --release -p fluxgate-server --bin fluxgate
+	$(VENV)/bin/python scripts/bench-console.py $${CARGO_TARGET_DIR:-target}/release/fluxgate
 
 .PHONY: soak
 soak: ## Five minutes of mixed load (checks, logins, writes, approvals) on a release server; fails on any error or memory growth

@@ -39,7 +39,7 @@ def start(binary, data):
         FLUXGATE_DATABASE_URL=f"sqlite://{data}/fluxgate.db",
         FLUXGATE_BOOTSTRAP_PASSWORD=ADMIN_PASSWORD,
     )
-    p = subprocess.Popen([binary, "serve"], env=env, stdout=subprocess.PIPE, text=True)
+    p = subprocess.Popen([binary, "serve"], env=env, stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, text=True)
     for line in p.stdout:
         m = re.match(r"FluxGate listening on (\S+)", line)
         if m:

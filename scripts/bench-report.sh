@@ -75,6 +75,10 @@ run "$target/audit_scale" --backend postgres
 section "## Replicas"
 run "$target/replicas"
 
+section "## The web console (budgets: 200 KB first load, sign-in interactive under 1 s)"
+echo ">> bench-console" >&2
+"${VENV:-.venv}/bin/python" scripts/bench-console.py "$target/fluxgate" | tee -a "$tmp"
+
 mkdir -p "$(dirname "$report")"
 mv "$tmp" "$report"
 trap - EXIT

@@ -188,6 +188,93 @@ async fn grpc_web_reaches_the_services(b: Backend) {
     s.stop().await;
 }
 
+/// The browser's session: the refresh token only ever in an HttpOnly cookie, honoured only with
+/// the console's header (another site's page cannot send it).
+async fn the_refresh_token_lives_in_an_http_only_cookie(b: Backend) {
+    use fluxgate_proto::v1 as pb;
+    use tonic::Request;
+    let s = TestServer::start(b).await;
+    fn browser<T>(mut r: Request<T>) -> Request<T> {
+        r.metadata_mut()
+            .insert("x-fluxgate-session-cookie", "1".parse().unwrap());
+        r
+    }
+    let login = s
+        .auth()
+        .login(browser(Request::new(pb::LoginRequest {
+            username: "admin".into(),
+            password: ADMIN_PASSWORD.into(),
+        })))
+        .await
+        .unwrap();
+    let cookie = login
+        .metadata()
+        .get("set-cookie")
+        .unwrap()
+        .to_str()
+        .unwrap()
+        .to_owned();
+    let tokens = login.into_inner().tokens.unwrap();
+    assert!(
+        tokens.refresh_token.is_empty(),
+        "the message keeps no refresh token"
+    );
+    assert!(!tokens.access_token.is_empty());
+    for attr in [
+        "HttpOnly",
+        "SameSite=Strict",
+        "Path=/fluxgate.v1.AuthService/",
+        "Max-Age=",
+    ] {
+        assert!(cookie.contains(attr), "{cookie}");
+    }
+    let pair = cookie.split(';').next().unwrap().to_owned();
+    assert!(
+        pair.starts_with("fluxgate_refresh=") && pair.len() > 40,
+        "{pair}"
+    );
+
+    // Without the header the cookie is not a credential: a forged cross-site call gets nothing.
+    let mut forged = Request::new(pb::RefreshSessionRequest::default());
+    forged
+        .metadata_mut()
+        .insert("cookie", pair.parse().unwrap());
+    let e = s.auth().refresh_session(forged).await.unwrap_err();
+    assert_eq!(e.code(), tonic::Code::InvalidArgument, "{e:?}");
+
+    // With it, the cookie refreshes, and the new token replaces it (the old one is spent).
+    let mut refresh = browser(Request::new(pb::RefreshSessionRequest::default()));
+    refresh
+        .metadata_mut()
+        .insert("cookie", pair.parse().unwrap());
+    let r = s.auth().refresh_session(refresh).await.unwrap();
+    let next = r
+        .metadata()
+        .get("set-cookie")
+        .unwrap()
+        .to_str()
+        .unwrap()
+        .to_owned();
+    assert!(!next.starts_with(&pair), "the refresh token rotates");
+    let access = r.into_inner().tokens.unwrap().access_token;
+
+    // A gRPC client that sends no header keeps getting its token in the message, as before.
+    let plain = s.login("admin", ADMIN_PASSWORD).await;
+    assert!(!plain.tokens.unwrap().refresh_token.is_empty());
+
+    // Logout clears the cookie.
+    let mut out = browser(Request::new(pb::LogoutRequest {}));
+    out.metadata_mut()
+        .insert("authorization", format!("Bearer {access}").parse().unwrap());
+    let r = s.auth().logout(out).await.unwrap();
+    let cleared = r.metadata().get("set-cookie").unwrap().to_str().unwrap();
+    assert!(
+        cleared.starts_with("fluxgate_refresh=;") && cleared.contains("Max-Age=0"),
+        "{cleared}"
+    );
+    s.stop().await;
+}
+
 fn chromium() -> PathBuf {
     std::env::var_os("FLUXGATE_TEST_CHROMIUM")
         .map_or_else(|| PathBuf::from("/usr/bin/chromium"), PathBuf::from)
@@ -256,6 +343,7 @@ async fn every_flow_in_a_real_browser(b: Backend) {
 
 crate::both_backends!(
     the_console_is_served_locked_down,
+    the_refresh_token_lives_in_an_http_only_cookie,
     grpc_web_reaches_the_services,
     every_flow_in_a_real_browser
 );

@@ -59,6 +59,26 @@ class Grpc:
         self.catalog = catalog_pb2_grpc.CatalogServiceStub(ch)
         self.groups = groups_pb2_grpc.GroupServiceStub(ch)
         self.approvals = approvals_pb2_grpc.ApprovalServiceStub(ch)
+        from fluxgate.v1 import settings_pb2, settings_pb2_grpc
+
+        self.settings_pb = settings_pb2
+        self.settings = settings_pb2_grpc.SettingsServiceStub(ch)
+
+    def access_token_ttl(self, seconds):
+        """Sets the lifetime of new access tokens."""
+        from google.protobuf import duration_pb2, field_mask_pb2
+
+        st = self.settings_pb
+        self.settings.UpdateSettings(
+            st.UpdateSettingsRequest(
+                settings=st.Settings(
+                    name="settings",
+                    token_policy=st.TokenPolicy(access_token_ttl=duration_pb2.Duration(seconds=seconds)),
+                ),
+                update_mask=field_mask_pb2.FieldMask(paths=["token_policy.access_token_ttl"]),
+            ),
+            metadata=self.md,
+        )
 
     def login(self, username, password):
         r = self.auth.Login(self.auth_pb.LoginRequest(username=username, password=password))
@@ -176,6 +196,46 @@ class Run:
 
     # -- flows -----------------------------------------------------------------------------
 
+    def expiry_starts(self, browser):
+        """Access tokens live one minute from here on; a console stays open across the others."""
+        self.grpc.access_token_ttl(60)
+        ctx = self.context(browser)
+        page = self.page(ctx)
+        refreshes = []
+        page.on("request", lambda r: refreshes.append(time.time()) if r.url.endswith("/RefreshSession") else None)
+        self.sign_in(page, "admin", self.admin_password)
+        self.signed_in_as(page, "admin")
+        self.expiry = (ctx, page, refreshes, time.time())
+
+    def expiry_ends(self, browser):
+        """Past the first token's minute, the open console still works: it refreshed silently."""
+        ctx, page, refreshes, t0 = self.expiry
+        time.sleep(max(0.0, t0 + 65 - time.time()))
+        self.open_users(page)
+        expect(self.row(page, "admin")).to_be_visible()
+        assert any(t > t0 for t in refreshes), "no silent refresh within the token's minute"
+        ctx.close()
+
+    def keyboard_and_lockout(self, browser):
+        ctx = self.context(browser)
+        page = self.page(ctx)
+        page.goto(self.base + "/")
+        # By keyboard alone: the field has focus, Tab moves on, Enter submits.
+        expect(page.get_by_label("Username or email")).to_be_focused()
+        page.keyboard.type("lou")
+        page.keyboard.press("Tab")
+        page.keyboard.type("wrong-password")
+        page.keyboard.press("Enter")
+        expect(page.get_by_role("alert")).to_contain_text("invalid username or password")
+        # Lockout: after repeated failures the server says so, for a name nobody has too.
+        for _ in range(10):
+            page.get_by_role("button", name="Sign in").click()
+            expect(page.get_by_role("button", name="Sign in")).to_be_enabled()
+            if "too many failed" in page.get_by_role("alert").inner_text():
+                break
+        expect(page.get_by_role("alert")).to_contain_text("too many failed login attempts")
+        ctx.close()
+
     def headers_and_sign_in(self, browser):
         ctx = self.context(browser)
         page = self.page(ctx)
@@ -292,6 +352,20 @@ class Run:
         page.get_by_role("button", name="Change password").click()
         expect(page.get_by_role("heading", name="Sign in to FluxGate")).to_be_visible()
         expect(page.get_by_role("status")).to_contain_text("Your session has ended")
+
+        # Reactivated, she is back; a registration link is no longer hers to get; an admin cannot
+        # deactivate themselves (disabled here, refused by the server anyway).
+        self.row(admin, "rita").get_by_role("button", name="Reactivate").click()
+        admin.get_by_role("dialog").get_by_role("button", name="Reactivate").click()
+        expect(self.row(admin, "rita").locator("td").nth(4)).to_have_text("Active")
+        expect(self.row(admin, "admin").get_by_role("button", name="Deactivate")).to_be_disabled()
+        self.row(admin, "rita").get_by_role("button", name="Reset password").click()
+        r = admin.get_by_role("dialog")
+        r.get_by_role("button", name="New registration link").click()
+        expect(r.get_by_role("alert")).to_contain_text("already set a password")
+        r.get_by_role("button", name="Cancel").click()
+        self.sign_in(page, "rita", STRONG)
+        self.signed_in_as(page, "rita")
         ctx.close()
         admin_ctx.close()
 
@@ -535,6 +609,51 @@ class Run:
         assert rhea.locator("img[src=x]").count() == 0
         ci.join(30)
         assert seen and seen[-1] == g.ap.CHANGE_REQUEST_STATE_APPROVED, seen
+
+        # The submitter cancels a second request; a Team Admin overrides a third.
+        def submit(title):
+            rhea.goto(self.base + "/changes?tab=mine")
+            rhea.get_by_role("button", name="Submit a change").click()
+            d = rhea.get_by_role("dialog")
+            d.get_by_label("Feature key").fill("OTHER_FLAG")
+            d.get_by_label("Title").fill(title)
+            d.get_by_role("button", name="Submit").click()
+            expect(rhea.get_by_role("heading", name=title)).to_be_visible()
+            return rhea.url
+
+        submit("Try something")
+        rhea.get_by_label("Comment (or reason)").fill("not needed after all")
+        rhea.get_by_role("button", name="Cancel request").click()
+        expect(rhea.get_by_test_id("state")).to_have_text("Cancelled")
+
+        admin.goto(self.base + "/catalog")
+        admin.get_by_role("button", name="Payments", exact=True).click()
+        admin.get_by_role("button", name="Checkout", exact=True).click()
+        admin.get_by_role("button", name="Approval policy of Production").click()
+        pol = admin.get_by_role("dialog")
+        pol.get_by_label("A Team Admin may override").check()
+        pol.get_by_role("button", name="Save policy").click()
+        expect(pol.get_by_role("status")).to_contain_text("Policy saved")
+        url = submit("Urgent fix")
+        admin.goto(url)
+        admin.get_by_label("Comment (or reason)").fill("incident 42: cannot wait")
+        admin.get_by_role("button", name="Override").click()
+        expect(admin.get_by_test_id("state")).to_have_text("Approved")
+        expect(admin.get_by_role("status").first).to_contain_text("incident 42")
+        expect(rhea.get_by_test_id("state")).to_have_text("Approved")
+
+        # A reviewer rejects, with the reason shown to the submitter.
+        url = submit("Risky change")
+        c = self.context(browser)
+        p = self.page(c)
+        self.sign_in(p, "alice", STRONG)
+        self.signed_in_as(p, "alice")
+        p.goto(url)
+        p.get_by_label("Comment (or reason)").fill("needs a rollout plan")
+        p.get_by_role("button", name="Reject").click()
+        expect(rhea.get_by_test_id("state")).to_have_text("Rejected")
+        expect(rhea.locator("blockquote").first).to_have_text("needs a rollout plan")
+        c.close()
         assert not self.alerts, self.alerts
         rctx.close()
         admin_ctx.close()
@@ -634,7 +753,16 @@ class Run:
         self.accessible(page, "users-390")
         self.shot(page, "users-390")
         overflow = page.evaluate("() => document.documentElement.scrollWidth")
-        assert overflow <= 390, f"the page is {overflow}px wide at 390px"
+        assert overflow <= 390, f"/users is {overflow}px wide at 390px"
+        wide = (("/changes?tab=all", "changes-390"), ("/catalog", "catalog-390"), ("/groups", "groups-390"), ("/activity", "activity-390"))
+        for path, name in wide:
+            page.goto(self.base + path)
+            expect(page.get_by_role("heading", level=1)).to_be_visible()
+            page.wait_for_load_state("networkidle")
+            self.accessible(page, name)
+            overflow = page.evaluate("() => document.documentElement.scrollWidth")
+            assert overflow <= 390, f"{path} is {overflow}px wide at 390px"
+        self.shot(page, "activity-390")
         ctx.close()
 
 
@@ -644,14 +772,17 @@ def main():
     run = Run(base, addr, admin_password, shots)
     with sync_playwright() as p:
         browser = p.chromium.launch(executable_path=CHROMIUM, args=ARGS)
+        run.expiry_starts(browser)
         flows = [
             run.headers_and_sign_in,
+            run.keyboard_and_lockout,
             run.registration,
             run.forgotten_password,
             run.forced_change_and_admin_actions,
             run.approvals,
             run.admin_pages,
             run.small_screen,
+            run.expiry_ends,
         ]
         for flow in flows:
             print(f"console: {flow.__name__}", flush=True)

@@ -5,7 +5,7 @@ import { useEffect, useRef, useState } from "preact/hooks";
 import { create } from "@bufbuild/protobuf";
 import { FieldMaskSchema } from "@bufbuild/protobuf/wkt";
 
-import { api, keyed, roleNames, when } from "../api";
+import { api, currentSession, keyed, roleNames, when } from "../api";
 import { Role } from "../gen/fluxgate/v1/common_pb";
 import { PasswordResetService } from "../gen/fluxgate/v1/password_reset_pb";
 import { UserSchema, UserService, type RegistrationLink, type User } from "../gen/fluxgate/v1/users_pb";
@@ -28,7 +28,11 @@ type Open =
   | { kind: "delete"; user: User }
   | null;
 
+/** Why one's own row cannot be deactivated or deleted (the server refuses it too). */
+const selfRefused = "A Team Admin cannot deactivate or delete themselves";
+
 export function Users() {
+  const me = currentSession()?.user.name;
   const [query, setQuery] = useState("");
   const [role, setRole] = useState("");
   const [state, setState] = useState("");
@@ -133,11 +137,23 @@ export function Users() {
                   <button type="button" class="secondary" onClick={() => setOpen({ kind: "reset", user: u })}>
                     Reset password<span class="sr-only"> of {u.username}</span>
                   </button>
-                  <button type="button" class="secondary" onClick={() => setOpen({ kind: "state", user: u })}>
+                  <button
+                    type="button"
+                    class="secondary"
+                    disabled={u.name === me}
+                    title={u.name === me ? selfRefused : undefined}
+                    onClick={() => setOpen({ kind: "state", user: u })}
+                  >
                     {u.active ? "Deactivate" : "Reactivate"}
                     <span class="sr-only"> {u.username}</span>
                   </button>
-                  <button type="button" class="danger" onClick={() => setOpen({ kind: "delete", user: u })}>
+                  <button
+                    type="button"
+                    class="danger"
+                    disabled={u.name === me}
+                    title={u.name === me ? selfRefused : undefined}
+                    onClick={() => setOpen({ kind: "delete", user: u })}
+                  >
                     Delete<span class="sr-only"> {u.username}</span>
                   </button>
                 </td>
@@ -327,10 +343,16 @@ function EditUser(props: { user: User; onClose: () => void; onDone: (u: User) =>
 
 function ResetUser(props: { user: User; onClose: () => void; onDone: (u: User) => void }) {
   const [temporary, setTemporary] = useState("");
+  const [link, setLink] = useState<RegistrationLink | null>(null);
   const submit = useAction(async (key: string) => {
     const r = await api(PasswordResetService).resetUserPassword({ name: props.user.name, etag: props.user.etag }, keyed(key));
     setTemporary(r.temporaryPassword);
     if (r.user) props.onDone(r.user);
+  });
+  // For someone who never chose a password: a new registration link (the old one stops working).
+  const issue = useAction(async (key: string) => {
+    const r = await api(PasswordResetService).issueRegistrationLink({ name: props.user.name }, keyed(key));
+    setLink(r.registrationLink ?? null);
   });
   return (
     <Dialog title={`Reset the password of ${props.user.username}`} onClose={props.onClose}>
@@ -339,18 +361,32 @@ function ResetUser(props: { user: User; onClose: () => void; onDone: (u: User) =
           <p>Give them this temporary password. It is shown only now; they must change it at their next sign-in.</p>
           <Secret label="Temporary password" value={temporary} />
         </>
+      ) : link ? (
+        <>
+          <p>Share this new registration link (it was emailed too); it works once, until {when(link.expireTime)}.</p>
+          <Secret label="Registration link" value={link.url} />
+        </>
       ) : (
-        <p>Their sessions end now and they get a temporary password, shown once.</p>
+        <p>
+          Their sessions end now and they get a temporary password, shown once. Someone who never chose a password can
+          get a new registration link instead.
+        </p>
       )}
       <ErrorAlert action={submit} />
+      <ErrorAlert action={issue} />
       <div class="buttons">
         <button type="button" class="secondary" onClick={props.onClose}>
-          {temporary ? "Done" : "Cancel"}
+          {temporary || link ? "Done" : "Cancel"}
         </button>
-        {!temporary && (
-          <button type="button" disabled={submit.busy} onClick={() => void submit.run()}>
-            Reset password
-          </button>
+        {!temporary && !link && (
+          <>
+            <button type="button" class="secondary" disabled={issue.busy} onClick={() => void issue.run()}>
+              New registration link
+            </button>
+            <button type="button" disabled={submit.busy} onClick={() => void submit.run()}>
+              Reset password
+            </button>
+          </>
         )}
       </div>
     </Dialog>
