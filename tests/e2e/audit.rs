@@ -405,6 +405,7 @@ async fn concurrent_writers_keep_one_valid_chain(b: Backend) {
                 .login(pb::LoginRequest {
                     username: format!("ghost{i}"),
                     password: "Nope-nope-1".into(),
+                    ..Default::default()
                 })
                 .await;
             assert_eq!(r.unwrap_err().code(), Code::Unauthenticated);

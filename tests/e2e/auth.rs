@@ -41,6 +41,7 @@ async fn unknown_user_and_wrong_password_look_the_same(b: Backend) {
         .login(pb::LoginRequest {
             username: ADMIN.into(),
             password: "Wrong-pass-1".into(),
+            ..Default::default()
         })
         .await
         .unwrap_err();
@@ -48,6 +49,7 @@ async fn unknown_user_and_wrong_password_look_the_same(b: Backend) {
         .login(pb::LoginRequest {
             username: "nobody".into(),
             password: "Wrong-pass-1".into(),
+            ..Default::default()
         })
         .await
         .unwrap_err();
@@ -96,6 +98,7 @@ async fn lockout_after_repeated_failures(b: Backend) {
                 .login(pb::LoginRequest {
                     username: name.into(),
                     password: "Nope-nope-1".into(),
+                    ..Default::default()
                 })
                 .await;
             expect_code(r, Code::Unauthenticated);
@@ -105,6 +108,7 @@ async fn lockout_after_repeated_failures(b: Backend) {
             .login(pb::LoginRequest {
                 username: name.into(),
                 password: PW.into(),
+                ..Default::default()
             })
             .await;
         let st = expect_code(r, Code::ResourceExhausted);
@@ -120,6 +124,7 @@ async fn lockout_after_repeated_failures(b: Backend) {
             .login(pb::LoginRequest {
                 username: "lou".into(),
                 password: PW.into(),
+                ..Default::default()
             })
             .await;
         expect_code(r, Code::ResourceExhausted);
@@ -450,6 +455,7 @@ async fn change_password_revokes_every_session(b: Backend) {
         auth.login(pb::LoginRequest {
             username: ADMIN.into(),
             password: ADMIN_PASSWORD.into(),
+            ..Default::default()
         })
         .await,
         Code::Unauthenticated,
@@ -580,6 +586,7 @@ async fn role_changes_and_deactivation_apply_to_issued_tokens(b: Backend) {
             .login(pb::LoginRequest {
                 username: "bea".into(),
                 password: PW.into(),
+                ..Default::default()
             })
             .await,
         Code::Unauthenticated,

@@ -131,6 +131,10 @@ fn req<T>(msg: T, a: &Auth) -> Request<T> {
 /// The RPCs that change state: each must write exactly one audit event when it succeeds.
 const WRITES: &[&str] = &[
     "Login",
+    "BeginTotpEnrollment",
+    "ConfirmTotpEnrollment",
+    "RemoveSecondFactor",
+    "RemoveOthersSecondFactor",
     "RefreshSession",
     "Logout",
     "ChangePassword",
@@ -489,7 +493,8 @@ fn table() -> Vec<(&'static str, Access, Call)> {
                 .login(req(
                     pb::LoginRequest {
                         username: ADMIN.into(),
-                        password: ADMIN_PASSWORD.into()
+                        password: ADMIN_PASSWORD.into(),
+                        ..Default::default()
                     },
                     &Auth { token: None, ..t }
                 ))
@@ -504,6 +509,7 @@ fn table() -> Vec<(&'static str, Access, Call)> {
                     .login(pb::LoginRequest {
                         username: ADMIN.into(),
                         password: ADMIN_PASSWORD.into(),
+                        ..Default::default()
                     })
                     .await?
                     .into_inner();
@@ -529,6 +535,56 @@ fn table() -> Vec<(&'static str, Access, Call)> {
             "WhoAmI",
             Access::Session,
             call!(|f, t| f.auth().who_am_i(req(pb::WhoAmIRequest {}, &t)).await),
+        ),
+        (
+            "GetSecondFactor",
+            Access::Session,
+            call!(|f, t| f
+                .auth()
+                .get_second_factor(req(pb::GetSecondFactorRequest {}, &t))
+                .await),
+        ),
+        (
+            "BeginTotpEnrollment",
+            Access::Session,
+            call!(|f, t| f
+                .auth()
+                .begin_totp_enrollment(req(pb::BeginTotpEnrollmentRequest {}, &t))
+                .await),
+        ),
+        (
+            "ConfirmTotpEnrollment",
+            Access::Session,
+            call!(|f, t| f
+                .auth()
+                .confirm_totp_enrollment(req(
+                    pb::ConfirmTotpEnrollmentRequest {
+                        code: "000000".into()
+                    },
+                    &t
+                ))
+                .await),
+        ),
+        (
+            "RemoveSecondFactor",
+            Access::Session,
+            call!(|f, t| f
+                .auth()
+                .remove_second_factor(req(pb::RemoveSecondFactorRequest::default(), &t))
+                .await),
+        ),
+        (
+            "RemoveOthersSecondFactor",
+            Access::TeamAdmin,
+            call!(|f, t| f
+                .auth()
+                .remove_second_factor(req(
+                    pb::RemoveSecondFactorRequest {
+                        user: f.other_user.clone()
+                    },
+                    &t
+                ))
+                .await),
         ),
         (
             "Logout",
@@ -1817,7 +1873,7 @@ async fn every_rpc_against_every_caller(b: Backend) {
     let mut failures = Vec::new();
     let mut ok = 0;
     let table = table();
-    assert!(table.len() >= 79, "every RPC is in the table");
+    assert!(table.len() >= 84, "every RPC is in the table");
     for (name, access, call) in &table {
         for caller in CALLERS {
             // A fresh session per call, since some calls (Logout) end it.

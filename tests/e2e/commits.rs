@@ -70,6 +70,7 @@ async fn a_failed_sync_after_commit_still_answers_success(b: Backend) {
             .login(pb::LoginRequest {
                 username: "rita".into(),
                 password: "Someone-pw-123".into(),
+                ..Default::default()
             })
             .await;
         if l.is_err() {

@@ -204,6 +204,7 @@ async fn the_refresh_token_lives_in_an_http_only_cookie(b: Backend) {
         .login(browser(Request::new(pb::LoginRequest {
             username: "admin".into(),
             password: ADMIN_PASSWORD.into(),
+            ..Default::default()
         })))
         .await
         .unwrap();

@@ -330,6 +330,7 @@ impl TestServer {
             .login(pb::LoginRequest {
                 username: username.into(),
                 password: password.into(),
+                ..Default::default()
             })
             .await
             .unwrap_or_else(|s| panic!("login {username}: {s:?}"))
@@ -343,6 +344,32 @@ impl TestServer {
             .tokens
             .unwrap()
             .access_token
+    }
+
+    /// Every audit event's action and detail, oldest first (as a Team Admin's `token`).
+    pub async fn audit_actions(&self, token: &str) -> Vec<(String, String)> {
+        let mut out = Vec::new();
+        let mut page_token = String::new();
+        loop {
+            let r = self
+                .audit()
+                .list_audit_events(authed(
+                    pb::ListAuditEventsRequest {
+                        page_size: 1000,
+                        page_token: page_token.clone(),
+                        ..Default::default()
+                    },
+                    token,
+                ))
+                .await
+                .unwrap()
+                .into_inner();
+            out.extend(r.events.into_iter().map(|e| (e.action, e.detail)));
+            if r.next_page_token.is_empty() {
+                return out;
+            }
+            page_token = r.next_page_token;
+        }
     }
 
     /// Creates a user (as `token`) and returns it.

@@ -394,6 +394,7 @@ async fn replies_are_sealed_and_replays_reauthorized(b: Backend) {
     let mut keyed_login = Request::new(pb::LoginRequest {
         username: "tess".into(),
         password: "Second-admin-1".into(),
+        ..Default::default()
     });
     keyed_login
         .metadata_mut()

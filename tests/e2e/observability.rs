@@ -26,6 +26,7 @@ async fn metrics_count_calls_logins_and_lockouts(b: Backend) {
             auth.login(pb::LoginRequest {
                 username: "lou".into(),
                 password: "Wrong-pass-1".into(),
+                ..Default::default()
             })
             .await,
             expected,
@@ -35,6 +36,7 @@ async fn metrics_count_calls_logins_and_lockouts(b: Backend) {
         auth.login(pb::LoginRequest {
             username: String::new(),
             password: "x".into(),
+            ..Default::default()
         })
         .await,
         Code::InvalidArgument,

@@ -143,6 +143,7 @@ async fn self_service_reset_over_smtp(b: Backend) {
             .login(pb::LoginRequest {
                 username: "ada".into(),
                 password: PW.into(),
+                ..Default::default()
             })
             .await,
         Code::Unauthenticated,
@@ -379,6 +380,7 @@ async fn registration_links(b: Backend) {
             .login(pb::LoginRequest {
                 username: "fay".into(),
                 password: "anything-1A".into(),
+                ..Default::default()
             })
             .await,
         Code::Unauthenticated,

@@ -37,6 +37,7 @@ async fn login(ch: Channel) -> Result<(), tonic::Status> {
         .login(pb::LoginRequest {
             username: ADMIN.into(),
             password: ADMIN_PASSWORD.into(),
+            ..Default::default()
         })
         .await
         .map(|_| ())

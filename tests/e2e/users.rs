@@ -154,6 +154,7 @@ async fn lifecycle_create_get_update_deactivate_reactivate_delete(b: Backend) {
             .login(pb::LoginRequest {
                 username: "dora".into(),
                 password: PW.into(),
+                ..Default::default()
             })
             .await,
         Code::Unauthenticated,
@@ -688,6 +689,7 @@ async fn one_spelling_per_identity(b: Backend) {
         .login(pb::LoginRequest {
             username: nfd.into(),
             password: PW.into(),
+            ..Default::default()
         })
         .await
         .unwrap()

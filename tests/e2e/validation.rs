@@ -48,6 +48,7 @@ async fn every_rpc_validates_its_input(b: Backend) {
         auth.login(pb::LoginRequest {
             username: String::new(),
             password: ok_pw.clone(),
+            ..Default::default()
         })
         .await,
         "username",
@@ -56,6 +57,7 @@ async fn every_rpc_validates_its_input(b: Backend) {
         auth.login(pb::LoginRequest {
             username: "vic".into(),
             password: String::new(),
+            ..Default::default()
         })
         .await,
         "password",
@@ -64,6 +66,7 @@ async fn every_rpc_validates_its_input(b: Backend) {
         auth.login(pb::LoginRequest {
             username: long.clone(),
             password: ok_pw.clone(),
+            ..Default::default()
         })
         .await,
         "username",
@@ -72,6 +75,7 @@ async fn every_rpc_validates_its_input(b: Backend) {
         auth.login(pb::LoginRequest {
             username: "vic".into(),
             password: long.clone(),
+            ..Default::default()
         })
         .await,
         "password",
@@ -80,6 +84,7 @@ async fn every_rpc_validates_its_input(b: Backend) {
         auth.login(pb::LoginRequest {
             username: "a\u{0}b".into(),
             password: ok_pw.clone(),
+            ..Default::default()
         })
         .await,
         "username",

@@ -36,6 +36,20 @@ STRONGER = "Even-Sturdier-Passw0rd-7"
 expect.set_options(timeout=10_000)
 
 
+def totp(secret, offset_steps=0):
+    """The RFC 6238 code (SHA-1, 6 digits, 30 s) of a base32 secret, `offset_steps` from now."""
+    import base64
+    import hashlib
+    import hmac
+    import struct
+
+    key = base64.b32decode(secret + "=" * (-len(secret) % 8))
+    step = int(time.time()) // 30 + offset_steps
+    digest = hmac.new(key, struct.pack(">Q", step), hashlib.sha1).digest()
+    o = digest[-1] & 0x0F
+    return "%06d" % ((struct.unpack(">I", digest[o : o + 4])[0] & 0x7FFFFFFF) % 1_000_000)
+
+
 class Grpc:
     """The API over gRPC as a Team Admin: the outbox (the links users get) and set-up."""
 
@@ -740,6 +754,64 @@ class Run:
         expect(r.get_by_role("alert").first).to_contain_text("denied")
         rctx.close()
 
+    def two_step_sign_in(self, browser):
+        g = self.grpc
+        g.user("tess", g.common.ROLE_REQUESTER, STRONG)
+        ctx = self.context(browser)
+        page = self.page(ctx)
+        self.sign_in(page, "tess", STRONG)
+        self.signed_in_as(page, "tess")
+        page.get_by_role("navigation", name="Main").get_by_role("link", name="My account").click()
+        expect(page.get_by_test_id("second-factor-status")).to_contain_text("Off")
+        page.get_by_role("button", name="Set up two-step sign-in").click()
+        expect(page.get_by_role("img", name="QR code for your authenticator app")).to_be_visible()
+        secret = page.get_by_test_id("secret").inner_text()
+        self.accessible(page, "two-step-setup")
+        self.shot(page, "two-step-setup")
+        page.get_by_label("Code from the app").fill(totp(secret))
+        page.get_by_role("button", name="Turn on").click()
+        expect(page.get_by_test_id("second-factor-status")).to_contain_text("10 recovery codes left")
+        recovery = page.get_by_test_id("secret").inner_text().split()
+        assert len(recovery) == 10, recovery
+
+        # Signing in now asks for the code; the next step's code (the first one is used up).
+        page.get_by_role("button", name="Sign out").click()
+        page.get_by_label("Username or email").fill("tess")
+        page.get_by_label("Password", exact=True).fill(STRONG)
+        page.get_by_role("button", name="Sign in").click()
+        code = page.get_by_label("Authentication code")
+        expect(code).to_be_visible()
+        self.accessible(page, "sign-in-code")
+        code.fill(totp(secret, 1))
+        page.get_by_role("button", name="Sign in").click()
+        self.signed_in_as(page, "tess")
+
+        # A recovery code, once.
+        page.get_by_role("button", name="Sign out").click()
+        page.get_by_label("Username or email").fill("tess")
+        page.get_by_label("Password", exact=True).fill(STRONG)
+        page.get_by_role("button", name="Sign in").click()
+        page.get_by_label("Authentication code").fill(recovery[0])
+        page.get_by_role("button", name="Sign in").click()
+        self.signed_in_as(page, "tess")
+        ctx.close()
+
+        # The authenticator is lost: a Team Admin turns the factor off.
+        actx = self.context(browser)
+        admin = self.page(actx)
+        self.sign_in(admin, "admin", self.admin_password)
+        self.open_users(admin)
+        self.row(admin, "tess").get_by_role("button", name="Reset password").click()
+        d = admin.get_by_role("dialog")
+        d.get_by_role("button", name="Turn off two-step sign-in").click()
+        expect(d.get_by_role("status")).to_contain_text("Two-step sign-in is off for tess")
+        actx.close()
+        ctx = self.context(browser)
+        page = self.page(ctx)
+        self.sign_in(page, "tess", STRONG)
+        self.signed_in_as(page, "tess")
+        ctx.close()
+
     def small_screen(self, browser):
         ctx = self.context(browser, width=390)
         page = self.page(ctx)
@@ -781,6 +853,7 @@ def main():
             run.forced_change_and_admin_actions,
             run.approvals,
             run.admin_pages,
+            run.two_step_sign_in,
             run.small_screen,
             run.expiry_ends,
         ]

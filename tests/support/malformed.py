@@ -624,6 +624,10 @@ def main():
         "Logout": ({}, "victim"),
         "ChangePassword": ({"currentPassword": "Wrong-pass-123", "newPassword": "Another-pass-456"}, "victim"),
         "WhoAmI": ({}, "admin"),
+        "GetSecondFactor": ({}, "admin"),
+        "BeginTotpEnrollment": ({}, "victim"),
+        "ConfirmTotpEnrollment": ({"code": "123456"}, "victim"),
+        "RemoveSecondFactor": ({"user": mallory.name}, "admin"),
         "CreateUser": ({"user": {"username": "mallory", "email": "mallory2@example.com", "displayName": "M", "role": "ROLE_REQUESTER"}, "initialPassword": PASSWORD}, "admin"),
         "GetUser": ({"name": mallory.name}, "admin"),
         "ListUsers": ({"pageSize": 10}, "admin"),
@@ -715,7 +719,7 @@ def main():
     # Fields whose value a refused call may still record (a failed login counts towards lockout).
     CREDENTIALS = {"Login.username", "Login.password", "ChangePassword.current_password"}
     # An empty request is a valid one for these (every field optional).
-    EMPTY_OK = {"WhoAmI", "ListUsers", "GetPasswordPolicy", "ListPortfolios", "VerifyAuditChain", "ListAuditEvents", "ExportAuditEvents", "GetActivityReport", "ListChangeRequests", "GetApprovalMetrics", "ListEmails", "Logout", "ListServiceAccounts", "GetSettings"}
+    EMPTY_OK = {"WhoAmI", "GetSecondFactor", "BeginTotpEnrollment", "RemoveSecondFactor", "ListUsers", "GetPasswordPolicy", "ListPortfolios", "VerifyAuditChain", "ListAuditEvents", "ExportAuditEvents", "GetActivityReport", "ListChangeRequests", "GetApprovalMetrics", "ListEmails", "Logout", "ListServiceAccounts", "GetSettings"}
 
     cases = []
 

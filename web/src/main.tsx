@@ -16,6 +16,7 @@ import {
 } from "./api";
 import { AuthService } from "./gen/fluxgate/v1/auth_pb";
 import { ChangePassword, ForgotPassword, Register, ResetPassword, SignIn } from "./pages/auth";
+import { Account } from "./pages/account";
 import { Activity, Audit } from "./pages/audit";
 import { Catalog } from "./pages/catalog";
 import { ChangeDetail, Changes } from "./pages/changes";
@@ -50,7 +51,7 @@ const ROUTES: Route[] = [
   { path: "/activity", label: "Activity", page: Activity },
   { path: "/settings", label: "Settings", page: Settings, admin: true },
   { path: "/outbox", label: "Outbox", page: Outbox, admin: true },
-  { path: "/account", label: "My account", page: () => <ChangePassword forced={false} onDone={() => undefined} /> },
+  { path: "/account", label: "My account", page: Account },
 ];
 
 /** The menu: what the role can use. A page left out can still be opened by its address; the server refuses. */

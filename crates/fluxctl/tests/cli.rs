@@ -490,7 +490,91 @@ fn passwords_keys_and_policy(b: Backend) {
     assert!(shown.ok().contains("required approvals:  2"), "{shown:?}");
 }
 
+/// A Team Admin with two-step sign-in: `fluxctl login` needs `--code` (or
+/// FLUXGATE_SECOND_FACTOR_CODE), and says so when it is missing.
+fn login_with_a_second_factor(b: Backend) {
+    use fluxgate_proto::v1 as pb;
+    use fluxgate_proto::v1::auth_service_client::AuthServiceClient;
+    let server = TestServer::start(b);
+    let url = server.url.clone();
+    // Enrol over gRPC: fluxctl has no enrolment command (the console and the API do).
+    let secret = tokio::runtime::Runtime::new()
+        .unwrap()
+        .block_on(async move {
+            let mut auth = AuthServiceClient::connect(url).await.unwrap();
+            let login = pb::LoginRequest {
+                username: ADMIN.into(),
+                password: ADMIN_PASSWORD.into(),
+                ..Default::default()
+            };
+            let token = auth
+                .login(login)
+                .await
+                .unwrap()
+                .into_inner()
+                .tokens
+                .unwrap()
+                .access_token;
+            let with = |msg| {
+                let mut r = tonic::Request::new(msg);
+                let v = format!("Bearer {token}").parse().unwrap();
+                r.metadata_mut().insert("authorization", v);
+                r
+            };
+            let e = auth
+                .begin_totp_enrollment(with(pb::BeginTotpEnrollmentRequest {}))
+                .await
+                .unwrap()
+                .into_inner();
+            let confirm = pb::ConfirmTotpEnrollmentRequest {
+                code: totp(&e.secret, 0),
+            };
+            let mut r = tonic::Request::new(confirm);
+            let v = format!("Bearer {token}").parse().unwrap();
+            r.metadata_mut().insert("authorization", v);
+            auth.confirm_totp_enrollment(r).await.unwrap();
+            e.secret
+        });
+    let dir = tempfile::tempdir().unwrap();
+    let admin = Operator::new(&server.url, dir.path(), "admin");
+    let out = admin.login(ADMIN, ADMIN_PASSWORD);
+    assert_ne!(out.code, 0, "{out:?}");
+    assert!(
+        out.stderr.contains("second-factor code is required"),
+        "{out:?}"
+    );
+    let code = totp(&secret, 1);
+    let out = admin.run_with_stdin(
+        &["login", ADMIN, "--password-stdin", "--code", &code],
+        &format!("{ADMIN_PASSWORD}\n"),
+    );
+    assert!(out.ok().contains("Logged in"), "{out:?}");
+    admin.run(&["whoami"]).ok();
+    // The same code again is refused, like a wrong password.
+    let again = admin.run_with_stdin(
+        &["login", ADMIN, "--password-stdin", "--code", &code],
+        &format!("{ADMIN_PASSWORD}\n"),
+    );
+    assert_ne!(again.code, 0, "{again:?}");
+    assert!(
+        again.stderr.contains("invalid username or password"),
+        "{again:?}"
+    );
+}
+
+/// The TOTP code of a base32 secret, `steps` from now.
+fn totp(secret: &str, steps: u64) -> String {
+    let bytes = base32::decode(base32::Alphabet::Rfc4648 { padding: false }, secret).unwrap();
+    let now = SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .unwrap()
+        .as_secs();
+    totp_rs::TOTP::new_unchecked(totp_rs::Algorithm::SHA1, 6, 1, 30, bytes)
+        .generate(now + steps * 30)
+}
+
 crate::both_backends!(
+    login_with_a_second_factor,
     session_lifecycle_and_refresh,
     administration_and_exit_codes,
     change_request_through_approval_and_audit_export,

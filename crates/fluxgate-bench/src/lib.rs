@@ -73,6 +73,7 @@ pub mod support {
             .login(pb::LoginRequest {
                 username: "admin".into(),
                 password: ADMIN_PASSWORD.into(),
+                ..Default::default()
             })
             .await?
             .into_inner()
@@ -240,6 +241,7 @@ pub mod support {
             .login(pb::LoginRequest {
                 username: "loader".into(),
                 password: "Loader-pass-12".into(),
+                ..Default::default()
             })
             .await?
             .into_inner()

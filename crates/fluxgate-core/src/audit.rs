@@ -41,6 +41,9 @@ pub enum AuditAction {
     ServiceAccountKeyCreated,
     ServiceAccountKeyRotated,
     ServiceAccountKeyRevoked,
+    SecondFactorEnrolmentStarted,
+    SecondFactorEnabled,
+    SecondFactorRemoved,
     SettingsUpdated,
     UserCreated,
     UserUpdated,
@@ -55,7 +58,7 @@ pub enum AuditAction {
 }
 
 impl AuditAction {
-    pub const ALL: [AuditAction; 46] = [
+    pub const ALL: [AuditAction; 49] = [
         AuditAction::ApprovalPolicyUpdated,
         AuditAction::AuthLogin,
         AuditAction::AuthLogout,
@@ -102,6 +105,9 @@ impl AuditAction {
         AuditAction::UserPasswordResetByAdmin,
         AuditAction::UserRegistrationLinkIssued,
         AuditAction::UserRegistered,
+        AuditAction::SecondFactorEnrolmentStarted,
+        AuditAction::SecondFactorEnabled,
+        AuditAction::SecondFactorRemoved,
     ];
 
     pub fn as_str(self) -> &'static str {
@@ -152,6 +158,9 @@ impl AuditAction {
             AuditAction::UserPasswordResetByAdmin => "user.password_reset_by_admin",
             AuditAction::UserRegistrationLinkIssued => "user.registration_link_issued",
             AuditAction::UserRegistered => "user.registered",
+            AuditAction::SecondFactorEnrolmentStarted => "user.second_factor_enrolment_started",
+            AuditAction::SecondFactorEnabled => "user.second_factor_enabled",
+            AuditAction::SecondFactorRemoved => "user.second_factor_removed",
         }
     }
 

@@ -103,6 +103,8 @@ pub struct CompleteLogin {
     /// A new hash of the same password, when the hashing parameters changed.
     pub new_hash: Option<String>,
     pub refresh_ttl_secs: u64,
+    /// The second-factor code sent with the password, if any ([`crate::second_factor`]).
+    pub second_factor: Option<String>,
 }
 
 impl Command for CompleteLogin {
@@ -117,6 +119,7 @@ impl Command for CompleteLogin {
         if !current.as_ref().is_some_and(same) {
             return Err(Refusal::BadCredentials.into());
         }
+        let factor = crate::second_factor::verify(tx, self.user, self.second_factor.as_deref())?;
         throttle::clear(tx.conn, &self.subject)?;
         if let Some(h) = &self.new_hash {
             users::set_password_hash(tx.conn, self.user, h)?;
@@ -135,7 +138,15 @@ impl Command for CompleteLogin {
             "user",
             Some(format!("users/{}", self.user)),
         );
-        e.detail = Some(format!("session {}", issued.session_id));
+        e.detail = Some(match factor {
+            crate::second_factor::Verified::NotNeeded => format!("session {}", issued.session_id),
+            crate::second_factor::Verified::Totp => {
+                format!("session {}, with a TOTP code", issued.session_id)
+            }
+            crate::second_factor::Verified::RecoveryCode => {
+                format!("session {}, with a recovery code", issued.session_id)
+            }
+        });
         audit::append(tx.conn, e, tx.now)?;
         Ok((issued, user))
     }

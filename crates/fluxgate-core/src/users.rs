@@ -67,7 +67,7 @@ pub fn find(conn: &mut DbConnection, r: &UserRef) -> Result<User> {
     found.ok_or_else(|| Error::not_found("user"))
 }
 
-fn is_self(cx: &Ctx<'_>, r: &UserRef) -> Result<bool> {
+pub(crate) fn is_self(cx: &Ctx<'_>, r: &UserRef) -> Result<bool> {
     let p = cx.actor()?;
     Ok(match r {
         UserRef::Id(id) => p.user_id() == Some(*id),

@@ -131,6 +131,18 @@ pub enum Refusal {
     BadCredentials,
     #[error("only users logged in with a session can do this; service accounts use API keys")]
     NotASession,
+    #[error(
+        "a second-factor code is required: send the code of your authenticator app or a recovery code"
+    )]
+    SecondFactorRequired,
+    #[error("a second factor is already set up: remove it before enrolling again")]
+    SecondFactorEnrolled,
+    #[error("no second-factor enrolment is pending: begin one first")]
+    NoPendingEnrolment,
+    #[error("the code does not match: enter the current code of your authenticator app")]
+    WrongEnrolmentCode,
+    #[error("the user has no second factor")]
+    NoSecondFactor,
     #[error("the password changed meanwhile: log in again")]
     PasswordChangedMeanwhile,
 }
@@ -181,7 +193,12 @@ impl Refusal {
             | Refusal::AlreadyHasPassword
             | Refusal::UserDeactivated
             | Refusal::PasswordAlreadySet
-            | Refusal::NotASession => RefusalKind::Precondition,
+            | Refusal::NotASession
+            | Refusal::SecondFactorRequired
+            | Refusal::SecondFactorEnrolled
+            | Refusal::NoPendingEnrolment
+            | Refusal::NoSecondFactor
+            | Refusal::WrongEnrolmentCode => RefusalKind::Precondition,
             Refusal::NameTaken { .. }
             | Refusal::GroupNameTaken { .. }
             | Refusal::AlreadyMember

@@ -114,6 +114,7 @@ async fn main() -> anyhow::Result<()> {
                         .login(pb::LoginRequest {
                             username: u.clone(),
                             password: p.clone(),
+                            ..Default::default()
                         })
                         .await
                         .expect("login");

@@ -520,7 +520,7 @@ mod tests {
         ] {
             assert!(!m.contains(read), "{read}");
         }
-        assert_eq!(m.len(), 45);
+        assert_eq!(m.len(), 48);
     }
 
     #[test]

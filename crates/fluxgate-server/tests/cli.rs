@@ -27,6 +27,7 @@ impl Running {
                 c.login(pb::LoginRequest {
                     username: u,
                     password: p,
+                    ..Default::default()
                 })
                 .await
                 .map(|r| r.into_inner())

@@ -56,6 +56,7 @@ fn silent_connections_do_not_lock_clients_out(db: &str) {
                 c.login(pb::LoginRequest {
                     username: "admin".into(),
                     password: "Bootstrap-Pass-1".into(),
+                    ..Default::default()
                 })
                 .await
                 .ok()

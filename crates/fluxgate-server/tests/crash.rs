@@ -29,6 +29,7 @@ async fn connect(r: &Running) -> (Channel, String) {
         .login(pb::LoginRequest {
             username: "admin".into(),
             password: ADMIN_PW.into(),
+            ..Default::default()
         })
         .await
         .unwrap()

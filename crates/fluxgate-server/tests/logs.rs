@@ -19,6 +19,7 @@ fn login(addr: &str, password: &str, request_id: Option<&str>) -> (String, bool)
             let mut req = tonic::Request::new(pb::LoginRequest {
                 username: "admin".into(),
                 password,
+                ..Default::default()
             });
             if let Some(id) = request_id {
                 req.metadata_mut()

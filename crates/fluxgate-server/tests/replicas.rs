@@ -72,6 +72,7 @@ impl Replica {
             .login(pb::LoginRequest {
                 username: username.into(),
                 password: password.into(),
+                ..Default::default()
             })
             .await
             .unwrap_or_else(|s| panic!("login {username}: {s:?}"))
@@ -545,6 +546,7 @@ async fn security_state_is_shared_across_replicas() {
             .login(pb::LoginRequest {
                 username: "admin".into(),
                 password: "Wrong-pass-1".into(),
+                ..Default::default()
             })
             .await
             .unwrap_err();
@@ -556,6 +558,7 @@ async fn security_state_is_shared_across_replicas() {
             .login(pb::LoginRequest {
                 username: "admin".into(),
                 password: ADMIN_PW.into(),
+                ..Default::default()
             })
             .await
             .unwrap_err();

@@ -346,3 +346,22 @@ diesel::allow_tables_to_appear_in_same_query!(
     change_requests,
     change_request_reviews,
 );
+
+diesel::table! {
+    user_totp (user_id) {
+        user_id -> Text,
+        secret -> Text,
+        created_at -> BigInt,
+        confirmed_at -> Nullable<BigInt>,
+        last_step -> BigInt,
+    }
+}
+
+diesel::table! {
+    user_recovery_codes (code_hash) {
+        code_hash -> Text,
+        user_id -> Text,
+        created_at -> BigInt,
+        used_at -> Nullable<BigInt>,
+    }
+}

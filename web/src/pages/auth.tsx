@@ -2,7 +2,7 @@
 // forgot password, the emailed reset and registration links, and the password change.
 import { useEffect, useState } from "preact/hooks";
 
-import { api, expiry, keyed, setSession, Code } from "../api";
+import { api, expiry, keyed, setSession, Code, ConnectError } from "../api";
 import { AuthService } from "../gen/fluxgate/v1/auth_pb";
 import { PasswordResetService } from "../gen/fluxgate/v1/password_reset_pb";
 import { SettingsService, type PasswordPolicy } from "../gen/fluxgate/v1/settings_pb";
@@ -21,8 +21,19 @@ function Card(props: { title: string; children: preact.ComponentChildren }) {
 export function SignIn(props: { notice?: string }) {
   const [username, setUsername] = useState("");
   const [password, setPassword] = useState("");
+  const [code, setCode] = useState("");
+  const [needCode, setNeedCode] = useState(false);
   const login = useAction(async (_key: string) => {
-    const r = await api(AuthService).login({ username, password });
+    let r;
+    try {
+      r = await api(AuthService).login({ username, password, secondFactorCode: code.trim() });
+    } catch (e) {
+      // The password checked out and the account has a second factor: ask for the code.
+      if (ConnectError.from(e).code === Code.FailedPrecondition && ConnectError.from(e).rawMessage.includes("second-factor")) {
+        setNeedCode(true);
+      }
+      throw e;
+    }
     if (!r.user || !r.tokens) throw new Error("incomplete sign-in reply");
     setSession({ accessToken: r.tokens.accessToken, expiresAt: expiry(r.tokens.accessTokenExpireTime), user: r.user });
     navigate(r.user.mustChangePassword ? "/change-password" : "/", true);
@@ -56,7 +67,21 @@ export function SignIn(props: { notice?: string }) {
           fields={login.fields}
           required
         />
-        <ErrorAlert action={login} />
+        {needCode && (
+          <Field
+            label="Authentication code"
+            name="second_factor_code"
+            autocomplete="one-time-code"
+            value={code}
+            onValue={setCode}
+            path="second_factor_code"
+            fields={login.fields}
+            hint="The 6 digits your authenticator app shows, or one of your recovery codes."
+            autofocus
+            required
+          />
+        )}
+        {!(needCode && !code) && <ErrorAlert action={login} />}
         <button type="submit" disabled={login.busy}>
           {login.busy ? "Signing in…" : "Sign in"}
         </button>
@@ -254,7 +279,7 @@ export const Register = () => <LinkPage kind="register" />;
 export const ResetPassword = () => <LinkPage kind="reset" />;
 
 /** Change one's own password; forced after a temporary password. */
-export function ChangePassword(props: { forced: boolean; onDone: () => void }) {
+export function ChangePassword(props: { forced: boolean; onDone: () => void; children?: preact.ComponentChildren }) {
   const [current, setCurrent] = useState("");
   const [password, setPassword] = useState("");
   const [confirm, setConfirm] = useState("");
@@ -305,6 +330,7 @@ export function ChangePassword(props: { forced: boolean; onDone: () => void }) {
           Change password
         </button>
       </form>
+      {props.children}
     </Card>
   );
 }

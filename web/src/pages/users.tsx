@@ -7,6 +7,7 @@ import { FieldMaskSchema } from "@bufbuild/protobuf/wkt";
 
 import { api, currentSession, keyed, roleNames, when } from "../api";
 import { Role } from "../gen/fluxgate/v1/common_pb";
+import { AuthService } from "../gen/fluxgate/v1/auth_pb";
 import { PasswordResetService } from "../gen/fluxgate/v1/password_reset_pb";
 import { UserSchema, UserService, type RegistrationLink, type User } from "../gen/fluxgate/v1/users_pb";
 import { Alert, Dialog, ErrorAlert, Field, FormDialog, LoadMore, Secret, Select, useAction } from "../ui";
@@ -349,6 +350,12 @@ function ResetUser(props: { user: User; onClose: () => void; onDone: (u: User) =
     setTemporary(r.temporaryPassword);
     if (r.user) props.onDone(r.user);
   });
+  const [factorRemoved, setFactorRemoved] = useState(false);
+  // For someone who lost their authenticator: sign-in by password alone again.
+  const removeFactor = useAction(async (key: string) => {
+    await api(AuthService).removeSecondFactor({ user: props.user.name }, keyed(key));
+    setFactorRemoved(true);
+  });
   // For someone who never chose a password: a new registration link (the old one stops working).
   const issue = useAction(async (key: string) => {
     const r = await api(PasswordResetService).issueRegistrationLink({ name: props.user.name }, keyed(key));
@@ -372,8 +379,10 @@ function ResetUser(props: { user: User; onClose: () => void; onDone: (u: User) =
           get a new registration link instead.
         </p>
       )}
+      {factorRemoved && <Alert kind="success">Two-step sign-in is off for {props.user.username}.</Alert>}
       <ErrorAlert action={submit} />
       <ErrorAlert action={issue} />
+      <ErrorAlert action={removeFactor} />
       <div class="buttons">
         <button type="button" class="secondary" onClick={props.onClose}>
           {temporary || link ? "Done" : "Cancel"}
@@ -382,6 +391,9 @@ function ResetUser(props: { user: User; onClose: () => void; onDone: (u: User) =
           <>
             <button type="button" class="secondary" disabled={issue.busy} onClick={() => void issue.run()}>
               New registration link
+            </button>
+            <button type="button" class="secondary" disabled={removeFactor.busy} onClick={() => void removeFactor.run()}>
+              Turn off two-step sign-in
             </button>
             <button type="button" disabled={submit.busy} onClick={() => void submit.run()}>
               Reset password

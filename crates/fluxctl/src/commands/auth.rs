@@ -18,6 +18,10 @@ pub struct LoginArgs {
     /// Read the password from the first line of standard input
     #[arg(long)]
     pub password_stdin: bool,
+    /// For an account with a second factor: the authenticator app's current code, or a
+    /// recovery code
+    #[arg(long, env = "FLUXGATE_SECOND_FACTOR_CODE", hide_env_values = true)]
+    pub code: Option<String>,
 }
 
 /// Logs in and saves the session.
@@ -30,6 +34,7 @@ pub async fn login(ctx: &mut Ctx, a: LoginArgs) -> Result<()> {
     let req = pb::LoginRequest {
         username: a.username.clone(),
         password,
+        second_factor_code: a.code.clone().unwrap_or_default(),
     };
     let resp = ctx
         .call_anonymous(Call::Read, req, |ch, r| async move {

@@ -61,6 +61,7 @@ async fn main() -> anyhow::Result<()> {
                         .login(pb::LoginRequest {
                             username: "loader".into(),
                             password: "Loader-pass-12".into(),
+                            ..Default::default()
                         })
                         .await
                         .is_ok();

@@ -99,6 +99,7 @@ async fn main() -> anyhow::Result<()> {
                 .login(pb::LoginRequest {
                     username: name,
                     password: "Wrong-pass-123".into(),
+                    ..Default::default()
                 })
                 .await;
             sink.push(t.elapsed());

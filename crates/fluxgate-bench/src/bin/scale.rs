@@ -99,6 +99,7 @@ async fn login(ch: Channel) -> anyhow::Result<String> {
         .login(pb::LoginRequest {
             username: "admin".into(),
             password: ADMIN_PW.into(),
+            ..Default::default()
         })
         .await?
         .into_inner()

@@ -136,6 +136,7 @@ async fn seed(addr: SocketAddr) -> anyhow::Result<World> {
                 c.login(pb::LoginRequest {
                     username: u,
                     password: p,
+                    ..Default::default()
                 })
                 .await?
                 .into_inner()
@@ -259,6 +260,7 @@ async fn run(addr: SocketAddr, pid: u32, secs: u64, checkers: usize) -> anyhow::
                     .login(pb::LoginRequest {
                         username: "soak-approver".into(),
                         password: APPROVER_PASSWORD.into(),
+                        ..Default::default()
                     })
                     .await;
                 if let Some(r) = tally.add("login", r).await {

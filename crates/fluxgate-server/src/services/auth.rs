@@ -5,6 +5,7 @@
 
 use std::sync::Arc;
 
+use fluxgate_core::second_factor as factor;
 use fluxgate_core::sessions::{
     self as uc, ChangeOwnPassword, CompleteLogin, Logout, RecordFailure, Refresh, Throttle,
 };
@@ -44,8 +45,11 @@ pub async fn flush_refused_logins(state: &AppState) -> ApiResult<usize> {
     Ok(done.value)
 }
 
-fn login_input(username: &str, password: &str) -> ApiResult<()> {
+fn login_input(username: &str, password: &str, code: &str) -> ApiResult<()> {
     let mut v = Violations::new();
+    if code.len() > 64 || code.chars().any(char::is_control) {
+        v.add("second_factor_code", "is not a code");
+    }
     if username.is_empty() {
         v.add("username", "is required");
     } else if username.len() > 254 || username.chars().any(char::is_control) {
@@ -66,6 +70,18 @@ struct Attempt {
     locked: bool,
     /// An attempt on the subject was recorded within the last second.
     recorded_recently: bool,
+}
+
+impl Attempt {
+    /// A user whose password checked out, and whose sign-in failed after all.
+    fn checked(user: User, subject: String) -> Attempt {
+        Attempt {
+            user: Some(user),
+            subject,
+            locked: false,
+            recorded_recently: false,
+        }
+    }
 }
 
 impl AuthSvc {
@@ -200,13 +216,32 @@ impl AuthSvc {
         Ok(Ok((u, a.subject, new_hash)))
     }
 
+    /// Opens the session; a wrong second-factor code (or a password changed meanwhile) is a
+    /// failed sign-in, recorded like a wrong password.
+    async fn complete(
+        &self,
+        ctx: &RequestCtx,
+        cmd: CompleteLogin,
+        a: Attempt,
+        login: &str,
+    ) -> ApiResult<crate::runner::Done<(uc::IssuedRefresh, User)>> {
+        match self.state.execute(ctx, None, cmd).await {
+            Err(ApiError::Unauthenticated(_)) => Err(self.refuse(ctx, a, login).await?),
+            r => r,
+        }
+    }
+
     async fn login(
         &self,
         ctx: &RequestCtx,
         req: pb::LoginRequest,
     ) -> ApiResult<Response<pb::LoginResponse>> {
-        let pb::LoginRequest { username, password } = req;
-        login_input(&username, &password)?;
+        let pb::LoginRequest {
+            username,
+            password,
+            second_factor_code,
+        } = req;
+        login_input(&username, &password, &second_factor_code)?;
         let st = &self.state;
         let a = self
             .attempt(ctx, fluxgate_domain::normalize_login(&username))
@@ -214,12 +249,15 @@ impl AuthSvc {
         let (u, subject, new_hash) = self.check_password(ctx, a, (&username, password)).await??;
         let cmd = CompleteLogin {
             user: u.id,
-            subject,
+            subject: subject.clone(),
             verified_hash: u.password_hash.clone(),
             new_hash,
             refresh_ttl_secs: self.refresh_ttl(),
+            second_factor: Some(second_factor_code).filter(|c| !c.is_empty()),
         };
-        let done = st.execute(ctx, None, cmd).await?;
+        let done = self
+            .complete(ctx, cmd, Attempt::checked(u, subject), &username)
+            .await?;
         let (issued, user) = &done.value;
         st.metrics.login(LoginOutcome::Success);
         tracing::info!(user = %user.username, session = %issued.session_id, "login");
@@ -421,5 +459,72 @@ impl AuthService for AuthSvc {
             user: user.as_ref().map(user_to_proto),
         };
         Ok(reply(msg, &ctx, None))
+    }
+
+    async fn get_second_factor(
+        &self,
+        request: Request<pb::GetSecondFactorRequest>,
+    ) -> Result<Response<pb::GetSecondFactorResponse>, Status> {
+        let (ctx, p, req) = authed!(self, request);
+        let pb::GetSecondFactorRequest {} = req;
+        let s = self.state.query(&ctx, &p, factor::own_status).await?;
+        let msg = pb::GetSecondFactorResponse {
+            totp_enabled: s.totp_enabled,
+            enrollment_pending: s.enrolment_pending,
+            recovery_codes_left: s.recovery_codes_left as i32,
+        };
+        Ok(reply(msg, &ctx, None))
+    }
+
+    async fn begin_totp_enrollment(
+        &self,
+        request: Request<pb::BeginTotpEnrollmentRequest>,
+    ) -> Result<Response<pb::BeginTotpEnrollmentResponse>, Status> {
+        let (ctx, p, req) = authed!(self, request);
+        let pb::BeginTotpEnrollmentRequest {} = req;
+        let done = self
+            .state
+            .execute(&ctx, Some(&p), factor::BeginTotp)
+            .await?;
+        Ok(done.reply(&ctx, |e| pb::BeginTotpEnrollmentResponse {
+            secret: e.secret,
+            otpauth_uri: e.otpauth_uri,
+        }))
+    }
+
+    async fn confirm_totp_enrollment(
+        &self,
+        request: Request<pb::ConfirmTotpEnrollmentRequest>,
+    ) -> Result<Response<pb::ConfirmTotpEnrollmentResponse>, Status> {
+        let (ctx, p, req) = authed!(self, request);
+        let pb::ConfirmTotpEnrollmentRequest { code } = req;
+        let code = code.trim();
+        if code.len() != 6 || !code.bytes().all(|b| b.is_ascii_digit()) {
+            return Err(
+                ApiError::invalid("code", "must be the 6 digits of the authenticator app").into(),
+            );
+        }
+        let cmd = factor::ConfirmTotp { code: code.into() };
+        let done = self.state.execute(&ctx, Some(&p), cmd).await?;
+        Ok(
+            done.reply(&ctx, |recovery_codes| pb::ConfirmTotpEnrollmentResponse {
+                recovery_codes,
+            }),
+        )
+    }
+
+    async fn remove_second_factor(
+        &self,
+        request: Request<pb::RemoveSecondFactorRequest>,
+    ) -> Result<Response<pb::RemoveSecondFactorResponse>, Status> {
+        let (ctx, p, req) = authed!(self, request);
+        let pb::RemoveSecondFactorRequest { user } = req;
+        let user = match user.as_str() {
+            "" => None,
+            name => Some(crate::convert::parse_user_name("user", name)?),
+        };
+        let cmd = factor::RemoveSecondFactor { user };
+        let done = self.state.execute(&ctx, Some(&p), cmd).await?;
+        Ok(done.reply(&ctx, |()| pb::RemoveSecondFactorResponse {}))
     }
 }

@@ -16,7 +16,7 @@ import type { Message } from "@bufbuild/protobuf";
  * Describes the file fluxgate/v1/auth.proto.
  */
 export const file_fluxgate_v1_auth: GenFile = /*@__PURE__*/
-  fileDesc("ChZmbHV4Z2F0ZS92MS9hdXRoLnByb3RvEgtmbHV4Z2F0ZS52MSLNAQoNU2Vzc2lvblRva2VucxIUCgxhY2Nlc3NfdG9rZW4YASABKAkSPAoYYWNjZXNzX3Rva2VuX2V4cGlyZV90aW1lGAIgASgLMhouZ29vZ2xlLnByb3RvYnVmLlRpbWVzdGFtcBIVCg1yZWZyZXNoX3Rva2VuGAMgASgJEj0KGXJlZnJlc2hfdG9rZW5fZXhwaXJlX3RpbWUYBCABKAsyGi5nb29nbGUucHJvdG9idWYuVGltZXN0YW1wEhIKCnNlc3Npb25faWQYBSABKAkiMgoMTG9naW5SZXF1ZXN0EhAKCHVzZXJuYW1lGAEgASgJEhAKCHBhc3N3b3JkGAIgASgJIlwKDUxvZ2luUmVzcG9uc2USKgoGdG9rZW5zGAEgASgLMhouZmx1eGdhdGUudjEuU2Vzc2lvblRva2VucxIfCgR1c2VyGAIgASgLMhEuZmx1eGdhdGUudjEuVXNlciIuChVSZWZyZXNoU2Vzc2lvblJlcXVlc3QSFQoNcmVmcmVzaF90b2tlbhgBIAEoCSJEChZSZWZyZXNoU2Vzc2lvblJlc3BvbnNlEioKBnRva2VucxgBIAEoCzIaLmZsdXhnYXRlLnYxLlNlc3Npb25Ub2tlbnMiDwoNTG9nb3V0UmVxdWVzdCIQCg5Mb2dvdXRSZXNwb25zZSJHChVDaGFuZ2VQYXNzd29yZFJlcXVlc3QSGAoQY3VycmVudF9wYXNzd29yZBgBIAEoCRIUCgxuZXdfcGFzc3dvcmQYAiABKAkiZQoWQ2hhbmdlUGFzc3dvcmRSZXNwb25zZRIqCgZ0b2tlbnMYASABKAsyGi5mbHV4Z2F0ZS52MS5TZXNzaW9uVG9rZW5zEh8KBHVzZXIYAiABKAsyES5mbHV4Z2F0ZS52MS5Vc2VyIg8KDVdob0FtSVJlcXVlc3QieQoOV2hvQW1JUmVzcG9uc2USEQoJcHJpbmNpcGFsGAEgASgJEh8KBHJvbGUYAiABKA4yES5mbHV4Z2F0ZS52MS5Sb2xlEhIKCnNlc3Npb25faWQYAyABKAkSHwoEdXNlchgEIAEoCzIRLmZsdXhnYXRlLnYxLlVzZXIyjgMKC0F1dGhTZXJ2aWNlEj4KBUxvZ2luEhkuZmx1eGdhdGUudjEuTG9naW5SZXF1ZXN0GhouZmx1eGdhdGUudjEuTG9naW5SZXNwb25zZRJZCg5SZWZyZXNoU2Vzc2lvbhIiLmZsdXhnYXRlLnYxLlJlZnJlc2hTZXNzaW9uUmVxdWVzdBojLmZsdXhnYXRlLnYxLlJlZnJlc2hTZXNzaW9uUmVzcG9uc2USQQoGTG9nb3V0EhouZmx1eGdhdGUudjEuTG9nb3V0UmVxdWVzdBobLmZsdXhnYXRlLnYxLkxvZ291dFJlc3BvbnNlElkKDkNoYW5nZVBhc3N3b3JkEiIuZmx1eGdhdGUudjEuQ2hhbmdlUGFzc3dvcmRSZXF1ZXN0GiMuZmx1eGdhdGUudjEuQ2hhbmdlUGFzc3dvcmRSZXNwb25zZRJGCgZXaG9BbUkSGi5mbHV4Z2F0ZS52MS5XaG9BbUlSZXF1ZXN0GhsuZmx1eGdhdGUudjEuV2hvQW1JUmVzcG9uc2UiA5ACAWIGcHJvdG8z", [file_fluxgate_v1_common, file_fluxgate_v1_users, file_google_protobuf_timestamp]);
+  fileDesc("ChZmbHV4Z2F0ZS92MS9hdXRoLnByb3RvEgtmbHV4Z2F0ZS52MSLNAQoNU2Vzc2lvblRva2VucxIUCgxhY2Nlc3NfdG9rZW4YASABKAkSPAoYYWNjZXNzX3Rva2VuX2V4cGlyZV90aW1lGAIgASgLMhouZ29vZ2xlLnByb3RvYnVmLlRpbWVzdGFtcBIVCg1yZWZyZXNoX3Rva2VuGAMgASgJEj0KGXJlZnJlc2hfdG9rZW5fZXhwaXJlX3RpbWUYBCABKAsyGi5nb29nbGUucHJvdG9idWYuVGltZXN0YW1wEhIKCnNlc3Npb25faWQYBSABKAkiTgoMTG9naW5SZXF1ZXN0EhAKCHVzZXJuYW1lGAEgASgJEhAKCHBhc3N3b3JkGAIgASgJEhoKEnNlY29uZF9mYWN0b3JfY29kZRgDIAEoCSJcCg1Mb2dpblJlc3BvbnNlEioKBnRva2VucxgBIAEoCzIaLmZsdXhnYXRlLnYxLlNlc3Npb25Ub2tlbnMSHwoEdXNlchgCIAEoCzIRLmZsdXhnYXRlLnYxLlVzZXIiLgoVUmVmcmVzaFNlc3Npb25SZXF1ZXN0EhUKDXJlZnJlc2hfdG9rZW4YASABKAkiRAoWUmVmcmVzaFNlc3Npb25SZXNwb25zZRIqCgZ0b2tlbnMYASABKAsyGi5mbHV4Z2F0ZS52MS5TZXNzaW9uVG9rZW5zIg8KDUxvZ291dFJlcXVlc3QiEAoOTG9nb3V0UmVzcG9uc2UiRwoVQ2hhbmdlUGFzc3dvcmRSZXF1ZXN0EhgKEGN1cnJlbnRfcGFzc3dvcmQYASABKAkSFAoMbmV3X3Bhc3N3b3JkGAIgASgJImUKFkNoYW5nZVBhc3N3b3JkUmVzcG9uc2USKgoGdG9rZW5zGAEgASgLMhouZmx1eGdhdGUudjEuU2Vzc2lvblRva2VucxIfCgR1c2VyGAIgASgLMhEuZmx1eGdhdGUudjEuVXNlciIPCg1XaG9BbUlSZXF1ZXN0InkKDldob0FtSVJlc3BvbnNlEhEKCXByaW5jaXBhbBgBIAEoCRIfCgRyb2xlGAIgASgOMhEuZmx1eGdhdGUudjEuUm9sZRISCgpzZXNzaW9uX2lkGAMgASgJEh8KBHVzZXIYBCABKAsyES5mbHV4Z2F0ZS52MS5Vc2VyIhgKFkdldFNlY29uZEZhY3RvclJlcXVlc3QiaAoXR2V0U2Vjb25kRmFjdG9yUmVzcG9uc2USFAoMdG90cF9lbmFibGVkGAEgASgIEhoKEmVucm9sbG1lbnRfcGVuZGluZxgCIAEoCBIbChNyZWNvdmVyeV9jb2Rlc19sZWZ0GAMgASgFIhwKGkJlZ2luVG90cEVucm9sbG1lbnRSZXF1ZXN0IkIKG0JlZ2luVG90cEVucm9sbG1lbnRSZXNwb25zZRIOCgZzZWNyZXQYASABKAkSEwoLb3RwYXV0aF91cmkYAiABKAkiLAocQ29uZmlybVRvdHBFbnJvbGxtZW50UmVxdWVzdBIMCgRjb2RlGAEgASgJIjcKHUNvbmZpcm1Ub3RwRW5yb2xsbWVudFJlc3BvbnNlEhYKDnJlY292ZXJ5X2NvZGVzGAEgAygJIikKGVJlbW92ZVNlY29uZEZhY3RvclJlcXVlc3QSDAoEdXNlchgBIAEoCSIcChpSZW1vdmVTZWNvbmRGYWN0b3JSZXNwb25zZTKyBgoLQXV0aFNlcnZpY2USPgoFTG9naW4SGS5mbHV4Z2F0ZS52MS5Mb2dpblJlcXVlc3QaGi5mbHV4Z2F0ZS52MS5Mb2dpblJlc3BvbnNlElkKDlJlZnJlc2hTZXNzaW9uEiIuZmx1eGdhdGUudjEuUmVmcmVzaFNlc3Npb25SZXF1ZXN0GiMuZmx1eGdhdGUudjEuUmVmcmVzaFNlc3Npb25SZXNwb25zZRJBCgZMb2dvdXQSGi5mbHV4Z2F0ZS52MS5Mb2dvdXRSZXF1ZXN0GhsuZmx1eGdhdGUudjEuTG9nb3V0UmVzcG9uc2USWQoOQ2hhbmdlUGFzc3dvcmQSIi5mbHV4Z2F0ZS52MS5DaGFuZ2VQYXNzd29yZFJlcXVlc3QaIy5mbHV4Z2F0ZS52MS5DaGFuZ2VQYXNzd29yZFJlc3BvbnNlEkYKBldob0FtSRIaLmZsdXhnYXRlLnYxLldob0FtSVJlcXVlc3QaGy5mbHV4Z2F0ZS52MS5XaG9BbUlSZXNwb25zZSIDkAIBEmEKD0dldFNlY29uZEZhY3RvchIjLmZsdXhnYXRlLnYxLkdldFNlY29uZEZhY3RvclJlcXVlc3QaJC5mbHV4Z2F0ZS52MS5HZXRTZWNvbmRGYWN0b3JSZXNwb25zZSIDkAIBEmgKE0JlZ2luVG90cEVucm9sbG1lbnQSJy5mbHV4Z2F0ZS52MS5CZWdpblRvdHBFbnJvbGxtZW50UmVxdWVzdBooLmZsdXhnYXRlLnYxLkJlZ2luVG90cEVucm9sbG1lbnRSZXNwb25zZRJuChVDb25maXJtVG90cEVucm9sbG1lbnQSKS5mbHV4Z2F0ZS52MS5Db25maXJtVG90cEVucm9sbG1lbnRSZXF1ZXN0GiouZmx1eGdhdGUudjEuQ29uZmlybVRvdHBFbnJvbGxtZW50UmVzcG9uc2USZQoSUmVtb3ZlU2Vjb25kRmFjdG9yEiYuZmx1eGdhdGUudjEuUmVtb3ZlU2Vjb25kRmFjdG9yUmVxdWVzdBonLmZsdXhnYXRlLnYxLlJlbW92ZVNlY29uZEZhY3RvclJlc3BvbnNlYgZwcm90bzM", [file_fluxgate_v1_common, file_fluxgate_v1_users, file_google_protobuf_timestamp]);
 
 /**
  * The tokens of a session.
@@ -88,6 +88,15 @@ export type LoginRequest = Message<"fluxgate.v1.LoginRequest"> & {
    * @generated from field: string password = 2;
    */
   password: string;
+
+  /**
+   * For a user with a second factor: the current code of their authenticator app, or one of
+   * their recovery codes. Without it such a user gets FAILED_PRECONDITION ("a second-factor code
+   * is required") once the password checked out; a wrong code gets the wrong password's answer.
+   *
+   * @generated from field: string second_factor_code = 3;
+   */
+  secondFactorCode: string;
 };
 
 /**
@@ -312,6 +321,178 @@ export const WhoAmIResponseSchema: GenMessage<WhoAmIResponse> = /*@__PURE__*/
   messageDesc(file_fluxgate_v1_auth, 10);
 
 /**
+ * Request of AuthService.GetSecondFactor.
+ *
+ * @generated from message fluxgate.v1.GetSecondFactorRequest
+ */
+export type GetSecondFactorRequest = Message<"fluxgate.v1.GetSecondFactorRequest"> & {
+};
+
+/**
+ * Describes the message fluxgate.v1.GetSecondFactorRequest.
+ * Use `create(GetSecondFactorRequestSchema)` to create a new message.
+ */
+export const GetSecondFactorRequestSchema: GenMessage<GetSecondFactorRequest> = /*@__PURE__*/
+  messageDesc(file_fluxgate_v1_auth, 11);
+
+/**
+ * Response of AuthService.GetSecondFactor.
+ *
+ * @generated from message fluxgate.v1.GetSecondFactorResponse
+ */
+export type GetSecondFactorResponse = Message<"fluxgate.v1.GetSecondFactorResponse"> & {
+  /**
+   * Sign-in needs a TOTP code (or a recovery code).
+   *
+   * @generated from field: bool totp_enabled = 1;
+   */
+  totpEnabled: boolean;
+
+  /**
+   * An enrolment was begun and not yet confirmed.
+   *
+   * @generated from field: bool enrollment_pending = 2;
+   */
+  enrollmentPending: boolean;
+
+  /**
+   * Recovery codes not used yet.
+   *
+   * @generated from field: int32 recovery_codes_left = 3;
+   */
+  recoveryCodesLeft: number;
+};
+
+/**
+ * Describes the message fluxgate.v1.GetSecondFactorResponse.
+ * Use `create(GetSecondFactorResponseSchema)` to create a new message.
+ */
+export const GetSecondFactorResponseSchema: GenMessage<GetSecondFactorResponse> = /*@__PURE__*/
+  messageDesc(file_fluxgate_v1_auth, 12);
+
+/**
+ * Request of AuthService.BeginTotpEnrollment.
+ *
+ * @generated from message fluxgate.v1.BeginTotpEnrollmentRequest
+ */
+export type BeginTotpEnrollmentRequest = Message<"fluxgate.v1.BeginTotpEnrollmentRequest"> & {
+};
+
+/**
+ * Describes the message fluxgate.v1.BeginTotpEnrollmentRequest.
+ * Use `create(BeginTotpEnrollmentRequestSchema)` to create a new message.
+ */
+export const BeginTotpEnrollmentRequestSchema: GenMessage<BeginTotpEnrollmentRequest> = /*@__PURE__*/
+  messageDesc(file_fluxgate_v1_auth, 13);
+
+/**
+ * Response of AuthService.BeginTotpEnrollment.
+ *
+ * @generated from message fluxgate.v1.BeginTotpEnrollmentResponse
+ */
+export type BeginTotpEnrollmentResponse = Message<"fluxgate.v1.BeginTotpEnrollmentResponse"> & {
+  /**
+   * The shared secret, base32, for typing into an authenticator app.
+   *
+   * @generated from field: string secret = 1;
+   */
+  secret: string;
+
+  /**
+   * The same as an `otpauth://totp/…` URI, for a QR code (SHA-1, 6 digits, 30 s).
+   *
+   * @generated from field: string otpauth_uri = 2;
+   */
+  otpauthUri: string;
+};
+
+/**
+ * Describes the message fluxgate.v1.BeginTotpEnrollmentResponse.
+ * Use `create(BeginTotpEnrollmentResponseSchema)` to create a new message.
+ */
+export const BeginTotpEnrollmentResponseSchema: GenMessage<BeginTotpEnrollmentResponse> = /*@__PURE__*/
+  messageDesc(file_fluxgate_v1_auth, 14);
+
+/**
+ * Request of AuthService.ConfirmTotpEnrollment.
+ *
+ * @generated from message fluxgate.v1.ConfirmTotpEnrollmentRequest
+ */
+export type ConfirmTotpEnrollmentRequest = Message<"fluxgate.v1.ConfirmTotpEnrollmentRequest"> & {
+  /**
+   * The authenticator app's current code: 6 digits.
+   *
+   * @generated from field: string code = 1;
+   */
+  code: string;
+};
+
+/**
+ * Describes the message fluxgate.v1.ConfirmTotpEnrollmentRequest.
+ * Use `create(ConfirmTotpEnrollmentRequestSchema)` to create a new message.
+ */
+export const ConfirmTotpEnrollmentRequestSchema: GenMessage<ConfirmTotpEnrollmentRequest> = /*@__PURE__*/
+  messageDesc(file_fluxgate_v1_auth, 15);
+
+/**
+ * Response of AuthService.ConfirmTotpEnrollment.
+ *
+ * @generated from message fluxgate.v1.ConfirmTotpEnrollmentResponse
+ */
+export type ConfirmTotpEnrollmentResponse = Message<"fluxgate.v1.ConfirmTotpEnrollmentResponse"> & {
+  /**
+   * Ten single-use recovery codes, for when the authenticator is lost. Shown this once.
+   *
+   * @generated from field: repeated string recovery_codes = 1;
+   */
+  recoveryCodes: string[];
+};
+
+/**
+ * Describes the message fluxgate.v1.ConfirmTotpEnrollmentResponse.
+ * Use `create(ConfirmTotpEnrollmentResponseSchema)` to create a new message.
+ */
+export const ConfirmTotpEnrollmentResponseSchema: GenMessage<ConfirmTotpEnrollmentResponse> = /*@__PURE__*/
+  messageDesc(file_fluxgate_v1_auth, 16);
+
+/**
+ * Request of AuthService.RemoveSecondFactor.
+ *
+ * @generated from message fluxgate.v1.RemoveSecondFactorRequest
+ */
+export type RemoveSecondFactorRequest = Message<"fluxgate.v1.RemoveSecondFactorRequest"> & {
+  /**
+   * `users/{user_id}` or `users/{username}`; empty for the caller. Another user's needs a Team
+   * Admin.
+   *
+   * @generated from field: string user = 1;
+   */
+  user: string;
+};
+
+/**
+ * Describes the message fluxgate.v1.RemoveSecondFactorRequest.
+ * Use `create(RemoveSecondFactorRequestSchema)` to create a new message.
+ */
+export const RemoveSecondFactorRequestSchema: GenMessage<RemoveSecondFactorRequest> = /*@__PURE__*/
+  messageDesc(file_fluxgate_v1_auth, 17);
+
+/**
+ * Response of AuthService.RemoveSecondFactor.
+ *
+ * @generated from message fluxgate.v1.RemoveSecondFactorResponse
+ */
+export type RemoveSecondFactorResponse = Message<"fluxgate.v1.RemoveSecondFactorResponse"> & {
+};
+
+/**
+ * Describes the message fluxgate.v1.RemoveSecondFactorResponse.
+ * Use `create(RemoveSecondFactorResponseSchema)` to create a new message.
+ */
+export const RemoveSecondFactorResponseSchema: GenMessage<RemoveSecondFactorResponse> = /*@__PURE__*/
+  messageDesc(file_fluxgate_v1_auth, 18);
+
+/**
  * Sessions: log in, refresh, log out, change password, and who am I.
  *
  * Authenticated calls carry `authorization: Bearer <access_token>` metadata.
@@ -371,6 +552,48 @@ export const AuthService: GenService<{
     methodKind: "unary";
     input: typeof WhoAmIRequestSchema;
     output: typeof WhoAmIResponseSchema;
+  },
+  /**
+   * The caller's own second factor: whether TOTP is on, and how many recovery codes are left.
+   *
+   * @generated from rpc fluxgate.v1.AuthService.GetSecondFactor
+   */
+  getSecondFactor: {
+    methodKind: "unary";
+    input: typeof GetSecondFactorRequestSchema;
+    output: typeof GetSecondFactorResponseSchema;
+  },
+  /**
+   * Starts (or restarts) the caller's TOTP enrolment: a new secret for an authenticator app.
+   * Refused while a confirmed factor is on (remove it first).
+   *
+   * @generated from rpc fluxgate.v1.AuthService.BeginTotpEnrollment
+   */
+  beginTotpEnrollment: {
+    methodKind: "unary";
+    input: typeof BeginTotpEnrollmentRequestSchema;
+    output: typeof BeginTotpEnrollmentResponseSchema;
+  },
+  /**
+   * Confirms the pending enrolment with a first code. From then on Login needs a code; the
+   * answer carries ten single-use recovery codes, shown this once.
+   *
+   * @generated from rpc fluxgate.v1.AuthService.ConfirmTotpEnrollment
+   */
+  confirmTotpEnrollment: {
+    methodKind: "unary";
+    input: typeof ConfirmTotpEnrollmentRequestSchema;
+    output: typeof ConfirmTotpEnrollmentResponseSchema;
+  },
+  /**
+   * Removes a second factor: the caller's own, or (Team Admins) any user's.
+   *
+   * @generated from rpc fluxgate.v1.AuthService.RemoveSecondFactor
+   */
+  removeSecondFactor: {
+    methodKind: "unary";
+    input: typeof RemoveSecondFactorRequestSchema;
+    output: typeof RemoveSecondFactorResponseSchema;
   },
 }> = /*@__PURE__*/
   serviceDesc(file_fluxgate_v1_auth, 0);
