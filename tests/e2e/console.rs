@@ -188,6 +188,68 @@ async fn grpc_web_reaches_the_services(b: Backend) {
     s.stop().await;
 }
 
+/// The frames of a gRPC-Web body: (flag, payload).
+fn frames(mut b: &[u8]) -> Vec<(u8, Vec<u8>)> {
+    let mut out = Vec::new();
+    while b.len() >= 5 {
+        let len = u32::from_be_bytes(b[1..5].try_into().unwrap()) as usize;
+        out.push((b[0], b[5..5 + len].to_vec()));
+        b = &b[5 + len..];
+    }
+    out
+}
+
+/// A refusal that still writes (a wrong current password counts towards the lockout), sent
+/// with an idempotency key as the console sends every write: the browser must get its status,
+/// first time and on retry (it once got an empty trailers frame, "missing message").
+async fn a_keyed_refusal_reaches_the_browser_with_its_status(b: Backend) {
+    use tonic_prost::prost::Message as _;
+    let s = TestServer::start(b).await;
+    let admin = s.admin_token().await;
+    let msg = fluxgate_proto::v1::ChangePasswordRequest {
+        current_password: "Not-the-pass-1".into(),
+        new_password: "Brand-new-pass-2".into(),
+    }
+    .encode_to_vec();
+    let mut body = vec![0u8];
+    body.extend_from_slice(&(msg.len() as u32).to_be_bytes());
+    body.extend_from_slice(&msg);
+    for attempt in 0..2 {
+        let r = http(
+            s.addr,
+            &format!(
+                "POST /fluxgate.v1.AuthService/ChangePassword HTTP/1.1\r\n\
+                 Content-Type: application/grpc-web+proto\r\nAuthorization: Bearer {admin}\r\n\
+                 Idempotency-Key: cp-browser"
+            ),
+            &body,
+        )
+        .await;
+        assert_eq!(r.status, 200);
+        let trailers: Vec<_> = frames(&r.body)
+            .into_iter()
+            .filter(|(flag, _)| flag & 0x80 != 0)
+            .map(|(_, t)| String::from_utf8_lossy(&t).to_ascii_lowercase())
+            .collect();
+        let status = match trailers.as_slice() {
+            [] => r.headers.get("grpc-status").cloned().unwrap_or_default(),
+            [t] => t
+                .lines()
+                .find_map(|l| l.strip_prefix("grpc-status:"))
+                .unwrap_or_default()
+                .trim()
+                .to_owned(),
+            more => panic!("attempt {attempt}: several trailer frames {more:?}"),
+        };
+        assert_eq!(
+            status, "3",
+            "attempt {attempt}: {:?} {trailers:?}",
+            r.headers
+        );
+    }
+    s.stop().await;
+}
+
 /// The browser's session: the refresh token only ever in an HttpOnly cookie, honoured only with
 /// the console's header (another site's page cannot send it).
 async fn the_refresh_token_lives_in_an_http_only_cookie(b: Backend) {
@@ -344,6 +406,7 @@ async fn every_flow_in_a_real_browser(b: Backend) {
 
 crate::both_backends!(
     the_console_is_served_locked_down,
+    a_keyed_refusal_reaches_the_browser_with_its_status,
     the_refresh_token_lives_in_an_http_only_cookie,
     grpc_web_reaches_the_services,
     every_flow_in_a_real_browser

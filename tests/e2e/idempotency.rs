@@ -494,7 +494,28 @@ async fn replies_are_sealed_and_replays_reauthorized(b: Backend) {
     assert!(!holds(st.message().as_bytes(), &temporary));
 }
 
+/// A refusal that still writes (a wrong current password is recorded towards the lockout)
+/// keeps its status under a key: the first answer and the retry's are the same refusal.
+async fn a_recorded_refusal_keeps_its_status(b: Backend) {
+    let s = TestServer::start(b).await;
+    let admin = s.admin_token().await;
+    let wrong = || pb::ChangePasswordRequest {
+        current_password: "Not-the-pass-1".into(),
+        new_password: "Brand-new-pass-2".into(),
+    };
+    for attempt in 0..2 {
+        let e = s
+            .auth()
+            .change_password(keyed(wrong(), &admin, "cp-1"))
+            .await
+            .unwrap_err();
+        assert_eq!(e.code(), Code::InvalidArgument, "attempt {attempt}: {e:?}");
+        assert!(e.message().contains("current_password"), "{e:?}");
+    }
+}
+
 crate::both_backends!(
+    a_recorded_refusal_keeps_its_status,
     replies_are_sealed_and_replays_reauthorized,
     a_retry_gets_the_first_reply,
     keys_belong_to_their_caller,

@@ -482,7 +482,13 @@ fn replay(data: Bytes, meta: &str) -> http::Response<Body> {
     response
 }
 
+/// A reply body: its message frames, then its trailers. A trailers-only reply (the status in
+/// the headers, as tonic sends a refusal) stays one: an empty trailers frame after it would hide
+/// the status from the client ("no status received").
 fn with_trailers(data: Bytes, trailers: http::HeaderMap) -> Body {
+    if data.is_empty() && trailers.is_empty() {
+        return Body::empty();
+    }
     let mut frames = Vec::with_capacity(2);
     if !data.is_empty() {
         frames.push(Ok::<_, Infallible>(Frame::data(data)));
