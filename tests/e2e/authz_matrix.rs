@@ -580,7 +580,8 @@ fn table() -> Vec<(&'static str, Access, Call)> {
                 .auth()
                 .remove_second_factor(req(
                     pb::RemoveSecondFactorRequest {
-                        user: f.other_user.clone()
+                        user: f.other_user.clone(),
+                        ..Default::default()
                     },
                     &t
                 ))

@@ -56,9 +56,21 @@ async fn confirm(s: &TestServer, token: &str, code: &str) -> Result<Vec<String>,
 }
 
 async fn remove(s: &TestServer, user: &str, token: String) -> Result<(), tonic::Status> {
+    remove_with(s, user, token, "").await
+}
+
+async fn remove_with(
+    s: &TestServer,
+    user: &str,
+    token: String,
+    current_password: &str,
+) -> Result<(), tonic::Status> {
     s.auth()
         .remove_second_factor(authed(
-            pb::RemoveSecondFactorRequest { user: user.into() },
+            pb::RemoveSecondFactorRequest {
+                user: user.into(),
+                current_password: current_password.into(),
+            },
             &token,
         ))
         .await
@@ -236,10 +248,17 @@ async fn removal_by_the_user_and_by_a_team_admin(b: Backend) {
     let token = login(&s, "rosa", PW, "").await.unwrap();
     assert!(!status(&s, &token).await.totp_enabled);
 
-    // The user removes their own.
+    // The user removes their own, with their password: a session alone does not.
     let _ = secret;
     enrol(&s, &token).await;
-    remove("", token.clone()).await.unwrap();
+    for (who, pw) in [("", ""), ("users/rosa", ""), ("", "Not-the-pass-9")] {
+        let e = remove_with(&s, who, token.clone(), pw).await.unwrap_err();
+        assert_eq!(e.code(), Code::InvalidArgument, "{who:?} {pw:?}: {e:?}");
+        assert!(e.message().contains("current_password"), "{e:?}");
+    }
+    remove_with(&s, "users/rosa", token.clone(), PW)
+        .await
+        .unwrap();
     login(&s, "rosa", PW, "").await.unwrap();
     let events = s.audit_actions(&admin).await;
     let removed: Vec<_> = events

@@ -752,6 +752,14 @@ class Run:
         self.signed_in_as(r, "rhea")
         r.goto(self.base + "/audit")
         expect(r.get_by_role("alert").first).to_contain_text("denied")
+        # What she may not change is disabled, with the reason.
+        r.goto(self.base + "/catalog")
+        r.get_by_role("button", name="Payments", exact=True).click()
+        expect(r.get_by_role("button", name="Add portfolio")).to_be_disabled()
+        expect(r.get_by_role("button", name="Add application")).to_be_disabled()
+        expect(r.get_by_role("button", name="Add application")).to_have_attribute("title", re.compile("Administrators"))
+        r.goto(self.base + "/groups")
+        expect(r.get_by_role("button", name="New group")).to_be_disabled()
         rctx.close()
 
     def two_step_sign_in(self, browser):
@@ -794,6 +802,23 @@ class Run:
         page.get_by_label("Authentication code").fill(recovery[0])
         page.get_by_role("button", name="Sign in").click()
         self.signed_in_as(page, "tess")
+
+        # She turns it off herself, with her password (a session alone is not enough), and on again.
+        page.get_by_role("navigation", name="Main").get_by_role("link", name="My account").click()
+        page.get_by_role("button", name="Turn off two-step sign-in").click()
+        d = page.get_by_role("dialog", name="Turn off two-step sign-in?")
+        d.get_by_label("Your password").fill("Not-her-password-1")
+        d.get_by_role("button", name="Turn off", exact=True).click()
+        expect(d.locator(".field-error")).to_be_visible()
+        self.accessible(page, "two-step-off")
+        d.get_by_label("Your password").fill(STRONG)
+        d.get_by_role("button", name="Turn off", exact=True).click()
+        expect(page.get_by_test_id("second-factor-status")).to_contain_text("Off")
+        page.get_by_role("button", name="Set up two-step sign-in").click()
+        secret = page.get_by_test_id("secret").inner_text()
+        page.get_by_label("Code from the app").fill(totp(secret))
+        page.get_by_role("button", name="Turn on").click()
+        expect(page.get_by_test_id("second-factor-status")).to_contain_text("On")
         ctx.close()
 
         # The authenticator is lost: a Team Admin turns the factor off.

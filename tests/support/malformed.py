@@ -719,7 +719,7 @@ def main():
     # Fields whose value a refused call may still record (a failed login counts towards lockout).
     CREDENTIALS = {"Login.username", "Login.password", "ChangePassword.current_password"}
     # An empty request is a valid one for these (every field optional).
-    EMPTY_OK = {"WhoAmI", "GetSecondFactor", "BeginTotpEnrollment", "RemoveSecondFactor", "ListUsers", "GetPasswordPolicy", "ListPortfolios", "VerifyAuditChain", "ListAuditEvents", "ExportAuditEvents", "GetActivityReport", "ListChangeRequests", "GetApprovalMetrics", "ListEmails", "Logout", "ListServiceAccounts", "GetSettings"}
+    EMPTY_OK = {"WhoAmI", "GetSecondFactor", "BeginTotpEnrollment", "ListUsers", "GetPasswordPolicy", "ListPortfolios", "VerifyAuditChain", "ListAuditEvents", "ExportAuditEvents", "GetActivityReport", "ListChangeRequests", "GetApprovalMetrics", "ListEmails", "Logout", "ListServiceAccounts", "GetSettings"}
 
     cases = []
 

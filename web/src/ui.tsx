@@ -16,8 +16,8 @@ export interface Action<A extends unknown[], R> {
 
 /**
  * An action the user starts: one call at a time (a double click starts it once), an
- * idempotency key that stays the same when the same attempt is retried and is new after a
- * success, and the server's refusal kept for display.
+ * idempotency key that stays the same while the outcome of an attempt is unknown (no answer
+ * came back) and is new once the server answered, and the server's refusal kept for display.
  */
 export function useAction<A extends unknown[], R>(
   f: (key: string, ...args: A) => Promise<R>,
@@ -43,9 +43,15 @@ export function useAction<A extends unknown[], R>(
       key.current = newKey();
       return r;
     } catch (e) {
+      // The server answered: the next attempt (corrected, say) is a new call with a new key.
+      // Without an answer the outcome is unknown, and a retry must reuse the key.
+      const c = code(e);
+      if (c !== Code.Unavailable && c !== Code.DeadlineExceeded && c !== Code.Unknown && c !== Code.Canceled) {
+        key.current = newKey();
+      }
       setError(message(e));
       setFields(violations(e));
-      setFailed(code(e));
+      setFailed(c);
       return undefined;
     } finally {
       running.current = false;

@@ -54,7 +54,7 @@ pub fn hand_over(
     let max_age = t
         .refresh_token_expire_time
         .as_ref()
-        .map(|e| e.seconds - now_secs())
+        .map(|e| e.seconds - fluxgate_core::time::now_micros() / 1_000_000)
         .unwrap_or(0)
         .max(0);
     set(reply, &format!("{COOKIE}={token}"), max_age, secure);
@@ -75,13 +75,6 @@ fn set(reply: &mut MetadataMap, pair: &str, max_age: i64, secure: bool) {
     if let Ok(v) = MetadataValue::try_from(cookie) {
         reply.append("set-cookie", v);
     }
-}
-
-fn now_secs() -> i64 {
-    std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .map(|d| d.as_secs() as i64)
-        .unwrap_or(0)
 }
 
 #[cfg(test)]
@@ -114,7 +107,7 @@ mod tests {
         let mut tokens = Some(pb::SessionTokens {
             refresh_token: "secret".into(),
             refresh_token_expire_time: Some(prost_types::Timestamp {
-                seconds: now_secs() + 3600,
+                seconds: fluxgate_core::time::now_micros() / 1_000_000 + 3600,
                 nanos: 0,
             }),
             ..Default::default()

@@ -31,6 +31,7 @@ function SecondFactor() {
   const [code, setCode] = useState("");
   const [recovery, setRecovery] = useState<string[]>([]);
   const [removing, setRemoving] = useState(false);
+  const [password, setPassword] = useState("");
   const load = useAction(async () => setStatus(await api(AuthService).getSecondFactor({})));
   useEffect(() => {
     void load.run();
@@ -47,8 +48,9 @@ function SecondFactor() {
     await load.run();
   });
   const remove = useAction(async (key: string) => {
-    await api(AuthService).removeSecondFactor({ user: "" }, keyed(key));
+    await api(AuthService).removeSecondFactor({ user: "", currentPassword: password }, keyed(key));
     setRemoving(false);
+    setPassword("");
     setRecovery([]);
     await load.run();
   });
@@ -114,6 +116,17 @@ function SecondFactor() {
       {removing && (
         <Confirm title="Turn off two-step sign-in?" action={remove} verb="Turn off" danger onClose={() => setRemoving(false)}>
           <p>Your password alone will sign you in again; your recovery codes stop working.</p>
+          <Field
+            label="Your password"
+            name="remove-password"
+            type="password"
+            autocomplete="current-password"
+            value={password}
+            onValue={setPassword}
+            path="current_password"
+            fields={remove.fields}
+            required
+          />
         </Confirm>
       )}
     </section>

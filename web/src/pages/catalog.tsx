@@ -16,6 +16,7 @@ import {
   type Environment,
   type Portfolio,
 } from "../gen/fluxgate/v1/catalog_pb";
+import { NOT_MANAGER, useManages } from "../may";
 import { navigate, param, withQuery } from "../router";
 import { Alert, allPages, Check, Confirm, Dialog, ErrorAlert, Field, FormDialog, useAction } from "../ui";
 
@@ -80,7 +81,9 @@ function Column(props: { level: Level; parent: string; selected: string; onSelec
   useEffect(() => {
     void load.run();
   }, [level, parent]);
-  const may = level !== "portfolio" || isAdmin(currentSession());
+  const manages = useManages(parent);
+  const may = level === "portfolio" ? isAdmin(currentSession()) : manages;
+  const why = level === "portfolio" ? "Only Team Admins create and delete portfolios" : NOT_MANAGER;
   const id = `col-${level}`;
   return (
     <section class="column" aria-labelledby={id}>
@@ -90,7 +93,7 @@ function Column(props: { level: Level; parent: string; selected: string; onSelec
           type="button"
           class="secondary"
           disabled={!may}
-          title={may ? undefined : "Only Team Admins create portfolios"}
+          title={may ? undefined : why}
           onClick={() => setAdding(true)}
         >
           Add<span class="sr-only"> {level}</span>
@@ -122,7 +125,13 @@ function Column(props: { level: Level; parent: string; selected: string; onSelec
                   Approval policy<span class="sr-only"> of {it.displayName}</span>
                 </button>
               )}
-              <button type="button" class="danger small" onClick={() => setDeleting(it)}>
+              <button
+                type="button"
+                class="danger small"
+                disabled={!may}
+                title={may ? undefined : why}
+                onClick={() => setDeleting(it)}
+              >
                 Delete<span class="sr-only"> {it.displayName}</span>
               </button>
             </span>
@@ -200,6 +209,7 @@ function DeleteItem(props: { level: Level; item: Item; onClose: () => void; onDo
 
 function PolicyEditor(props: { environment: Environment; onClose: () => void }) {
   const name = `${props.environment.name}/approvalPolicy`;
+  const may = useManages(props.environment.name);
   const [policy, setPolicy] = useState<ApprovalPolicy | null>(null);
   const [required, setRequired] = useState("1");
   const [peer, setPeer] = useState(false);
@@ -268,12 +278,13 @@ function PolicyEditor(props: { environment: Environment; onClose: () => void }) 
             fields={save.fields}
           />
           {saved && <Alert kind="success">Policy saved.</Alert>}
+          {!may && <p class="hint">{NOT_MANAGER}.</p>}
           <ErrorAlert action={save} />
           <div class="buttons">
             <button type="button" class="secondary" onClick={props.onClose}>
               Close
             </button>
-            <button type="submit" disabled={save.busy}>
+            <button type="submit" disabled={save.busy || !may} title={may ? undefined : NOT_MANAGER}>
               Save policy
             </button>
           </div>

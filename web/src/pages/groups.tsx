@@ -18,6 +18,7 @@ import {
 } from "../gen/fluxgate/v1/groups_pb";
 import { Permission, PermissionService, type ExplainPermissionResponse } from "../gen/fluxgate/v1/permissions_pb";
 import { UserService } from "../gen/fluxgate/v1/users_pb";
+import { NOT_MANAGER, useManages } from "../may";
 import { navigate, param, withQuery } from "../router";
 import { Alert, allPages, Confirm, ErrorAlert, Field, FormDialog, Select, useAction } from "../ui";
 
@@ -78,11 +79,12 @@ export function Groups() {
     if (p) void loadGroups.run();
   }, [p]);
   const selected = groups.find((x) => x.name === g);
+  const may = useManages(p);
   return (
     <main id="main">
       <div class="page-head">
         <h1>Groups</h1>
-        <button type="button" disabled={!p} onClick={() => setCreating(true)}>
+        <button type="button" disabled={!p || !may} title={may ? undefined : NOT_MANAGER} onClick={() => setCreating(true)}>
           New group
         </button>
       </div>
@@ -181,6 +183,7 @@ async function memberLabel(name: string): Promise<string> {
 
 function GroupDetail(props: { portfolio: string; group: Group; onChange: (g: Group) => void; onDeleted: () => void }) {
   const { group } = props;
+  const may = useManages(props.portfolio);
   const [members, setMembers] = useState<[string, string][]>([]);
   const [member, setMember] = useState("");
   const [deleting, setDeleting] = useState(false);
@@ -215,8 +218,8 @@ function GroupDetail(props: { portfolio: string; group: Group; onChange: (g: Gro
         <button
           type="button"
           class="danger small"
-          disabled={group.administrators}
-          title={group.administrators ? "Every portfolio keeps its Administrators group" : undefined}
+          disabled={group.administrators || !may}
+          title={group.administrators ? "Every portfolio keeps its Administrators group" : may ? undefined : NOT_MANAGER}
           onClick={() => setDeleting(true)}
         >
           Delete group
@@ -232,7 +235,13 @@ function GroupDetail(props: { portfolio: string; group: Group; onChange: (g: Gro
         {members.map(([n, label]) => (
           <li key={n}>
             <span>{label}</span>
-            <button type="button" class="secondary small" disabled={remove.busy} onClick={() => void remove.run(n)}>
+            <button
+              type="button"
+              class="secondary small"
+              disabled={remove.busy || !may}
+              title={may ? undefined : NOT_MANAGER}
+              onClick={() => void remove.run(n)}
+            >
               Remove<span class="sr-only"> {label}</span>
             </button>
           </li>
@@ -253,12 +262,13 @@ function GroupDetail(props: { portfolio: string; group: Group; onChange: (g: Gro
           onValue={setMember}
           fields={add.fields}
         />
-        <button type="submit" disabled={add.busy || !member.trim()}>
+        <button type="submit" disabled={add.busy || !member.trim() || !may} title={may ? undefined : NOT_MANAGER}>
           Add member
         </button>
       </form>
       <ErrorAlert action={add} />
-      {!group.administrators && <Grid portfolio={props.portfolio} group={group} onChange={props.onChange} />}
+      {!may && <p class="hint">{NOT_MANAGER}.</p>}
+      {!group.administrators && <Grid portfolio={props.portfolio} group={group} may={may} onChange={props.onChange} />}
       {deleting && (
         <Confirm title={`Delete ${group.displayName}?`} action={del} verb="Delete" danger onClose={() => setDeleting(false)}>
           <p>Its members lose what it granted them.</p>
@@ -269,7 +279,7 @@ function GroupDetail(props: { portfolio: string; group: Group; onChange: (g: Gro
 }
 
 /** The group's grants as a grid of checkboxes, saved in one UpdateGroup with the etag. */
-function Grid(props: { portfolio: string; group: Group; onChange: (g: Group) => void }) {
+function Grid(props: { portfolio: string; group: Group; may: boolean; onChange: (g: Group) => void }) {
   const { group } = props;
   const [t, setTree] = useState<Tree | null>(null);
   const [features, setFeatures] = useState<Record<string, FeaturePermission>>({});
@@ -374,7 +384,7 @@ function Grid(props: { portfolio: string; group: Group; onChange: (g: Group) => 
       {saved && <Alert kind="success">Permissions saved.</Alert>}
       <ErrorAlert action={save} />
       <div class="buttons">
-        <button type="button" disabled={save.busy} onClick={() => void save.run()}>
+        <button type="button" disabled={save.busy || !props.may} title={props.may ? undefined : NOT_MANAGER} onClick={() => void save.run()}>
           Save permissions
         </button>
       </div>

@@ -5,6 +5,7 @@
 
 use std::sync::Arc;
 
+use fluxgate_core::names::UserRef;
 use fluxgate_core::second_factor as factor;
 use fluxgate_core::sessions::{
     self as uc, ChangeOwnPassword, CompleteLogin, Logout, RecordFailure, Refresh, Throttle,
@@ -347,6 +348,36 @@ impl AuthSvc {
     }
 
     /// The current password is a credential: guessing it is bounded by the same lockout.
+    /// Taking one's own second factor off asks for the password again. Another user's is the
+    /// use case's to judge (a Team Admin's).
+    async fn reauthenticate_own(
+        &self,
+        ctx: &RequestCtx,
+        p: &Principal,
+        user: Option<&UserRef>,
+        current: String,
+    ) -> ApiResult<()> {
+        // Not a user's session: the use case refuses it.
+        let Ok(me) = self.state.query(ctx, p, uc::own_user).await else {
+            return Ok(());
+        };
+        let own = match user {
+            None => true,
+            Some(UserRef::Id(id)) => *id == me.id,
+            Some(UserRef::Username(n)) => *n == me.username,
+        };
+        if !own {
+            return Ok(());
+        }
+        if current.is_empty() || current.len() > fluxgate_domain::PASSWORD_HARD_MAX as usize {
+            return Err(ApiError::invalid(
+                "current_password",
+                "is required, and must be your password, to remove your own second factor",
+            ));
+        }
+        self.verify_current(ctx, &me, current).await
+    }
+
     async fn verify_current(
         &self,
         ctx: &RequestCtx,
@@ -518,11 +549,16 @@ impl AuthService for AuthSvc {
         request: Request<pb::RemoveSecondFactorRequest>,
     ) -> Result<Response<pb::RemoveSecondFactorResponse>, Status> {
         let (ctx, p, req) = authed!(self, request);
-        let pb::RemoveSecondFactorRequest { user } = req;
+        let pb::RemoveSecondFactorRequest {
+            user,
+            current_password,
+        } = req;
         let user = match user.as_str() {
             "" => None,
             name => Some(crate::convert::parse_user_name("user", name)?),
         };
+        self.reauthenticate_own(&ctx, &p, user.as_ref(), current_password)
+            .await?;
         let cmd = factor::RemoveSecondFactor { user };
         let done = self.state.execute(&ctx, Some(&p), cmd).await?;
         Ok(done.reply(&ctx, |()| pb::RemoveSecondFactorResponse {}))
