@@ -45,6 +45,7 @@ fn world(u: &mut Unstructured<'_>) -> Result<(Facts, Vec<PrincipalId>)> {
                 role: Role::ALL[usize::from(u.int_in_range(0..=2u8)?)],
                 active: u.ratio(9, 10)?,
                 must_change_password: u.ratio(1, 10)?,
+                second_factor_overdue: false,
                 portfolio: None,
                 audit_writer: false,
                 acts_for: Default::default(),

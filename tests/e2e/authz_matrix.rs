@@ -524,6 +524,14 @@ fn table() -> Vec<(&'static str, Access, Call)> {
             }),
         ),
         (
+            "ListSsoProviders",
+            Access::Public,
+            call!(|f, t| f
+                .auth()
+                .list_sso_providers(req(pb::ListSsoProvidersRequest {}, &t))
+                .await),
+        ),
+        (
             "GetPasswordPolicy",
             Access::Public,
             call!(|f, t| f

@@ -22,5 +22,7 @@ mod observability;
 mod password_reset;
 mod second_factor;
 mod settings;
+mod sign_in_policy;
+mod sso;
 mod users;
 mod validation;

@@ -628,6 +628,8 @@ def main():
         "BeginTotpEnrollment": ({}, "victim"),
         "ConfirmTotpEnrollment": ({"code": "123456"}, "victim"),
         "RemoveSecondFactor": ({"user": mallory.name}, "admin"),
+        "ListSsoProviders": ({}, None),
+        "CompleteSsoSignIn": ({"code": "no-such-sign-in-code", "codeVerifier": "v" * 43}, None),
         "CreateUser": ({"user": {"username": "mallory", "email": "mallory2@example.com", "displayName": "M", "role": "ROLE_REQUESTER"}, "initialPassword": PASSWORD}, "admin"),
         "GetUser": ({"name": mallory.name}, "admin"),
         "ListUsers": ({"pageSize": 10}, "admin"),
@@ -713,13 +715,13 @@ def main():
         if m.startswith(("Get", "List", "Lookup", "Check", "BatchCheck", "Explain", "Verify", "Export", "Watch", "WhoAmI"))
     }
     RECORDS_REFUSALS = {"Login", "ChangePassword", "RequestPasswordReset", "ConfirmPasswordReset", "CompleteRegistration", "RefreshSession"}
-    PUBLIC = {"Login", "RefreshSession", "RequestPasswordReset", "ConfirmPasswordReset", "CompleteRegistration"}
+    PUBLIC = {"Login", "RefreshSession", "RequestPasswordReset", "ConfirmPasswordReset", "CompleteRegistration", "CompleteSsoSignIn"}
     # Readable without credentials: a forged credential is ignored.
-    ANONYMOUS_READS = {"GetPasswordPolicy"}
+    ANONYMOUS_READS = {"GetPasswordPolicy", "ListSsoProviders"}
     # Fields whose value a refused call may still record (a failed login counts towards lockout).
     CREDENTIALS = {"Login.username", "Login.password", "ChangePassword.current_password"}
     # An empty request is a valid one for these (every field optional).
-    EMPTY_OK = {"WhoAmI", "GetSecondFactor", "BeginTotpEnrollment", "ListUsers", "GetPasswordPolicy", "ListPortfolios", "VerifyAuditChain", "ListAuditEvents", "ExportAuditEvents", "GetActivityReport", "ListChangeRequests", "GetApprovalMetrics", "ListEmails", "Logout", "ListServiceAccounts", "GetSettings"}
+    EMPTY_OK = {"ListSsoProviders", "WhoAmI", "GetSecondFactor", "BeginTotpEnrollment", "ListUsers", "GetPasswordPolicy", "ListPortfolios", "VerifyAuditChain", "ListAuditEvents", "ExportAuditEvents", "GetActivityReport", "ListChangeRequests", "GetApprovalMetrics", "ListEmails", "Logout", "ListServiceAccounts", "GetSettings"}
 
     cases = []
 

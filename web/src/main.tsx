@@ -15,7 +15,7 @@ import {
   type Session,
 } from "./api";
 import { AuthService } from "./gen/fluxgate/v1/auth_pb";
-import { ChangePassword, ForgotPassword, Register, ResetPassword, SignIn } from "./pages/auth";
+import { ChangePassword, ForgotPassword, Register, ResetPassword, SignIn, SsoDone } from "./pages/auth";
 import { Account } from "./pages/account";
 import { Activity, Audit } from "./pages/audit";
 import { Catalog } from "./pages/catalog";
@@ -31,6 +31,7 @@ const PUBLIC: Record<string, () => preact.JSX.Element> = {
   "/register": Register,
   "/reset-password": ResetPassword,
   "/forgot-password": ForgotPassword,
+  "/sso/done": SsoDone,
 };
 
 /** A page of the signed-in console: its path, its menu label, and whether only Team Admins see it. */
@@ -146,7 +147,10 @@ function App() {
   const [restoring, setRestoring] = useState(true);
   const [ended, setEnded] = useState(false);
   useEffect(() => {
-    void refresh().finally(() => setRestoring(false));
+    // Coming back from an identity provider, the page makes the session itself (no race with
+    // a refresh that would find no cookie yet and sign it out).
+    if (path === "/sso/done") setRestoring(false);
+    else void refresh().finally(() => setRestoring(false));
   }, []);
   // A session that ends under the user's feet (revoked, deactivated, expired) sends them to sign-in.
   useEffect(

@@ -98,7 +98,12 @@ impl Snapshot {
                     ResourceRef::Environment(req.environment),
                 );
                 if d.allowed
-                    || matches!(d.reason, Reason::Inactive | Reason::PasswordChangeRequired)
+                    || matches!(
+                        d.reason,
+                        Reason::Inactive
+                            | Reason::PasswordChangeRequired
+                            | Reason::SecondFactorEnrolmentOverdue
+                    )
                 {
                     return d;
                 }
@@ -120,7 +125,9 @@ impl Snapshot {
                     ResourceRef::Environment(req.environment),
                 );
                 match d.reason {
-                    Reason::Inactive | Reason::PasswordChangeRequired => d,
+                    Reason::Inactive
+                    | Reason::PasswordChangeRequired
+                    | Reason::SecondFactorEnrolmentOverdue => d,
                     Reason::TeamAdmin | Reason::PortfolioAdmin { .. } => d,
                     _ if own => Decision::allow(Reason::Submitter),
                     _ => Decision::deny(Reason::NotSubmitter),

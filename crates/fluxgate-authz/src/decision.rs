@@ -162,6 +162,8 @@ pub enum Reason {
     Inactive,
     /// Denied: the principal holds a temporary password and may only change it.
     PasswordChangeRequired,
+    /// Denied: the role requires a second factor, and the time to enrol one has passed.
+    SecondFactorEnrolmentOverdue,
     /// Denied: the action needs a role the principal lacks.
     RoleRequired { required: Role, held: Role },
     /// Denied: a Team Admin may not do this to their own account.
@@ -227,6 +229,10 @@ impl fmt::Display for Reason {
             Reason::Inactive => f.write_str("the account is deactivated"),
             Reason::PasswordChangeRequired => f.write_str(
                 "the password is temporary: change it first (AuthService.ChangePassword)",
+            ),
+            Reason::SecondFactorEnrolmentOverdue => f.write_str(
+                "your role requires a second factor and the time to set one up has passed: \
+                 enrol one first (AuthService.BeginTotpEnrollment)",
             ),
             Reason::RoleRequired { required, held } => {
                 write!(f, "requires role {required}; the caller has role {held}")

@@ -15,6 +15,9 @@ pub struct PrincipalFacts {
     pub active: bool,
     /// A user holding a temporary password: no rights until it is changed.
     pub must_change_password: bool,
+    /// A user whose role requires a second factor and whose time to enrol one has passed: no
+    /// rights but over their own session (where they enrol) until they have.
+    pub second_factor_overdue: bool,
     /// For a portfolio service account, its portfolio.
     pub portfolio: Option<PortfolioId>,
     /// A service account allowed to append audit events.

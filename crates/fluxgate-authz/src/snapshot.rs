@@ -14,6 +14,7 @@ struct PrincipalEntry {
     role: Role,
     active: bool,
     must_change_password: bool,
+    second_factor_overdue: bool,
     /// Indices of the principal's ordinary groups.
     groups: Box<[u32]>,
     /// (portfolio index, Administrators group index) for each portfolio it administers.
@@ -204,6 +205,7 @@ impl Snapshot {
                     role: p.role,
                     active: p.active,
                     must_change_password: p.must_change_password,
+                    second_factor_overdue: p.second_factor_overdue,
                     groups: plain.into_boxed_slice(),
                     admin_of: admin
                         .into_iter()
@@ -262,6 +264,9 @@ impl Snapshot {
         }
         if pe.must_change_password && action != Some(Action::ManageOwnSession) {
             return Some(Decision::deny(Reason::PasswordChangeRequired));
+        }
+        if pe.second_factor_overdue && action != Some(Action::ManageOwnSession) {
+            return Some(Decision::deny(Reason::SecondFactorEnrolmentOverdue));
         }
         None
     }
@@ -569,10 +574,11 @@ impl Snapshot {
                 .map_or_else(|| "gone".to_owned(), |e| e.id.to_string()),
         };
         Some(format!(
-            "{}|{}|{}|{}|{}|{}",
+            "{}|{}|{}|{}|{}|{}|{}",
             pe.role,
             pe.active,
             pe.must_change_password,
+            pe.second_factor_overdue,
             pe.audit_writer,
             scope,
             groups.join(",")

@@ -28,6 +28,7 @@ fn user(facts: &mut Facts, role: Role) -> PrincipalId {
             role,
             active: true,
             must_change_password: false,
+            second_factor_overdue: false,
             portfolio: None,
             audit_writer: false,
             acts_for: Default::default(),
@@ -291,6 +292,30 @@ fn temporary_password_allows_only_own_session() {
 }
 
 #[test]
+fn an_overdue_second_factor_allows_only_own_session() {
+    let mut w = world();
+    let p = user(&mut w.facts, Role::TeamAdmin);
+    w.facts
+        .principals
+        .get_mut(&p)
+        .unwrap()
+        .second_factor_overdue = true;
+    let s = Snapshot::compile(&w.facts, 1);
+    assert!(
+        s.authorize(&p, Action::ManageOwnSession, Target::Org)
+            .allowed
+    );
+    assert_eq!(
+        s.authorize(&p, Action::UpdateSettings, Target::Org),
+        Decision::deny(Reason::SecondFactorEnrolmentOverdue)
+    );
+    assert_eq!(
+        s.check(&p, Permission::Read, ResourceRef::Environment(w.dev)),
+        Decision::deny(Reason::SecondFactorEnrolmentOverdue)
+    );
+}
+
+#[test]
 fn explanations_list_the_groups_in_the_portfolio() {
     let mut w = world();
     let p = user(&mut w.facts, Role::Requester);
@@ -343,6 +368,7 @@ mod approvals {
                 role: Role::Requester,
                 active: true,
                 must_change_password: false,
+                second_factor_overdue: false,
                 portfolio: None,
                 audit_writer: false,
                 acts_for: acts_for.iter().copied().collect(),

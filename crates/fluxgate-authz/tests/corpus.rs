@@ -147,6 +147,7 @@ fn corpus_from_the_source_documents() {
                 role: p.role.parse::<Role>().unwrap(),
                 active: p.active,
                 must_change_password: p.must_change_password,
+                second_factor_overdue: false,
                 portfolio: None,
                 audit_writer: false,
                 acts_for: Default::default(),

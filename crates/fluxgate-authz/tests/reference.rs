@@ -81,6 +81,7 @@ fn build(s: &Spec) -> (Facts, Vec<PrincipalId>) {
                 role: Role::ALL[role as usize],
                 active,
                 must_change_password: must_change,
+                second_factor_overdue: false,
                 portfolio: None,
                 audit_writer: false,
                 acts_for: Default::default(),

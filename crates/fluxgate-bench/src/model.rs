@@ -177,6 +177,7 @@ impl Model {
                     role,
                     active: rng.below(50) != 0,
                     must_change_password: false,
+                    second_factor_overdue: false,
                     portfolio: None,
                     audit_writer: false,
                     acts_for: Default::default(),

@@ -44,6 +44,11 @@ pub enum AuditAction {
     SecondFactorEnrolmentStarted,
     SecondFactorEnabled,
     SecondFactorRemoved,
+    SecondFactorDeadline,
+    AuthSsoLogin,
+    AuthSsoFailed,
+    UserIdentityLinked,
+    UserIdentityUnlinked,
     SettingsUpdated,
     UserCreated,
     UserUpdated,
@@ -58,7 +63,7 @@ pub enum AuditAction {
 }
 
 impl AuditAction {
-    pub const ALL: [AuditAction; 49] = [
+    pub const ALL: [AuditAction; 54] = [
         AuditAction::ApprovalPolicyUpdated,
         AuditAction::AuthLogin,
         AuditAction::AuthLogout,
@@ -108,6 +113,11 @@ impl AuditAction {
         AuditAction::SecondFactorEnrolmentStarted,
         AuditAction::SecondFactorEnabled,
         AuditAction::SecondFactorRemoved,
+        AuditAction::SecondFactorDeadline,
+        AuditAction::AuthSsoLogin,
+        AuditAction::AuthSsoFailed,
+        AuditAction::UserIdentityLinked,
+        AuditAction::UserIdentityUnlinked,
     ];
 
     pub fn as_str(self) -> &'static str {
@@ -161,6 +171,11 @@ impl AuditAction {
             AuditAction::SecondFactorEnrolmentStarted => "user.second_factor_enrolment_started",
             AuditAction::SecondFactorEnabled => "user.second_factor_enabled",
             AuditAction::SecondFactorRemoved => "user.second_factor_removed",
+            AuditAction::SecondFactorDeadline => "user.second_factor_deadline",
+            AuditAction::AuthSsoLogin => "auth.sso_login",
+            AuditAction::AuthSsoFailed => "auth.sso_failed",
+            AuditAction::UserIdentityLinked => "user.identity_linked",
+            AuditAction::UserIdentityUnlinked => "user.identity_unlinked",
         }
     }
 

@@ -35,6 +35,7 @@ pub mod secrets;
 pub mod service_accounts;
 pub mod sessions;
 pub mod settings;
+pub mod sso;
 pub mod time;
 pub mod trail;
 pub mod users;

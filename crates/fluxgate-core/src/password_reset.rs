@@ -105,6 +105,9 @@ pub fn reset_target(
     if !user.active {
         return Err(Refusal::UserDeactivated.into());
     }
+    if crate::sso::sso_only(conn, user.id)? {
+        return Err(Refusal::SsoOnly.into());
+    }
     Ok(user)
 }
 
@@ -129,6 +132,9 @@ impl Command for AdminReset {
         let mut u = users::find(tx.conn, self.user)?.ok_or_else(|| Error::not_found("user"))?;
         if u.version != self.version {
             return Err(Refusal::UserChanged.into());
+        }
+        if crate::sso::sso_only(tx.conn, u.id)? {
+            return Err(Refusal::SsoOnly.into());
         }
         u.password_hash = Some(self.hash);
         u.must_change_password = true;
@@ -208,6 +214,13 @@ impl Command for IssueReset {
         let by_account = rate_limits::hit(tx.conn, &key, HOUR_MICROS, tx.now)?;
         let mut e = cx.event(AuditAction::PasswordResetRequested, "user", None);
         let (outcome, detail) = match users::find_by_email(tx.conn, email)? {
+            Some(u) if u.active && crate::sso::sso_only(tx.conn, u.id)? => {
+                e.target_id = name(u.id);
+                (
+                    "denied",
+                    "the account signs in through an identity provider only; no link sent".into(),
+                )
+            }
             Some(u) if u.active => {
                 e.target_id = name(u.id);
                 if by_account > cx.limits.reset_requests_per_account_per_hour as i32 {
@@ -250,6 +263,9 @@ impl Command for Redeem {
     fn apply(self, cx: &Ctx<'_>, tx: &mut Tx<'_>) -> Result<User> {
         // Checked again under the write lock: the token may have been used meanwhile.
         let (t, mut u) = redeemable(tx.conn, &self.token_hash, self.purpose, tx.now)?;
+        if crate::sso::sso_only(tx.conn, u.id)? {
+            return Err(Refusal::SsoOnly.into());
+        }
         if !user_tokens::mark_used(tx.conn, &t.token_hash, tx.now)? {
             return Err(Refusal::LinkUsed.into());
         }
@@ -297,6 +313,9 @@ impl Command for IssueRegistration {
         }
         if u.password_hash.is_some() {
             return Err(Refusal::PasswordAlreadySet.into());
+        }
+        if crate::sso::sso_only(tx.conn, u.id)? {
+            return Err(Refusal::SsoOnly.into());
         }
         let link = issue_registration(cx, tx, &u)?;
         let mut e = cx.event(AuditAction::UserRegistrationLinkIssued, "user", name(u.id));

@@ -11,7 +11,8 @@
 
 use fluxgate_authz::{Action, Target};
 use fluxgate_domain::{Refusal, UserId};
-use fluxgate_store::{DbConnection, Tx, audit, second_factors, users};
+use fluxgate_store::changes::EntityKind;
+use fluxgate_store::{DbConnection, Tx, audit, second_factors, settings, sign_in, users};
 use rand::{Rng as _, RngExt as _};
 use subtle::ConstantTimeEq as _;
 use totp_rs::{Algorithm, TOTP};
@@ -85,6 +86,7 @@ pub struct Status {
     pub totp_enabled: bool,
     pub enrolment_pending: bool,
     pub recovery_codes_left: i64,
+    pub requirement: Requirement,
 }
 
 /// The signed-in user's own second factor.
@@ -95,6 +97,13 @@ pub fn own_status(cx: &Ctx<'_>, conn: &mut DbConnection) -> Result<Status> {
         totp_enabled: t.as_ref().is_some_and(|t| t.confirmed_at.is_some()),
         enrolment_pending: t.as_ref().is_some_and(|t| t.confirmed_at.is_none()),
         recovery_codes_left: second_factors::recovery_codes_left(conn, uid)?,
+        requirement: {
+            let s = sign_in::get(conn, uid)?;
+            Requirement {
+                due_at: s.second_factor_due_at,
+                overdue: s.second_factor_overdue,
+            }
+        },
     })
 }
 
@@ -121,6 +130,67 @@ pub fn verify(tx: &mut Tx<'_>, user: UserId, code: Option<&str>) -> Result<Verif
         return Ok(Verified::RecoveryCode);
     }
     Err(Refusal::BadCredentials.into())
+}
+
+/// Whether `user` has a confirmed second factor.
+pub fn enrolled(conn: &mut DbConnection, user: UserId) -> Result<bool> {
+    Ok(second_factors::find_totp(conn, user)?.is_some_and(|t| t.confirmed_at.is_some()))
+}
+
+/// What the organisation asks of a user's second factor, as of their last sign-in or refresh.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct Requirement {
+    /// When they must have enrolled by (set while their role requires one and they have none).
+    pub due_at: Option<i64>,
+    /// The deadline passed: until they enrol, they may only manage their own session.
+    pub overdue: bool,
+}
+
+/// Brings the second factor the sign-in policy asks of `user` up to date, at a sign-in or a
+/// refresh: the grace period starts the first time the rule applies to them; once it has passed
+/// the account is held to enrolment; both are lifted when the rule no longer applies (a factor
+/// enrolled, another role, another policy, an account without a password). Each change is
+/// audited, and the directory told (the engine's gate reads `overdue`).
+pub fn enforce(cx: &Ctx<'_>, tx: &mut Tx<'_>, user: &users::User) -> Result<Requirement> {
+    let policy = settings::load(tx.conn)?
+        .map(|s| s.settings.sign_in_policy)
+        .unwrap_or_default();
+    let mut st = sign_in::get(tx.conn, user.id)?;
+    let before = st.clone();
+    let applies =
+        !st.sso_only && policy.requires_second_factor(user.role) && !enrolled(tx.conn, user.id)?;
+    if applies {
+        let grace = (policy.second_factor_grace_secs as i64).saturating_mul(1_000_000);
+        let due = *st
+            .second_factor_due_at
+            .get_or_insert(tx.now.saturating_add(grace));
+        st.second_factor_overdue = due <= tx.now;
+    } else {
+        st.second_factor_due_at = None;
+        st.second_factor_overdue = false;
+    }
+    if st != before {
+        sign_in::put(tx.conn, &st)?;
+        tx.changed(EntityKind::User, user.id.to_string());
+        let mut e = cx.event(
+            AuditAction::SecondFactorDeadline,
+            "user",
+            Some(format!("users/{}", user.id)),
+        );
+        e.detail = Some(match (st.second_factor_due_at, st.second_factor_overdue) {
+            (None, _) => "no second factor required any more".into(),
+            (Some(_), true) => "second factor overdue: enrolment only until there is one".into(),
+            (Some(d), false) => format!(
+                "the {} role requires a second factor: enrol by {d} µs",
+                user.role.as_str()
+            ),
+        });
+        audit::append(tx.conn, e, tx.now)?;
+    }
+    Ok(Requirement {
+        due_at: st.second_factor_due_at,
+        overdue: st.second_factor_overdue,
+    })
 }
 
 /// How a sign-in's second factor was satisfied.
@@ -201,6 +271,8 @@ impl Command for ConfirmTotp {
             return Err(Refusal::WrongEnrolmentCode.into());
         };
         second_factors::confirm_totp(tx.conn, uid, step, tx.now)?;
+        let user = users::find(tx.conn, uid)?.ok_or_else(Error::unauthenticated)?;
+        enforce(cx, tx, &user)?;
         let codes: Vec<String> = (0..RECOVERY_CODES).map(|_| recovery_code()).collect();
         let digests: Vec<String> = codes.iter().map(|c| recovery_digest(c)).collect();
         second_factors::set_recovery_codes(tx.conn, uid, &digests, tx.now)?;

@@ -8,9 +8,9 @@
 //! password check saw.
 
 use fluxgate_authz::{Action, Target};
-use fluxgate_domain::{LockoutPolicy, Refusal, SessionId, UserId};
+use fluxgate_domain::{LockoutPolicy, Refusal, Role, SessionId, UserId};
 use fluxgate_store::changes::EntityKind;
-use fluxgate_store::{DbConnection, Tx, audit, sessions, throttle, users};
+use fluxgate_store::{DbConnection, Tx, audit, sessions, settings, sign_in, throttle, users};
 
 pub use fluxgate_store::throttle::Throttle;
 
@@ -65,9 +65,26 @@ pub fn throttle_subject(user: Option<&User>, login: &str) -> String {
     }
 }
 
+/// Whether `user` may sign in with a password at all: not while the organisation has password
+/// sign-in disabled (but for its break-glass Team Admins). Asked before the password is checked,
+/// so that it tells nothing about the password; an unknown login gets the same answer.
+pub fn password_allowed(conn: &mut DbConnection, user: Option<&User>) -> Result<()> {
+    let policy = settings::load(conn)?
+        .map(|s| s.settings.sign_in_policy)
+        .unwrap_or_default();
+    let break_glass =
+        |u: &User| u.role == Role::TeamAdmin && policy.break_glass_users.contains(&u.id);
+    if policy.password_sign_in_disabled && !user.is_some_and(break_glass) {
+        return Err(Refusal::PasswordSignInDisabled.into());
+    }
+    Ok(())
+}
+
 /// Who a sign-in names (by username or email, normalised) and the lockout state of its subject.
+/// Refused when password sign-in is disabled for them ([`password_allowed`]).
 pub fn lookup(conn: &mut DbConnection, login: &str) -> Result<(Option<User>, Option<Throttle>)> {
     let user = users::find_by_login(conn, login)?;
+    password_allowed(conn, user.as_ref())?;
     let t = throttle::get(conn, &throttle_subject(user.as_ref(), login))?;
     Ok((user, t))
 }
@@ -80,7 +97,7 @@ pub fn is_locked(conn: &mut DbConnection, subject: &str, now: i64) -> Result<boo
 }
 
 /// The actor a user is as they sign in (before they hold a session).
-fn as_actor(u: &User) -> Actor {
+pub fn as_actor(u: &User) -> Actor {
     Actor {
         id: fluxgate_domain::PrincipalId::User(u.id),
         session_id: None,
@@ -107,10 +124,14 @@ pub struct CompleteLogin {
     pub second_factor: Option<String>,
 }
 
-impl Command for CompleteLogin {
-    type Output = (IssuedRefresh, User);
+/// A session opened by a password sign-in, with what the organisation asks of the user's
+/// second factor.
+pub type SignedIn = (IssuedRefresh, User, crate::second_factor::Requirement);
 
-    fn apply(self, cx: &Ctx<'_>, tx: &mut Tx<'_>) -> Result<(IssuedRefresh, User)> {
+impl Command for CompleteLogin {
+    type Output = SignedIn;
+
+    fn apply(self, cx: &Ctx<'_>, tx: &mut Tx<'_>) -> Result<SignedIn> {
         if is_locked(tx.conn, &self.subject, tx.now)? {
             return Err(Refusal::LockedOut.into());
         }
@@ -119,6 +140,7 @@ impl Command for CompleteLogin {
         if !current.as_ref().is_some_and(same) {
             return Err(Refusal::BadCredentials.into());
         }
+        password_allowed(tx.conn, current.as_ref())?;
         let factor = crate::second_factor::verify(tx, self.user, self.second_factor.as_deref())?;
         throttle::clear(tx.conn, &self.subject)?;
         if let Some(h) = &self.new_hash {
@@ -148,7 +170,8 @@ impl Command for CompleteLogin {
             }
         });
         audit::append(tx.conn, e, tx.now)?;
-        Ok((issued, user))
+        let required = crate::second_factor::enforce(&cx, tx, &user)?;
+        Ok((issued, user, required))
     }
 }
 
@@ -276,6 +299,18 @@ impl Command for Refresh {
         users::touch_seen(tx.conn, user.id, tx.now)?;
         let issued = add_refresh(tx, sid, expires_at)?;
         tx.changed(EntityKind::Session, sid.to_string());
+        // A deadline running out is noticed at a refresh too, not only at the next sign-in.
+        if sign_in::get(tx.conn, user.id)?
+            .second_factor_due_at
+            .is_some()
+        {
+            let actor = as_actor(&user);
+            let cx = Ctx {
+                actor: Some(&actor),
+                ..*cx
+            };
+            crate::second_factor::enforce(&cx, tx, &user)?;
+        }
         let mut e = refresh_event(cx, AuditAction::AuthRefresh, sid, Some(&user), user.id);
         if racing {
             let why = "a refresh token rotated moments ago, presented again within the grace";

@@ -93,6 +93,7 @@ fn the_last_active_team_admin_stays_even_against_a_stale_snapshot() {
                 role: Role::TeamAdmin,
                 active: true,
                 must_change_password: false,
+                second_factor_overdue: false,
                 portfolio: None,
                 audit_writer: false,
                 acts_for: BTreeSet::new(),
@@ -142,5 +143,56 @@ fn the_last_active_team_admin_stays_even_against_a_stale_snapshot() {
             "{e:?}"
         );
         assert_eq!(events(store), before);
+    });
+}
+
+#[test]
+fn sign_ins_started_from_one_address_are_limited_and_answers_taken_once() {
+    use fluxgate_core::sso::{Begin, STARTS_PER_CLIENT, TakePending};
+    on_both_backends(|store| {
+        let snap = Snapshot::compile(&Facts::default(), 0);
+        let who = actor(UserId::generate(), "nobody");
+        let begin = |state: String, client: &str| Begin {
+            provider: "corp".into(),
+            state,
+            nonce: "n".into(),
+            pkce_verifier: "v".into(),
+            client_challenge: "c".into(),
+            return_to: None,
+            client: client.into(),
+        };
+        for i in 0..STARTS_PER_CLIENT {
+            run(store, &snap, &who, begin(format!("s{i}"), "10.0.0.1")).unwrap();
+        }
+        let over = run(store, &snap, &who, begin("over".into(), "10.0.0.1"));
+        assert!(
+            matches!(over, Err(Error::Refused(Refusal::TooManySignIns))),
+            "{over:?}"
+        );
+        // Another address is not held back.
+        run(store, &snap, &who, begin("other".into(), "10.0.0.2")).unwrap();
+        // An answer is taken once, and only at the provider the sign-in went to.
+        let take = |provider: &str, state: &str| TakePending {
+            provider: provider.into(),
+            state: state.into(),
+        };
+        let mixed = run(store, &snap, &who, take("evil", "s1"))
+            .unwrap()
+            .unwrap_err();
+        assert!(mixed.why.contains("came back to provider"), "{mixed:?}");
+        // Used up all the same: the hijacked answer cannot be finished at the right address.
+        let again = run(store, &snap, &who, take("corp", "s1"))
+            .unwrap()
+            .unwrap_err();
+        assert!(again.why.contains("already used"), "{again:?}");
+        let p = run(store, &snap, &who, take("corp", "s2"))
+            .unwrap()
+            .unwrap();
+        assert_eq!((p.provider.as_str(), p.nonce.as_str()), ("corp", "n"));
+        assert!(
+            run(store, &snap, &who, take("corp", "s2"))
+                .unwrap()
+                .is_err()
+        );
     });
 }

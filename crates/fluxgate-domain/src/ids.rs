@@ -27,6 +27,20 @@ macro_rules! id_type {
             }
         }
 
+        impl serde::Serialize for $name {
+            fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+                s.collect_str(self)
+            }
+        }
+
+        impl<'de> serde::Deserialize<'de> for $name {
+            fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+                let s = <std::borrow::Cow<'de, str>>::deserialize(d)?;
+                s.parse()
+                    .map_err(|_| serde::de::Error::custom("not a valid identifier"))
+            }
+        }
+
         impl FromStr for $name {
             type Err = ValidationError;
             fn from_str(s: &str) -> Result<Self, Self::Err> {

@@ -23,7 +23,10 @@ pub use ids::{
     PrincipalId, ServiceAccountId, SessionId, UserId,
 };
 pub use permission::{FeaturePermission, Permission, ValuePermission, ValuePermissions};
-pub use policy::{LockoutPolicy, PASSWORD_HARD_MAX, PasswordPolicy, Settings, TokenPolicy};
+pub use policy::{
+    LockoutPolicy, MAX_BREAK_GLASS_USERS, PASSWORD_HARD_MAX, PasswordPolicy, Settings,
+    SignInPolicy, TokenPolicy,
+};
 pub use refusal::{Refusal, RefusalKind};
 pub use role::Role;
 pub use values::{

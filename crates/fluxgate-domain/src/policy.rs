@@ -179,6 +179,83 @@ impl TokenPolicy {
     }
 }
 
+/// How people sign in: the roles that must have a second factor (and how long a user of such a
+/// role has to enrol one), and whether passwords are accepted at all.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct SignInPolicy {
+    /// Password users of these roles must enrol a second factor.
+    pub second_factor_roles: Vec<crate::Role>,
+    /// How long after their first sign-in under the rule they have to do it; after that they
+    /// may only enrol (and manage their own session) until they have.
+    pub second_factor_grace_secs: u64,
+    /// Only identity providers sign people in, but for the break-glass users.
+    pub password_sign_in_disabled: bool,
+    /// Team Admins (user ids) who may sign in with a password while it is disabled for others.
+    pub break_glass_users: Vec<crate::UserId>,
+}
+
+impl Default for SignInPolicy {
+    fn default() -> Self {
+        Self {
+            second_factor_roles: Vec::new(),
+            second_factor_grace_secs: 7 * 86_400,
+            password_sign_in_disabled: false,
+            break_glass_users: Vec::new(),
+        }
+    }
+}
+
+/// At most this many break-glass users.
+pub const MAX_BREAK_GLASS_USERS: usize = 10;
+
+impl SignInPolicy {
+    /// Whether a password user of `role` must have a second factor.
+    pub fn requires_second_factor(&self, role: crate::Role) -> bool {
+        self.second_factor_roles.contains(&role)
+    }
+
+    pub fn validate(&self, v: &mut Violations, prefix: &str) {
+        if self.second_factor_grace_secs > 90 * 86_400 {
+            v.add(
+                format!("{prefix}second_factor_grace_period"),
+                "must be between 0 and 90 days",
+            );
+        }
+        let mut roles = self.second_factor_roles.clone();
+        roles.sort_unstable();
+        roles.dedup();
+        if roles.len() != self.second_factor_roles.len() {
+            v.add(
+                format!("{prefix}second_factor_required_roles"),
+                "must not repeat a role",
+            );
+        }
+        let mut users = self.break_glass_users.clone();
+        users.sort_unstable();
+        users.dedup();
+        if users.len() != self.break_glass_users.len() {
+            v.add(
+                format!("{prefix}break_glass_users"),
+                "must not repeat a user",
+            );
+        }
+        if self.break_glass_users.len() > MAX_BREAK_GLASS_USERS {
+            v.add(
+                format!("{prefix}break_glass_users"),
+                format!("must name at most {MAX_BREAK_GLASS_USERS} users"),
+            );
+        }
+        if self.password_sign_in_disabled && self.break_glass_users.is_empty() {
+            v.add(
+                format!("{prefix}break_glass_users"),
+                "must name at least one Team Admin while password sign-in is disabled (the way \
+                 in when the identity provider is down)",
+            );
+        }
+    }
+}
+
 /// Every run-time setting. The configuration file gives the values of a new database; from
 /// then on Team Admins change them through the settings service.
 #[derive(Debug, Clone, PartialEq, Eq, Default, Serialize, Deserialize)]
@@ -187,6 +264,7 @@ pub struct Settings {
     pub password_policy: PasswordPolicy,
     pub lockout_policy: LockoutPolicy,
     pub token_policy: TokenPolicy,
+    pub sign_in_policy: SignInPolicy,
 }
 
 impl Settings {
@@ -195,6 +273,7 @@ impl Settings {
         self.password_policy.validate(&mut v, "password_policy.");
         self.lockout_policy.validate(&mut v, "lockout_policy.");
         self.token_policy.validate(&mut v, "token_policy.");
+        self.sign_in_policy.validate(&mut v, "sign_in_policy.");
         v.finish()
     }
 }

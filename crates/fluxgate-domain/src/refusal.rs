@@ -127,6 +127,8 @@ pub enum Refusal {
     PasswordAlreadySet,
     #[error("too many failed login attempts: try again later")]
     LockedOut,
+    #[error("too many sign-ins started from this address: try again later")]
+    TooManySignIns,
     #[error("invalid username or password")]
     BadCredentials,
     #[error("only users logged in with a session can do this; service accounts use API keys")]
@@ -145,6 +147,27 @@ pub enum Refusal {
     NoSecondFactor,
     #[error("the password changed meanwhile: log in again")]
     PasswordChangedMeanwhile,
+    #[error(
+        "password sign-in is disabled for this organisation: sign in through your identity \
+         provider"
+    )]
+    PasswordSignInDisabled,
+    #[error(
+        "this account signs in through an identity provider and has no password: sign in there"
+    )]
+    SsoOnly,
+    /// A sign-in through an identity provider that did not hold; `why` says what did not.
+    #[error("single sign-on failed: {why}")]
+    SsoFailed { why: String },
+    #[error(
+        "the identity provider vouched for an account that is deactivated here: ask a Team Admin"
+    )]
+    SsoAccountDeactivated,
+    #[error(
+        "no account here matches this identity, and this provider may not create one: ask a \
+         Team Admin"
+    )]
+    SsoNoAccount,
 }
 
 fn in_use(refs: &[(usize, &'static str)]) -> String {
@@ -161,8 +184,10 @@ impl Refusal {
             Refusal::StaleRevision { .. } | Refusal::StaleEtag { .. } | Refusal::UserChanged => {
                 RefusalKind::Stale
             }
-            Refusal::TooManyResetRequests | Refusal::LockedOut => RefusalKind::Exhausted,
-            Refusal::BadCredentials => RefusalKind::Unauthenticated,
+            Refusal::TooManyResetRequests | Refusal::LockedOut | Refusal::TooManySignIns => {
+                RefusalKind::Exhausted
+            }
+            Refusal::BadCredentials | Refusal::SsoFailed { .. } => RefusalKind::Unauthenticated,
             Refusal::PasswordChangedMeanwhile => RefusalKind::Stale,
             Refusal::NotPending { .. }
             | Refusal::Expired
@@ -198,6 +223,10 @@ impl Refusal {
             | Refusal::SecondFactorEnrolled
             | Refusal::NoPendingEnrolment
             | Refusal::NoSecondFactor
+            | Refusal::PasswordSignInDisabled
+            | Refusal::SsoOnly
+            | Refusal::SsoAccountDeactivated
+            | Refusal::SsoNoAccount
             | Refusal::WrongEnrolmentCode => RefusalKind::Precondition,
             Refusal::NameTaken { .. }
             | Refusal::GroupNameTaken { .. }

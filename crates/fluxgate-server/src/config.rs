@@ -41,6 +41,147 @@ pub struct Config {
     pub max_connections: usize,
     /// A new connection must send its first bytes within this time, or it is closed.
     pub handshake_timeout_ms: u64,
+    /// Sign-in through identity providers (OpenID Connect).
+    pub oidc: OidcConfig,
+}
+
+/// The OpenID providers people sign in with.
+#[derive(Debug, Clone, Default, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct OidcConfig {
+    pub providers: Vec<OidcProvider>,
+}
+
+/// One OpenID provider. Its redirect URI, to register at the provider, is
+/// `{public_url}/sso/{id}/callback`.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct OidcProvider {
+    /// Identifier in URLs and the audit trail: 1 to 32 of a-z, 0-9 and '-'.
+    pub id: String,
+    /// What the sign-in button says.
+    pub display_name: String,
+    /// The issuer URL; discovery reads `{issuer}/.well-known/openid-configuration`.
+    pub issuer: String,
+    pub client_id: String,
+    /// The client secret; or name an environment variable that holds it.
+    pub client_secret: Option<String>,
+    pub client_secret_env: Option<String>,
+    /// Scopes asked for beside `openid` (default `email`, `profile`).
+    pub scopes: Vec<String>,
+    /// ID-token signature algorithms accepted (default `RS256`; never `none` or HMAC).
+    pub algorithms: Vec<String>,
+    /// Link a first sign-in to the account with the same, provider-verified, email.
+    pub link_by_email: bool,
+    /// Create an account (with `default_role`) for an identity that matches none.
+    pub create_users: bool,
+    /// `requester`, `approver` or `team_admin`.
+    pub default_role: fluxgate_domain::Role,
+    /// The claim whose values map to the organisation role, e.g. `roles`.
+    pub role_claim: Option<String>,
+    /// Claim value → role; the highest present wins, none present gives `default_role`.
+    pub role_map: std::collections::BTreeMap<String, fluxgate_domain::Role>,
+    /// The claim whose values map to portfolio groups, e.g. `groups`.
+    pub groups_claim: Option<String>,
+    /// Claim value → group: membership follows the claim at every sign-in.
+    pub group_map: Vec<OidcGroupMapping>,
+}
+
+impl Default for OidcProvider {
+    fn default() -> Self {
+        OidcProvider {
+            id: String::new(),
+            display_name: String::new(),
+            issuer: String::new(),
+            client_id: String::new(),
+            client_secret: None,
+            client_secret_env: None,
+            scopes: vec!["email".into(), "profile".into()],
+            algorithms: vec!["RS256".into()],
+            link_by_email: false,
+            create_users: false,
+            default_role: fluxgate_domain::Role::Requester,
+            role_claim: None,
+            role_map: Default::default(),
+            groups_claim: None,
+            group_map: Vec::new(),
+        }
+    }
+}
+
+/// A claim value and the group (by portfolio and group name) it puts its holders in.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct OidcGroupMapping {
+    pub claim: String,
+    pub portfolio: String,
+    pub group: String,
+}
+
+/// The signature algorithms an ID token may use.
+pub const OIDC_ALGORITHMS: &[&str] = &[
+    "RS256", "RS384", "RS512", "PS256", "PS384", "PS512", "ES256", "ES384", "EdDSA",
+];
+
+impl OidcProvider {
+    /// The client secret, from the file or the environment.
+    pub fn secret(&self) -> Option<String> {
+        self.client_secret.clone().or_else(|| {
+            self.client_secret_env
+                .as_ref()
+                .and_then(|v| std::env::var(v).ok())
+        })
+    }
+
+    fn validate(&self) -> anyhow::Result<()> {
+        let id_ok = (1..=32).contains(&self.id.len())
+            && self
+                .id
+                .chars()
+                .all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || c == '-');
+        if !id_ok {
+            anyhow::bail!(
+                "oidc.providers: id {:?} must be 1 to 32 of a-z, 0-9 and '-'",
+                self.id
+            );
+        }
+        let p = format!("oidc.providers[{}]", self.id);
+        let issuer_ok = self.issuer.starts_with("https://")
+            || self.issuer.starts_with("http://127.0.0.1")
+            || self.issuer.starts_with("http://localhost")
+            || self.issuer.starts_with("http://[::1]");
+        if !issuer_ok {
+            anyhow::bail!("{p}.issuer must be an https:// URL (http:// only on loopback)");
+        }
+        if self.client_id.is_empty() {
+            anyhow::bail!("{p}.client_id is required");
+        }
+        if let Some(a) = self
+            .algorithms
+            .iter()
+            .find(|a| !OIDC_ALGORITHMS.contains(&a.as_str()))
+        {
+            anyhow::bail!("{p}.algorithms: {a:?} is not one of {OIDC_ALGORITHMS:?}");
+        }
+        if self.algorithms.is_empty() {
+            anyhow::bail!("{p}.algorithms must name at least one algorithm");
+        }
+        if self.client_secret.is_some() && self.client_secret_env.is_some() {
+            anyhow::bail!("{p}: give client_secret or client_secret_env, not both");
+        }
+        if let Some(v) = &self.client_secret_env
+            && std::env::var(v).is_err()
+        {
+            anyhow::bail!("{p}.client_secret_env: the variable {v} is not set");
+        }
+        if !self.role_map.is_empty() && self.role_claim.is_none() {
+            anyhow::bail!("{p}.role_map needs role_claim");
+        }
+        if !self.group_map.is_empty() && self.groups_claim.is_none() {
+            anyhow::bail!("{p}.group_map needs groups_claim");
+        }
+        Ok(())
+    }
 }
 
 /// Serving over TLS. Plaintext when no certificate is given (the local default).
@@ -74,6 +215,7 @@ impl Default for Config {
             tls: TlsConfig::default(),
             max_connections: 0,
             handshake_timeout_ms: 10_000,
+            oidc: OidcConfig::default(),
         }
     }
 }
@@ -441,6 +583,12 @@ impl Config {
         }
         if self.auth.refresh_reuse_grace_ms > 60_000 {
             anyhow::bail!("auth.refresh_reuse_grace_ms must be from 0 to 60000");
+        }
+        for (i, p) in self.oidc.providers.iter().enumerate() {
+            p.validate()?;
+            if self.oidc.providers[..i].iter().any(|q| q.id == p.id) {
+                anyhow::bail!("oidc.providers: id {:?} is used twice", p.id);
+            }
         }
         if let Some(secret) = &self.auth.jwt_secret
             && secret.len() < 32

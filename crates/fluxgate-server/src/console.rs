@@ -18,11 +18,7 @@ use http_body_util::Full;
 use sha2::{Digest, Sha256};
 use tonic::body::Body;
 
-/// The policy of every console response: scripts, styles and calls from this origin only, no
-/// inline script or style, never framed.
-pub const CONTENT_SECURITY_POLICY: &str = "default-src 'none'; script-src 'self'; \
-     style-src 'self'; img-src 'self' data:; connect-src 'self'; font-src 'self'; \
-     manifest-src 'self'; base-uri 'none'; form-action 'self'; frame-ancestors 'none'";
+pub use crate::lockdown::{CONTENT_SECURITY_POLICY, lock_down};
 
 /// One embedded file: its bytes and their gzip copy.
 struct Asset {
@@ -77,19 +73,33 @@ fn etag(a: &Asset) -> &'static str {
 }
 
 /// Serves the console in front of `S`, which gets every gRPC and gRPC-Web call.
-#[derive(Debug, Clone, Copy, Default)]
-pub struct ConsoleLayer;
+/// The sign-in legs of identity providers (`/sso/{id}/start`, `/sso/{id}/callback`) go to
+/// [`crate::sso_http`].
+#[derive(Debug, Clone)]
+pub struct ConsoleLayer {
+    state: std::sync::Arc<crate::state::AppState>,
+}
+
+impl ConsoleLayer {
+    pub fn new(state: std::sync::Arc<crate::state::AppState>) -> Self {
+        ConsoleLayer { state }
+    }
+}
 
 impl<S> tower::Layer<S> for ConsoleLayer {
     type Service = Console<S>;
     fn layer(&self, inner: S) -> Console<S> {
-        Console { inner }
+        Console {
+            inner,
+            state: self.state.clone(),
+        }
     }
 }
 
 #[derive(Debug, Clone)]
 pub struct Console<S> {
     inner: S,
+    state: std::sync::Arc<crate::state::AppState>,
 }
 
 type BoxFuture<T, E> = Pin<Box<dyn Future<Output = Result<T, E>> + Send>>;
@@ -110,6 +120,10 @@ where
     fn call(&mut self, req: Request<Body>) -> Self::Future {
         if is_api_call(req.headers()) {
             return Box::pin(self.inner.call(req));
+        }
+        if crate::sso_http::is_sso_path(req.uri().path()) {
+            let state = self.state.clone();
+            return Box::pin(async move { Ok(crate::sso_http::handle(state, req).await) });
         }
         let r = serve(req.method(), req.uri().path(), req.headers());
         Box::pin(async move { Ok(r) })
@@ -178,36 +192,6 @@ fn respond(a: &Asset, headers: &HeaderMap, head_only: bool) -> Response<Body> {
     }
     lock_down(h);
     r
-}
-
-/// The headers every console response carries.
-fn lock_down(h: &mut HeaderMap) {
-    h.insert(
-        header::CONTENT_SECURITY_POLICY,
-        HeaderValue::from_static(CONTENT_SECURITY_POLICY),
-    );
-    h.insert(
-        header::X_CONTENT_TYPE_OPTIONS,
-        HeaderValue::from_static("nosniff"),
-    );
-    h.insert(header::X_FRAME_OPTIONS, HeaderValue::from_static("DENY"));
-    // Links carry one-time tokens: no page address ever leaves in a Referer.
-    h.insert(
-        header::REFERRER_POLICY,
-        HeaderValue::from_static("no-referrer"),
-    );
-    h.insert(
-        "cross-origin-opener-policy",
-        HeaderValue::from_static("same-origin"),
-    );
-    h.insert(
-        "cross-origin-resource-policy",
-        HeaderValue::from_static("same-origin"),
-    );
-    h.insert(
-        "permissions-policy",
-        HeaderValue::from_static("camera=(), microphone=(), geolocation=(), payment=()"),
-    );
 }
 
 fn plain(status: StatusCode, text: &'static str) -> Response<Body> {

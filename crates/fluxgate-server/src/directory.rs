@@ -20,7 +20,7 @@ use fluxgate_domain::{
 use fluxgate_store::changes::{self, Change, EntityKind};
 use fluxgate_store::{
     DbConnection, StoreError, catalog, groups, now_micros, service_accounts, sessions, settings,
-    users,
+    sign_in, users,
 };
 use tokio::sync::Mutex;
 
@@ -64,11 +64,12 @@ fn parse<T: std::str::FromStr>(what: &str, v: &str) -> Result<T, StoreError> {
     v.parse().map_err(|_| corrupt(what, v))
 }
 
-fn user_facts(u: &users::User) -> PrincipalFacts {
+fn user_facts(u: &users::User, overdue: bool) -> PrincipalFacts {
     PrincipalFacts {
         role: u.role,
         active: u.active,
         must_change_password: u.must_change_password,
+        second_factor_overdue: overdue,
         portfolio: None,
         audit_writer: false,
         acts_for: BTreeSet::new(),
@@ -94,6 +95,7 @@ fn sa_facts(
         role: sa.role,
         active: sa.active,
         must_change_password: false,
+        second_factor_overdue: false,
         portfolio: sa
             .portfolio_id
             .as_deref()
@@ -162,9 +164,15 @@ fn load_all(conn: &mut DbConnection) -> Result<Inner, StoreError> {
     let mut facts = Facts::default();
     let mut names = HashMap::new();
     let mut usernames = HashMap::new();
+    let overdue: std::collections::HashSet<String> = sign_in::all(conn)?
+        .into_iter()
+        .filter(|s| s.second_factor_overdue)
+        .map(|s| s.user_id)
+        .collect();
     for u in users::all(conn)? {
         let id = PrincipalId::User(u.id);
-        facts.principals.insert(id, user_facts(&u));
+        let late = overdue.contains(&u.id.to_string());
+        facts.principals.insert(id, user_facts(&u, late));
         names.insert(id, u.username.clone());
         usernames.insert(u.username.clone(), u.id);
     }
@@ -274,7 +282,8 @@ fn load_all(conn: &mut DbConnection) -> Result<Inner, StoreError> {
 
 /// The state of one changed entity, read from the database.
 enum Loaded {
-    User(UserId, Option<users::User>, Vec<sessions::Session>),
+    /// A user, whether their second factor is overdue, and their live sessions.
+    User(UserId, Option<(users::User, bool)>, Vec<sessions::Session>),
     Session(SessionId, Option<sessions::Session>),
     Settings(Option<settings::Stored>),
     Portfolio(PortfolioId, bool),
@@ -312,11 +321,11 @@ fn load_entity(
     Ok(Some(match c.kind {
         EntityKind::User => {
             let id = UserId(uuid);
-            Loaded::User(
-                id,
-                users::find(conn, id)?,
-                sessions::live(conn, Some(id), now)?,
-            )
+            let user = match users::find(conn, id)? {
+                Some(u) => Some((u, sign_in::get(conn, id)?.second_factor_overdue)),
+                None => None,
+            };
+            Loaded::User(id, user, sessions::live(conn, Some(id), now)?)
         }
         EntityKind::Session => {
             let id = SessionId(uuid);
@@ -402,8 +411,8 @@ impl Inner {
                     let pid = PrincipalId::User(id);
                     self.sessions.retain(|_, s| s.user_id != id);
                     match user {
-                        Some(u) => {
-                            self.facts.principals.insert(pid, user_facts(&u));
+                        Some((u, overdue)) => {
+                            self.facts.principals.insert(pid, user_facts(&u, overdue));
                             self.names.insert(pid, u.username.clone());
                             self.usernames.insert(u.username.clone(), u.id);
                             for s in live {

@@ -321,6 +321,10 @@ async fn secrets_live(state: &AppState, method: &str, frames: &[u8]) -> bool {
             .ok()
             .and_then(|r| r.tokens)
             .map(|t| t.access_token),
+        "/fluxgate.v1.AuthService/CompleteSsoSignIn" => pb::CompleteSsoSignInResponse::decode(msg)
+            .ok()
+            .and_then(|r| r.tokens)
+            .map(|t| t.access_token),
         "/fluxgate.v1.AuthService/ChangePassword" => pb::ChangePasswordResponse::decode(msg)
             .ok()
             .and_then(|r| r.tokens)
@@ -526,7 +530,7 @@ mod tests {
         ] {
             assert!(!m.contains(read), "{read}");
         }
-        assert_eq!(m.len(), 48);
+        assert_eq!(m.len(), 49);
     }
 
     #[test]

@@ -105,6 +105,7 @@ impl Server {
             reset_requests_per_client_per_hour: config.password_reset.requests_per_client_per_hour,
             refresh_reuse_grace_micros: (config.auth.refresh_reuse_grace_ms as i64) * 1_000,
         };
+        let sso = crate::oidc::Providers::new(&config.oidc, &config.public_url)?;
         let state = Arc::new(AppState {
             config,
             db,
@@ -116,6 +117,7 @@ impl Server {
             stopping: tokio::sync::watch::channel(false).0,
             limits,
             refused_logins: Default::default(),
+            sso,
         });
         Ok(Server {
             listener,
@@ -302,7 +304,7 @@ impl Server {
             // Browsers speak HTTP/1.1: the console's page and its gRPC-Web calls.
             .accept_http1(true)
             // What is not a gRPC or gRPC-Web call is the console's.
-            .layer(crate::console::ConsoleLayer)
+            .layer(crate::console::ConsoleLayer::new(state.clone()))
             // gRPC-Web becomes gRPC before the other layers and the services see it.
             .layer(tonic_web::GrpcWebLayer::new())
             .layer(crate::telemetry::TelemetryLayer::new(state.metrics.clone()))

@@ -27,6 +27,8 @@ pub struct AppState {
     /// What the configuration sets for the use cases.
     pub limits: fluxgate_core::Limits,
     pub refused_logins: fluxgate_core::logins::RefusedLogins,
+    /// The identity providers people sign in with.
+    pub sso: crate::oidc::Providers,
 }
 
 impl AppState {

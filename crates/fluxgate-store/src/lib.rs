@@ -25,6 +25,8 @@ pub mod second_factors;
 pub mod service_accounts;
 pub mod sessions;
 pub mod settings;
+pub mod sign_in;
+pub mod sso;
 pub mod state;
 pub mod testing;
 pub mod throttle;

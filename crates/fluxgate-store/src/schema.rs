@@ -365,3 +365,48 @@ diesel::table! {
         used_at -> Nullable<BigInt>,
     }
 }
+
+diesel::table! {
+    user_sign_in (user_id) {
+        user_id -> Text,
+        sso_only -> Bool,
+        second_factor_due_at -> Nullable<BigInt>,
+        second_factor_overdue -> Bool,
+    }
+}
+
+diesel::table! {
+    user_identities (issuer, subject) {
+        issuer -> Text,
+        subject -> Text,
+        user_id -> Text,
+        provider -> Text,
+        email -> Nullable<Text>,
+        created_at -> BigInt,
+        last_sign_in_at -> Nullable<BigInt>,
+    }
+}
+
+diesel::table! {
+    sso_logins (state_hash) {
+        state_hash -> Text,
+        provider -> Text,
+        nonce -> Text,
+        pkce_verifier -> Text,
+        client_challenge -> Text,
+        return_to -> Nullable<Text>,
+        created_at -> BigInt,
+        expires_at -> BigInt,
+    }
+}
+
+diesel::table! {
+    sso_handoffs (code_hash) {
+        code_hash -> Text,
+        user_id -> Text,
+        provider -> Text,
+        client_challenge -> Text,
+        created_at -> BigInt,
+        expires_at -> BigInt,
+    }
+}

@@ -3,7 +3,7 @@
 import { useEffect, useState } from "preact/hooks";
 import { encode } from "uqr";
 
-import { api, keyed } from "../api";
+import { api, keyed, when } from "../api";
 import { AuthService, type BeginTotpEnrollmentResponse, type GetSecondFactorResponse } from "../gen/fluxgate/v1/auth_pb";
 import { Alert, Confirm, ErrorAlert, Field, Secret, useAction } from "../ui";
 import { ChangePassword } from "./auth";
@@ -58,6 +58,13 @@ function SecondFactor() {
     <section class="panel" aria-labelledby="two-step">
       <h2 id="two-step">Two-step sign-in</h2>
       <ErrorAlert action={load} />
+      {status?.requirement && !status.totpEnabled && (
+        <Alert kind={status.requirement.overdue ? "error" : "info"}>
+          {status.requirement.overdue
+            ? "Your role requires two-step sign-in and the time to set it up has passed: set it up below to use the console again."
+            : `Your role requires two-step sign-in: set it up by ${when(status.requirement.dueTime)}.`}
+        </Alert>
+      )}
       {recovery.length > 0 && (
         <Alert kind="success">
           <p>

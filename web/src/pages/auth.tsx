@@ -3,7 +3,7 @@
 import { useEffect, useState } from "preact/hooks";
 
 import { api, expiry, keyed, setSession, Code, ConnectError } from "../api";
-import { AuthService } from "../gen/fluxgate/v1/auth_pb";
+import { AuthService, type SsoProvider } from "../gen/fluxgate/v1/auth_pb";
 import { PasswordResetService } from "../gen/fluxgate/v1/password_reset_pb";
 import { SettingsService, type PasswordPolicy } from "../gen/fluxgate/v1/settings_pb";
 import { navigate, takeSecretParam } from "../router";
@@ -18,7 +18,76 @@ function Card(props: { title: string; children: preact.ComponentChildren }) {
   );
 }
 
+/** Where a sign-in through an identity provider keeps its PKCE verifier until it comes back. */
+const VERIFIER = "fluxgate.sso.verifier";
+
+function base64url(bytes: Uint8Array): string {
+  let s = "";
+  for (const b of bytes) s += String.fromCharCode(b);
+  return btoa(s).replace(/\+/g, "-").replace(/\//g, "_").replace(/=+$/, "");
+}
+
+/** Sends the browser to the provider, with the S256 challenge of a verifier kept for the return. */
+async function startSso(p: SsoProvider): Promise<void> {
+  if (!crypto.subtle) throw new Error("signing in through an identity provider needs HTTPS (or localhost)");
+  const verifier = base64url(crypto.getRandomValues(new Uint8Array(32)));
+  const digest = new Uint8Array(await crypto.subtle.digest("SHA-256", new TextEncoder().encode(verifier)));
+  sessionStorage.setItem(VERIFIER, verifier);
+  location.assign(`${p.startPath}?code_challenge=${base64url(digest)}`);
+}
+
+/** The identity providers' buttons; and whether passwords are for break-glass admins only. */
+function useProviders(): { providers: SsoProvider[]; passwordsOff: boolean } {
+  const [state, set] = useState<{ providers: SsoProvider[]; passwordsOff: boolean }>({ providers: [], passwordsOff: false });
+  useEffect(() => {
+    api(AuthService)
+      .listSsoProviders({})
+      .then((r) => set({ providers: r.providers, passwordsOff: r.passwordSignInDisabled }))
+      .catch(() => undefined);
+  }, []);
+  return state;
+}
+
+/** Where a sign-in through an identity provider comes back: its one-time code becomes a session. */
+export function SsoDone() {
+  const [error, setError] = useState("");
+  useEffect(() => {
+    const code = takeSecretParam("code");
+    const failed = takeSecretParam("error");
+    const verifier = sessionStorage.getItem(VERIFIER) ?? "";
+    sessionStorage.removeItem(VERIFIER);
+    if (failed || !code) {
+      setError(failed || "The identity provider sent nothing back.");
+      return;
+    }
+    api(AuthService)
+      .completeSsoSignIn({ code, codeVerifier: verifier })
+      .then((r) => {
+        if (!r.user || !r.tokens) throw new Error("incomplete sign-in reply");
+        setSession({ accessToken: r.tokens.accessToken, expiresAt: expiry(r.tokens.accessTokenExpireTime), user: r.user });
+        navigate("/", true);
+      })
+      .catch((e) => setError(ConnectError.from(e).rawMessage));
+  }, []);
+  return (
+    <Card title="Signing in">
+      {error ? (
+        <>
+          <Alert kind="error">Single sign-on failed: {error}</Alert>
+          <p>
+            <a href="/signin">Back to sign-in</a>
+          </p>
+        </>
+      ) : (
+        <p role="status">Finishing the sign-in…</p>
+      )}
+    </Card>
+  );
+}
+
 export function SignIn(props: { notice?: string }) {
+  const { providers, passwordsOff } = useProviders();
+  const sso = useAction((_key: string, p: SsoProvider) => startSso(p));
   const [username, setUsername] = useState("");
   const [password, setPassword] = useState("");
   const [code, setCode] = useState("");
@@ -36,11 +105,10 @@ export function SignIn(props: { notice?: string }) {
     }
     if (!r.user || !r.tokens) throw new Error("incomplete sign-in reply");
     setSession({ accessToken: r.tokens.accessToken, expiresAt: expiry(r.tokens.accessTokenExpireTime), user: r.user });
-    navigate(r.user.mustChangePassword ? "/change-password" : "/", true);
+    const factor = r.secondFactorRequirement;
+    navigate(r.user.mustChangePassword ? "/change-password" : factor ? "/account" : "/", true);
   });
-  return (
-    <Card title="Sign in to FluxGate">
-      {props.notice && <Alert kind="info">{props.notice}</Alert>}
+  const form = (
       <form
         onSubmit={(e) => {
           e.preventDefault();
@@ -86,9 +154,34 @@ export function SignIn(props: { notice?: string }) {
           {login.busy ? "Signing in…" : "Sign in"}
         </button>
       </form>
-      <p>
-        <a href="/forgot-password">Forgot your password?</a>
-      </p>
+  );
+  return (
+    <Card title="Sign in to FluxGate">
+      {props.notice && <Alert kind="info">{props.notice}</Alert>}
+      {providers.length > 0 && (
+        <div class="sso">
+          {providers.map((p) => (
+            <button type="button" key={p.id} disabled={sso.busy} onClick={() => void sso.run(p)}>
+              Sign in with {p.displayName || p.id}
+            </button>
+          ))}
+          <ErrorAlert action={sso} />
+        </div>
+      )}
+      {passwordsOff ? (
+        <details>
+          <summary>Break-glass sign-in (Team Admins)</summary>
+          {form}
+        </details>
+      ) : (
+        <>
+          {providers.length > 0 && <p class="or">or with your password</p>}
+          {form}
+          <p>
+            <a href="/forgot-password">Forgot your password?</a>
+          </p>
+        </>
+      )}
     </Card>
   );
 }

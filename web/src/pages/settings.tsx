@@ -4,13 +4,15 @@ import { useEffect, useState } from "preact/hooks";
 import { create } from "@bufbuild/protobuf";
 import { DurationSchema, FieldMaskSchema } from "@bufbuild/protobuf/wkt";
 
-import { api, keyed, when } from "../api";
+import { api, keyed, roleNames, when } from "../api";
+import { Role } from "../gen/fluxgate/v1/common_pb";
 import { EmailService, EmailState, type Email } from "../gen/fluxgate/v1/email_pb";
 import {
   LockoutPolicySchema,
   PasswordPolicySchema,
   SettingsSchema,
   SettingsService,
+  SignInPolicySchema,
   TokenPolicySchema,
   type Settings as SettingsMsg,
 } from "../gen/fluxgate/v1/settings_pb";
@@ -18,6 +20,7 @@ import { Alert, Check, Dialog, ErrorAlert, Field, LoadMore, Select, useAction } 
 
 const minutes = (d: { seconds: bigint } | undefined) => String(Number(d?.seconds ?? 0n) / 60);
 const duration = (mins: string) => create(DurationSchema, { seconds: BigInt(Math.round(Number(mins) * 60)) });
+const ROLES = [Role.REQUESTER, Role.APPROVER, Role.TEAM_ADMIN];
 
 export function Settings() {
   const [s, setS] = useState<SettingsMsg | null>(null);
@@ -32,6 +35,10 @@ export function Settings() {
   const [lockMins, setLockMins] = useState("");
   const [accessMins, setAccessMins] = useState("");
   const [refreshMins, setRefreshMins] = useState("");
+  const [factorRoles, setFactorRoles] = useState<Role[]>([]);
+  const [graceDays, setGraceDays] = useState("");
+  const [passwordsOff, setPasswordsOff] = useState(false);
+  const [breakGlass, setBreakGlass] = useState("");
   const [saved, setSaved] = useState(false);
   const show = (x: SettingsMsg) => {
     setS(x);
@@ -47,6 +54,11 @@ export function Settings() {
     setLockMins(minutes(x.lockoutPolicy?.lockoutDuration));
     setAccessMins(minutes(x.tokenPolicy?.accessTokenTtl));
     setRefreshMins(minutes(x.tokenPolicy?.refreshTokenTtl));
+    const sp = x.signInPolicy;
+    setFactorRoles(sp?.secondFactorRequiredRoles ?? []);
+    setGraceDays(String(Number(sp?.secondFactorGracePeriod?.seconds ?? 0n) / 86400));
+    setPasswordsOff(!!sp?.passwordSignInDisabled);
+    setBreakGlass((sp?.breakGlassUsers ?? []).join(", "));
   };
   const load = useAction(async () => {
     const r = await api(SettingsService).getSettings({ name: "settings" });
@@ -72,8 +84,18 @@ export function Settings() {
           }),
           lockoutPolicy: create(LockoutPolicySchema, { maxFailedAttempts: Number(attempts), lockoutDuration: duration(lockMins) }),
           tokenPolicy: create(TokenPolicySchema, { accessTokenTtl: duration(accessMins), refreshTokenTtl: duration(refreshMins) }),
+          signInPolicy: create(SignInPolicySchema, {
+            secondFactorRequiredRoles: factorRoles,
+            secondFactorGracePeriod: duration(String(Number(graceDays) * 1440)),
+            passwordSignInDisabled: passwordsOff,
+            breakGlassUsers: breakGlass
+              .split(",")
+              .map((u) => u.trim())
+              .filter((u) => u)
+              .map((u) => (u.startsWith("users/") ? u : `users/${u}`)),
+          }),
         }),
-        updateMask: create(FieldMaskSchema, { paths: ["password_policy", "lockout_policy", "token_policy"] }),
+        updateMask: create(FieldMaskSchema, { paths: ["password_policy", "lockout_policy", "token_policy", "sign_in_policy"] }),
       },
       keyed(key),
     );
@@ -120,6 +142,29 @@ export function Settings() {
             <legend>Sessions</legend>
             <Field label="Access token lifetime (minutes)" name="access_token_ttl" type="number" value={accessMins} onValue={setAccessMins} path="settings.token_policy.access_token_ttl" fields={f} />
             <Field label="Refresh token lifetime (minutes)" name="refresh_token_ttl" type="number" value={refreshMins} onValue={setRefreshMins} path="settings.token_policy.refresh_token_ttl" fields={f} />
+          </fieldset>
+          <fieldset class="panel">
+            <legend>Sign-in</legend>
+            <p class="hint">Two-step sign-in required for</p>
+            {ROLES.map((r) => (
+              <Check
+                key={r}
+                label={roleNames[r]}
+                checked={factorRoles.includes(r)}
+                onValue={(on) => setFactorRoles(on ? [...factorRoles, r] : factorRoles.filter((x) => x !== r))}
+              />
+            ))}
+            <Field label="Time to set it up (days)" name="second_factor_grace" type="number" value={graceDays} onValue={setGraceDays} path="settings.sign_in_policy.second_factor_grace_period" fields={f} />
+            <Check label="Password sign-in disabled (identity providers only)" checked={passwordsOff} onValue={setPasswordsOff} />
+            <Field
+              label="Break-glass Team Admins (usernames, comma-separated)"
+              name="break_glass_users"
+              value={breakGlass}
+              onValue={setBreakGlass}
+              path="settings.sign_in_policy.break_glass_users"
+              fields={f}
+              hint="They keep their password while password sign-in is disabled: the way in when the identity provider is down."
+            />
           </fieldset>
         </div>
         {saved && <Alert kind="success">Settings saved.</Alert>}

@@ -7,7 +7,7 @@ pub fn allowed(facts: &Facts, p: &PrincipalId, perm: Permission, r: ResourceRef)
     let Some(pf) = facts.principals.get(p) else {
         return false;
     };
-    if !pf.active || pf.must_change_password {
+    if !pf.active || pf.must_change_password || pf.second_factor_overdue {
         return false;
     }
     if pf.role == Role::TeamAdmin {

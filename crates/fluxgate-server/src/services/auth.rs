@@ -46,6 +46,14 @@ pub async fn flush_refused_logins(state: &AppState) -> ApiResult<usize> {
     Ok(done.value)
 }
 
+/// What the organisation asks of a user's second factor, for a reply (none: nothing asked).
+fn requirement(r: &factor::Requirement) -> Option<pb::SecondFactorRequirement> {
+    r.due_at.map(|d| pb::SecondFactorRequirement {
+        due_time: Some(crate::convert::timestamp(d)),
+        overdue: r.overdue,
+    })
+}
+
 fn login_input(username: &str, password: &str, code: &str) -> ApiResult<()> {
     let mut v = Violations::new();
     if code.len() > 64 || code.chars().any(char::is_control) {
@@ -225,7 +233,7 @@ impl AuthSvc {
         cmd: CompleteLogin,
         a: Attempt,
         login: &str,
-    ) -> ApiResult<crate::runner::Done<(uc::IssuedRefresh, User)>> {
+    ) -> ApiResult<crate::runner::Done<uc::SignedIn>> {
         match self.state.execute(ctx, None, cmd).await {
             Err(ApiError::Unauthenticated(_)) => Err(self.refuse(ctx, a, login).await?),
             r => r,
@@ -259,16 +267,15 @@ impl AuthSvc {
         let done = self
             .complete(ctx, cmd, Attempt::checked(u, subject), &username)
             .await?;
-        let (issued, user) = &done.value;
+        let (issued, user, required) = &done.value;
         st.metrics.login(LoginOutcome::Success);
         tracing::info!(user = %user.username, session = %issued.session_id, "login");
-        let tokens = Some(st.session_tokens(user.id, issued)?);
-        let user = Some(user_to_proto(user));
-        Ok(reply(
-            pb::LoginResponse { tokens, user },
-            ctx,
-            done.revision,
-        ))
+        let msg = pb::LoginResponse {
+            tokens: Some(st.session_tokens(user.id, issued)?),
+            user: Some(user_to_proto(user)),
+            second_factor_requirement: requirement(required),
+        };
+        Ok(reply(msg, ctx, done.revision))
     }
 
     async fn refresh(
@@ -503,6 +510,7 @@ impl AuthService for AuthSvc {
             totp_enabled: s.totp_enabled,
             enrollment_pending: s.enrolment_pending,
             recovery_codes_left: s.recovery_codes_left as i32,
+            requirement: requirement(&s.requirement),
         };
         Ok(reply(msg, &ctx, None))
     }
@@ -563,4 +571,96 @@ impl AuthService for AuthSvc {
         let done = self.state.execute(&ctx, Some(&p), cmd).await?;
         Ok(done.reply(&ctx, |()| pb::RemoveSecondFactorResponse {}))
     }
+
+    async fn list_sso_providers(
+        &self,
+        request: Request<pb::ListSsoProvidersRequest>,
+    ) -> Result<Response<pb::ListSsoProvidersResponse>, Status> {
+        let ctx = RequestCtx::of(&request)?;
+        let pb::ListSsoProvidersRequest {} = request.into_inner();
+        let providers = self
+            .state
+            .sso
+            .list()
+            .iter()
+            .map(|p| pb::SsoProvider {
+                id: p.cfg.id.clone(),
+                display_name: p.cfg.display_name.clone(),
+                start_path: format!("/sso/{}/start", p.cfg.id),
+                issuer: p.issuer().to_owned(),
+            })
+            .collect();
+        let policy = &self.state.directory.settings().settings.sign_in_policy;
+        let msg = pb::ListSsoProvidersResponse {
+            providers,
+            password_sign_in_disabled: policy.password_sign_in_disabled,
+        };
+        Ok(reply(msg, &ctx, None))
+    }
+
+    async fn complete_sso_sign_in(
+        &self,
+        request: Request<pb::CompleteSsoSignInRequest>,
+    ) -> Result<Response<pb::CompleteSsoSignInResponse>, Status> {
+        let ctx = RequestCtx::of(&request)?;
+        let browser = web_session::wanted(request.metadata());
+        let mut r = self.collect_sso(&ctx, request.into_inner()).await?;
+        self.cookie(browser, &mut r, |m| &mut m.tokens);
+        Ok(r)
+    }
+}
+
+impl AuthSvc {
+    async fn collect_sso(
+        &self,
+        ctx: &RequestCtx,
+        req: pb::CompleteSsoSignInRequest,
+    ) -> ApiResult<Response<pb::CompleteSsoSignInResponse>> {
+        let pb::CompleteSsoSignInRequest {
+            code,
+            code_verifier,
+        } = req;
+        sso_input(&code, &code_verifier)?;
+        let cmd = fluxgate_core::sso::Collect {
+            code,
+            code_verifier,
+            refresh_ttl_secs: self.refresh_ttl(),
+        };
+        let done = self.state.execute(ctx, None, cmd).await?;
+        let Some((issued, user)) = &done.value else {
+            self.state.metrics.login(LoginOutcome::Failure);
+            return Err(ApiError::Unauthenticated(
+                "the sign-in code is unknown, used, expired or not yours: sign in again".into(),
+            ));
+        };
+        self.state.metrics.login(LoginOutcome::Success);
+        tracing::info!(user = %user.username, session = %issued.session_id, "sso login");
+        let tokens = Some(self.state.session_tokens(user.id, issued)?);
+        let user = Some(user_to_proto(user));
+        Ok(reply(
+            pb::CompleteSsoSignInResponse { tokens, user },
+            ctx,
+            done.revision,
+        ))
+    }
+}
+
+/// A one-time code and a PKCE verifier (RFC 7636: 43 to 128 unreserved characters).
+fn sso_input(code: &str, verifier: &str) -> ApiResult<()> {
+    let mut v = Violations::new();
+    if code.is_empty() {
+        v.add("code", "is required");
+    } else if code.len() > 128 || !code.bytes().all(|b| b.is_ascii_graphic()) {
+        v.add("code", "is not a sign-in code");
+    }
+    let unreserved = |b: u8| b.is_ascii_alphanumeric() || matches!(b, b'-' | b'.' | b'_' | b'~');
+    if verifier.is_empty() {
+        v.add("code_verifier", "is required");
+    } else if !(43..=128).contains(&verifier.len()) || !verifier.bytes().all(unreserved) {
+        v.add(
+            "code_verifier",
+            "must be 43 to 128 characters of A-Z, a-z, 0-9, '-', '.', '_' and '~'",
+        );
+    }
+    Ok(v.finish()?)
 }

@@ -10,7 +10,9 @@ use tonic::{Request, Response, Status};
 
 use super::reply;
 use crate::auth::RequestCtx;
-use crate::convert::{duration, duration_secs, etag, mask_paths, timestamp};
+use crate::convert::{
+    duration, duration_secs, etag, mask_paths, role_from_proto, role_to_proto, timestamp,
+};
 use crate::error::{ApiError, ApiResult};
 use crate::state::AppState;
 
@@ -46,6 +48,22 @@ fn settings_to_proto(s: &Stored) -> pb::Settings {
         }),
         etag: etag("settings", s.version),
         update_time: Some(timestamp(s.updated_at)),
+        sign_in_policy: Some(pb::SignInPolicy {
+            second_factor_required_roles: st
+                .sign_in_policy
+                .second_factor_roles
+                .iter()
+                .map(|r| role_to_proto(*r) as i32)
+                .collect(),
+            second_factor_grace_period: Some(duration(st.sign_in_policy.second_factor_grace_secs)),
+            password_sign_in_disabled: st.sign_in_policy.password_sign_in_disabled,
+            break_glass_users: st
+                .sign_in_policy
+                .break_glass_users
+                .iter()
+                .map(|u| format!("users/{u}"))
+                .collect(),
+        }),
     }
 }
 
@@ -62,8 +80,17 @@ const LEAVES: &[&str] = &[
     "lockout_policy.lockout_duration",
     "token_policy.access_token_ttl",
     "token_policy.refresh_token_ttl",
+    "sign_in_policy.second_factor_required_roles",
+    "sign_in_policy.second_factor_grace_period",
+    "sign_in_policy.password_sign_in_disabled",
+    "sign_in_policy.break_glass_users",
 ];
-const GROUPS: &[&str] = &["password_policy", "lockout_policy", "token_policy"];
+const GROUPS: &[&str] = &[
+    "password_policy",
+    "lockout_policy",
+    "token_policy",
+    "sign_in_policy",
+];
 
 fn count(v: i32, field: &str, viol: &mut Violations) -> u32 {
     if v < 0 {
@@ -101,8 +128,74 @@ fn leaves(paths: &[String]) -> Vec<&'static str> {
         .collect()
 }
 
+/// The roles of a repeated role field.
+fn roles(values: &[i32], field: &str, v: &mut Violations) -> Vec<fluxgate_domain::Role> {
+    let mut out = Vec::new();
+    for (i, r) in values.iter().enumerate() {
+        match role_from_proto(*r) {
+            Ok(Some(r)) => out.push(r),
+            Ok(None) => v.add(format!("{field}[{i}]"), "must be a role"),
+            Err(e) => v.add(format!("{field}[{i}]"), e.to_string()),
+        }
+    }
+    out
+}
+
+/// The users (by id or username, as the directory knows them) of a repeated user-name field.
+fn user_ids(
+    state: &AppState,
+    names: &[String],
+    field: &str,
+    v: &mut Violations,
+) -> Vec<fluxgate_domain::UserId> {
+    let mut out = Vec::new();
+    for (i, n) in names.iter().enumerate() {
+        let f = format!("{field}[{i}]");
+        match crate::convert::parse_user_name(&f, n) {
+            Ok(fluxgate_core::names::UserRef::Id(id)) => out.push(id),
+            Ok(fluxgate_core::names::UserRef::Username(u)) => {
+                match state.directory.user_by_name(&u) {
+                    Some(id) => out.push(id),
+                    None => v.add(f, format!("no user named {u:?}")),
+                }
+            }
+            Err(_) => v.add(f, "must be users/{user_id} or users/{username}"),
+        }
+    }
+    out
+}
+
+/// The change one leaf of the sign-in policy names.
+fn sign_in_change(
+    state: &AppState,
+    leaf: &str,
+    new: &pb::Settings,
+    v: &mut Violations,
+) -> Option<Change> {
+    let field = format!("settings.{leaf}");
+    let sp = new.sign_in_policy.clone().unwrap_or_default();
+    Some(match leaf {
+        "sign_in_policy.second_factor_required_roles" => {
+            Change::SecondFactorRoles(roles(&sp.second_factor_required_roles, &field, v))
+        }
+        "sign_in_policy.second_factor_grace_period" => {
+            Change::SecondFactorGraceSecs(secs(sp.second_factor_grace_period.as_ref(), &field, v))
+        }
+        "sign_in_policy.password_sign_in_disabled" => {
+            Change::PasswordSignInDisabled(sp.password_sign_in_disabled)
+        }
+        "sign_in_policy.break_glass_users" => {
+            Change::BreakGlassUsers(user_ids(state, &sp.break_glass_users, &field, v))
+        }
+        _ => return None,
+    })
+}
+
 /// The change one leaf names, from the message's sub-messages.
-fn change(leaf: &str, new: &pb::Settings, v: &mut Violations) -> Option<Change> {
+fn change(state: &AppState, leaf: &str, new: &pb::Settings, v: &mut Violations) -> Option<Change> {
+    if leaf.starts_with("sign_in_policy.") {
+        return sign_in_change(state, leaf, new, v);
+    }
     let field = format!("settings.{leaf}");
     let pp = new.password_policy.unwrap_or_default();
     let lp = new.lockout_policy.unwrap_or_default();
@@ -132,13 +225,19 @@ fn change(leaf: &str, new: &pb::Settings, v: &mut Violations) -> Option<Change> 
 }
 
 /// The masked fields of `new` as changes, each bad one a violation.
-fn changes(new: &pb::Settings, paths: &[String], v: &mut Violations) -> Vec<Change> {
+fn changes(
+    state: &AppState,
+    new: &pb::Settings,
+    paths: &[String],
+    v: &mut Violations,
+) -> Vec<Change> {
     let mut out = Vec::new();
     for leaf in leaves(paths) {
         let (group, _) = leaf.split_once('.').unwrap_or((leaf, ""));
         let missing = match group {
             "password_policy" => new.password_policy.is_none(),
             "lockout_policy" => new.lockout_policy.is_none(),
+            "sign_in_policy" => new.sign_in_policy.is_none(),
             _ => new.token_policy.is_none(),
         };
         if missing {
@@ -148,7 +247,7 @@ fn changes(new: &pb::Settings, paths: &[String], v: &mut Violations) -> Vec<Chan
             );
             continue;
         }
-        out.extend(change(leaf, new, v));
+        out.extend(change(state, leaf, new, v));
     }
     out
 }
@@ -187,7 +286,7 @@ fn update_cmd(state: &AppState, req: pb::UpdateSettingsRequest) -> ApiResult<Upd
     allowed.extend_from_slice(LEAVES);
     let paths = mask_paths(update_mask.as_ref(), &allowed)?;
     let mut v = Violations::new();
-    let changes = changes(&new, &paths, &mut v);
+    let changes = changes(state, &new, &paths, &mut v);
     // Checked against what is in force now; the use case checks the stored row again.
     checked(&state.directory.settings().settings, &changes, v)?;
     Ok(Update {

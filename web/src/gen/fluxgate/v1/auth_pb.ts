@@ -16,7 +16,150 @@ import type { Message } from "@bufbuild/protobuf";
  * Describes the file fluxgate/v1/auth.proto.
  */
 export const file_fluxgate_v1_auth: GenFile = /*@__PURE__*/
-  fileDesc("ChZmbHV4Z2F0ZS92MS9hdXRoLnByb3RvEgtmbHV4Z2F0ZS52MSLNAQoNU2Vzc2lvblRva2VucxIUCgxhY2Nlc3NfdG9rZW4YASABKAkSPAoYYWNjZXNzX3Rva2VuX2V4cGlyZV90aW1lGAIgASgLMhouZ29vZ2xlLnByb3RvYnVmLlRpbWVzdGFtcBIVCg1yZWZyZXNoX3Rva2VuGAMgASgJEj0KGXJlZnJlc2hfdG9rZW5fZXhwaXJlX3RpbWUYBCABKAsyGi5nb29nbGUucHJvdG9idWYuVGltZXN0YW1wEhIKCnNlc3Npb25faWQYBSABKAkiTgoMTG9naW5SZXF1ZXN0EhAKCHVzZXJuYW1lGAEgASgJEhAKCHBhc3N3b3JkGAIgASgJEhoKEnNlY29uZF9mYWN0b3JfY29kZRgDIAEoCSJcCg1Mb2dpblJlc3BvbnNlEioKBnRva2VucxgBIAEoCzIaLmZsdXhnYXRlLnYxLlNlc3Npb25Ub2tlbnMSHwoEdXNlchgCIAEoCzIRLmZsdXhnYXRlLnYxLlVzZXIiLgoVUmVmcmVzaFNlc3Npb25SZXF1ZXN0EhUKDXJlZnJlc2hfdG9rZW4YASABKAkiRAoWUmVmcmVzaFNlc3Npb25SZXNwb25zZRIqCgZ0b2tlbnMYASABKAsyGi5mbHV4Z2F0ZS52MS5TZXNzaW9uVG9rZW5zIg8KDUxvZ291dFJlcXVlc3QiEAoOTG9nb3V0UmVzcG9uc2UiRwoVQ2hhbmdlUGFzc3dvcmRSZXF1ZXN0EhgKEGN1cnJlbnRfcGFzc3dvcmQYASABKAkSFAoMbmV3X3Bhc3N3b3JkGAIgASgJImUKFkNoYW5nZVBhc3N3b3JkUmVzcG9uc2USKgoGdG9rZW5zGAEgASgLMhouZmx1eGdhdGUudjEuU2Vzc2lvblRva2VucxIfCgR1c2VyGAIgASgLMhEuZmx1eGdhdGUudjEuVXNlciIPCg1XaG9BbUlSZXF1ZXN0InkKDldob0FtSVJlc3BvbnNlEhEKCXByaW5jaXBhbBgBIAEoCRIfCgRyb2xlGAIgASgOMhEuZmx1eGdhdGUudjEuUm9sZRISCgpzZXNzaW9uX2lkGAMgASgJEh8KBHVzZXIYBCABKAsyES5mbHV4Z2F0ZS52MS5Vc2VyIhgKFkdldFNlY29uZEZhY3RvclJlcXVlc3QiaAoXR2V0U2Vjb25kRmFjdG9yUmVzcG9uc2USFAoMdG90cF9lbmFibGVkGAEgASgIEhoKEmVucm9sbG1lbnRfcGVuZGluZxgCIAEoCBIbChNyZWNvdmVyeV9jb2Rlc19sZWZ0GAMgASgFIhwKGkJlZ2luVG90cEVucm9sbG1lbnRSZXF1ZXN0IkIKG0JlZ2luVG90cEVucm9sbG1lbnRSZXNwb25zZRIOCgZzZWNyZXQYASABKAkSEwoLb3RwYXV0aF91cmkYAiABKAkiLAocQ29uZmlybVRvdHBFbnJvbGxtZW50UmVxdWVzdBIMCgRjb2RlGAEgASgJIjcKHUNvbmZpcm1Ub3RwRW5yb2xsbWVudFJlc3BvbnNlEhYKDnJlY292ZXJ5X2NvZGVzGAEgAygJIkMKGVJlbW92ZVNlY29uZEZhY3RvclJlcXVlc3QSDAoEdXNlchgBIAEoCRIYChBjdXJyZW50X3Bhc3N3b3JkGAIgASgJIhwKGlJlbW92ZVNlY29uZEZhY3RvclJlc3BvbnNlMrIGCgtBdXRoU2VydmljZRI+CgVMb2dpbhIZLmZsdXhnYXRlLnYxLkxvZ2luUmVxdWVzdBoaLmZsdXhnYXRlLnYxLkxvZ2luUmVzcG9uc2USWQoOUmVmcmVzaFNlc3Npb24SIi5mbHV4Z2F0ZS52MS5SZWZyZXNoU2Vzc2lvblJlcXVlc3QaIy5mbHV4Z2F0ZS52MS5SZWZyZXNoU2Vzc2lvblJlc3BvbnNlEkEKBkxvZ291dBIaLmZsdXhnYXRlLnYxLkxvZ291dFJlcXVlc3QaGy5mbHV4Z2F0ZS52MS5Mb2dvdXRSZXNwb25zZRJZCg5DaGFuZ2VQYXNzd29yZBIiLmZsdXhnYXRlLnYxLkNoYW5nZVBhc3N3b3JkUmVxdWVzdBojLmZsdXhnYXRlLnYxLkNoYW5nZVBhc3N3b3JkUmVzcG9uc2USRgoGV2hvQW1JEhouZmx1eGdhdGUudjEuV2hvQW1JUmVxdWVzdBobLmZsdXhnYXRlLnYxLldob0FtSVJlc3BvbnNlIgOQAgESYQoPR2V0U2Vjb25kRmFjdG9yEiMuZmx1eGdhdGUudjEuR2V0U2Vjb25kRmFjdG9yUmVxdWVzdBokLmZsdXhnYXRlLnYxLkdldFNlY29uZEZhY3RvclJlc3BvbnNlIgOQAgESaAoTQmVnaW5Ub3RwRW5yb2xsbWVudBInLmZsdXhnYXRlLnYxLkJlZ2luVG90cEVucm9sbG1lbnRSZXF1ZXN0GiguZmx1eGdhdGUudjEuQmVnaW5Ub3RwRW5yb2xsbWVudFJlc3BvbnNlEm4KFUNvbmZpcm1Ub3RwRW5yb2xsbWVudBIpLmZsdXhnYXRlLnYxLkNvbmZpcm1Ub3RwRW5yb2xsbWVudFJlcXVlc3QaKi5mbHV4Z2F0ZS52MS5Db25maXJtVG90cEVucm9sbG1lbnRSZXNwb25zZRJlChJSZW1vdmVTZWNvbmRGYWN0b3ISJi5mbHV4Z2F0ZS52MS5SZW1vdmVTZWNvbmRGYWN0b3JSZXF1ZXN0GicuZmx1eGdhdGUudjEuUmVtb3ZlU2Vjb25kRmFjdG9yUmVzcG9uc2ViBnByb3RvMw", [file_fluxgate_v1_common, file_fluxgate_v1_users, file_google_protobuf_timestamp]);
+  fileDesc("ChZmbHV4Z2F0ZS92MS9hdXRoLnByb3RvEgtmbHV4Z2F0ZS52MSJTCgtTc29Qcm92aWRlchIKCgJpZBgBIAEoCRIUCgxkaXNwbGF5X25hbWUYAiABKAkSEgoKc3RhcnRfcGF0aBgDIAEoCRIOCgZpc3N1ZXIYBCABKAkiGQoXTGlzdFNzb1Byb3ZpZGVyc1JlcXVlc3QiagoYTGlzdFNzb1Byb3ZpZGVyc1Jlc3BvbnNlEisKCXByb3ZpZGVycxgBIAMoCzIYLmZsdXhnYXRlLnYxLlNzb1Byb3ZpZGVyEiEKGXBhc3N3b3JkX3NpZ25faW5fZGlzYWJsZWQYAiABKAgiPwoYQ29tcGxldGVTc29TaWduSW5SZXF1ZXN0EgwKBGNvZGUYASABKAkSFQoNY29kZV92ZXJpZmllchgCIAEoCSJoChlDb21wbGV0ZVNzb1NpZ25JblJlc3BvbnNlEioKBnRva2VucxgBIAEoCzIaLmZsdXhnYXRlLnYxLlNlc3Npb25Ub2tlbnMSHwoEdXNlchgCIAEoCzIRLmZsdXhnYXRlLnYxLlVzZXIizQEKDVNlc3Npb25Ub2tlbnMSFAoMYWNjZXNzX3Rva2VuGAEgASgJEjwKGGFjY2Vzc190b2tlbl9leHBpcmVfdGltZRgCIAEoCzIaLmdvb2dsZS5wcm90b2J1Zi5UaW1lc3RhbXASFQoNcmVmcmVzaF90b2tlbhgDIAEoCRI9ChlyZWZyZXNoX3Rva2VuX2V4cGlyZV90aW1lGAQgASgLMhouZ29vZ2xlLnByb3RvYnVmLlRpbWVzdGFtcBISCgpzZXNzaW9uX2lkGAUgASgJIk4KDExvZ2luUmVxdWVzdBIQCgh1c2VybmFtZRgBIAEoCRIQCghwYXNzd29yZBgCIAEoCRIaChJzZWNvbmRfZmFjdG9yX2NvZGUYAyABKAkipQEKDUxvZ2luUmVzcG9uc2USKgoGdG9rZW5zGAEgASgLMhouZmx1eGdhdGUudjEuU2Vzc2lvblRva2VucxIfCgR1c2VyGAIgASgLMhEuZmx1eGdhdGUudjEuVXNlchJHChlzZWNvbmRfZmFjdG9yX3JlcXVpcmVtZW50GAMgASgLMiQuZmx1eGdhdGUudjEuU2Vjb25kRmFjdG9yUmVxdWlyZW1lbnQiWAoXU2Vjb25kRmFjdG9yUmVxdWlyZW1lbnQSLAoIZHVlX3RpbWUYASABKAsyGi5nb29nbGUucHJvdG9idWYuVGltZXN0YW1wEg8KB292ZXJkdWUYAiABKAgiLgoVUmVmcmVzaFNlc3Npb25SZXF1ZXN0EhUKDXJlZnJlc2hfdG9rZW4YASABKAkiRAoWUmVmcmVzaFNlc3Npb25SZXNwb25zZRIqCgZ0b2tlbnMYASABKAsyGi5mbHV4Z2F0ZS52MS5TZXNzaW9uVG9rZW5zIg8KDUxvZ291dFJlcXVlc3QiEAoOTG9nb3V0UmVzcG9uc2UiRwoVQ2hhbmdlUGFzc3dvcmRSZXF1ZXN0EhgKEGN1cnJlbnRfcGFzc3dvcmQYASABKAkSFAoMbmV3X3Bhc3N3b3JkGAIgASgJImUKFkNoYW5nZVBhc3N3b3JkUmVzcG9uc2USKgoGdG9rZW5zGAEgASgLMhouZmx1eGdhdGUudjEuU2Vzc2lvblRva2VucxIfCgR1c2VyGAIgASgLMhEuZmx1eGdhdGUudjEuVXNlciIPCg1XaG9BbUlSZXF1ZXN0InkKDldob0FtSVJlc3BvbnNlEhEKCXByaW5jaXBhbBgBIAEoCRIfCgRyb2xlGAIgASgOMhEuZmx1eGdhdGUudjEuUm9sZRISCgpzZXNzaW9uX2lkGAMgASgJEh8KBHVzZXIYBCABKAsyES5mbHV4Z2F0ZS52MS5Vc2VyIhgKFkdldFNlY29uZEZhY3RvclJlcXVlc3QiowEKF0dldFNlY29uZEZhY3RvclJlc3BvbnNlEhQKDHRvdHBfZW5hYmxlZBgBIAEoCBIaChJlbnJvbGxtZW50X3BlbmRpbmcYAiABKAgSGwoTcmVjb3ZlcnlfY29kZXNfbGVmdBgDIAEoBRI5CgtyZXF1aXJlbWVudBgEIAEoCzIkLmZsdXhnYXRlLnYxLlNlY29uZEZhY3RvclJlcXVpcmVtZW50IhwKGkJlZ2luVG90cEVucm9sbG1lbnRSZXF1ZXN0IkIKG0JlZ2luVG90cEVucm9sbG1lbnRSZXNwb25zZRIOCgZzZWNyZXQYASABKAkSEwoLb3RwYXV0aF91cmkYAiABKAkiLAocQ29uZmlybVRvdHBFbnJvbGxtZW50UmVxdWVzdBIMCgRjb2RlGAEgASgJIjcKHUNvbmZpcm1Ub3RwRW5yb2xsbWVudFJlc3BvbnNlEhYKDnJlY292ZXJ5X2NvZGVzGAEgAygJIkMKGVJlbW92ZVNlY29uZEZhY3RvclJlcXVlc3QSDAoEdXNlchgBIAEoCRIYChBjdXJyZW50X3Bhc3N3b3JkGAIgASgJIhwKGlJlbW92ZVNlY29uZEZhY3RvclJlc3BvbnNlMvwHCgtBdXRoU2VydmljZRI+CgVMb2dpbhIZLmZsdXhnYXRlLnYxLkxvZ2luUmVxdWVzdBoaLmZsdXhnYXRlLnYxLkxvZ2luUmVzcG9uc2USWQoOUmVmcmVzaFNlc3Npb24SIi5mbHV4Z2F0ZS52MS5SZWZyZXNoU2Vzc2lvblJlcXVlc3QaIy5mbHV4Z2F0ZS52MS5SZWZyZXNoU2Vzc2lvblJlc3BvbnNlEkEKBkxvZ291dBIaLmZsdXhnYXRlLnYxLkxvZ291dFJlcXVlc3QaGy5mbHV4Z2F0ZS52MS5Mb2dvdXRSZXNwb25zZRJZCg5DaGFuZ2VQYXNzd29yZBIiLmZsdXhnYXRlLnYxLkNoYW5nZVBhc3N3b3JkUmVxdWVzdBojLmZsdXhnYXRlLnYxLkNoYW5nZVBhc3N3b3JkUmVzcG9uc2USRgoGV2hvQW1JEhouZmx1eGdhdGUudjEuV2hvQW1JUmVxdWVzdBobLmZsdXhnYXRlLnYxLldob0FtSVJlc3BvbnNlIgOQAgESYQoPR2V0U2Vjb25kRmFjdG9yEiMuZmx1eGdhdGUudjEuR2V0U2Vjb25kRmFjdG9yUmVxdWVzdBokLmZsdXhnYXRlLnYxLkdldFNlY29uZEZhY3RvclJlc3BvbnNlIgOQAgESaAoTQmVnaW5Ub3RwRW5yb2xsbWVudBInLmZsdXhnYXRlLnYxLkJlZ2luVG90cEVucm9sbG1lbnRSZXF1ZXN0GiguZmx1eGdhdGUudjEuQmVnaW5Ub3RwRW5yb2xsbWVudFJlc3BvbnNlEm4KFUNvbmZpcm1Ub3RwRW5yb2xsbWVudBIpLmZsdXhnYXRlLnYxLkNvbmZpcm1Ub3RwRW5yb2xsbWVudFJlcXVlc3QaKi5mbHV4Z2F0ZS52MS5Db25maXJtVG90cEVucm9sbG1lbnRSZXNwb25zZRJlChJSZW1vdmVTZWNvbmRGYWN0b3ISJi5mbHV4Z2F0ZS52MS5SZW1vdmVTZWNvbmRGYWN0b3JSZXF1ZXN0GicuZmx1eGdhdGUudjEuUmVtb3ZlU2Vjb25kRmFjdG9yUmVzcG9uc2USZAoQTGlzdFNzb1Byb3ZpZGVycxIkLmZsdXhnYXRlLnYxLkxpc3RTc29Qcm92aWRlcnNSZXF1ZXN0GiUuZmx1eGdhdGUudjEuTGlzdFNzb1Byb3ZpZGVyc1Jlc3BvbnNlIgOQAgESYgoRQ29tcGxldGVTc29TaWduSW4SJS5mbHV4Z2F0ZS52MS5Db21wbGV0ZVNzb1NpZ25JblJlcXVlc3QaJi5mbHV4Z2F0ZS52MS5Db21wbGV0ZVNzb1NpZ25JblJlc3BvbnNlYgZwcm90bzM", [file_fluxgate_v1_common, file_fluxgate_v1_users, file_google_protobuf_timestamp]);
+
+/**
+ * An identity provider people sign in with.
+ *
+ * @generated from message fluxgate.v1.SsoProvider
+ */
+export type SsoProvider = Message<"fluxgate.v1.SsoProvider"> & {
+  /**
+   * Its identifier in FluxGate's configuration (`oidc.providers[].id`).
+   *
+   * @generated from field: string id = 1;
+   */
+  id: string;
+
+  /**
+   * What the sign-in button says.
+   *
+   * @generated from field: string display_name = 2;
+   */
+  displayName: string;
+
+  /**
+   * Where a browser starts the sign-in (relative to the server's address): add
+   * `?code_challenge=<S256 challenge>`, and for a native client `&redirect_uri=<loopback URL>`.
+   *
+   * @generated from field: string start_path = 3;
+   */
+  startPath: string;
+
+  /**
+   * The provider's issuer URL.
+   *
+   * @generated from field: string issuer = 4;
+   */
+  issuer: string;
+};
+
+/**
+ * Describes the message fluxgate.v1.SsoProvider.
+ * Use `create(SsoProviderSchema)` to create a new message.
+ */
+export const SsoProviderSchema: GenMessage<SsoProvider> = /*@__PURE__*/
+  messageDesc(file_fluxgate_v1_auth, 0);
+
+/**
+ * Request of AuthService.ListSsoProviders.
+ *
+ * @generated from message fluxgate.v1.ListSsoProvidersRequest
+ */
+export type ListSsoProvidersRequest = Message<"fluxgate.v1.ListSsoProvidersRequest"> & {
+};
+
+/**
+ * Describes the message fluxgate.v1.ListSsoProvidersRequest.
+ * Use `create(ListSsoProvidersRequestSchema)` to create a new message.
+ */
+export const ListSsoProvidersRequestSchema: GenMessage<ListSsoProvidersRequest> = /*@__PURE__*/
+  messageDesc(file_fluxgate_v1_auth, 1);
+
+/**
+ * Response of AuthService.ListSsoProviders.
+ *
+ * @generated from message fluxgate.v1.ListSsoProvidersResponse
+ */
+export type ListSsoProvidersResponse = Message<"fluxgate.v1.ListSsoProvidersResponse"> & {
+  /**
+   * In configuration order.
+   *
+   * @generated from field: repeated fluxgate.v1.SsoProvider providers = 1;
+   */
+  providers: SsoProvider[];
+
+  /**
+   * Password sign-in is disabled (but for break-glass Team Admins).
+   *
+   * @generated from field: bool password_sign_in_disabled = 2;
+   */
+  passwordSignInDisabled: boolean;
+};
+
+/**
+ * Describes the message fluxgate.v1.ListSsoProvidersResponse.
+ * Use `create(ListSsoProvidersResponseSchema)` to create a new message.
+ */
+export const ListSsoProvidersResponseSchema: GenMessage<ListSsoProvidersResponse> = /*@__PURE__*/
+  messageDesc(file_fluxgate_v1_auth, 2);
+
+/**
+ * Request of AuthService.CompleteSsoSignIn.
+ *
+ * @generated from message fluxgate.v1.CompleteSsoSignInRequest
+ */
+export type CompleteSsoSignInRequest = Message<"fluxgate.v1.CompleteSsoSignInRequest"> & {
+  /**
+   * The one-time code the sign-in came back with.
+   *
+   * @generated from field: string code = 1;
+   */
+  code: string;
+
+  /**
+   * The verifier whose S256 challenge started the sign-in (43 to 128 characters of
+   * A-Z, a-z, 0-9, '-', '.', '_', '~', RFC 7636).
+   *
+   * @generated from field: string code_verifier = 2;
+   */
+  codeVerifier: string;
+};
+
+/**
+ * Describes the message fluxgate.v1.CompleteSsoSignInRequest.
+ * Use `create(CompleteSsoSignInRequestSchema)` to create a new message.
+ */
+export const CompleteSsoSignInRequestSchema: GenMessage<CompleteSsoSignInRequest> = /*@__PURE__*/
+  messageDesc(file_fluxgate_v1_auth, 3);
+
+/**
+ * Response of AuthService.CompleteSsoSignIn.
+ *
+ * @generated from message fluxgate.v1.CompleteSsoSignInResponse
+ */
+export type CompleteSsoSignInResponse = Message<"fluxgate.v1.CompleteSsoSignInResponse"> & {
+  /**
+   * The new session: an ordinary one (refresh, logout, deactivation and role changes apply).
+   *
+   * @generated from field: fluxgate.v1.SessionTokens tokens = 1;
+   */
+  tokens?: SessionTokens | undefined;
+
+  /**
+   * The signed-in user.
+   *
+   * @generated from field: fluxgate.v1.User user = 2;
+   */
+  user?: User | undefined;
+};
+
+/**
+ * Describes the message fluxgate.v1.CompleteSsoSignInResponse.
+ * Use `create(CompleteSsoSignInResponseSchema)` to create a new message.
+ */
+export const CompleteSsoSignInResponseSchema: GenMessage<CompleteSsoSignInResponse> = /*@__PURE__*/
+  messageDesc(file_fluxgate_v1_auth, 4);
 
 /**
  * The tokens of a session.
@@ -67,7 +210,7 @@ export type SessionTokens = Message<"fluxgate.v1.SessionTokens"> & {
  * Use `create(SessionTokensSchema)` to create a new message.
  */
 export const SessionTokensSchema: GenMessage<SessionTokens> = /*@__PURE__*/
-  messageDesc(file_fluxgate_v1_auth, 0);
+  messageDesc(file_fluxgate_v1_auth, 5);
 
 /**
  * Request of AuthService.Login.
@@ -104,7 +247,7 @@ export type LoginRequest = Message<"fluxgate.v1.LoginRequest"> & {
  * Use `create(LoginRequestSchema)` to create a new message.
  */
 export const LoginRequestSchema: GenMessage<LoginRequest> = /*@__PURE__*/
-  messageDesc(file_fluxgate_v1_auth, 1);
+  messageDesc(file_fluxgate_v1_auth, 6);
 
 /**
  * Response of AuthService.Login.
@@ -126,6 +269,13 @@ export type LoginResponse = Message<"fluxgate.v1.LoginResponse"> & {
    * @generated from field: fluxgate.v1.User user = 2;
    */
   user?: User | undefined;
+
+  /**
+   * What the organisation asks of the user's second factor.
+   *
+   * @generated from field: fluxgate.v1.SecondFactorRequirement second_factor_requirement = 3;
+   */
+  secondFactorRequirement?: SecondFactorRequirement | undefined;
 };
 
 /**
@@ -133,7 +283,36 @@ export type LoginResponse = Message<"fluxgate.v1.LoginResponse"> & {
  * Use `create(LoginResponseSchema)` to create a new message.
  */
 export const LoginResponseSchema: GenMessage<LoginResponse> = /*@__PURE__*/
-  messageDesc(file_fluxgate_v1_auth, 2);
+  messageDesc(file_fluxgate_v1_auth, 7);
+
+/**
+ * A second factor the organisation's sign-in policy requires of a user (by role) who has none.
+ *
+ * @generated from message fluxgate.v1.SecondFactorRequirement
+ */
+export type SecondFactorRequirement = Message<"fluxgate.v1.SecondFactorRequirement"> & {
+  /**
+   * Set while one is required and not enrolled: the deadline for enrolling.
+   *
+   * @generated from field: google.protobuf.Timestamp due_time = 1;
+   */
+  dueTime?: Timestamp | undefined;
+
+  /**
+   * The deadline has passed: until the user enrols, only the calls on their own session
+   * (WhoAmI, the second-factor calls, ChangePassword, Logout) are allowed.
+   *
+   * @generated from field: bool overdue = 2;
+   */
+  overdue: boolean;
+};
+
+/**
+ * Describes the message fluxgate.v1.SecondFactorRequirement.
+ * Use `create(SecondFactorRequirementSchema)` to create a new message.
+ */
+export const SecondFactorRequirementSchema: GenMessage<SecondFactorRequirement> = /*@__PURE__*/
+  messageDesc(file_fluxgate_v1_auth, 8);
 
 /**
  * Request of AuthService.RefreshSession.
@@ -154,7 +333,7 @@ export type RefreshSessionRequest = Message<"fluxgate.v1.RefreshSessionRequest">
  * Use `create(RefreshSessionRequestSchema)` to create a new message.
  */
 export const RefreshSessionRequestSchema: GenMessage<RefreshSessionRequest> = /*@__PURE__*/
-  messageDesc(file_fluxgate_v1_auth, 3);
+  messageDesc(file_fluxgate_v1_auth, 9);
 
 /**
  * Response of AuthService.RefreshSession.
@@ -175,7 +354,7 @@ export type RefreshSessionResponse = Message<"fluxgate.v1.RefreshSessionResponse
  * Use `create(RefreshSessionResponseSchema)` to create a new message.
  */
 export const RefreshSessionResponseSchema: GenMessage<RefreshSessionResponse> = /*@__PURE__*/
-  messageDesc(file_fluxgate_v1_auth, 4);
+  messageDesc(file_fluxgate_v1_auth, 10);
 
 /**
  * Request of AuthService.Logout.
@@ -190,7 +369,7 @@ export type LogoutRequest = Message<"fluxgate.v1.LogoutRequest"> & {
  * Use `create(LogoutRequestSchema)` to create a new message.
  */
 export const LogoutRequestSchema: GenMessage<LogoutRequest> = /*@__PURE__*/
-  messageDesc(file_fluxgate_v1_auth, 5);
+  messageDesc(file_fluxgate_v1_auth, 11);
 
 /**
  * Response of AuthService.Logout.
@@ -205,7 +384,7 @@ export type LogoutResponse = Message<"fluxgate.v1.LogoutResponse"> & {
  * Use `create(LogoutResponseSchema)` to create a new message.
  */
 export const LogoutResponseSchema: GenMessage<LogoutResponse> = /*@__PURE__*/
-  messageDesc(file_fluxgate_v1_auth, 6);
+  messageDesc(file_fluxgate_v1_auth, 12);
 
 /**
  * Request of AuthService.ChangePassword.
@@ -233,7 +412,7 @@ export type ChangePasswordRequest = Message<"fluxgate.v1.ChangePasswordRequest">
  * Use `create(ChangePasswordRequestSchema)` to create a new message.
  */
 export const ChangePasswordRequestSchema: GenMessage<ChangePasswordRequest> = /*@__PURE__*/
-  messageDesc(file_fluxgate_v1_auth, 7);
+  messageDesc(file_fluxgate_v1_auth, 13);
 
 /**
  * Response of AuthService.ChangePassword.
@@ -261,7 +440,7 @@ export type ChangePasswordResponse = Message<"fluxgate.v1.ChangePasswordResponse
  * Use `create(ChangePasswordResponseSchema)` to create a new message.
  */
 export const ChangePasswordResponseSchema: GenMessage<ChangePasswordResponse> = /*@__PURE__*/
-  messageDesc(file_fluxgate_v1_auth, 8);
+  messageDesc(file_fluxgate_v1_auth, 14);
 
 /**
  * Request of AuthService.WhoAmI.
@@ -276,7 +455,7 @@ export type WhoAmIRequest = Message<"fluxgate.v1.WhoAmIRequest"> & {
  * Use `create(WhoAmIRequestSchema)` to create a new message.
  */
 export const WhoAmIRequestSchema: GenMessage<WhoAmIRequest> = /*@__PURE__*/
-  messageDesc(file_fluxgate_v1_auth, 9);
+  messageDesc(file_fluxgate_v1_auth, 15);
 
 /**
  * Response of AuthService.WhoAmI.
@@ -318,7 +497,7 @@ export type WhoAmIResponse = Message<"fluxgate.v1.WhoAmIResponse"> & {
  * Use `create(WhoAmIResponseSchema)` to create a new message.
  */
 export const WhoAmIResponseSchema: GenMessage<WhoAmIResponse> = /*@__PURE__*/
-  messageDesc(file_fluxgate_v1_auth, 10);
+  messageDesc(file_fluxgate_v1_auth, 16);
 
 /**
  * Request of AuthService.GetSecondFactor.
@@ -333,7 +512,7 @@ export type GetSecondFactorRequest = Message<"fluxgate.v1.GetSecondFactorRequest
  * Use `create(GetSecondFactorRequestSchema)` to create a new message.
  */
 export const GetSecondFactorRequestSchema: GenMessage<GetSecondFactorRequest> = /*@__PURE__*/
-  messageDesc(file_fluxgate_v1_auth, 11);
+  messageDesc(file_fluxgate_v1_auth, 17);
 
 /**
  * Response of AuthService.GetSecondFactor.
@@ -361,6 +540,13 @@ export type GetSecondFactorResponse = Message<"fluxgate.v1.GetSecondFactorRespon
    * @generated from field: int32 recovery_codes_left = 3;
    */
   recoveryCodesLeft: number;
+
+  /**
+   * What the organisation asks of the caller's second factor, as of their last sign-in.
+   *
+   * @generated from field: fluxgate.v1.SecondFactorRequirement requirement = 4;
+   */
+  requirement?: SecondFactorRequirement | undefined;
 };
 
 /**
@@ -368,7 +554,7 @@ export type GetSecondFactorResponse = Message<"fluxgate.v1.GetSecondFactorRespon
  * Use `create(GetSecondFactorResponseSchema)` to create a new message.
  */
 export const GetSecondFactorResponseSchema: GenMessage<GetSecondFactorResponse> = /*@__PURE__*/
-  messageDesc(file_fluxgate_v1_auth, 12);
+  messageDesc(file_fluxgate_v1_auth, 18);
 
 /**
  * Request of AuthService.BeginTotpEnrollment.
@@ -383,7 +569,7 @@ export type BeginTotpEnrollmentRequest = Message<"fluxgate.v1.BeginTotpEnrollmen
  * Use `create(BeginTotpEnrollmentRequestSchema)` to create a new message.
  */
 export const BeginTotpEnrollmentRequestSchema: GenMessage<BeginTotpEnrollmentRequest> = /*@__PURE__*/
-  messageDesc(file_fluxgate_v1_auth, 13);
+  messageDesc(file_fluxgate_v1_auth, 19);
 
 /**
  * Response of AuthService.BeginTotpEnrollment.
@@ -411,7 +597,7 @@ export type BeginTotpEnrollmentResponse = Message<"fluxgate.v1.BeginTotpEnrollme
  * Use `create(BeginTotpEnrollmentResponseSchema)` to create a new message.
  */
 export const BeginTotpEnrollmentResponseSchema: GenMessage<BeginTotpEnrollmentResponse> = /*@__PURE__*/
-  messageDesc(file_fluxgate_v1_auth, 14);
+  messageDesc(file_fluxgate_v1_auth, 20);
 
 /**
  * Request of AuthService.ConfirmTotpEnrollment.
@@ -432,7 +618,7 @@ export type ConfirmTotpEnrollmentRequest = Message<"fluxgate.v1.ConfirmTotpEnrol
  * Use `create(ConfirmTotpEnrollmentRequestSchema)` to create a new message.
  */
 export const ConfirmTotpEnrollmentRequestSchema: GenMessage<ConfirmTotpEnrollmentRequest> = /*@__PURE__*/
-  messageDesc(file_fluxgate_v1_auth, 15);
+  messageDesc(file_fluxgate_v1_auth, 21);
 
 /**
  * Response of AuthService.ConfirmTotpEnrollment.
@@ -453,7 +639,7 @@ export type ConfirmTotpEnrollmentResponse = Message<"fluxgate.v1.ConfirmTotpEnro
  * Use `create(ConfirmTotpEnrollmentResponseSchema)` to create a new message.
  */
 export const ConfirmTotpEnrollmentResponseSchema: GenMessage<ConfirmTotpEnrollmentResponse> = /*@__PURE__*/
-  messageDesc(file_fluxgate_v1_auth, 16);
+  messageDesc(file_fluxgate_v1_auth, 22);
 
 /**
  * Request of AuthService.RemoveSecondFactor.
@@ -483,7 +669,7 @@ export type RemoveSecondFactorRequest = Message<"fluxgate.v1.RemoveSecondFactorR
  * Use `create(RemoveSecondFactorRequestSchema)` to create a new message.
  */
 export const RemoveSecondFactorRequestSchema: GenMessage<RemoveSecondFactorRequest> = /*@__PURE__*/
-  messageDesc(file_fluxgate_v1_auth, 17);
+  messageDesc(file_fluxgate_v1_auth, 23);
 
 /**
  * Response of AuthService.RemoveSecondFactor.
@@ -498,7 +684,7 @@ export type RemoveSecondFactorResponse = Message<"fluxgate.v1.RemoveSecondFactor
  * Use `create(RemoveSecondFactorResponseSchema)` to create a new message.
  */
 export const RemoveSecondFactorResponseSchema: GenMessage<RemoveSecondFactorResponse> = /*@__PURE__*/
-  messageDesc(file_fluxgate_v1_auth, 18);
+  messageDesc(file_fluxgate_v1_auth, 24);
 
 /**
  * Sessions: log in, refresh, log out, change password, and who am I.
@@ -602,6 +788,31 @@ export const AuthService: GenService<{
     methodKind: "unary";
     input: typeof RemoveSecondFactorRequestSchema;
     output: typeof RemoveSecondFactorResponseSchema;
+  },
+  /**
+   * The identity providers people may sign in with, and whether passwords are accepted. Needs
+   * no authentication (the sign-in page shows them).
+   *
+   * @generated from rpc fluxgate.v1.AuthService.ListSsoProviders
+   */
+  listSsoProviders: {
+    methodKind: "unary";
+    input: typeof ListSsoProvidersRequestSchema;
+    output: typeof ListSsoProvidersResponseSchema;
+  },
+  /**
+   * Collects the session of a sign-in through an identity provider. The client opened
+   * `/sso/{provider}/start?code_challenge=…` in a browser with the S256 challenge of a verifier
+   * of its own; the provider's answer, once checked, came back to it as a one-time `code`
+   * (on the console's `/sso/done` page, or on fluxctl's loopback address). Needs no
+   * authentication; the code works once, for two minutes, with the verifier.
+   *
+   * @generated from rpc fluxgate.v1.AuthService.CompleteSsoSignIn
+   */
+  completeSsoSignIn: {
+    methodKind: "unary";
+    input: typeof CompleteSsoSignInRequestSchema;
+    output: typeof CompleteSsoSignInResponseSchema;
   },
 }> = /*@__PURE__*/
   serviceDesc(file_fluxgate_v1_auth, 0);

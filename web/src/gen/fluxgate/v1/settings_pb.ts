@@ -4,6 +4,8 @@
 
 import type { GenFile, GenMessage, GenService } from "@bufbuild/protobuf/codegenv2";
 import { fileDesc, messageDesc, serviceDesc } from "@bufbuild/protobuf/codegenv2";
+import type { Role } from "./common_pb";
+import { file_fluxgate_v1_common } from "./common_pb";
 import type { Duration, FieldMask, Timestamp } from "@bufbuild/protobuf/wkt";
 import { file_google_protobuf_duration, file_google_protobuf_field_mask, file_google_protobuf_timestamp } from "@bufbuild/protobuf/wkt";
 import type { Message } from "@bufbuild/protobuf";
@@ -12,7 +14,7 @@ import type { Message } from "@bufbuild/protobuf";
  * Describes the file fluxgate/v1/settings.proto.
  */
 export const file_fluxgate_v1_settings: GenFile = /*@__PURE__*/
-  fileDesc("ChpmbHV4Z2F0ZS92MS9zZXR0aW5ncy5wcm90bxILZmx1eGdhdGUudjEitAEKDlBhc3N3b3JkUG9saWN5EhIKCm1pbl9sZW5ndGgYASABKAUSEgoKbWF4X2xlbmd0aBgCIAEoBRIZChFyZXF1aXJlX3VwcGVyY2FzZRgDIAEoCBIZChFyZXF1aXJlX2xvd2VyY2FzZRgEIAEoCBIVCg1yZXF1aXJlX2RpZ2l0GAUgASgIEhYKDnJlcXVpcmVfc3ltYm9sGAYgASgIEhUKDXJlamVjdF9jb21tb24YByABKAgiYQoNTG9ja291dFBvbGljeRIbChNtYXhfZmFpbGVkX2F0dGVtcHRzGAEgASgFEjMKEGxvY2tvdXRfZHVyYXRpb24YAiABKAsyGS5nb29nbGUucHJvdG9idWYuRHVyYXRpb24ieAoLVG9rZW5Qb2xpY3kSMwoQYWNjZXNzX3Rva2VuX3R0bBgBIAEoCzIZLmdvb2dsZS5wcm90b2J1Zi5EdXJhdGlvbhI0ChFyZWZyZXNoX3Rva2VuX3R0bBgCIAEoCzIZLmdvb2dsZS5wcm90b2J1Zi5EdXJhdGlvbiLxAQoIU2V0dGluZ3MSDAoEbmFtZRgBIAEoCRI0Cg9wYXNzd29yZF9wb2xpY3kYAiABKAsyGy5mbHV4Z2F0ZS52MS5QYXNzd29yZFBvbGljeRIyCg5sb2Nrb3V0X3BvbGljeRgDIAEoCzIaLmZsdXhnYXRlLnYxLkxvY2tvdXRQb2xpY3kSLgoMdG9rZW5fcG9saWN5GAQgASgLMhguZmx1eGdhdGUudjEuVG9rZW5Qb2xpY3kSDAoEZXRhZxgFIAEoCRIvCgt1cGRhdGVfdGltZRgGIAEoCzIaLmdvb2dsZS5wcm90b2J1Zi5UaW1lc3RhbXAiIgoSR2V0U2V0dGluZ3NSZXF1ZXN0EgwKBG5hbWUYASABKAkiPgoTR2V0U2V0dGluZ3NSZXNwb25zZRInCghzZXR0aW5ncxgBIAEoCzIVLmZsdXhnYXRlLnYxLlNldHRpbmdzInEKFVVwZGF0ZVNldHRpbmdzUmVxdWVzdBInCghzZXR0aW5ncxgBIAEoCzIVLmZsdXhnYXRlLnYxLlNldHRpbmdzEi8KC3VwZGF0ZV9tYXNrGAIgASgLMhouZ29vZ2xlLnByb3RvYnVmLkZpZWxkTWFzayJBChZVcGRhdGVTZXR0aW5nc1Jlc3BvbnNlEicKCHNldHRpbmdzGAEgASgLMhUuZmx1eGdhdGUudjEuU2V0dGluZ3MiGgoYR2V0UGFzc3dvcmRQb2xpY3lSZXF1ZXN0IlEKGUdldFBhc3N3b3JkUG9saWN5UmVzcG9uc2USNAoPcGFzc3dvcmRfcG9saWN5GAEgASgLMhsuZmx1eGdhdGUudjEuUGFzc3dvcmRQb2xpY3kyrAIKD1NldHRpbmdzU2VydmljZRJVCgtHZXRTZXR0aW5ncxIfLmZsdXhnYXRlLnYxLkdldFNldHRpbmdzUmVxdWVzdBogLmZsdXhnYXRlLnYxLkdldFNldHRpbmdzUmVzcG9uc2UiA5ACARJZCg5VcGRhdGVTZXR0aW5ncxIiLmZsdXhnYXRlLnYxLlVwZGF0ZVNldHRpbmdzUmVxdWVzdBojLmZsdXhnYXRlLnYxLlVwZGF0ZVNldHRpbmdzUmVzcG9uc2USZwoRR2V0UGFzc3dvcmRQb2xpY3kSJS5mbHV4Z2F0ZS52MS5HZXRQYXNzd29yZFBvbGljeVJlcXVlc3QaJi5mbHV4Z2F0ZS52MS5HZXRQYXNzd29yZFBvbGljeVJlc3BvbnNlIgOQAgFiBnByb3RvMw", [file_google_protobuf_duration, file_google_protobuf_field_mask, file_google_protobuf_timestamp]);
+  fileDesc("ChpmbHV4Z2F0ZS92MS9zZXR0aW5ncy5wcm90bxILZmx1eGdhdGUudjEitAEKDlBhc3N3b3JkUG9saWN5EhIKCm1pbl9sZW5ndGgYASABKAUSEgoKbWF4X2xlbmd0aBgCIAEoBRIZChFyZXF1aXJlX3VwcGVyY2FzZRgDIAEoCBIZChFyZXF1aXJlX2xvd2VyY2FzZRgEIAEoCBIVCg1yZXF1aXJlX2RpZ2l0GAUgASgIEhYKDnJlcXVpcmVfc3ltYm9sGAYgASgIEhUKDXJlamVjdF9jb21tb24YByABKAgiYQoNTG9ja291dFBvbGljeRIbChNtYXhfZmFpbGVkX2F0dGVtcHRzGAEgASgFEjMKEGxvY2tvdXRfZHVyYXRpb24YAiABKAsyGS5nb29nbGUucHJvdG9idWYuRHVyYXRpb24ieAoLVG9rZW5Qb2xpY3kSMwoQYWNjZXNzX3Rva2VuX3R0bBgBIAEoCzIZLmdvb2dsZS5wcm90b2J1Zi5EdXJhdGlvbhI0ChFyZWZyZXNoX3Rva2VuX3R0bBgCIAEoCzIZLmdvb2dsZS5wcm90b2J1Zi5EdXJhdGlvbiLEAQoMU2lnbkluUG9saWN5EjcKHHNlY29uZF9mYWN0b3JfcmVxdWlyZWRfcm9sZXMYASADKA4yES5mbHV4Z2F0ZS52MS5Sb2xlEj0KGnNlY29uZF9mYWN0b3JfZ3JhY2VfcGVyaW9kGAIgASgLMhkuZ29vZ2xlLnByb3RvYnVmLkR1cmF0aW9uEiEKGXBhc3N3b3JkX3NpZ25faW5fZGlzYWJsZWQYAyABKAgSGQoRYnJlYWtfZ2xhc3NfdXNlcnMYBCADKAkipAIKCFNldHRpbmdzEgwKBG5hbWUYASABKAkSNAoPcGFzc3dvcmRfcG9saWN5GAIgASgLMhsuZmx1eGdhdGUudjEuUGFzc3dvcmRQb2xpY3kSMgoObG9ja291dF9wb2xpY3kYAyABKAsyGi5mbHV4Z2F0ZS52MS5Mb2Nrb3V0UG9saWN5Ei4KDHRva2VuX3BvbGljeRgEIAEoCzIYLmZsdXhnYXRlLnYxLlRva2VuUG9saWN5EgwKBGV0YWcYBSABKAkSLwoLdXBkYXRlX3RpbWUYBiABKAsyGi5nb29nbGUucHJvdG9idWYuVGltZXN0YW1wEjEKDnNpZ25faW5fcG9saWN5GAcgASgLMhkuZmx1eGdhdGUudjEuU2lnbkluUG9saWN5IiIKEkdldFNldHRpbmdzUmVxdWVzdBIMCgRuYW1lGAEgASgJIj4KE0dldFNldHRpbmdzUmVzcG9uc2USJwoIc2V0dGluZ3MYASABKAsyFS5mbHV4Z2F0ZS52MS5TZXR0aW5ncyJxChVVcGRhdGVTZXR0aW5nc1JlcXVlc3QSJwoIc2V0dGluZ3MYASABKAsyFS5mbHV4Z2F0ZS52MS5TZXR0aW5ncxIvCgt1cGRhdGVfbWFzaxgCIAEoCzIaLmdvb2dsZS5wcm90b2J1Zi5GaWVsZE1hc2siQQoWVXBkYXRlU2V0dGluZ3NSZXNwb25zZRInCghzZXR0aW5ncxgBIAEoCzIVLmZsdXhnYXRlLnYxLlNldHRpbmdzIhoKGEdldFBhc3N3b3JkUG9saWN5UmVxdWVzdCJRChlHZXRQYXNzd29yZFBvbGljeVJlc3BvbnNlEjQKD3Bhc3N3b3JkX3BvbGljeRgBIAEoCzIbLmZsdXhnYXRlLnYxLlBhc3N3b3JkUG9saWN5MqwCCg9TZXR0aW5nc1NlcnZpY2USVQoLR2V0U2V0dGluZ3MSHy5mbHV4Z2F0ZS52MS5HZXRTZXR0aW5nc1JlcXVlc3QaIC5mbHV4Z2F0ZS52MS5HZXRTZXR0aW5nc1Jlc3BvbnNlIgOQAgESWQoOVXBkYXRlU2V0dGluZ3MSIi5mbHV4Z2F0ZS52MS5VcGRhdGVTZXR0aW5nc1JlcXVlc3QaIy5mbHV4Z2F0ZS52MS5VcGRhdGVTZXR0aW5nc1Jlc3BvbnNlEmcKEUdldFBhc3N3b3JkUG9saWN5EiUuZmx1eGdhdGUudjEuR2V0UGFzc3dvcmRQb2xpY3lSZXF1ZXN0GiYuZmx1eGdhdGUudjEuR2V0UGFzc3dvcmRQb2xpY3lSZXNwb25zZSIDkAIBYgZwcm90bzM", [file_fluxgate_v1_common, file_google_protobuf_duration, file_google_protobuf_field_mask, file_google_protobuf_timestamp]);
 
 /**
  * The rules a new password must pass.
@@ -134,6 +136,52 @@ export const TokenPolicySchema: GenMessage<TokenPolicy> = /*@__PURE__*/
   messageDesc(file_fluxgate_v1_settings, 2);
 
 /**
+ * How people sign in.
+ *
+ * @generated from message fluxgate.v1.SignInPolicy
+ */
+export type SignInPolicy = Message<"fluxgate.v1.SignInPolicy"> & {
+  /**
+   * Password users of these roles must enrol a second factor (TOTP). Each starts a grace period
+   * at their first sign-in under the rule; once it has passed they may only enrol (and manage
+   * their own session) until they have. No role repeated.
+   *
+   * @generated from field: repeated fluxgate.v1.Role second_factor_required_roles = 1;
+   */
+  secondFactorRequiredRoles: Role[];
+
+  /**
+   * How long the grace period lasts (0 to 90 days; default 7 days; 0: at once).
+   *
+   * @generated from field: google.protobuf.Duration second_factor_grace_period = 2;
+   */
+  secondFactorGracePeriod?: Duration | undefined;
+
+  /**
+   * Only identity providers sign people in (single sign-on); password sign-in is refused but
+   * for the break-glass users. Needs at least one break-glass user.
+   *
+   * @generated from field: bool password_sign_in_disabled = 3;
+   */
+  passwordSignInDisabled: boolean;
+
+  /**
+   * Team Admins, as `users/{user_id}`, who may still sign in with a password while it is
+   * disabled: the way in when the identity provider is down. At most 10, no repeats.
+   *
+   * @generated from field: repeated string break_glass_users = 4;
+   */
+  breakGlassUsers: string[];
+};
+
+/**
+ * Describes the message fluxgate.v1.SignInPolicy.
+ * Use `create(SignInPolicySchema)` to create a new message.
+ */
+export const SignInPolicySchema: GenMessage<SignInPolicy> = /*@__PURE__*/
+  messageDesc(file_fluxgate_v1_settings, 3);
+
+/**
  * The run-time settings.
  *
  * @generated from message fluxgate.v1.Settings
@@ -180,6 +228,13 @@ export type Settings = Message<"fluxgate.v1.Settings"> & {
    * @generated from field: google.protobuf.Timestamp update_time = 6;
    */
   updateTime?: Timestamp | undefined;
+
+  /**
+   * Second factors and password sign-in.
+   *
+   * @generated from field: fluxgate.v1.SignInPolicy sign_in_policy = 7;
+   */
+  signInPolicy?: SignInPolicy | undefined;
 };
 
 /**
@@ -187,7 +242,7 @@ export type Settings = Message<"fluxgate.v1.Settings"> & {
  * Use `create(SettingsSchema)` to create a new message.
  */
 export const SettingsSchema: GenMessage<Settings> = /*@__PURE__*/
-  messageDesc(file_fluxgate_v1_settings, 3);
+  messageDesc(file_fluxgate_v1_settings, 4);
 
 /**
  * Request of SettingsService.GetSettings.
@@ -208,7 +263,7 @@ export type GetSettingsRequest = Message<"fluxgate.v1.GetSettingsRequest"> & {
  * Use `create(GetSettingsRequestSchema)` to create a new message.
  */
 export const GetSettingsRequestSchema: GenMessage<GetSettingsRequest> = /*@__PURE__*/
-  messageDesc(file_fluxgate_v1_settings, 4);
+  messageDesc(file_fluxgate_v1_settings, 5);
 
 /**
  * Response of SettingsService.GetSettings.
@@ -229,7 +284,7 @@ export type GetSettingsResponse = Message<"fluxgate.v1.GetSettingsResponse"> & {
  * Use `create(GetSettingsResponseSchema)` to create a new message.
  */
 export const GetSettingsResponseSchema: GenMessage<GetSettingsResponse> = /*@__PURE__*/
-  messageDesc(file_fluxgate_v1_settings, 5);
+  messageDesc(file_fluxgate_v1_settings, 6);
 
 /**
  * Request of SettingsService.UpdateSettings.
@@ -259,7 +314,7 @@ export type UpdateSettingsRequest = Message<"fluxgate.v1.UpdateSettingsRequest">
  * Use `create(UpdateSettingsRequestSchema)` to create a new message.
  */
 export const UpdateSettingsRequestSchema: GenMessage<UpdateSettingsRequest> = /*@__PURE__*/
-  messageDesc(file_fluxgate_v1_settings, 6);
+  messageDesc(file_fluxgate_v1_settings, 7);
 
 /**
  * Response of SettingsService.UpdateSettings.
@@ -280,7 +335,7 @@ export type UpdateSettingsResponse = Message<"fluxgate.v1.UpdateSettingsResponse
  * Use `create(UpdateSettingsResponseSchema)` to create a new message.
  */
 export const UpdateSettingsResponseSchema: GenMessage<UpdateSettingsResponse> = /*@__PURE__*/
-  messageDesc(file_fluxgate_v1_settings, 7);
+  messageDesc(file_fluxgate_v1_settings, 8);
 
 /**
  * Request of SettingsService.GetPasswordPolicy.
@@ -295,7 +350,7 @@ export type GetPasswordPolicyRequest = Message<"fluxgate.v1.GetPasswordPolicyReq
  * Use `create(GetPasswordPolicyRequestSchema)` to create a new message.
  */
 export const GetPasswordPolicyRequestSchema: GenMessage<GetPasswordPolicyRequest> = /*@__PURE__*/
-  messageDesc(file_fluxgate_v1_settings, 8);
+  messageDesc(file_fluxgate_v1_settings, 9);
 
 /**
  * Response of SettingsService.GetPasswordPolicy.
@@ -316,7 +371,7 @@ export type GetPasswordPolicyResponse = Message<"fluxgate.v1.GetPasswordPolicyRe
  * Use `create(GetPasswordPolicyResponseSchema)` to create a new message.
  */
 export const GetPasswordPolicyResponseSchema: GenMessage<GetPasswordPolicyResponse> = /*@__PURE__*/
-  messageDesc(file_fluxgate_v1_settings, 9);
+  messageDesc(file_fluxgate_v1_settings, 10);
 
 /**
  * Run-time settings. Team Admins read and change them; the password policy is public.
