@@ -216,6 +216,7 @@ async fn sign_in_through_identity_providers(b: Backend) {
         "wrong state",
         "not started in this browser",
         "already used",
+        "refused the authorization code",
         "came back to provider",
         "not say the email is verified",
         "deactivated",

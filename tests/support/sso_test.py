@@ -310,7 +310,8 @@ def hostile_cases(api, hostile):
     # A well-formed answer from a provider that may not create accounts: no account matches.
     hostile.scenario = "ok"
     leg = Leg("hostile")
-    _, q = leg.back(leg.at_hostile())
+    redeemed = leg.at_hostile()
+    _, q = leg.back(redeemed)
     assert "no account here matches" in q.get("error", ""), q
 
     # The state: made up; the right one without the browser's cookie; replayed (the code too).
@@ -323,6 +324,16 @@ def hostile_cases(api, hostile):
     assert "not started in this browser" in q["error"], q
     _, q = leg.back(cb)
     assert "already used" in q["error"], q
+    # A used authorization code replayed inside a fresh sign-in of the attacker's own: the
+    # provider refuses it (used, and bound to another PKCE verifier).
+    used_code = dict(urllib.parse.parse_qsl(urllib.parse.urlparse(redeemed).query))["code"]
+    hostile.scenario = "ok"
+    attacker = Leg("hostile")
+    fresh = attacker.at_hostile()
+    state = dict(urllib.parse.parse_qsl(urllib.parse.urlparse(fresh).query))["state"]
+    replay = fresh.split("?")[0] + "?" + urllib.parse.urlencode({"code": used_code, "state": state})
+    _, q = attacker.back(replay)
+    assert "refused the authorization code" in q["error"], q
 
     # The mix-up: an answer meant for the hostile provider delivered to the mock's callback.
     leg = Leg("hostile")
