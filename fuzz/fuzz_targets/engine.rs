@@ -48,6 +48,7 @@ fn world(u: &mut Unstructured<'_>) -> Result<(Facts, Vec<PrincipalId>)> {
                 second_factor_overdue: false,
                 portfolio: None,
                 audit_writer: false,
+                provisioner: false,
                 acts_for: Default::default(),
             },
         );

@@ -20,6 +20,7 @@ mod interop;
 mod malformed;
 mod observability;
 mod password_reset;
+mod scim;
 mod second_factor;
 mod settings;
 mod sign_in_policy;

@@ -63,6 +63,9 @@ pub enum Action {
     IssueRegistrationLink,
     /// Read the email outbox and requeue messages.
     ManageEmail,
+    /// Provision users and groups from an identity provider (SCIM): provisioning service
+    /// accounts only, which may do nothing else.
+    Provision,
 }
 
 impl Action {
@@ -97,6 +100,7 @@ impl Action {
             Action::ResetUserPassword => "reset_user_password",
             Action::IssueRegistrationLink => "issue_registration_link",
             Action::ManageEmail => "manage_email",
+            Action::Provision => "provision",
         }
     }
 }
@@ -134,6 +138,12 @@ pub enum Reason {
     AuditWriter,
     /// Denied: only service accounts marked as audit writers may append audit events.
     NotAuditWriter,
+    /// Allowed: a provisioning service account provisions.
+    Provisioner,
+    /// Denied: only provisioning service accounts provision.
+    NotProvisioner,
+    /// Denied: a provisioning service account may do nothing but provision.
+    ProvisioningOnly,
     /// Allowed: the principal submitted the change request.
     Submitter,
     /// Denied: only the change request's submitter may do this.
@@ -193,6 +203,13 @@ impl fmt::Display for Reason {
             Reason::NotAuditWriter => {
                 f.write_str("only service accounts marked as audit writers may append audit events")
             }
+            Reason::Provisioner => f.write_str("the service account provisions (SCIM)"),
+            Reason::NotProvisioner => {
+                f.write_str("only provisioning service accounts may provision (SCIM)")
+            }
+            Reason::ProvisioningOnly => f.write_str(
+                "a provisioning service account may only provision users and groups (SCIM)",
+            ),
             Reason::Submitter => f.write_str("the principal submitted the change request"),
             Reason::NotSubmitter => f.write_str(
                 "only the change request's submitter (or, to cancel, an admin) may do this",

@@ -22,6 +22,8 @@ pub struct PrincipalFacts {
     pub portfolio: Option<PortfolioId>,
     /// A service account allowed to append audit events.
     pub audit_writer: bool,
+    /// A provisioning service account (SCIM): it may provision, and do nothing else.
+    pub provisioner: bool,
     /// For a service account, the principals it acts for: its creator and whoever created (or
     /// rotated in) one of its live keys. Whoever stands behind an account is the same *party*
     /// as the account for the four-eyes rules. Empty for users.

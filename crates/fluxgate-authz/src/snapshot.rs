@@ -23,6 +23,7 @@ struct PrincipalEntry {
     /// portfolio's; `None` for users.
     account_scope: Option<Option<u32>>,
     audit_writer: bool,
+    provisioner: bool,
     /// For service accounts: the principals it acts for (its creator, the creators of its live
     /// keys), as indices.
     acts_for: Box<[u32]>,
@@ -212,6 +213,7 @@ impl Snapshot {
                         .map(|g| (groups[g as usize].portfolio, g))
                         .collect(),
                     audit_writer: p.audit_writer && matches!(id, PrincipalId::ServiceAccount(_)),
+                    provisioner: p.provisioner && matches!(id, PrincipalId::ServiceAccount(_)),
                     acts_for: p
                         .acts_for
                         .iter()
@@ -267,6 +269,9 @@ impl Snapshot {
         }
         if pe.second_factor_overdue && action != Some(Action::ManageOwnSession) {
             return Some(Decision::deny(Reason::SecondFactorEnrolmentOverdue));
+        }
+        if pe.provisioner && action != Some(Action::Provision) {
+            return Some(Decision::deny(Reason::ProvisioningOnly));
         }
         None
     }
@@ -574,12 +579,13 @@ impl Snapshot {
                 .map_or_else(|| "gone".to_owned(), |e| e.id.to_string()),
         };
         Some(format!(
-            "{}|{}|{}|{}|{}|{}|{}",
+            "{}|{}|{}|{}|{}|{}|{}|{}",
             pe.role,
             pe.active,
             pe.must_change_password,
             pe.second_factor_overdue,
             pe.audit_writer,
+            pe.provisioner,
             scope,
             groups.join(",")
         ))
@@ -628,6 +634,13 @@ impl Snapshot {
                     Decision::allow(Reason::AuditWriter)
                 } else {
                     Decision::deny(Reason::NotAuditWriter)
+                };
+            }
+            Action::Provision => {
+                return if pe.provisioner {
+                    Decision::allow(Reason::Provisioner)
+                } else {
+                    Decision::deny(Reason::NotProvisioner)
                 };
             }
             _ => {}

@@ -31,6 +31,7 @@ fn user(facts: &mut Facts, role: Role) -> PrincipalId {
             second_factor_overdue: false,
             portfolio: None,
             audit_writer: false,
+            provisioner: false,
             acts_for: Default::default(),
         },
     );
@@ -371,6 +372,7 @@ mod approvals {
                 second_factor_overdue: false,
                 portfolio: None,
                 audit_writer: false,
+                provisioner: false,
                 acts_for: acts_for.iter().copied().collect(),
             },
         );

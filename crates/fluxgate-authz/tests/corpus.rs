@@ -150,6 +150,7 @@ fn corpus_from_the_source_documents() {
                 second_factor_overdue: false,
                 portfolio: None,
                 audit_writer: false,
+                provisioner: false,
                 acts_for: Default::default(),
             },
         );

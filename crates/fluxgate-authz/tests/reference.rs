@@ -84,6 +84,7 @@ fn build(s: &Spec) -> (Facts, Vec<PrincipalId>) {
                 second_factor_overdue: false,
                 portfolio: None,
                 audit_writer: false,
+                provisioner: false,
                 acts_for: Default::default(),
             },
         );

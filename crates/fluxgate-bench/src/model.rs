@@ -180,6 +180,7 @@ impl Model {
                     second_factor_overdue: false,
                     portfolio: None,
                     audit_writer: false,
+                    provisioner: false,
                     acts_for: Default::default(),
                 },
             );

@@ -43,6 +43,7 @@ fn snapshot(sa: &ServiceAccount) -> Option<String> {
         "role": sa.role.as_str(),
         "active": sa.active,
         "audit_writer": sa.audit_writer,
+        "provisioner": sa.provisioner,
     }))
     .ok()
 }
@@ -109,6 +110,8 @@ pub struct Create {
     pub role: Role,
     pub portfolio: Option<String>,
     pub audit_writer: bool,
+    /// A provisioning account (SCIM): organisation-wide, a Requester, nothing else.
+    pub provisioner: bool,
 }
 
 impl Command for Create {
@@ -119,8 +122,15 @@ impl Command for Create {
             Action::ManageServiceAccounts,
             scope(self.portfolio.as_deref())?,
         )?;
-        if self.role != Role::Requester || self.audit_writer {
+        if self.role != Role::Requester || self.audit_writer || self.provisioner {
             cx.authorize(Action::ChangeServiceAccountRole, Target::Org)?;
+        }
+        if self.provisioner && (self.portfolio.is_some() || self.audit_writer) {
+            return Err(Error::invalid(
+                "service_account.provisioner",
+                "a provisioning account is an organisation's (no portfolio) and does nothing \
+                 else (no audit writing)",
+            ));
         }
         if self.portfolio.is_some() && self.audit_writer {
             return Err(Error::invalid(
@@ -148,6 +158,7 @@ impl Command for Create {
             version: 1,
             audit_writer: self.audit_writer,
             created_by: Some(cx.actor()?.id.to_string()),
+            provisioner: self.provisioner,
         };
         store::insert(tx.conn, &sa)?;
         tx.changed(EntityKind::ServiceAccount, sa.id.clone());

@@ -290,7 +290,15 @@ impl Finish {
             ));
         };
         let email = Email::parse(email).map_err(|_| failed("the provider's email is not valid"))?;
-        let username = free_username(tx, v, email.as_str())?;
+        // The provider's preferred username, else the email's local part.
+        let raw = v
+            .preferred_username
+            .as_deref()
+            .unwrap_or(email.as_str())
+            .split('@')
+            .next()
+            .unwrap_or_default();
+        let username = free_username(tx.conn, raw)?;
         let shown = v
             .name
             .clone()
@@ -451,14 +459,12 @@ impl Finish {
     }
 }
 
-/// A username for a new account: the provider's preferred one, else the email's local part,
-/// made valid, with a number added while taken.
-fn free_username(tx: &mut Tx<'_>, v: &Vouched, email: &str) -> Result<Username> {
-    let raw = v
-        .preferred_username
-        .as_deref()
-        .map(|p| p.split('@').next().unwrap_or(p))
-        .unwrap_or_else(|| email.split('@').next().unwrap_or(email));
+/// A username made from `raw` (lower-cased, other characters than letters, digits, '.', '_' and
+/// '-' replaced), with a number added while taken.
+pub(crate) fn free_username(
+    conn: &mut fluxgate_store::DbConnection,
+    raw: &str,
+) -> Result<Username> {
     let mut base: String = raw
         .to_lowercase()
         .chars()
@@ -484,7 +490,7 @@ fn free_username(tx: &mut Tx<'_>, v: &Vouched, email: &str) -> Result<Username> 
         let Ok(u) = Username::parse(&candidate) else {
             continue;
         };
-        if users::find_by_username(tx.conn, u.as_str())?.is_none() {
+        if users::find_by_username(conn, u.as_str())?.is_none() {
             return Ok(u);
         }
     }

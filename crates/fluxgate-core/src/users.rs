@@ -24,7 +24,7 @@ use crate::{change_requests, etag};
 pub const TOKEN_BYTES: usize = 32;
 
 /// The audit snapshot of a user: what an event's before/after shows (never the hash).
-fn snapshot(u: &User) -> Option<String> {
+pub(crate) fn snapshot(u: &User) -> Option<String> {
     serde_json::to_string(&serde_json::json!({
         "username": u.username,
         "email": u.email,
@@ -36,11 +36,15 @@ fn snapshot(u: &User) -> Option<String> {
     .ok()
 }
 
-fn name(id: UserId) -> Option<String> {
+pub(crate) fn name(id: UserId) -> Option<String> {
     Some(format!("users/{id}"))
 }
 
-fn ensure_email_free(conn: &mut DbConnection, email: &str, except: Option<UserId>) -> Result<()> {
+pub(crate) fn ensure_email_free(
+    conn: &mut DbConnection,
+    email: &str,
+    except: Option<UserId>,
+) -> Result<()> {
     match users::find_by_email(conn, email)? {
         Some(other) if Some(other.id) != except => Err(Refusal::EmailTaken {
             email: email.to_owned(),
@@ -51,7 +55,11 @@ fn ensure_email_free(conn: &mut DbConnection, email: &str, except: Option<UserId
 }
 
 /// Refuses to leave the organisation without an active Team Admin.
-fn ensure_other_admin(conn: &mut DbConnection, u: &User, what: &'static str) -> Result<()> {
+pub(crate) fn ensure_other_admin(
+    conn: &mut DbConnection,
+    u: &User,
+    what: &'static str,
+) -> Result<()> {
     if u.role == Role::TeamAdmin && u.active && users::count_active_admins(conn, Some(u.id))? == 0 {
         return Err(Refusal::LastTeamAdmin { what }.into());
     }
@@ -319,7 +327,7 @@ pub struct Lifecycle {
 
 /// Ends a user's access: sessions revoked, open change requests cancelled. Answers the audit
 /// detail.
-fn deactivate(cx: &Ctx<'_>, tx: &mut Tx<'_>, before: &User) -> Result<Option<String>> {
+pub(crate) fn deactivate(cx: &Ctx<'_>, tx: &mut Tx<'_>, before: &User) -> Result<Option<String>> {
     if !before.active {
         return Err(Refusal::AlreadyDeactivated.into());
     }

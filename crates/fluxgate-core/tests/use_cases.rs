@@ -96,6 +96,7 @@ fn the_last_active_team_admin_stays_even_against_a_stale_snapshot() {
                 second_factor_overdue: false,
                 portfolio: None,
                 audit_writer: false,
+                provisioner: false,
                 acts_for: BTreeSet::new(),
             };
             facts.principals.insert(PrincipalId::User(id), f);

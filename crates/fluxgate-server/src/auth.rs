@@ -145,6 +145,26 @@ impl AppState {
         }
     }
 
+    /// The service account behind an API key sent as `Authorization: Bearer <key>` over plain
+    /// HTTP (the SCIM endpoint): only API keys, never session tokens.
+    pub async fn authenticate_key_header(&self, header: Option<&str>) -> Option<Principal> {
+        let arrived = std::time::Instant::now();
+        let (scheme, token) = header?.split_once(' ')?;
+        if !scheme.eq_ignore_ascii_case("bearer") {
+            return None;
+        }
+        let (key, secret) = parse_api_key(token.trim())?;
+        let credential = Credential::Key(key, crate::tokens::token_hash(secret));
+        if let Some(p) = self.lookup(&credential) {
+            return Some(p);
+        }
+        if self.directory.knows_key(key) {
+            return None;
+        }
+        self.directory.catch_up(arrived).await.ok()?;
+        self.lookup(&credential)
+    }
+
     /// The active principal behind a credential, as the directory knows it.
     fn lookup(&self, c: &Credential) -> Option<Principal> {
         match c {

@@ -121,6 +121,10 @@ where
         if is_api_call(req.headers()) {
             return Box::pin(self.inner.call(req));
         }
+        if crate::scim_http::is_scim_path(req.uri().path()) {
+            let state = self.state.clone();
+            return Box::pin(async move { Ok(crate::scim_http::handle(state, req).await) });
+        }
         if crate::sso_http::is_sso_path(req.uri().path()) {
             let state = self.state.clone();
             return Box::pin(async move { Ok(crate::sso_http::handle(state, req).await) });

@@ -72,6 +72,7 @@ fn user_facts(u: &users::User, overdue: bool) -> PrincipalFacts {
         second_factor_overdue: overdue,
         portfolio: None,
         audit_writer: false,
+        provisioner: false,
         acts_for: BTreeSet::new(),
     }
 }
@@ -102,6 +103,7 @@ fn sa_facts(
             .map(|p| parse("service_accounts.portfolio_id", p))
             .transpose()?,
         audit_writer: sa.audit_writer,
+        provisioner: sa.provisioner,
         acts_for,
     })
 }

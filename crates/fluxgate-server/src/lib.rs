@@ -20,6 +20,8 @@ pub mod metrics;
 pub mod oidc;
 pub mod passwords;
 pub mod runner;
+pub mod scim_http;
+pub mod scim_patch;
 pub mod server;
 pub mod services;
 pub mod sso_http;

@@ -88,6 +88,33 @@ impl AppState {
             .await
     }
 
+    /// [`AppState::query`] from an origin of the caller's own (an HTTP front door).
+    pub async fn query_from<T, F>(
+        &self,
+        origin: fluxgate_core::Origin,
+        actor: &Principal,
+        f: F,
+    ) -> ApiResult<T>
+    where
+        T: Send + 'static,
+        F: FnOnce(&Ctx<'_>, &mut DbConnection) -> fluxgate_core::Result<T> + Send + 'static,
+    {
+        let call = self.call(origin, Some(actor), false);
+        self.db
+            .read(move |conn| f(&call.cx(), conn).map_err(ApiError::from))
+            .await
+    }
+
+    /// [`AppState::judge`] from an origin of the caller's own (an HTTP front door).
+    pub fn judge_from<T>(
+        &self,
+        origin: fluxgate_core::Origin,
+        actor: &Principal,
+        f: impl FnOnce(&Ctx<'_>) -> fluxgate_core::Result<T>,
+    ) -> ApiResult<T> {
+        Ok(f(&self.call(origin, Some(actor), false).cx())?)
+    }
+
     /// Runs a use case that needs only the engine snapshot (no database).
     pub fn judge<T>(
         &self,

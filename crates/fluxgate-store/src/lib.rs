@@ -21,6 +21,7 @@ pub mod idempotency;
 pub mod outbox;
 pub mod rate_limits;
 pub mod schema;
+pub mod scim;
 pub mod second_factors;
 pub mod service_accounts;
 pub mod sessions;

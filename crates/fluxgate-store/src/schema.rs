@@ -199,6 +199,7 @@ diesel::table! {
         version -> BigInt,
         audit_writer -> Bool,
         created_by -> Nullable<Text>,
+        provisioner -> Bool,
     }
 }
 
@@ -408,5 +409,17 @@ diesel::table! {
         client_challenge -> Text,
         created_at -> BigInt,
         expires_at -> BigInt,
+    }
+}
+
+diesel::table! {
+    scim_users (user_id) {
+        user_id -> Text,
+        user_name -> Text,
+        user_name_key -> Text,
+        external_id -> Nullable<Text>,
+        extra -> Text,
+        version -> BigInt,
+        deleted -> Bool,
     }
 }

@@ -23,6 +23,8 @@ pub struct ServiceAccount {
     pub audit_writer: bool,
     /// The principal (resource name) that created the account: the account acts for it.
     pub created_by: Option<String>,
+    /// A provisioning account (SCIM): its keys provision users and groups, and do nothing else.
+    pub provisioner: bool,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, Queryable, Selectable, Insertable)]
@@ -39,6 +41,7 @@ struct Row {
     version: i64,
     audit_writer: bool,
     created_by: Option<String>,
+    provisioner: bool,
 }
 
 impl Row {
@@ -55,6 +58,7 @@ impl Row {
             version: sa.version,
             audit_writer: sa.audit_writer,
             created_by: sa.created_by.clone(),
+            provisioner: sa.provisioner,
         }
     }
 
@@ -75,6 +79,7 @@ impl Row {
             version: self.version,
             audit_writer: self.audit_writer,
             created_by: self.created_by,
+            provisioner: self.provisioner,
         })
     }
 }

@@ -43,6 +43,7 @@ fn sa_pb(sa: &ServiceAccount) -> pb::ServiceAccount {
         update_time: Some(timestamp(sa.updated_at)),
         etag: etag(&sa.id, sa.version),
         audit_writer: sa.audit_writer,
+        provisioner: sa.provisioner,
     }
 }
 
@@ -106,6 +107,7 @@ fn create_cmd(req: pb::CreateServiceAccountRequest) -> ApiResult<Create> {
         role,
         portfolio,
         audit_writer: x.audit_writer,
+        provisioner: x.provisioner,
     })
 }
 

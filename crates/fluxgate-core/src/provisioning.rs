@@ -1,0 +1,435 @@
+//! Provisioning from an identity provider (SCIM 2.0): users created, replaced and removed by a
+//! provisioning service account, under the same rules as every other front door. The protocol
+//! (resources as JSON, filters, PATCH) lives in the server's adapter, which turns every write into
+//! the whole state the provider wants ([`Desired`]); this module makes FluxGate's user so.
+//!
+//! - `userName` is kept as sent (case-insensitively unique); FluxGate's username is the same when
+//!   it is a valid one, else made from it.
+//! - `active: false` deactivates (sessions end, open change requests are cancelled), and never
+//!   the last active Team Admin; a SCIM DELETE deactivates too and hides the resource (FluxGate
+//!   deletes only deactivated users, by an admin); creating the same `userName` again brings the
+//!   user back.
+//! - Every change is audited in its transaction, by the provisioning account.
+
+use fluxgate_authz::{Action, Target};
+use fluxgate_domain::{DisplayName, Email, Refusal, Role, UserId, Username, ValidationError};
+use fluxgate_store::changes::EntityKind;
+use fluxgate_store::scim::{self, ScimUser};
+use fluxgate_store::{DbConnection, Tx, audit, users};
+
+use crate::audit::AuditAction;
+use crate::context::{Command, Ctx};
+use crate::error::{Error, Result};
+use crate::users::{User, deactivate, ensure_email_free, ensure_other_admin, name, snapshot};
+
+/// A user as SCIM sees it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Provisioned {
+    pub user: User,
+    pub user_name: String,
+    pub external_id: Option<String>,
+    /// The attributes FluxGate does not model, as the provider sent them (a JSON object).
+    pub extra: String,
+    /// The resource's version tag: the user's version and the SCIM row's.
+    pub etag: String,
+}
+
+/// The state a provider wants a user in.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Desired {
+    pub user_name: String,
+    pub external_id: Option<String>,
+    pub email: Option<String>,
+    pub display_name: Option<String>,
+    pub active: bool,
+    /// `None`: as it is (Requester for a new user).
+    pub role: Option<Role>,
+    pub extra: String,
+}
+
+/// Who may provision.
+pub fn may_provision(cx: &Ctx<'_>) -> Result<()> {
+    cx.authorize(Action::Provision, Target::Org)
+}
+
+fn etag_of(user: &User, row: Option<&ScimUser>) -> String {
+    format!("W/\"{}.{}\"", user.version, row.map_or(0, |r| r.version))
+}
+
+fn view(user: User, row: Option<ScimUser>) -> Provisioned {
+    let etag = etag_of(&user, row.as_ref());
+    match row {
+        Some(r) => Provisioned {
+            user,
+            user_name: r.user_name,
+            external_id: r.external_id,
+            extra: r.extra,
+            etag,
+        },
+        None => Provisioned {
+            user_name: user.username.clone(),
+            user,
+            external_id: None,
+            extra: "{}".into(),
+            etag,
+        },
+    }
+}
+
+/// One user (NOT_FOUND when there is none, or the provider deleted it).
+pub fn get(cx: &Ctx<'_>, conn: &mut DbConnection, id: UserId) -> Result<Provisioned> {
+    may_provision(cx)?;
+    let user = users::find(conn, id)?.ok_or_else(|| Error::not_found("user"))?;
+    let row = scim::find(conn, id)?;
+    if row.as_ref().is_some_and(|r| r.deleted) {
+        return Err(Error::not_found("user"));
+    }
+    Ok(view(user, row))
+}
+
+/// Every user the provider may see (all but those it deleted), by username.
+pub fn all(cx: &Ctx<'_>, conn: &mut DbConnection) -> Result<Vec<Provisioned>> {
+    may_provision(cx)?;
+    let mut rows: std::collections::HashMap<String, ScimUser> = scim::all(conn)?
+        .into_iter()
+        .map(|r| (r.user_id.clone(), r))
+        .collect();
+    Ok(users::all(conn)?
+        .into_iter()
+        .filter_map(|u| {
+            let row = rows.remove(&u.id.to_string());
+            (!row.as_ref().is_some_and(|r| r.deleted)).then(|| view(u, row))
+        })
+        .collect())
+}
+
+fn invalid(field: &str, why: &str) -> Error {
+    ValidationError::field(field, why).into()
+}
+
+/// Checks what the provider sent: a userName, an email and a name FluxGate accepts.
+fn checked(d: &Desired) -> Result<(Option<Email>, Option<DisplayName>)> {
+    let n = d.user_name.trim();
+    if n.is_empty() || n.len() > 256 || n.chars().any(char::is_control) {
+        return Err(invalid(
+            "userName",
+            "is required: 1 to 256 printable characters",
+        ));
+    }
+    if d.external_id.as_ref().is_some_and(|e| e.len() > 256) {
+        return Err(invalid("externalId", "is at most 256 characters"));
+    }
+    let email = match &d.email {
+        Some(e) => Some(Email::parse(e).map_err(|_| invalid("emails", "is not an email address"))?),
+        None => None,
+    };
+    let display = match d
+        .display_name
+        .as_deref()
+        .map(str::trim)
+        .filter(|x| !x.is_empty())
+    {
+        Some(x) => Some(DisplayName::parse(x).map_err(|_| invalid("displayName", "is not valid"))?),
+        None => None,
+    };
+    Ok((email, display))
+}
+
+/// Refuses a `userName` another user has (FluxGate's own usernames count too).
+fn ensure_user_name_free(conn: &mut DbConnection, key: &str, except: Option<UserId>) -> Result<()> {
+    let mine = |id: &str| except.is_some_and(|e| e.to_string() == id);
+    if let Some(r) = scim::find_by_key(conn, key)?
+        && !mine(&r.user_id)
+    {
+        return Err(Refusal::UsernameTaken { name: key.into() }.into());
+    }
+    if let Some(u) = users::find_by_username(conn, key)?
+        && Some(u.id) != except
+        && scim::find(conn, u.id)?.is_none_or(|r| r.user_name_key == key)
+    {
+        return Err(Refusal::UsernameTaken { name: key.into() }.into());
+    }
+    Ok(())
+}
+
+/// A FluxGate username for a new user: the userName itself when valid and free, else one made
+/// from it (letters, digits, '.', '_', '-'), with a number added while taken.
+fn username_for(conn: &mut DbConnection, user_name: &str) -> Result<Username> {
+    let key = user_name.to_lowercase();
+    if let Ok(u) = Username::parse(&key)
+        && users::find_by_username(conn, u.as_str())?.is_none()
+    {
+        return Ok(u);
+    }
+    let local = key.split('@').next().unwrap_or(&key);
+    crate::sso::free_username(conn, local)
+        .map_err(|_| invalid("userName", "no username can be made from it"))
+}
+
+fn event(
+    cx: &Ctx<'_>,
+    action: AuditAction,
+    before: Option<&User>,
+    after: &User,
+) -> audit::NewEvent {
+    let mut e = cx.event(action, "user", name(after.id));
+    e.before_json = before.and_then(snapshot);
+    e.after_json = snapshot(after);
+    e
+}
+
+/// Creates a user (or brings back one the provider deleted, by the same `userName`).
+#[derive(Debug, Clone)]
+pub struct Create(pub Desired);
+
+impl Command for Create {
+    type Output = Provisioned;
+
+    fn check(&self, cx: &Ctx<'_>) -> Result<()> {
+        may_provision(cx)?;
+        checked(&self.0).map(drop)
+    }
+
+    fn apply(self, cx: &Ctx<'_>, tx: &mut Tx<'_>) -> Result<Provisioned> {
+        let (email, display) = checked(&self.0)?;
+        let key = self.0.user_name.trim().to_lowercase();
+        if let Some(r) = scim::find_by_key(tx.conn, &key)?
+            && r.deleted
+        {
+            let id: UserId = r
+                .user_id
+                .parse()
+                .map_err(|_| Error::Broken("bad user id in scim_users".into()))?;
+            return set(cx, tx, id, None, self.0, true);
+        }
+        ensure_user_name_free(tx.conn, &key, None)?;
+        let id = UserId::generate();
+        let email = match email {
+            Some(e) => e.as_str().to_owned(),
+            // FluxGate needs an address; a provider that sends none gets a placeholder that
+            // can receive nothing, and no email attribute back.
+            None => format!("{id}@scim.invalid"),
+        };
+        ensure_email_free(tx.conn, &email, None)?;
+        let username = username_for(tx.conn, &self.0.user_name)?;
+        let display = display.map_or_else(
+            || self.0.user_name.trim().to_owned(),
+            |d| d.as_str().to_owned(),
+        );
+        users::insert(
+            tx.conn,
+            &users::NewUser {
+                id,
+                username: username.as_str(),
+                email: &email,
+                display_name: &display,
+                role: self.0.role.unwrap_or(Role::Requester),
+                must_change_password: false,
+                password_hash: None,
+            },
+            tx.now,
+        )?;
+        let row = ScimUser {
+            user_id: id.to_string(),
+            user_name: self.0.user_name.trim().to_owned(),
+            user_name_key: key,
+            external_id: self.0.external_id.clone(),
+            extra: self.0.extra.clone(),
+            version: 1,
+            deleted: false,
+        };
+        scim::put(tx.conn, &row)?;
+        tx.changed(EntityKind::User, id.to_string());
+        let user =
+            users::find(tx.conn, id)?.ok_or_else(|| Error::Broken("user vanished".into()))?;
+        let mut e = event(cx, AuditAction::UserCreated, None, &user);
+        e.detail = Some("provisioned through SCIM".into());
+        audit::append(tx.conn, e, tx.now)?;
+        if !self.0.active {
+            return set(cx, tx, id, None, self.0, false);
+        }
+        Ok(view(user, Some(row)))
+    }
+}
+
+/// Replaces a user with the state the provider wants (PUT, and PATCH once applied).
+#[derive(Debug, Clone)]
+pub struct Replace {
+    pub id: UserId,
+    /// The ETag an `If-Match` named, if any.
+    pub if_match: Option<String>,
+    pub desired: Desired,
+}
+
+impl Command for Replace {
+    type Output = Provisioned;
+
+    fn check(&self, cx: &Ctx<'_>) -> Result<()> {
+        may_provision(cx)?;
+        checked(&self.desired).map(drop)
+    }
+
+    fn apply(self, cx: &Ctx<'_>, tx: &mut Tx<'_>) -> Result<Provisioned> {
+        set(cx, tx, self.id, self.if_match, self.desired, false)
+    }
+}
+
+/// Makes user `id` as `d` says; `revive` brings back a user the provider deleted.
+fn set(
+    cx: &Ctx<'_>,
+    tx: &mut Tx<'_>,
+    id: UserId,
+    if_match: Option<String>,
+    d: Desired,
+    revive: bool,
+) -> Result<Provisioned> {
+    let (email, display) = checked(&d)?;
+    let before = users::find(tx.conn, id)?.ok_or_else(|| Error::not_found("user"))?;
+    let row = scim::find(tx.conn, id)?;
+    if row.as_ref().is_some_and(|r| r.deleted) && !revive {
+        return Err(Error::not_found("user"));
+    }
+    let current = etag_of(&before, row.as_ref());
+    if let Some(given) = if_match
+        && given != "*"
+        && given != current
+    {
+        return Err(Refusal::StaleEtag { given, current }.into());
+    }
+    let key = d.user_name.trim().to_lowercase();
+    ensure_user_name_free(tx.conn, &key, Some(id))?;
+    let mut after = before.clone();
+    if let Some(e) = &email
+        && e.as_str() != before.email
+    {
+        ensure_email_free(tx.conn, e.as_str(), Some(id))?;
+        after.email = e.as_str().to_owned();
+    }
+    if let Some(n) = &display {
+        after.display_name = n.as_str().to_owned();
+    }
+    if let Some(r) = d.role
+        && r != before.role
+    {
+        if r != Role::TeamAdmin {
+            ensure_other_admin(tx.conn, &before, "demote")?;
+        }
+        after.role = r;
+    }
+    let fields_changed = (after.email != before.email)
+        || (after.display_name != before.display_name)
+        || (after.role != before.role);
+    if fields_changed {
+        users::update(tx.conn, &after, tx.now)?;
+        let now = users::find(tx.conn, id)?.ok_or_else(|| Error::Broken("user vanished".into()))?;
+        let mut e = event(cx, AuditAction::UserUpdated, Some(&before), &now);
+        e.detail = Some(if after.role != before.role {
+            format!("role {} -> {} through SCIM", before.role, after.role)
+        } else {
+            "updated through SCIM".into()
+        });
+        audit::append(tx.conn, e, tx.now)?;
+    }
+    let mid = users::find(tx.conn, id)?.ok_or_else(|| Error::Broken("user vanished".into()))?;
+    if mid.active != d.active {
+        let (action, detail) = if d.active {
+            users::update(
+                tx.conn,
+                &User {
+                    active: true,
+                    ..mid.clone()
+                },
+                tx.now,
+            )?;
+            (AuditAction::UserReactivated, None)
+        } else {
+            (AuditAction::UserDeactivated, deactivate(cx, tx, &mid)?)
+        };
+        let now = users::find(tx.conn, id)?.ok_or_else(|| Error::Broken("user vanished".into()))?;
+        let mut e = event(cx, action, Some(&mid), &now);
+        e.detail = Some(format!(
+            "through SCIM{}",
+            detail.map(|d| format!("; {d}")).unwrap_or_default()
+        ));
+        audit::append(tx.conn, e, tx.now)?;
+    }
+    let new_row = ScimUser {
+        user_id: id.to_string(),
+        user_name: d.user_name.trim().to_owned(),
+        user_name_key: key,
+        external_id: d.external_id,
+        extra: d.extra,
+        version: row.as_ref().map_or(1, |r| r.version + 1),
+        deleted: false,
+    };
+    scim::put(tx.conn, &new_row)?;
+    tx.changed(EntityKind::User, id.to_string());
+    let user = users::find(tx.conn, id)?.ok_or_else(|| Error::Broken("user vanished".into()))?;
+    Ok(view(user, Some(new_row)))
+}
+
+/// A SCIM DELETE: deactivates the user (never the last active Team Admin) and hides the
+/// resource.
+#[derive(Debug, Clone)]
+pub struct Remove {
+    pub id: UserId,
+    pub if_match: Option<String>,
+}
+
+impl Command for Remove {
+    type Output = ();
+
+    fn check(&self, cx: &Ctx<'_>) -> Result<()> {
+        may_provision(cx)
+    }
+
+    fn apply(self, cx: &Ctx<'_>, tx: &mut Tx<'_>) -> Result<()> {
+        let current = get(cx, tx.conn, self.id)?;
+        if let Some(given) = self.if_match
+            && given != "*"
+            && given != current.etag
+        {
+            return Err(Refusal::StaleEtag {
+                given,
+                current: current.etag,
+            }
+            .into());
+        }
+        let before = current.user;
+        let detail = if before.active {
+            let d = deactivate(cx, tx, &before)?;
+            let now = users::find(tx.conn, self.id)?
+                .ok_or_else(|| Error::Broken("user vanished".into()))?;
+            let mut e = event(cx, AuditAction::UserDeactivated, Some(&before), &now);
+            e.detail = Some(format!(
+                "deleted through SCIM: deactivated{}",
+                d.map(|d| format!("; {d}")).unwrap_or_default()
+            ));
+            audit::append(tx.conn, e, tx.now)?;
+            true
+        } else {
+            false
+        };
+        let row = scim::find(tx.conn, self.id)?;
+        let key = current.user_name.to_lowercase();
+        scim::put(
+            tx.conn,
+            &ScimUser {
+                user_id: self.id.to_string(),
+                user_name: current.user_name,
+                user_name_key: key,
+                external_id: current.external_id,
+                extra: current.extra,
+                version: row.map_or(1, |r| r.version + 1),
+                deleted: true,
+            },
+        )?;
+        if !detail {
+            let mut e = event(cx, AuditAction::UserUpdated, Some(&before), &before);
+            e.detail = Some("deleted through SCIM (already deactivated)".into());
+            audit::append(tx.conn, e, tx.now)?;
+        }
+        tx.changed(EntityKind::User, self.id.to_string());
+        Ok(())
+    }
+}

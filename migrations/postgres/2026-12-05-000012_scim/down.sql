@@ -1,0 +1,2 @@
+DROP TABLE scim_users;
+ALTER TABLE service_accounts DROP COLUMN provisioner;

@@ -1,0 +1,783 @@
+//! SCIM 2.0 provisioning of users over HTTP, as Okta and Entra ID drive it: create, read,
+//! replace, patch (their forms), deactivate and reactivate, delete and re-create, filters,
+//! pages, ETags; only a provisioning account's key gets in, and it gets nothing else; the last
+//! Team Admin stays; bad input is a SCIM error that writes nothing.
+
+use fluxgate_proto::v1 as pb;
+use serde_json::{Value, json};
+use tonic::Code;
+
+use crate::harness::{Backend, TestServer, authed, expect_code};
+
+struct Reply {
+    status: u16,
+    headers: Vec<(String, String)>,
+    body: Value,
+}
+
+impl Reply {
+    fn header(&self, name: &str) -> Option<&str> {
+        self.headers
+            .iter()
+            .find(|(k, _)| k.eq_ignore_ascii_case(name))
+            .map(|(_, v)| v.as_str())
+    }
+}
+
+/// One SCIM request on a fresh HTTP/1.1 connection.
+async fn scim(
+    s: &TestServer,
+    method: &str,
+    path: &str,
+    key: Option<&str>,
+    body: Option<Value>,
+    extra: &[(&str, &str)],
+) -> Reply {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let body = body.map(|b| b.to_string()).unwrap_or_default();
+    let mut head = format!(
+        "{method} /scim/v2{path} HTTP/1.1\r\nHost: {}\r\nConnection: close\r\nContent-Type: application/scim+json\r\nContent-Length: {}\r\n",
+        s.addr,
+        body.len()
+    );
+    if let Some(k) = key {
+        head.push_str(&format!("Authorization: Bearer {k}\r\n"));
+    }
+    for (k, v) in extra {
+        head.push_str(&format!("{k}: {v}\r\n"));
+    }
+    head.push_str("\r\n");
+    let mut st = tokio::net::TcpStream::connect(s.addr).await.unwrap();
+    st.write_all(head.as_bytes()).await.unwrap();
+    st.write_all(body.as_bytes()).await.unwrap();
+    let mut raw = Vec::new();
+    st.read_to_end(&mut raw).await.unwrap();
+    let split = raw.windows(4).position(|w| w == b"\r\n\r\n").unwrap();
+    let text = String::from_utf8_lossy(&raw[..split]).into_owned();
+    let mut lines = text.split("\r\n");
+    let status = lines
+        .next()
+        .unwrap()
+        .split(' ')
+        .nth(1)
+        .unwrap()
+        .parse()
+        .unwrap();
+    let headers: Vec<(String, String)> = lines
+        .filter_map(|l| l.split_once(':'))
+        .map(|(k, v)| (k.trim().to_owned(), v.trim().to_owned()))
+        .collect();
+    let mut payload = raw[split + 4..].to_vec();
+    if headers
+        .iter()
+        .any(|(k, v)| k.eq_ignore_ascii_case("transfer-encoding") && v == "chunked")
+    {
+        payload = dechunk(&payload);
+    }
+    let body = if payload.is_empty() {
+        Value::Null
+    } else {
+        serde_json::from_slice(&payload).unwrap_or(Value::Null)
+    };
+    Reply {
+        status,
+        headers,
+        body,
+    }
+}
+
+fn dechunk(mut b: &[u8]) -> Vec<u8> {
+    let mut out = Vec::new();
+    while let Some(eol) = b.windows(2).position(|w| w == b"\r\n") {
+        let size =
+            usize::from_str_radix(std::str::from_utf8(&b[..eol]).unwrap().trim(), 16).unwrap();
+        if size == 0 {
+            break;
+        }
+        out.extend_from_slice(&b[eol + 2..eol + 2 + size]);
+        b = &b[eol + 4 + size..];
+    }
+    out
+}
+
+/// A provisioning service account's key, and the account's name.
+async fn provisioning_key(s: &TestServer, admin: &str, provisioner: bool) -> (String, String) {
+    let sa = s
+        .service_accounts()
+        .create_service_account(authed(
+            pb::CreateServiceAccountRequest {
+                service_account: Some(pb::ServiceAccount {
+                    display_name: "Okta provisioning".into(),
+                    provisioner,
+                    ..Default::default()
+                }),
+            },
+            admin,
+        ))
+        .await
+        .unwrap()
+        .into_inner()
+        .service_account
+        .unwrap();
+    let key = s
+        .service_accounts()
+        .create_service_account_key(authed(
+            pb::CreateServiceAccountKeyRequest {
+                parent: sa.name.clone(),
+                key: Some(pb::ServiceAccountKey {
+                    display_name: "scim".into(),
+                    ..Default::default()
+                }),
+            },
+            admin,
+        ))
+        .await
+        .unwrap()
+        .into_inner()
+        .secret;
+    (key, sa.name)
+}
+
+fn error_of(r: &Reply) -> (&str, &str) {
+    assert_eq!(
+        r.body["schemas"][0], "urn:ietf:params:scim:api:messages:2.0:Error",
+        "{}",
+        r.body
+    );
+    assert_eq!(r.body["status"], r.status.to_string());
+    (
+        r.body["scimType"].as_str().unwrap_or(""),
+        r.body["detail"].as_str().unwrap_or(""),
+    )
+}
+
+async fn okta_provisions_users(b: Backend) {
+    let s = TestServer::start(b).await;
+    let admin = s.admin_token().await;
+    let (key, sa) = provisioning_key(&s, &admin, true).await;
+    let k = Some(key.as_str());
+
+    // Okta looks the user up first, then creates them.
+    let r = scim(
+        &s,
+        "GET",
+        "/Users?filter=userName%20eq%20%22ada%40example.com%22&startIndex=1&count=100",
+        k,
+        None,
+        &[],
+    )
+    .await;
+    assert_eq!(
+        (r.status, r.body["totalResults"].as_i64()),
+        (200, Some(0)),
+        "{}",
+        r.body
+    );
+    let ada = json!({
+        "schemas": ["urn:ietf:params:scim:schemas:core:2.0:User"],
+        "userName": "ada@example.com",
+        "name": {"givenName": "Ada", "familyName": "Lovelace"},
+        "emails": [{"primary": true, "value": "ada@example.com", "type": "work"}],
+        "displayName": "Ada Lovelace",
+        "locale": "en-GB",
+        "externalId": "00u1okta",
+        "active": true,
+        "password": "never-stored-Passw0rd",
+    });
+    let r = scim(&s, "POST", "/Users", k, Some(ada.clone()), &[]).await;
+    assert_eq!(r.status, 201, "{}", r.body);
+    let id = r.body["id"].as_str().unwrap().to_owned();
+    assert!(
+        r.header("location")
+            .unwrap()
+            .ends_with(&format!("/scim/v2/Users/{id}"))
+    );
+    assert_eq!(r.header("etag"), r.body["meta"]["version"].as_str());
+    assert_eq!(r.body["userName"], "ada@example.com");
+    assert_eq!(r.body["name"]["familyName"], "Lovelace");
+    assert_eq!(r.body["locale"], "en-GB");
+    assert!(r.body.get("password").is_none());
+    // In FluxGate: a user like any other, seen by the engine at once.
+    let u = s
+        .users()
+        .get_user(authed(
+            pb::GetUserRequest {
+                name: format!("users/{id}"),
+            },
+            &admin,
+        ))
+        .await
+        .unwrap()
+        .into_inner()
+        .user
+        .unwrap();
+    assert_eq!(
+        (
+            u.username.as_str(),
+            u.email.as_str(),
+            u.display_name.as_str()
+        ),
+        ("ada", "ada@example.com", "Ada Lovelace")
+    );
+    assert!(u.active);
+
+    // The same userName again: uniqueness, nothing written.
+    let before = s.audit_count();
+    let r = scim(&s, "POST", "/Users", k, Some(ada.clone()), &[]).await;
+    assert_eq!(r.status, 409);
+    assert_eq!(error_of(&r).0, "uniqueness");
+    assert_eq!(s.audit_count(), before);
+
+    // Read back, filtered and paged.
+    let r = scim(&s, "GET", &format!("/Users/{id}"), k, None, &[]).await;
+    assert_eq!(
+        (r.status, r.body["externalId"].as_str()),
+        (200, Some("00u1okta"))
+    );
+    let etag = r.header("etag").unwrap().to_owned();
+    for (filter, hits) in [
+        ("userName eq \"ADA@example.com\"", 1),
+        ("externalId eq \"00u1okta\"", 1),
+        ("emails co \"@example.com\" and active eq true", 1),
+        ("displayName sw \"Ada\" or userName eq \"nobody\"", 1),
+        ("emails[type eq \"work\" and value co \"ada\"]", 1),
+        ("externalId pr", 1),
+        ("not (userName eq \"ada@example.com\") and externalId pr", 0),
+        ("userName ne \"ada@example.com\" and externalId pr", 0),
+    ] {
+        let q: String = openidconnect_encode(filter);
+        let r = scim(&s, "GET", &format!("/Users?filter={q}"), k, None, &[]).await;
+        assert_eq!(
+            (r.status, r.body["totalResults"].as_i64()),
+            (200, Some(hits)),
+            "{filter}: {}",
+            r.body
+        );
+    }
+    let r = scim(&s, "GET", "/Users?filter=userName%20eq", k, None, &[]).await;
+    assert_eq!((r.status, error_of(&r).0), (400, "invalidFilter"));
+    let r = scim(
+        &s,
+        "GET",
+        "/Users?filter=userName%20gt%20%22a%22",
+        k,
+        None,
+        &[],
+    )
+    .await;
+    assert_eq!((r.status, error_of(&r).0), (400, "invalidFilter"));
+    for n in ["bob", "cy", "di"] {
+        let r = scim(
+            &s,
+            "POST",
+            "/Users",
+            k,
+            Some(json!({"userName": n, "emails": [{"value": format!("{n}@example.com")}]})),
+            &[],
+        )
+        .await;
+        assert_eq!(r.status, 201, "{}", r.body);
+    }
+    let r = scim(
+        &s,
+        "GET",
+        "/Users?startIndex=2&count=2&attributes=userName",
+        k,
+        None,
+        &[],
+    )
+    .await;
+    assert_eq!(
+        (
+            r.body["startIndex"].as_i64(),
+            r.body["itemsPerPage"].as_i64()
+        ),
+        (Some(2), Some(2))
+    );
+    assert_eq!(
+        r.body["totalResults"].as_i64(),
+        Some(5),
+        "admin, ada and three more"
+    );
+    let first = &r.body["Resources"][0];
+    assert!(
+        first.get("userName").is_some()
+            && first.get("id").is_some()
+            && first.get("emails").is_none()
+    );
+
+    // Replace (PUT), then a stale If-Match is refused.
+    let mut changed = ada.clone();
+    changed["displayName"] = json!("Ada King");
+    let r = scim(
+        &s,
+        "PUT",
+        &format!("/Users/{id}"),
+        k,
+        Some(changed.clone()),
+        &[("If-Match", &etag)],
+    )
+    .await;
+    assert_eq!(
+        (r.status, r.body["displayName"].as_str()),
+        (200, Some("Ada King")),
+        "{}",
+        r.body
+    );
+    let r = scim(
+        &s,
+        "PUT",
+        &format!("/Users/{id}"),
+        k,
+        Some(changed),
+        &[("If-Match", &etag)],
+    )
+    .await;
+    assert_eq!(r.status, 412, "{}", r.body);
+
+    // Her session ends when Okta deactivates her; reactivation lets her back.
+    let temp = s
+        .password_reset()
+        .reset_user_password(authed(
+            pb::ResetUserPasswordRequest {
+                name: format!("users/{id}"),
+                etag: s
+                    .users()
+                    .get_user(authed(
+                        pb::GetUserRequest {
+                            name: format!("users/{id}"),
+                        },
+                        &admin,
+                    ))
+                    .await
+                    .unwrap()
+                    .into_inner()
+                    .user
+                    .unwrap()
+                    .etag,
+            },
+            &admin,
+        ))
+        .await
+        .unwrap()
+        .into_inner()
+        .temporary_password;
+    let session = s.login("ada", &temp).await.tokens.unwrap().access_token;
+    let off = json!({"schemas": ["urn:ietf:params:scim:api:messages:2.0:PatchOp"], "Operations": [{"op": "replace", "value": {"active": false}}]});
+    let r = scim(&s, "PATCH", &format!("/Users/{id}"), k, Some(off), &[]).await;
+    assert_eq!(
+        (r.status, r.body["active"].as_bool()),
+        (200, Some(false)),
+        "{}",
+        r.body
+    );
+    expect_code(
+        s.auth()
+            .who_am_i(authed(pb::WhoAmIRequest {}, &session))
+            .await,
+        Code::Unauthenticated,
+    );
+    let on = json!({"schemas": ["urn:ietf:params:scim:api:messages:2.0:PatchOp"], "Operations": [{"op": "replace", "path": "active", "value": true}]});
+    let r = scim(&s, "PATCH", &format!("/Users/{id}"), k, Some(on), &[]).await;
+    assert_eq!((r.status, r.body["active"].as_bool()), (200, Some(true)));
+
+    // The role, through FluxGate's extension.
+    let role = json!({"schemas": ["urn:ietf:params:scim:api:messages:2.0:PatchOp"], "Operations": [{"op": "replace", "path": "urn:ietf:params:scim:schemas:extension:fluxgate:2.0:User:role", "value": "approver"}]});
+    let r = scim(&s, "PATCH", &format!("/Users/{id}"), k, Some(role), &[]).await;
+    assert_eq!(
+        r.body["urn:ietf:params:scim:schemas:extension:fluxgate:2.0:User"]["role"], "approver",
+        "{}",
+        r.body
+    );
+
+    // DELETE deactivates and hides; the same userName brings her back.
+    let r = scim(&s, "DELETE", &format!("/Users/{id}"), k, None, &[]).await;
+    assert_eq!(r.status, 204);
+    assert_eq!(
+        scim(&s, "GET", &format!("/Users/{id}"), k, None, &[])
+            .await
+            .status,
+        404
+    );
+    let u = s
+        .users()
+        .get_user(authed(
+            pb::GetUserRequest {
+                name: format!("users/{id}"),
+            },
+            &admin,
+        ))
+        .await
+        .unwrap()
+        .into_inner()
+        .user
+        .unwrap();
+    assert!(!u.active, "deleted through SCIM: deactivated, kept");
+    let r = scim(&s, "POST", "/Users", k, Some(ada), &[]).await;
+    assert_eq!(
+        (r.status, r.body["id"].as_str()),
+        (201, Some(id.as_str())),
+        "{}",
+        r.body
+    );
+    assert_eq!(r.body["active"], true);
+
+    // The last active Team Admin stays, whatever the provider says.
+    let admin_id = s
+        .auth()
+        .who_am_i(authed(pb::WhoAmIRequest {}, &admin))
+        .await
+        .unwrap()
+        .into_inner()
+        .user
+        .unwrap()
+        .name;
+    let admin_id = admin_id.trim_start_matches("users/");
+    let before = s.audit_count();
+    let off = json!({"schemas": ["urn:ietf:params:scim:api:messages:2.0:PatchOp"], "Operations": [{"op": "replace", "value": {"active": false}}]});
+    let r = scim(
+        &s,
+        "PATCH",
+        &format!("/Users/{admin_id}"),
+        k,
+        Some(off),
+        &[],
+    )
+    .await;
+    assert_eq!(r.status, 409, "{}", r.body);
+    assert!(error_of(&r).1.contains("last active Team Admin"));
+    assert_eq!(
+        scim(&s, "DELETE", &format!("/Users/{admin_id}"), k, None, &[])
+            .await
+            .status,
+        409
+    );
+    assert_eq!(s.audit_count(), before);
+
+    // Audited, by the provisioning account.
+    let events = s.audit_events();
+    let by_sa = |action: &str, words: &str| {
+        events
+            .iter()
+            .filter(|e| {
+                e.action == action
+                    && e.actor_id.as_deref() == Some(sa.as_str())
+                    && e.detail.as_deref().unwrap_or("").contains(words)
+            })
+            .count()
+    };
+    assert_eq!(by_sa("user.created", "provisioned through SCIM"), 4);
+    assert!(by_sa("user.deactivated", "through SCIM") >= 2);
+    assert!(by_sa("user.reactivated", "through SCIM") >= 2);
+    assert_eq!(
+        by_sa("user.updated", "role requester -> approver through SCIM"),
+        1
+    );
+    s.stop().await;
+}
+
+/// A filter, percent-encoded for a query string.
+fn openidconnect_encode(s: &str) -> String {
+    s.bytes()
+        .map(|b| match b {
+            b'A'..=b'Z' | b'a'..=b'z' | b'0'..=b'9' | b'-' | b'.' | b'_' | b'~' => {
+                (b as char).to_string()
+            }
+            _ => format!("%{b:02X}"),
+        })
+        .collect()
+}
+
+async fn entra_provisions_users(b: Backend) {
+    let s = TestServer::start(b).await;
+    let admin = s.admin_token().await;
+    let (key, _) = provisioning_key(&s, &admin, true).await;
+    let k = Some(key.as_str());
+    // Entra ID probes with a random filter first, then creates.
+    let r = scim(
+        &s,
+        "GET",
+        "/Users?filter=userName%20eq%20%22non-existent-7f3%22",
+        k,
+        None,
+        &[],
+    )
+    .await;
+    assert_eq!(r.body["totalResults"], 0);
+    let r = scim(&s, "POST", "/Users", k, Some(json!({
+        "schemas": ["urn:ietf:params:scim:schemas:core:2.0:User", "urn:ietf:params:scim:schemas:extension:enterprise:2.0:User"],
+        "externalId": "grace",
+        "userName": "Grace.Hopper@contoso.example",
+        "active": true,
+        "displayName": "Grace Hopper",
+        "emails": [{"primary": true, "type": "work", "value": "grace@contoso.example"}],
+        "name": {"formatted": "Grace Hopper", "familyName": "Hopper", "givenName": "Grace"},
+        "urn:ietf:params:scim:schemas:extension:enterprise:2.0:User": {"department": "Navy"},
+    })), &[]).await;
+    assert_eq!(r.status, 201, "{}", r.body);
+    let id = r.body["id"].as_str().unwrap().to_owned();
+    let patch = |ops: Value| json!({"schemas": ["urn:ietf:params:scim:api:messages:2.0:PatchOp"], "Operations": ops});
+    // Entra's updates: capitalised ops, value paths, string booleans.
+    let r = scim(&s, "PATCH", &format!("/Users/{id}"), k, Some(patch(json!([
+        {"op": "Replace", "path": "emails[type eq \"work\"].value", "value": "grace.hopper@contoso.example"},
+        {"op": "Replace", "path": "displayName", "value": "Rear Admiral Hopper"},
+        {"op": "Add", "path": "urn:ietf:params:scim:schemas:extension:enterprise:2.0:User:department", "value": "Computing"},
+        {"op": "Replace", "path": "name.givenName", "value": "Amazing Grace"},
+    ]))), &[]).await;
+    assert_eq!(r.status, 200, "{}", r.body);
+    assert_eq!(r.body["emails"][0]["value"], "grace.hopper@contoso.example");
+    assert_eq!(
+        r.body["urn:ietf:params:scim:schemas:extension:enterprise:2.0:User"]["department"],
+        "Computing"
+    );
+    assert_eq!(r.body["name"]["givenName"], "Amazing Grace");
+    let u = s
+        .users()
+        .get_user(authed(
+            pb::GetUserRequest {
+                name: format!("users/{id}"),
+            },
+            &admin,
+        ))
+        .await
+        .unwrap()
+        .into_inner()
+        .user
+        .unwrap();
+    assert_eq!(
+        (u.email.as_str(), u.display_name.as_str()),
+        ("grace.hopper@contoso.example", "Rear Admiral Hopper")
+    );
+    let r = scim(
+        &s,
+        "PATCH",
+        &format!("/Users/{id}"),
+        k,
+        Some(patch(
+            json!([{"op": "Replace", "path": "active", "value": "False"}]),
+        )),
+        &[],
+    )
+    .await;
+    assert_eq!(r.body["active"], false, "{}", r.body);
+    let r = scim(
+        &s,
+        "PATCH",
+        &format!("/Users/{id}"),
+        k,
+        Some(patch(
+            json!([{"op": "Replace", "path": "active", "value": "True"}]),
+        )),
+        &[],
+    )
+    .await;
+    assert_eq!(r.body["active"], true);
+    let r = scim(
+        &s,
+        "GET",
+        "/Users?filter=externalId%20eq%20%22grace%22",
+        k,
+        None,
+        &[],
+    )
+    .await;
+    assert_eq!(r.body["Resources"][0]["id"], id.as_str());
+    s.stop().await;
+}
+
+async fn only_provisioning_keys_get_in_and_bad_input_writes_nothing(b: Backend) {
+    let s = TestServer::start(b).await;
+    let admin = s.admin_token().await;
+    let (key, _) = provisioning_key(&s, &admin, true).await;
+    let (other, _) = provisioning_key(&s, &admin, false).await;
+    let k = Some(key.as_str());
+    // No key, a session token, a key of an ordinary account.
+    let r = scim(&s, "GET", "/Users", None, None, &[]).await;
+    assert_eq!(r.status, 401);
+    assert!(r.header("www-authenticate").is_some());
+    error_of(&r);
+    assert_eq!(
+        scim(&s, "GET", "/Users", Some(&admin), None, &[])
+            .await
+            .status,
+        401
+    );
+    let r = scim(&s, "GET", "/Users", Some(&other), None, &[]).await;
+    assert_eq!(r.status, 403, "{}", r.body);
+    // The provisioning key is good for nothing else.
+    expect_code(
+        s.users()
+            .list_users(authed(pb::ListUsersRequest::default(), &key))
+            .await,
+        Code::PermissionDenied,
+    );
+    // A provisioning account is the organisation's, and only that.
+    let e = s
+        .service_accounts()
+        .create_service_account(authed(
+            pb::CreateServiceAccountRequest {
+                service_account: Some(pb::ServiceAccount {
+                    display_name: "Bad".into(),
+                    provisioner: true,
+                    audit_writer: true,
+                    ..Default::default()
+                }),
+            },
+            &admin,
+        ))
+        .await;
+    expect_code(e, Code::InvalidArgument);
+
+    // Discovery.
+    let r = scim(&s, "GET", "/ServiceProviderConfig", k, None, &[]).await;
+    assert_eq!(
+        (
+            r.body["patch"]["supported"].as_bool(),
+            r.body["etag"]["supported"].as_bool()
+        ),
+        (Some(true), Some(true))
+    );
+    let r = scim(&s, "GET", "/ResourceTypes", k, None, &[]).await;
+    assert_eq!(r.body["Resources"][0]["endpoint"], "/Users");
+    let r = scim(
+        &s,
+        "GET",
+        "/Schemas/urn:ietf:params:scim:schemas:core:2.0:User",
+        k,
+        None,
+        &[],
+    )
+    .await;
+    assert_eq!(r.body["attributes"][0]["name"], "userName");
+    assert_eq!(
+        scim(&s, "GET", "/Schemas/urn:nope", k, None, &[])
+            .await
+            .status,
+        404
+    );
+    assert_eq!(scim(&s, "GET", "/Nothing", k, None, &[]).await.status, 404);
+
+    // Bad input: a SCIM error, nothing written.
+    let before = s.audit_count();
+    for (method, path, body, kind) in [
+        (
+            "POST",
+            "/Users",
+            json!({"emails": [{"value": "x@example.com"}]}),
+            "invalidValue",
+        ),
+        (
+            "POST",
+            "/Users",
+            json!({"userName": "x", "emails": [{"value": "not an address"}]}),
+            "invalidValue",
+        ),
+        (
+            "POST",
+            "/Users",
+            json!({"userName": "x", "active": "perhaps"}),
+            "invalidValue",
+        ),
+        ("POST", "/Users", json!({"userName": 7}), "invalidValue"),
+        (
+            "POST",
+            "/Users",
+            json!({"userName": "x", "urn:ietf:params:scim:schemas:extension:fluxgate:2.0:User": {"role": "emperor"}}),
+            "invalidValue",
+        ),
+        (
+            "POST",
+            "/Users",
+            json!(["not", "an", "object"]),
+            "invalidSyntax",
+        ),
+    ] {
+        let r = scim(&s, method, path, k, Some(body.clone()), &[]).await;
+        assert_eq!(
+            (r.status, error_of(&r).0),
+            (400, kind),
+            "{body}: {}",
+            r.body
+        );
+    }
+    let r = scim(
+        &s,
+        "POST",
+        "/Users",
+        k,
+        Some(json!({"userName": "ok", "emails": [{"value": "admin@fluxgate.local"}]})),
+        &[],
+    )
+    .await;
+    assert_eq!(
+        (r.status, error_of(&r).0),
+        (409, "uniqueness"),
+        "an email in use"
+    );
+    let admin_id = s
+        .auth()
+        .who_am_i(authed(pb::WhoAmIRequest {}, &admin))
+        .await
+        .unwrap()
+        .into_inner()
+        .user
+        .unwrap()
+        .name;
+    let path = format!("/Users/{}", admin_id.trim_start_matches("users/"));
+    for (body, kind) in [
+        (
+            json!({"Operations": [{"op": "replace", "path": "displayName", "value": "X"}]}),
+            "invalidSyntax",
+        ),
+        (
+            json!({"schemas": ["urn:ietf:params:scim:api:messages:2.0:PatchOp"], "Operations": [{"op": "replace", "path": "id", "value": "x"}]}),
+            "mutability",
+        ),
+        (
+            json!({"schemas": ["urn:ietf:params:scim:api:messages:2.0:PatchOp"], "Operations": [{"op": "remove", "path": "userName"}]}),
+            "invalidValue",
+        ),
+        (
+            json!({"schemas": ["urn:ietf:params:scim:api:messages:2.0:PatchOp"], "Operations": [{"op": "replace", "path": "emails[type eq", "value": "x"}]}),
+            "invalidSyntax",
+        ),
+    ] {
+        let r = scim(&s, "PATCH", &path, k, Some(body.clone()), &[]).await;
+        assert_eq!(
+            (r.status, error_of(&r).0),
+            (400, kind),
+            "{body}: {}",
+            r.body
+        );
+    }
+    let r = scim(
+        &s,
+        "PUT",
+        &path,
+        k,
+        Some(json!({"id": "someone-else", "userName": "admin"})),
+        &[],
+    )
+    .await;
+    assert_eq!((r.status, error_of(&r).0), (400, "mutability"));
+    assert_eq!(
+        scim(&s, "GET", "/Users/not-an-id", k, None, &[])
+            .await
+            .status,
+        404
+    );
+    assert_eq!(
+        scim(&s, "GET", "/Users?count=abc", k, None, &[])
+            .await
+            .status,
+        400
+    );
+    assert_eq!(s.audit_count(), before, "nothing written");
+    s.stop().await;
+}
+
+crate::both_backends!(
+    okta_provisions_users,
+    entra_provisions_users,
+    only_provisioning_keys_get_in_and_bad_input_writes_nothing
+);
