@@ -639,6 +639,7 @@ async fn only_provisioning_keys_get_in_and_bad_input_writes_nothing(b: Backend) 
     );
     let r = scim(&s, "GET", "/ResourceTypes", k, None, &[]).await;
     assert_eq!(r.body["Resources"][0]["endpoint"], "/Users");
+    assert_eq!(r.body["Resources"][1]["endpoint"], "/Groups");
     let r = scim(
         &s,
         "GET",
@@ -776,7 +777,283 @@ async fn only_provisioning_keys_get_in_and_bad_input_writes_nothing(b: Backend) 
     s.stop().await;
 }
 
+async fn create(s: &TestServer, k: Option<&str>, user_name: &str) -> String {
+    let r = scim(s, "POST", "/Users", k, Some(json!({"userName": user_name, "emails": [{"value": format!("{user_name}@example.com")}]})), &[]).await;
+    assert_eq!(r.status, 201, "{}", r.body);
+    r.body["id"].as_str().unwrap().to_owned()
+}
+
+fn patch(ops: Value) -> Value {
+    json!({"schemas": ["urn:ietf:params:scim:api:messages:2.0:PatchOp"], "Operations": ops})
+}
+
+fn member_ids(body: &Value) -> Vec<String> {
+    let mut v: Vec<String> = body["members"]
+        .as_array()
+        .map(|a| {
+            a.iter()
+                .map(|m| m["value"].as_str().unwrap().to_owned())
+                .collect()
+        })
+        .unwrap_or_default();
+    v.sort();
+    v
+}
+
+async fn groups_are_pushed_to_portfolio_groups(b: Backend) {
+    let s = TestServer::start(b).await;
+    let admin = s.admin_token().await;
+    let (key, sa) = provisioning_key(&s, &admin, true).await;
+    let k = Some(key.as_str());
+    let payments = s.portfolio(&admin, "Payments").await;
+    s.portfolio(&admin, "Search").await;
+    let (ada, bob) = (create(&s, k, "ada").await, create(&s, k, "bob").await);
+
+    // Okta pushes a group: a new portfolio group, with its members, seen by FluxGate at once.
+    let r = scim(&s, "POST", "/Groups", k, Some(json!({"schemas": ["urn:ietf:params:scim:schemas:core:2.0:Group"], "displayName": "Payments/Release Managers", "externalId": "00g1", "members": [{"value": ada}]})), &[]).await;
+    assert_eq!(r.status, 201, "{}", r.body);
+    let gid = r.body["id"].as_str().unwrap().to_owned();
+    assert_eq!(member_ids(&r.body), vec![ada.clone()]);
+    let group_name = format!("{}/groups/{gid}", payments.name);
+    let members = |s: &TestServer| {
+        let (admin, group_name) = (admin.clone(), group_name.clone());
+        let mut c = s.groups();
+        async move {
+            let mut m = c
+                .list_group_members(authed(
+                    pb::ListGroupMembersRequest {
+                        group: group_name,
+                        ..Default::default()
+                    },
+                    &admin,
+                ))
+                .await
+                .unwrap()
+                .into_inner()
+                .members;
+            m.sort();
+            m
+        }
+    };
+    assert_eq!(members(&s).await, vec![format!("users/{ada}")]);
+    // A service account FluxGate put in the group is FluxGate's business: SCIM leaves it be.
+    let deployer = s.service_account(&admin, "Deployer").await;
+    s.add_member(&admin, &group_name, &deployer.name).await;
+
+    // Bad names, the same group twice.
+    let before = s.audit_count();
+    for (name, code, kind) in [
+        ("Nowhere/X", 400, "invalidValue"),
+        ("no slash", 400, "invalidValue"),
+        ("Payments/Release Managers", 409, "uniqueness"),
+    ] {
+        let r = scim(
+            &s,
+            "POST",
+            "/Groups",
+            k,
+            Some(json!({"displayName": name})),
+            &[],
+        )
+        .await;
+        assert_eq!(
+            (r.status, error_of(&r).0),
+            (code, kind),
+            "{name}: {}",
+            r.body
+        );
+    }
+    let r = scim(
+        &s,
+        "POST",
+        "/Groups",
+        k,
+        Some(json!({"displayName": "Payments/Y", "members": [{"value": "not-a-user"}]})),
+        &[],
+    )
+    .await;
+    assert_eq!(r.status, 400);
+    assert_eq!(s.audit_count(), before, "nothing written");
+
+    // Okta's member add and value-filter removal; Entra's add and remove by value list.
+    let path = format!("/Groups/{gid}");
+    let r = scim(
+        &s,
+        "PATCH",
+        &path,
+        k,
+        Some(patch(
+            json!([{"op": "add", "path": "members", "value": [{"value": bob}]}]),
+        )),
+        &[],
+    )
+    .await;
+    assert_eq!(
+        member_ids(&r.body),
+        {
+            let mut v = vec![ada.clone(), bob.clone()];
+            v.sort();
+            v
+        },
+        "{}",
+        r.body
+    );
+    let r = scim(
+        &s,
+        "PATCH",
+        &path,
+        k,
+        Some(patch(
+            json!([{"op": "remove", "path": format!("members[value eq \"{ada}\"]")}]),
+        )),
+        &[],
+    )
+    .await;
+    assert_eq!(member_ids(&r.body), vec![bob.clone()], "{}", r.body);
+    let r = scim(
+        &s,
+        "PATCH",
+        &path,
+        k,
+        Some(patch(
+            json!([{"op": "Remove", "path": "members", "value": [{"value": bob}]}]),
+        )),
+        &[],
+    )
+    .await;
+    assert!(member_ids(&r.body).is_empty(), "{}", r.body);
+    let r = scim(&s, "PATCH", &path, k, Some(patch(json!([{"op": "Add", "path": "members", "value": [{"value": ada}, {"value": bob}]}, {"op": "Replace", "path": "displayName", "value": "Payments/Releasers"}]))), &[]).await;
+    assert_eq!(
+        (r.status, r.body["displayName"].as_str()),
+        (200, Some("Payments/Releasers")),
+        "{}",
+        r.body
+    );
+    assert_eq!(members(&s).await.len(), 3, "ada, bob and the deployer");
+    // Okta's PUT replaces the members it knows; the deployer stays.
+    let r = scim(
+        &s,
+        "PUT",
+        &path,
+        k,
+        Some(json!({"displayName": "Payments/Releasers", "externalId": "00g1", "members": [{"value": ada}]})),
+        &[],
+    )
+    .await;
+    assert_eq!(member_ids(&r.body), vec![ada.clone()]);
+    let mut want = vec![format!("users/{ada}"), deployer.name.clone()];
+    want.sort();
+    assert_eq!(members(&s).await, want);
+    let r = scim(
+        &s,
+        "PUT",
+        &path,
+        k,
+        Some(json!({"displayName": "Search/Releasers"})),
+        &[],
+    )
+    .await;
+    assert_eq!(
+        (r.status, error_of(&r).0),
+        (400, "invalidValue"),
+        "no moving between portfolios"
+    );
+
+    // Found by filter.
+    for (f, n) in [
+        ("displayName eq \"payments/releasers\"", 1),
+        (&*format!("members[value eq \"{ada}\"]"), 1),
+        ("externalId eq \"00g1\"", 1),
+        ("displayName sw \"Search/\"", 1),
+    ] {
+        let r = scim(
+            &s,
+            "GET",
+            &format!("/Groups?filter={}", openidconnect_encode(f)),
+            k,
+            None,
+            &[],
+        )
+        .await;
+        assert_eq!(r.body["totalResults"].as_i64(), Some(n), "{f}: {}", r.body);
+    }
+
+    // A portfolio's Administrators group: members yes, renamed or deleted never.
+    let admins = scim(
+        &s,
+        "GET",
+        "/Groups?filter=displayName%20eq%20%22Payments%2FAdministrators%22",
+        k,
+        None,
+        &[],
+    )
+    .await;
+    let admins_id = admins.body["Resources"][0]["id"]
+        .as_str()
+        .unwrap()
+        .to_owned();
+    let r = scim(
+        &s,
+        "PATCH",
+        &format!("/Groups/{admins_id}"),
+        k,
+        Some(patch(
+            json!([{"op": "add", "path": "members", "value": [{"value": bob}]}]),
+        )),
+        &[],
+    )
+    .await;
+    assert_eq!(member_ids(&r.body), vec![bob.clone()]);
+    let r = scim(
+        &s,
+        "PATCH",
+        &format!("/Groups/{admins_id}"),
+        k,
+        Some(patch(
+            json!([{"op": "replace", "path": "displayName", "value": "Payments/Bosses"}]),
+        )),
+        &[],
+    )
+    .await;
+    assert_eq!(r.status, 409, "{}", r.body);
+    assert_eq!(
+        scim(&s, "DELETE", &format!("/Groups/{admins_id}"), k, None, &[])
+            .await
+            .status,
+        409
+    );
+
+    // Deleted: gone from FluxGate, memberships with it.
+    assert_eq!(scim(&s, "DELETE", &path, k, None, &[]).await.status, 204);
+    assert_eq!(scim(&s, "GET", &path, k, None, &[]).await.status, 404);
+    let gone = s
+        .groups()
+        .get_group(authed(
+            pb::GetGroupRequest {
+                name: group_name.clone(),
+            },
+            &admin,
+        ))
+        .await;
+    expect_code(gone, Code::NotFound);
+
+    let events = s.audit_events();
+    let by_sa = |action: &str| {
+        events
+            .iter()
+            .filter(|e| e.action == action && e.actor_id.as_deref() == Some(sa.as_str()))
+            .count()
+    };
+    assert_eq!(by_sa("group.created"), 1);
+    assert!(by_sa("group.member_added") >= 5);
+    assert!(by_sa("group.member_removed") >= 3);
+    assert_eq!(by_sa("group.updated"), 1);
+    assert_eq!(by_sa("group.deleted"), 1);
+    s.stop().await;
+}
+
 crate::both_backends!(
+    groups_are_pushed_to_portfolio_groups,
     okta_provisions_users,
     entra_provisions_users,
     only_provisioning_keys_get_in_and_bad_input_writes_nothing

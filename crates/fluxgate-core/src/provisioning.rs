@@ -433,3 +433,362 @@ impl Command for Remove {
         Ok(())
     }
 }
+
+/// A portfolio group as SCIM sees it: named `{portfolio}/{group}` by display names, its user
+/// members (service accounts are FluxGate's business and stay out of it).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ProvisionedGroup {
+    pub id: String,
+    pub portfolio: String,
+    pub name: String,
+    pub administrators: bool,
+    pub external_id: Option<String>,
+    /// (user id, username), by username.
+    pub members: Vec<(UserId, String)>,
+    pub created_at: i64,
+    pub updated_at: i64,
+    pub etag: String,
+}
+
+impl ProvisionedGroup {
+    /// Its SCIM `displayName`.
+    pub fn display_name(&self) -> String {
+        format!("{}/{}", self.portfolio, self.name)
+    }
+}
+
+/// The state a provider wants a group in.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct DesiredGroup {
+    /// `{portfolio}/{group}`, by display names.
+    pub display_name: String,
+    pub external_id: Option<String>,
+    pub members: Vec<UserId>,
+}
+
+use fluxgate_store::{catalog, groups as gstore};
+
+fn group_view(
+    conn: &mut DbConnection,
+    g: gstore::Group,
+    row: Option<scim::ScimGroup>,
+    members: Vec<(UserId, String)>,
+) -> Result<ProvisionedGroup> {
+    let portfolio = catalog::find(conn, catalog::Kind::Portfolio, &g.portfolio_id)?
+        .map(|p| p.display_name)
+        .unwrap_or_default();
+    Ok(ProvisionedGroup {
+        etag: format!(
+            "W/\"{}.{}\"",
+            g.version,
+            row.as_ref().map_or(0, |r| r.version)
+        ),
+        external_id: row.and_then(|r| r.external_id),
+        id: g.id,
+        portfolio,
+        name: g.display_name,
+        administrators: g.administrators,
+        members,
+        created_at: g.created_at,
+        updated_at: g.updated_at,
+    })
+}
+
+fn user_members(conn: &mut DbConnection, group: &str) -> Result<Vec<(UserId, String)>> {
+    let mut out = Vec::new();
+    for (kind, id) in gstore::members(conn, group, None, i64::MAX)? {
+        if kind != "user" {
+            continue;
+        }
+        if let Ok(uid) = id.parse::<UserId>()
+            && let Some(u) = users::find(conn, uid)?
+        {
+            out.push((uid, u.username));
+        }
+    }
+    out.sort_by(|a, b| a.1.cmp(&b.1));
+    Ok(out)
+}
+
+/// One group (NOT_FOUND when there is none).
+pub fn group(cx: &Ctx<'_>, conn: &mut DbConnection, id: &str) -> Result<ProvisionedGroup> {
+    may_provision(cx)?;
+    let g = gstore::find(conn, id)?.ok_or_else(|| Error::not_found("group"))?;
+    let row = scim::find_group(conn, id)?;
+    let members = user_members(conn, id)?;
+    group_view(conn, g, row, members)
+}
+
+/// Every portfolio group, with its user members.
+pub fn all_groups(cx: &Ctx<'_>, conn: &mut DbConnection) -> Result<Vec<ProvisionedGroup>> {
+    may_provision(cx)?;
+    let names: std::collections::HashMap<String, String> = users::all(conn)?
+        .into_iter()
+        .map(|u| (u.id.to_string(), u.username))
+        .collect();
+    let mut members: std::collections::HashMap<String, Vec<(UserId, String)>> = Default::default();
+    for (g, kind, id) in gstore::all_members(conn)? {
+        if kind == "user"
+            && let (Ok(uid), Some(n)) = (id.parse::<UserId>(), names.get(&id))
+        {
+            members.entry(g).or_default().push((uid, n.clone()));
+        }
+    }
+    let mut rows: std::collections::HashMap<String, scim::ScimGroup> = scim::all_groups(conn)?
+        .into_iter()
+        .map(|r| (r.group_id.clone(), r))
+        .collect();
+    let mut out = Vec::new();
+    for g in gstore::all(conn)? {
+        let mut m = members.remove(&g.id).unwrap_or_default();
+        m.sort_by(|a, b| a.1.cmp(&b.1));
+        let row = rows.remove(&g.id);
+        out.push(group_view(conn, g, row, m)?);
+    }
+    Ok(out)
+}
+
+/// `{portfolio}/{group}`: the portfolio (which must exist) and the group's name.
+fn split_name(
+    conn: &mut DbConnection,
+    display: &str,
+) -> Result<(catalog::Item, fluxgate_domain::Title)> {
+    let Some((p, g)) = display.split_once('/') else {
+        return Err(invalid(
+            "displayName",
+            "must be \"{portfolio}/{group}\", the portfolio's and the group's display names",
+        ));
+    };
+    let portfolio = catalog::find_by_name(conn, catalog::Kind::Portfolio, "", p.trim())?
+        .ok_or_else(|| {
+            invalid(
+                "displayName",
+                "names no portfolio: create the portfolio in FluxGate first",
+            )
+        })?;
+    let name = fluxgate_domain::Title::parse(g.trim()).map_err(|_| {
+        invalid(
+            "displayName",
+            "the group's name must be 1 to 100 characters",
+        )
+    })?;
+    Ok((portfolio, name))
+}
+
+/// Makes the group's user members exactly `want`, each change audited.
+fn set_members(cx: &Ctx<'_>, tx: &mut Tx<'_>, g: &gstore::Group, want: &[UserId]) -> Result<bool> {
+    let have: Vec<UserId> = user_members(tx.conn, &g.id)?
+        .into_iter()
+        .map(|(u, _)| u)
+        .collect();
+    for u in want {
+        if users::find(tx.conn, *u)?.is_none() {
+            return Err(invalid("members", &format!("no user {u}")));
+        }
+    }
+    let target = Some(crate::names::group(&g.portfolio_id, &g.id));
+    let mut changed = false;
+    for u in want.iter().filter(|u| !have.contains(u)) {
+        gstore::add_member(tx.conn, &g.id, "user", &u.to_string(), tx.now)?;
+        let mut e = cx.event(AuditAction::GroupMemberAdded, "group", target.clone());
+        e.detail = Some(format!("users/{u}; through SCIM"));
+        audit::append(tx.conn, e, tx.now)?;
+        changed = true;
+    }
+    for u in have.iter().filter(|u| !want.contains(u)) {
+        gstore::remove_member(tx.conn, &g.id, "user", &u.to_string())?;
+        let mut e = cx.event(AuditAction::GroupMemberRemoved, "group", target.clone());
+        e.detail = Some(format!("users/{u}; through SCIM"));
+        audit::append(tx.conn, e, tx.now)?;
+        changed = true;
+    }
+    Ok(changed)
+}
+
+fn check_group_input(d: &DesiredGroup) -> Result<()> {
+    if d.external_id.as_ref().is_some_and(|e| e.len() > 256) {
+        return Err(invalid("externalId", "is at most 256 characters"));
+    }
+    if d.members.len() > 100_000 {
+        return Err(invalid("members", "at most 100000"));
+    }
+    Ok(())
+}
+
+/// Creates a group (or takes over the portfolio's group of that name, when no provider has).
+#[derive(Debug, Clone)]
+pub struct CreateGroup(pub DesiredGroup);
+
+impl Command for CreateGroup {
+    type Output = ProvisionedGroup;
+
+    fn check(&self, cx: &Ctx<'_>) -> Result<()> {
+        may_provision(cx)?;
+        check_group_input(&self.0)
+    }
+
+    fn apply(self, cx: &Ctx<'_>, tx: &mut Tx<'_>) -> Result<ProvisionedGroup> {
+        let (portfolio, name) = split_name(tx.conn, &self.0.display_name)?;
+        let g = match gstore::find_by_name(tx.conn, &portfolio.id, name.as_str())? {
+            Some(g) if scim::find_group(tx.conn, &g.id)?.is_some() => {
+                return Err(Refusal::GroupNameTaken {
+                    name: self.0.display_name.clone(),
+                }
+                .into());
+            }
+            Some(g) => g,
+            None => {
+                let g = gstore::Group {
+                    id: uuid::Uuid::now_v7().to_string(),
+                    portfolio_id: portfolio.id.clone(),
+                    display_name: name.as_str().to_owned(),
+                    description: String::new(),
+                    administrators: false,
+                    created_at: tx.now,
+                    updated_at: tx.now,
+                    version: 1,
+                };
+                gstore::insert(tx.conn, &g)?;
+                let target = Some(crate::names::group(&g.portfolio_id, &g.id));
+                let mut e = cx.event(AuditAction::GroupCreated, "group", target);
+                e.detail = Some(format!("{} through SCIM", self.0.display_name));
+                audit::append(tx.conn, e, tx.now)?;
+                g
+            }
+        };
+        scim::put_group(
+            tx.conn,
+            &scim::ScimGroup {
+                group_id: g.id.clone(),
+                external_id: self.0.external_id.clone(),
+                version: 1,
+            },
+        )?;
+        if set_members(cx, tx, &g, &self.0.members)? {
+            gstore::touch(tx.conn, &g.id, tx.now)?;
+        }
+        tx.changed(EntityKind::Group, g.id.clone());
+        group(cx, tx.conn, &g.id)
+    }
+}
+
+/// Replaces a group with the state the provider wants (PUT, and PATCH once applied).
+#[derive(Debug, Clone)]
+pub struct ReplaceGroup {
+    pub id: String,
+    pub if_match: Option<String>,
+    pub desired: DesiredGroup,
+}
+
+impl Command for ReplaceGroup {
+    type Output = ProvisionedGroup;
+
+    fn check(&self, cx: &Ctx<'_>) -> Result<()> {
+        may_provision(cx)?;
+        check_group_input(&self.desired)
+    }
+
+    fn apply(self, cx: &Ctx<'_>, tx: &mut Tx<'_>) -> Result<ProvisionedGroup> {
+        let current = group(cx, tx.conn, &self.id)?;
+        if let Some(given) = self.if_match
+            && given != "*"
+            && given != current.etag
+        {
+            return Err(Refusal::StaleEtag {
+                given,
+                current: current.etag,
+            }
+            .into());
+        }
+        let mut g = gstore::find(tx.conn, &self.id)?.ok_or_else(|| Error::not_found("group"))?;
+        let (portfolio, name) = split_name(tx.conn, &self.desired.display_name)?;
+        if portfolio.id != g.portfolio_id {
+            return Err(invalid(
+                "displayName",
+                "a group cannot move to another portfolio",
+            ));
+        }
+        if name.as_str() != g.display_name {
+            if g.administrators {
+                return Err(Refusal::AdministratorsFixed.into());
+            }
+            if gstore::find_by_name(tx.conn, &portfolio.id, name.as_str())?
+                .is_some_and(|o| o.id != g.id)
+            {
+                return Err(Refusal::GroupNameTaken {
+                    name: self.desired.display_name.clone(),
+                }
+                .into());
+            }
+            let before = g.display_name.clone();
+            g.display_name = name.as_str().to_owned();
+            gstore::update(tx.conn, &g, tx.now)?;
+            let target = Some(crate::names::group(&g.portfolio_id, &g.id));
+            let mut e = cx.event(AuditAction::GroupUpdated, "group", target);
+            e.detail = Some(format!(
+                "renamed {before:?} -> {:?} through SCIM",
+                g.display_name
+            ));
+            audit::append(tx.conn, e, tx.now)?;
+            g = gstore::find(tx.conn, &self.id)?.ok_or_else(|| Error::not_found("group"))?;
+        }
+        if set_members(cx, tx, &g, &self.desired.members)? {
+            gstore::touch(tx.conn, &g.id, tx.now)?;
+        }
+        let row = scim::find_group(tx.conn, &g.id)?;
+        scim::put_group(
+            tx.conn,
+            &scim::ScimGroup {
+                group_id: g.id.clone(),
+                external_id: self.desired.external_id,
+                version: row.map_or(1, |r| r.version + 1),
+            },
+        )?;
+        tx.changed(EntityKind::Group, g.id.clone());
+        group(cx, tx.conn, &g.id)
+    }
+}
+
+/// Deletes a group and its memberships (never a portfolio's Administrators group).
+#[derive(Debug, Clone)]
+pub struct RemoveGroup {
+    pub id: String,
+    pub if_match: Option<String>,
+}
+
+impl Command for RemoveGroup {
+    type Output = ();
+
+    fn check(&self, cx: &Ctx<'_>) -> Result<()> {
+        may_provision(cx)
+    }
+
+    fn apply(self, cx: &Ctx<'_>, tx: &mut Tx<'_>) -> Result<()> {
+        let current = group(cx, tx.conn, &self.id)?;
+        if let Some(given) = self.if_match
+            && given != "*"
+            && given != current.etag
+        {
+            return Err(Refusal::StaleEtag {
+                given,
+                current: current.etag,
+            }
+            .into());
+        }
+        if current.administrators {
+            return Err(Refusal::AdministratorsUndeletable.into());
+        }
+        let g = gstore::find(tx.conn, &self.id)?.ok_or_else(|| Error::not_found("group"))?;
+        let members = gstore::member_count(tx.conn, &g.id)?;
+        gstore::delete(tx.conn, &g.id)?;
+        tx.changed(EntityKind::Group, g.id.clone());
+        let target = Some(crate::names::group(&g.portfolio_id, &g.id));
+        let mut e = cx.event(AuditAction::GroupDeleted, "group", target);
+        e.detail = Some(format!(
+            "{} deleted through SCIM; {members} membership(s) removed",
+            current.display_name()
+        ));
+        audit::append(tx.conn, e, tx.now)?;
+        Ok(())
+    }
+}

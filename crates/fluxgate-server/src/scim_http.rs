@@ -28,6 +28,7 @@ use crate::state::AppState;
 
 const PREFIX: &str = "/scim/v2";
 const USER_SCHEMA: &str = "urn:ietf:params:scim:schemas:core:2.0:User";
+const GROUP_SCHEMA: &str = "urn:ietf:params:scim:schemas:core:2.0:Group";
 const FLUXGATE_USER: &str = "urn:ietf:params:scim:schemas:extension:fluxgate:2.0:User";
 const LIST: &str = "urn:ietf:params:scim:api:messages:2.0:ListResponse";
 const ERROR: &str = "urn:ietf:params:scim:api:messages:2.0:Error";
@@ -188,11 +189,13 @@ impl Scim {
             .map(str::to_owned);
         match (method, segments.as_slice()) {
             (&Method::GET, ["ServiceProviderConfig"]) => ok(service_provider_config(&self.base)),
-            (&Method::GET, ["ResourceTypes"]) => {
-                ok(list_of(vec![user_resource_type(&self.base)], 1, 1))
-            }
-            (&Method::GET, ["ResourceTypes", "User"]) => ok(user_resource_type(&self.base)),
-            (&Method::GET, ["Schemas"]) => ok(list_of(schemas(), 1, 2)),
+            (&Method::GET, ["ResourceTypes"]) => ok(list_of(resource_types(&self.base), 1, 2)),
+            (&Method::GET, ["ResourceTypes", id]) => resource_types(&self.base)
+                .into_iter()
+                .find(|r| r["id"] == *id)
+                .map(ok)
+                .unwrap_or_else(|| Err(not_found("resource type"))),
+            (&Method::GET, ["Schemas"]) => ok(list_of(schemas(), 1, 3)),
             (&Method::GET, ["Schemas", id]) => schemas()
                 .into_iter()
                 .find(|s| s["id"] == *id)
@@ -209,7 +212,24 @@ impl Scim {
             (&Method::PUT, ["Users", id]) => self.replace_user(id, if_match, body).await,
             (&Method::PATCH, ["Users", id]) => self.patch_user(id, if_match, body).await,
             (&Method::DELETE, ["Users", id]) => self.delete_user(id, if_match).await,
-            (_, ["Users"] | ["Users", _])
+            (&Method::GET, ["Groups"]) => self.list_groups(&params(query)).await,
+            (&Method::POST, ["Groups", ".search"]) => {
+                let q = search_params(&json_body(body)?);
+                self.list_groups(&q).await
+            }
+            (&Method::POST, ["Groups"]) => self.create_group(body).await,
+            (&Method::GET, ["Groups", id]) => {
+                let g = self.get_group(id).await?;
+                let v = project(group_json(&self.base, &g), &params(query))?;
+                Ok(with_etag(ok(v)?, &g.etag))
+            }
+            (&Method::PUT, ["Groups", id]) => {
+                let v = json_body(body)?;
+                self.write_group(id, if_match, desired_group(&v)?).await
+            }
+            (&Method::PATCH, ["Groups", id]) => self.patch_group(id, if_match, body).await,
+            (&Method::DELETE, ["Groups", id]) => self.delete_group(id, if_match).await,
+            (_, ["Users" | "Groups"] | ["Users" | "Groups", _])
             | (_, ["ServiceProviderConfig" | "ResourceTypes" | "Schemas", ..]) => Err(ScimError(
                 StatusCode::METHOD_NOT_ALLOWED,
                 None,
@@ -247,54 +267,98 @@ impl Scim {
     }
 
     async fn search_users(&self, body: &Bytes) -> Answer {
-        let v = json_body(body)?;
-        let mut q = Map::new();
-        for k in [
-            "filter",
-            "startIndex",
-            "count",
-            "attributes",
-            "excludedAttributes",
-        ] {
-            if let Some(x) = v.get(k) {
-                let s = match x {
-                    Value::String(s) => s.clone(),
-                    Value::Array(a) => a
-                        .iter()
-                        .filter_map(|i| i.as_str())
-                        .collect::<Vec<_>>()
-                        .join(","),
-                    other => other.to_string(),
-                };
-                q.insert(k.to_lowercase(), Value::String(s));
-            }
-        }
+        let q = search_params(&json_body(body)?);
         self.listed(&q).await
     }
 
     async fn listed(&self, q: &Map<String, Value>) -> Answer {
-        let filter = match q.get("filter").and_then(Value::as_str) {
-            Some(f) if !f.trim().is_empty() => Some(
-                f.parse::<scim_v2::filter::Filter>()
-                    .map_err(|e| bad("invalidFilter", format!("the filter does not parse: {e}")))?,
-            ),
-            _ => None,
-        };
-        let start = number(q, "startindex")?.unwrap_or(1).max(1);
-        let count = number(q, "count")?.unwrap_or(100).min(MAX_COUNT);
-        let mut all = self.all_users().await?;
-        if let Some(f) = &filter {
-            check_filter(f)?;
-            all.retain(|u| matches(f, u));
+        let all = self.all_users().await?;
+        page_of(all, q)
+    }
+
+    async fn get_group(&self, id: &str) -> Result<uc::ProvisionedGroup, ScimError> {
+        let id = group_id(id)?;
+        Ok(self
+            .state
+            .query_from(self.origin.clone(), &self.who, move |cx, conn| {
+                uc::group(cx, conn, &id)
+            })
+            .await?)
+    }
+
+    async fn list_groups(&self, q: &Map<String, Value>) -> Answer {
+        let all = self
+            .state
+            .query_from(self.origin.clone(), &self.who, uc::all_groups)
+            .await?;
+        page_of(all.iter().map(|g| group_json(&self.base, g)).collect(), q)
+    }
+
+    async fn create_group(&self, body: &Bytes) -> Answer {
+        let desired = desired_group(&json_body(body)?)?;
+        let cmd = uc::CreateGroup(desired);
+        let done = self
+            .state
+            .execute_from(self.origin.clone(), Some(&self.who), cmd)
+            .await?;
+        let g = done.value;
+        let mut r = with_etag(ok(group_json(&self.base, &g))?, &g.etag);
+        *r.status_mut() = StatusCode::CREATED;
+        if let Ok(loc) = HeaderValue::from_str(&format!("{}/Groups/{}", self.base, g.id)) {
+            r.headers_mut().insert(header::LOCATION, loc);
         }
-        let total = all.len();
-        let page: Vec<Value> = all
-            .into_iter()
-            .skip(start - 1)
-            .take(count)
-            .map(|u| project(u, q))
-            .collect::<Result<_, _>>()?;
-        ok(list_of(page, start, total))
+        Ok(r)
+    }
+
+    async fn write_group(
+        &self,
+        id: &str,
+        if_match: Option<String>,
+        desired: uc::DesiredGroup,
+    ) -> Answer {
+        let id = group_id(id)?;
+        let cmd = uc::ReplaceGroup {
+            id,
+            if_match,
+            desired,
+        };
+        let done = self
+            .state
+            .execute_from(self.origin.clone(), Some(&self.who), cmd)
+            .await?;
+        let g = done.value;
+        Ok(with_etag(ok(group_json(&self.base, &g))?, &g.etag))
+    }
+
+    async fn patch_group(&self, id: &str, if_match: Option<String>, body: &Bytes) -> Answer {
+        let current = self.get_group(id).await?;
+        if let Some(given) = &if_match
+            && given != "*"
+            && *given != current.etag
+        {
+            return Err(ScimError(
+                StatusCode::PRECONDITION_FAILED,
+                None,
+                format!("If-Match {given} is stale (current {})", current.etag),
+            ));
+        }
+        let mut doc = group_json(&self.base, &current);
+        for op in patch_ops(body)? {
+            crate::scim_patch::apply(&mut doc, op)?;
+        }
+        self.write_group(id, Some(current.etag), desired_group(&doc)?)
+            .await
+    }
+
+    async fn delete_group(&self, id: &str, if_match: Option<String>) -> Answer {
+        let id = group_id(id)?;
+        let cmd = uc::RemoveGroup { id, if_match };
+        self.state
+            .execute_from(self.origin.clone(), Some(&self.who), cmd)
+            .await?;
+        let mut r = Response::new(Body::empty());
+        *r.status_mut() = StatusCode::NO_CONTENT;
+        Ok(r)
     }
 
     async fn create_user(&self, body: &Bytes) -> Answer {
@@ -353,17 +417,8 @@ impl Scim {
                 format!("If-Match {given} is stale (current {})", current.etag),
             ));
         }
-        let v = json_body(body)?;
-        let ops: scim_v2::models::others::PatchOp = serde_json::from_value(v)
-            .map_err(|e| bad("invalidSyntax", format!("not a PatchOp: {e}")))?;
-        if !ops.schemas.iter().any(|s| s == PATCH_OP) {
-            return Err(bad(
-                "invalidSyntax",
-                format!("schemas must name {PATCH_OP}"),
-            ));
-        }
         let mut doc = self.user_json(&current);
-        for op in ops.operations {
+        for op in patch_ops(body)? {
             crate::scim_patch::apply(&mut doc, op)?;
         }
         self.write(current.user.id, Some(current.etag), desired(&doc)?)
@@ -383,6 +438,155 @@ impl Scim {
         *r.status_mut() = StatusCode::NO_CONTENT;
         Ok(r)
     }
+}
+
+/// The operations of a PatchOp message.
+fn patch_ops(body: &Bytes) -> Result<Vec<scim_v2::models::others::PatchOperation>, ScimError> {
+    let v = json_body(body)?;
+    let ops: scim_v2::models::others::PatchOp = serde_json::from_value(v)
+        .map_err(|e| bad("invalidSyntax", format!("not a PatchOp: {e}")))?;
+    if !ops.schemas.iter().any(|s| s == PATCH_OP) {
+        return Err(bad(
+            "invalidSyntax",
+            format!("schemas must name {PATCH_OP}"),
+        ));
+    }
+    Ok(ops.operations)
+}
+
+/// A `.search` body's parameters, as a query string's.
+fn search_params(v: &Value) -> Map<String, Value> {
+    let mut q = Map::new();
+    for k in [
+        "filter",
+        "startIndex",
+        "count",
+        "attributes",
+        "excludedAttributes",
+    ] {
+        if let Some(x) = v.get(k) {
+            let s = match x {
+                Value::String(s) => s.clone(),
+                Value::Array(a) => a
+                    .iter()
+                    .filter_map(|i| i.as_str())
+                    .collect::<Vec<_>>()
+                    .join(","),
+                other => other.to_string(),
+            };
+            q.insert(k.to_lowercase(), Value::String(s));
+        }
+    }
+    q
+}
+
+/// Filters, pages and projects `all` as a ListResponse.
+fn page_of(mut all: Vec<Value>, q: &Map<String, Value>) -> Answer {
+    let filter = match q.get("filter").and_then(Value::as_str) {
+        Some(f) if !f.trim().is_empty() => Some(
+            f.parse::<scim_v2::filter::Filter>()
+                .map_err(|e| bad("invalidFilter", format!("the filter does not parse: {e}")))?,
+        ),
+        _ => None,
+    };
+    let start = number(q, "startindex")?.unwrap_or(1).max(1);
+    let count = number(q, "count")?.unwrap_or(100).min(MAX_COUNT);
+    if let Some(f) = &filter {
+        check_filter(f)?;
+        all.retain(|u| matches(f, u));
+    }
+    let total = all.len();
+    let page: Vec<Value> = all
+        .into_iter()
+        .skip(start - 1)
+        .take(count)
+        .map(|u| project(u, q))
+        .collect::<Result<_, _>>()?;
+    ok(list_of(page, start, total))
+}
+
+fn group_id(id: &str) -> Result<String, ScimError> {
+    uuid::Uuid::try_parse(id)
+        .map(|u| u.to_string())
+        .map_err(|_| not_found("group"))
+}
+
+/// A group as a SCIM resource.
+fn group_json(base: &str, g: &uc::ProvisionedGroup) -> Value {
+    let members: Vec<Value> = g
+        .members
+        .iter()
+        .map(|(id, name)| {
+            json!({
+                "value": id.to_string(),
+                "display": name,
+                "type": "User",
+                "$ref": format!("{base}/Users/{id}"),
+            })
+        })
+        .collect();
+    let mut o = json!({
+        "schemas": [GROUP_SCHEMA],
+        "id": g.id,
+        "displayName": g.display_name(),
+        "members": members,
+        "meta": {
+            "resourceType": "Group",
+            "created": rfc3339(g.created_at),
+            "lastModified": rfc3339(g.updated_at),
+            "location": format!("{base}/Groups/{}", g.id),
+            "version": g.etag,
+        },
+    });
+    if let Some(x) = &g.external_id {
+        o["externalId"] = Value::String(x.clone());
+    }
+    o
+}
+
+/// What a group resource says, as the state the provider wants.
+fn desired_group(v: &Value) -> Result<uc::DesiredGroup, ScimError> {
+    let o = v
+        .as_object()
+        .ok_or_else(|| bad("invalidSyntax", "not an object"))?;
+    let display_name = match get_ci(o, "displayName") {
+        Some(Value::String(s)) if !s.trim().is_empty() => s.clone(),
+        _ => {
+            return Err(bad(
+                "invalidValue",
+                "displayName is required: \"{portfolio}/{group}\"",
+            ));
+        }
+    };
+    let external_id = match get_ci(o, "externalId") {
+        None | Some(Value::Null) => None,
+        Some(Value::String(s)) => Some(s.clone()),
+        Some(_) => return Err(bad("invalidValue", "externalId must be a string")),
+    };
+    let mut members = Vec::new();
+    match get_ci(o, "members") {
+        None | Some(Value::Null) => {}
+        Some(Value::Array(items)) => {
+            for m in items {
+                let id = m
+                    .get("value")
+                    .and_then(Value::as_str)
+                    .ok_or_else(|| bad("invalidValue", "each member needs a value (a user id)"))?;
+                let id: UserId = id
+                    .parse()
+                    .map_err(|_| bad("invalidValue", format!("member {id:?} is not a user id")))?;
+                if !members.contains(&id) {
+                    members.push(id);
+                }
+            }
+        }
+        Some(_) => return Err(bad("invalidValue", "members must be an array")),
+    }
+    Ok(uc::DesiredGroup {
+        display_name,
+        external_id,
+        members,
+    })
 }
 
 fn user_id(id: &str) -> Result<UserId, ScimError> {
@@ -679,17 +883,28 @@ fn service_provider_config(base: &str) -> Value {
     })
 }
 
-fn user_resource_type(base: &str) -> Value {
-    json!({
-        "schemas": ["urn:ietf:params:scim:schemas:core:2.0:ResourceType"],
-        "id": "User",
-        "name": "User",
-        "endpoint": "/Users",
-        "description": "A FluxGate user",
-        "schema": USER_SCHEMA,
-        "schemaExtensions": [{ "schema": FLUXGATE_USER, "required": false }],
-        "meta": { "resourceType": "ResourceType", "location": format!("{base}/ResourceTypes/User") },
-    })
+fn resource_types(base: &str) -> Vec<Value> {
+    vec![
+        json!({
+            "schemas": ["urn:ietf:params:scim:schemas:core:2.0:ResourceType"],
+            "id": "User",
+            "name": "User",
+            "endpoint": "/Users",
+            "description": "A FluxGate user",
+            "schema": USER_SCHEMA,
+            "schemaExtensions": [{ "schema": FLUXGATE_USER, "required": false }],
+            "meta": { "resourceType": "ResourceType", "location": format!("{base}/ResourceTypes/User") },
+        }),
+        json!({
+            "schemas": ["urn:ietf:params:scim:schemas:core:2.0:ResourceType"],
+            "id": "Group",
+            "name": "Group",
+            "endpoint": "/Groups",
+            "description": "A portfolio group, named \"{portfolio}/{group}\"",
+            "schema": GROUP_SCHEMA,
+            "meta": { "resourceType": "ResourceType", "location": format!("{base}/ResourceTypes/Group") },
+        }),
+    ]
 }
 
 fn attr(name: &str, kind: &str, extra: Value) -> Value {
@@ -733,6 +948,22 @@ fn schemas() -> Vec<Value> {
                 attr("emails", "complex", json!({ "multiValued": true, "subAttributes": email_subs, "description": "Email addresses; the primary one is FluxGate's" })),
             ],
             "meta": { "resourceType": "Schema", "location": format!("/Schemas/{USER_SCHEMA}") },
+        }),
+        json!({
+            "schemas": ["urn:ietf:params:scim:schemas:core:2.0:Schema"],
+            "id": GROUP_SCHEMA,
+            "name": "Group",
+            "description": "A portfolio group",
+            "attributes": [
+                attr("displayName", "string", json!({ "required": true, "uniqueness": "server", "description": "\"{portfolio}/{group}\": the portfolio must exist" })),
+                attr("members", "complex", json!({ "multiValued": true, "subAttributes": [
+                    attr("value", "string", json!({ "mutability": "immutable", "description": "A user's id" })),
+                    attr("display", "string", json!({ "mutability": "readOnly" })),
+                    attr("$ref", "reference", json!({ "mutability": "immutable", "referenceTypes": ["User"] })),
+                    attr("type", "string", json!({ "mutability": "immutable", "canonicalValues": ["User"] })),
+                ], "description": "The group's users" })),
+            ],
+            "meta": { "resourceType": "Schema", "location": format!("/Schemas/{GROUP_SCHEMA}") },
         }),
         json!({
             "schemas": ["urn:ietf:params:scim:schemas:core:2.0:Schema"],

@@ -423,3 +423,11 @@ diesel::table! {
         deleted -> Bool,
     }
 }
+
+diesel::table! {
+    scim_groups (group_id) {
+        group_id -> Text,
+        external_id -> Nullable<Text>,
+        version -> BigInt,
+    }
+}

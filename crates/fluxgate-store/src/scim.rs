@@ -61,3 +61,44 @@ pub fn put(conn: &mut DbConnection, row: &ScimUser) -> StoreResult<()> {
     }
     Ok(())
 }
+
+/// What SCIM knows of a portfolio group beside FluxGate's own columns.
+#[derive(Debug, Clone, PartialEq, Eq, Queryable, Selectable, Insertable)]
+#[diesel(table_name = crate::schema::scim_groups)]
+pub struct ScimGroup {
+    pub group_id: String,
+    pub external_id: Option<String>,
+    pub version: i64,
+}
+
+pub fn find_group(conn: &mut DbConnection, group: &str) -> StoreResult<Option<ScimGroup>> {
+    use crate::schema::scim_groups;
+    Ok(scim_groups::table
+        .find(group)
+        .select(ScimGroup::as_select())
+        .first(conn)
+        .optional()?)
+}
+
+pub fn all_groups(conn: &mut DbConnection) -> StoreResult<Vec<ScimGroup>> {
+    use crate::schema::scim_groups;
+    Ok(scim_groups::table
+        .select(ScimGroup::as_select())
+        .load(conn)?)
+}
+
+pub fn put_group(conn: &mut DbConnection, row: &ScimGroup) -> StoreResult<()> {
+    use crate::schema::scim_groups;
+    let n = diesel::update(scim_groups::table.find(&row.group_id))
+        .set((
+            scim_groups::external_id.eq(&row.external_id),
+            scim_groups::version.eq(row.version),
+        ))
+        .execute(conn)?;
+    if n == 0 {
+        diesel::insert_into(scim_groups::table)
+            .values(row)
+            .execute(conn)?;
+    }
+    Ok(())
+}

@@ -14,3 +14,9 @@ CREATE TABLE scim_users (
     deleted BOOLEAN NOT NULL DEFAULT FALSE
 );
 CREATE INDEX scim_users_external_id ON scim_users (external_id);
+-- What SCIM knows of a portfolio group: its externalId, and a version for the ETag.
+CREATE TABLE scim_groups (
+    group_id TEXT PRIMARY KEY NOT NULL REFERENCES portfolio_groups (id) ON DELETE CASCADE,
+    external_id TEXT,
+    version BIGINT NOT NULL DEFAULT 1
+);
