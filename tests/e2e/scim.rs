@@ -1052,7 +1052,63 @@ async fn groups_are_pushed_to_portfolio_groups(b: Backend) {
     s.stop().await;
 }
 
+/// The Python with scim2-tester, or `None` (said loudly) when it is missing and not required.
+fn checker_python() -> Option<String> {
+    let python = std::env::var("FLUXGATE_TEST_PYTHON").unwrap_or_else(|_| "python3".into());
+    let ok = std::process::Command::new(&python)
+        .args(["-c", "import scim2_tester, httpx2"])
+        .status()
+        .is_ok_and(|s| s.success());
+    if ok {
+        return Some(python);
+    }
+    if std::env::var("FLUXGATE_TEST_REQUIRE_PYTHON").is_ok_and(|v| v == "1" || v == "true") {
+        panic!(
+            "the SCIM compliance check is required (FLUXGATE_TEST_REQUIRE_PYTHON=1): {python} needs scim2-tester (tests/support/requirements.txt)"
+        );
+    }
+    eprintln!("\n*** SKIPPING the SCIM compliance check: {python} has no scim2-tester.\n");
+    None
+}
+
+/// scim2-tester, a third-party compliance checker, finds no error in what the server says it
+/// supports.
+async fn the_compliance_checker_finds_no_error(b: Backend) {
+    let Some(python) = checker_python() else {
+        return;
+    };
+    // Its groups have names of its own making: they go to the default portfolio.
+    let s = TestServer::start_configured(b, |c| {
+        c.scim.default_portfolio = Some("Payments".into());
+    })
+    .await;
+    let admin = s.admin_token().await;
+    let (key, _) = provisioning_key(&s, &admin, true).await;
+    s.portfolio(&admin, "Payments").await;
+    let script = std::path::PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("support/scim_check.py");
+    let base = format!("http://{}/scim/v2", s.addr);
+    let out = tokio::task::spawn_blocking(move || {
+        std::process::Command::new(python)
+            .arg(script)
+            .args([base, key])
+            .output()
+            .unwrap()
+    })
+    .await
+    .unwrap();
+    let (stdout, stderr) = (
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr),
+    );
+    assert!(
+        out.status.success() && stdout.contains("scim-check: ok"),
+        "scim2-tester found errors:\n{stdout}\n{stderr}"
+    );
+    s.stop().await;
+}
+
 crate::both_backends!(
+    the_compliance_checker_finds_no_error,
     groups_are_pushed_to_portfolio_groups,
     okta_provisions_users,
     entra_provisions_users,

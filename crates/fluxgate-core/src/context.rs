@@ -58,6 +58,8 @@ pub struct Limits {
     /// How long a rotated refresh token may be presented again (a client's retry) before its
     /// reuse counts as theft.
     pub refresh_reuse_grace_micros: i64,
+    /// The portfolio whose groups SCIM names by their name alone (else `{portfolio}/{group}`).
+    pub scim_default_portfolio: Option<String>,
 }
 
 impl Default for Limits {
@@ -69,6 +71,7 @@ impl Default for Limits {
             reset_requests_per_account_per_hour: 3,
             reset_requests_per_client_per_hour: 30,
             refresh_reuse_grace_micros: 2_000_000,
+            scim_default_portfolio: None,
         }
     }
 }

@@ -103,6 +103,28 @@ pub fn all(cx: &Ctx<'_>, conn: &mut DbConnection) -> Result<Vec<Provisioned>> {
         .collect())
 }
 
+/// The user whose `userName` is `name` (case-insensitively), if the provider may see one: the
+/// indexed lookup behind `userName eq "…"`, the filter every provider sends before a create.
+pub fn by_user_name(cx: &Ctx<'_>, conn: &mut DbConnection, name: &str) -> Result<Vec<Provisioned>> {
+    may_provision(cx)?;
+    let key = name.trim().to_lowercase();
+    if let Some(row) = scim::find_by_key(conn, &key)? {
+        let id: UserId = row
+            .user_id
+            .parse()
+            .map_err(|_| Error::Broken("bad user id in scim_users".into()))?;
+        return Ok(match users::find(conn, id)? {
+            Some(u) if !row.deleted => vec![view(u, Some(row))],
+            _ => Vec::new(),
+        });
+    }
+    // A user FluxGate made, never provisioned: known to SCIM by their username.
+    Ok(match users::find_by_username(conn, &key)? {
+        Some(u) if scim::find(conn, u.id)?.is_none() => vec![view(u, None)],
+        _ => Vec::new(),
+    })
+}
+
 fn invalid(field: &str, why: &str) -> Error {
     ValidationError::field(field, why).into()
 }
@@ -451,9 +473,14 @@ pub struct ProvisionedGroup {
 }
 
 impl ProvisionedGroup {
-    /// Its SCIM `displayName`.
-    pub fn display_name(&self) -> String {
-        format!("{}/{}", self.portfolio, self.name)
+    /// Its SCIM `displayName`: `{portfolio}/{group}`, or the name alone in the default
+    /// portfolio.
+    pub fn display_name(&self, default_portfolio: Option<&str>) -> String {
+        if default_portfolio.is_some_and(|d| d.eq_ignore_ascii_case(&self.portfolio)) {
+            self.name.clone()
+        } else {
+            format!("{}/{}", self.portfolio, self.name)
+        }
     }
 }
 
@@ -548,16 +575,22 @@ pub fn all_groups(cx: &Ctx<'_>, conn: &mut DbConnection) -> Result<Vec<Provision
     Ok(out)
 }
 
-/// `{portfolio}/{group}`: the portfolio (which must exist) and the group's name.
+/// `{portfolio}/{group}` (or a name alone, in the default portfolio): the portfolio (which
+/// must exist) and the group's name.
 fn split_name(
+    cx: &Ctx<'_>,
     conn: &mut DbConnection,
     display: &str,
 ) -> Result<(catalog::Item, fluxgate_domain::Title)> {
-    let Some((p, g)) = display.split_once('/') else {
-        return Err(invalid(
-            "displayName",
-            "must be \"{portfolio}/{group}\", the portfolio's and the group's display names",
-        ));
+    let (p, g) = match (display.split_once('/'), &cx.limits.scim_default_portfolio) {
+        (Some(pg), _) => pg,
+        (None, Some(d)) => (d.as_str(), display),
+        (None, None) => {
+            return Err(invalid(
+                "displayName",
+                "must be \"{portfolio}/{group}\", the portfolio's and the group's display names",
+            ));
+        }
     };
     let portfolio = catalog::find_by_name(conn, catalog::Kind::Portfolio, "", p.trim())?
         .ok_or_else(|| {
@@ -628,7 +661,7 @@ impl Command for CreateGroup {
     }
 
     fn apply(self, cx: &Ctx<'_>, tx: &mut Tx<'_>) -> Result<ProvisionedGroup> {
-        let (portfolio, name) = split_name(tx.conn, &self.0.display_name)?;
+        let (portfolio, name) = split_name(cx, tx.conn, &self.0.display_name)?;
         let g = match gstore::find_by_name(tx.conn, &portfolio.id, name.as_str())? {
             Some(g) if scim::find_group(tx.conn, &g.id)?.is_some() => {
                 return Err(Refusal::GroupNameTaken {
@@ -701,7 +734,7 @@ impl Command for ReplaceGroup {
             .into());
         }
         let mut g = gstore::find(tx.conn, &self.id)?.ok_or_else(|| Error::not_found("group"))?;
-        let (portfolio, name) = split_name(tx.conn, &self.desired.display_name)?;
+        let (portfolio, name) = split_name(cx, tx.conn, &self.desired.display_name)?;
         if portfolio.id != g.portfolio_id {
             return Err(invalid(
                 "displayName",
@@ -786,7 +819,7 @@ impl Command for RemoveGroup {
         let mut e = cx.event(AuditAction::GroupDeleted, "group", target);
         e.detail = Some(format!(
             "{} deleted through SCIM; {members} membership(s) removed",
-            current.display_name()
+            current.display_name(cx.limits.scim_default_portfolio.as_deref())
         ));
         audit::append(tx.conn, e, tx.now)?;
         Ok(())

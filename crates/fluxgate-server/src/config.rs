@@ -43,6 +43,18 @@ pub struct Config {
     pub handshake_timeout_ms: u64,
     /// Sign-in through identity providers (OpenID Connect).
     pub oidc: OidcConfig,
+    /// Provisioning (SCIM 2.0).
+    pub scim: ScimConfig,
+}
+
+/// Provisioning from an identity provider (SCIM 2.0).
+#[derive(Debug, Clone, Default, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct ScimConfig {
+    /// A portfolio (by display name) whose groups SCIM names by their name alone: a group pushed
+    /// as `Approvers` is that portfolio's `Approvers`. Without it, every group is named
+    /// `{portfolio}/{group}`.
+    pub default_portfolio: Option<String>,
 }
 
 /// The OpenID providers people sign in with.
@@ -216,6 +228,7 @@ impl Default for Config {
             max_connections: 0,
             handshake_timeout_ms: 10_000,
             oidc: OidcConfig::default(),
+            scim: ScimConfig::default(),
         }
     }
 }

@@ -212,6 +212,7 @@ impl Scim {
             (&Method::PUT, ["Users", id]) => self.replace_user(id, if_match, body).await,
             (&Method::PATCH, ["Users", id]) => self.patch_user(id, if_match, body).await,
             (&Method::DELETE, ["Users", id]) => self.delete_user(id, if_match).await,
+            (&Method::POST, [".search"]) => self.search_all(body).await,
             (&Method::GET, ["Groups"]) => self.list_groups(&params(query)).await,
             (&Method::POST, ["Groups", ".search"]) => {
                 let q = search_params(&json_body(body)?);
@@ -220,7 +221,7 @@ impl Scim {
             (&Method::POST, ["Groups"]) => self.create_group(body).await,
             (&Method::GET, ["Groups", id]) => {
                 let g = self.get_group(id).await?;
-                let v = project(group_json(&self.base, &g), &params(query))?;
+                let v = project(self.group_json(&g), &params(query))?;
                 Ok(with_etag(ok(v)?, &g.etag))
             }
             (&Method::PUT, ["Groups", id]) => {
@@ -241,6 +242,11 @@ impl Scim {
 
     fn user_json(&self, u: &Provisioned) -> Value {
         user_json(&self.base, u)
+    }
+
+    fn group_json(&self, g: &uc::ProvisionedGroup) -> Value {
+        let default = self.state.limits.scim_default_portfolio.as_deref();
+        group_json(&self.base, g, default)
     }
 
     async fn get_user(&self, id: &str) -> Result<Provisioned, ScimError> {
@@ -271,7 +277,29 @@ impl Scim {
         self.listed(&q).await
     }
 
+    /// A search at the root: users and groups alike.
+    async fn search_all(&self, body: &Bytes) -> Answer {
+        let q = search_params(&json_body(body)?);
+        let mut all = self.all_users().await?;
+        let groups = self
+            .state
+            .query_from(self.origin.clone(), &self.who, uc::all_groups)
+            .await?;
+        all.extend(groups.iter().map(|g| self.group_json(g)));
+        page_of(all, &q)
+    }
+
     async fn listed(&self, q: &Map<String, Value>) -> Answer {
+        // `userName eq "…"` (every provider's lookup before a create) by index, not by scan.
+        if let Some(name) = user_name_eq(q) {
+            let found = self
+                .state
+                .query_from(self.origin.clone(), &self.who, move |cx, conn| {
+                    uc::by_user_name(cx, conn, &name)
+                })
+                .await?;
+            return page_of(found.iter().map(|u| self.user_json(u)).collect(), q);
+        }
         let all = self.all_users().await?;
         page_of(all, q)
     }
@@ -291,7 +319,7 @@ impl Scim {
             .state
             .query_from(self.origin.clone(), &self.who, uc::all_groups)
             .await?;
-        page_of(all.iter().map(|g| group_json(&self.base, g)).collect(), q)
+        page_of(all.iter().map(|g| self.group_json(g)).collect(), q)
     }
 
     async fn create_group(&self, body: &Bytes) -> Answer {
@@ -302,7 +330,7 @@ impl Scim {
             .execute_from(self.origin.clone(), Some(&self.who), cmd)
             .await?;
         let g = done.value;
-        let mut r = with_etag(ok(group_json(&self.base, &g))?, &g.etag);
+        let mut r = with_etag(ok(self.group_json(&g))?, &g.etag);
         *r.status_mut() = StatusCode::CREATED;
         if let Ok(loc) = HeaderValue::from_str(&format!("{}/Groups/{}", self.base, g.id)) {
             r.headers_mut().insert(header::LOCATION, loc);
@@ -327,7 +355,7 @@ impl Scim {
             .execute_from(self.origin.clone(), Some(&self.who), cmd)
             .await?;
         let g = done.value;
-        Ok(with_etag(ok(group_json(&self.base, &g))?, &g.etag))
+        Ok(with_etag(ok(self.group_json(&g))?, &g.etag))
     }
 
     async fn patch_group(&self, id: &str, if_match: Option<String>, body: &Bytes) -> Answer {
@@ -342,7 +370,7 @@ impl Scim {
                 format!("If-Match {given} is stale (current {})", current.etag),
             ));
         }
-        let mut doc = group_json(&self.base, &current);
+        let mut doc = self.group_json(&current);
         for op in patch_ops(body)? {
             crate::scim_patch::apply(&mut doc, op)?;
         }
@@ -440,6 +468,24 @@ impl Scim {
     }
 }
 
+/// The name of a filter that is exactly `userName eq "…"`.
+fn user_name_eq(q: &Map<String, Value>) -> Option<String> {
+    use scim_v2::filter::{AttrExp, CompValue, CompareOp, Filter};
+    let f: Filter = q.get("filter")?.as_str()?.parse().ok()?;
+    match f {
+        Filter::Attr(AttrExp::Comparison(p, CompareOp::Eq, CompValue::Str(v)))
+            if p.name.eq_ignore_ascii_case("userName")
+                && p.sub_attr.is_none()
+                && p.uri
+                    .as_deref()
+                    .is_none_or(|u| u.eq_ignore_ascii_case(USER_SCHEMA)) =>
+        {
+            Some(v)
+        }
+        _ => None,
+    }
+}
+
 /// The operations of a PatchOp message.
 fn patch_ops(body: &Bytes) -> Result<Vec<scim_v2::models::others::PatchOperation>, ScimError> {
     let v = json_body(body)?;
@@ -512,14 +558,14 @@ fn group_id(id: &str) -> Result<String, ScimError> {
 }
 
 /// A group as a SCIM resource.
-fn group_json(base: &str, g: &uc::ProvisionedGroup) -> Value {
+fn group_json(base: &str, g: &uc::ProvisionedGroup, default_portfolio: Option<&str>) -> Value {
     let members: Vec<Value> = g
         .members
         .iter()
-        .map(|(id, name)| {
+        .map(|(id, _)| {
             json!({
                 "value": id.to_string(),
-                "display": name,
+
                 "type": "User",
                 "$ref": format!("{base}/Users/{id}"),
             })
@@ -528,7 +574,7 @@ fn group_json(base: &str, g: &uc::ProvisionedGroup) -> Value {
     let mut o = json!({
         "schemas": [GROUP_SCHEMA],
         "id": g.id,
-        "displayName": g.display_name(),
+        "displayName": g.display_name(default_portfolio),
         "members": members,
         "meta": {
             "resourceType": "Group",
@@ -892,7 +938,7 @@ fn resource_types(base: &str) -> Vec<Value> {
             "endpoint": "/Users",
             "description": "A FluxGate user",
             "schema": USER_SCHEMA,
-            "schemaExtensions": [{ "schema": FLUXGATE_USER, "required": false }],
+            "schemaExtensions": [{ "schema": FLUXGATE_USER, "required": true }],
             "meta": { "resourceType": "ResourceType", "location": format!("{base}/ResourceTypes/User") },
         }),
         json!({
@@ -943,9 +989,9 @@ fn schemas() -> Vec<Value> {
             "description": "User Account",
             "attributes": [
                 attr("userName", "string", json!({ "required": true, "uniqueness": "server", "description": "Unique identifier for the User" })),
-                attr("displayName", "string", json!({ "description": "The name shown for the User" })),
-                attr("active", "boolean", json!({ "description": "False: deactivated (sessions end)" })),
-                attr("emails", "complex", json!({ "multiValued": true, "subAttributes": email_subs, "description": "Email addresses; the primary one is FluxGate's" })),
+                attr("displayName", "string", json!({ "required": true, "description": "The name shown for the User" })),
+                attr("active", "boolean", json!({ "required": true, "description": "False: deactivated (sessions end)" })),
+                attr("emails", "complex", json!({ "multiValued": true, "required": true, "subAttributes": email_subs, "description": "Email addresses; the primary one is FluxGate's" })),
             ],
             "meta": { "resourceType": "Schema", "location": format!("/Schemas/{USER_SCHEMA}") },
         }),
@@ -958,7 +1004,6 @@ fn schemas() -> Vec<Value> {
                 attr("displayName", "string", json!({ "required": true, "uniqueness": "server", "description": "\"{portfolio}/{group}\": the portfolio must exist" })),
                 attr("members", "complex", json!({ "multiValued": true, "subAttributes": [
                     attr("value", "string", json!({ "mutability": "immutable", "description": "A user's id" })),
-                    attr("display", "string", json!({ "mutability": "readOnly" })),
                     attr("$ref", "reference", json!({ "mutability": "immutable", "referenceTypes": ["User"] })),
                     attr("type", "string", json!({ "mutability": "immutable", "canonicalValues": ["User"] })),
                 ], "description": "The group's users" })),
@@ -971,7 +1016,7 @@ fn schemas() -> Vec<Value> {
             "name": "FluxGateUser",
             "description": "FluxGate's attributes of a user",
             "attributes": [
-                attr("role", "string", json!({ "canonicalValues": ["requester", "approver", "team_admin"], "description": "The organisation role" })),
+                attr("role", "string", json!({ "required": true, "canonicalValues": ["requester", "approver", "team_admin"], "description": "The organisation role" })),
             ],
             "meta": { "resourceType": "Schema", "location": format!("/Schemas/{FLUXGATE_USER}") },
         }),

@@ -8,6 +8,27 @@ use scim_v2::models::others::{OperationTarget, PatchOperation};
 use serde_json::{Map, Value};
 
 const CORE: &str = "urn:ietf:params:scim:schemas:core:2.0:";
+/// The extension schemas whose whole object a path may name.
+const EXTENSIONS: &[&str] = &[
+    "urn:ietf:params:scim:schemas:extension:fluxgate:2.0:User",
+    "urn:ietf:params:scim:schemas:extension:enterprise:2.0:User",
+];
+
+/// The extension a path names as a whole (`urn:…:2.0:User`, which parses as attribute `User`
+/// of the schema `urn:…:2.0`), if it does.
+fn whole_extension(path: &PatchPath) -> Option<&'static str> {
+    let PatchPath::Attr(p) = path else {
+        return None;
+    };
+    let full = format!("{}:{}", p.uri.as_deref()?, p.name);
+    if p.sub_attr.is_some() {
+        return None;
+    }
+    EXTENSIONS
+        .iter()
+        .copied()
+        .find(|e| e.eq_ignore_ascii_case(&full))
+}
 
 /// A SCIM error: status, `scimType`, detail.
 #[derive(Debug)]
@@ -254,6 +275,22 @@ fn target(doc: &mut Value, t: OperationTarget, mode: Mode) -> Result<(), ScimErr
 }
 
 fn set(doc: &mut Value, path: &PatchPath, value: Value, mode: Mode) -> Result<(), ScimError> {
+    if let Some(ext) = whole_extension(path) {
+        let Value::Object(new) = value else {
+            return Err(bad("invalidValue", format!("{ext} takes an object")));
+        };
+        let o = doc
+            .as_object_mut()
+            .ok_or_else(|| bad("invalidSyntax", "not an object"))?;
+        let key = key_of(o, ext);
+        match (mode, o.get_mut(&key)) {
+            (Mode::Add, Some(Value::Object(m))) => m.extend(new),
+            _ => {
+                o.insert(key, Value::Object(new));
+            }
+        }
+        return Ok(());
+    }
     match path {
         PatchPath::Attr(p) => {
             if read_only(p) {
@@ -330,6 +367,13 @@ fn set(doc: &mut Value, path: &PatchPath, value: Value, mode: Mode) -> Result<()
 }
 
 fn remove(doc: &mut Value, path: &PatchPath, value: Option<&Value>) -> Result<(), ScimError> {
+    if let Some(ext) = whole_extension(path) {
+        if let Some(o) = doc.as_object_mut() {
+            let key = key_of(o, ext);
+            o.remove(&key);
+        }
+        return Ok(());
+    }
     match path {
         PatchPath::Attr(p) => {
             if read_only(p) {

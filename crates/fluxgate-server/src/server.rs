@@ -104,6 +104,7 @@ impl Server {
                 .requests_per_account_per_hour,
             reset_requests_per_client_per_hour: config.password_reset.requests_per_client_per_hour,
             refresh_reuse_grace_micros: (config.auth.refresh_reuse_grace_ms as i64) * 1_000,
+            scim_default_portfolio: config.scim.default_portfolio.clone(),
         };
         let sso = crate::oidc::Providers::new(&config.oidc, &config.public_url)?;
         let state = Arc::new(AppState {
