@@ -78,6 +78,11 @@ bench-console: $(PY_STAMP) ## The console's budgets in headless Chromium: first 
 	$(CARGO) build --release -p fluxgate-server --bin fluxgate
 	$(VENV)/bin/python scripts/bench-console.py $${CARGO_TARGET_DIR:-target}/release/fluxgate
 
+.PHONY: bench-scim
+bench-scim: $(PY_STAMP) ## SCIM provisioning: 10,000 users and 500 groups through /scim/v2, users per second
+	$(CARGO) build --release -p fluxgate-server --bin fluxgate
+	$(VENV)/bin/python scripts/bench-scim.py $${CARGO_TARGET_DIR:-target}/release/fluxgate
+
 .PHONY: soak
 soak: ## Five minutes of mixed load (checks, logins, writes, approvals) on a release server; fails on any error or memory growth
 	$(CARGO) build --release -p fluxgate-server --bin fluxgate -p fluxgate-bench --bin soak

@@ -79,6 +79,12 @@ section "## The web console (budgets: 200 KB first load, sign-in interactive und
 echo ">> bench-console" >&2
 "${VENV:-.venv}/bin/python" scripts/bench-console.py "$target/fluxgate" | tee -a "$tmp"
 
+section "## SCIM provisioning (10,000 users and 500 groups through /scim/v2)"
+echo ">> bench-scim" >&2
+"${VENV:-.venv}/bin/python" scripts/bench-scim.py "$target/fluxgate" | tee -a "$tmp"
+echo >>"$tmp"
+"${VENV:-.venv}/bin/python" scripts/bench-scim.py "$target/fluxgate" --database-url "${FLUXGATE_BENCH_POSTGRES:-postgres://postgres@127.0.0.1:5432/test}" | tee -a "$tmp"
+
 mkdir -p "$(dirname "$report")"
 mv "$tmp" "$report"
 trap - EXIT

@@ -588,7 +588,7 @@ async fn entra_provisions_users(b: Backend) {
 async fn only_provisioning_keys_get_in_and_bad_input_writes_nothing(b: Backend) {
     let s = TestServer::start(b).await;
     let admin = s.admin_token().await;
-    let (key, _) = provisioning_key(&s, &admin, true).await;
+    let (key, sa_name) = provisioning_key(&s, &admin, true).await;
     let (other, _) = provisioning_key(&s, &admin, false).await;
     let k = Some(key.as_str());
     // No key, a session token, a key of an ordinary account.
@@ -604,6 +604,37 @@ async fn only_provisioning_keys_get_in_and_bad_input_writes_nothing(b: Backend) 
     );
     let r = scim(&s, "GET", "/Users", Some(&other), None, &[]).await;
     assert_eq!(r.status, 403, "{}", r.body);
+    // Keys rotate like any other: the old one stops at once, the new one works.
+    let keys = s
+        .service_accounts()
+        .list_service_account_keys(authed(
+            pb::ListServiceAccountKeysRequest {
+                parent: sa_name.clone(),
+            },
+            &admin,
+        ))
+        .await
+        .unwrap()
+        .into_inner()
+        .keys;
+    let rotated = s
+        .service_accounts()
+        .rotate_service_account_key(authed(
+            pb::RotateServiceAccountKeyRequest {
+                name: keys[0].name.clone(),
+                ..Default::default()
+            },
+            &admin,
+        ))
+        .await
+        .unwrap()
+        .into_inner()
+        .secret;
+    assert_eq!(scim(&s, "GET", "/Users", k, None, &[]).await.status, 401);
+    let r = scim(&s, "GET", "/Users", Some(&rotated), None, &[]).await;
+    assert_eq!(r.status, 200, "the rotated key");
+    let key = rotated;
+    let k = Some(key.as_str());
     // The provisioning key is good for nothing else.
     expect_code(
         s.users()
@@ -992,6 +1023,14 @@ async fn groups_are_pushed_to_portfolio_groups(b: Backend) {
         .as_str()
         .unwrap()
         .to_owned();
+    let app = s.application(&admin, &payments.name, "Checkout").await;
+    let env = s.environment(&admin, &app.name, "prod").await;
+    let bob_name = format!("users/{bob}");
+    assert!(
+        !s.check(&admin, &bob_name, pb::Permission::ChangeValue, &env.name)
+            .await
+            .allowed
+    );
     let r = scim(
         &s,
         "PATCH",
@@ -1004,6 +1043,12 @@ async fn groups_are_pushed_to_portfolio_groups(b: Backend) {
     )
     .await;
     assert_eq!(member_ids(&r.body), vec![bob.clone()]);
+    // The engine sees it at once: bob administers Payments now.
+    assert!(
+        s.check(&admin, &bob_name, pb::Permission::ChangeValue, &env.name)
+            .await
+            .allowed
+    );
     let r = scim(
         &s,
         "PATCH",

@@ -469,6 +469,34 @@ fn passwords_keys_and_policy(b: Backend) {
         .ok();
     as_key(&new_secret).run(&["whoami"]).code(4);
 
+    // A provisioning account: its key is good for SCIM alone (denied here).
+    let scim = admin
+        .run(&[
+            "-o",
+            "json",
+            "service-accounts",
+            "create",
+            "--display-name",
+            "okta",
+            "--provisioner",
+        ])
+        .json();
+    assert_eq!(scim["serviceAccount"]["provisioner"], true, "{scim:#}");
+    let scim_name = text(&scim, &["serviceAccount", "name"]);
+    let scim_key = admin
+        .run(&[
+            "-o",
+            "json",
+            "service-accounts",
+            "keys",
+            "create",
+            &scim_name,
+        ])
+        .json();
+    as_key(&text(&scim_key, &["secret"]))
+        .run(&["users", "list"])
+        .code(4);
+
     // The approval policy of an environment.
     let cat = catalog(&admin, "Policies");
     let policy = admin

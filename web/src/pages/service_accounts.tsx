@@ -14,7 +14,7 @@ import {
   type ServiceAccount,
   type ServiceAccountKey,
 } from "../gen/fluxgate/v1/service_accounts_pb";
-import { Alert, allPages, Confirm, Dialog, ErrorAlert, Field, FormDialog, Secret, Select, useAction } from "../ui";
+import { Alert, allPages, Check, Confirm, Dialog, ErrorAlert, Field, FormDialog, Secret, Select, useAction } from "../ui";
 
 const sa = () => api(ServiceAccountService);
 
@@ -68,7 +68,7 @@ export function ServiceAccounts() {
               <tr key={a.name} data-name={a.displayName}>
                 <td>{a.displayName}</td>
                 <td>{a.portfolio ? portfolioName(a.portfolio) : "Organisation"}</td>
-                <td>{roleNames[a.role]}</td>
+                <td>{a.provisioner ? "Provisioning (SCIM)" : roleNames[a.role]}</td>
                 <td>{a.active ? "Active" : "Deactivated"}</td>
                 <td class="actions">
                   <button type="button" class="secondary small" onClick={() => setOpen(a)}>
@@ -94,6 +94,7 @@ function NewAccount(props: { portfolios: Portfolio[]; onClose: () => void; onDon
   const [description, setDescription] = useState("");
   const [portfolio, setPortfolio] = useState("");
   const [role, setRole] = useState(String(Role.REQUESTER));
+  const [provisioner, setProvisioner] = useState(false);
   const submit = useAction(async (key: string) => {
     const r = await sa().createServiceAccount(
       {
@@ -101,7 +102,8 @@ function NewAccount(props: { portfolios: Portfolio[]; onClose: () => void; onDon
           displayName,
           description,
           portfolio,
-          role: portfolio ? Role.UNSPECIFIED : (Number(role) as Role),
+          role: portfolio ? Role.UNSPECIFIED : provisioner ? Role.REQUESTER : (Number(role) as Role),
+          provisioner: !portfolio && provisioner,
         }),
       },
       keyed(key),
@@ -121,6 +123,13 @@ function NewAccount(props: { portfolios: Portfolio[]; onClose: () => void; onDon
         options={[["", "Organisation (admin service account)"], ...props.portfolios.map((p): [string, string] => [p.name, p.displayName])]}
       />
       {!portfolio && (
+        <Check
+          label="Provisioning account (SCIM): its keys work on /scim/v2 and nothing else"
+          checked={provisioner}
+          onValue={setProvisioner}
+        />
+      )}
+      {!portfolio && !provisioner && (
         <Select
           label="Role"
           name="role"

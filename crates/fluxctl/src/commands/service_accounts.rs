@@ -67,6 +67,9 @@ pub struct CreateArgs {
     /// May append audit events
     #[arg(long)]
     pub audit_writer: bool,
+    /// A provisioning account: its keys work on the SCIM endpoint (/scim/v2) and nothing else
+    #[arg(long)]
+    pub provisioner: bool,
 }
 
 /// Arguments of `service-accounts list`.
@@ -142,6 +145,7 @@ async fn create(ctx: &mut Ctx, a: CreateArgs) -> Result<()> {
                 .unwrap_or_default(),
             role: a.role.map_or(0, |r| pb::Role::from(r) as i32),
             audit_writer: a.audit_writer,
+            provisioner: a.provisioner,
             ..Default::default()
         }),
     };
@@ -341,6 +345,7 @@ fn show(sa: Option<&pb::ServiceAccount>) {
         .add("role", output::role(s.role))
         .add("active", output::yes_no(s.active))
         .add("audit writer", output::yes_no(s.audit_writer))
+        .add("provisioner (SCIM)", output::yes_no(s.provisioner))
         .add("created", output::time(&s.create_time))
         .add("etag", s.etag.clone())
         .print();
