@@ -588,3 +588,34 @@ macro_rules! both_backends {
         }
     };
 }
+
+/// Runs `tests/support/{script}` with `python` and `args` off the async workers, and fails the
+/// test (with both outputs) unless it exits 0 having printed `ok_line`. Answers its stdout.
+pub async fn run_support_script(
+    python: String,
+    script: &str,
+    args: Vec<String>,
+    ok_line: &str,
+) -> String {
+    let path = std::path::PathBuf::from(env!("CARGO_MANIFEST_DIR"))
+        .join("support")
+        .join(script);
+    let out = tokio::task::spawn_blocking(move || {
+        std::process::Command::new(python)
+            .arg(path)
+            .args(args)
+            .output()
+            .unwrap()
+    })
+    .await
+    .unwrap();
+    let (stdout, stderr) = (
+        String::from_utf8_lossy(&out.stdout).into_owned(),
+        String::from_utf8_lossy(&out.stderr),
+    );
+    assert!(
+        out.status.success() && stdout.contains(ok_line),
+        "{script} failed:\n{stdout}\n{stderr}"
+    );
+    stdout
+}

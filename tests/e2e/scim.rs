@@ -1130,25 +1130,9 @@ async fn the_compliance_checker_finds_no_error(b: Backend) {
     let admin = s.admin_token().await;
     let (key, _) = provisioning_key(&s, &admin, true).await;
     s.portfolio(&admin, "Payments").await;
-    let script = std::path::PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("support/scim_check.py");
     let base = format!("http://{}/scim/v2", s.addr);
-    let out = tokio::task::spawn_blocking(move || {
-        std::process::Command::new(python)
-            .arg(script)
-            .args([base, key])
-            .output()
-            .unwrap()
-    })
-    .await
-    .unwrap();
-    let (stdout, stderr) = (
-        String::from_utf8_lossy(&out.stdout),
-        String::from_utf8_lossy(&out.stderr),
-    );
-    assert!(
-        out.status.success() && stdout.contains("scim-check: ok"),
-        "scim2-tester found errors:\n{stdout}\n{stderr}"
-    );
+    let args = vec![base, key];
+    crate::harness::run_support_script(python, "scim_check.py", args, "scim-check: ok").await;
     s.stop().await;
 }
 

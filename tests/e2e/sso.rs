@@ -119,7 +119,6 @@ async fn sign_in_through_identity_providers(b: Backend) {
     s.create_user(&admin, "carol", pb::Role::Requester, "Carol-Pass-1234")
         .await;
 
-    let script = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("support/sso_test.py");
     let shots = tempfile::tempdir().unwrap();
     let args: Vec<String> = vec![
         format!("http://{}", s.addr),
@@ -130,23 +129,7 @@ async fn sign_in_through_identity_providers(b: Backend) {
         fluxctl().display().to_string(),
         shots.path().display().to_string(),
     ];
-    let out = tokio::task::spawn_blocking(move || {
-        Command::new(python)
-            .arg(script)
-            .args(args)
-            .output()
-            .unwrap()
-    })
-    .await
-    .unwrap();
-    let (stdout, stderr) = (
-        String::from_utf8_lossy(&out.stdout),
-        String::from_utf8_lossy(&out.stderr),
-    );
-    assert!(
-        out.status.success() && stdout.contains("sso: ok"),
-        "the SSO flows failed:\n{stdout}\n{stderr}"
-    );
+    crate::harness::run_support_script(python, "sso_test.py", args, "sso: ok").await;
 
     // The audit trail has every step.
     let events = s.audit_events();
