@@ -1760,7 +1760,80 @@ async fn a_watch_on_another_replica_sees_decisions(b: Backend) {
     replica.stop().await;
 }
 
+/// The subjects of the messages queued for `recipient`.
+async fn subjects(w: &World, recipient: &str) -> Vec<String> {
+    w.s.email()
+        .list_emails(authed(
+            pb::ListEmailsRequest {
+                recipient: recipient.into(),
+                page_size: 50,
+                ..Default::default()
+            },
+            &w.admin,
+        ))
+        .await
+        .unwrap()
+        .into_inner()
+        .emails
+        .into_iter()
+        .map(|e| e.subject)
+        .collect()
+}
+
+/// Whoever may approve a request hears of it (the engine decides who): not its submitter,
+/// not a Requester where peers do not review, not someone without the permission, not a key;
+/// an edit asks again; the decision reaches the submitter.
+async fn reviewers_are_told_and_the_submitter_hears_back(b: Backend) {
+    let w = world(b).await;
+    let cr = w.submit(&w.alice, &w.dev).await;
+    let asked = |v: &[String]| {
+        v.iter()
+            .filter(|s| s.starts_with("Review requested: "))
+            .count()
+    };
+    for (who, n) in [
+        ("bob@example.com", 1),
+        ("carol@example.com", 1),
+        ("admin@fluxgate.local", 1),
+        ("alice@example.com", 0),
+        ("dave@example.com", 0),
+        ("erin@example.com", 0),
+    ] {
+        assert_eq!(asked(&subjects(&w, who).await), n, "{who}");
+    }
+    let events = w.s.audit_events();
+    let submitted = events
+        .iter()
+        .find(|e| e.action == "change_request.submitted")
+        .unwrap();
+    assert_eq!(submitted.detail.as_deref(), Some("3 reviewer(s) notified"));
+    // Peers review where the policy says so: dave, a Requester in the group, is asked too.
+    w.set_policy(&w.prod, 1, true, false).await;
+    w.submit(&w.alice, &w.prod).await;
+    assert_eq!(asked(&subjects(&w, "dave@example.com").await), 1);
+
+    let done = w.approve(&w.bob, &cr.name, cr.revision).await.unwrap();
+    assert_eq!(done.state, pb::ChangeRequestState::Approved as i32);
+    let alice = subjects(&w, "alice@example.com").await;
+    assert!(
+        alice
+            .iter()
+            .any(|s| s.starts_with("Your change request was approved: ")),
+        "{alice:?}"
+    );
+    let bob = w.submit(&w.bob, &w.dev).await;
+    w.reject(&w.carol, &bob.name, "not now").await.unwrap();
+    let told = subjects(&w, "bob@example.com").await;
+    assert!(
+        told.iter()
+            .any(|s| s.starts_with("Your change request was rejected: ")),
+        "{told:?}"
+    );
+    w.s.stop().await;
+}
+
 crate::both_backends!(
+    reviewers_are_told_and_the_submitter_hears_back,
     leaving_cancels_open_requests_and_approvals_stop_counting,
     one_party_never_authors_and_approves,
     a_key_rotated_after_approval_stops_the_apply,

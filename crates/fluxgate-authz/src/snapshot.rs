@@ -484,6 +484,23 @@ impl Snapshot {
         out
     }
 
+    /// The users who may review a change request now: active, not of the submitter's party,
+    /// holding what its kind needs, with the role its policy asks. Whom to tell about it.
+    pub fn reviewers(&self, req: &crate::RequestFacts<'_>) -> Vec<PrincipalId> {
+        let mut out: Vec<PrincipalId> = self
+            .principals
+            .iter()
+            .filter(|pe| pe.active && matches!(pe.id, PrincipalId::User(_)))
+            .filter(|pe| {
+                self.change_request(&pe.id, crate::RequestAction::Review, req)
+                    .allowed
+            })
+            .map(|pe| pe.id)
+            .collect();
+        out.sort();
+        out
+    }
+
     /// The portfolio an application or environment belongs to.
     pub fn portfolio_of(&self, r: ResourceRef) -> Option<PortfolioId> {
         self.locate(r)

@@ -350,6 +350,36 @@ mod approvals {
     use super::*;
     use fluxgate_domain::{ChangeKind, ServiceAccountId};
 
+    #[test]
+    fn reviewers_are_those_who_may_review() {
+        let mut w = world();
+        let submitter = user(&mut w.facts, Role::Requester);
+        let approver = user(&mut w.facts, Role::Approver);
+        let peer = user(&mut w.facts, Role::Requester);
+        let outsider = user(&mut w.facts, Role::Approver);
+        let admin = user(&mut w.facts, Role::TeamAdmin);
+        let gone = user(&mut w.facts, Role::Approver);
+        w.facts.principals.get_mut(&gone).unwrap().active = false;
+        for p in [submitter, approver, peer, gone] {
+            w.facts.groups.get_mut(&w.devs).unwrap().members.insert(p);
+        }
+        let s = Snapshot::compile(&w.facts, 1);
+        let mut want = vec![approver, admin];
+        want.sort();
+        assert_eq!(s.reviewers(&facts(&submitter, w.dev)), want);
+        let peers = RequestFacts {
+            peer_review: true,
+            ..facts(&submitter, w.dev)
+        };
+        let mut want = vec![approver, peer, admin];
+        want.sort();
+        assert_eq!(s.reviewers(&peers), want);
+        assert!(
+            !s.reviewers(&peers).contains(&outsider),
+            "without the permission"
+        );
+    }
+
     fn facts<'a>(submitter: &'a PrincipalId, env: EnvironmentId) -> RequestFacts<'a> {
         RequestFacts {
             submitter,

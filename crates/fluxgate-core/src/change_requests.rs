@@ -24,6 +24,7 @@ use crate::audit::AuditAction;
 use crate::context::{Command, Ctx};
 use crate::error::{Error, Result};
 use crate::etag;
+use crate::mail::Template;
 use crate::names::{self, EnvPath};
 
 /// Rows a listing reads per query while it filters by what the caller may see.
@@ -68,6 +69,69 @@ fn facts<'a>(r: &'a ChangeRequest, approvers: &'a [PrincipalId]) -> RequestFacts
         admin_override: r.admin_override,
         approvers,
     }
+}
+
+/// Emails everyone who may review `r` now (the engine decides who), in the caller's
+/// transaction. Answers how many were told.
+fn notify_reviewers(cx: &Ctx<'_>, tx: &mut Tx<'_>, r: &ChangeRequest) -> Result<usize> {
+    let Some(outbox) = cx.outbox else {
+        return Ok(0);
+    };
+    let env = catalog::find(tx.conn, Kind::Environment, &r.environment.to_string())?
+        .map(|e| e.display_name)
+        .unwrap_or_default();
+    let link = outbox.page(&names::change_request(r.id));
+    let revision = r.round.to_string();
+    let vars = [
+        ("submitter", r.submitter_name.as_str()),
+        ("title", r.title.as_str()),
+        ("feature", r.feature_key.as_str()),
+        ("environment", env.as_str()),
+        ("revision", revision.as_str()),
+        ("link", link.as_str()),
+    ];
+    let mut told = 0;
+    for p in cx.snap.reviewers(&facts(r, &[])) {
+        let PrincipalId::User(uid) = p else {
+            continue;
+        };
+        let Some(u) = fluxgate_store::users::find(tx.conn, uid)? else {
+            continue;
+        };
+        if u.email.ends_with("@scim.invalid") {
+            continue;
+        }
+        outbox.queue(tx.conn, Template::ReviewRequested, &u, &vars, tx.now)?;
+        told += 1;
+    }
+    Ok(told)
+}
+
+/// Emails the submitter (a user) that their request was decided.
+fn notify_submitter(cx: &Ctx<'_>, tx: &mut Tx<'_>, r: &ChangeRequest, comment: &str) -> Result<()> {
+    let (Some(outbox), PrincipalId::User(uid)) = (cx.outbox, r.submitter) else {
+        return Ok(());
+    };
+    let verdict = match r.state {
+        RequestState::Approved => "approved",
+        RequestState::Rejected => "rejected",
+        _ => return Ok(()),
+    };
+    let Some(u) = fluxgate_store::users::find(tx.conn, uid)? else {
+        return Ok(());
+    };
+    let reviewer = cx.actor()?.name.clone();
+    let link = outbox.page(&names::change_request(r.id));
+    let vars = [
+        ("verdict", verdict),
+        ("reviewer", reviewer.as_str()),
+        ("title", r.title.as_str()),
+        ("feature", r.feature_key.as_str()),
+        ("comment", comment),
+        ("link", link.as_str()),
+    ];
+    outbox.queue(tx.conn, Template::RequestDecided, &u, &vars, tx.now)?;
+    Ok(())
 }
 
 fn denied(action: RequestAction, d: Decision) -> Error {
@@ -366,6 +430,8 @@ impl Command for Submit {
             Some(names::change_request(r.id)),
         );
         e.after_json = audit_json(&r, Some(0));
+        let told = notify_reviewers(cx, tx, &r)?;
+        e.detail = Some(format!("{told} reviewer(s) notified"));
         audit::append(tx.conn, e, tx.now)?;
         Ok(RequestView {
             request: r,
@@ -435,7 +501,9 @@ impl Command for Edit {
             TARGET,
             Some(names::change_request(r.id)),
         );
-        let r = record(tx, &before, r, e, Some(0), None)?;
+        let told = notify_reviewers(cx, tx, &r)?;
+        let detail = Some(format!("{told} reviewer(s) notified"));
+        let r = record(tx, &before, r, e, Some(0), detail)?;
         view(tx.conn, r)
     }
 }
@@ -551,6 +619,9 @@ impl Command for Decide {
         };
         let e = cx.event(action, TARGET, Some(names::change_request(r.id)));
         let detail = Some(self.comment.as_str().to_owned());
+        if r.state.is_decided() && !before.state.is_decided() {
+            notify_submitter(cx, tx, &r, self.comment.as_str())?;
+        }
         let r = record(tx, &before, r, e, Some(approvals), detail)?;
         Ok(RequestView {
             request: r,

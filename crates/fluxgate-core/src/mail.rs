@@ -16,14 +16,20 @@ pub enum Template {
     Welcome,
     /// A notice that a Team Admin reset the password (no secret in it).
     PasswordResetByAdmin,
+    /// A change request that the recipient may review was submitted (or edited).
+    ReviewRequested,
+    /// The recipient's change request was approved or rejected.
+    RequestDecided,
 }
 
 impl Template {
-    pub const ALL: [Template; 4] = [
+    pub const ALL: [Template; 6] = [
         Template::PasswordReset,
         Template::Registration,
         Template::Welcome,
         Template::PasswordResetByAdmin,
+        Template::ReviewRequested,
+        Template::RequestDecided,
     ];
 
     pub fn name(self) -> &'static str {
@@ -32,6 +38,8 @@ impl Template {
             Template::Registration => "registration",
             Template::Welcome => "welcome",
             Template::PasswordResetByAdmin => "password_reset_by_admin",
+            Template::ReviewRequested => "review_requested",
+            Template::RequestDecided => "request_decided",
         }
     }
 
@@ -41,6 +49,17 @@ impl Template {
             Template::PasswordReset | Template::Registration => &["link", "expire_time"],
             Template::Welcome => &[],
             Template::PasswordResetByAdmin => &["admin"],
+            Template::ReviewRequested => &[
+                "submitter",
+                "title",
+                "feature",
+                "environment",
+                "revision",
+                "link",
+            ],
+            Template::RequestDecided => {
+                &["verdict", "reviewer", "title", "feature", "comment", "link"]
+            }
         }
     }
 
@@ -90,6 +109,35 @@ impl Template {
                  \n\
                  If you did not expect this, tell your administrator.\n"
             }
+            Template::ReviewRequested => {
+                "Subject: Review requested: {{title}}\n\
+                 \n\
+                 Hello {{display_name}},\n\
+                 \n\
+                 {{submitter}} asks for a review of a change to {{feature}} in {{environment}}\n\
+                 (revision {{revision}}):\n\
+                 \n\
+                 {{title}}\n\
+                 \n\
+                 Review it here:\n\
+                 \n\
+                 {{link}}\n\
+                 \n\
+                 You get this because you may approve it.\n"
+            }
+            Template::RequestDecided => {
+                "Subject: Your change request was {{verdict}}: {{title}}\n\
+                 \n\
+                 Hello {{display_name}},\n\
+                 \n\
+                 {{reviewer}} {{verdict}} your change to {{feature}}:\n\
+                 \n\
+                 {{title}}\n\
+                 \n\
+                 {{comment}}\n\
+                 \n\
+                 {{link}}\n"
+            }
         }
     }
 }
@@ -100,6 +148,9 @@ pub trait Outbox: Send + Sync + std::fmt::Debug {
     /// The link a user opens to use `token` on the console page `page` (`register`,
     /// `reset-password`).
     fn link(&self, page: &str, token: &str) -> String;
+
+    /// The console's address of `path` (`changeRequests/{id}`).
+    fn page(&self, path: &str) -> String;
 
     /// Whether messages are delivered (an SMTP server is configured) or held.
     fn delivers(&self) -> bool;

@@ -325,6 +325,10 @@ impl fluxgate_core::mail::Outbox for Mailer {
         Mailer::link(self, page, token)
     }
 
+    fn page(&self, path: &str) -> String {
+        format!("{}/{path}", self.public_url)
+    }
+
     fn delivers(&self) -> bool {
         Mailer::delivers(self)
     }
