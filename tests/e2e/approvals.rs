@@ -1785,6 +1785,27 @@ async fn subjects(w: &World, recipient: &str) -> Vec<String> {
 /// an edit asks again; the decision reaches the submitter.
 async fn reviewers_are_told_and_the_submitter_hears_back(b: Backend) {
     let w = world(b).await;
+    // Carol would rather not be asked.
+    let prefs =
+        w.s.auth()
+            .update_notification_preferences(authed(
+                pb::UpdateNotificationPreferencesRequest {
+                    preferences: Some(pb::NotificationPreferences {
+                        review_requests: false,
+                        decisions: true,
+                    }),
+                    update_mask: Some(FieldMask {
+                        paths: vec!["review_requests".into()],
+                    }),
+                },
+                &w.carol,
+            ))
+            .await
+            .unwrap()
+            .into_inner()
+            .preferences
+            .unwrap();
+    assert!(!prefs.review_requests && prefs.decisions);
     let cr = w.submit(&w.alice, &w.dev).await;
     let asked = |v: &[String]| {
         v.iter()
@@ -1793,7 +1814,7 @@ async fn reviewers_are_told_and_the_submitter_hears_back(b: Backend) {
     };
     for (who, n) in [
         ("bob@example.com", 1),
-        ("carol@example.com", 1),
+        ("carol@example.com", 0),
         ("admin@fluxgate.local", 1),
         ("alice@example.com", 0),
         ("dave@example.com", 0),
@@ -1806,7 +1827,9 @@ async fn reviewers_are_told_and_the_submitter_hears_back(b: Backend) {
         .iter()
         .find(|e| e.action == "change_request.submitted")
         .unwrap();
-    assert_eq!(submitted.detail.as_deref(), Some("3 reviewer(s) notified"));
+    assert_eq!(submitted.detail.as_deref(), Some("2 reviewer(s) notified"));
+    assert!(events.iter().any(|e| e.action == "user.preferences_updated"
+        && e.detail.as_deref() == Some("review emails off, decision emails on")));
     // Peers review where the policy says so: dave, a Requester in the group, is asked too.
     w.set_policy(&w.prod, 1, true, false).await;
     w.submit(&w.alice, &w.prod).await;

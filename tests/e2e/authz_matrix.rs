@@ -135,6 +135,7 @@ const WRITES: &[&str] = &[
     "ConfirmTotpEnrollment",
     "RemoveSecondFactor",
     "RemoveOthersSecondFactor",
+    "UpdateNotificationPreferences",
     "RefreshSession",
     "Logout",
     "ChangePassword",
@@ -519,6 +520,42 @@ fn table() -> Vec<(&'static str, Access, Call)> {
                             refresh_token: r.tokens.unwrap().refresh_token,
                         },
                         &Auth { token: None, ..t },
+                    ))
+                    .await
+            }),
+        ),
+        (
+            "GetNotificationPreferences",
+            Access::Session,
+            call!(|f, t| f
+                .auth()
+                .get_notification_preferences(req(pb::GetNotificationPreferencesRequest {}, &t))
+                .await),
+        ),
+        (
+            "UpdateNotificationPreferences",
+            Access::Session,
+            call!(|f, t| {
+                // Flips a preference, so that every successful call changes something.
+                let cur = f
+                    .auth()
+                    .get_notification_preferences(req(pb::GetNotificationPreferencesRequest {}, &t))
+                    .await?
+                    .into_inner()
+                    .preferences
+                    .unwrap_or_default();
+                f.auth()
+                    .update_notification_preferences(req(
+                        pb::UpdateNotificationPreferencesRequest {
+                            preferences: Some(pb::NotificationPreferences {
+                                review_requests: !cur.review_requests,
+                                decisions: cur.decisions,
+                            }),
+                            update_mask: Some(prost_types::FieldMask {
+                                paths: vec!["review_requests".into()],
+                            }),
+                        },
+                        &t,
                     ))
                     .await
             }),

@@ -629,6 +629,8 @@ def main():
         "ConfirmTotpEnrollment": ({"code": "123456"}, "victim"),
         "RemoveSecondFactor": ({"user": mallory.name}, "admin"),
         "ListSsoProviders": ({}, None),
+        "GetNotificationPreferences": ({}, "victim"),
+        "UpdateNotificationPreferences": ({"preferences": {"reviewRequests": True, "decisions": True}, "updateMask": "reviewRequests,decisions"}, "victim"),
         "CompleteSsoSignIn": ({"code": "no-such-sign-in-code", "codeVerifier": "v" * 43}, None),
         "CreateUser": ({"user": {"username": "mallory", "email": "mallory2@example.com", "displayName": "M", "role": "ROLE_REQUESTER"}, "initialPassword": PASSWORD}, "admin"),
         "GetUser": ({"name": mallory.name}, "admin"),
@@ -721,7 +723,7 @@ def main():
     # Fields whose value a refused call may still record (a failed login counts towards lockout).
     CREDENTIALS = {"Login.username", "Login.password", "ChangePassword.current_password"}
     # An empty request is a valid one for these (every field optional).
-    EMPTY_OK = {"ListSsoProviders", "WhoAmI", "GetSecondFactor", "BeginTotpEnrollment", "ListUsers", "GetPasswordPolicy", "ListPortfolios", "VerifyAuditChain", "ListAuditEvents", "ExportAuditEvents", "GetActivityReport", "ListChangeRequests", "GetApprovalMetrics", "ListEmails", "Logout", "ListServiceAccounts", "GetSettings"}
+    EMPTY_OK = {"ListSsoProviders", "GetNotificationPreferences", "WhoAmI", "GetSecondFactor", "BeginTotpEnrollment", "ListUsers", "GetPasswordPolicy", "ListPortfolios", "VerifyAuditChain", "ListAuditEvents", "ExportAuditEvents", "GetActivityReport", "ListChangeRequests", "GetApprovalMetrics", "ListEmails", "Logout", "ListServiceAccounts", "GetSettings"}
 
     cases = []
 

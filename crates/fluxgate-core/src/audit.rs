@@ -48,7 +48,7 @@ pub enum AuditAction {
     AuthSsoLogin,
     AuthSsoFailed,
     UserIdentityLinked,
-    UserIdentityUnlinked,
+    UserPreferencesUpdated,
     SettingsUpdated,
     UserCreated,
     UserUpdated,
@@ -117,7 +117,7 @@ impl AuditAction {
         AuditAction::AuthSsoLogin,
         AuditAction::AuthSsoFailed,
         AuditAction::UserIdentityLinked,
-        AuditAction::UserIdentityUnlinked,
+        AuditAction::UserPreferencesUpdated,
     ];
 
     pub fn as_str(self) -> &'static str {
@@ -175,7 +175,7 @@ impl AuditAction {
             AuditAction::AuthSsoLogin => "auth.sso_login",
             AuditAction::AuthSsoFailed => "auth.sso_failed",
             AuditAction::UserIdentityLinked => "user.identity_linked",
-            AuditAction::UserIdentityUnlinked => "user.identity_unlinked",
+            AuditAction::UserPreferencesUpdated => "user.preferences_updated",
         }
     }
 

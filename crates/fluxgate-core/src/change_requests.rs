@@ -98,7 +98,7 @@ fn notify_reviewers(cx: &Ctx<'_>, tx: &mut Tx<'_>, r: &ChangeRequest) -> Result<
         let Some(u) = fluxgate_store::users::find(tx.conn, uid)? else {
             continue;
         };
-        if u.email.ends_with("@scim.invalid") {
+        if u.email.ends_with("@scim.invalid") || !crate::preferences::wants_reviews(tx.conn, uid)? {
             continue;
         }
         outbox.queue(tx.conn, Template::ReviewRequested, &u, &vars, tx.now)?;
@@ -120,6 +120,9 @@ fn notify_submitter(cx: &Ctx<'_>, tx: &mut Tx<'_>, r: &ChangeRequest, comment: &
     let Some(u) = fluxgate_store::users::find(tx.conn, uid)? else {
         return Ok(());
     };
+    if !crate::preferences::wants_decisions(tx.conn, uid)? {
+        return Ok(());
+    }
     let reviewer = cx.actor()?.name.clone();
     let link = outbox.page(&names::change_request(r.id));
     let vars = [

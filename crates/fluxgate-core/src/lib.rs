@@ -30,6 +30,7 @@ pub mod logins;
 pub mod mail;
 pub mod names;
 pub mod password_reset;
+pub mod preferences;
 pub mod provisioning;
 pub mod second_factor;
 pub mod secrets;

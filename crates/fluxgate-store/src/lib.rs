@@ -19,6 +19,7 @@ mod error;
 pub mod groups;
 pub mod idempotency;
 pub mod outbox;
+pub mod preferences;
 pub mod rate_limits;
 pub mod schema;
 pub mod scim;

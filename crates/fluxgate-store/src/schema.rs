@@ -431,3 +431,12 @@ diesel::table! {
         version -> BigInt,
     }
 }
+
+diesel::table! {
+    user_preferences (user_id) {
+        user_id -> Text,
+        review_emails -> Bool,
+        decision_emails -> Bool,
+        updated_at -> BigInt,
+    }
+}

@@ -1,11 +1,18 @@
 // My account: the password, and the second factor (TOTP with a QR code, recovery codes shown
 // once, removal).
 import { useEffect, useState } from "preact/hooks";
+import { create } from "@bufbuild/protobuf";
+import { FieldMaskSchema } from "@bufbuild/protobuf/wkt";
 import { encode } from "uqr";
 
 import { api, keyed, when } from "../api";
-import { AuthService, type BeginTotpEnrollmentResponse, type GetSecondFactorResponse } from "../gen/fluxgate/v1/auth_pb";
-import { Alert, Confirm, ErrorAlert, Field, Secret, useAction } from "../ui";
+import {
+  AuthService,
+  type BeginTotpEnrollmentResponse,
+  type GetSecondFactorResponse,
+  type NotificationPreferences,
+} from "../gen/fluxgate/v1/auth_pb";
+import { Alert, Check, Confirm, ErrorAlert, Field, Secret, useAction } from "../ui";
 import { ChangePassword } from "./auth";
 
 /** A QR code drawn as SVG squares (no script, no inline style: the CSP allows it). */
@@ -140,10 +147,62 @@ function SecondFactor() {
   );
 }
 
+/** Which emails the person wants: review requests, and decisions on their own requests. */
+function Notifications() {
+  const [prefs, setPrefs] = useState<NotificationPreferences | null>(null);
+  const load = useAction(async () => {
+    const r = await api(AuthService).getNotificationPreferences({});
+    setPrefs(r.preferences ?? null);
+  });
+  useEffect(() => {
+    void load.run();
+  }, []);
+  const save = useAction(async (key: string, next: NotificationPreferences) => {
+    try {
+      const r = await api(AuthService).updateNotificationPreferences(
+        { preferences: next, updateMask: create(FieldMaskSchema, { paths: ["review_requests", "decisions"] }) },
+        keyed(key),
+      );
+      setPrefs(r.preferences ?? null);
+    } catch (e) {
+      // Show what the server has, not what was asked for.
+      void load.run();
+      throw e;
+    }
+  });
+  // The box follows the click at once; the server's answer settles it.
+  const change = (next: NotificationPreferences) => {
+    setPrefs(next);
+    void save.run(next);
+  };
+  return (
+    <section class="panel" aria-labelledby="notifications">
+      <h2 id="notifications">Email notifications</h2>
+      <ErrorAlert action={load} />
+      {prefs && (
+        <>
+          <Check
+            label="Change requests I may review"
+            checked={prefs.reviewRequests}
+            onValue={(v) => change({ ...prefs, reviewRequests: v })}
+          />
+          <Check
+            label="Decisions on my change requests"
+            checked={prefs.decisions}
+            onValue={(v) => change({ ...prefs, decisions: v })}
+          />
+        </>
+      )}
+      <ErrorAlert action={save} />
+    </section>
+  );
+}
+
 export function Account() {
   return (
     <ChangePassword forced={false} onDone={() => undefined}>
       <SecondFactor />
+      <Notifications />
     </ChangePassword>
   );
 }

@@ -598,6 +598,38 @@ impl AuthService for AuthSvc {
         Ok(reply(msg, &ctx, None))
     }
 
+    async fn get_notification_preferences(
+        &self,
+        request: Request<pb::GetNotificationPreferencesRequest>,
+    ) -> Result<Response<pb::GetNotificationPreferencesResponse>, Status> {
+        let (ctx, p, req) = authed!(self, request);
+        let pb::GetNotificationPreferencesRequest {} = req;
+        let prefs = self
+            .state
+            .query(&ctx, &p, fluxgate_core::preferences::own)
+            .await?;
+        let msg = pb::GetNotificationPreferencesResponse {
+            preferences: Some(preferences_pb(&prefs)),
+        };
+        Ok(reply(msg, &ctx, None))
+    }
+
+    async fn update_notification_preferences(
+        &self,
+        request: Request<pb::UpdateNotificationPreferencesRequest>,
+    ) -> Result<Response<pb::UpdateNotificationPreferencesResponse>, Status> {
+        let (ctx, p, req) = authed!(self, request);
+        self.state
+            .judge(&ctx, &p, |cx| uc::own_session(cx).map(drop))?;
+        let cmd = preferences_cmd(req)?;
+        let done = self.state.execute(&ctx, Some(&p), cmd).await?;
+        Ok(
+            done.reply(&ctx, |x| pb::UpdateNotificationPreferencesResponse {
+                preferences: Some(preferences_pb(&x)),
+            }),
+        )
+    }
+
     async fn complete_sso_sign_in(
         &self,
         request: Request<pb::CompleteSsoSignInRequest>,
@@ -643,6 +675,31 @@ impl AuthSvc {
             done.revision,
         ))
     }
+}
+
+fn preferences_pb(p: &fluxgate_core::preferences::Preferences) -> pb::NotificationPreferences {
+    pb::NotificationPreferences {
+        review_requests: p.review_emails,
+        decisions: p.decision_emails,
+    }
+}
+
+/// The preferences an update's mask names.
+fn preferences_cmd(
+    req: pb::UpdateNotificationPreferencesRequest,
+) -> ApiResult<fluxgate_core::preferences::UpdateOwn> {
+    let pb::UpdateNotificationPreferencesRequest {
+        preferences,
+        update_mask,
+    } = req;
+    let new = preferences.ok_or_else(|| ApiError::invalid("preferences", "is required"))?;
+    const ALL: [&str; 2] = ["review_requests", "decisions"];
+    let paths = crate::convert::mask_paths(update_mask.as_ref(), &ALL)?;
+    let has = |p: &str| paths.iter().any(|x| x == p);
+    Ok(fluxgate_core::preferences::UpdateOwn {
+        review_emails: has("review_requests").then_some(new.review_requests),
+        decision_emails: has("decisions").then_some(new.decisions),
+    })
 }
 
 /// A one-time code and a PKCE verifier (RFC 7636: 43 to 128 unreserved characters).

@@ -8,15 +8,124 @@ import type { Role } from "./common_pb";
 import { file_fluxgate_v1_common } from "./common_pb";
 import type { User } from "./users_pb";
 import { file_fluxgate_v1_users } from "./users_pb";
-import type { Timestamp } from "@bufbuild/protobuf/wkt";
-import { file_google_protobuf_timestamp } from "@bufbuild/protobuf/wkt";
+import type { FieldMask, Timestamp } from "@bufbuild/protobuf/wkt";
+import { file_google_protobuf_field_mask, file_google_protobuf_timestamp } from "@bufbuild/protobuf/wkt";
 import type { Message } from "@bufbuild/protobuf";
 
 /**
  * Describes the file fluxgate/v1/auth.proto.
  */
 export const file_fluxgate_v1_auth: GenFile = /*@__PURE__*/
-  fileDesc("ChZmbHV4Z2F0ZS92MS9hdXRoLnByb3RvEgtmbHV4Z2F0ZS52MSJTCgtTc29Qcm92aWRlchIKCgJpZBgBIAEoCRIUCgxkaXNwbGF5X25hbWUYAiABKAkSEgoKc3RhcnRfcGF0aBgDIAEoCRIOCgZpc3N1ZXIYBCABKAkiGQoXTGlzdFNzb1Byb3ZpZGVyc1JlcXVlc3QiagoYTGlzdFNzb1Byb3ZpZGVyc1Jlc3BvbnNlEisKCXByb3ZpZGVycxgBIAMoCzIYLmZsdXhnYXRlLnYxLlNzb1Byb3ZpZGVyEiEKGXBhc3N3b3JkX3NpZ25faW5fZGlzYWJsZWQYAiABKAgiPwoYQ29tcGxldGVTc29TaWduSW5SZXF1ZXN0EgwKBGNvZGUYASABKAkSFQoNY29kZV92ZXJpZmllchgCIAEoCSJoChlDb21wbGV0ZVNzb1NpZ25JblJlc3BvbnNlEioKBnRva2VucxgBIAEoCzIaLmZsdXhnYXRlLnYxLlNlc3Npb25Ub2tlbnMSHwoEdXNlchgCIAEoCzIRLmZsdXhnYXRlLnYxLlVzZXIizQEKDVNlc3Npb25Ub2tlbnMSFAoMYWNjZXNzX3Rva2VuGAEgASgJEjwKGGFjY2Vzc190b2tlbl9leHBpcmVfdGltZRgCIAEoCzIaLmdvb2dsZS5wcm90b2J1Zi5UaW1lc3RhbXASFQoNcmVmcmVzaF90b2tlbhgDIAEoCRI9ChlyZWZyZXNoX3Rva2VuX2V4cGlyZV90aW1lGAQgASgLMhouZ29vZ2xlLnByb3RvYnVmLlRpbWVzdGFtcBISCgpzZXNzaW9uX2lkGAUgASgJIk4KDExvZ2luUmVxdWVzdBIQCgh1c2VybmFtZRgBIAEoCRIQCghwYXNzd29yZBgCIAEoCRIaChJzZWNvbmRfZmFjdG9yX2NvZGUYAyABKAkipQEKDUxvZ2luUmVzcG9uc2USKgoGdG9rZW5zGAEgASgLMhouZmx1eGdhdGUudjEuU2Vzc2lvblRva2VucxIfCgR1c2VyGAIgASgLMhEuZmx1eGdhdGUudjEuVXNlchJHChlzZWNvbmRfZmFjdG9yX3JlcXVpcmVtZW50GAMgASgLMiQuZmx1eGdhdGUudjEuU2Vjb25kRmFjdG9yUmVxdWlyZW1lbnQiWAoXU2Vjb25kRmFjdG9yUmVxdWlyZW1lbnQSLAoIZHVlX3RpbWUYASABKAsyGi5nb29nbGUucHJvdG9idWYuVGltZXN0YW1wEg8KB292ZXJkdWUYAiABKAgiLgoVUmVmcmVzaFNlc3Npb25SZXF1ZXN0EhUKDXJlZnJlc2hfdG9rZW4YASABKAkiRAoWUmVmcmVzaFNlc3Npb25SZXNwb25zZRIqCgZ0b2tlbnMYASABKAsyGi5mbHV4Z2F0ZS52MS5TZXNzaW9uVG9rZW5zIg8KDUxvZ291dFJlcXVlc3QiEAoOTG9nb3V0UmVzcG9uc2UiRwoVQ2hhbmdlUGFzc3dvcmRSZXF1ZXN0EhgKEGN1cnJlbnRfcGFzc3dvcmQYASABKAkSFAoMbmV3X3Bhc3N3b3JkGAIgASgJImUKFkNoYW5nZVBhc3N3b3JkUmVzcG9uc2USKgoGdG9rZW5zGAEgASgLMhouZmx1eGdhdGUudjEuU2Vzc2lvblRva2VucxIfCgR1c2VyGAIgASgLMhEuZmx1eGdhdGUudjEuVXNlciIPCg1XaG9BbUlSZXF1ZXN0InkKDldob0FtSVJlc3BvbnNlEhEKCXByaW5jaXBhbBgBIAEoCRIfCgRyb2xlGAIgASgOMhEuZmx1eGdhdGUudjEuUm9sZRISCgpzZXNzaW9uX2lkGAMgASgJEh8KBHVzZXIYBCABKAsyES5mbHV4Z2F0ZS52MS5Vc2VyIhgKFkdldFNlY29uZEZhY3RvclJlcXVlc3QiowEKF0dldFNlY29uZEZhY3RvclJlc3BvbnNlEhQKDHRvdHBfZW5hYmxlZBgBIAEoCBIaChJlbnJvbGxtZW50X3BlbmRpbmcYAiABKAgSGwoTcmVjb3ZlcnlfY29kZXNfbGVmdBgDIAEoBRI5CgtyZXF1aXJlbWVudBgEIAEoCzIkLmZsdXhnYXRlLnYxLlNlY29uZEZhY3RvclJlcXVpcmVtZW50IhwKGkJlZ2luVG90cEVucm9sbG1lbnRSZXF1ZXN0IkIKG0JlZ2luVG90cEVucm9sbG1lbnRSZXNwb25zZRIOCgZzZWNyZXQYASABKAkSEwoLb3RwYXV0aF91cmkYAiABKAkiLAocQ29uZmlybVRvdHBFbnJvbGxtZW50UmVxdWVzdBIMCgRjb2RlGAEgASgJIjcKHUNvbmZpcm1Ub3RwRW5yb2xsbWVudFJlc3BvbnNlEhYKDnJlY292ZXJ5X2NvZGVzGAEgAygJIkMKGVJlbW92ZVNlY29uZEZhY3RvclJlcXVlc3QSDAoEdXNlchgBIAEoCRIYChBjdXJyZW50X3Bhc3N3b3JkGAIgASgJIhwKGlJlbW92ZVNlY29uZEZhY3RvclJlc3BvbnNlMvwHCgtBdXRoU2VydmljZRI+CgVMb2dpbhIZLmZsdXhnYXRlLnYxLkxvZ2luUmVxdWVzdBoaLmZsdXhnYXRlLnYxLkxvZ2luUmVzcG9uc2USWQoOUmVmcmVzaFNlc3Npb24SIi5mbHV4Z2F0ZS52MS5SZWZyZXNoU2Vzc2lvblJlcXVlc3QaIy5mbHV4Z2F0ZS52MS5SZWZyZXNoU2Vzc2lvblJlc3BvbnNlEkEKBkxvZ291dBIaLmZsdXhnYXRlLnYxLkxvZ291dFJlcXVlc3QaGy5mbHV4Z2F0ZS52MS5Mb2dvdXRSZXNwb25zZRJZCg5DaGFuZ2VQYXNzd29yZBIiLmZsdXhnYXRlLnYxLkNoYW5nZVBhc3N3b3JkUmVxdWVzdBojLmZsdXhnYXRlLnYxLkNoYW5nZVBhc3N3b3JkUmVzcG9uc2USRgoGV2hvQW1JEhouZmx1eGdhdGUudjEuV2hvQW1JUmVxdWVzdBobLmZsdXhnYXRlLnYxLldob0FtSVJlc3BvbnNlIgOQAgESYQoPR2V0U2Vjb25kRmFjdG9yEiMuZmx1eGdhdGUudjEuR2V0U2Vjb25kRmFjdG9yUmVxdWVzdBokLmZsdXhnYXRlLnYxLkdldFNlY29uZEZhY3RvclJlc3BvbnNlIgOQAgESaAoTQmVnaW5Ub3RwRW5yb2xsbWVudBInLmZsdXhnYXRlLnYxLkJlZ2luVG90cEVucm9sbG1lbnRSZXF1ZXN0GiguZmx1eGdhdGUudjEuQmVnaW5Ub3RwRW5yb2xsbWVudFJlc3BvbnNlEm4KFUNvbmZpcm1Ub3RwRW5yb2xsbWVudBIpLmZsdXhnYXRlLnYxLkNvbmZpcm1Ub3RwRW5yb2xsbWVudFJlcXVlc3QaKi5mbHV4Z2F0ZS52MS5Db25maXJtVG90cEVucm9sbG1lbnRSZXNwb25zZRJlChJSZW1vdmVTZWNvbmRGYWN0b3ISJi5mbHV4Z2F0ZS52MS5SZW1vdmVTZWNvbmRGYWN0b3JSZXF1ZXN0GicuZmx1eGdhdGUudjEuUmVtb3ZlU2Vjb25kRmFjdG9yUmVzcG9uc2USZAoQTGlzdFNzb1Byb3ZpZGVycxIkLmZsdXhnYXRlLnYxLkxpc3RTc29Qcm92aWRlcnNSZXF1ZXN0GiUuZmx1eGdhdGUudjEuTGlzdFNzb1Byb3ZpZGVyc1Jlc3BvbnNlIgOQAgESYgoRQ29tcGxldGVTc29TaWduSW4SJS5mbHV4Z2F0ZS52MS5Db21wbGV0ZVNzb1NpZ25JblJlcXVlc3QaJi5mbHV4Z2F0ZS52MS5Db21wbGV0ZVNzb1NpZ25JblJlc3BvbnNlYgZwcm90bzM", [file_fluxgate_v1_common, file_fluxgate_v1_users, file_google_protobuf_timestamp]);
+  fileDesc("ChZmbHV4Z2F0ZS92MS9hdXRoLnByb3RvEgtmbHV4Z2F0ZS52MSJFChdOb3RpZmljYXRpb25QcmVmZXJlbmNlcxIXCg9yZXZpZXdfcmVxdWVzdHMYASABKAgSEQoJZGVjaXNpb25zGAIgASgIIiMKIUdldE5vdGlmaWNhdGlvblByZWZlcmVuY2VzUmVxdWVzdCJfCiJHZXROb3RpZmljYXRpb25QcmVmZXJlbmNlc1Jlc3BvbnNlEjkKC3ByZWZlcmVuY2VzGAEgASgLMiQuZmx1eGdhdGUudjEuTm90aWZpY2F0aW9uUHJlZmVyZW5jZXMikgEKJFVwZGF0ZU5vdGlmaWNhdGlvblByZWZlcmVuY2VzUmVxdWVzdBI5CgtwcmVmZXJlbmNlcxgBIAEoCzIkLmZsdXhnYXRlLnYxLk5vdGlmaWNhdGlvblByZWZlcmVuY2VzEi8KC3VwZGF0ZV9tYXNrGAIgASgLMhouZ29vZ2xlLnByb3RvYnVmLkZpZWxkTWFzayJiCiVVcGRhdGVOb3RpZmljYXRpb25QcmVmZXJlbmNlc1Jlc3BvbnNlEjkKC3ByZWZlcmVuY2VzGAEgASgLMiQuZmx1eGdhdGUudjEuTm90aWZpY2F0aW9uUHJlZmVyZW5jZXMiUwoLU3NvUHJvdmlkZXISCgoCaWQYASABKAkSFAoMZGlzcGxheV9uYW1lGAIgASgJEhIKCnN0YXJ0X3BhdGgYAyABKAkSDgoGaXNzdWVyGAQgASgJIhkKF0xpc3RTc29Qcm92aWRlcnNSZXF1ZXN0ImoKGExpc3RTc29Qcm92aWRlcnNSZXNwb25zZRIrCglwcm92aWRlcnMYASADKAsyGC5mbHV4Z2F0ZS52MS5Tc29Qcm92aWRlchIhChlwYXNzd29yZF9zaWduX2luX2Rpc2FibGVkGAIgASgIIj8KGENvbXBsZXRlU3NvU2lnbkluUmVxdWVzdBIMCgRjb2RlGAEgASgJEhUKDWNvZGVfdmVyaWZpZXIYAiABKAkiaAoZQ29tcGxldGVTc29TaWduSW5SZXNwb25zZRIqCgZ0b2tlbnMYASABKAsyGi5mbHV4Z2F0ZS52MS5TZXNzaW9uVG9rZW5zEh8KBHVzZXIYAiABKAsyES5mbHV4Z2F0ZS52MS5Vc2VyIs0BCg1TZXNzaW9uVG9rZW5zEhQKDGFjY2Vzc190b2tlbhgBIAEoCRI8ChhhY2Nlc3NfdG9rZW5fZXhwaXJlX3RpbWUYAiABKAsyGi5nb29nbGUucHJvdG9idWYuVGltZXN0YW1wEhUKDXJlZnJlc2hfdG9rZW4YAyABKAkSPQoZcmVmcmVzaF90b2tlbl9leHBpcmVfdGltZRgEIAEoCzIaLmdvb2dsZS5wcm90b2J1Zi5UaW1lc3RhbXASEgoKc2Vzc2lvbl9pZBgFIAEoCSJOCgxMb2dpblJlcXVlc3QSEAoIdXNlcm5hbWUYASABKAkSEAoIcGFzc3dvcmQYAiABKAkSGgoSc2Vjb25kX2ZhY3Rvcl9jb2RlGAMgASgJIqUBCg1Mb2dpblJlc3BvbnNlEioKBnRva2VucxgBIAEoCzIaLmZsdXhnYXRlLnYxLlNlc3Npb25Ub2tlbnMSHwoEdXNlchgCIAEoCzIRLmZsdXhnYXRlLnYxLlVzZXISRwoZc2Vjb25kX2ZhY3Rvcl9yZXF1aXJlbWVudBgDIAEoCzIkLmZsdXhnYXRlLnYxLlNlY29uZEZhY3RvclJlcXVpcmVtZW50IlgKF1NlY29uZEZhY3RvclJlcXVpcmVtZW50EiwKCGR1ZV90aW1lGAEgASgLMhouZ29vZ2xlLnByb3RvYnVmLlRpbWVzdGFtcBIPCgdvdmVyZHVlGAIgASgIIi4KFVJlZnJlc2hTZXNzaW9uUmVxdWVzdBIVCg1yZWZyZXNoX3Rva2VuGAEgASgJIkQKFlJlZnJlc2hTZXNzaW9uUmVzcG9uc2USKgoGdG9rZW5zGAEgASgLMhouZmx1eGdhdGUudjEuU2Vzc2lvblRva2VucyIPCg1Mb2dvdXRSZXF1ZXN0IhAKDkxvZ291dFJlc3BvbnNlIkcKFUNoYW5nZVBhc3N3b3JkUmVxdWVzdBIYChBjdXJyZW50X3Bhc3N3b3JkGAEgASgJEhQKDG5ld19wYXNzd29yZBgCIAEoCSJlChZDaGFuZ2VQYXNzd29yZFJlc3BvbnNlEioKBnRva2VucxgBIAEoCzIaLmZsdXhnYXRlLnYxLlNlc3Npb25Ub2tlbnMSHwoEdXNlchgCIAEoCzIRLmZsdXhnYXRlLnYxLlVzZXIiDwoNV2hvQW1JUmVxdWVzdCJ5Cg5XaG9BbUlSZXNwb25zZRIRCglwcmluY2lwYWwYASABKAkSHwoEcm9sZRgCIAEoDjIRLmZsdXhnYXRlLnYxLlJvbGUSEgoKc2Vzc2lvbl9pZBgDIAEoCRIfCgR1c2VyGAQgASgLMhEuZmx1eGdhdGUudjEuVXNlciIYChZHZXRTZWNvbmRGYWN0b3JSZXF1ZXN0IqMBChdHZXRTZWNvbmRGYWN0b3JSZXNwb25zZRIUCgx0b3RwX2VuYWJsZWQYASABKAgSGgoSZW5yb2xsbWVudF9wZW5kaW5nGAIgASgIEhsKE3JlY292ZXJ5X2NvZGVzX2xlZnQYAyABKAUSOQoLcmVxdWlyZW1lbnQYBCABKAsyJC5mbHV4Z2F0ZS52MS5TZWNvbmRGYWN0b3JSZXF1aXJlbWVudCIcChpCZWdpblRvdHBFbnJvbGxtZW50UmVxdWVzdCJCChtCZWdpblRvdHBFbnJvbGxtZW50UmVzcG9uc2USDgoGc2VjcmV0GAEgASgJEhMKC290cGF1dGhfdXJpGAIgASgJIiwKHENvbmZpcm1Ub3RwRW5yb2xsbWVudFJlcXVlc3QSDAoEY29kZRgBIAEoCSI3Ch1Db25maXJtVG90cEVucm9sbG1lbnRSZXNwb25zZRIWCg5yZWNvdmVyeV9jb2RlcxgBIAMoCSJDChlSZW1vdmVTZWNvbmRGYWN0b3JSZXF1ZXN0EgwKBHVzZXIYASABKAkSGAoQY3VycmVudF9wYXNzd29yZBgCIAEoCSIcChpSZW1vdmVTZWNvbmRGYWN0b3JSZXNwb25zZTKKCgoLQXV0aFNlcnZpY2USPgoFTG9naW4SGS5mbHV4Z2F0ZS52MS5Mb2dpblJlcXVlc3QaGi5mbHV4Z2F0ZS52MS5Mb2dpblJlc3BvbnNlElkKDlJlZnJlc2hTZXNzaW9uEiIuZmx1eGdhdGUudjEuUmVmcmVzaFNlc3Npb25SZXF1ZXN0GiMuZmx1eGdhdGUudjEuUmVmcmVzaFNlc3Npb25SZXNwb25zZRJBCgZMb2dvdXQSGi5mbHV4Z2F0ZS52MS5Mb2dvdXRSZXF1ZXN0GhsuZmx1eGdhdGUudjEuTG9nb3V0UmVzcG9uc2USWQoOQ2hhbmdlUGFzc3dvcmQSIi5mbHV4Z2F0ZS52MS5DaGFuZ2VQYXNzd29yZFJlcXVlc3QaIy5mbHV4Z2F0ZS52MS5DaGFuZ2VQYXNzd29yZFJlc3BvbnNlEkYKBldob0FtSRIaLmZsdXhnYXRlLnYxLldob0FtSVJlcXVlc3QaGy5mbHV4Z2F0ZS52MS5XaG9BbUlSZXNwb25zZSIDkAIBEmEKD0dldFNlY29uZEZhY3RvchIjLmZsdXhnYXRlLnYxLkdldFNlY29uZEZhY3RvclJlcXVlc3QaJC5mbHV4Z2F0ZS52MS5HZXRTZWNvbmRGYWN0b3JSZXNwb25zZSIDkAIBEmgKE0JlZ2luVG90cEVucm9sbG1lbnQSJy5mbHV4Z2F0ZS52MS5CZWdpblRvdHBFbnJvbGxtZW50UmVxdWVzdBooLmZsdXhnYXRlLnYxLkJlZ2luVG90cEVucm9sbG1lbnRSZXNwb25zZRJuChVDb25maXJtVG90cEVucm9sbG1lbnQSKS5mbHV4Z2F0ZS52MS5Db25maXJtVG90cEVucm9sbG1lbnRSZXF1ZXN0GiouZmx1eGdhdGUudjEuQ29uZmlybVRvdHBFbnJvbGxtZW50UmVzcG9uc2USZQoSUmVtb3ZlU2Vjb25kRmFjdG9yEiYuZmx1eGdhdGUudjEuUmVtb3ZlU2Vjb25kRmFjdG9yUmVxdWVzdBonLmZsdXhnYXRlLnYxLlJlbW92ZVNlY29uZEZhY3RvclJlc3BvbnNlEmQKEExpc3RTc29Qcm92aWRlcnMSJC5mbHV4Z2F0ZS52MS5MaXN0U3NvUHJvdmlkZXJzUmVxdWVzdBolLmZsdXhnYXRlLnYxLkxpc3RTc29Qcm92aWRlcnNSZXNwb25zZSIDkAIBEmIKEUNvbXBsZXRlU3NvU2lnbkluEiUuZmx1eGdhdGUudjEuQ29tcGxldGVTc29TaWduSW5SZXF1ZXN0GiYuZmx1eGdhdGUudjEuQ29tcGxldGVTc29TaWduSW5SZXNwb25zZRKCAQoaR2V0Tm90aWZpY2F0aW9uUHJlZmVyZW5jZXMSLi5mbHV4Z2F0ZS52MS5HZXROb3RpZmljYXRpb25QcmVmZXJlbmNlc1JlcXVlc3QaLy5mbHV4Z2F0ZS52MS5HZXROb3RpZmljYXRpb25QcmVmZXJlbmNlc1Jlc3BvbnNlIgOQAgEShgEKHVVwZGF0ZU5vdGlmaWNhdGlvblByZWZlcmVuY2VzEjEuZmx1eGdhdGUudjEuVXBkYXRlTm90aWZpY2F0aW9uUHJlZmVyZW5jZXNSZXF1ZXN0GjIuZmx1eGdhdGUudjEuVXBkYXRlTm90aWZpY2F0aW9uUHJlZmVyZW5jZXNSZXNwb25zZWIGcHJvdG8z", [file_fluxgate_v1_common, file_fluxgate_v1_users, file_google_protobuf_field_mask, file_google_protobuf_timestamp]);
+
+/**
+ * What a user wants to be told by email.
+ *
+ * @generated from message fluxgate.v1.NotificationPreferences
+ */
+export type NotificationPreferences = Message<"fluxgate.v1.NotificationPreferences"> & {
+  /**
+   * Change requests they may review (submitted or edited). Default true.
+   *
+   * @generated from field: bool review_requests = 1;
+   */
+  reviewRequests: boolean;
+
+  /**
+   * Approvals and rejections of their own change requests. Default true.
+   *
+   * @generated from field: bool decisions = 2;
+   */
+  decisions: boolean;
+};
+
+/**
+ * Describes the message fluxgate.v1.NotificationPreferences.
+ * Use `create(NotificationPreferencesSchema)` to create a new message.
+ */
+export const NotificationPreferencesSchema: GenMessage<NotificationPreferences> = /*@__PURE__*/
+  messageDesc(file_fluxgate_v1_auth, 0);
+
+/**
+ * Request of AuthService.GetNotificationPreferences.
+ *
+ * @generated from message fluxgate.v1.GetNotificationPreferencesRequest
+ */
+export type GetNotificationPreferencesRequest = Message<"fluxgate.v1.GetNotificationPreferencesRequest"> & {
+};
+
+/**
+ * Describes the message fluxgate.v1.GetNotificationPreferencesRequest.
+ * Use `create(GetNotificationPreferencesRequestSchema)` to create a new message.
+ */
+export const GetNotificationPreferencesRequestSchema: GenMessage<GetNotificationPreferencesRequest> = /*@__PURE__*/
+  messageDesc(file_fluxgate_v1_auth, 1);
+
+/**
+ * Response of AuthService.GetNotificationPreferences.
+ *
+ * @generated from message fluxgate.v1.GetNotificationPreferencesResponse
+ */
+export type GetNotificationPreferencesResponse = Message<"fluxgate.v1.GetNotificationPreferencesResponse"> & {
+  /**
+   * @generated from field: fluxgate.v1.NotificationPreferences preferences = 1;
+   */
+  preferences?: NotificationPreferences | undefined;
+};
+
+/**
+ * Describes the message fluxgate.v1.GetNotificationPreferencesResponse.
+ * Use `create(GetNotificationPreferencesResponseSchema)` to create a new message.
+ */
+export const GetNotificationPreferencesResponseSchema: GenMessage<GetNotificationPreferencesResponse> = /*@__PURE__*/
+  messageDesc(file_fluxgate_v1_auth, 2);
+
+/**
+ * Request of AuthService.UpdateNotificationPreferences.
+ *
+ * @generated from message fluxgate.v1.UpdateNotificationPreferencesRequest
+ */
+export type UpdateNotificationPreferencesRequest = Message<"fluxgate.v1.UpdateNotificationPreferencesRequest"> & {
+  /**
+   * The new values.
+   *
+   * @generated from field: fluxgate.v1.NotificationPreferences preferences = 1;
+   */
+  preferences?: NotificationPreferences | undefined;
+
+  /**
+   * Required: `review_requests`, `decisions`.
+   *
+   * @generated from field: google.protobuf.FieldMask update_mask = 2;
+   */
+  updateMask?: FieldMask | undefined;
+};
+
+/**
+ * Describes the message fluxgate.v1.UpdateNotificationPreferencesRequest.
+ * Use `create(UpdateNotificationPreferencesRequestSchema)` to create a new message.
+ */
+export const UpdateNotificationPreferencesRequestSchema: GenMessage<UpdateNotificationPreferencesRequest> = /*@__PURE__*/
+  messageDesc(file_fluxgate_v1_auth, 3);
+
+/**
+ * Response of AuthService.UpdateNotificationPreferences.
+ *
+ * @generated from message fluxgate.v1.UpdateNotificationPreferencesResponse
+ */
+export type UpdateNotificationPreferencesResponse = Message<"fluxgate.v1.UpdateNotificationPreferencesResponse"> & {
+  /**
+   * @generated from field: fluxgate.v1.NotificationPreferences preferences = 1;
+   */
+  preferences?: NotificationPreferences | undefined;
+};
+
+/**
+ * Describes the message fluxgate.v1.UpdateNotificationPreferencesResponse.
+ * Use `create(UpdateNotificationPreferencesResponseSchema)` to create a new message.
+ */
+export const UpdateNotificationPreferencesResponseSchema: GenMessage<UpdateNotificationPreferencesResponse> = /*@__PURE__*/
+  messageDesc(file_fluxgate_v1_auth, 4);
 
 /**
  * An identity provider people sign in with.
@@ -59,7 +168,7 @@ export type SsoProvider = Message<"fluxgate.v1.SsoProvider"> & {
  * Use `create(SsoProviderSchema)` to create a new message.
  */
 export const SsoProviderSchema: GenMessage<SsoProvider> = /*@__PURE__*/
-  messageDesc(file_fluxgate_v1_auth, 0);
+  messageDesc(file_fluxgate_v1_auth, 5);
 
 /**
  * Request of AuthService.ListSsoProviders.
@@ -74,7 +183,7 @@ export type ListSsoProvidersRequest = Message<"fluxgate.v1.ListSsoProvidersReque
  * Use `create(ListSsoProvidersRequestSchema)` to create a new message.
  */
 export const ListSsoProvidersRequestSchema: GenMessage<ListSsoProvidersRequest> = /*@__PURE__*/
-  messageDesc(file_fluxgate_v1_auth, 1);
+  messageDesc(file_fluxgate_v1_auth, 6);
 
 /**
  * Response of AuthService.ListSsoProviders.
@@ -102,7 +211,7 @@ export type ListSsoProvidersResponse = Message<"fluxgate.v1.ListSsoProvidersResp
  * Use `create(ListSsoProvidersResponseSchema)` to create a new message.
  */
 export const ListSsoProvidersResponseSchema: GenMessage<ListSsoProvidersResponse> = /*@__PURE__*/
-  messageDesc(file_fluxgate_v1_auth, 2);
+  messageDesc(file_fluxgate_v1_auth, 7);
 
 /**
  * Request of AuthService.CompleteSsoSignIn.
@@ -131,7 +240,7 @@ export type CompleteSsoSignInRequest = Message<"fluxgate.v1.CompleteSsoSignInReq
  * Use `create(CompleteSsoSignInRequestSchema)` to create a new message.
  */
 export const CompleteSsoSignInRequestSchema: GenMessage<CompleteSsoSignInRequest> = /*@__PURE__*/
-  messageDesc(file_fluxgate_v1_auth, 3);
+  messageDesc(file_fluxgate_v1_auth, 8);
 
 /**
  * Response of AuthService.CompleteSsoSignIn.
@@ -159,7 +268,7 @@ export type CompleteSsoSignInResponse = Message<"fluxgate.v1.CompleteSsoSignInRe
  * Use `create(CompleteSsoSignInResponseSchema)` to create a new message.
  */
 export const CompleteSsoSignInResponseSchema: GenMessage<CompleteSsoSignInResponse> = /*@__PURE__*/
-  messageDesc(file_fluxgate_v1_auth, 4);
+  messageDesc(file_fluxgate_v1_auth, 9);
 
 /**
  * The tokens of a session.
@@ -210,7 +319,7 @@ export type SessionTokens = Message<"fluxgate.v1.SessionTokens"> & {
  * Use `create(SessionTokensSchema)` to create a new message.
  */
 export const SessionTokensSchema: GenMessage<SessionTokens> = /*@__PURE__*/
-  messageDesc(file_fluxgate_v1_auth, 5);
+  messageDesc(file_fluxgate_v1_auth, 10);
 
 /**
  * Request of AuthService.Login.
@@ -247,7 +356,7 @@ export type LoginRequest = Message<"fluxgate.v1.LoginRequest"> & {
  * Use `create(LoginRequestSchema)` to create a new message.
  */
 export const LoginRequestSchema: GenMessage<LoginRequest> = /*@__PURE__*/
-  messageDesc(file_fluxgate_v1_auth, 6);
+  messageDesc(file_fluxgate_v1_auth, 11);
 
 /**
  * Response of AuthService.Login.
@@ -283,7 +392,7 @@ export type LoginResponse = Message<"fluxgate.v1.LoginResponse"> & {
  * Use `create(LoginResponseSchema)` to create a new message.
  */
 export const LoginResponseSchema: GenMessage<LoginResponse> = /*@__PURE__*/
-  messageDesc(file_fluxgate_v1_auth, 7);
+  messageDesc(file_fluxgate_v1_auth, 12);
 
 /**
  * A second factor the organisation's sign-in policy requires of a user (by role) who has none.
@@ -312,7 +421,7 @@ export type SecondFactorRequirement = Message<"fluxgate.v1.SecondFactorRequireme
  * Use `create(SecondFactorRequirementSchema)` to create a new message.
  */
 export const SecondFactorRequirementSchema: GenMessage<SecondFactorRequirement> = /*@__PURE__*/
-  messageDesc(file_fluxgate_v1_auth, 8);
+  messageDesc(file_fluxgate_v1_auth, 13);
 
 /**
  * Request of AuthService.RefreshSession.
@@ -333,7 +442,7 @@ export type RefreshSessionRequest = Message<"fluxgate.v1.RefreshSessionRequest">
  * Use `create(RefreshSessionRequestSchema)` to create a new message.
  */
 export const RefreshSessionRequestSchema: GenMessage<RefreshSessionRequest> = /*@__PURE__*/
-  messageDesc(file_fluxgate_v1_auth, 9);
+  messageDesc(file_fluxgate_v1_auth, 14);
 
 /**
  * Response of AuthService.RefreshSession.
@@ -354,7 +463,7 @@ export type RefreshSessionResponse = Message<"fluxgate.v1.RefreshSessionResponse
  * Use `create(RefreshSessionResponseSchema)` to create a new message.
  */
 export const RefreshSessionResponseSchema: GenMessage<RefreshSessionResponse> = /*@__PURE__*/
-  messageDesc(file_fluxgate_v1_auth, 10);
+  messageDesc(file_fluxgate_v1_auth, 15);
 
 /**
  * Request of AuthService.Logout.
@@ -369,7 +478,7 @@ export type LogoutRequest = Message<"fluxgate.v1.LogoutRequest"> & {
  * Use `create(LogoutRequestSchema)` to create a new message.
  */
 export const LogoutRequestSchema: GenMessage<LogoutRequest> = /*@__PURE__*/
-  messageDesc(file_fluxgate_v1_auth, 11);
+  messageDesc(file_fluxgate_v1_auth, 16);
 
 /**
  * Response of AuthService.Logout.
@@ -384,7 +493,7 @@ export type LogoutResponse = Message<"fluxgate.v1.LogoutResponse"> & {
  * Use `create(LogoutResponseSchema)` to create a new message.
  */
 export const LogoutResponseSchema: GenMessage<LogoutResponse> = /*@__PURE__*/
-  messageDesc(file_fluxgate_v1_auth, 12);
+  messageDesc(file_fluxgate_v1_auth, 17);
 
 /**
  * Request of AuthService.ChangePassword.
@@ -412,7 +521,7 @@ export type ChangePasswordRequest = Message<"fluxgate.v1.ChangePasswordRequest">
  * Use `create(ChangePasswordRequestSchema)` to create a new message.
  */
 export const ChangePasswordRequestSchema: GenMessage<ChangePasswordRequest> = /*@__PURE__*/
-  messageDesc(file_fluxgate_v1_auth, 13);
+  messageDesc(file_fluxgate_v1_auth, 18);
 
 /**
  * Response of AuthService.ChangePassword.
@@ -440,7 +549,7 @@ export type ChangePasswordResponse = Message<"fluxgate.v1.ChangePasswordResponse
  * Use `create(ChangePasswordResponseSchema)` to create a new message.
  */
 export const ChangePasswordResponseSchema: GenMessage<ChangePasswordResponse> = /*@__PURE__*/
-  messageDesc(file_fluxgate_v1_auth, 14);
+  messageDesc(file_fluxgate_v1_auth, 19);
 
 /**
  * Request of AuthService.WhoAmI.
@@ -455,7 +564,7 @@ export type WhoAmIRequest = Message<"fluxgate.v1.WhoAmIRequest"> & {
  * Use `create(WhoAmIRequestSchema)` to create a new message.
  */
 export const WhoAmIRequestSchema: GenMessage<WhoAmIRequest> = /*@__PURE__*/
-  messageDesc(file_fluxgate_v1_auth, 15);
+  messageDesc(file_fluxgate_v1_auth, 20);
 
 /**
  * Response of AuthService.WhoAmI.
@@ -497,7 +606,7 @@ export type WhoAmIResponse = Message<"fluxgate.v1.WhoAmIResponse"> & {
  * Use `create(WhoAmIResponseSchema)` to create a new message.
  */
 export const WhoAmIResponseSchema: GenMessage<WhoAmIResponse> = /*@__PURE__*/
-  messageDesc(file_fluxgate_v1_auth, 16);
+  messageDesc(file_fluxgate_v1_auth, 21);
 
 /**
  * Request of AuthService.GetSecondFactor.
@@ -512,7 +621,7 @@ export type GetSecondFactorRequest = Message<"fluxgate.v1.GetSecondFactorRequest
  * Use `create(GetSecondFactorRequestSchema)` to create a new message.
  */
 export const GetSecondFactorRequestSchema: GenMessage<GetSecondFactorRequest> = /*@__PURE__*/
-  messageDesc(file_fluxgate_v1_auth, 17);
+  messageDesc(file_fluxgate_v1_auth, 22);
 
 /**
  * Response of AuthService.GetSecondFactor.
@@ -554,7 +663,7 @@ export type GetSecondFactorResponse = Message<"fluxgate.v1.GetSecondFactorRespon
  * Use `create(GetSecondFactorResponseSchema)` to create a new message.
  */
 export const GetSecondFactorResponseSchema: GenMessage<GetSecondFactorResponse> = /*@__PURE__*/
-  messageDesc(file_fluxgate_v1_auth, 18);
+  messageDesc(file_fluxgate_v1_auth, 23);
 
 /**
  * Request of AuthService.BeginTotpEnrollment.
@@ -569,7 +678,7 @@ export type BeginTotpEnrollmentRequest = Message<"fluxgate.v1.BeginTotpEnrollmen
  * Use `create(BeginTotpEnrollmentRequestSchema)` to create a new message.
  */
 export const BeginTotpEnrollmentRequestSchema: GenMessage<BeginTotpEnrollmentRequest> = /*@__PURE__*/
-  messageDesc(file_fluxgate_v1_auth, 19);
+  messageDesc(file_fluxgate_v1_auth, 24);
 
 /**
  * Response of AuthService.BeginTotpEnrollment.
@@ -597,7 +706,7 @@ export type BeginTotpEnrollmentResponse = Message<"fluxgate.v1.BeginTotpEnrollme
  * Use `create(BeginTotpEnrollmentResponseSchema)` to create a new message.
  */
 export const BeginTotpEnrollmentResponseSchema: GenMessage<BeginTotpEnrollmentResponse> = /*@__PURE__*/
-  messageDesc(file_fluxgate_v1_auth, 20);
+  messageDesc(file_fluxgate_v1_auth, 25);
 
 /**
  * Request of AuthService.ConfirmTotpEnrollment.
@@ -618,7 +727,7 @@ export type ConfirmTotpEnrollmentRequest = Message<"fluxgate.v1.ConfirmTotpEnrol
  * Use `create(ConfirmTotpEnrollmentRequestSchema)` to create a new message.
  */
 export const ConfirmTotpEnrollmentRequestSchema: GenMessage<ConfirmTotpEnrollmentRequest> = /*@__PURE__*/
-  messageDesc(file_fluxgate_v1_auth, 21);
+  messageDesc(file_fluxgate_v1_auth, 26);
 
 /**
  * Response of AuthService.ConfirmTotpEnrollment.
@@ -639,7 +748,7 @@ export type ConfirmTotpEnrollmentResponse = Message<"fluxgate.v1.ConfirmTotpEnro
  * Use `create(ConfirmTotpEnrollmentResponseSchema)` to create a new message.
  */
 export const ConfirmTotpEnrollmentResponseSchema: GenMessage<ConfirmTotpEnrollmentResponse> = /*@__PURE__*/
-  messageDesc(file_fluxgate_v1_auth, 22);
+  messageDesc(file_fluxgate_v1_auth, 27);
 
 /**
  * Request of AuthService.RemoveSecondFactor.
@@ -669,7 +778,7 @@ export type RemoveSecondFactorRequest = Message<"fluxgate.v1.RemoveSecondFactorR
  * Use `create(RemoveSecondFactorRequestSchema)` to create a new message.
  */
 export const RemoveSecondFactorRequestSchema: GenMessage<RemoveSecondFactorRequest> = /*@__PURE__*/
-  messageDesc(file_fluxgate_v1_auth, 23);
+  messageDesc(file_fluxgate_v1_auth, 28);
 
 /**
  * Response of AuthService.RemoveSecondFactor.
@@ -684,7 +793,7 @@ export type RemoveSecondFactorResponse = Message<"fluxgate.v1.RemoveSecondFactor
  * Use `create(RemoveSecondFactorResponseSchema)` to create a new message.
  */
 export const RemoveSecondFactorResponseSchema: GenMessage<RemoveSecondFactorResponse> = /*@__PURE__*/
-  messageDesc(file_fluxgate_v1_auth, 24);
+  messageDesc(file_fluxgate_v1_auth, 29);
 
 /**
  * Sessions: log in, refresh, log out, change password, and who am I.
@@ -813,6 +922,26 @@ export const AuthService: GenService<{
     methodKind: "unary";
     input: typeof CompleteSsoSignInRequestSchema;
     output: typeof CompleteSsoSignInResponseSchema;
+  },
+  /**
+   * The caller's email preferences.
+   *
+   * @generated from rpc fluxgate.v1.AuthService.GetNotificationPreferences
+   */
+  getNotificationPreferences: {
+    methodKind: "unary";
+    input: typeof GetNotificationPreferencesRequestSchema;
+    output: typeof GetNotificationPreferencesResponseSchema;
+  },
+  /**
+   * Changes the caller's email preferences named by the field mask.
+   *
+   * @generated from rpc fluxgate.v1.AuthService.UpdateNotificationPreferences
+   */
+  updateNotificationPreferences: {
+    methodKind: "unary";
+    input: typeof UpdateNotificationPreferencesRequestSchema;
+    output: typeof UpdateNotificationPreferencesResponseSchema;
   },
 }> = /*@__PURE__*/
   serviceDesc(file_fluxgate_v1_auth, 0);
