@@ -334,6 +334,17 @@ async fn okta_provisions_users(b: Backend) {
     )
     .await;
     assert_eq!(r.status, 412, "{}", r.body);
+    let stale = json!({"schemas": ["urn:ietf:params:scim:api:messages:2.0:PatchOp"], "Operations": [{"op": "replace", "path": "displayName", "value": "Late"}]});
+    let r = scim(
+        &s,
+        "PATCH",
+        &format!("/Users/{id}"),
+        k,
+        Some(stale),
+        &[("If-Match", &etag)],
+    )
+    .await;
+    assert_eq!(r.status, 412, "a PATCH with a stale If-Match: {}", r.body);
 
     // Her session ends when Okta deactivates her; reactivation lets her back.
     let temp = s

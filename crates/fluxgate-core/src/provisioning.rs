@@ -125,6 +125,18 @@ pub fn by_user_name(cx: &Ctx<'_>, conn: &mut DbConnection, name: &str) -> Result
     })
 }
 
+/// An `If-Match` (a resource's ETag, or `*`) against the resource's current ETag.
+fn check_if_match(given: Option<String>, current: &str) -> Result<()> {
+    match given {
+        Some(given) if given != "*" && given != current => Err(Refusal::StaleEtag {
+            given,
+            current: current.to_owned(),
+        }
+        .into()),
+        _ => Ok(()),
+    }
+}
+
 fn invalid(field: &str, why: &str) -> Error {
     ValidationError::field(field, why).into()
 }
@@ -312,12 +324,7 @@ fn set(
         return Err(Error::not_found("user"));
     }
     let current = etag_of(&before, row.as_ref());
-    if let Some(given) = if_match
-        && given != "*"
-        && given != current
-    {
-        return Err(Refusal::StaleEtag { given, current }.into());
-    }
+    check_if_match(if_match, &current)?;
     let key = d.user_name.trim().to_lowercase();
     ensure_user_name_free(tx.conn, &key, Some(id))?;
     let mut after = before.clone();
@@ -407,16 +414,7 @@ impl Command for Remove {
 
     fn apply(self, cx: &Ctx<'_>, tx: &mut Tx<'_>) -> Result<()> {
         let current = get(cx, tx.conn, self.id)?;
-        if let Some(given) = self.if_match
-            && given != "*"
-            && given != current.etag
-        {
-            return Err(Refusal::StaleEtag {
-                given,
-                current: current.etag,
-            }
-            .into());
-        }
+        check_if_match(self.if_match, &current.etag)?;
         let before = current.user;
         let detail = if before.active {
             let d = deactivate(cx, tx, &before)?;
@@ -723,16 +721,7 @@ impl Command for ReplaceGroup {
 
     fn apply(self, cx: &Ctx<'_>, tx: &mut Tx<'_>) -> Result<ProvisionedGroup> {
         let current = group(cx, tx.conn, &self.id)?;
-        if let Some(given) = self.if_match
-            && given != "*"
-            && given != current.etag
-        {
-            return Err(Refusal::StaleEtag {
-                given,
-                current: current.etag,
-            }
-            .into());
-        }
+        check_if_match(self.if_match, &current.etag)?;
         let mut g = gstore::find(tx.conn, &self.id)?.ok_or_else(|| Error::not_found("group"))?;
         let (portfolio, name) = split_name(cx, tx.conn, &self.desired.display_name)?;
         if portfolio.id != g.portfolio_id {
@@ -798,16 +787,7 @@ impl Command for RemoveGroup {
 
     fn apply(self, cx: &Ctx<'_>, tx: &mut Tx<'_>) -> Result<()> {
         let current = group(cx, tx.conn, &self.id)?;
-        if let Some(given) = self.if_match
-            && given != "*"
-            && given != current.etag
-        {
-            return Err(Refusal::StaleEtag {
-                given,
-                current: current.etag,
-            }
-            .into());
-        }
+        check_if_match(self.if_match, &current.etag)?;
         if current.administrators {
             return Err(Refusal::AdministratorsUndeletable.into());
         }

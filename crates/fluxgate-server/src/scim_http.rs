@@ -360,22 +360,16 @@ impl Scim {
 
     async fn patch_group(&self, id: &str, if_match: Option<String>, body: &Bytes) -> Answer {
         let current = self.get_group(id).await?;
-        if let Some(given) = &if_match
-            && given != "*"
-            && *given != current.etag
-        {
-            return Err(ScimError(
-                StatusCode::PRECONDITION_FAILED,
-                None,
-                format!("If-Match {given} is stale (current {})", current.etag),
-            ));
-        }
         let mut doc = self.group_json(&current);
         for op in patch_ops(body)? {
             crate::scim_patch::apply(&mut doc, op)?;
         }
-        self.write_group(id, Some(current.etag), desired_group(&doc)?)
-            .await
+        self.write_group(
+            id,
+            Some(if_match.unwrap_or(current.etag)),
+            desired_group(&doc)?,
+        )
+        .await
     }
 
     async fn delete_group(&self, id: &str, if_match: Option<String>) -> Answer {
@@ -435,22 +429,16 @@ impl Scim {
 
     async fn patch_user(&self, id: &str, if_match: Option<String>, body: &Bytes) -> Answer {
         let current = self.get_user(id).await?;
-        if let Some(given) = &if_match
-            && given != "*"
-            && *given != current.etag
-        {
-            return Err(ScimError(
-                StatusCode::PRECONDITION_FAILED,
-                None,
-                format!("If-Match {given} is stale (current {})", current.etag),
-            ));
-        }
         let mut doc = self.user_json(&current);
         for op in patch_ops(body)? {
             crate::scim_patch::apply(&mut doc, op)?;
         }
-        self.write(current.user.id, Some(current.etag), desired(&doc)?)
-            .await
+        self.write(
+            current.user.id,
+            Some(if_match.unwrap_or(current.etag)),
+            desired(&doc)?,
+        )
+        .await
     }
 
     async fn delete_user(&self, id: &str, if_match: Option<String>) -> Answer {
