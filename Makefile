@@ -83,6 +83,12 @@ bench-scim: $(PY_STAMP) ## SCIM provisioning: 10,000 users and 500 groups throug
 	$(CARGO) build --release -p fluxgate-server --bin fluxgate
 	$(VENV)/bin/python scripts/bench-scim.py $${CARGO_TARGET_DIR:-target}/release/fluxgate
 
+.PHONY: bench-webhooks
+bench-webhooks: ## Events out: webhook and audit-stream deliveries per second, commit-to-delivery delay, SQLite and PostgreSQL
+	$(CARGO) build --release -p fluxgate-bench --bin webhooks
+	$${CARGO_TARGET_DIR:-target}/release/webhooks --backend sqlite
+	$${CARGO_TARGET_DIR:-target}/release/webhooks --backend postgres
+
 .PHONY: soak
 soak: ## Five minutes of mixed load (checks, logins, writes, approvals) on a release server; fails on any error or memory growth
 	$(CARGO) build --release -p fluxgate-server --bin fluxgate -p fluxgate-bench --bin soak

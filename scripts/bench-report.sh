@@ -85,6 +85,10 @@ echo ">> bench-scim" >&2
 echo >>"$tmp"
 "${VENV:-.venv}/bin/python" scripts/bench-scim.py "$target/fluxgate" --database-url "${FLUXGATE_BENCH_POSTGRES:-postgres://postgres@127.0.0.1:5432/test}" | tee -a "$tmp"
 
+section "## Events out: webhook and audit-stream deliveries"
+run "$target/webhooks" --backend sqlite
+run "$target/webhooks" --backend postgres
+
 mkdir -p "$(dirname "$report")"
 mv "$tmp" "$report"
 trap - EXIT

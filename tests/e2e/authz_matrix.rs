@@ -17,6 +17,7 @@ use fluxgate_proto::v1::permission_service_client::PermissionServiceClient;
 use fluxgate_proto::v1::service_account_service_client::ServiceAccountServiceClient;
 use fluxgate_proto::v1::settings_service_client::SettingsServiceClient;
 use fluxgate_proto::v1::user_service_client::UserServiceClient;
+use fluxgate_proto::v1::webhook_service_client::WebhookServiceClient;
 use futures::future::BoxFuture;
 use prost_types::FieldMask;
 use tonic::transport::Channel;
@@ -180,6 +181,12 @@ const WRITES: &[&str] = &[
     "IssueRegistrationLink",
     "CompleteRegistration",
     "RetryEmail",
+    "CreateWebhook",
+    "UpdateWebhook",
+    "DeleteWebhook",
+    "RotateWebhookSecret",
+    "RedeliverWebhookDelivery",
+    "RewindWebhook",
 ];
 
 impl Fix {
@@ -215,6 +222,36 @@ impl Fix {
     }
     fn emails(&self) -> EmailServiceClient<Channel> {
         EmailServiceClient::new(self.channel.clone())
+    }
+    fn hooks(&self) -> WebhookServiceClient<Channel> {
+        WebhookServiceClient::new(self.channel.clone())
+    }
+
+    fn hook(display_name: &str) -> pb::Webhook {
+        pb::Webhook {
+            display_name: display_name.into(),
+            url: "https://hooks.invalid/in".into(),
+            event_types: vec!["*".into()],
+            enabled: false,
+            ..Default::default()
+        }
+    }
+
+    /// A new (disabled) webhook subscription, made by the Team Admin.
+    async fn fresh_webhook(&self) -> pb::Webhook {
+        self.hooks()
+            .create_webhook(authed(
+                pb::CreateWebhookRequest {
+                    webhook: Some(Self::hook("matrix")),
+                    start_after_sequence: None,
+                },
+                &self.admin,
+            ))
+            .await
+            .unwrap()
+            .into_inner()
+            .webhook
+            .unwrap()
     }
 
     /// A new user without a password, and the token of their registration link.
@@ -1770,6 +1807,153 @@ fn table() -> Vec<(&'static str, Access, Call)> {
                 let name = f.held_email().await;
                 f.emails()
                     .get_email(req(pb::GetEmailRequest { name: name.clone() }, &t))
+                    .await
+            }),
+        ),
+        (
+            "CreateWebhook",
+            Access::TeamAdmin,
+            call!(|f, t| f
+                .hooks()
+                .create_webhook(req(
+                    pb::CreateWebhookRequest {
+                        webhook: Some(Fix::hook("created")),
+                        start_after_sequence: None,
+                    },
+                    &t
+                ))
+                .await),
+        ),
+        (
+            "GetWebhook",
+            Access::TeamAdmin,
+            call!(|f, t| {
+                let w = f.fresh_webhook().await;
+                f.hooks()
+                    .get_webhook(req(pb::GetWebhookRequest { name: w.name }, &t))
+                    .await
+            }),
+        ),
+        (
+            "ListWebhooks",
+            Access::TeamAdmin,
+            call!(|f, t| f
+                .hooks()
+                .list_webhooks(req(pb::ListWebhooksRequest {}, &t))
+                .await),
+        ),
+        (
+            "ListWebhookEventTypes",
+            Access::TeamAdmin,
+            call!(|f, t| f
+                .hooks()
+                .list_webhook_event_types(req(pb::ListWebhookEventTypesRequest {}, &t))
+                .await),
+        ),
+        (
+            "UpdateWebhook",
+            Access::TeamAdmin,
+            call!(|f, t| {
+                let mut w = f.fresh_webhook().await;
+                w.display_name = "renamed".into();
+                f.hooks()
+                    .update_webhook(req(
+                        pb::UpdateWebhookRequest {
+                            webhook: Some(w),
+                            update_mask: mask("display_name"),
+                        },
+                        &t,
+                    ))
+                    .await
+            }),
+        ),
+        (
+            "DeleteWebhook",
+            Access::TeamAdmin,
+            call!(|f, t| {
+                let w = f.fresh_webhook().await;
+                f.hooks()
+                    .delete_webhook(req(
+                        pb::DeleteWebhookRequest {
+                            name: w.name,
+                            etag: String::new(),
+                        },
+                        &t,
+                    ))
+                    .await
+            }),
+        ),
+        (
+            "RotateWebhookSecret",
+            Access::TeamAdmin,
+            call!(|f, t| {
+                let w = f.fresh_webhook().await;
+                f.hooks()
+                    .rotate_webhook_secret(req(
+                        pb::RotateWebhookSecretRequest {
+                            name: w.name,
+                            overlap: None,
+                        },
+                        &t,
+                    ))
+                    .await
+            }),
+        ),
+        (
+            "ListWebhookDeliveries",
+            Access::TeamAdmin,
+            call!(|f, t| {
+                let w = f.fresh_webhook().await;
+                f.hooks()
+                    .list_webhook_deliveries(req(
+                        pb::ListWebhookDeliveriesRequest {
+                            parent: w.name,
+                            ..Default::default()
+                        },
+                        &t,
+                    ))
+                    .await
+            }),
+        ),
+        (
+            "GetWebhookDelivery",
+            Access::TeamAdmin,
+            call!(|f, t| {
+                // A well-formed name of nothing: NOT_FOUND after the rights check.
+                let w = f.fresh_webhook().await;
+                let name = format!("{}/deliveries/{}", w.name, uuid::Uuid::new_v4());
+                f.hooks()
+                    .get_webhook_delivery(req(pb::GetWebhookDeliveryRequest { name }, &t))
+                    .await
+            }),
+        ),
+        (
+            "RedeliverWebhookDelivery",
+            Access::TeamAdmin,
+            call!(|f, t| {
+                let w = f.fresh_webhook().await;
+                let name = format!("{}/deliveries/{}", w.name, uuid::Uuid::new_v4());
+                f.hooks()
+                    .redeliver_webhook_delivery(req(
+                        pb::RedeliverWebhookDeliveryRequest { name },
+                        &t,
+                    ))
+                    .await
+            }),
+        ),
+        (
+            "RewindWebhook",
+            Access::TeamAdmin,
+            call!(|f, t| {
+                let w = f.fresh_webhook().await;
+                f.hooks()
+                    .rewind_webhook(req(
+                        pb::RewindWebhookRequest {
+                            name: w.name,
+                            after_sequence: 0,
+                        },
+                        &t,
+                    ))
                     .await
             }),
         ),

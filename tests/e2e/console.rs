@@ -375,7 +375,12 @@ async fn every_flow_in_a_real_browser(b: Backend) {
         return;
     };
     let sqlite = matches!(b, Backend::Sqlite);
-    let s = TestServer::start(b).await;
+    // The webhooks flow's receiver listens on loopback.
+    let s = TestServer::start_configured(b, |c| {
+        c.webhooks.allowed_private_networks = vec!["127.0.0.1/32".into()];
+        c.webhooks.poll_ms = 50;
+    })
+    .await;
     let script = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("support/console_test.py");
     let keep = tempfile::tempdir().unwrap();
     let shots = match std::env::var_os("FLUXGATE_CONSOLE_SCREENSHOTS") {

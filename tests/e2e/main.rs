@@ -27,3 +27,4 @@ mod sign_in_policy;
 mod sso;
 mod users;
 mod validation;
+mod webhooks;

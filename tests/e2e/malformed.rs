@@ -46,7 +46,13 @@ fn database(s: &TestServer) -> String {
 
 async fn malformed_requests_are_refused_cleanly(b: Backend) {
     let Some(python) = tools() else { return };
-    let s = TestServer::start(b).await;
+    // The corpus's webhook points at a closed loopback port: its first attempt fails at once and
+    // the next is an hour away, so the worker stays quiet while the database is compared.
+    let s = TestServer::start_configured(b, |c| {
+        c.webhooks.allowed_private_networks = vec!["127.0.0.1/32".into()];
+        c.webhooks.retry_initial_ms = 3_600_000;
+    })
+    .await;
     let script = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("support/malformed.py");
     let (addr, db) = (s.channel_addr(), database(&s));
     let out = tokio::task::spawn_blocking(move || {

@@ -237,6 +237,8 @@ ROLE = {
     "username": "ident",
     "email": "ident",
     "feature_key": "ident",
+    "Webhook.url": "ident",
+    "event_types": "ident",
     "action": "ident",
     "target_type": "ident",
     "password": "secret",
@@ -298,6 +300,10 @@ OUTPUT_ONLY = {
     "ChangeRequest.applied_by",
     "Group.administrators",
     "User.active",
+    "Webhook.cursor_sequence",
+    "Webhook.pending_deliveries",
+    "Webhook.failed_deliveries",
+    "Webhook.previous_secret_expire_time",
     "ApprovalPolicy.update_time",
     "Settings.update_time",
 }
@@ -570,6 +576,9 @@ def main():
             req["initialPassword"] = password
         return ok("CreateUser", build("CreateUser", req), admin)
 
+    # A subscription to every event, so that the set-up below leaves deliveries to name (its
+    # endpoint does not exist: they fail and wait, which is all the corpus needs).
+    hook = ok("CreateWebhook", build("CreateWebhook", {"webhook": {"displayName": "Corpus", "url": "http://127.0.0.1:9/in", "eventTypes": ["*"], "enabled": True}}), admin).webhook
     mallory = user("mallory", "ROLE_REQUESTER").user
     rita = user("rita", "ROLE_REQUESTER").user
     newbie = user("newbie", "ROLE_REQUESTER", password=None)
@@ -608,6 +617,17 @@ def main():
     if not link:
         raise SystemExit(f"setup: no reset link in {emails[0].body!r}")
     reset_token = link.group(1)
+    # Wait for the first attempt to be recorded (refused at once), then stop the subscription:
+    # nothing of it runs while the cases do.
+    for _ in range(500):
+        deliveries = ok("ListWebhookDeliveries", build("ListWebhookDeliveries", {"parent": hook.name}), admin).deliveries
+        if any(d.last_error for d in deliveries):
+            break
+        time.sleep(0.02)
+    if not any(d.last_error for d in deliveries):
+        raise SystemExit("setup: no webhook delivery was attempted")
+    delivery_name = deliveries[0].name
+    hook = ok("UpdateWebhook", build("UpdateWebhook", {"webhook": {"name": hook.name, "enabled": False}, "updateMask": "enabled"}), admin).webhook
     page = ok("ListUsers", build("ListUsers", {"pageSize": 1}), admin)
     other_filter_token = page.next_page_token
     policy = f"{env.name}/approvalPolicy"
@@ -618,6 +638,10 @@ def main():
     # Bases for writes are refused late where possible (a stale etag or revision, a duplicate
     # name, a change request that is not approved), so that a variant that passes validation
     # is still refused and writes nothing.
+    def absent(name):
+        """`name` with its last id replaced: well formed, naming nothing."""
+        return name.rsplit("/", 1)[0] + "/" + str(uuid.uuid4())
+
     BASES = {
         "Login": ({"username": "nosuchuser", "password": PASSWORD}, None),
         "RefreshSession": ({"refreshToken": "not-a-refresh-token"}, None),
@@ -700,6 +724,17 @@ def main():
         "ListEmails": ({"pageSize": 10, "states": ["EMAIL_STATE_HELD"], "recipient": "newbie@example.com"}, "admin"),
         "GetEmail": ({"name": email_name}, "admin"),
         "RetryEmail": ({"name": email_name}, "admin"),
+        "CreateWebhook": ({"webhook": {"displayName": "Sink", "url": "https://hooks.invalid/sink", "eventTypes": ["change_request.*", "user.role_changed"], "enabled": True, "format": "WEBHOOK_FORMAT_EVENTS"}, "startAfterSequence": 999999999}, "admin"),
+        "GetWebhook": ({"name": hook.name}, "admin"),
+        "ListWebhooks": ({}, "admin"),
+        "UpdateWebhook": ({"webhook": {"name": hook.name, "displayName": "Corpus", "url": "http://127.0.0.1:9/in", "eventTypes": ["*"], "enabled": True, "etag": STALE_ETAG}, "updateMask": "displayName,url,eventTypes,enabled"}, "admin"),
+        "DeleteWebhook": ({"name": hook.name, "etag": STALE_ETAG}, "admin"),
+        "RotateWebhookSecret": ({"name": absent(hook.name), "overlap": "3600s"}, "admin"),
+        "ListWebhookDeliveries": ({"parent": hook.name, "pageSize": 10, "states": ["WEBHOOK_DELIVERY_STATE_PENDING"]}, "admin"),
+        "GetWebhookDelivery": ({"name": delivery_name}, "admin"),
+        "RedeliverWebhookDelivery": ({"name": absent(delivery_name)}, "admin"),
+        "RewindWebhook": ({"name": hook.name, "afterSequence": 999999999}, "admin"),
+        "ListWebhookEventTypes": ({}, "admin"),
         "ResetUserPassword": ({"name": mallory.name, "etag": STALE_ETAG}, "admin"),
         "RequestPasswordReset": ({"email": "nobody@example.com"}, None),
         "ConfirmPasswordReset": ({"token": reset_token, "newPassword": "Another-pass-456"}, None),
@@ -723,7 +758,7 @@ def main():
     # Fields whose value a refused call may still record (a failed login counts towards lockout).
     CREDENTIALS = {"Login.username", "Login.password", "ChangePassword.current_password"}
     # An empty request is a valid one for these (every field optional).
-    EMPTY_OK = {"ListSsoProviders", "GetNotificationPreferences", "WhoAmI", "GetSecondFactor", "BeginTotpEnrollment", "ListUsers", "GetPasswordPolicy", "ListPortfolios", "VerifyAuditChain", "ListAuditEvents", "ExportAuditEvents", "GetActivityReport", "ListChangeRequests", "GetApprovalMetrics", "ListEmails", "Logout", "ListServiceAccounts", "GetSettings"}
+    EMPTY_OK = {"ListWebhooks", "ListWebhookEventTypes", "ListSsoProviders", "GetNotificationPreferences", "WhoAmI", "GetSecondFactor", "BeginTotpEnrollment", "ListUsers", "GetPasswordPolicy", "ListPortfolios", "VerifyAuditChain", "ListAuditEvents", "ExportAuditEvents", "GetActivityReport", "ListChangeRequests", "GetApprovalMetrics", "ListEmails", "Logout", "ListServiceAccounts", "GetSettings"}
 
     cases = []
 

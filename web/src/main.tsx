@@ -24,6 +24,7 @@ import { Groups } from "./pages/groups";
 import { ServiceAccounts } from "./pages/service_accounts";
 import { Outbox, Settings } from "./pages/settings";
 import { Users } from "./pages/users";
+import { Webhooks } from "./pages/webhooks";
 import { navigate, onLinkClick, usePath } from "./router";
 
 /** Pages anyone may open, signed in or not. */
@@ -52,6 +53,7 @@ const ROUTES: Route[] = [
   { path: "/activity", label: "Activity", page: Activity },
   { path: "/settings", label: "Settings", page: Settings, admin: true },
   { path: "/outbox", label: "Outbox", page: Outbox, admin: true },
+  { path: "/webhooks", label: "Webhooks", page: Webhooks, admin: true },
   { path: "/account", label: "My account", page: Account },
 ];
 

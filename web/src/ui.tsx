@@ -82,6 +82,8 @@ interface FieldProps {
   required?: boolean;
   autofocus?: boolean;
   placeholder?: string;
+  /** The id of a `<datalist>` of suggestions. */
+  list?: string;
   label: string;
   name: string;
   value: string;

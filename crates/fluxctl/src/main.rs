@@ -23,7 +23,7 @@ mod session;
 
 use commands::{
     approvals, audit, auth, catalog, groups, passwords, permissions, policy, service_accounts,
-    users,
+    users, webhooks,
 };
 use error::{AFTER_HELP, CliError};
 
@@ -79,6 +79,9 @@ enum Command {
     /// Approval policies of environments
     #[command(subcommand)]
     Policy(policy::Cmd),
+    /// Webhook subscriptions and audit streams, their deliveries
+    #[command(subcommand)]
+    Webhooks(webhooks::Cmd),
 }
 
 async fn run(cli: Cli) -> error::Result<()> {
@@ -99,6 +102,7 @@ async fn run(cli: Cli) -> error::Result<()> {
         Command::Passwords(c) => passwords::run(ctx, c).await,
         Command::Audit(c) => audit::run(ctx, c).await,
         Command::Policy(c) => policy::run(ctx, c).await,
+        Command::Webhooks(c) => webhooks::run(ctx, c).await,
     }
 }
 

@@ -98,6 +98,17 @@ named!(
     RequestPasswordResetResponse,
     ListAuditEventsResponse,
     VerifyAuditChainResponse,
+    CreateWebhookResponse,
+    GetWebhookResponse,
+    ListWebhooksResponse,
+    UpdateWebhookResponse,
+    DeleteWebhookResponse,
+    RotateWebhookSecretResponse,
+    ListWebhookDeliveriesResponse,
+    GetWebhookDeliveryResponse,
+    RedeliverWebhookDeliveryResponse,
+    RewindWebhookResponse,
+    ListWebhookEventTypesResponse,
 );
 
 fn pool() -> Result<&'static DescriptorPool> {

@@ -65,6 +65,8 @@ pub enum Action {
     ManageEmail,
     /// Provision users and groups from an identity provider (SCIM): provisioning service
     /// accounts only, which may do nothing else.
+    /// Subscribe endpoints to events and read their deliveries (Team Admins).
+    ManageWebhooks,
     Provision,
 }
 
@@ -100,6 +102,7 @@ impl Action {
             Action::ResetUserPassword => "reset_user_password",
             Action::IssueRegistrationLink => "issue_registration_link",
             Action::ManageEmail => "manage_email",
+            Action::ManageWebhooks => "manage_webhooks",
             Action::Provision => "provision",
         }
     }

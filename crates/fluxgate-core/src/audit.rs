@@ -49,6 +49,13 @@ pub enum AuditAction {
     AuthSsoFailed,
     UserIdentityLinked,
     UserPreferencesUpdated,
+    WebhookCreated,
+    WebhookUpdated,
+    WebhookDeleted,
+    WebhookSecretRotated,
+    WebhookRedelivered,
+    WebhookRewound,
+    AuditPruned,
     SettingsUpdated,
     UserCreated,
     UserUpdated,
@@ -63,7 +70,7 @@ pub enum AuditAction {
 }
 
 impl AuditAction {
-    pub const ALL: [AuditAction; 54] = [
+    pub const ALL: [AuditAction; 61] = [
         AuditAction::ApprovalPolicyUpdated,
         AuditAction::AuthLogin,
         AuditAction::AuthLogout,
@@ -118,6 +125,13 @@ impl AuditAction {
         AuditAction::AuthSsoFailed,
         AuditAction::UserIdentityLinked,
         AuditAction::UserPreferencesUpdated,
+        AuditAction::WebhookCreated,
+        AuditAction::WebhookUpdated,
+        AuditAction::WebhookDeleted,
+        AuditAction::WebhookSecretRotated,
+        AuditAction::WebhookRedelivered,
+        AuditAction::WebhookRewound,
+        AuditAction::AuditPruned,
     ];
 
     pub fn as_str(self) -> &'static str {
@@ -176,6 +190,13 @@ impl AuditAction {
             AuditAction::AuthSsoFailed => "auth.sso_failed",
             AuditAction::UserIdentityLinked => "user.identity_linked",
             AuditAction::UserPreferencesUpdated => "user.preferences_updated",
+            AuditAction::WebhookCreated => "webhook.created",
+            AuditAction::WebhookUpdated => "webhook.updated",
+            AuditAction::WebhookDeleted => "webhook.deleted",
+            AuditAction::WebhookSecretRotated => "webhook.secret_rotated",
+            AuditAction::WebhookRedelivered => "webhook.redelivered",
+            AuditAction::WebhookRewound => "webhook.rewound",
+            AuditAction::AuditPruned => "audit.pruned",
         }
     }
 

@@ -60,6 +60,10 @@ pub struct Limits {
     pub refresh_reuse_grace_micros: i64,
     /// The portfolio whose groups SCIM names by their name alone (else `{portfolio}/{group}`).
     pub scim_default_portfolio: Option<String>,
+    /// Whether webhooks may use http:// to any host (else only to a loopback address).
+    pub webhook_allow_http: bool,
+    /// Private networks webhooks may be sent to despite the request-forgery rule.
+    pub webhook_private_networks: Vec<crate::destinations::Network>,
 }
 
 impl Default for Limits {
@@ -72,6 +76,8 @@ impl Default for Limits {
             reset_requests_per_client_per_hour: 30,
             refresh_reuse_grace_micros: 2_000_000,
             scim_default_portfolio: None,
+            webhook_allow_http: false,
+            webhook_private_networks: Vec::new(),
         }
     }
 }

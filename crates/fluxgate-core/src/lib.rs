@@ -22,6 +22,7 @@ pub mod audit;
 pub mod catalog;
 pub mod change_requests;
 pub mod context;
+pub mod destinations;
 pub mod emails;
 pub mod error;
 pub mod etag;
@@ -41,6 +42,7 @@ pub mod sso;
 pub mod time;
 pub mod trail;
 pub mod users;
+pub mod webhooks;
 
 pub use audit::AuditAction;
 pub use context::{Actor, Command, Ctx, Limits, Origin};

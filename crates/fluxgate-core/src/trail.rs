@@ -7,9 +7,10 @@ use fluxgate_authz::{Action, Target};
 use fluxgate_store::audit::{self, Counted};
 use fluxgate_store::{DbConnection, Tx};
 
-pub use fluxgate_store::audit::{Event, Filter};
+pub use fluxgate_store::audit::{Checkpoint, Event, Filter};
 
 use crate::approval_metrics::{self, Report};
+use crate::audit::AuditAction;
 use crate::context::{Command, Ctx};
 use crate::error::Result;
 use crate::logins::{attempts_recorded, locked_an_account};
@@ -66,11 +67,112 @@ pub fn query(
     Ok(audit::query(conn, f, after, limit)?)
 }
 
-/// Checks the hash chain: the first broken sequence number, if any, and how many events were
-/// checked.
-pub fn verify(cx: &Ctx<'_>, conn: &mut DbConnection) -> Result<(Option<i64>, i64)> {
+/// What a walk of the chain found.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Verification {
+    /// The first event whose hash or link is wrong.
+    pub broken: Option<i64>,
+    /// Events checked.
+    pub checked: i64,
+    /// Where the chain starts when it was pruned: it links to this event's hash.
+    pub checkpoint: Option<Checkpoint>,
+}
+
+/// Checks the hash chain, from the genesis or the last pruning's checkpoint. A checkpoint must
+/// be vouched for by the `audit.pruned` event its pruning chained after it, so that a
+/// checkpoint moved to hide more deleted events is caught.
+pub fn verify(cx: &Ctx<'_>, conn: &mut DbConnection) -> Result<Verification> {
     may_read(cx)?;
-    Ok(audit::verify_counting(conn)?)
+    let (mut broken, checked, checkpoint) = audit::verify_with_checkpoint(conn)?;
+    if let Some(c) = &checkpoint {
+        // The pruning's own event, the first `audit.pruned` after its checkpoint.
+        let vouched =
+            audit::first_with_action_after(conn, AuditAction::AuditPruned.as_str(), c.seq)?
+                .and_then(|e| e.after_json)
+                .and_then(|j| serde_json::from_str::<serde_json::Value>(&j).ok())
+                .is_some_and(|v| {
+                    v.get("seq").and_then(|s| s.as_i64()) == Some(c.seq)
+                        && v.get("hash").and_then(|h| h.as_str()) == Some(c.hash.as_str())
+                });
+        if !vouched {
+            broken = Some(broken.map_or(c.seq + 1, |b| b.min(c.seq + 1)));
+        }
+    }
+    Ok(Verification {
+        broken,
+        checked,
+        checkpoint,
+    })
+}
+
+/// The events a pruning may remove: up to the last that occurred before `before`, after the
+/// last checkpoint, and none that an enabled webhook subscription has not been handed yet.
+/// Answers (first, last event) of that range.
+pub fn prunable(conn: &mut DbConnection, before: i64) -> Result<Option<(i64, Event)>> {
+    let floor = audit::latest_checkpoint(conn)?.map_or(0, |c| c.seq);
+    let limit = match fluxgate_store::webhooks::min_enabled_cursor(conn)? {
+        Some(c) => c,
+        None => audit::head_seq(conn)?,
+    };
+    Ok(audit::last_before(conn, before, limit)?
+        .filter(|e| e.seq > floor)
+        .map(|e| (floor + 1, e)))
+}
+
+/// Prunes the trail through `cut` (its events already archived): records the checkpoint, and
+/// chains an `audit.pruned` event that vouches for it. The server's own work (no actor).
+#[derive(Debug, Clone)]
+pub struct Prune {
+    pub cut_seq: i64,
+    pub cut_hash: String,
+    pub archive: String,
+    pub archive_sha256: String,
+    pub retention_days: u32,
+}
+
+impl Command for Prune {
+    /// Events pruned (0 when another replica pruned first).
+    type Output = i64;
+
+    fn apply(self, cx: &Ctx<'_>, tx: &mut Tx<'_>) -> Result<i64> {
+        let floor = audit::latest_checkpoint(tx.conn)?.map_or(0, |c| c.seq);
+        let cut = audit::list(tx.conn, self.cut_seq - 1, 1)?;
+        let intact = cut
+            .first()
+            .is_some_and(|e| e.seq == self.cut_seq && e.hash == self.cut_hash);
+        if self.cut_seq <= floor || !intact {
+            return Ok(0);
+        }
+        let cp = Checkpoint {
+            seq: self.cut_seq,
+            hash: self.cut_hash,
+            events: self.cut_seq - floor,
+            archive: self.archive,
+            archive_sha256: self.archive_sha256,
+            created_at: tx.now,
+        };
+        let mut e = cx.event(AuditAction::AuditPruned, "audit", None);
+        e.after_json = Some(
+            serde_json::json!({
+                "seq": cp.seq,
+                "hash": cp.hash,
+                "events": cp.events,
+                "archive": cp.archive,
+                "archive_sha256": cp.archive_sha256,
+            })
+            .to_string(),
+        );
+        e.detail = Some(format!(
+            "events {}..{} older than {} days archived to {} and pruned",
+            floor + 1,
+            cp.seq,
+            self.retention_days,
+            cp.archive
+        ));
+        audit::append(tx.conn, e, tx.now)?;
+        let n = audit::prune(tx.conn, &cp)?;
+        Ok(n)
+    }
 }
 
 /// An event an internal service reports, checked.

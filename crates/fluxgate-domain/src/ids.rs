@@ -92,6 +92,15 @@ id_type!(
     /// Identifies an outgoing email; the `{id}` of `emails/{id}`.
     EmailId
 );
+id_type!(
+    /// Identifies a webhook subscription; the `{id}` of `webhooks/{id}`.
+    WebhookId
+);
+id_type!(
+    /// Identifies one webhook message (its `webhook-id` header); the `{delivery}` of
+    /// `webhooks/{id}/deliveries/{delivery}`.
+    DeliveryId
+);
 
 /// Anyone who can hold rights: a user or a service account.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]

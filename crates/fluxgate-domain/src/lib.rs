@@ -19,8 +19,8 @@ pub use approval::{
 };
 pub use error::{FieldViolation, ValidationError, Violations};
 pub use ids::{
-    ApplicationId, ChangeRequestId, EmailId, EnvironmentId, GroupId, KeyId, PortfolioId,
-    PrincipalId, ServiceAccountId, SessionId, UserId,
+    ApplicationId, ChangeRequestId, DeliveryId, EmailId, EnvironmentId, GroupId, KeyId,
+    PortfolioId, PrincipalId, ServiceAccountId, SessionId, UserId, WebhookId,
 };
 pub use permission::{FeaturePermission, Permission, ValuePermission, ValuePermissions};
 pub use policy::{

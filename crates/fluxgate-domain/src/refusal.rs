@@ -17,6 +17,8 @@ pub enum RefusalKind {
     Exhausted,
     /// The credentials do not hold (the one answer to every failed sign-in).
     Unauthenticated,
+    /// A position past the range that exists now (a sequence number beyond the trail's ends).
+    OutOfRange,
 }
 
 /// Why a rule said no.
@@ -168,6 +170,13 @@ pub enum Refusal {
          Team Admin"
     )]
     SsoNoAccount,
+    #[error(
+        "the audit trail holds sequence numbers {floor} to {head} now (pruned up to {floor}): \
+         start within them"
+    )]
+    SequenceOutOfRange { floor: i64, head: i64 },
+    #[error("at most {max} {what}: delete one first")]
+    TooMany { what: &'static str, max: u64 },
 }
 
 fn in_use(refs: &[(usize, &'static str)]) -> String {
@@ -184,11 +193,13 @@ impl Refusal {
             Refusal::StaleRevision { .. } | Refusal::StaleEtag { .. } | Refusal::UserChanged => {
                 RefusalKind::Stale
             }
-            Refusal::TooManyResetRequests | Refusal::LockedOut | Refusal::TooManySignIns => {
-                RefusalKind::Exhausted
-            }
+            Refusal::TooManyResetRequests
+            | Refusal::LockedOut
+            | Refusal::TooManySignIns
+            | Refusal::TooMany { .. } => RefusalKind::Exhausted,
             Refusal::BadCredentials | Refusal::SsoFailed { .. } => RefusalKind::Unauthenticated,
             Refusal::PasswordChangedMeanwhile => RefusalKind::Stale,
+            Refusal::SequenceOutOfRange { .. } => RefusalKind::OutOfRange,
             Refusal::NotPending { .. }
             | Refusal::Expired
             | Refusal::NotDue

@@ -45,6 +45,65 @@ pub struct Config {
     pub oidc: OidcConfig,
     /// Provisioning (SCIM 2.0).
     pub scim: ScimConfig,
+    /// Events out: webhook and audit-stream deliveries.
+    pub webhooks: WebhooksConfig,
+    /// How long the audit trail keeps events, and where pruned events are archived.
+    pub audit: AuditConfig,
+}
+
+/// Webhook and audit-stream deliveries.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct WebhooksConfig {
+    /// Allow http:// destinations on any host (else http:// only to a loopback address).
+    pub allow_http: bool,
+    /// Private networks (`10.1.0.0/16`, `127.0.0.1/32`) destinations may be in. Loopback,
+    /// private, link-local, shared and other special-purpose addresses are refused otherwise,
+    /// whether written in the URL or resolved from its name.
+    pub allowed_private_networks: Vec<String>,
+    /// Time allowed for one delivery attempt (connect, send, answer).
+    pub timeout_ms: u64,
+    /// Attempts before a delivery is marked failed.
+    pub max_attempts: u32,
+    /// Wait before the first retry; it doubles on each further failure, up to an hour.
+    pub retry_initial_ms: u64,
+    /// How often each replica looks for events committed by the others (its own commits wake
+    /// it at once).
+    pub poll_ms: u64,
+    /// Deliveries one subscription is sent in a row before the others get their turn.
+    pub run_length: u32,
+    /// Subscriptions delivered to at once, per replica.
+    pub concurrency: u32,
+    /// Days a successful delivery stays in the log (failures stay until redelivered).
+    pub delivered_log_days: u32,
+}
+
+impl Default for WebhooksConfig {
+    fn default() -> Self {
+        Self {
+            allow_http: false,
+            allowed_private_networks: Vec::new(),
+            timeout_ms: 10_000,
+            max_attempts: 15,
+            retry_initial_ms: 5_000,
+            poll_ms: 1_000,
+            run_length: 50,
+            concurrency: 16,
+            delivered_log_days: 30,
+        }
+    }
+}
+
+/// Audit retention.
+#[derive(Debug, Clone, Default, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct AuditConfig {
+    /// Days an event is kept; 0 (the default) keeps every event forever. Older events are
+    /// written to `archive_dir` and then pruned, leaving a checkpoint the chain verifies from.
+    pub retention_days: u32,
+    /// Where pruned events are archived (required with `retention_days`): one JSON-lines file
+    /// per pruning, named by its sequence range, its SHA-256 kept in the checkpoint.
+    pub archive_dir: Option<PathBuf>,
 }
 
 /// Provisioning from an identity provider (SCIM 2.0).
@@ -229,6 +288,8 @@ impl Default for Config {
             handshake_timeout_ms: 10_000,
             oidc: OidcConfig::default(),
             scim: ScimConfig::default(),
+            webhooks: WebhooksConfig::default(),
+            audit: AuditConfig::default(),
         }
     }
 }
@@ -647,7 +708,38 @@ impl Config {
         if r.requests_per_account_per_hour < 1 || r.requests_per_client_per_hour < 1 {
             anyhow::bail!("password_reset: request limits must be at least 1 per hour");
         }
+        self.webhook_networks()?;
+        let w = &self.webhooks;
+        if !(100..=120_000).contains(&w.timeout_ms)
+            || !(1..=50).contains(&w.max_attempts)
+            || !(10..=3_600_000).contains(&w.retry_initial_ms)
+            || !(20..=60_000).contains(&w.poll_ms)
+            || !(1..=1000).contains(&w.run_length)
+            || !(1..=256).contains(&w.concurrency)
+        {
+            anyhow::bail!(
+                "webhooks: timeout_ms 100 to 120000, max_attempts 1 to 50, retry_initial_ms 10 \
+                 to 3600000, poll_ms 20 to 60000, run_length 1 to 1000, concurrency 1 to 256"
+            );
+        }
+        if self.audit.retention_days > 0 && self.audit.archive_dir.is_none() {
+            anyhow::bail!(
+                "audit.retention_days needs audit.archive_dir: pruned events are archived first"
+            );
+        }
         Ok(())
+    }
+
+    /// `webhooks.allowed_private_networks`, parsed.
+    pub fn webhook_networks(&self) -> anyhow::Result<Vec<fluxgate_core::destinations::Network>> {
+        self.webhooks
+            .allowed_private_networks
+            .iter()
+            .map(|n| {
+                n.parse()
+                    .map_err(|e| anyhow::anyhow!("webhooks.allowed_private_networks: {e}"))
+            })
+            .collect()
     }
 }
 

@@ -13,11 +13,32 @@ use crate::error::{ApiError, ApiResult};
 #[derive(Clone, Debug)]
 pub struct Db {
     store: Store,
+    /// Told of every committed write, so that the webhook worker hands its events out at once.
+    commits: Arc<tokio::sync::Notify>,
 }
 
 impl Db {
     pub fn new(store: Store) -> Self {
-        Self { store }
+        Self {
+            store,
+            commits: Arc::new(tokio::sync::Notify::new()),
+        }
+    }
+
+    /// Completes after the next committed write ([`Db::write`]; not [`Db::write_quietly`]).
+    pub fn commits(&self) -> Arc<tokio::sync::Notify> {
+        self.commits.clone()
+    }
+
+    /// [`Db::write`] without telling [`Db::commits`]: the webhook worker's own bookkeeping.
+    pub async fn write_quietly<T, F>(&self, f: F) -> ApiResult<Committed<T>>
+    where
+        T: Send + 'static,
+        F: FnOnce(&mut Tx<'_>) -> ApiResult<T> + Send + 'static,
+    {
+        let store = self.store.clone();
+        let span = tracing::Span::current();
+        tokio::task::spawn_blocking(move || span.in_scope(|| store.write::<T, ApiError>(f))).await?
     }
 
     pub fn store(&self) -> &Store {
@@ -45,10 +66,14 @@ impl Db {
         let span = tracing::Span::current();
         // A call named with an idempotency key reserves it in its (first committed) write.
         let Some(call) = claim() else {
-            return tokio::task::spawn_blocking(move || {
+            let outcome = tokio::task::spawn_blocking(move || {
                 span.in_scope(|| store.write::<T, ApiError>(f))
             })
             .await?;
+            if outcome.is_ok() {
+                self.commits.notify_one();
+            }
+            return outcome;
         };
         let keyed = call.clone();
         let outcome = tokio::task::spawn_blocking(move || {
@@ -56,6 +81,9 @@ impl Db {
         })
         .await?;
         call.settle(&outcome);
+        if outcome.is_ok() {
+            self.commits.notify_one();
+        }
         outcome
     }
 }

@@ -30,6 +30,8 @@ pub enum ApiError {
     #[error("{0}")]
     ResourceExhausted(String),
     #[error("{0}")]
+    OutOfRange(String),
+    #[error("{0}")]
     Unavailable(String),
     /// A bug or a broken invariant. The detail is logged, never sent.
     #[error("{0}")]
@@ -83,6 +85,7 @@ impl From<fluxgate_core::Error> for ApiError {
                 RefusalKind::Exists => ApiError::AlreadyExists(r.to_string()),
                 RefusalKind::Exhausted => ApiError::ResourceExhausted(r.to_string()),
                 RefusalKind::Unauthenticated => ApiError::Unauthenticated(r.to_string()),
+                RefusalKind::OutOfRange => ApiError::OutOfRange(r.to_string()),
             },
             E::Store(e) => e.into(),
             E::Broken(detail) => ApiError::Internal(detail),
@@ -177,6 +180,7 @@ impl From<ApiError> for Status {
             ApiError::Aborted(m) => Status::aborted(clipped(m)),
             e @ ApiError::IdempotencyKeyTaken => Status::aborted(e.to_string()),
             ApiError::ResourceExhausted(m) => Status::resource_exhausted(clipped(m)),
+            ApiError::OutOfRange(m) => Status::out_of_range(clipped(m)),
             ApiError::Unavailable(m) => Status::unavailable(clipped(m)),
             ApiError::Internal(detail) => {
                 tracing::error!(%detail, "internal error");

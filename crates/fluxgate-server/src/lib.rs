@@ -4,6 +4,7 @@
 //! domain; conversions live in [`convert`], and [`error`] is the one place where errors become
 //! gRPC statuses.
 
+pub mod audit_json;
 pub mod auth;
 pub mod bootstrap;
 pub mod config;
@@ -19,6 +20,7 @@ pub mod mail;
 pub mod metrics;
 pub mod oidc;
 pub mod passwords;
+pub mod retention;
 pub mod runner;
 pub mod scim_http;
 pub mod scim_patch;
@@ -29,6 +31,7 @@ pub mod state;
 pub mod telemetry;
 pub mod tokens;
 pub mod web_session;
+pub mod webhooks;
 
 pub use config::Config;
 pub use server::Server;

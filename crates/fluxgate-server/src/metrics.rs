@@ -63,6 +63,10 @@ pub struct Metrics {
     pool_max: Gauge,
     directory_revision: Gauge,
     outbox: Family<StateLabels, Gauge>,
+    webhook_queued: Counter,
+    webhook_attempts: Family<StateLabels, Counter>,
+    webhook_attempt_duration: Histogram,
+    webhook_delivery_lag: Histogram,
 }
 
 impl std::fmt::Debug for Metrics {
@@ -127,8 +131,38 @@ impl Metrics {
         );
         let outbox = Family::<StateLabels, Gauge>::default();
         registry.register("outbox_messages", "Email messages by state", outbox.clone());
+        let webhook_queued = Counter::default();
+        registry.register(
+            "webhook_deliveries_queued",
+            "Webhook and audit-stream deliveries handed to subscriptions",
+            webhook_queued.clone(),
+        );
+        let webhook_attempts = Family::<StateLabels, Counter>::default();
+        registry.register(
+            "webhook_attempts",
+            "Webhook delivery attempts by outcome (delivered or failed)",
+            webhook_attempts.clone(),
+        );
+        let webhook_attempt_duration = latency_histogram();
+        registry.register_with_unit(
+            "webhook_attempt_duration",
+            "Time one webhook request took",
+            prometheus_client::registry::Unit::Seconds,
+            webhook_attempt_duration.clone(),
+        );
+        let webhook_delivery_lag = latency_histogram();
+        registry.register_with_unit(
+            "webhook_delivery_lag",
+            "Time from a delivery's queueing (its event's commit) to its acceptance",
+            prometheus_client::registry::Unit::Seconds,
+            webhook_delivery_lag.clone(),
+        );
         Self {
             registry,
+            webhook_queued,
+            webhook_attempts,
+            webhook_attempt_duration,
+            webhook_delivery_lag,
             rpc_requests,
             rpc_duration,
             logins,
@@ -157,6 +191,22 @@ impl Metrics {
 
     pub fn lockout(&self) {
         self.lockouts.inc();
+    }
+
+    pub fn webhook_queued(&self, n: u64) {
+        self.webhook_queued.inc_by(n);
+    }
+
+    pub fn webhook_attempt(&self, delivered: bool, seconds: f64) {
+        let state = if delivered { "delivered" } else { "failed" };
+        self.webhook_attempts
+            .get_or_create(&StateLabels { state })
+            .inc();
+        self.webhook_attempt_duration.observe(seconds);
+    }
+
+    pub fn webhook_delivered(&self, lag_seconds: f64) {
+        self.webhook_delivery_lag.observe(lag_seconds);
     }
 
     /// The text exposition, with the scrape-time gauges read first.

@@ -72,6 +72,7 @@ impl From<ApiError> for ScimError {
             ApiError::FailedPrecondition(_) => (S::CONFLICT, None),
             ApiError::Aborted(_) => (S::PRECONDITION_FAILED, None),
             ApiError::ResourceExhausted(_) => (S::TOO_MANY_REQUESTS, Some("tooMany")),
+            ApiError::OutOfRange(_) => (S::BAD_REQUEST, Some("invalidValue")),
             ApiError::Unavailable(_) | ApiError::IdempotencyKeyTaken => {
                 (S::SERVICE_UNAVAILABLE, None)
             }

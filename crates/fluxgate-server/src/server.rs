@@ -17,6 +17,7 @@ use fluxgate_proto::v1::permission_service_server::PermissionServiceServer;
 use fluxgate_proto::v1::service_account_service_server::ServiceAccountServiceServer;
 use fluxgate_proto::v1::settings_service_server::SettingsServiceServer;
 use fluxgate_proto::v1::user_service_server::UserServiceServer;
+use fluxgate_proto::v1::webhook_service_server::WebhookServiceServer;
 use fluxgate_store::{PoolOptions, Store};
 use tokio::net::TcpListener;
 
@@ -37,6 +38,7 @@ use crate::services::permissions::PermissionSvc;
 use crate::services::service_accounts::ServiceAccountSvc;
 use crate::services::settings::SettingsSvc;
 use crate::services::users::UserSvc;
+use crate::services::webhooks::WebhookSvc;
 use crate::state::AppState;
 use crate::tokens::TokenKeys;
 
@@ -105,8 +107,16 @@ impl Server {
             reset_requests_per_client_per_hour: config.password_reset.requests_per_client_per_hour,
             refresh_reuse_grace_micros: (config.auth.refresh_reuse_grace_ms as i64) * 1_000,
             scim_default_portfolio: config.scim.default_portfolio.clone(),
+            webhook_allow_http: config.webhooks.allow_http,
+            webhook_private_networks: config.webhook_networks()?,
         };
         let sso = crate::oidc::Providers::new(&config.oidc, &config.public_url)?;
+        let metrics = Arc::new(crate::metrics::Metrics::new());
+        let webhooks = crate::webhooks::Dispatcher::new(
+            &config.webhooks,
+            limits.webhook_private_networks.clone(),
+            metrics.clone(),
+        )?;
         let state = Arc::new(AppState {
             config,
             db,
@@ -114,11 +124,12 @@ impl Server {
             hasher,
             keys: TokenKeys::new(&secret),
             mailer,
-            metrics: Arc::new(crate::metrics::Metrics::new()),
+            metrics,
             stopping: tokio::sync::watch::channel(false).0,
             limits,
             refused_logins: Default::default(),
             sso,
+            webhooks,
         });
         Ok(Server {
             listener,
@@ -198,6 +209,9 @@ impl Server {
         health_reporter
             .set_serving::<EmailServiceServer<EmailSvc>>()
             .await;
+        health_reporter
+            .set_serving::<WebhookServiceServer<WebhookSvc>>()
+            .await;
 
         let reflection_v1 = tonic_reflection::server::Builder::configure()
             .register_encoded_file_descriptor_set(fluxgate_proto::FILE_DESCRIPTOR_SET)
@@ -226,6 +240,18 @@ impl Server {
         let mail_worker = tokio::spawn(state.mailer.clone().run(
             state.db.clone(),
             Duration::from_millis(state.config.directory_poll_ms.clamp(50, 1000)),
+            state.stopping.subscribe(),
+        ));
+
+        let webhook_worker = tokio::spawn(
+            state
+                .webhooks
+                .clone()
+                .run(state.db.clone(), state.stopping.subscribe()),
+        );
+        let retention = tokio::spawn(crate::retention::run(
+            state.clone(),
+            Duration::from_secs(3600),
             state.stopping.subscribe(),
         ));
 
@@ -271,6 +297,10 @@ impl Server {
         })
         .max_decoding_message_size(MAX_MESSAGE_BYTES);
         let email = EmailServiceServer::new(EmailSvc {
+            state: state.clone(),
+        })
+        .max_decoding_message_size(MAX_MESSAGE_BYTES);
+        let webhook_service = WebhookServiceServer::new(WebhookSvc {
             state: state.clone(),
         })
         .max_decoding_message_size(MAX_MESSAGE_BYTES);
@@ -324,6 +354,7 @@ impl Server {
             .add_service(approvals)
             .add_service(password_reset)
             .add_service(email)
+            .add_service(webhook_service)
             .serve_with_incoming_shutdown(
                 crate::incoming::incoming(self.listener, limits),
                 shutdown,
@@ -331,6 +362,8 @@ impl Server {
             .await;
         poller.abort();
         mail_worker.abort();
+        webhook_worker.abort();
+        retention.abort();
         if let Some(m) = metrics_endpoint {
             m.abort();
         }

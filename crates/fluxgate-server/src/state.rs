@@ -29,6 +29,8 @@ pub struct AppState {
     pub refused_logins: fluxgate_core::logins::RefusedLogins,
     /// The identity providers people sign in with.
     pub sso: crate::oidc::Providers,
+    /// Delivers webhooks and audit streams.
+    pub webhooks: Arc<crate::webhooks::Dispatcher>,
 }
 
 impl AppState {

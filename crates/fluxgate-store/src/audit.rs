@@ -4,7 +4,7 @@
 use diesel::prelude::*;
 use sha2::{Digest, Sha256};
 
-use crate::schema::audit_events;
+use crate::schema::{audit_checkpoints, audit_events};
 use crate::{DbConnection, StoreResult};
 
 /// The hash the first event is chained to.
@@ -91,6 +91,7 @@ pub fn append(conn: &mut DbConnection, e: NewEvent, now: i64) -> StoreResult<Eve
         .optional()?;
     let (seq, prev_hash) = match last {
         Some((seq, hash)) => (seq + 1, hash),
+        // A pruning appends its own event before it deletes, so a trail is never empty again.
         None => (1, GENESIS_HASH.to_owned()),
     };
     let mut event = Event {
@@ -282,21 +283,123 @@ pub fn latest_actor_name(conn: &mut DbConnection, actor: &str) -> StoreResult<Op
         .flatten())
 }
 
-/// Walks the whole chain in batches; returns (first broken sequence, events checked).
+/// Walks the whole chain in batches, from the genesis or the last pruning's checkpoint;
+/// returns (first broken sequence, events checked).
 pub fn verify_counting(conn: &mut DbConnection) -> StoreResult<(Option<i64>, i64)> {
-    let mut prev = GENESIS_HASH.to_owned();
-    let mut after = 0;
+    let (broken, checked, _) = verify_with_checkpoint(conn)?;
+    Ok((broken, checked))
+}
+
+/// [`verify_counting`], also answering the checkpoint the walk started from. A pruning that
+/// commits during the walk moves the start: the walk is then made again from the new one.
+pub fn verify_with_checkpoint(
+    conn: &mut DbConnection,
+) -> StoreResult<(Option<i64>, i64, Option<Checkpoint>)> {
+    let mut tries = 0;
+    loop {
+        let cp = latest_checkpoint(conn)?;
+        let (broken, checked) = walk(conn, cp.as_ref())?;
+        tries += 1;
+        if broken.is_none() || tries >= 3 || latest_checkpoint(conn)? == cp {
+            return Ok((broken, checked, cp));
+        }
+    }
+}
+
+fn walk(conn: &mut DbConnection, cp: Option<&Checkpoint>) -> StoreResult<(Option<i64>, i64)> {
+    let (mut prev, mut after) = match cp {
+        Some(c) => (c.hash.clone(), c.seq),
+        None => (GENESIS_HASH.to_owned(), 0),
+    };
+    let start = after;
     loop {
         let batch = list(conn, after, 1000)?;
         if batch.is_empty() {
-            return Ok((None, after));
+            return Ok((None, after - start));
         }
         for e in batch {
             if e.prev_hash != prev || e.compute_hash() != e.hash || e.seq != after + 1 {
-                return Ok((Some(e.seq), after));
+                return Ok((Some(e.seq), after - start));
             }
             prev = e.hash;
             after = e.seq;
         }
     }
+}
+
+/// Where the trail was pruned: the last pruned event, which the first remaining one chains to,
+/// and the archive the pruned events were written to.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Queryable, Selectable, Insertable)]
+#[diesel(table_name = audit_checkpoints)]
+pub struct Checkpoint {
+    /// The last pruned event's sequence number.
+    pub seq: i64,
+    /// Its hash.
+    pub hash: String,
+    /// How many events this pruning removed.
+    pub events: i64,
+    /// The archive file's name.
+    pub archive: String,
+    /// Hex SHA-256 of the archive file.
+    pub archive_sha256: String,
+    pub created_at: i64,
+}
+
+/// The latest pruning's checkpoint.
+pub fn latest_checkpoint(conn: &mut DbConnection) -> StoreResult<Option<Checkpoint>> {
+    Ok(audit_checkpoints::table
+        .order(audit_checkpoints::seq.desc())
+        .select(Checkpoint::as_select())
+        .first(conn)
+        .optional()?)
+}
+
+/// The last event that occurred before `before`, no later than `max_seq`.
+pub fn last_before(
+    conn: &mut DbConnection,
+    before: i64,
+    max_seq: i64,
+) -> StoreResult<Option<Event>> {
+    Ok(audit_events::table
+        .filter(audit_events::occurred_at.lt(before))
+        .filter(audit_events::seq.le(max_seq))
+        .order(audit_events::seq.desc())
+        .select(Event::as_select())
+        .first(conn)
+        .optional()?)
+}
+
+/// Removes the events up to and including `cp.seq` and records the checkpoint (call in a write
+/// transaction, after the archive is safely written, and after appending the event that
+/// records the pruning, so that the trail is never left empty).
+pub fn prune(conn: &mut DbConnection, cp: &Checkpoint) -> StoreResult<i64> {
+    let n =
+        diesel::delete(audit_events::table.filter(audit_events::seq.le(cp.seq))).execute(conn)?;
+    diesel::insert_into(audit_checkpoints::table)
+        .values(cp)
+        .execute(conn)?;
+    Ok(n as i64)
+}
+
+/// The first event with this action after sequence number `after`.
+pub fn first_with_action_after(
+    conn: &mut DbConnection,
+    action: &str,
+    after: i64,
+) -> StoreResult<Option<Event>> {
+    Ok(audit_events::table
+        .filter(audit_events::action.eq(action))
+        .filter(audit_events::seq.gt(after))
+        .order(audit_events::seq.asc())
+        .select(Event::as_select())
+        .first(conn)
+        .optional()?)
+}
+
+/// The sequence number of the newest event (0 for an empty trail).
+pub fn head_seq(conn: &mut DbConnection) -> StoreResult<i64> {
+    Ok(audit_events::table
+        .select(diesel::dsl::max(audit_events::seq))
+        .first::<Option<i64>>(conn)?
+        .unwrap_or(0))
 }

@@ -34,6 +34,7 @@ pub mod testing;
 pub mod throttle;
 pub mod user_tokens;
 pub mod users;
+pub mod webhooks;
 
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 

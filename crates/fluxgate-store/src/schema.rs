@@ -440,3 +440,54 @@ diesel::table! {
         updated_at -> BigInt,
     }
 }
+
+diesel::table! {
+    webhooks (id) {
+        id -> Text,
+        display_name -> Text,
+        url -> Text,
+        format -> Text,
+        event_types -> Text,
+        secret -> Text,
+        previous_secret -> Nullable<Text>,
+        previous_secret_expires_at -> Nullable<BigInt>,
+        enabled -> Bool,
+        cursor_seq -> BigInt,
+        version -> BigInt,
+        created_at -> BigInt,
+        updated_at -> BigInt,
+    }
+}
+
+diesel::table! {
+    webhook_deliveries (id) {
+        id -> Text,
+        webhook_id -> Text,
+        first_seq -> BigInt,
+        last_seq -> BigInt,
+        event_type -> Text,
+        payload -> Text,
+        state -> Text,
+        attempts -> Integer,
+        next_attempt_at -> Nullable<BigInt>,
+        last_attempt_at -> Nullable<BigInt>,
+        last_status -> Nullable<Integer>,
+        last_error -> Nullable<Text>,
+        created_at -> BigInt,
+        delivered_at -> Nullable<BigInt>,
+    }
+}
+
+diesel::table! {
+    audit_checkpoints (seq) {
+        seq -> BigInt,
+        hash -> Text,
+        events -> BigInt,
+        archive -> Text,
+        archive_sha256 -> Text,
+        created_at -> BigInt,
+    }
+}
+
+diesel::joinable!(webhook_deliveries -> webhooks (webhook_id));
+diesel::allow_tables_to_appear_in_same_query!(webhooks, webhook_deliveries);

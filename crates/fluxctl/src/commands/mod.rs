@@ -10,6 +10,7 @@ pub mod permissions;
 pub mod policy;
 pub mod service_accounts;
 pub mod users;
+pub mod webhooks;
 
 use crate::error::{CliError, Result};
 

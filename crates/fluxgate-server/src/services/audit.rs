@@ -15,6 +15,7 @@ use tokio_stream::wrappers::ReceiverStream;
 use tonic::{Request, Response, Status};
 
 use super::reply;
+use crate::audit_json::{event_pb, json_line};
 use crate::auth::RequestCtx;
 use crate::convert::{PageToken, field, micros, parse_principal, timestamp};
 use crate::directory::Principal;
@@ -30,52 +31,6 @@ const DAY: i64 = 86_400_000_000;
 #[derive(Debug, Clone)]
 pub struct AuditSvc {
     pub state: Arc<AppState>,
-}
-
-fn event_pb(e: &Event) -> pb::AuditEvent {
-    pb::AuditEvent {
-        sequence: e.seq,
-        time: Some(timestamp(e.occurred_at)),
-        actor: e.actor_id.clone().unwrap_or_default(),
-        actor_display_name: e.actor_name.clone().unwrap_or_default(),
-        actor_role: e.actor_role.clone().unwrap_or_default(),
-        action: e.action.clone(),
-        target_type: e.target_type.clone(),
-        target: e.target_id.clone().unwrap_or_default(),
-        before_json: e.before_json.clone().unwrap_or_default(),
-        after_json: e.after_json.clone().unwrap_or_default(),
-        outcome: e.outcome.clone(),
-        detail: e.detail.clone().unwrap_or_default(),
-        request_id: e.request_id.clone().unwrap_or_default(),
-        peer: e.peer_addr.clone().unwrap_or_default(),
-        hash: e.hash.clone(),
-        previous_hash: e.prev_hash.clone(),
-    }
-}
-
-/// The one JSON form of an event, for export lines as for ListAuditEvents through grpcurl or
-/// `fluxctl -o json`: the canonical protobuf JSON mapping of `AuditEvent` (lowerCamelCase names,
-/// 64-bit numbers as strings, RFC 3339 times, defaults omitted).
-fn json_line(e: &Event, out: &mut Vec<u8>) {
-    use prost::Message as _;
-    static DESCRIPTOR: std::sync::OnceLock<Option<prost_reflect::MessageDescriptor>> =
-        std::sync::OnceLock::new();
-    let Some(desc) = DESCRIPTOR.get_or_init(|| {
-        prost_reflect::DescriptorPool::decode(fluxgate_proto::FILE_DESCRIPTOR_SET)
-            .ok()?
-            .get_message_by_name("fluxgate.v1.AuditEvent")
-    }) else {
-        tracing::error!("fluxgate.v1.AuditEvent is not in the descriptor set");
-        return;
-    };
-    let Ok(dynamic) =
-        prost_reflect::DynamicMessage::decode(desc.clone(), event_pb(e).encode_to_vec().as_slice())
-    else {
-        return;
-    };
-    if serde_json::to_writer(&mut *out, &dynamic).is_ok() {
-        out.push(b'\n');
-    }
 }
 
 /// A protobuf timestamp as microseconds, or a violation on `field`.
@@ -470,11 +425,16 @@ impl AuditService for AuditSvc {
     ) -> Result<Response<pb::VerifyAuditChainResponse>, Status> {
         let (ctx, p, req) = authed!(self, request);
         let pb::VerifyAuditChainRequest {} = req;
-        let (broken, checked) = self.state.query(&ctx, &p, trail::verify).await?;
+        let v = self.state.query(&ctx, &p, trail::verify).await?;
+        let cp = v.checkpoint.unwrap_or_default();
         let msg = pb::VerifyAuditChainResponse {
-            valid: broken.is_none(),
-            first_broken_sequence: broken.unwrap_or(0),
-            events_checked: checked,
+            valid: v.broken.is_none(),
+            first_broken_sequence: v.broken.unwrap_or(0),
+            events_checked: v.checked,
+            checkpoint_sequence: cp.seq,
+            checkpoint_hash: cp.hash,
+            checkpoint_archive: cp.archive,
+            checkpoint_archive_sha256: cp.archive_sha256,
         };
         Ok(reply(msg, &ctx, None))
     }

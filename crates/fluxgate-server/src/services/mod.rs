@@ -20,6 +20,7 @@ pub mod permissions;
 pub mod service_accounts;
 pub mod settings;
 pub mod users;
+pub mod webhooks;
 
 use fluxgate_domain::UserId;
 use tonic::Response;
