@@ -44,7 +44,11 @@ async fn token(s: &TestServer, user: &str) -> String {
 }
 
 async fn world(b: Backend) -> World {
-    let s = TestServer::start(b).await;
+    world_with(b, |_| {}).await
+}
+
+async fn world_with(b: Backend, f: impl FnOnce(&mut fluxgate_server::Config)) -> World {
+    let s = TestServer::start_configured(b, f).await;
     let admin = s.admin_token().await;
     let shop = s.portfolio(&admin, "Shop").await;
     let web = s.application(&admin, &shop.name, "web").await;
@@ -1786,25 +1790,12 @@ async fn subjects(w: &World, recipient: &str) -> Vec<String> {
 async fn reviewers_are_told_and_the_submitter_hears_back(b: Backend) {
     let w = world(b).await;
     // Carol would rather not be asked.
-    let prefs =
-        w.s.auth()
-            .update_notification_preferences(authed(
-                pb::UpdateNotificationPreferencesRequest {
-                    preferences: Some(pb::NotificationPreferences {
-                        review_requests: false,
-                        decisions: true,
-                    }),
-                    update_mask: Some(FieldMask {
-                        paths: vec!["review_requests".into()],
-                    }),
-                },
-                &w.carol,
-            ))
-            .await
-            .unwrap()
-            .into_inner()
-            .preferences
-            .unwrap();
+    let off = pb::NotificationPreferences {
+        review_requests: false,
+        decisions: true,
+        review_digest: false,
+    };
+    let prefs = set_preferences(&w, &w.carol, off, &["review_requests"]).await;
     assert!(!prefs.review_requests && prefs.decisions);
     let cr = w.submit(&w.alice, &w.dev).await;
     let asked = |v: &[String]| {
@@ -1855,7 +1846,323 @@ async fn reviewers_are_told_and_the_submitter_hears_back(b: Backend) {
     w.s.stop().await;
 }
 
+/// A submission naming reviewers, as `token`.
+async fn submit_naming(
+    w: &World,
+    token: &str,
+    env: &str,
+    reviewers: &[&str],
+) -> Result<pb::ChangeRequest, Status> {
+    w.api()
+        .submit_change_request(authed(
+            pb::SubmitChangeRequestRequest {
+                request_id: String::new(),
+                change_request: Some(pb::ChangeRequest {
+                    environment: env.into(),
+                    feature_key: "CHECKOUT_V2".into(),
+                    kind: pb::ChangeKind::ChangeValue as i32,
+                    payload: Some(payload("on")),
+                    title: "Named reviewers".into(),
+                    requested_reviewers: reviewers.iter().map(|r| r.to_string()).collect(),
+                    ..Default::default()
+                }),
+            },
+            token,
+        ))
+        .await
+        .map(|r| r.into_inner().change_request.unwrap())
+}
+
+async fn set_named_policy(
+    w: &World,
+    env: &str,
+    required: i32,
+) -> Result<pb::UpdateApprovalPolicyResponse, Status> {
+    w.api()
+        .update_approval_policy(authed(
+            pb::UpdateApprovalPolicyRequest {
+                policy: Some(pb::ApprovalPolicy {
+                    name: format!("{env}/approvalPolicy"),
+                    required_approvals: required,
+                    require_requested_reviewer: true,
+                    ..Default::default()
+                }),
+                update_mask: Some(FieldMask {
+                    paths: vec![
+                        "required_approvals".into(),
+                        "require_requested_reviewer".into(),
+                    ],
+                }),
+            },
+            &w.admin,
+        ))
+        .await
+        .map(|r| r.into_inner())
+}
+
+/// Reviewers named on submission are the ones asked; each must be one who may review; a policy
+/// can require one of them among the approvers.
+async fn named_reviewers_are_asked_and_can_be_required(b: Backend) {
+    let w = world(b).await;
+    let carol = w.s.login("carol", PW).await.user.unwrap().name;
+    let cr = submit_naming(&w, &w.alice, &w.dev, &["users/carol"])
+        .await
+        .unwrap();
+    assert_eq!(cr.requested_reviewers, [carol]);
+    assert!(!cr.require_requested_reviewer);
+    let asked = |v: Vec<String>| {
+        v.iter()
+            .filter(|s| s.starts_with("Review requested: "))
+            .count()
+    };
+    assert_eq!(asked(subjects(&w, "carol@example.com").await), 1);
+    assert_eq!(
+        asked(subjects(&w, "bob@example.com").await),
+        0,
+        "only the named are asked"
+    );
+
+    // Only someone who may review this request can be named.
+    for (who, why) in [
+        ("users/dave", "cannot review"), // a Requester, and peers do not review here
+        ("users/erin", "cannot review"), // no permission in this environment
+        ("users/alice", "cannot review"), // the submitter
+        ("users/nobody", "no such user"),
+    ] {
+        let st = submit_naming(&w, &w.alice, &w.dev, &[who])
+            .await
+            .unwrap_err();
+        assert_eq!(st.code(), Code::InvalidArgument, "{who}: {st:?}");
+        assert!(st.message().contains(why), "{who}: {}", st.message());
+        expect_invalid::<()>(Err(st), "change_request.requested_reviewers[0]");
+    }
+    let eleven: Vec<&str> = std::iter::repeat_n("users/carol", 11).collect();
+    expect_invalid(
+        submit_naming(&w, &w.alice, &w.dev, &eleven).await,
+        "change_request.requested_reviewers",
+    );
+
+    // The policy requires a named reviewer: none named is refused; another's approval is not
+    // enough; the named one's is.
+    expect_invalid(
+        set_named_policy(&w, &w.prod, 0).await,
+        "policy.require_requested_reviewer",
+    );
+    let policy = set_named_policy(&w, &w.prod, 1)
+        .await
+        .unwrap()
+        .policy
+        .unwrap();
+    assert!(policy.require_requested_reviewer);
+    expect_invalid(
+        submit_naming(&w, &w.alice, &w.prod, &[]).await,
+        "change_request.requested_reviewers",
+    );
+    let cr = submit_naming(&w, &w.alice, &w.prod, &["users/carol"])
+        .await
+        .unwrap();
+    assert!(cr.require_requested_reviewer);
+    let by_bob = w.approve(&w.bob, &cr.name, cr.revision).await.unwrap();
+    assert_eq!(
+        by_bob.state,
+        pb::ChangeRequestState::Pending as i32,
+        "bob was not asked"
+    );
+    assert_eq!(by_bob.approvals, 1);
+    let by_carol = w.approve(&w.carol, &cr.name, cr.revision).await.unwrap();
+    assert_eq!(by_carol.state, pb::ChangeRequestState::Approved as i32);
+
+    // An edit may name others; it is a new round, asked anew.
+    let cr = submit_naming(&w, &w.alice, &w.prod, &["users/carol"])
+        .await
+        .unwrap();
+    let edited = w
+        .api()
+        .update_change_request(authed(
+            pb::UpdateChangeRequestRequest {
+                change_request: Some(pb::ChangeRequest {
+                    name: cr.name.clone(),
+                    requested_reviewers: vec!["users/bob".into()],
+                    etag: cr.etag.clone(),
+                    ..Default::default()
+                }),
+                update_mask: Some(FieldMask {
+                    paths: vec!["requested_reviewers".into()],
+                }),
+            },
+            &w.alice,
+        ))
+        .await
+        .unwrap()
+        .into_inner()
+        .change_request
+        .unwrap();
+    assert_eq!(edited.revision, cr.revision + 1);
+    assert_eq!(
+        edited.requested_reviewers,
+        std::slice::from_ref(&w.bob_name)
+    );
+    let done = w
+        .approve(&w.bob, &edited.name, edited.revision)
+        .await
+        .unwrap();
+    assert_eq!(done.state, pb::ChangeRequestState::Approved as i32);
+    w.s.stop().await;
+}
+
+async fn set_preferences(
+    w: &World,
+    token: &str,
+    p: pb::NotificationPreferences,
+    paths: &[&str],
+) -> pb::NotificationPreferences {
+    w.s.auth()
+        .update_notification_preferences(authed(
+            pb::UpdateNotificationPreferencesRequest {
+                preferences: Some(p),
+                update_mask: Some(FieldMask {
+                    paths: paths.iter().map(|p| p.to_string()).collect(),
+                }),
+            },
+            token,
+        ))
+        .await
+        .unwrap()
+        .into_inner()
+        .preferences
+        .unwrap()
+}
+
+/// A reviewer who chose the daily digest gets one email a day listing what they may review,
+/// and no email per request.
+async fn a_daily_digest_instead_of_each_request(b: Backend) {
+    let w = world_with(b, |c| {
+        c.email.digest_hour_utc = 0;
+        c.email.digest_poll_ms = 50;
+    })
+    .await;
+    // Carol hears nothing while two requests come in, then asks for a digest.
+    let off = pb::NotificationPreferences {
+        review_requests: false,
+        decisions: true,
+        review_digest: false,
+    };
+    set_preferences(&w, &w.carol, off, &["review_requests"]).await;
+    let one = w.submit(&w.alice, &w.dev).await;
+    let two = w.submit(&w.alice, &w.prod).await;
+    let digest = pb::NotificationPreferences {
+        review_requests: true,
+        decisions: true,
+        review_digest: true,
+    };
+    set_preferences(&w, &w.carol, digest, &["review_requests", "review_digest"]).await;
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
+    let email = loop {
+        let all =
+            w.s.email()
+                .list_emails(authed(
+                    pb::ListEmailsRequest {
+                        recipient: "carol@example.com".into(),
+                        page_size: 50,
+                        ..Default::default()
+                    },
+                    &w.admin,
+                ))
+                .await
+                .unwrap()
+                .into_inner()
+                .emails;
+        if let Some(e) = all.into_iter().find(|e| e.template == "review_digest") {
+            break e;
+        }
+        assert!(std::time::Instant::now() < deadline, "no digest came");
+        tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+    };
+    assert_eq!(email.subject, "2 change request(s) await your review");
+    for cr in [&one, &two] {
+        assert!(email.body.contains(&cr.name), "{}", email.body);
+    }
+    // No email per request now, and one digest a day.
+    w.submit(&w.alice, &w.dev).await;
+    tokio::time::sleep(std::time::Duration::from_millis(300)).await;
+    let carol = subjects(&w, "carol@example.com").await;
+    assert!(
+        !carol.iter().any(|s| s.starts_with("Review requested: ")),
+        "{carol:?}"
+    );
+    assert_eq!(
+        carol
+            .iter()
+            .filter(|s| s.contains("await your review"))
+            .count(),
+        1
+    );
+    let bob = subjects(&w, "bob@example.com").await;
+    assert_eq!(
+        bob.iter()
+            .filter(|s| s.starts_with("Review requested: "))
+            .count(),
+        3
+    );
+    w.s.stop().await;
+}
+
+/// Through a real SMTP server: everyone who may review hears of a request; where it names
+/// reviewers, only they do; the submitter hears of the decision.
+async fn reviewers_hear_through_smtp(b: Backend) {
+    let Some(sink) = crate::smtp::SmtpSink::start(0) else {
+        return;
+    };
+    let url = sink.url();
+    let w = world_with(b, |c| {
+        c.email.smtp_url = Some(url);
+        c.email.retry_initial_ms = 100;
+    })
+    .await;
+    let recipients = |got: &[crate::smtp::Received], subject: &str| {
+        let mut to: Vec<String> = got
+            .iter()
+            .filter(|m| m.subject.starts_with(subject))
+            .flat_map(|m| m.to.clone())
+            .collect();
+        to.sort();
+        to
+    };
+    let open = w.submit(&w.alice, &w.dev).await;
+    let got = sink.wait_for(3).await;
+    assert_eq!(
+        recipients(&got, "Review requested: "),
+        [
+            "admin@fluxgate.local",
+            "bob@example.com",
+            "carol@example.com"
+        ],
+        "the eligible reviewers, not the submitter, a peer or an outsider"
+    );
+    assert!(got[0].body.contains(&open.name), "{}", got[0].body);
+    let named = submit_naming(&w, &w.alice, &w.dev, &["users/carol"])
+        .await
+        .unwrap();
+    let got = sink.wait_for(4).await;
+    assert_eq!(got[3].to, ["carol@example.com"], "only the named reviewer");
+    assert!(got[3].body.contains(&named.name));
+    w.approve(&w.bob, &open.name, open.revision).await.unwrap();
+    let got = sink.wait_for(5).await;
+    assert_eq!(got[4].to, ["alice@example.com"]);
+    assert!(
+        got[4]
+            .subject
+            .starts_with("Your change request was approved: ")
+    );
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    assert_eq!(sink.messages().len(), 5, "nobody else");
+    w.s.stop().await;
+}
+
 crate::both_backends!(
+    reviewers_hear_through_smtp,
+    named_reviewers_are_asked_and_can_be_required,
+    a_daily_digest_instead_of_each_request,
     reviewers_are_told_and_the_submitter_hears_back,
     leaving_cancels_open_requests_and_approvals_stop_counting,
     one_party_never_authors_and_approves,

@@ -587,6 +587,7 @@ fn table() -> Vec<(&'static str, Access, Call)> {
                             preferences: Some(pb::NotificationPreferences {
                                 review_requests: !cur.review_requests,
                                 decisions: cur.decisions,
+                                review_digest: cur.review_digest,
                             }),
                             update_mask: Some(prost_types::FieldMask {
                                 paths: vec!["review_requests".into()],

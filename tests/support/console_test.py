@@ -629,12 +629,14 @@ class Run:
         assert seen and seen[-1] == g.ap.CHANGE_REQUEST_STATE_APPROVED, seen
 
         # The submitter cancels a second request; a Team Admin overrides a third.
-        def submit(title):
+        def submit(title, reviewers=""):
             rhea.goto(self.base + "/changes?tab=mine")
             rhea.get_by_role("button", name="Submit a change").click()
             d = rhea.get_by_role("dialog")
             d.get_by_label("Feature key").fill("OTHER_FLAG")
             d.get_by_label("Title").fill(title)
+            if reviewers:
+                d.get_by_label("Reviewers to ask").fill(reviewers)
             d.get_by_role("button", name="Submit").click()
             expect(rhea.get_by_role("heading", name=title)).to_be_visible()
             return rhea.url
@@ -660,8 +662,19 @@ class Run:
         expect(admin.get_by_role("status").first).to_contain_text("incident 42")
         expect(rhea.get_by_test_id("state")).to_have_text("Approved")
 
-        # A reviewer rejects, with the reason shown to the submitter.
-        url = submit("Risky change")
+        # A reviewer rejects, with the reason shown to the submitter. Rhea asks Alice by name; a
+        # name of someone who may not review is refused at the field.
+        rhea.goto(self.base + "/changes?tab=mine")
+        rhea.get_by_role("button", name="Submit a change").click()
+        d = rhea.get_by_role("dialog")
+        d.get_by_label("Feature key").fill("OTHER_FLAG")
+        d.get_by_label("Title").fill("Nobody to ask")
+        d.get_by_label("Reviewers to ask").fill("rhea")
+        d.get_by_role("button", name="Submit").click()
+        expect(d.locator(".field-error")).to_contain_text("cannot review")
+        d.get_by_role("button", name="Cancel").click()
+        url = submit("Risky change", reviewers="alice")
+        expect(rhea.get_by_text("Reviewers asked: alice")).to_be_visible()
         c = self.context(browser)
         p = self.page(c)
         self.sign_in(p, "alice", STRONG)

@@ -231,6 +231,10 @@ fn administration_and_exit_codes(b: Backend) {
         .code(2);
 }
 
+fn who_is(op: &Operator) -> serde_json::Value {
+    op.run(&["-o", "json", "whoami"]).json()
+}
+
 fn change_request_through_approval_and_audit_export(b: Backend) {
     let server = TestServer::start(b);
     let dir = tempfile::tempdir().unwrap();
@@ -331,6 +335,47 @@ fn change_request_through_approval_and_audit_export(b: Backend) {
     assert_eq!(applied["changeRequest"]["appliedBy"], sa.as_str());
     let listed = admin.run(&["change-requests", "list", "--state", "applied"]);
     assert!(listed.ok().contains(&name), "{listed:?}");
+
+    // A policy that requires a named reviewer: the pipeline names Rita.
+    let policy = admin
+        .run(&[
+            "-o",
+            "json",
+            "policy",
+            "update",
+            &cat.environment,
+            "--require-requested-reviewer",
+            "true",
+        ])
+        .json();
+    assert_eq!(policy["policy"]["requireRequestedReviewer"], true);
+    let submit_naming = |reviewers: &[&str]| {
+        let mut args = vec![
+            "-o",
+            "json",
+            "change-requests",
+            "submit",
+            "--environment",
+            &cat.environment,
+            "--feature",
+            "named",
+            "--kind",
+            "retire",
+            "--title",
+            "Retire, asking Rita",
+        ];
+        for r in reviewers {
+            args.extend(["--reviewer", r]);
+        }
+        pipeline.run(&args)
+    };
+    submit_naming(&[]).code(5);
+    let named = submit_naming(&["rita"]).json();
+    assert_eq!(named["changeRequest"]["requireRequestedReviewer"], true);
+    assert_eq!(
+        named["changeRequest"]["requestedReviewers"][0],
+        text(&who_is(&rita), &["principal"]).as_str()
+    );
 
     // The export holds one line per event, as many as the chain has.
     let file = dir.path().join("audit.jsonl");

@@ -12,7 +12,7 @@ use fluxgate_authz::{
 };
 use fluxgate_domain::{
     ApprovalPolicy, ChangeKind, ChangeRequestId, Description, FeatureKey, Life, PrincipalId,
-    Refusal, RequestState, Step, Title, Verdict, opening_state,
+    Refusal, RequestState, Step, Title, UserId, Verdict, opening_state,
 };
 use fluxgate_store::approvals as store;
 pub use fluxgate_store::approvals::{ChangeRequest, ListFilter, Policy, Review};
@@ -25,7 +25,7 @@ use crate::context::{Command, Ctx};
 use crate::error::{Error, Result};
 use crate::etag;
 use crate::mail::Template;
-use crate::names::{self, EnvPath};
+use crate::names::{self, EnvPath, UserRef};
 
 /// Rows a listing reads per query while it filters by what the caller may see.
 const SCAN_BATCH: i64 = 200;
@@ -91,14 +91,26 @@ fn notify_reviewers(cx: &Ctx<'_>, tx: &mut Tx<'_>, r: &ChangeRequest) -> Result<
         ("link", link.as_str()),
     ];
     let mut told = 0;
-    for p in cx.snap.reviewers(&facts(r, &[])) {
+    let eligible = cx.snap.reviewers(&facts(r, &[]));
+    // Named reviewers are the ones asked; without names, everyone who may review.
+    let asked: Vec<PrincipalId> = if r.requested_reviewers.is_empty() {
+        eligible
+    } else {
+        eligible
+            .into_iter()
+            .filter(|p| matches!(p, PrincipalId::User(u) if r.requested_reviewers.contains(u)))
+            .collect()
+    };
+    for p in asked {
         let PrincipalId::User(uid) = p else {
             continue;
         };
         let Some(u) = fluxgate_store::users::find(tx.conn, uid)? else {
             continue;
         };
-        if u.email.ends_with("@scim.invalid") || !crate::preferences::wants_reviews(tx.conn, uid)? {
+        if u.email.ends_with("@scim.invalid")
+            || !crate::preferences::wants_each_review(tx.conn, uid)?
+        {
             continue;
         }
         outbox.queue(tx.conn, Template::ReviewRequested, &u, &vars, tx.now)?;
@@ -186,6 +198,81 @@ pub fn counted_approvals(snap: &Snapshot, r: &ChangeRequest, reviews: &[Review])
         .count()
 }
 
+/// The approvals that move the request towards approval: [`counted_approvals`], except that
+/// when its policy requires a requested reviewer and none of them is among the approvers, the
+/// count stops one short of what is required.
+pub fn approvals_toward(snap: &Snapshot, r: &ChangeRequest, reviews: &[Review]) -> usize {
+    let n = counted_approvals(snap, r, reviews);
+    if !r.require_requested_reviewer {
+        return n;
+    }
+    let named = reviews.iter().any(|v| {
+        v.round == r.round
+            && v.verdict == Verdict::Approve
+            && snap.is_active(&v.reviewer)
+            && matches!(v.reviewer, PrincipalId::User(u) if r.requested_reviewers.contains(&u))
+    });
+    if named {
+        n
+    } else {
+        n.min((r.required_approvals as usize).saturating_sub(1))
+    }
+}
+
+/// Most reviewers one request may name.
+pub const MAX_REQUESTED_REVIEWERS: usize = 10;
+
+/// Resolves and checks the reviewers a submitter names: users, each one who may review `r`
+/// under its policy (the engine's word), at most [`MAX_REQUESTED_REVIEWERS`]; and at least one
+/// when the policy requires it.
+fn requested_reviewers(
+    cx: &Ctx<'_>,
+    conn: &mut DbConnection,
+    r: &ChangeRequest,
+    refs: &[UserRef],
+) -> Result<Vec<UserId>> {
+    const FIELD: &str = "change_request.requested_reviewers";
+    let mut v = fluxgate_domain::Violations::new();
+    if refs.len() > MAX_REQUESTED_REVIEWERS {
+        v.add(
+            FIELD,
+            format!("at most {MAX_REQUESTED_REVIEWERS} reviewers"),
+        );
+    }
+    if refs.is_empty() && r.require_requested_reviewer {
+        v.add(
+            FIELD,
+            "this environment's policy requires naming at least one reviewer",
+        );
+    }
+    let mut out: Vec<UserId> = Vec::new();
+    for (i, rf) in refs.iter().enumerate() {
+        let found = match rf {
+            UserRef::Id(id) => fluxgate_store::users::find(conn, *id)?,
+            UserRef::Username(n) => fluxgate_store::users::find_by_username(conn, n)?,
+        };
+        let Some(u) = found else {
+            v.add(format!("{FIELD}[{i}]"), "no such user");
+            continue;
+        };
+        let d = cx.snap.change_request(
+            &PrincipalId::User(u.id),
+            RequestAction::Review,
+            &facts(r, &[]),
+        );
+        if !d.allowed {
+            v.add(
+                format!("{FIELD}[{i}]"),
+                format!("{} cannot review this request: {}", u.username, d.reason),
+            );
+        } else if !out.contains(&u.id) {
+            out.push(u.id);
+        }
+    }
+    v.finish()?;
+    Ok(out)
+}
+
 /// What the audit trail keeps of a request.
 fn audit_json(r: &ChangeRequest, approvals: Option<usize>) -> Option<String> {
     let payload: serde_json::Value = serde_json::from_str(&r.payload).unwrap_or_default();
@@ -210,6 +297,7 @@ fn policy_json(p: &ApprovalPolicy) -> Option<String> {
         "peer_review": p.peer_review,
         "admin_override": p.admin_override,
         "pending_ttl_secs": p.ttl_secs,
+        "require_requested_reviewer": p.require_requested_reviewer,
     }))
     .ok()
 }
@@ -251,6 +339,7 @@ fn open(conn: &mut DbConnection, r: &mut ChangeRequest, now: i64) -> Result<()> 
     r.required_approvals = p.required_approvals;
     r.peer_review = p.peer_review;
     r.admin_override = p.admin_override;
+    r.require_requested_reviewer = p.require_requested_reviewer;
     r.state = opening_state(p.required_approvals);
     r.decided_at = (r.state == RequestState::Approved).then_some(now);
     Ok(())
@@ -295,6 +384,7 @@ pub struct UpdatePolicy {
     pub peer_review: Option<bool>,
     pub admin_override: Option<bool>,
     pub ttl_secs: Option<u64>,
+    pub require_requested_reviewer: Option<bool>,
 }
 
 impl Command for UpdatePolicy {
@@ -318,7 +408,16 @@ impl Command for UpdatePolicy {
             peer_review: self.peer_review.unwrap_or(old.peer_review),
             admin_override: self.admin_override.unwrap_or(old.admin_override),
             ttl_secs: self.ttl_secs.unwrap_or(old.ttl_secs),
+            require_requested_reviewer: self
+                .require_requested_reviewer
+                .unwrap_or(old.require_requested_reviewer),
         };
+        new.validate().map_err(|mut e| {
+            for f in &mut e.violations {
+                f.field = format!("policy.{}", f.field);
+            }
+            Error::Invalid(e)
+        })?;
         let row = Policy {
             environment: env,
             policy: new,
@@ -358,6 +457,8 @@ pub struct Submit {
     /// The submitter's own key for the request: a second submission with it answers with the
     /// first request.
     pub client_id: Option<String>,
+    /// Reviewers the submitter asks for.
+    pub requested_reviewers: Vec<UserRef>,
 }
 
 impl Command for Submit {
@@ -423,8 +524,11 @@ impl Command for Submit {
             applied_by: None,
             version: 1,
             client_request_id: self.client_id,
+            requested_reviewers: Vec::new(),
+            require_requested_reviewer: false,
         };
         open(tx.conn, &mut r, tx.now)?;
+        r.requested_reviewers = requested_reviewers(cx, tx.conn, &r, &self.requested_reviewers)?;
         store::insert(tx.conn, &r)?;
         tx.changed(EntityKind::ChangeRequest, r.id.to_string());
         let mut e = cx.event(
@@ -454,6 +558,8 @@ pub struct Edit {
     pub payload: Option<String>,
     pub title: Option<Title>,
     pub description: Option<Description>,
+    /// A new list of requested reviewers.
+    pub requested_reviewers: Option<Vec<UserRef>>,
 }
 
 impl Command for Edit {
@@ -490,15 +596,26 @@ impl Command for Edit {
                 "is required for a value change",
             ));
         }
-        fn same(a: &ChangeRequest) -> (&String, ChangeKind, &String, &String, &String) {
-            (&a.feature_key, a.kind, &a.payload, &a.title, &a.description)
+        r.round += 1;
+        open(tx.conn, &mut r, tx.now)?;
+        match &self.requested_reviewers {
+            Some(refs) => r.requested_reviewers = requested_reviewers(cx, tx.conn, &r, refs)?,
+            None if r.require_requested_reviewer && r.requested_reviewers.is_empty() => {
+                requested_reviewers(cx, tx.conn, &r, &[])?;
+            }
+            None => {}
+        }
+        type Content<'a> = (&'a String, ChangeKind, &'a String, &'a String, &'a String);
+        fn same(a: &ChangeRequest) -> (Content<'_>, &Vec<UserId>) {
+            (
+                (&a.feature_key, a.kind, &a.payload, &a.title, &a.description),
+                &a.requested_reviewers,
+            )
         }
         if same(&r) == same(&before) {
             // Nothing to review anew: keep the approvals.
             return view(tx.conn, before);
         }
-        r.round += 1;
-        open(tx.conn, &mut r, tx.now)?;
         let e = cx.event(
             AuditAction::ChangeRequestUpdated,
             TARGET,
@@ -597,7 +714,7 @@ impl Command for Decide {
             store::insert_review(tx.conn, &review)?;
             reviews.push(review);
         }
-        let approvals = counted_approvals(cx.snap, &before, &reviews);
+        let approvals = approvals_toward(cx.snap, &before, &reviews);
         let mut r = before.clone();
         r.state = life(&before).step(
             tx.now,
@@ -832,4 +949,92 @@ pub fn list(cx: &Ctx<'_>, conn: &mut DbConnection, mut q: ListQuery) -> Result<L
         requests,
         next: if more { cursor } else { None },
     })
+}
+
+/// Sends the day's review digests (the server's own work, from a timer): once per UTC day, at
+/// or after `hour_utc`, each user who chose a digest gets one email listing the pending
+/// requests they may review now (the engine decides, as for a review), if there are any.
+/// Answers how many were queued.
+#[derive(Debug, Clone)]
+pub struct SendDigests {
+    pub hour_utc: u32,
+}
+
+/// The UTC day of `now` when its digest hour has come, else `None`.
+fn digest_day(now: i64, hour_utc: u32) -> Option<i64> {
+    const DAY: i64 = 86_400_000_000;
+    const HOUR: i64 = 3_600_000_000;
+    (now.rem_euclid(DAY) / HOUR >= i64::from(hour_utc)).then(|| now.div_euclid(DAY))
+}
+
+/// Whether some digest is due now (a cheap read before [`SendDigests`]).
+pub fn digests_due(conn: &mut DbConnection, now: i64, hour_utc: u32) -> Result<bool> {
+    Ok(match digest_day(now, hour_utc) {
+        Some(day) => !fluxgate_store::preferences::digest_due(conn, day)?.is_empty(),
+        None => false,
+    })
+}
+
+impl Command for SendDigests {
+    type Output = usize;
+
+    fn apply(self, cx: &Ctx<'_>, tx: &mut Tx<'_>) -> Result<usize> {
+        let Some(day) = digest_day(tx.now, self.hour_utc) else {
+            return Ok(0);
+        };
+        let outbox = cx.outbox()?;
+        let mut sent = 0;
+        for p in fluxgate_store::preferences::digest_due(tx.conn, day)? {
+            fluxgate_store::preferences::digest_done(tx.conn, &p.user_id, day)?;
+            let Ok(uid) = p.user_id.parse::<UserId>() else {
+                continue;
+            };
+            let Some(u) = fluxgate_store::users::find(tx.conn, uid)?.filter(|u| u.active) else {
+                continue;
+            };
+            let me = PrincipalId::User(uid);
+            let filter = store::ListFilter {
+                awaiting: Some(me),
+                now: tx.now,
+                ..Default::default()
+            };
+            let mine: Vec<ChangeRequest> = store::list(tx.conn, &filter, None, 200)?
+                .into_iter()
+                .filter(|r| {
+                    cx.snap
+                        .change_request(&me, RequestAction::Review, &facts(r, &[]))
+                        .allowed
+                })
+                .collect();
+            if mine.is_empty() {
+                continue;
+            }
+            let lines: Vec<String> = mine
+                .iter()
+                .map(|r| {
+                    format!(
+                        "- {} ({} {}, from {}): {}",
+                        r.title,
+                        r.kind.as_str(),
+                        r.feature_key,
+                        r.submitter_name,
+                        outbox.page(&names::change_request(r.id))
+                    )
+                })
+                .collect();
+            let (count, requests, link) = (
+                mine.len().to_string(),
+                lines.join("\n"),
+                outbox.page("changes"),
+            );
+            let vars = [
+                ("count", count.as_str()),
+                ("requests", requests.as_str()),
+                ("link", link.as_str()),
+            ];
+            outbox.queue(tx.conn, Template::ReviewDigest, &u, &vars, tx.now)?;
+            sent += 1;
+        }
+        Ok(sent)
+    }
 }

@@ -20,16 +20,19 @@ pub enum Template {
     ReviewRequested,
     /// The recipient's change request was approved or rejected.
     RequestDecided,
+    /// Once a day: the change requests the recipient may review (for those who chose a digest).
+    ReviewDigest,
 }
 
 impl Template {
-    pub const ALL: [Template; 6] = [
+    pub const ALL: [Template; 7] = [
         Template::PasswordReset,
         Template::Registration,
         Template::Welcome,
         Template::PasswordResetByAdmin,
         Template::ReviewRequested,
         Template::RequestDecided,
+        Template::ReviewDigest,
     ];
 
     pub fn name(self) -> &'static str {
@@ -40,6 +43,7 @@ impl Template {
             Template::PasswordResetByAdmin => "password_reset_by_admin",
             Template::ReviewRequested => "review_requested",
             Template::RequestDecided => "request_decided",
+            Template::ReviewDigest => "review_digest",
         }
     }
 
@@ -60,6 +64,7 @@ impl Template {
             Template::RequestDecided => {
                 &["verdict", "reviewer", "title", "feature", "comment", "link"]
             }
+            Template::ReviewDigest => &["count", "requests", "link"],
         }
     }
 
@@ -137,6 +142,19 @@ impl Template {
                  {{comment}}\n\
                  \n\
                  {{link}}\n"
+            }
+            Template::ReviewDigest => {
+                "Subject: {{count}} change request(s) await your review\n\
+                 \n\
+                 Hello {{display_name}},\n\
+                 \n\
+                 These FluxGate change requests are waiting for a review you may give:\n\
+                 \n\
+                 {{requests}}\n\
+                 \n\
+                 All of them: {{link}}\n\
+                 \n\
+                 This digest comes once a day; change that under My account.\n"
             }
         }
     }

@@ -21,6 +21,7 @@ pub fn own(cx: &Ctx<'_>, conn: &mut DbConnection) -> Result<Preferences> {
 pub struct UpdateOwn {
     pub review_emails: Option<bool>,
     pub decision_emails: Option<bool>,
+    pub review_digest: Option<bool>,
 }
 
 impl Command for UpdateOwn {
@@ -36,12 +37,12 @@ impl Command for UpdateOwn {
         let after = Preferences {
             review_emails: self.review_emails.unwrap_or(before.review_emails),
             decision_emails: self.decision_emails.unwrap_or(before.decision_emails),
+            review_digest: self.review_digest.unwrap_or(before.review_digest),
             updated_at: tx.now,
             ..before.clone()
         };
-        if (after.review_emails, after.decision_emails)
-            == (before.review_emails, before.decision_emails)
-        {
+        let key = |p: &Preferences| (p.review_emails, p.decision_emails, p.review_digest);
+        if key(&after) == key(&before) {
             return Ok(before);
         }
         preferences::put(tx.conn, &after)?;
@@ -51,8 +52,13 @@ impl Command for UpdateOwn {
             Some(format!("users/{uid}")),
         );
         e.detail = Some(format!(
-            "review emails {}, decision emails {}",
+            "review emails {}{}, decision emails {}",
             on_off(after.review_emails),
+            if after.review_digest {
+                " (daily digest)"
+            } else {
+                ""
+            },
             on_off(after.decision_emails)
         ));
         audit::append(tx.conn, e, tx.now)?;
@@ -64,9 +70,11 @@ fn on_off(b: bool) -> &'static str {
     if b { "on" } else { "off" }
 }
 
-/// Whether the user wants review requests (true without a row).
-pub fn wants_reviews(conn: &mut DbConnection, user: fluxgate_domain::UserId) -> Result<bool> {
-    Ok(preferences::get(conn, user)?.review_emails)
+/// Whether the user wants each review request by email as it comes (true without a row;
+/// false for one who opted out or takes a daily digest instead).
+pub fn wants_each_review(conn: &mut DbConnection, user: fluxgate_domain::UserId) -> Result<bool> {
+    let p = preferences::get(conn, user)?;
+    Ok(p.review_emails && !p.review_digest)
 }
 
 /// Whether the user wants the decisions on their requests (true without a row).

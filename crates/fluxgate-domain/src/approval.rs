@@ -307,6 +307,9 @@ pub struct ApprovalPolicy {
     pub admin_override: bool,
     /// How long a pending request lives before it expires.
     pub ttl_secs: u64,
+    /// Whether a request must name reviewers on submission, and one of them must be among its
+    /// approvers.
+    pub require_requested_reviewer: bool,
 }
 
 impl ApprovalPolicy {
@@ -321,6 +324,12 @@ impl ApprovalPolicy {
             v.add(
                 "required_approvals",
                 format!("must be at most {}", Self::MAX_REQUIRED),
+            );
+        }
+        if self.require_requested_reviewer && self.required_approvals == 0 {
+            v.add(
+                "require_requested_reviewer",
+                "needs at least one required approval (one of them from a requested reviewer)",
             );
         }
         if !(Self::MIN_TTL_SECS..=Self::MAX_TTL_SECS).contains(&self.ttl_secs) {
@@ -346,6 +355,8 @@ impl ApprovalPolicy {
             peer_review: a.peer_review && b.peer_review,
             admin_override: a.admin_override && b.admin_override,
             ttl_secs: a.ttl_secs.min(b.ttl_secs),
+            require_requested_reviewer: a.require_requested_reviewer
+                || b.require_requested_reviewer,
         })
     }
 }
@@ -358,6 +369,7 @@ impl Default for ApprovalPolicy {
             peer_review: false,
             admin_override: false,
             ttl_secs: 7 * 86_400,
+            require_requested_reviewer: false,
         }
     }
 }
@@ -451,12 +463,14 @@ mod tests {
             peer_review: true,
             admin_override: true,
             ttl_secs: 86_400,
+            require_requested_reviewer: false,
         };
         let strict = ApprovalPolicy {
             required_approvals: 2,
             peer_review: false,
             admin_override: true,
             ttl_secs: 3_600 * 48,
+            require_requested_reviewer: true,
         };
         assert_eq!(
             ApprovalPolicy::strictest(&[lax, strict]),
@@ -465,6 +479,7 @@ mod tests {
                 peer_review: false,
                 admin_override: true,
                 ttl_secs: 86_400,
+                require_requested_reviewer: true,
             }
         );
         assert_eq!(ApprovalPolicy::strictest(&[]), ApprovalPolicy::default());

@@ -315,6 +315,10 @@ pub struct EmailConfig {
     pub retry_initial_ms: u64,
     /// Time allowed for one SMTP conversation.
     pub timeout_secs: u64,
+    /// The hour (UTC, 0 to 23) from which each day's review digests go out.
+    pub digest_hour_utc: u32,
+    /// How often a replica checks whether digests are due.
+    pub digest_poll_ms: u64,
 }
 
 impl Default for EmailConfig {
@@ -327,6 +331,8 @@ impl Default for EmailConfig {
             max_attempts: 8,
             retry_initial_ms: 30_000,
             timeout_secs: 15,
+            digest_hour_utc: 8,
+            digest_poll_ms: 60_000,
         }
     }
 }
@@ -695,6 +701,9 @@ impl Config {
         let e = &self.email;
         if e.max_attempts < 1 || e.timeout_secs < 1 {
             anyhow::bail!("email: max_attempts >= 1 and timeout_secs >= 1");
+        }
+        if e.digest_hour_utc > 23 || !(20..=3_600_000).contains(&e.digest_poll_ms) {
+            anyhow::bail!("email: digest_hour_utc 0 to 23, digest_poll_ms 20 to 3600000");
         }
         let r = &self.password_reset;
         if !(60..=7 * 86_400).contains(&r.reset_token_ttl_secs)

@@ -249,6 +249,7 @@ impl Server {
                 .clone()
                 .run(state.db.clone(), state.stopping.subscribe()),
         );
+        let digests = tokio::spawn(send_digests(state.clone(), state.stopping.subscribe()));
         let retention = tokio::spawn(crate::retention::run(
             state.clone(),
             Duration::from_secs(3600),
@@ -364,6 +365,7 @@ impl Server {
         mail_worker.abort();
         webhook_worker.abort();
         retention.abort();
+        digests.abort();
         if let Some(m) = metrics_endpoint {
             m.abort();
         }
@@ -393,6 +395,42 @@ fn tls_config(
 
 /// Keeps the directory current with writes made by other replicas (or the host CLI), closes
 /// change requests past their time to live, and evicts expired sessions.
+/// Sends the review digests when they are due (each replica checks; the write lock and the
+/// per-user day mark make each go out once).
+async fn send_digests(state: Arc<AppState>, mut stopping: tokio::sync::watch::Receiver<bool>) {
+    let every = Duration::from_millis(state.config.email.digest_poll_ms);
+    let hour_utc = state.config.email.digest_hour_utc;
+    loop {
+        let now = fluxgate_store::now_micros();
+        let due = state
+            .db
+            .read(move |c| {
+                Ok(fluxgate_core::change_requests::digests_due(
+                    c, now, hour_utc,
+                )?)
+            })
+            .await;
+        if due.unwrap_or(false) {
+            let cmd = fluxgate_core::change_requests::SendDigests { hour_utc };
+            match state
+                .execute_from(fluxgate_core::Origin::default(), None, cmd)
+                .await
+            {
+                Ok(d) if d.value > 0 => tracing::info!(digests = d.value, "review digests queued"),
+                Ok(_) => {}
+                Err(e) => tracing::warn!(error = %e, "review digests failed"),
+            }
+        }
+        tokio::select! {
+            () = tokio::time::sleep(every) => {}
+            _ = stopping.changed() => return,
+        }
+        if *stopping.borrow() {
+            return;
+        }
+    }
+}
+
 async fn poll_directory(state: Arc<AppState>, every: Duration) {
     let mut tick = tokio::time::interval(every);
     tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);

@@ -5,7 +5,7 @@ use diesel::prelude::*;
 
 use fluxgate_domain::{
     ApplicationId, ApprovalPolicy, ChangeKind, ChangeRequestId, EnvironmentId, PortfolioId,
-    PrincipalId, RequestState, Role, Verdict,
+    PrincipalId, RequestState, Role, UserId, Verdict,
 };
 
 use crate::schema::{approval_policies, change_request_reviews, change_requests};
@@ -30,6 +30,7 @@ struct PolicyRow {
     ttl_secs: i64,
     updated_at: i64,
     version: i64,
+    require_requested_reviewer: bool,
 }
 
 impl PolicyRow {
@@ -42,6 +43,7 @@ impl PolicyRow {
             ttl_secs: p.policy.ttl_secs as i64,
             updated_at: p.updated_at,
             version: p.version,
+            require_requested_reviewer: p.policy.require_requested_reviewer,
         }
     }
 
@@ -53,6 +55,7 @@ impl PolicyRow {
                 peer_review: self.peer_review,
                 admin_override: self.admin_override,
                 ttl_secs: self.ttl_secs.max(0) as u64,
+                require_requested_reviewer: self.require_requested_reviewer,
             },
             updated_at: self.updated_at,
             version: self.version,
@@ -100,6 +103,10 @@ pub struct ChangeRequest {
     pub version: i64,
     /// The submitter's idempotency key, if it sent one.
     pub client_request_id: Option<String>,
+    /// The reviewers the submitter named.
+    pub requested_reviewers: Vec<UserId>,
+    /// Whether one of them must be among the approvers (from the policy).
+    pub require_requested_reviewer: bool,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, Queryable, Selectable, Insertable, AsChangeset)]
@@ -133,6 +140,9 @@ struct Row {
     applied_by: Option<String>,
     version: i64,
     client_request_id: Option<String>,
+    /// `users/{id}` names, space-separated.
+    requested_reviewers: String,
+    require_requested_reviewer: bool,
 }
 
 impl Row {
@@ -165,6 +175,13 @@ impl Row {
             applied_by: r.applied_by.map(|p| p.to_string()),
             version: r.version,
             client_request_id: r.client_request_id.clone(),
+            requested_reviewers: r
+                .requested_reviewers
+                .iter()
+                .map(|u| format!("users/{u}"))
+                .collect::<Vec<_>>()
+                .join(" "),
+            require_requested_reviewer: r.require_requested_reviewer,
         }
     }
 
@@ -200,6 +217,17 @@ impl Row {
                 .transpose()?,
             version: self.version,
             client_request_id: self.client_request_id,
+            requested_reviewers: self
+                .requested_reviewers
+                .split_whitespace()
+                .map(|n| {
+                    parse(
+                        "change_requests.requested_reviewers",
+                        n.strip_prefix("users/").unwrap_or(n),
+                    )
+                })
+                .collect::<StoreResult<_>>()?,
+            require_requested_reviewer: self.require_requested_reviewer,
         })
     }
 }

@@ -15,6 +15,10 @@ pub struct Preferences {
     /// Decisions on the user's own change requests.
     pub decision_emails: bool,
     pub updated_at: i64,
+    /// Review requests gathered in one daily digest instead of one email each.
+    pub review_digest: bool,
+    /// The UTC day (days since 1970-01-01) the last digest covered.
+    pub digest_day: i64,
 }
 
 /// The user's preferences (the defaults when none are stored).
@@ -29,6 +33,8 @@ pub fn get(conn: &mut DbConnection, user: UserId) -> StoreResult<Preferences> {
             review_emails: true,
             decision_emails: true,
             updated_at: 0,
+            review_digest: false,
+            digest_day: 0,
         }))
 }
 
@@ -38,6 +44,8 @@ pub fn put(conn: &mut DbConnection, p: &Preferences) -> StoreResult<()> {
             user_preferences::review_emails.eq(p.review_emails),
             user_preferences::decision_emails.eq(p.decision_emails),
             user_preferences::updated_at.eq(p.updated_at),
+            user_preferences::review_digest.eq(p.review_digest),
+            user_preferences::digest_day.eq(p.digest_day),
         ))
         .execute(conn)?;
     if n == 0 {
@@ -45,5 +53,23 @@ pub fn put(conn: &mut DbConnection, p: &Preferences) -> StoreResult<()> {
             .values(p)
             .execute(conn)?;
     }
+    Ok(())
+}
+
+/// Users who asked for a daily digest of review requests and have not had one for `day`.
+pub fn digest_due(conn: &mut DbConnection, day: i64) -> StoreResult<Vec<Preferences>> {
+    Ok(user_preferences::table
+        .filter(user_preferences::review_digest.eq(true))
+        .filter(user_preferences::review_emails.eq(true))
+        .filter(user_preferences::digest_day.lt(day))
+        .select(Preferences::as_select())
+        .load(conn)?)
+}
+
+/// Records that `user`'s digest for `day` is done.
+pub fn digest_done(conn: &mut DbConnection, user: &str, day: i64) -> StoreResult<()> {
+    diesel::update(user_preferences::table.find(user))
+        .set(user_preferences::digest_day.eq(day))
+        .execute(conn)?;
     Ok(())
 }

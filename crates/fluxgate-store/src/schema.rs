@@ -225,6 +225,7 @@ diesel::table! {
         ttl_secs -> BigInt,
         updated_at -> BigInt,
         version -> BigInt,
+        require_requested_reviewer -> Bool,
     }
 }
 
@@ -257,6 +258,8 @@ diesel::table! {
         applied_by -> Nullable<Text>,
         version -> BigInt,
         client_request_id -> Nullable<Text>,
+        requested_reviewers -> Text,
+        require_requested_reviewer -> Bool,
     }
 }
 
@@ -438,6 +441,8 @@ diesel::table! {
         review_emails -> Bool,
         decision_emails -> Bool,
         updated_at -> BigInt,
+        review_digest -> Bool,
+        digest_day -> BigInt,
     }
 }
 

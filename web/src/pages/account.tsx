@@ -160,7 +160,7 @@ function Notifications() {
   const save = useAction(async (key: string, next: NotificationPreferences) => {
     try {
       const r = await api(AuthService).updateNotificationPreferences(
-        { preferences: next, updateMask: create(FieldMaskSchema, { paths: ["review_requests", "decisions"] }) },
+        { preferences: next, updateMask: create(FieldMaskSchema, { paths: ["review_requests", "decisions", "review_digest"] }) },
         keyed(key),
       );
       setPrefs(r.preferences ?? null);
@@ -186,6 +186,13 @@ function Notifications() {
             checked={prefs.reviewRequests}
             onValue={(v) => change({ ...prefs, reviewRequests: v })}
           />
+          {prefs.reviewRequests && (
+            <Check
+              label="As one daily digest instead of an email per request"
+              checked={prefs.reviewDigest}
+              onValue={(v) => change({ ...prefs, reviewDigest: v })}
+            />
+          )}
           <Check
             label="Decisions on my change requests"
             checked={prefs.decisions}

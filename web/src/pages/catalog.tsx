@@ -214,6 +214,7 @@ function PolicyEditor(props: { environment: Environment; onClose: () => void }) 
   const [required, setRequired] = useState("1");
   const [peer, setPeer] = useState(false);
   const [override, setOverride] = useState(false);
+  const [named, setNamed] = useState(false);
   const [hours, setHours] = useState("168");
   const [saved, setSaved] = useState(false);
   const load = useAction(async () => {
@@ -223,6 +224,7 @@ function PolicyEditor(props: { environment: Environment; onClose: () => void }) 
     setRequired(String(p.requiredApprovals));
     setPeer(p.peerReview);
     setOverride(p.adminOverride);
+    setNamed(p.requireRequestedReviewer);
     setHours(String(Number(p.pendingTtl?.seconds ?? 0n) / 3600));
   });
   useEffect(() => {
@@ -236,10 +238,13 @@ function PolicyEditor(props: { environment: Environment; onClose: () => void }) 
           requiredApprovals: Number(required),
           peerReview: peer,
           adminOverride: override,
+          requireRequestedReviewer: named,
           pendingTtl: create(DurationSchema, { seconds: BigInt(Math.round(Number(hours) * 3600)) }),
           etag: policy?.etag ?? "",
         }),
-        updateMask: create(FieldMaskSchema, { paths: ["required_approvals", "peer_review", "admin_override", "pending_ttl"] }),
+        updateMask: create(FieldMaskSchema, {
+          paths: ["required_approvals", "peer_review", "admin_override", "pending_ttl", "require_requested_reviewer"],
+        }),
       },
       keyed(key),
     );
@@ -268,6 +273,14 @@ function PolicyEditor(props: { environment: Environment; onClose: () => void }) 
           />
           <Check label="Requesters may review (peer review)" checked={peer} onValue={setPeer} />
           <Check label="A Team Admin may override" checked={override} onValue={setOverride} />
+          <Check label="Requests name their reviewers, and one of them must approve" checked={named} onValue={setNamed} />
+          {save.fields
+            .filter((f) => f.field === "policy.require_requested_reviewer")
+            .map((f) => (
+              <div class="field-error" key={f.field}>
+                {f.description}
+              </div>
+            ))}
           <Field
             label="A pending request expires after (hours)"
             name="pending_ttl"

@@ -174,6 +174,7 @@ function SubmitChange(props: { onClose: () => void }) {
   const [description, setDescription] = useState("");
   const [payload, setPayload] = useState('{\n  "value": true\n}');
   const [payloadError, setPayloadError] = useState("");
+  const [reviewers, setReviewers] = useState("");
   const loadEnvs = useAction(async () => {
     const names = await environmentNames();
     const list = Object.entries(names).sort((a, b) => a[1].localeCompare(b[1]));
@@ -199,6 +200,10 @@ function SubmitChange(props: { onClose: () => void }) {
           title,
           description,
           payload: parsed,
+          requestedReviewers: reviewers
+            .split(/[\s,]+/)
+            .filter(Boolean)
+            .map((u) => (u.startsWith("users/") ? u : `users/${u}`)),
         }),
         requestId: key,
       },
@@ -230,6 +235,15 @@ function SubmitChange(props: { onClose: () => void }) {
       <Select label="Change" name="kind" value={kind} onValue={setKind} options={kinds} />
       <Field label="Title" name="title" value={title} onValue={setTitle} path="change_request.title" fields={submit.fields} required />
       <TextArea label="Description" name="description" value={description} onValue={setDescription} path="change_request.description" fields={submit.fields} rows={3} />
+      <Field
+        label="Reviewers to ask (usernames, optional)"
+        name="requested_reviewers"
+        value={reviewers}
+        onValue={setReviewers}
+        path="change_request.requested_reviewers"
+        fields={submit.fields.map((f) => ({ ...f, field: f.field.replace(/\[\d+\]$/, "") }))}
+        hint="Separated by commas. Only they are emailed; each must be someone who may review this change."
+      />
       <TextArea
         label="Payload (JSON object, for the flag store)"
         name="payload"
@@ -330,6 +344,12 @@ export function ChangeDetail(props: { name: string }) {
             </li>
             <li>{cr.peerReview ? "Requesters may review (peer review)" : "Reviewers need the Approver role"}</li>
             <li>{cr.adminOverride ? "A Team Admin may override" : "No override"}</li>
+            {cr.requestedReviewers.length > 0 && (
+              <li>
+                Reviewers asked: {cr.requestedReviewerUsernames.join(", ")}
+                {cr.requireRequestedReviewer && " (one of them must approve)"}
+              </li>
+            )}
           </ul>
           {cr.overridden && <Alert kind="info">Overridden: {cr.overrideReason}</Alert>}
           <h3>Reviews</h3>

@@ -92,6 +92,9 @@ pub struct SubmitArgs {
     /// Read the JSON payload from a file
     #[arg(long)]
     pub payload_file: Option<std::path::PathBuf>,
+    /// A reviewer to ask (a username or `users/…`; repeatable). Only they are emailed.
+    #[arg(long = "reviewer")]
+    pub reviewers: Vec<String>,
 }
 
 /// Arguments of `change-requests list`.
@@ -225,6 +228,17 @@ async fn submit(ctx: &mut Ctx, a: SubmitArgs) -> Result<()> {
             payload,
             title: a.title,
             description: a.description.unwrap_or_default(),
+            requested_reviewers: a
+                .reviewers
+                .into_iter()
+                .map(|r| {
+                    if r.starts_with("users/") {
+                        r
+                    } else {
+                        format!("users/{r}")
+                    }
+                })
+                .collect(),
             ..Default::default()
         }),
         request_id: submit_request_id(ctx.idempotency_key()),
@@ -501,6 +515,18 @@ fn show(cr: Option<&pb::ChangeRequest>) {
             format!("{}/{}", c.approvals, c.required_approvals),
         )
         .add("revision", c.revision.to_string())
+        .add(
+            "reviewers",
+            format!(
+                "{}{}",
+                c.requested_reviewer_usernames.join(", "),
+                if c.require_requested_reviewer {
+                    " (one must approve)"
+                } else {
+                    ""
+                }
+            ),
+        )
         .add(
             "overridden",
             if c.overridden {

@@ -41,6 +41,9 @@ pub struct UpdateArgs {
     /// How long a pending request lives (1m to 90d)
     #[arg(long, value_parser = parse_duration)]
     pub pending_ttl: Option<Duration>,
+    /// Whether requests must name reviewers, one of whom must approve
+    #[arg(long)]
+    pub require_requested_reviewer: Option<bool>,
     #[arg(long)]
     pub etag: Option<String>,
 }
@@ -74,6 +77,10 @@ pub async fn run(ctx: &mut Ctx, cmd: Cmd) -> Result<()> {
                 ("peer_review", a.peer_review.is_some()),
                 ("admin_override", a.admin_override.is_some()),
                 ("pending_ttl", a.pending_ttl.is_some()),
+                (
+                    "require_requested_reviewer",
+                    a.require_requested_reviewer.is_some(),
+                ),
             ])?;
             let req = pb::UpdateApprovalPolicyRequest {
                 policy: Some(pb::ApprovalPolicy {
@@ -82,6 +89,7 @@ pub async fn run(ctx: &mut Ctx, cmd: Cmd) -> Result<()> {
                     peer_review: a.peer_review.unwrap_or_default(),
                     admin_override: a.admin_override.unwrap_or_default(),
                     pending_ttl: a.pending_ttl.map(proto_duration),
+                    require_requested_reviewer: a.require_requested_reviewer.unwrap_or_default(),
                     etag: a.etag.unwrap_or_default(),
                     ..Default::default()
                 }),
@@ -106,6 +114,10 @@ fn show(p: Option<&pb::ApprovalPolicy>) {
         .add("peer review", output::yes_no(p.peer_review))
         .add("admin override", output::yes_no(p.admin_override))
         .add("pending ttl", output::duration(&p.pending_ttl))
+        .add(
+            "named reviewer",
+            output::yes_no(p.require_requested_reviewer),
+        )
         .add("updated", output::time(&p.update_time))
         .add("etag", p.etag.clone())
         .print();

@@ -29,8 +29,8 @@ use super::reply;
 use crate::auth::RequestCtx;
 use crate::convert::{
     PageToken, PrincipalRef, UserRef, checked, description, duration, duration_secs, etag, field,
-    json_to_struct, mask_paths, micros, page_size, parse_ids, parse_principal, struct_to_json,
-    timestamp, title, when,
+    json_to_struct, mask_paths, micros, page_size, parse_ids, parse_principal, parse_user_name,
+    struct_to_json, timestamp, title, user_name, when,
 };
 use crate::directory::{ANY_REQUEST, Principal};
 use crate::error::{ApiError, ApiResult};
@@ -41,12 +41,21 @@ const MAX_PAYLOAD_BYTES: usize = 64 * 1024;
 /// A watcher re-reads its request at least this often, whatever it heard.
 const WATCH_RECHECK: Duration = Duration::from_secs(30);
 
-const EDITABLE: [&str; 5] = ["feature_key", "kind", "payload", "title", "description"];
-const POLICY_FIELDS: [&str; 4] = [
+/// What an edit may change; without a mask, the content (the reviewers stay as they are).
+const EDITABLE: [&str; 6] = [
+    "feature_key",
+    "kind",
+    "payload",
+    "title",
+    "description",
+    "requested_reviewers",
+];
+const POLICY_FIELDS: [&str; 5] = [
     "required_approvals",
     "peer_review",
     "admin_override",
     "pending_ttl",
+    "require_requested_reviewer",
 ];
 
 #[derive(Debug, Clone)]
@@ -160,7 +169,7 @@ fn review_pb(r: &ChangeRequest, v: &uc::Review) -> pb::Review {
 }
 
 /// The request as the API shows it, its approvals counted on `snap`.
-fn to_pb(snap: &Snapshot, v: &RequestView) -> pb::ChangeRequest {
+fn to_pb(snap: &Snapshot, dir: &crate::directory::Directory, v: &RequestView) -> pb::ChangeRequest {
     let r = &v.request;
     pb::ChangeRequest {
         name: names::change_request(r.id),
@@ -191,6 +200,21 @@ fn to_pb(snap: &Snapshot, v: &RequestView) -> pb::ChangeRequest {
         apply_time: r.applied_at.map(timestamp),
         applied_by: r.applied_by.map(|a| a.to_string()).unwrap_or_default(),
         etag: etag(r.id, r.version),
+        requested_reviewers: r
+            .requested_reviewers
+            .iter()
+            .map(|u| user_name(*u))
+            .collect(),
+        require_requested_reviewer: r.require_requested_reviewer,
+        requested_reviewer_usernames: r
+            .requested_reviewers
+            .iter()
+            .map(|u| {
+                dir.principal(PrincipalId::User(*u))
+                    .map(|p| p.name)
+                    .unwrap_or_default()
+            })
+            .collect(),
     }
 }
 
@@ -204,6 +228,7 @@ fn policy_pb(path: &EnvPath, p: Option<&Policy>) -> pb::ApprovalPolicy {
         pending_ttl: Some(duration(v.ttl_secs)),
         update_time: p.map(|p| timestamp(p.updated_at)),
         etag: etag(path.environment, p.map_or(0, |p| p.version)),
+        require_requested_reviewer: v.require_requested_reviewer,
     }
 }
 
@@ -267,6 +292,8 @@ fn update_policy_cmd(req: pb::UpdateApprovalPolicyRequest) -> ApiResult<UpdatePo
         peer_review: has("peer_review").then_some(x.peer_review),
         admin_override: has("admin_override").then_some(x.admin_override),
         ttl_secs: has("pending_ttl").then_some(given.ttl_secs),
+        require_requested_reviewer: has("require_requested_reviewer")
+            .then_some(x.require_requested_reviewer),
     })
 }
 
@@ -309,6 +336,7 @@ fn submit_cmd(req: pb::SubmitChangeRequestRequest) -> ApiResult<Submit> {
         description("change_request.description", &x.description),
     );
     let client_id = client_id(&mut v, request_id);
+    let reviewers = reviewer_refs(&mut v, &x.requested_reviewers);
     v.finish()?;
     Ok(Submit {
         path: checked(path)?,
@@ -318,7 +346,22 @@ fn submit_cmd(req: pb::SubmitChangeRequestRequest) -> ApiResult<Submit> {
         title: checked(t)?,
         description: checked(d)?,
         client_id,
+        requested_reviewers: reviewers,
     })
+}
+
+/// The reviewers a request names, parsed (whether each may review is the use case's question).
+fn reviewer_refs(v: &mut Violations, names: &[String]) -> Vec<UserRef> {
+    names
+        .iter()
+        .enumerate()
+        .filter_map(|(i, n)| {
+            field(
+                v,
+                parse_user_name(&format!("change_request.requested_reviewers[{i}]"), n),
+            )
+        })
+        .collect()
 }
 
 /// The new values an edit's mask names, checked.
@@ -360,11 +403,18 @@ fn edit_cmd(req: pb::UpdateChangeRequestRequest) -> ApiResult<Edit> {
         update_mask,
     } = req;
     let x = change_request.ok_or_else(|| ApiError::invalid("change_request", "is required"))?;
-    let paths = mask_or_all(update_mask.as_ref(), &EDITABLE)?;
+    let paths = match update_mask.as_ref() {
+        Some(m) if !m.paths.is_empty() => mask_paths(Some(m), &EDITABLE)?,
+        _ => EDITABLE[..5].iter().map(|s| s.to_string()).collect(),
+    };
     let mut v = Violations::new();
     let id = field(&mut v, parse_request("change_request.name", &x.name));
     let (feature_key, kind, payload, title, description) =
         edited(&mut v, &x, |f| paths.iter().any(|p| p == f));
+    let requested_reviewers = paths
+        .iter()
+        .any(|p| p == "requested_reviewers")
+        .then(|| reviewer_refs(&mut v, &x.requested_reviewers));
     v.finish()?;
     Ok(Edit {
         id: checked(id)?,
@@ -374,6 +424,7 @@ fn edit_cmd(req: pb::UpdateChangeRequestRequest) -> ApiResult<Edit> {
         payload,
         title,
         description,
+        requested_reviewers,
     })
 }
 
@@ -541,7 +592,11 @@ type WatchStream = Pin<
 impl ApprovalSvc {
     /// The request as the API shows it, counted on the snapshot in force now.
     fn shown(&self, v: &RequestView) -> Option<pb::ChangeRequest> {
-        Some(to_pb(&self.state.directory.snapshot(), v))
+        Some(to_pb(
+            &self.state.directory.snapshot(),
+            &self.state.directory,
+            v,
+        ))
     }
 
     /// A verdict, run.
@@ -758,7 +813,8 @@ impl ApprovalService for ApprovalSvc {
                 .encode()
             })
             .unwrap_or_default();
-        let change_requests = page.requests.iter().map(|v| to_pb(&snap, v)).collect();
+        let dir = &self.state.directory;
+        let change_requests = page.requests.iter().map(|v| to_pb(&snap, dir, v)).collect();
         let msg = pb::ListChangeRequestsResponse {
             change_requests,
             next_page_token,

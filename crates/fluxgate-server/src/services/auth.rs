@@ -681,6 +681,7 @@ fn preferences_pb(p: &fluxgate_core::preferences::Preferences) -> pb::Notificati
     pb::NotificationPreferences {
         review_requests: p.review_emails,
         decisions: p.decision_emails,
+        review_digest: p.review_digest,
     }
 }
 
@@ -693,12 +694,13 @@ fn preferences_cmd(
         update_mask,
     } = req;
     let new = preferences.ok_or_else(|| ApiError::invalid("preferences", "is required"))?;
-    const ALL: [&str; 2] = ["review_requests", "decisions"];
+    const ALL: [&str; 3] = ["review_requests", "decisions", "review_digest"];
     let paths = crate::convert::mask_paths(update_mask.as_ref(), &ALL)?;
     let has = |p: &str| paths.iter().any(|x| x == p);
     Ok(fluxgate_core::preferences::UpdateOwn {
         review_emails: has("review_requests").then_some(new.review_requests),
         decision_emails: has("decisions").then_some(new.decisions),
+        review_digest: has("review_digest").then_some(new.review_digest),
     })
 }
 
