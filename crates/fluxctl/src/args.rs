@@ -33,6 +33,25 @@ pub fn proto_duration(d: Duration) -> prost_types::Duration {
 }
 
 /// An RFC 3339 time, e.g. `2026-01-31T12:00:00Z`.
+/// A time range, the last 30 days where a bound is not given.
+pub fn range_or_last_30_days(
+    start: Option<prost_types::Timestamp>,
+    end: Option<prost_types::Timestamp>,
+) -> (prost_types::Timestamp, prost_types::Timestamp) {
+    let now = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| d.as_secs() as i64);
+    let end = end.unwrap_or(prost_types::Timestamp {
+        seconds: now,
+        nanos: 0,
+    });
+    let start = start.unwrap_or(prost_types::Timestamp {
+        seconds: end.seconds - 30 * 86_400,
+        nanos: 0,
+    });
+    (start, end)
+}
+
 pub fn parse_time(s: &str) -> Result<prost_types::Timestamp, String> {
     s.parse::<prost_types::Timestamp>()
         .map_err(|_| format!("{s:?} is not an RFC 3339 time such as 2026-01-31T12:00:00Z"))

@@ -22,8 +22,8 @@ mod output;
 mod session;
 
 use commands::{
-    approvals, audit, auth, catalog, groups, passwords, permissions, policy, service_accounts,
-    users, webhooks,
+    account, approvals, audit, auth, catalog, emails, groups, passwords, permissions, policy,
+    service_accounts, settings, users, webhooks,
 };
 use error::{AFTER_HELP, CliError};
 
@@ -82,6 +82,15 @@ enum Command {
     /// Webhook subscriptions and audit streams, their deliveries
     #[command(subcommand)]
     Webhooks(webhooks::Cmd),
+    /// Your second factor and email notifications; the identity providers
+    #[command(subcommand)]
+    Account(account::Cmd),
+    /// The run-time settings and the password policy
+    #[command(subcommand)]
+    Settings(settings::Cmd),
+    /// The email outbox (Team Admins)
+    #[command(subcommand)]
+    Emails(emails::Cmd),
 }
 
 async fn run(cli: Cli) -> error::Result<()> {
@@ -103,6 +112,9 @@ async fn run(cli: Cli) -> error::Result<()> {
         Command::Audit(c) => audit::run(ctx, c).await,
         Command::Policy(c) => policy::run(ctx, c).await,
         Command::Webhooks(c) => webhooks::run(ctx, c).await,
+        Command::Account(c) => account::run(ctx, c).await,
+        Command::Settings(c) => settings::run(ctx, c).await,
+        Command::Emails(c) => emails::run(ctx, c).await,
     }
 }
 

@@ -98,6 +98,30 @@ named!(
     RequestPasswordResetResponse,
     ListAuditEventsResponse,
     VerifyAuditChainResponse,
+    Settings,
+    GetSettingsResponse,
+    UpdateSettingsResponse,
+    GetPasswordPolicyResponse,
+    ListEmailsResponse,
+    GetEmailResponse,
+    RetryEmailResponse,
+    LookupResourcesResponse,
+    LookupPrincipalsResponse,
+    UpdateChangeRequestResponse,
+    GetApprovalMetricsResponse,
+    GetActivityReportResponse,
+    IngestAuditEventsResponse,
+    IngestedEvent,
+    IssueRegistrationLinkResponse,
+    CompleteRegistrationResponse,
+    ConfirmPasswordResetResponse,
+    GetSecondFactorResponse,
+    BeginTotpEnrollmentResponse,
+    ConfirmTotpEnrollmentResponse,
+    RemoveSecondFactorResponse,
+    GetNotificationPreferencesResponse,
+    UpdateNotificationPreferencesResponse,
+    ListSsoProvidersResponse,
     CreateWebhookResponse,
     GetWebhookResponse,
     ListWebhooksResponse,
@@ -129,6 +153,43 @@ pub fn to_json<M: Named>(message: &M) -> Result<serde_json::Value> {
     let dynamic = DynamicMessage::decode(desc, message.encode_to_vec().as_slice())
         .map_err(|e| CliError::other(format!("decoding {}: {e}", M::NAME)))?;
     Ok(serde_json::to_value(&dynamic)?)
+}
+
+/// The message `M` read from its protobuf JSON mapping (what `to_json` prints).
+pub fn from_json<M: Named + Default>(json: serde_json::Value) -> Result<M> {
+    let desc = pool()?
+        .get_message_by_name(M::NAME)
+        .ok_or_else(|| CliError::other(format!("{} is not in the descriptor set", M::NAME)))?;
+    let dynamic = DynamicMessage::deserialize(desc, json)
+        .map_err(|e| CliError::usage(format!("not a valid {}: {e}", M::NAME)))?;
+    M::decode(prost::Message::encode_to_vec(&dynamic).as_slice())
+        .map_err(|e| CliError::other(format!("decoding {}: {e}", M::NAME)))
+}
+
+/// Prints a JSON object as `path: value` lines, nested objects flattened (`a.b: 1`).
+pub fn print_flat(v: &serde_json::Value) {
+    fn walk(prefix: &str, v: &serde_json::Value, out: &mut Vec<(String, String)>) {
+        match v {
+            serde_json::Value::Object(m) => {
+                for (k, v) in m {
+                    let p = if prefix.is_empty() {
+                        k.clone()
+                    } else {
+                        format!("{prefix}.{k}")
+                    };
+                    walk(&p, v, out);
+                }
+            }
+            serde_json::Value::String(s) => out.push((prefix.to_owned(), s.clone())),
+            other => out.push((prefix.to_owned(), other.to_string())),
+        }
+    }
+    let mut out = Vec::new();
+    walk("", v, &mut out);
+    let width = out.iter().map(|(k, _)| k.len()).max().unwrap_or(0);
+    for (k, v) in out {
+        println!("{k:width$}  {v}");
+    }
 }
 
 /// The `name` of the answer: its own, or that of the one message it wraps.

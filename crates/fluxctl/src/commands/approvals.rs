@@ -68,6 +68,43 @@ pub enum Cmd {
     Wait { name: String },
     /// Mark an approved request applied (the flag store's service account)
     MarkApplied { name: String },
+    /// Change a pending request you submitted (a new revision; its approvals start over)
+    Edit(EditArgs),
+    /// Approval response times and pending work (Approvers and Team Admins)
+    Metrics {
+        /// Only this environment
+        #[arg(long)]
+        environment: Option<String>,
+        /// From [default: 30 days before the end]
+        #[arg(long, value_parser = crate::args::parse_time)]
+        start_time: Option<prost_types::Timestamp>,
+        /// Until [default: now]
+        #[arg(long, value_parser = crate::args::parse_time)]
+        end_time: Option<prost_types::Timestamp>,
+    },
+}
+
+/// Arguments of `change-requests edit`: only the given fields change.
+#[derive(Debug, Args)]
+pub struct EditArgs {
+    /// `changeRequests/{id}` or the id
+    pub name: String,
+    #[arg(long)]
+    pub feature: Option<String>,
+    #[arg(long, value_enum)]
+    pub kind: Option<ChangeKind>,
+    #[arg(long)]
+    pub title: Option<String>,
+    #[arg(long)]
+    pub description: Option<String>,
+    /// The new payload, a JSON object
+    #[arg(long, value_parser = parse_payload)]
+    pub payload: Option<prost_types::Struct>,
+    /// The reviewers to ask instead (repeatable; `--reviewer ''` asks nobody by name)
+    #[arg(long = "reviewer")]
+    pub reviewers: Option<Vec<String>>,
+    #[arg(long)]
+    pub etag: Option<String>,
 }
 
 /// Arguments of `change-requests submit`.
@@ -121,6 +158,27 @@ pub struct ListArgs {
 pub async fn run(ctx: &mut Ctx, cmd: Cmd) -> Result<()> {
     match cmd {
         Cmd::Submit(a) => submit(ctx, a).await,
+        Cmd::Edit(a) => edit(ctx, a).await,
+        Cmd::Metrics {
+            environment,
+            start_time,
+            end_time,
+        } => {
+            let (start, end) = crate::args::range_or_last_30_days(start_time, end_time);
+            let req = pb::GetApprovalMetricsRequest {
+                environment: environment.unwrap_or_default(),
+                start_time: Some(start),
+                end_time: Some(end),
+            };
+            let r = rpc!(
+                ctx,
+                Call::Read,
+                ApprovalServiceClient::get_approval_metrics,
+                req
+            )?;
+            let json = output::to_json(&r)?;
+            emit(ctx.format(), &r, |_| output::print_flat(&json))
+        }
         Cmd::Get { name } => {
             let req = pb::GetChangeRequestRequest {
                 name: cr_name(&name),
@@ -228,17 +286,7 @@ async fn submit(ctx: &mut Ctx, a: SubmitArgs) -> Result<()> {
             payload,
             title: a.title,
             description: a.description.unwrap_or_default(),
-            requested_reviewers: a
-                .reviewers
-                .into_iter()
-                .map(|r| {
-                    if r.starts_with("users/") {
-                        r
-                    } else {
-                        format!("users/{r}")
-                    }
-                })
-                .collect(),
+            requested_reviewers: reviewer_names(a.reviewers),
             ..Default::default()
         }),
         request_id: submit_request_id(ctx.idempotency_key()),
@@ -558,6 +606,52 @@ fn show(cr: Option<&pb::ChangeRequest>) {
         }
         t.print();
     }
+}
+
+fn reviewer_names(names: Vec<String>) -> Vec<String> {
+    names
+        .into_iter()
+        .filter(|r| !r.is_empty())
+        .map(|r| {
+            if r.starts_with("users/") {
+                r
+            } else {
+                format!("users/{r}")
+            }
+        })
+        .collect()
+}
+
+async fn edit(ctx: &mut Ctx, a: EditArgs) -> Result<()> {
+    let update_mask = super::mask(&[
+        ("feature_key", a.feature.is_some()),
+        ("kind", a.kind.is_some()),
+        ("title", a.title.is_some()),
+        ("description", a.description.is_some()),
+        ("payload", a.payload.is_some()),
+        ("requested_reviewers", a.reviewers.is_some()),
+    ])?;
+    let req = pb::UpdateChangeRequestRequest {
+        change_request: Some(pb::ChangeRequest {
+            name: cr_name(&a.name),
+            feature_key: a.feature.unwrap_or_default(),
+            kind: a.kind.map_or(0, |k| pb::ChangeKind::from(k) as i32),
+            title: a.title.unwrap_or_default(),
+            description: a.description.unwrap_or_default(),
+            payload: a.payload,
+            requested_reviewers: reviewer_names(a.reviewers.unwrap_or_default()),
+            etag: a.etag.unwrap_or_default(),
+            ..Default::default()
+        }),
+        update_mask: Some(update_mask),
+    };
+    let r = rpc!(
+        ctx,
+        Call::Write,
+        ApprovalServiceClient::update_change_request,
+        req
+    )?;
+    emit(ctx.format(), &r, |r| show(r.change_request.as_ref()))
 }
 
 #[cfg(test)]

@@ -21,6 +21,21 @@ pub enum Cmd {
     Export(ExportArgs),
     /// Check the hash chain; exits 1 when it is broken
     Verify,
+    /// The activity report: active users, most active contributors, approval times (the last
+    /// 30 days unless a range is given)
+    Activity {
+        #[command(flatten)]
+        range: Range,
+        /// How many principals the top lists name
+        #[arg(long, default_value_t = 10)]
+        top: i32,
+    },
+    /// Append events an internal service reports (audit-writer service accounts): JSON lines,
+    /// one IngestedEvent each (`{"action": "feature.evaluated", "targetType": "feature", …}`)
+    Ingest {
+        /// The file of JSON lines; `-` for standard input
+        file: PathBuf,
+    },
 }
 
 /// A time range.
@@ -76,7 +91,62 @@ pub async fn run(ctx: &mut Ctx, cmd: Cmd) -> Result<()> {
         Cmd::List(a) => list(ctx, a).await,
         Cmd::Export(a) => export(ctx, a).await,
         Cmd::Verify => verify(ctx).await,
+        Cmd::Activity { range, top } => {
+            let (start, end) = crate::args::range_or_last_30_days(range.start_time, range.end_time);
+            let req = pb::GetActivityReportRequest {
+                start_time: Some(start),
+                end_time: Some(end),
+                top,
+            };
+            let r = rpc!(
+                ctx,
+                Call::Read,
+                AuditServiceClient::get_activity_report,
+                req
+            )?;
+            let json = crate::output::to_json(&r)?;
+            emit(ctx.format(), &r, |_| crate::output::print_flat(&json))
+        }
+        Cmd::Ingest { file } => ingest(ctx, &file).await,
     }
+}
+
+/// Reads JSON lines of IngestedEvent and sends them, 500 per call.
+async fn ingest(ctx: &mut Ctx, file: &std::path::Path) -> Result<()> {
+    let text = if file.as_os_str() == "-" {
+        std::io::read_to_string(std::io::stdin())?
+    } else {
+        std::fs::read_to_string(file)?
+    };
+    let mut events = Vec::new();
+    for (i, line) in text
+        .lines()
+        .enumerate()
+        .filter(|(_, l)| !l.trim().is_empty())
+    {
+        let json: serde_json::Value = serde_json::from_str(line)
+            .map_err(|e| CliError::usage(format!("line {}: not JSON: {e}", i + 1)))?;
+        let e: pb::IngestedEvent = crate::output::from_json(json)
+            .map_err(|e| CliError::usage(format!("line {}: {e}", i + 1)))?;
+        events.push(e);
+    }
+    let mut sequences = Vec::with_capacity(events.len());
+    for chunk in events.chunks(500) {
+        let req = pb::IngestAuditEventsRequest {
+            events: chunk.to_vec(),
+        };
+        let r = rpc!(
+            ctx,
+            Call::Write,
+            AuditServiceClient::ingest_audit_events,
+            req
+        )?;
+        sequences.extend(r.sequences);
+    }
+    let r = pb::IngestAuditEventsResponse { sequences };
+    emit(ctx.format(), &r, |r| {
+        println!("appended {} event(s)", r.sequences.len());
+    })
 }
 
 async fn list(ctx: &mut Ctx, a: ListArgs) -> Result<()> {

@@ -31,6 +31,32 @@ pub enum Cmd {
     },
     /// Ask for a reset link by email (needs no login)
     RequestReset { email: String },
+    /// Set a new password with the token of a reset link (needs no login)
+    ConfirmReset(TokenArgs),
+    /// Choose the first password with the token of a registration link (needs no login)
+    CompleteRegistration(TokenArgs),
+}
+
+/// A link's token and the password to set.
+#[derive(Debug, clap::Args)]
+pub struct TokenArgs {
+    /// The `token` of the link
+    #[arg(long)]
+    pub token: String,
+    /// Read the new password from the first line of standard input
+    /// [default: FLUXGATE_NEW_PASSWORD, else a prompt]
+    #[arg(long)]
+    pub password_stdin: bool,
+}
+
+impl TokenArgs {
+    fn password(&self) -> Result<String> {
+        if self.password_stdin {
+            read_stdin_line()
+        } else {
+            secret_from_env_or_prompt("FLUXGATE_NEW_PASSWORD", "New password: ")
+        }
+    }
 }
 
 /// Runs a `passwords` command.
@@ -70,6 +96,38 @@ pub async fn run(ctx: &mut Ctx, cmd: Cmd) -> Result<()> {
                 .await?;
             emit(ctx.format(), &r, |_| {
                 println!("If an active account has this address, a reset link is on its way.");
+            })
+        }
+        Cmd::ConfirmReset(a) => {
+            let req = pb::ConfirmPasswordResetRequest {
+                new_password: a.password()?,
+                token: a.token,
+            };
+            let r = ctx
+                .call_anonymous(Call::Write, req, |ch, r| async move {
+                    PasswordResetServiceClient::new(ch)
+                        .confirm_password_reset(r)
+                        .await
+                })
+                .await?;
+            emit(ctx.format(), &r, |r| {
+                println!("Password set for {}; log in with it.", r.username);
+            })
+        }
+        Cmd::CompleteRegistration(a) => {
+            let req = pb::CompleteRegistrationRequest {
+                password: a.password()?,
+                token: a.token,
+            };
+            let r = ctx
+                .call_anonymous(Call::Write, req, |ch, r| async move {
+                    PasswordResetServiceClient::new(ch)
+                        .complete_registration(r)
+                        .await
+                })
+                .await?;
+            emit(ctx.format(), &r, |r| {
+                println!("Registered {}; log in with the new password.", r.username);
             })
         }
     }

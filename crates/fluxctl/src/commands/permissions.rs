@@ -23,6 +23,30 @@ pub enum Cmd {
         #[arg(long, default_value_t = 0)]
         min_revision: i64,
     },
+    /// The resources under a parent on which a principal holds a permission
+    LookupResources {
+        #[arg(value_enum)]
+        permission: Permission,
+        /// A portfolio or an application
+        parent: String,
+        /// `users/…`, a username or `serviceAccounts/…` [default: the caller]
+        #[arg(long)]
+        principal: Option<String>,
+        #[arg(long, default_value_t = 0)]
+        min_revision: i64,
+    },
+    /// The principals who hold a permission on a resource
+    LookupPrincipals {
+        #[arg(value_enum)]
+        permission: Permission,
+        /// An environment, or an application for feature permissions
+        resource: String,
+        /// Only principals with at least this role
+        #[arg(long, value_enum)]
+        min_role: Option<crate::args::Role>,
+        #[arg(long, default_value_t = 0)]
+        min_revision: i64,
+    },
 }
 
 /// One permission question.
@@ -62,6 +86,54 @@ pub async fn run(ctx: &mut Ctx, cmd: Cmd) -> Result<()> {
             checks,
             min_revision,
         } => batch(ctx, &checks, min_revision).await,
+        Cmd::LookupResources {
+            permission,
+            parent,
+            principal: who,
+            min_revision,
+        } => {
+            let req = pb::LookupResourcesRequest {
+                principal: who.as_deref().map(principal).unwrap_or_default(),
+                permission: pb::Permission::from(permission) as i32,
+                parent,
+                min_revision,
+            };
+            let r = rpc!(
+                ctx,
+                Call::Read,
+                PermissionServiceClient::lookup_resources,
+                req
+            )?;
+            emit(ctx.format(), &r, |r| {
+                for x in &r.resources {
+                    println!("{x}");
+                }
+            })
+        }
+        Cmd::LookupPrincipals {
+            permission,
+            resource,
+            min_role,
+            min_revision,
+        } => {
+            let req = pb::LookupPrincipalsRequest {
+                permission: pb::Permission::from(permission) as i32,
+                resource,
+                min_role: min_role.map_or(0, |r| pb::Role::from(r) as i32),
+                min_revision,
+            };
+            let r = rpc!(
+                ctx,
+                Call::Read,
+                PermissionServiceClient::lookup_principals,
+                req
+            )?;
+            emit(ctx.format(), &r, |r| {
+                for x in &r.principals {
+                    println!("{x}");
+                }
+            })
+        }
     }
 }
 

@@ -27,6 +27,11 @@ pub enum Cmd {
     Reactivate(EtagArgs),
     /// Delete a deactivated user
     Delete(EtagArgs),
+    /// Issue a new registration link for a user without a password (the old one stops working)
+    RegistrationLink {
+        /// `users/{id}`, `users/{username}` or a bare username
+        user: String,
+    },
 }
 
 /// Arguments of `users create`.
@@ -112,7 +117,28 @@ pub async fn run(ctx: &mut Ctx, cmd: Cmd) -> Result<()> {
         Cmd::Deactivate(a) => deactivate(ctx, a).await,
         Cmd::Reactivate(a) => reactivate(ctx, a).await,
         Cmd::Delete(a) => delete(ctx, a).await,
+        Cmd::RegistrationLink { user } => registration_link(ctx, &user).await,
     }
+}
+
+async fn registration_link(ctx: &mut Ctx, user: &str) -> Result<()> {
+    use fluxgate_proto::v1::password_reset_service_client::PasswordResetServiceClient;
+    let req = pb::IssueRegistrationLinkRequest {
+        name: crate::args::qualify("users", user),
+    };
+    let r = rpc!(
+        ctx,
+        Call::Write,
+        PasswordResetServiceClient::issue_registration_link,
+        req
+    )?;
+    emit(ctx.format(), &r, |r| {
+        let l = r.registration_link.clone().unwrap_or_default();
+        crate::output::Fields::new()
+            .add("link", l.url)
+            .add("expires", crate::output::time(&l.expire_time))
+            .print();
+    })
 }
 
 async fn create(ctx: &mut Ctx, a: CreateArgs) -> Result<()> {

@@ -177,9 +177,7 @@ fn to_pb(snap: &Snapshot, dir: &crate::directory::Directory, v: &RequestView) ->
         application: names::application(r.portfolio, r.application),
         feature_key: r.feature_key.clone(),
         kind: kind_to_proto(r.kind) as i32,
-        payload: serde_json::from_str::<serde_json::Value>(&r.payload)
-            .ok()
-            .map(|v| json_to_struct(&v)),
+        payload: payload_pb(&r.payload),
         title: r.title.clone(),
         description: r.description.clone(),
         submitter: r.submitter.to_string(),
@@ -206,16 +204,27 @@ fn to_pb(snap: &Snapshot, dir: &crate::directory::Directory, v: &RequestView) ->
             .map(|u| user_name(*u))
             .collect(),
         require_requested_reviewer: r.require_requested_reviewer,
-        requested_reviewer_usernames: r
-            .requested_reviewers
-            .iter()
-            .map(|u| {
-                dir.principal(PrincipalId::User(*u))
-                    .map(|p| p.name)
-                    .unwrap_or_default()
-            })
-            .collect(),
+        requested_reviewer_usernames: usernames(dir, &r.requested_reviewers),
     }
+}
+
+/// A stored payload (JSON text) as a protobuf `Struct`.
+fn payload_pb(text: &str) -> Option<prost_types::Struct> {
+    serde_json::from_str::<serde_json::Value>(text)
+        .ok()
+        .map(|v| json_to_struct(&v))
+}
+
+/// The usernames of `users`, as the directory knows them now.
+fn usernames(dir: &crate::directory::Directory, users: &[fluxgate_domain::UserId]) -> Vec<String> {
+    users
+        .iter()
+        .map(|u| {
+            dir.principal(PrincipalId::User(*u))
+                .map(|p| p.name)
+                .unwrap_or_default()
+        })
+        .collect()
 }
 
 fn policy_pb(path: &EnvPath, p: Option<&Policy>) -> pb::ApprovalPolicy {
@@ -256,16 +265,12 @@ fn mask_or_all(mask: Option<&prost_types::FieldMask>, allowed: &[&str]) -> ApiRe
     }
 }
 
-fn update_policy_cmd(req: pb::UpdateApprovalPolicyRequest) -> ApiResult<UpdatePolicy> {
-    let pb::UpdateApprovalPolicyRequest {
-        policy,
-        update_mask,
-    } = req;
-    let x = policy.ok_or_else(|| ApiError::invalid("policy", "is required"))?;
-    let paths = mask_or_all(update_mask.as_ref(), &POLICY_FIELDS)?;
-    let has = |f: &str| paths.iter().any(|p| p == f);
-    let mut v = Violations::new();
-    let path = field(&mut v, parse_policy_name("policy.name", &x.name));
+/// The numbers a policy update names, checked (the rest at their defaults).
+fn given_policy(
+    v: &mut Violations,
+    x: &pb::ApprovalPolicy,
+    has: impl Fn(&str) -> bool,
+) -> ApprovalPolicy {
     let mut given = ApprovalPolicy::default();
     if has("required_approvals") {
         if x.required_approvals < 0 {
@@ -284,6 +289,20 @@ fn update_policy_cmd(req: pb::UpdateApprovalPolicyRequest) -> ApiResult<UpdatePo
         }
     }
     v.check("policy", given.validate());
+    given
+}
+
+fn update_policy_cmd(req: pb::UpdateApprovalPolicyRequest) -> ApiResult<UpdatePolicy> {
+    let pb::UpdateApprovalPolicyRequest {
+        policy,
+        update_mask,
+    } = req;
+    let x = policy.ok_or_else(|| ApiError::invalid("policy", "is required"))?;
+    let paths = mask_or_all(update_mask.as_ref(), &POLICY_FIELDS)?;
+    let has = |f: &str| paths.iter().any(|p| p == f);
+    let mut v = Violations::new();
+    let path = field(&mut v, parse_policy_name("policy.name", &x.name));
+    let given = given_policy(&mut v, &x, has);
     v.finish()?;
     Ok(UpdatePolicy {
         path: checked(path)?,
