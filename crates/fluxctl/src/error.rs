@@ -15,7 +15,7 @@ pub mod exit {
     pub const USAGE: i32 = 2;
     /// The resource does not exist.
     pub const NOT_FOUND: i32 = 3;
-    /// Not logged in, session expired, bad credentials, or permission denied.
+    /// Not logged in, session expired, or bad credentials: sign in again.
     pub const AUTH: i32 = 4;
     /// The server refused an argument (field violations are printed).
     pub const INVALID_ARGUMENT: i32 = 5;
@@ -23,6 +23,8 @@ pub mod exit {
     pub const CONFLICT: i32 = 6;
     /// Server unavailable, deadline exceeded, or rate-limited: retrying later may work.
     pub const UNAVAILABLE: i32 = 7;
+    /// Signed in, but not allowed (PERMISSION_DENIED; `permissions check --exit-code`: denied).
+    pub const DENIED: i32 = 8;
     /// `change-requests wait`: the request was rejected.
     pub const REJECTED: i32 = 10;
     /// `change-requests wait`: cancelled, expired, or another final state without approval.
@@ -47,10 +49,11 @@ Exit codes:
   1   other error
   2   usage error
   3   not found
-  4   unauthenticated or permission denied (log in again, or ask for access)
+  4   unauthenticated: not logged in, session ended, bad credentials (log in again)
   5   invalid argument (the server's field violations are printed)
   6   conflict: already exists, failed precondition, aborted (stale etag/revision)
   7   unavailable, deadline exceeded or rate-limited (retry later)
+  8   permission denied: signed in but not allowed (ask for access)
   10  change-requests wait: rejected
   11  change-requests wait: cancelled, expired or otherwise closed without approval
   12  change-requests wait: timed out waiting for a decision";
@@ -89,6 +92,11 @@ impl CliError {
     /// Authentication is missing or no longer valid (exit 4).
     pub fn auth(message: impl Into<String>) -> Self {
         Self::new(exit::AUTH, message)
+    }
+
+    /// Signed in but not allowed (exit 8).
+    pub fn denied(message: impl Into<String>) -> Self {
+        Self::new(exit::DENIED, message)
     }
 
     /// Maps a gRPC status, with the request id the call carried.
@@ -153,7 +161,8 @@ pub fn exit_code(code: Code) -> i32 {
     match code {
         Code::Ok => exit::OK,
         Code::NotFound => exit::NOT_FOUND,
-        Code::Unauthenticated | Code::PermissionDenied => exit::AUTH,
+        Code::Unauthenticated => exit::AUTH,
+        Code::PermissionDenied => exit::DENIED,
         Code::InvalidArgument | Code::OutOfRange => exit::INVALID_ARGUMENT,
         Code::AlreadyExists | Code::FailedPrecondition | Code::Aborted => exit::CONFLICT,
         Code::Unavailable | Code::DeadlineExceeded | Code::ResourceExhausted => exit::UNAVAILABLE,
@@ -194,7 +203,7 @@ mod tests {
     #[test]
     fn codes_map_to_documented_exits() {
         assert_eq!(exit_code(Code::NotFound), 3);
-        assert_eq!(exit_code(Code::PermissionDenied), 4);
+        assert_eq!(exit_code(Code::PermissionDenied), 8);
         assert_eq!(exit_code(Code::Unauthenticated), 4);
         assert_eq!(exit_code(Code::InvalidArgument), 5);
         assert_eq!(exit_code(Code::Aborted), 6);

@@ -91,9 +91,29 @@ enum Command {
     /// The email outbox (Team Admins)
     #[command(subcommand)]
     Emails(emails::Cmd),
+    /// Print a shell completion script (e.g. `fluxctl completions bash > /etc/bash_completion.d/fluxctl`)
+    Completions {
+        #[arg(value_enum)]
+        shell: clap_complete::Shell,
+    },
+    /// Print the manual page (roff), e.g. `fluxctl man | man -l -`
+    Man,
 }
 
 async fn run(cli: Cli) -> error::Result<()> {
+    match cli.command {
+        Command::Completions { shell } => {
+            let mut cmd = <Cli as clap::CommandFactory>::command();
+            clap_complete::generate(shell, &mut cmd, "fluxctl", &mut std::io::stdout());
+            return Ok(());
+        }
+        Command::Man => {
+            let cmd = <Cli as clap::CommandFactory>::command();
+            clap_mangen::Man::new(cmd).render(&mut std::io::stdout())?;
+            return Ok(());
+        }
+        _ => {}
+    }
     let mut ctx = client::Ctx::new(cli.global)?;
     let ctx = &mut ctx;
     match cli.command {
@@ -115,6 +135,7 @@ async fn run(cli: Cli) -> error::Result<()> {
         Command::Account(c) => account::run(ctx, c).await,
         Command::Settings(c) => settings::run(ctx, c).await,
         Command::Emails(c) => emails::run(ctx, c).await,
+        Command::Completions { .. } | Command::Man => Ok(()),
     }
 }
 

@@ -159,7 +159,7 @@ fn administration_and_exit_codes(b: Backend) {
         "rita",
         "--exit-code",
     ]);
-    denied.code(4);
+    denied.code(8);
     assert!(denied.stdout.contains("allowed"), "{denied:?}");
     let explain = admin.run(&[
         "permissions",
@@ -217,7 +217,7 @@ fn administration_and_exit_codes(b: Backend) {
     let rita = Operator::new(&server.url, dir.path(), "rita");
     rita.login("rita", "Requester-pass-1").ok();
     let refused = rita.run(&["users", "list"]);
-    refused.code(4);
+    refused.code(8);
     assert!(
         refused.stderr.starts_with("error: PERMISSION_DENIED"),
         "{refused:?}"
@@ -302,10 +302,10 @@ fn change_request_through_approval_and_audit_export(b: Backend) {
     assert!(waited.stderr.contains("timed out"), "{waited:?}");
 
     // Service accounts never review, nor does the admin who set the pipeline up.
-    pipeline.run(&["change-requests", "approve", &name]).code(4);
+    pipeline.run(&["change-requests", "approve", &name]).code(8);
     admin
         .run(&["change-requests", "approve", &name, "--comment", "mine"])
-        .code(4);
+        .code(8);
     let rita = reviewer(&admin, &server.url, dir.path(), "rita");
     let approved = rita
         .run(&[
@@ -540,7 +540,7 @@ fn passwords_keys_and_policy(b: Backend) {
         .json();
     as_key(&text(&scim_key, &["secret"]))
         .run(&["users", "list"])
-        .code(4);
+        .code(8);
 
     // The approval policy of an environment.
     let cat = catalog(&admin, "Policies");

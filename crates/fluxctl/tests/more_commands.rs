@@ -267,6 +267,41 @@ fn every_other_rpc_from_the_command_line(b: Backend) {
     assert!(shown.contains("daily digest:"), "{shown}");
     nora.run(&["account", "set-notifications"]).code(2);
     anon.run(&["account", "sso-providers"]).ok();
+
+    // Secrets: never a prompt without a terminal; --password-stdin instead.
+    let create = [
+        "users",
+        "create",
+        "pat",
+        "--email",
+        "pat@example.com",
+        "--display-name",
+        "Pat",
+        "--with-password",
+    ];
+    let refused = admin.run(&create);
+    refused.code(2);
+    assert!(refused.stderr.contains("not a terminal"), "{refused:?}");
+    let mut with_stdin = create.to_vec();
+    with_stdin.push("--password-stdin");
+    admin.run_with_stdin(&with_stdin, "Pat-first-pass-1\n").ok();
+    Operator::new(&server.url, dir.path(), "pat")
+        .login("pat", "Pat-first-pass-1")
+        .ok();
+    // A denial is not a sign-in problem: exit 8, not 4.
+    nora.run(&["users", "list"]).code(8);
+
+    // Completions and the manual page, from the command definitions.
+    let bash = anon.run(&["completions", "bash"]).ok().to_owned();
+    assert!(
+        bash.contains("fluxctl") && bash.contains("webhooks"),
+        "{bash}"
+    );
+    let man = anon.run(&["man"]).ok().to_owned();
+    assert!(
+        man.contains(".TH fluxctl") || man.contains(".TH FLUXCTL"),
+        "{man}"
+    );
 }
 
 crate::both_backends!(every_other_rpc_from_the_command_line);

@@ -39,12 +39,20 @@ pub fn read_stdin_line() -> Result<String> {
     Ok(line.trim_end_matches(['\r', '\n']).to_owned())
 }
 
-/// A secret from an environment variable, else an interactive prompt without echo.
+/// A secret from an environment variable, else an interactive prompt without echo; never a
+/// prompt when standard input is not a terminal (a script gets a usage error instead).
 pub fn secret_from_env_or_prompt(var: &str, prompt: &str) -> Result<String> {
+    use std::io::IsTerminal as _;
     if let Ok(v) = std::env::var(var)
         && !v.is_empty()
     {
         return Ok(v);
+    }
+    if !std::io::stdin().is_terminal() {
+        return Err(CliError::usage(format!(
+            "{var} is not set and standard input is not a terminal: set {var}, or pass the \
+             secret on standard input with --password-stdin where the command has it"
+        )));
     }
     rpassword::prompt_password(prompt).map_err(|e| {
         CliError::usage(format!(

@@ -19,7 +19,7 @@ pub enum Cmd {
     Change {
         /// Read the current and the new password from the first two lines of standard input
         /// [default: FLUXGATE_PASSWORD and FLUXGATE_NEW_PASSWORD, else prompts]
-        #[arg(long)]
+        #[arg(long = "password-stdin", alias = "stdin")]
         stdin: bool,
     },
     /// Reset a user's password to a temporary one, printed once (Team Admins)

@@ -254,7 +254,7 @@ fn show_decision(d: &pb::PermissionDecision) -> Fields {
 
 fn denied_exit(wanted: bool, d: &pb::PermissionDecision) -> Result<()> {
     if wanted && !d.allowed {
-        return Err(CliError::auth(format!("denied: {}", d.reason)));
+        return Err(CliError::denied(format!("denied: {}", d.reason)));
     }
     Ok(())
 }

@@ -49,6 +49,9 @@ pub struct CreateArgs {
     /// user gets a registration link
     #[arg(long)]
     pub with_password: bool,
+    /// With --with-password: read the initial password from the first line of standard input
+    #[arg(long, requires = "with_password")]
+    pub password_stdin: bool,
     /// The user must change the initial password at first login
     #[arg(long, requires = "with_password")]
     pub require_password_change: bool,
@@ -142,7 +145,9 @@ async fn registration_link(ctx: &mut Ctx, user: &str) -> Result<()> {
 }
 
 async fn create(ctx: &mut Ctx, a: CreateArgs) -> Result<()> {
-    let initial_password = if a.with_password {
+    let initial_password = if a.password_stdin {
+        super::read_stdin_line()?
+    } else if a.with_password {
         secret_from_env_or_prompt("FLUXGATE_NEW_PASSWORD", "Initial password: ")?
     } else {
         String::new()
