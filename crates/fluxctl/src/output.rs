@@ -99,6 +99,7 @@ named!(
     ListAuditEventsResponse,
     VerifyAuditChainResponse,
     Settings,
+    AuditEvent,
     GetSettingsResponse,
     UpdateSettingsResponse,
     GetPasswordPolicyResponse,
@@ -144,15 +145,17 @@ fn pool() -> Result<&'static DescriptorPool> {
     .map_err(|e| CliError::other(format!("embedded descriptor set: {e}")))
 }
 
-/// The message in the canonical protobuf JSON mapping (lowerCamelCase names, enums by name,
-/// default values omitted), as grpcurl and buf curl print it.
+/// The message in the protobuf JSON mapping (lowerCamelCase names, enums by name), as grpcurl
+/// and buf curl print it, except that fields at their default value are printed too.
 pub fn to_json<M: Named>(message: &M) -> Result<serde_json::Value> {
     let desc = pool()?
         .get_message_by_name(M::NAME)
         .ok_or_else(|| CliError::other(format!("{} is not in the descriptor set", M::NAME)))?;
     let dynamic = DynamicMessage::decode(desc, message.encode_to_vec().as_slice())
         .map_err(|e| CliError::other(format!("decoding {}: {e}", M::NAME)))?;
-    Ok(serde_json::to_value(&dynamic)?)
+    // Every field, defaults too: a script reads `false`, `0` and `[]` instead of a missing key.
+    let options = prost_reflect::SerializeOptions::new().skip_default_fields(false);
+    Ok(dynamic.serialize_with_options(serde_json::value::Serializer, &options)?)
 }
 
 /// The message `M` read from its protobuf JSON mapping (what `to_json` prints).
@@ -369,7 +372,7 @@ mod tests {
     }
 
     #[test]
-    fn json_uses_the_canonical_mapping() {
+    fn json_uses_the_mapping_with_every_field() {
         let msg = pb::WhoAmIResponse {
             principal: "users/x".into(),
             role: pb::Role::TeamAdmin as i32,
@@ -379,7 +382,8 @@ mod tests {
         let json = to_json(&msg).unwrap();
         assert_eq!(
             json,
-            serde_json::json!({"principal": "users/x", "role": "ROLE_TEAM_ADMIN"})
+            serde_json::json!({"principal": "users/x", "role": "ROLE_TEAM_ADMIN", "sessionId": ""}),
+            "defaults are printed; an unset message is left out"
         );
     }
 

@@ -291,6 +291,22 @@ fn every_other_rpc_from_the_command_line(b: Backend) {
     // A denial is not a sign-in problem: exit 8, not 4.
     nora.run(&["users", "list"]).code(8);
 
+    // -o json prints every field: an empty list as [], a false flag as false.
+    let none = admin
+        .run(&[
+            "-o",
+            "json",
+            "emails",
+            "list",
+            "--recipient",
+            "nobody@example.com",
+        ])
+        .json();
+    assert_eq!(none["emails"], serde_json::json!([]), "{none:#}");
+    assert_eq!(none["nextPageToken"], "", "{none:#}");
+    let sf = nora.run(&["-o", "json", "account", "second-factor"]).json();
+    assert_eq!(sf["totpEnabled"], false, "{sf:#}");
+
     // Completions and the manual page, from the command definitions.
     let bash = anon.run(&["completions", "bash"]).ok().to_owned();
     assert!(

@@ -162,7 +162,7 @@ fn webhooks_from_the_command_line(b: Backend) {
         .run(&["webhooks", "update", &name, "--enabled", "false"])
         .ok();
     let shown = admin.run(&["-o", "json", "webhooks", "get", &name]).json();
-    assert_eq!(shown["webhook"].get("enabled"), None, "{shown:#}");
+    assert_eq!(shown["webhook"]["enabled"], false, "{shown:#}");
     let types = admin.run(&["webhooks", "event-types"]).ok().to_owned();
     assert!(types.lines().any(|l| l == "user.role_changed"), "{types}");
     admin.run(&["webhooks", "delete", &name]).ok();

@@ -208,7 +208,17 @@ async fn export(ctx: &mut Ctx, a: ExportArgs) -> Result<()> {
         .await
         .map_err(|s| CliError::from_status(&s, ""))?
     {
-        out.write_all(&chunk.json_lines)?;
+        // The server's lines leave default values out; print them as `-o json` does.
+        for line in chunk
+            .json_lines
+            .split(|b| *b == b'\n')
+            .filter(|l| !l.is_empty())
+        {
+            let json: serde_json::Value = serde_json::from_slice(line)?;
+            let event: pb::AuditEvent = crate::output::from_json(json)?;
+            serde_json::to_writer(&mut out, &crate::output::to_json(&event)?)?;
+            out.write_all(b"\n")?;
+        }
         events += u64::try_from(chunk.event_count).unwrap_or(0);
         if show_progress {
             eprint!("\rexported {events} events");
