@@ -167,4 +167,18 @@ mod tests {
     fn cli_definition_is_consistent() {
         super::Cli::command().debug_assert();
     }
+
+    /// Link tokens are base64url: one may begin with `-`.
+    #[test]
+    fn a_token_may_begin_with_a_hyphen() {
+        use clap::Parser as _;
+        let parsed = super::Cli::try_parse_from([
+            "fluxctl",
+            "passwords",
+            "confirm-reset",
+            "--token",
+            "-iAbc_def",
+        ]);
+        assert!(parsed.is_ok(), "{parsed:?}");
+    }
 }

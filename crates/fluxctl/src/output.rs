@@ -100,6 +100,7 @@ named!(
     VerifyAuditChainResponse,
     Settings,
     AuditEvent,
+    ChangeRequest,
     GetSettingsResponse,
     UpdateSettingsResponse,
     GetPasswordPolicyResponse,
@@ -206,6 +207,22 @@ fn resource_name(json: &serde_json::Value) -> Option<String> {
         .map(str::to_owned)
 }
 
+/// For a list answer (a repeated field of messages with names, or of names), every name.
+fn list_names(json: &serde_json::Value) -> Option<Vec<String>> {
+    let obj = json.as_object()?;
+    obj.values().find_map(|v| {
+        let items = v.as_array()?;
+        let names: Vec<String> = items
+            .iter()
+            .filter_map(|i| match i {
+                serde_json::Value::String(s) if s.contains('/') => Some(s.clone()),
+                other => other.get("name")?.as_str().map(str::to_owned),
+            })
+            .collect();
+        (!names.is_empty() || items.is_empty()).then_some(names)
+    })
+}
+
 /// Prints one JSON document, pretty.
 pub fn print_json<M: Named>(message: &M) -> Result<()> {
     println!("{}", serde_json::to_string_pretty(&to_json(message)?)?);
@@ -217,8 +234,14 @@ pub fn emit<M: Named>(format: Format, message: &M, human: impl FnOnce(&M)) -> Re
     match format {
         Format::Json => print_json(message),
         Format::Name => {
-            if let Some(name) = resource_name(&to_json(message)?) {
-                println!("{name}");
+            let json = to_json(message)?;
+            match list_names(&json) {
+                Some(names) => names.iter().for_each(|n| println!("{n}")),
+                None => {
+                    if let Some(name) = resource_name(&json) {
+                        println!("{name}");
+                    }
+                }
             }
             Ok(())
         }

@@ -307,6 +307,16 @@ fn every_other_rpc_from_the_command_line(b: Backend) {
     let sf = nora.run(&["-o", "json", "account", "second-factor"]).json();
     assert_eq!(sf["totpEnabled"], false, "{sf:#}");
 
+    // -o name lists every name of a list; a request's table shows its payload.
+    let names = admin
+        .run(&["-o", "name", "portfolios", "list"])
+        .ok()
+        .to_owned();
+    assert_eq!(names.lines().count(), 1, "{names}");
+    assert!(names.starts_with("portfolios/"), "{names}");
+    let shown = admin.run(&["change-requests", "get", &cr]).ok().to_owned();
+    assert!(shown.contains(r#"{"value":true}"#), "{shown}");
+
     // Completions and the manual page, from the command definitions.
     let bash = anon.run(&["completions", "bash"]).ok().to_owned();
     assert!(

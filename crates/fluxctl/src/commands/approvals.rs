@@ -557,6 +557,12 @@ fn show(cr: Option<&pb::ChangeRequest>) {
         .add("environment", c.environment.clone())
         .add("feature", c.feature_key.clone())
         .add("kind", kind_name(c.kind))
+        .add(
+            "payload",
+            output::to_json(c)
+                .map(|j| j["payload"].to_string())
+                .unwrap_or_default(),
+        )
         .add("submitter", c.submitter.clone())
         .add(
             "approvals",

@@ -40,8 +40,8 @@ pub enum Cmd {
 /// A link's token and the password to set.
 #[derive(Debug, clap::Args)]
 pub struct TokenArgs {
-    /// The `token` of the link
-    #[arg(long)]
+    /// The `token` of the link (it may begin with `-`)
+    #[arg(long, allow_hyphen_values = true)]
     pub token: String,
     /// Read the new password from the first line of standard input
     /// [default: FLUXGATE_NEW_PASSWORD, else a prompt]
