@@ -189,30 +189,31 @@ pub fn approvers(r: &ChangeRequest, reviews: &[Review]) -> Vec<PrincipalId> {
 /// from the submitter's party (a key rotated since can make it so). A deactivated or deleted
 /// approver's approval stops counting for requests still pending.
 pub fn counted_approvals(snap: &Snapshot, r: &ChangeRequest, reviews: &[Review]) -> usize {
+    counted(snap, r, reviews).count()
+}
+
+/// The reviews [`counted_approvals`] counts.
+fn counted<'a>(
+    snap: &'a Snapshot,
+    r: &'a ChangeRequest,
+    reviews: &'a [Review],
+) -> impl Iterator<Item = &'a Review> {
     reviews
         .iter()
-        .filter(|v| v.round == r.round && v.verdict == Verdict::Approve)
-        .filter(|v| {
+        .filter(move |v| v.round == r.round && v.verdict == Verdict::Approve)
+        .filter(move |v| {
             snap.is_active(&v.reviewer) && snap.shared_party(&v.reviewer, &r.submitter).is_none()
         })
-        .count()
 }
 
 /// The approvals that move the request towards approval: [`counted_approvals`], except that
-/// when its policy requires a requested reviewer and none of them is among the approvers, the
-/// count stops one short of what is required.
+/// when its policy requires a requested reviewer and none of the counted approvals is one of
+/// theirs, the count stops one short of what is required.
 pub fn approvals_toward(snap: &Snapshot, r: &ChangeRequest, reviews: &[Review]) -> usize {
     let n = counted_approvals(snap, r, reviews);
-    if !r.require_requested_reviewer {
-        return n;
-    }
-    let named = reviews.iter().any(|v| {
-        v.round == r.round
-            && v.verdict == Verdict::Approve
-            && snap.is_active(&v.reviewer)
-            && matches!(v.reviewer, PrincipalId::User(u) if r.requested_reviewers.contains(&u))
-    });
-    if named {
+    let named = counted(snap, r, reviews)
+        .any(|v| matches!(v.reviewer, PrincipalId::User(u) if r.requested_reviewers.contains(&u)));
+    if !r.require_requested_reviewer || named {
         n
     } else {
         n.min((r.required_approvals as usize).saturating_sub(1))
