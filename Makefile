@@ -47,6 +47,10 @@ web-check: web ## Fail when the committed console differs from what its sources 
 	  || (git status --porcelain -- crates/fluxgate-server/console web/src/gen; \
 	      echo "untracked console files: run 'make web' and commit" >&2; exit 1)
 
+.PHONY: cli-reference
+cli-reference: ## Regenerate the README's fluxctl reference from the command definitions
+	FLUXCTL_UPDATE_README=1 $(CARGO) test -p fluxctl --bin fluxctl -- readme_cli_reference --exact tests::readme_cli_reference_matches_the_definitions
+
 .PHONY: screenshots
 screenshots: $(PY_STAMP) ## Browser tests on SQLite, keeping each page's screenshot in docs/console/
 	mkdir -p docs/console

@@ -1,8 +1,11 @@
 //! Parsing of command-line values: durations, times, resource names and enum choices.
 
+use std::marker::PhantomData;
 use std::time::Duration;
 
 use clap::ValueEnum;
+use clap::builder::{PossibleValue, TypedValueParser};
+use clap::error::{ContextKind, ContextValue, ErrorKind};
 use fluxgate_proto::v1 as pb;
 
 /// `90s`, `15m`, `2h`, `7d`, or plain seconds.
@@ -76,6 +79,74 @@ pub fn principal(name: &str) -> String {
     }
 }
 
+/// A choice that mirrors a protobuf enum, whose values are printed as `approver` in tables
+/// and `ROLE_APPROVER` in JSON.
+pub trait ProtoEnum: ValueEnum + Clone + Send + Sync + 'static {
+    /// The protobuf value prefix, e.g. `ROLE_`.
+    const PREFIX: &'static str;
+}
+
+/// Reads a choice in any of the spellings fluxctl prints or accepts: `team-admin`,
+/// `team_admin`, `TEAM_ADMIN`, `ROLE_TEAM_ADMIN`, any case.
+pub fn any_spelling<E: ProtoEnum>(input: &str) -> Option<E> {
+    let upper = input.trim().to_ascii_uppercase().replace('-', "_");
+    let bare = upper.strip_prefix(E::PREFIX).unwrap_or(&upper);
+    E::from_str(&bare.replace('_', "-"), true).ok()
+}
+
+/// The clap parser of a [`ProtoEnum`]: [`any_spelling`], with the kebab-case names listed in
+/// help, completions and errors.
+#[derive(Clone)]
+pub struct AnySpelling<E>(PhantomData<E>);
+
+impl<E> AnySpelling<E> {
+    /// The parser.
+    pub fn new() -> Self {
+        Self(PhantomData)
+    }
+}
+
+impl<E: ProtoEnum> TypedValueParser for AnySpelling<E> {
+    type Value = E;
+
+    fn parse_ref(
+        &self,
+        cmd: &clap::Command,
+        arg: Option<&clap::Arg>,
+        value: &std::ffi::OsStr,
+    ) -> Result<E, clap::Error> {
+        let text = value.to_string_lossy();
+        any_spelling::<E>(&text).ok_or_else(|| {
+            let mut err = clap::Error::new(ErrorKind::InvalidValue).with_cmd(cmd);
+            if let Some(arg) = arg {
+                err.insert(
+                    ContextKind::InvalidArg,
+                    ContextValue::String(arg.to_string()),
+                );
+            }
+            err.insert(
+                ContextKind::InvalidValue,
+                ContextValue::String(text.into_owned()),
+            );
+            let valid = E::value_variants()
+                .iter()
+                .filter_map(|v| v.to_possible_value())
+                .map(|v| v.get_name().to_owned())
+                .collect();
+            err.insert(ContextKind::ValidValue, ContextValue::Strings(valid));
+            err
+        })
+    }
+
+    fn possible_values(&self) -> Option<Box<dyn Iterator<Item = PossibleValue> + '_>> {
+        Some(Box::new(
+            E::value_variants()
+                .iter()
+                .filter_map(ValueEnum::to_possible_value),
+        ))
+    }
+}
+
 /// An organisation role.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
 pub enum Role {
@@ -85,6 +156,10 @@ pub enum Role {
     Approver,
     /// Team Admin
     TeamAdmin,
+}
+
+impl ProtoEnum for Role {
+    const PREFIX: &'static str = "ROLE_";
 }
 
 impl From<Role> for pb::Role {
@@ -114,6 +189,21 @@ pub enum Permission {
     EditFeature,
     /// Delete features
     DeleteFeature,
+}
+
+impl Permission {
+    /// Whether it is held on an environment (value permissions) rather than an application
+    /// (feature permissions).
+    pub fn on_environment(self) -> bool {
+        matches!(
+            self,
+            Permission::Read | Permission::Lock | Permission::Unlock | Permission::ChangeValue
+        )
+    }
+}
+
+impl ProtoEnum for Permission {
+    const PREFIX: &'static str = "PERMISSION_";
 }
 
 impl From<Permission> for pb::Permission {
@@ -149,6 +239,10 @@ pub enum ChangeKind {
     Retire,
 }
 
+impl ProtoEnum for ChangeKind {
+    const PREFIX: &'static str = "CHANGE_KIND_";
+}
+
 impl From<ChangeKind> for pb::ChangeKind {
     fn from(k: ChangeKind) -> Self {
         match k {
@@ -180,6 +274,10 @@ pub enum State {
     Applied,
 }
 
+impl ProtoEnum for State {
+    const PREFIX: &'static str = "CHANGE_REQUEST_STATE_";
+}
+
 impl From<State> for pb::ChangeRequestState {
     fn from(s: State) -> Self {
         match s {
@@ -202,6 +300,10 @@ pub enum FeaturePermission {
     CreateEditDelete,
 }
 
+impl ProtoEnum for FeaturePermission {
+    const PREFIX: &'static str = "FEATURE_PERMISSION_";
+}
+
 impl From<FeaturePermission> for pb::FeaturePermission {
     fn from(p: FeaturePermission) -> Self {
         match p {
@@ -213,7 +315,9 @@ impl From<FeaturePermission> for pb::FeaturePermission {
 
 /// A value permission in an environment.
 fn value_permission(s: &str) -> Result<pb::ValuePermission, String> {
-    match s.trim().to_ascii_lowercase().replace('-', "_").as_str() {
+    let upper = s.trim().to_ascii_uppercase().replace('-', "_");
+    let bare = upper.strip_prefix("VALUE_PERMISSION_").unwrap_or(&upper);
+    match bare.to_ascii_lowercase().as_str() {
         "read" => Ok(pb::ValuePermission::Read),
         "lock" => Ok(pb::ValuePermission::Lock),
         "unlock" => Ok(pb::ValuePermission::Unlock),
@@ -227,9 +331,11 @@ fn value_permission(s: &str) -> Result<pb::ValuePermission, String> {
 /// `APPLICATION=create|create-edit-delete`.
 pub fn parse_app_grant(s: &str) -> Result<pb::ApplicationGrant, String> {
     let (app, perm) = s
-        .split_once('=')
+        .rsplit_once('=')
         .ok_or_else(|| format!("{s:?}: expected APPLICATION=create|create-edit-delete"))?;
-    let perm = FeaturePermission::from_str(perm, true)?;
+    let perm = any_spelling::<FeaturePermission>(perm).ok_or_else(|| {
+        format!("unknown feature permission {perm:?}: use create or create-edit-delete")
+    })?;
     Ok(pb::ApplicationGrant {
         application: app.to_owned(),
         feature_permission: pb::FeaturePermission::from(perm) as i32,
@@ -239,7 +345,7 @@ pub fn parse_app_grant(s: &str) -> Result<pb::ApplicationGrant, String> {
 /// `ENVIRONMENT=perm[,perm…]` with perms among read, lock, unlock, change-value.
 pub fn parse_env_grant(s: &str) -> Result<pb::EnvironmentGrant, String> {
     let (env, perms) = s
-        .split_once('=')
+        .rsplit_once('=')
         .ok_or_else(|| format!("{s:?}: expected ENVIRONMENT=read,lock,unlock,change-value"))?;
     let permissions = perms
         .split(',')
@@ -310,6 +416,37 @@ mod tests {
         assert_eq!(qualify("users", "users/rita"), "users/rita");
         assert_eq!(principal("serviceAccounts/x"), "serviceAccounts/x");
         assert_eq!(principal("rita"), "users/rita");
+    }
+
+    #[test]
+    fn every_printed_spelling_is_accepted() {
+        for s in [
+            "approver",
+            "APPROVER",
+            "ROLE_APPROVER",
+            "role_approver",
+            " Approver ",
+        ] {
+            assert_eq!(any_spelling::<Role>(s), Some(Role::Approver), "{s}");
+        }
+        for s in ["team-admin", "team_admin", "TEAM_ADMIN", "ROLE_TEAM_ADMIN"] {
+            assert_eq!(any_spelling::<Role>(s), Some(Role::TeamAdmin), "{s}");
+        }
+        for s in ["change-value", "change_value", "PERMISSION_CHANGE_VALUE"] {
+            assert_eq!(
+                any_spelling::<Permission>(s),
+                Some(Permission::ChangeValue),
+                "{s}"
+            );
+        }
+        assert_eq!(
+            any_spelling::<State>("CHANGE_REQUEST_STATE_PENDING"),
+            Some(State::Pending)
+        );
+        assert_eq!(any_spelling::<Role>("ROLE_"), None);
+        assert_eq!(any_spelling::<Role>("admin"), None);
+        assert!(parse_env_grant("e=VALUE_PERMISSION_READ,LOCK").is_ok());
+        assert!(parse_app_grant("a=FEATURE_PERMISSION_CREATE_EDIT_DELETE").is_ok());
     }
 
     #[test]

@@ -95,6 +95,8 @@ pub struct Ctx {
     session_error: Option<String>,
     channel: Option<Channel>,
     idempotency_key: String,
+    /// The catalog and group lists read to resolve names, kept for the invocation.
+    pub names: crate::names::Cache,
 }
 
 impl Ctx {
@@ -126,6 +128,7 @@ impl Ctx {
             session_error,
             channel: None,
             idempotency_key,
+            names: crate::names::Cache::default(),
         })
     }
 
@@ -370,9 +373,11 @@ impl Ctx {
                     e.message
                 ))
             })?;
-        let tokens = resp
-            .tokens
-            .ok_or_else(|| CliError::other("RefreshSession returned no tokens"))?;
+        let tokens = resp.tokens.ok_or_else(|| {
+            CliError::other(
+                "the server refreshed the session without tokens: run `fluxctl login` again",
+            )
+        })?;
         self.store_session(Session::from_tokens(
             &current.server,
             &current.username,

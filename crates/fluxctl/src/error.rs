@@ -108,7 +108,8 @@ impl CliError {
         let message = if status.message().is_empty() {
             code_name(status.code()).to_owned()
         } else {
-            format!("{}: {}", code_name(status.code()), status.message())
+            let text = crate::commands::name_commands(status.message());
+            format!("{}: {text}", code_name(status.code()))
         };
         Self {
             code: exit_code(status.code()),

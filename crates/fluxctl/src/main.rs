@@ -18,7 +18,10 @@ mod args;
 mod client;
 mod commands;
 mod error;
+mod names;
 mod output;
+#[cfg(test)]
+mod reference;
 mod session;
 
 use commands::{
@@ -166,6 +169,49 @@ mod tests {
     #[test]
     fn cli_definition_is_consistent() {
         super::Cli::command().debug_assert();
+    }
+
+    /// The README's command reference is the one the definitions render;
+    /// `FLUXCTL_UPDATE_README=1` (`make cli-reference`) rewrites it.
+    #[test]
+    fn readme_cli_reference_matches_the_definitions() {
+        use crate::reference::{END, START, markdown};
+        let path = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../../README.md");
+        let readme = std::fs::read_to_string(&path).expect("README.md");
+        let (Some(a), Some(b)) = (readme.find(START), readme.find(END)) else {
+            panic!("README.md lacks the {START} … {END} markers");
+        };
+        let current = &readme[a + START.len()..b];
+        let wanted = format!("\n{}", markdown(&super::Cli::command()));
+        if current == wanted {
+            return;
+        }
+        if std::env::var_os("FLUXCTL_UPDATE_README").is_some() {
+            let updated = format!("{}{START}{wanted}{}", &readme[..a], &readme[b..]);
+            std::fs::write(&path, updated).expect("write README.md");
+            return;
+        }
+        panic!("README.md's fluxctl reference is stale: run `make cli-reference`");
+    }
+
+    /// Each command the RPC table names exists.
+    #[test]
+    fn every_mapped_command_exists() {
+        let root = super::Cli::command();
+        for (rpc, path) in crate::commands::COMMAND_OF_RPC {
+            let mut cmd = &root;
+            for word in path.split(' ').filter(|w| !w.starts_with("--")) {
+                cmd = cmd
+                    .find_subcommand(word)
+                    .unwrap_or_else(|| panic!("{rpc}: no command `fluxctl {path}`"));
+            }
+            for flag in path.split(' ').filter_map(|w| w.strip_prefix("--")) {
+                assert!(
+                    cmd.get_arguments().any(|a| a.get_long() == Some(flag)),
+                    "{rpc}: `fluxctl {path}` has no --{flag}"
+                );
+            }
+        }
     }
 
     /// Link tokens are base64url: one may begin with `-`.

@@ -1,6 +1,7 @@
 //! docs/examples/ci-pipeline.sh end to end: the pipeline's service account submits, waits,
 //! applies and marks applied once another person approves; a rejection ends it with exit 10;
-//! no decision in time with exit 12 and the request cancelled.
+//! no decision in time with exit 12 and the request cancelled; a retried job with the same
+//! pipeline id neither submits again nor applies again.
 #![allow(clippy::unwrap_used)]
 
 mod common;
@@ -33,14 +34,22 @@ fn start_pipeline(
         bin_dir.display(),
         std::env::var("PATH").unwrap_or_default()
     );
-    Command::new("bash")
-        .arg(script())
-        .env_clear()
+    let mut cmd = Command::new("bash");
+    cmd.env_clear();
+    if feature == "risky-flag" {
+        // The environment's full name alone works as well.
+        cmd.env("FLUXGATE_ENVIRONMENT", &cat.environment);
+    } else {
+        // By names, as a pipeline's configuration has them.
+        cmd.env("FLUXGATE_PORTFOLIO", "checkout")
+            .env("FLUXGATE_APPLICATION", "WEB")
+            .env("FLUXGATE_ENVIRONMENT", "prod");
+    }
+    cmd.arg(script())
         .env("PATH", path)
         .env("HOME", applied.parent().unwrap())
         .env("FLUXGATE_SERVER", &server.url)
         .env("FLUXGATE_TOKEN", secret)
-        .env("FLUXGATE_ENVIRONMENT", &cat.environment)
         .env("FEATURE_KEY", feature)
         .env("WAIT_TIMEOUT", wait)
         .env("CI_PIPELINE_ID", format!("build-{feature}"))
@@ -107,6 +116,28 @@ fn ci_pipeline_applies_once_approved_and_stops_on_rejection(b: Backend) {
     assert_eq!(status.code(), Some(0));
     assert_eq!(std::fs::read_to_string(&applied).unwrap().trim(), name);
     assert_eq!(state(&admin, &name), "CHANGE_REQUEST_STATE_APPLIED");
+
+    // The job retried with the same pipeline id, twice and at once: it finds the request the
+    // first run submitted, sees it applied, and applies nothing again.
+    let mut again = start_pipeline(&server, &cat, &secret, "new-checkout", "60s", &applied);
+    let mut third = start_pipeline(&server, &cat, &secret, "new-checkout", "60s", &applied);
+    for run in [&mut again, &mut third] {
+        let status = wait_child(run, Duration::from_secs(60)).expect("the rerun ends");
+        assert_eq!(status.code(), Some(0));
+    }
+    assert_eq!(
+        std::fs::read_to_string(&applied).unwrap().lines().count(),
+        1,
+        "applied twice"
+    );
+    let all = admin.run(&["-o", "json", "change-requests", "list"]).json();
+    let submitted = all["changeRequests"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter(|c| c["featureKey"] == "new-checkout")
+        .count();
+    assert_eq!(submitted, 1, "{all:#}");
 
     // Rejected: exit 10, nothing applied.
     let mut run = start_pipeline(&server, &cat, &secret, "risky-flag", "60s", &applied);

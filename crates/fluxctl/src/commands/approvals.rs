@@ -10,6 +10,7 @@ use tokio::time::Instant;
 use crate::args::{ChangeKind, State, parse_payload, principal, qualify};
 use crate::client::{Call, Ctx};
 use crate::error::{CliError, Result, exit};
+use crate::names::{self, EnvironmentScope};
 use crate::output::{self, Fields, Format, Table, emit, next_page_hint};
 
 /// Pause before watching again after the server ended the stream (e.g. it restarted).
@@ -72,9 +73,12 @@ pub enum Cmd {
     Edit(EditArgs),
     /// Approval response times and pending work (Approvers and Team Admins)
     Metrics {
-        /// Only this environment
+        /// Only this environment (name or id, with --application and --portfolio where it is
+        /// not unique)
         #[arg(long)]
         environment: Option<String>,
+        #[command(flatten)]
+        scope: EnvironmentScope,
         /// From [default: 30 days before the end]
         #[arg(long, value_parser = crate::args::parse_time)]
         start_time: Option<prost_types::Timestamp>,
@@ -91,7 +95,7 @@ pub struct EditArgs {
     pub name: String,
     #[arg(long)]
     pub feature: Option<String>,
-    #[arg(long, value_enum)]
+    #[arg(long, value_parser = crate::args::AnySpelling::<ChangeKind>::new())]
     pub kind: Option<ChangeKind>,
     #[arg(long)]
     pub title: Option<String>,
@@ -110,13 +114,16 @@ pub struct EditArgs {
 /// Arguments of `change-requests submit`.
 #[derive(Debug, Args)]
 pub struct SubmitArgs {
-    /// `portfolios/{p}/applications/{a}/environments/{e}`
+    /// The environment: its name or id (with --application and --portfolio where it is not
+    /// unique), or its full name
     #[arg(long)]
     pub environment: String,
+    #[command(flatten)]
+    pub scope: EnvironmentScope,
     /// The feature's key
     #[arg(long)]
     pub feature: String,
-    #[arg(long, value_enum)]
+    #[arg(long, value_parser = crate::args::AnySpelling::<ChangeKind>::new())]
     pub kind: ChangeKind,
     /// 1 to 100 characters
     #[arg(long)]
@@ -138,10 +145,14 @@ pub struct SubmitArgs {
 #[derive(Debug, Args)]
 pub struct ListArgs {
     /// Only these states (repeatable)
-    #[arg(long = "state", value_enum)]
+    #[arg(long = "state", value_parser = crate::args::AnySpelling::<State>::new())]
     pub states: Vec<State>,
+    /// Only this environment (name or id, with --application and --portfolio where it is not
+    /// unique)
     #[arg(long)]
     pub environment: Option<String>,
+    #[command(flatten)]
+    pub scope: EnvironmentScope,
     /// `users/…`, a username or `serviceAccounts/…`
     #[arg(long)]
     pub submitter: Option<String>,
@@ -161,12 +172,17 @@ pub async fn run(ctx: &mut Ctx, cmd: Cmd) -> Result<()> {
         Cmd::Edit(a) => edit(ctx, a).await,
         Cmd::Metrics {
             environment,
+            scope,
             start_time,
             end_time,
         } => {
             let (start, end) = crate::args::range_or_last_30_days(start_time, end_time);
+            let environment = match environment {
+                Some(e) => names::environment(ctx, &e, &scope).await?,
+                None => String::new(),
+            };
             let req = pb::GetApprovalMetricsRequest {
-                environment: environment.unwrap_or_default(),
+                environment,
                 start_time: Some(start),
                 end_time: Some(end),
             };
@@ -278,9 +294,10 @@ async fn submit(ctx: &mut Ctx, a: SubmitArgs) -> Result<()> {
         }
         (None, p) => p,
     };
+    let environment = names::environment(ctx, &a.environment, &a.scope).await?;
     let req = pb::SubmitChangeRequestRequest {
         change_request: Some(pb::ChangeRequest {
-            environment: a.environment,
+            environment,
             feature_key: a.feature,
             kind: pb::ChangeKind::from(a.kind) as i32,
             payload,
@@ -311,13 +328,17 @@ fn submit_request_id(key: &str) -> String {
 }
 
 async fn list(ctx: &mut Ctx, a: ListArgs) -> Result<()> {
+    let environment = match &a.environment {
+        Some(e) => names::environment(ctx, e, &a.scope).await?,
+        None => String::new(),
+    };
     let req = pb::ListChangeRequestsRequest {
         states: a
             .states
             .into_iter()
             .map(|s| pb::ChangeRequestState::from(s) as i32)
             .collect(),
-        environment: a.environment.unwrap_or_default(),
+        environment,
         submitter: a.submitter.map(|s| principal(&s)).unwrap_or_default(),
         awaiting_my_review: a.awaiting_my_review,
         page_size: a.page_size,

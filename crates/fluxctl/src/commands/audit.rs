@@ -10,6 +10,7 @@ use fluxgate_proto::v1::audit_service_client::AuditServiceClient;
 use crate::args::{parse_time, principal};
 use crate::client::{Call, Ctx};
 use crate::error::{CliError, Result};
+use crate::names;
 use crate::output::{Fields, Table, emit, next_page_hint};
 
 /// `fluxctl audit …`
@@ -55,9 +56,22 @@ pub struct ListArgs {
     /// Only events by this actor (`users/…`, a username or `serviceAccounts/…`)
     #[arg(long)]
     pub actor: Option<String>,
-    /// Only events on this target name
-    #[arg(long)]
+    /// Only events on this target: a full name (`portfolios/…`, `changeRequests/…`,
+    /// `users/rita`, `serviceAccounts/…`)
+    #[arg(long, conflicts_with_all = ["portfolio", "application", "environment", "group"])]
     pub target: Option<String>,
+    /// Only events on this portfolio (name or id), or the scope of the flags below
+    #[arg(long)]
+    pub portfolio: Option<String>,
+    /// Only events on this application (name or id)
+    #[arg(long)]
+    pub application: Option<String>,
+    /// Only events on this environment (name or id)
+    #[arg(long)]
+    pub environment: Option<String>,
+    /// Only events on this group (name or id)
+    #[arg(long)]
+    pub group: Option<String>,
     /// Only events with this action, e.g. `user.created`
     #[arg(long)]
     pub action: Option<String>,
@@ -149,12 +163,50 @@ async fn ingest(ctx: &mut Ctx, file: &std::path::Path) -> Result<()> {
     })
 }
 
+/// The target the flags select: `--target` as given, else the most specific of `--group`,
+/// `--environment`, `--application` and `--portfolio`, the others scoping it.
+async fn target(ctx: &mut Ctx, a: &ListArgs) -> Result<String> {
+    let portfolio = a.portfolio.as_deref();
+    Ok(
+        match (
+            &a.target,
+            &a.group,
+            &a.environment,
+            &a.application,
+            portfolio,
+        ) {
+            (Some(t), ..) => principal_or_name(t),
+            (None, Some(g), ..) => names::group(ctx, g, portfolio).await?,
+            (None, None, Some(e), ..) => {
+                let scope = names::EnvironmentScope {
+                    portfolio: a.portfolio.clone(),
+                    application: a.application.clone(),
+                };
+                names::environment(ctx, e, &scope).await?
+            }
+            (None, None, None, Some(app), _) => names::application(ctx, app, portfolio).await?,
+            (None, None, None, None, Some(p)) => names::portfolio(ctx, p).await?,
+            (None, None, None, None, None) => String::new(),
+        },
+    )
+}
+
+/// A target as given; a bare word is taken as a username.
+fn principal_or_name(t: &str) -> String {
+    if t.contains('/') {
+        t.to_owned()
+    } else {
+        principal(t)
+    }
+}
+
 async fn list(ctx: &mut Ctx, a: ListArgs) -> Result<()> {
+    let target = target(ctx, &a).await?;
     let req = pb::ListAuditEventsRequest {
         page_size: a.page_size,
         page_token: a.page_token.unwrap_or_default(),
         actor: a.actor.map(|s| principal(&s)).unwrap_or_default(),
-        target: a.target.unwrap_or_default(),
+        target,
         action: a.action.unwrap_or_default(),
         outcome: a.outcome.unwrap_or_default(),
         start_time: a.range.start_time,

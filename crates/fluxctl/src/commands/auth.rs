@@ -169,10 +169,11 @@ async fn sso_login(ctx: &mut Ctx, provider: &str, no_browser: bool) -> Result<()
             AuthServiceClient::new(ch).complete_sso_sign_in(r).await
         })
         .await?;
-    let tokens = resp
-        .tokens
-        .as_ref()
-        .ok_or_else(|| CliError::other("CompleteSsoSignIn returned no tokens"))?;
+    let tokens = resp.tokens.as_ref().ok_or_else(|| {
+        CliError::other(
+            "the identity provider sign-in ended without tokens: run `fluxctl login --sso` again",
+        )
+    })?;
     let user = resp.user.clone().unwrap_or_default();
     let server = ctx.server().to_owned();
     ctx.store_session(Session::from_tokens(&server, &user.username, tokens))?;

@@ -5,9 +5,9 @@ use fluxgate_proto::v1 as pb;
 use fluxgate_proto::v1::catalog_service_client::CatalogServiceClient;
 
 use super::mask;
-use crate::args::qualify;
 use crate::client::{Call, Ctx};
 use crate::error::Result;
+use crate::names::{self, EnvironmentScope, PortfolioScope};
 use crate::output::{self, Fields, Table, emit, next_page_hint};
 
 /// `fluxctl portfolios …`
@@ -15,7 +15,7 @@ use crate::output::{self, Fields, Table, emit, next_page_hint};
 pub enum PortfolioCmd {
     /// Create a portfolio (and its Administrators group)
     Create(CreateArgs),
-    /// Show a portfolio (`portfolios/{id}` or the bare id)
+    /// Show a portfolio (its display name, id or `portfolios/{id}`)
     Get { name: String },
     /// List portfolios
     List(PageArgs),
@@ -28,15 +28,19 @@ pub enum PortfolioCmd {
 /// `fluxctl applications …`
 #[derive(Debug, Subcommand)]
 pub enum ApplicationCmd {
-    /// Create an application in a portfolio (`--portfolio portfolios/{id}`)
+    /// Create an application in a portfolio (`--portfolio Shop`: name or id)
     Create {
         #[arg(long)]
         portfolio: String,
         #[command(flatten)]
         fields: CreateArgs,
     },
-    /// Show an application (`portfolios/{p}/applications/{a}`)
-    Get { name: String },
+    /// Show an application (its name or id, with --portfolio where it is not unique)
+    Get {
+        name: String,
+        #[command(flatten)]
+        scope: PortfolioScope,
+    },
     /// List a portfolio's applications
     List {
         #[arg(long)]
@@ -45,30 +49,50 @@ pub enum ApplicationCmd {
         page: PageArgs,
     },
     /// Change display name or description
-    Update(UpdateArgs),
+    Update {
+        #[command(flatten)]
+        fields: UpdateArgs,
+        #[command(flatten)]
+        scope: PortfolioScope,
+    },
     /// Delete an application
-    Delete(DeleteArgs),
+    Delete {
+        #[command(flatten)]
+        target: DeleteArgs,
+        #[command(flatten)]
+        scope: PortfolioScope,
+    },
 }
 
 /// `fluxctl environments …`
 #[derive(Debug, Subcommand)]
 pub enum EnvironmentCmd {
-    /// Create an environment in an application (`--application portfolios/{p}/applications/{a}`)
+    /// Create an environment in an application (`--application web`, with --portfolio where
+    /// the application's name is not unique)
     Create {
         #[arg(long)]
         application: String,
+        #[command(flatten)]
+        scope: PortfolioScope,
         #[command(flatten)]
         fields: CreateArgs,
         /// Mark it as a production environment
         #[arg(long)]
         production: bool,
     },
-    /// Show an environment
-    Get { name: String },
+    /// Show an environment (its name or id, with --application and --portfolio where it is
+    /// not unique)
+    Get {
+        name: String,
+        #[command(flatten)]
+        scope: EnvironmentScope,
+    },
     /// List an application's environments
     List {
         #[arg(long)]
         application: String,
+        #[command(flatten)]
+        scope: PortfolioScope,
         #[command(flatten)]
         page: PageArgs,
     },
@@ -78,9 +102,16 @@ pub enum EnvironmentCmd {
         fields: UpdateArgs,
         #[arg(long)]
         production: Option<bool>,
+        #[command(flatten)]
+        scope: EnvironmentScope,
     },
     /// Delete an environment
-    Delete(DeleteArgs),
+    Delete {
+        #[command(flatten)]
+        target: DeleteArgs,
+        #[command(flatten)]
+        scope: EnvironmentScope,
+    },
 }
 
 /// Display name and description of a new resource.
@@ -145,7 +176,7 @@ pub async fn run_portfolios(ctx: &mut Ctx, cmd: PortfolioCmd) -> Result<()> {
         }
         PortfolioCmd::Get { name } => {
             let req = pb::GetPortfolioRequest {
-                name: qualify("portfolios", &name),
+                name: names::portfolio(ctx, &name).await?,
             };
             let r = rpc!(ctx, Call::Read, CatalogServiceClient::get_portfolio, req)?;
             emit(ctx.format(), &r, |r| show_portfolio(r.portfolio.as_ref()))
@@ -171,7 +202,7 @@ pub async fn run_portfolios(ctx: &mut Ctx, cmd: PortfolioCmd) -> Result<()> {
             let update_mask = name_mask(&a)?;
             let req = pb::UpdatePortfolioRequest {
                 portfolio: Some(pb::Portfolio {
-                    name: qualify("portfolios", &a.name),
+                    name: names::portfolio(ctx, &a.name).await?,
                     display_name: a.display_name.unwrap_or_default(),
                     description: a.description.unwrap_or_default(),
                     etag: a.etag.unwrap_or_default(),
@@ -188,7 +219,7 @@ pub async fn run_portfolios(ctx: &mut Ctx, cmd: PortfolioCmd) -> Result<()> {
             emit(ctx.format(), &r, |r| show_portfolio(r.portfolio.as_ref()))
         }
         PortfolioCmd::Delete(a) => {
-            let name = qualify("portfolios", &a.name);
+            let name = names::portfolio(ctx, &a.name).await?;
             let req = pb::DeletePortfolioRequest {
                 name: name.clone(),
                 etag: a.etag.unwrap_or_default(),
@@ -210,7 +241,7 @@ pub async fn run_applications(ctx: &mut Ctx, cmd: ApplicationCmd) -> Result<()> 
     match cmd {
         ApplicationCmd::Create { portfolio, fields } => {
             let req = pb::CreateApplicationRequest {
-                parent: qualify("portfolios", &portfolio),
+                parent: names::portfolio(ctx, &portfolio).await?,
                 application: Some(pb::Application {
                     display_name: fields.display_name,
                     description: fields.description.unwrap_or_default(),
@@ -227,7 +258,8 @@ pub async fn run_applications(ctx: &mut Ctx, cmd: ApplicationCmd) -> Result<()> 
                 show_application(r.application.as_ref())
             })
         }
-        ApplicationCmd::Get { name } => {
+        ApplicationCmd::Get { name, scope } => {
+            let name = names::application(ctx, &name, scope.portfolio.as_deref()).await?;
             let req = pb::GetApplicationRequest { name };
             let r = rpc!(ctx, Call::Read, CatalogServiceClient::get_application, req)?;
             emit(ctx.format(), &r, |r| {
@@ -236,7 +268,7 @@ pub async fn run_applications(ctx: &mut Ctx, cmd: ApplicationCmd) -> Result<()> 
         }
         ApplicationCmd::List { portfolio, page } => {
             let req = pb::ListApplicationsRequest {
-                parent: qualify("portfolios", &portfolio),
+                parent: names::portfolio(ctx, &portfolio).await?,
                 page_size: page.page_size,
                 page_token: page.page_token.unwrap_or_default(),
             };
@@ -257,11 +289,11 @@ pub async fn run_applications(ctx: &mut Ctx, cmd: ApplicationCmd) -> Result<()> 
                 print_list(rows, &r.next_page_token);
             })
         }
-        ApplicationCmd::Update(a) => {
+        ApplicationCmd::Update { fields: a, scope } => {
             let update_mask = name_mask(&a)?;
             let req = pb::UpdateApplicationRequest {
                 application: Some(pb::Application {
-                    name: a.name,
+                    name: names::application(ctx, &a.name, scope.portfolio.as_deref()).await?,
                     display_name: a.display_name.unwrap_or_default(),
                     description: a.description.unwrap_or_default(),
                     etag: a.etag.unwrap_or_default(),
@@ -279,10 +311,10 @@ pub async fn run_applications(ctx: &mut Ctx, cmd: ApplicationCmd) -> Result<()> 
                 show_application(r.application.as_ref())
             })
         }
-        ApplicationCmd::Delete(a) => {
-            let name = a.name.clone();
+        ApplicationCmd::Delete { target: a, scope } => {
+            let name = names::application(ctx, &a.name, scope.portfolio.as_deref()).await?;
             let req = pb::DeleteApplicationRequest {
-                name: a.name,
+                name: name.clone(),
                 etag: a.etag.unwrap_or_default(),
                 force: a.force,
             };
@@ -302,11 +334,12 @@ pub async fn run_environments(ctx: &mut Ctx, cmd: EnvironmentCmd) -> Result<()> 
     match cmd {
         EnvironmentCmd::Create {
             application,
+            scope,
             fields,
             production,
         } => {
             let req = pb::CreateEnvironmentRequest {
-                parent: application,
+                parent: names::application(ctx, &application, scope.portfolio.as_deref()).await?,
                 environment: Some(pb::Environment {
                     display_name: fields.display_name,
                     description: fields.description.unwrap_or_default(),
@@ -324,16 +357,21 @@ pub async fn run_environments(ctx: &mut Ctx, cmd: EnvironmentCmd) -> Result<()> 
                 show_environment(r.environment.as_ref())
             })
         }
-        EnvironmentCmd::Get { name } => {
+        EnvironmentCmd::Get { name, scope } => {
+            let name = names::environment(ctx, &name, &scope).await?;
             let req = pb::GetEnvironmentRequest { name };
             let r = rpc!(ctx, Call::Read, CatalogServiceClient::get_environment, req)?;
             emit(ctx.format(), &r, |r| {
                 show_environment(r.environment.as_ref())
             })
         }
-        EnvironmentCmd::List { application, page } => {
+        EnvironmentCmd::List {
+            application,
+            scope,
+            page,
+        } => {
             let req = pb::ListEnvironmentsRequest {
-                parent: application,
+                parent: names::application(ctx, &application, scope.portfolio.as_deref()).await?,
                 page_size: page.page_size,
                 page_token: page.page_token.unwrap_or_default(),
             };
@@ -356,7 +394,11 @@ pub async fn run_environments(ctx: &mut Ctx, cmd: EnvironmentCmd) -> Result<()> 
                 next_page_hint(&r.next_page_token);
             })
         }
-        EnvironmentCmd::Update { fields, production } => {
+        EnvironmentCmd::Update {
+            fields,
+            production,
+            scope,
+        } => {
             let update_mask = mask(&[
                 ("display_name", fields.display_name.is_some()),
                 ("description", fields.description.is_some()),
@@ -364,7 +406,7 @@ pub async fn run_environments(ctx: &mut Ctx, cmd: EnvironmentCmd) -> Result<()> 
             ])?;
             let req = pb::UpdateEnvironmentRequest {
                 environment: Some(pb::Environment {
-                    name: fields.name,
+                    name: names::environment(ctx, &fields.name, &scope).await?,
                     display_name: fields.display_name.unwrap_or_default(),
                     description: fields.description.unwrap_or_default(),
                     production: production.unwrap_or_default(),
@@ -383,10 +425,10 @@ pub async fn run_environments(ctx: &mut Ctx, cmd: EnvironmentCmd) -> Result<()> 
                 show_environment(r.environment.as_ref())
             })
         }
-        EnvironmentCmd::Delete(a) => {
-            let name = a.name.clone();
+        EnvironmentCmd::Delete { target: a, scope } => {
+            let name = names::environment(ctx, &a.name, &scope).await?;
             let req = pb::DeleteEnvironmentRequest {
-                name: a.name,
+                name: name.clone(),
                 etag: a.etag.unwrap_or_default(),
                 force: a.force,
             };

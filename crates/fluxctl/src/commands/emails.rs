@@ -14,7 +14,7 @@ pub enum Cmd {
     /// List messages, newest first
     List {
         /// Only messages in this state (repeatable)
-        #[arg(long = "state", value_enum)]
+        #[arg(long = "state", value_parser = crate::args::AnySpelling::<EmailState>::new())]
         states: Vec<EmailState>,
         /// Only messages to this address
         #[arg(long)]
@@ -43,6 +43,10 @@ pub enum EmailState {
     Sent,
     Failed,
     Held,
+}
+
+impl crate::args::ProtoEnum for EmailState {
+    const PREFIX: &'static str = "EMAIL_STATE_";
 }
 
 impl From<EmailState> for pb::EmailState {

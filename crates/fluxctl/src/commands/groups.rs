@@ -5,9 +5,10 @@ use fluxgate_proto::v1 as pb;
 use fluxgate_proto::v1::group_service_client::GroupServiceClient;
 
 use super::mask;
-use crate::args::{parse_app_grant, parse_env_grant, principal, qualify};
+use crate::args::{parse_app_grant, parse_env_grant, principal};
 use crate::client::{Call, Ctx};
 use crate::error::Result;
+use crate::names::{self, EnvironmentScope, PortfolioScope};
 use crate::output::{self, Fields, Table, emit, next_page_hint};
 
 /// `fluxctl groups …`
@@ -15,8 +16,12 @@ use crate::output::{self, Fields, Table, emit, next_page_hint};
 pub enum Cmd {
     /// Create a group in a portfolio, with its grants
     Create(CreateArgs),
-    /// Show a group with its grants (`portfolios/{p}/groups/{g}`)
-    Get { name: String },
+    /// Show a group with its grants (its name or id, with --portfolio where it is not unique)
+    Get {
+        name: String,
+        #[command(flatten)]
+        scope: PortfolioScope,
+    },
     /// List a portfolio's groups (`--portfolio -` for every portfolio)
     List(ListArgs),
     /// Change display name or description, or replace the grants
@@ -24,6 +29,8 @@ pub enum Cmd {
     /// Delete a group
     Delete {
         name: String,
+        #[command(flatten)]
+        scope: PortfolioScope,
         #[arg(long)]
         etag: Option<String>,
         /// Delete even when it has members
@@ -42,6 +49,8 @@ pub enum MemberCmd {
     Add {
         group: String,
         member: String,
+        #[command(flatten)]
+        scope: PortfolioScope,
         /// Why, kept in the audit trail
         #[arg(long)]
         reason: Option<String>,
@@ -50,6 +59,8 @@ pub enum MemberCmd {
     Remove {
         group: String,
         member: String,
+        #[command(flatten)]
+        scope: PortfolioScope,
         /// Why, kept in the audit trail
         #[arg(long)]
         reason: Option<String>,
@@ -57,6 +68,8 @@ pub enum MemberCmd {
     /// List a group's members
     List {
         group: String,
+        #[command(flatten)]
+        scope: PortfolioScope,
         #[arg(long, default_value_t = 0)]
         page_size: i32,
         #[arg(long)]
@@ -67,10 +80,13 @@ pub enum MemberCmd {
 /// Grant flags, repeatable.
 #[derive(Debug, Args)]
 pub struct GrantArgs {
-    /// Feature permission on an application: APPLICATION=create|create-edit-delete
+    /// Feature permission on an application of the group's portfolio (name or id):
+    /// APPLICATION=create|create-edit-delete
     #[arg(long = "app-grant", value_name = "APP=PERM", value_parser = parse_app_grant)]
     pub app_grants: Vec<pb::ApplicationGrant>,
-    /// Value permissions in an environment: ENVIRONMENT=read,lock,unlock,change-value
+    /// Value permissions in an environment of the group's portfolio: ENVIRONMENT=read,lock,…
+    /// where ENVIRONMENT is `APPLICATION/ENVIRONMENT` by names, or a name or id found in one
+    /// application only
     #[arg(long = "env-grant", value_name = "ENV=PERMS", value_parser = parse_env_grant)]
     pub env_grants: Vec<pb::EnvironmentGrant>,
 }
@@ -78,7 +94,7 @@ pub struct GrantArgs {
 /// Arguments of `groups create`.
 #[derive(Debug, Args)]
 pub struct CreateArgs {
-    /// `portfolios/{id}` or the bare id
+    /// The portfolio: its display name, id or `portfolios/{id}`
     #[arg(long)]
     pub portfolio: String,
     pub display_name: String,
@@ -91,7 +107,7 @@ pub struct CreateArgs {
 /// Arguments of `groups list`.
 #[derive(Debug, Args)]
 pub struct ListArgs {
-    /// `portfolios/{id}`, or `-` for every portfolio
+    /// The portfolio (name or id), or `-` for every portfolio
     #[arg(long, default_value = "-")]
     pub portfolio: String,
     /// Only groups with this member
@@ -107,6 +123,8 @@ pub struct ListArgs {
 #[derive(Debug, Args)]
 pub struct UpdateArgs {
     pub name: String,
+    #[command(flatten)]
+    pub scope: PortfolioScope,
     #[arg(long)]
     pub display_name: Option<String>,
     #[arg(long)]
@@ -127,14 +145,21 @@ pub struct UpdateArgs {
 pub async fn run(ctx: &mut Ctx, cmd: Cmd) -> Result<()> {
     match cmd {
         Cmd::Create(a) => create(ctx, a).await,
-        Cmd::Get { name } => {
+        Cmd::Get { name, scope } => {
+            let name = names::group(ctx, &name, scope.portfolio.as_deref()).await?;
             let req = pb::GetGroupRequest { name };
             let r = rpc!(ctx, Call::Read, GroupServiceClient::get_group, req)?;
             emit(ctx.format(), &r, |r| show(r.group.as_ref()))
         }
         Cmd::List(a) => list(ctx, a).await,
         Cmd::Update(a) => update(ctx, a).await,
-        Cmd::Delete { name, etag, force } => {
+        Cmd::Delete {
+            name,
+            scope,
+            etag,
+            force,
+        } => {
+            let name = names::group(ctx, &name, scope.portfolio.as_deref()).await?;
             let req = pb::DeleteGroupRequest {
                 name: name.clone(),
                 etag: etag.unwrap_or_default(),
@@ -147,14 +172,42 @@ pub async fn run(ctx: &mut Ctx, cmd: Cmd) -> Result<()> {
     }
 }
 
+/// The grants with their applications and environments resolved within the portfolio.
+async fn resolve_grants(ctx: &mut Ctx, portfolio: &str, grants: GrantArgs) -> Result<GrantArgs> {
+    let mut out = GrantArgs {
+        app_grants: Vec::with_capacity(grants.app_grants.len()),
+        env_grants: Vec::with_capacity(grants.env_grants.len()),
+    };
+    for mut g in grants.app_grants {
+        g.application = names::application(ctx, &g.application, Some(portfolio)).await?;
+        out.app_grants.push(g);
+    }
+    let scope = EnvironmentScope {
+        portfolio: Some(portfolio.to_owned()),
+        application: None,
+    };
+    for mut g in grants.env_grants {
+        g.environment = names::environment(ctx, &g.environment, &scope).await?;
+        out.env_grants.push(g);
+    }
+    Ok(out)
+}
+
+/// `portfolios/{p}` of `portfolios/{p}/groups/{g}`.
+fn portfolio_of(group: &str) -> &str {
+    group.split("/groups/").next().unwrap_or(group)
+}
+
 async fn create(ctx: &mut Ctx, a: CreateArgs) -> Result<()> {
+    let parent = names::portfolio(ctx, &a.portfolio).await?;
+    let grants = resolve_grants(ctx, &parent, a.grants).await?;
     let req = pb::CreateGroupRequest {
-        parent: qualify("portfolios", &a.portfolio),
+        parent,
         group: Some(pb::Group {
             display_name: a.display_name,
             description: a.description.unwrap_or_default(),
-            application_grants: a.grants.app_grants,
-            environment_grants: a.grants.env_grants,
+            application_grants: grants.app_grants,
+            environment_grants: grants.env_grants,
             ..Default::default()
         }),
     };
@@ -163,8 +216,13 @@ async fn create(ctx: &mut Ctx, a: CreateArgs) -> Result<()> {
 }
 
 async fn list(ctx: &mut Ctx, a: ListArgs) -> Result<()> {
+    let parent = if a.portfolio == "-" {
+        "portfolios/-".to_owned()
+    } else {
+        names::portfolio(ctx, &a.portfolio).await?
+    };
     let req = pb::ListGroupsRequest {
-        parent: qualify("portfolios", &a.portfolio),
+        parent,
         page_size: a.page_size,
         page_token: a.page_token.unwrap_or_default(),
         member: a.member.map(|m| principal(&m)).unwrap_or_default(),
@@ -198,13 +256,15 @@ async fn update(ctx: &mut Ctx, a: UpdateArgs) -> Result<()> {
             a.set_env_grants || !a.grants.env_grants.is_empty(),
         ),
     ])?;
+    let name = names::group(ctx, &a.name, a.scope.portfolio.as_deref()).await?;
+    let grants = resolve_grants(ctx, portfolio_of(&name), a.grants).await?;
     let req = pb::UpdateGroupRequest {
         group: Some(pb::Group {
-            name: a.name,
+            name,
             display_name: a.display_name.unwrap_or_default(),
             description: a.description.unwrap_or_default(),
-            application_grants: a.grants.app_grants,
-            environment_grants: a.grants.env_grants,
+            application_grants: grants.app_grants,
+            environment_grants: grants.env_grants,
             etag: a.etag.unwrap_or_default(),
             ..Default::default()
         }),
@@ -219,10 +279,11 @@ async fn members(ctx: &mut Ctx, cmd: MemberCmd) -> Result<()> {
         MemberCmd::Add {
             group,
             member,
+            scope,
             reason,
         } => {
             let req = pb::AddGroupMemberRequest {
-                group,
+                group: names::group(ctx, &group, scope.portfolio.as_deref()).await?,
                 member: principal(&member),
                 reason: reason.unwrap_or_default(),
             };
@@ -232,10 +293,11 @@ async fn members(ctx: &mut Ctx, cmd: MemberCmd) -> Result<()> {
         MemberCmd::Remove {
             group,
             member,
+            scope,
             reason,
         } => {
             let req = pb::RemoveGroupMemberRequest {
-                group,
+                group: names::group(ctx, &group, scope.portfolio.as_deref()).await?,
                 member: principal(&member),
                 reason: reason.unwrap_or_default(),
             };
@@ -249,11 +311,12 @@ async fn members(ctx: &mut Ctx, cmd: MemberCmd) -> Result<()> {
         }
         MemberCmd::List {
             group,
+            scope,
             page_size,
             page_token,
         } => {
             let req = pb::ListGroupMembersRequest {
-                group,
+                group: names::group(ctx, &group, scope.portfolio.as_deref()).await?,
                 page_size,
                 page_token: page_token.unwrap_or_default(),
             };

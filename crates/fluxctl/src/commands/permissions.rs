@@ -4,9 +4,10 @@ use clap::{Args, Subcommand};
 use fluxgate_proto::v1 as pb;
 use fluxgate_proto::v1::permission_service_client::PermissionServiceClient;
 
-use crate::args::{Permission, principal};
+use crate::args::{Permission, any_spelling, principal};
 use crate::client::{Call, Ctx};
 use crate::error::{CliError, Result};
+use crate::names::{self, EnvironmentScope};
 use crate::output::{self, Fields, Table, emit};
 
 /// `fluxctl permissions …`
@@ -25,10 +26,13 @@ pub enum Cmd {
     },
     /// The resources under a parent on which a principal holds a permission
     LookupResources {
-        #[arg(value_enum)]
+        #[arg(value_parser = crate::args::AnySpelling::<Permission>::new())]
         permission: Permission,
-        /// A portfolio or an application
+        /// A portfolio, or an application with `--portfolio` (names or ids)
         parent: String,
+        /// Take PARENT as an application in this portfolio
+        #[arg(long, value_name = "PORTFOLIO")]
+        portfolio: Option<String>,
         /// `users/…`, a username or `serviceAccounts/…` [default: the caller]
         #[arg(long)]
         principal: Option<String>,
@@ -37,12 +41,14 @@ pub enum Cmd {
     },
     /// The principals who hold a permission on a resource
     LookupPrincipals {
-        #[arg(value_enum)]
+        #[arg(value_parser = crate::args::AnySpelling::<Permission>::new())]
         permission: Permission,
-        /// An environment, or an application for feature permissions
+        /// An environment, or an application for feature permissions (name, id or full name)
         resource: String,
+        #[command(flatten)]
+        scope: EnvironmentScope,
         /// Only principals with at least this role
-        #[arg(long, value_enum)]
+        #[arg(long, value_parser = crate::args::AnySpelling::<crate::args::Role>::new())]
         min_role: Option<crate::args::Role>,
         #[arg(long, default_value_t = 0)]
         min_revision: i64,
@@ -52,28 +58,32 @@ pub enum Cmd {
 /// One permission question.
 #[derive(Debug, Args)]
 pub struct CheckArgs {
-    #[arg(value_enum)]
+    #[arg(value_parser = crate::args::AnySpelling::<Permission>::new())]
     pub permission: Permission,
-    /// An environment, or an application for feature permissions
+    /// An environment, or an application for feature permissions (name, id or full name)
     pub resource: String,
+    #[command(flatten)]
+    pub scope: EnvironmentScope,
     /// `users/…`, a username or `serviceAccounts/…` [default: the caller]
     #[arg(long)]
     pub principal: Option<String>,
     /// Answer from a snapshot at least this new (a revision a write returned)
     #[arg(long, default_value_t = 0)]
     pub min_revision: i64,
-    /// Exit 4 when the answer is "denied"
+    /// Exit 8 when the answer is "denied"
     #[arg(long)]
     pub exit_code: bool,
 }
 
 impl CheckArgs {
-    fn check(&self) -> pb::PermissionCheck {
-        pb::PermissionCheck {
+    /// The question, its resource resolved from names.
+    async fn check(&self, ctx: &mut Ctx) -> Result<pb::PermissionCheck> {
+        let on_environment = self.permission.on_environment();
+        Ok(pb::PermissionCheck {
             principal: self.principal.as_deref().map(principal).unwrap_or_default(),
             permission: pb::Permission::from(self.permission) as i32,
-            resource: self.resource.clone(),
-        }
+            resource: names::resource(ctx, &self.resource, on_environment, &self.scope).await?,
+        })
     }
 }
 
@@ -89,9 +99,14 @@ pub async fn run(ctx: &mut Ctx, cmd: Cmd) -> Result<()> {
         Cmd::LookupResources {
             permission,
             parent,
+            portfolio,
             principal: who,
             min_revision,
         } => {
+            let parent = match portfolio {
+                Some(p) => names::application(ctx, &parent, Some(&p)).await?,
+                None => names::portfolio(ctx, &parent).await?,
+            };
             let req = pb::LookupResourcesRequest {
                 principal: who.as_deref().map(principal).unwrap_or_default(),
                 permission: pb::Permission::from(permission) as i32,
@@ -113,9 +128,12 @@ pub async fn run(ctx: &mut Ctx, cmd: Cmd) -> Result<()> {
         Cmd::LookupPrincipals {
             permission,
             resource,
+            scope,
             min_role,
             min_revision,
         } => {
+            let resource =
+                names::resource(ctx, &resource, permission.on_environment(), &scope).await?;
             let req = pb::LookupPrincipalsRequest {
                 permission: pb::Permission::from(permission) as i32,
                 resource,
@@ -139,7 +157,7 @@ pub async fn run(ctx: &mut Ctx, cmd: Cmd) -> Result<()> {
 
 async fn check(ctx: &mut Ctx, a: CheckArgs) -> Result<()> {
     let req = pb::CheckPermissionRequest {
-        check: Some(a.check()),
+        check: Some(a.check(ctx).await?),
         min_revision: a.min_revision,
     };
     let r = rpc!(
@@ -159,7 +177,7 @@ async fn check(ctx: &mut Ctx, a: CheckArgs) -> Result<()> {
 
 async fn explain(ctx: &mut Ctx, a: CheckArgs) -> Result<()> {
     let req = pb::ExplainPermissionRequest {
-        check: Some(a.check()),
+        check: Some(a.check(ctx).await?),
         min_revision: a.min_revision,
     };
     let r = rpc!(
@@ -192,10 +210,20 @@ async fn explain(ctx: &mut Ctx, a: CheckArgs) -> Result<()> {
 }
 
 async fn batch(ctx: &mut Ctx, checks: &[String], min_revision: i64) -> Result<()> {
-    let parsed = checks
-        .iter()
-        .map(|c| parse_batch_item(c))
-        .collect::<Result<Vec<_>>>()?;
+    let mut parsed = Vec::with_capacity(checks.len());
+    for c in checks {
+        let mut check = parse_batch_item(c)?;
+        let on_environment = any_spelling::<Permission>(c.split(':').next().unwrap_or_default())
+            .is_some_and(Permission::on_environment);
+        check.resource = names::resource(
+            ctx,
+            &check.resource,
+            on_environment,
+            &EnvironmentScope::default(),
+        )
+        .await?;
+        parsed.push(check);
+    }
     let req = pb::BatchCheckPermissionsRequest {
         checks: parsed.clone(),
         min_revision,
@@ -236,8 +264,12 @@ fn parse_batch_item(s: &str) -> Result<pb::PermissionCheck> {
             "{s:?}: expected PERMISSION:RESOURCE[:PRINCIPAL]"
         )));
     };
-    let perm = <Permission as clap::ValueEnum>::from_str(perm, true)
-        .map_err(|e| CliError::usage(format!("{s:?}: {e}")))?;
+    let perm = any_spelling::<Permission>(perm).ok_or_else(|| {
+        CliError::usage(format!(
+            "{s:?}: unknown permission {perm:?} (read, lock, unlock, change-value, \
+             create-feature, edit-feature or delete-feature)"
+        ))
+    })?;
     Ok(pb::PermissionCheck {
         principal: parts.next().map(principal).unwrap_or_default(),
         permission: pb::Permission::from(perm) as i32,

@@ -10,6 +10,7 @@ use super::mask;
 use crate::args::{parse_duration, proto_duration};
 use crate::client::{Call, Ctx};
 use crate::error::Result;
+use crate::names::{self, EnvironmentScope};
 use crate::output::{self, Fields, emit};
 
 /// `fluxctl policy …`
@@ -17,8 +18,11 @@ use crate::output::{self, Fields, emit};
 pub enum Cmd {
     /// Show an environment's approval policy
     Get {
-        /// `portfolios/{p}/applications/{a}/environments/{e}`
+        /// The environment: its name or id (with --application and --portfolio where it is not
+        /// unique), or its full name
         environment: String,
+        #[command(flatten)]
+        scope: EnvironmentScope,
     },
     /// Change an environment's approval policy (Team Admins)
     Update(UpdateArgs),
@@ -27,8 +31,11 @@ pub enum Cmd {
 /// Arguments of `policy update`.
 #[derive(Debug, Args)]
 pub struct UpdateArgs {
-    /// `portfolios/{p}/applications/{a}/environments/{e}`
+    /// The environment: its name or id (with --application and --portfolio where it is not
+    /// unique), or its full name
     pub environment: String,
+    #[command(flatten)]
+    pub scope: EnvironmentScope,
     /// Distinct approvals a change needs (0 to 10)
     #[arg(long)]
     pub required_approvals: Option<i32>,
@@ -48,20 +55,21 @@ pub struct UpdateArgs {
     pub etag: Option<String>,
 }
 
-fn policy_name(environment: &str) -> String {
-    if environment.ends_with("/approvalPolicy") {
-        environment.to_owned()
-    } else {
-        format!("{environment}/approvalPolicy")
-    }
+/// The policy of the environment a reference names.
+async fn policy_name(ctx: &mut Ctx, environment: &str, scope: &EnvironmentScope) -> Result<String> {
+    let environment = environment
+        .strip_suffix("/approvalPolicy")
+        .unwrap_or(environment);
+    let environment = names::environment(ctx, environment, scope).await?;
+    Ok(format!("{environment}/approvalPolicy"))
 }
 
 /// Runs a `policy` command.
 pub async fn run(ctx: &mut Ctx, cmd: Cmd) -> Result<()> {
     match cmd {
-        Cmd::Get { environment } => {
+        Cmd::Get { environment, scope } => {
             let req = pb::GetApprovalPolicyRequest {
-                name: policy_name(&environment),
+                name: policy_name(ctx, &environment, &scope).await?,
             };
             let r = rpc!(
                 ctx,
@@ -84,7 +92,7 @@ pub async fn run(ctx: &mut Ctx, cmd: Cmd) -> Result<()> {
             ])?;
             let req = pb::UpdateApprovalPolicyRequest {
                 policy: Some(pb::ApprovalPolicy {
-                    name: policy_name(&a.environment),
+                    name: policy_name(ctx, &a.environment, &a.scope).await?,
                     required_approvals: a.required_approvals.unwrap_or_default(),
                     peer_review: a.peer_review.unwrap_or_default(),
                     admin_override: a.admin_override.unwrap_or_default(),

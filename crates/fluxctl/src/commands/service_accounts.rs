@@ -59,10 +59,10 @@ pub struct CreateArgs {
     pub display_name: String,
     #[arg(long)]
     pub description: Option<String>,
-    /// `portfolios/{id}` for a portfolio service account
+    /// The portfolio (name or id) for a portfolio service account
     #[arg(long)]
     pub portfolio: Option<String>,
-    #[arg(long, value_enum)]
+    #[arg(long, value_parser = crate::args::AnySpelling::<Role>::new())]
     pub role: Option<Role>,
     /// May append audit events
     #[arg(long)]
@@ -75,7 +75,7 @@ pub struct CreateArgs {
 /// Arguments of `service-accounts list`.
 #[derive(Debug, Args)]
 pub struct ListArgs {
-    /// `portfolios/{id}`: that portfolio's accounts instead of the organisation's
+    /// A portfolio (name or id): its accounts instead of the organisation's
     #[arg(long)]
     pub portfolio: Option<String>,
     #[arg(long, default_value_t = 0)]
@@ -92,7 +92,7 @@ pub struct UpdateArgs {
     pub display_name: Option<String>,
     #[arg(long)]
     pub description: Option<String>,
-    #[arg(long, value_enum)]
+    #[arg(long, value_parser = crate::args::AnySpelling::<Role>::new())]
     pub role: Option<Role>,
     #[arg(long)]
     pub audit_writer: Option<bool>,
@@ -134,15 +134,21 @@ fn sa_name(name: &str) -> String {
     qualify("serviceAccounts", name)
 }
 
+/// The portfolio a `--portfolio` names, or none.
+async fn portfolio(ctx: &mut Ctx, given: Option<&str>) -> Result<String> {
+    match given {
+        Some(p) => crate::names::portfolio(ctx, p).await,
+        None => Ok(String::new()),
+    }
+}
+
 async fn create(ctx: &mut Ctx, a: CreateArgs) -> Result<()> {
+    let portfolio = portfolio(ctx, a.portfolio.as_deref()).await?;
     let req = pb::CreateServiceAccountRequest {
         service_account: Some(pb::ServiceAccount {
             display_name: a.display_name,
             description: a.description.unwrap_or_default(),
-            portfolio: a
-                .portfolio
-                .map(|p| qualify("portfolios", &p))
-                .unwrap_or_default(),
+            portfolio,
             role: a.role.map_or(0, |r| pb::Role::from(r) as i32),
             audit_writer: a.audit_writer,
             provisioner: a.provisioner,
@@ -173,10 +179,7 @@ async fn get(ctx: &mut Ctx, name: &str) -> Result<()> {
 
 async fn list(ctx: &mut Ctx, a: ListArgs) -> Result<()> {
     let req = pb::ListServiceAccountsRequest {
-        portfolio: a
-            .portfolio
-            .map(|p| qualify("portfolios", &p))
-            .unwrap_or_default(),
+        portfolio: portfolio(ctx, a.portfolio.as_deref()).await?,
         page_size: a.page_size,
         page_token: a.page_token.unwrap_or_default(),
     };

@@ -43,7 +43,7 @@ pub struct CreateArgs {
     pub email: String,
     #[arg(long)]
     pub display_name: String,
-    #[arg(long, value_enum, default_value = "requester")]
+    #[arg(long, value_parser = crate::args::AnySpelling::<Role>::new(), default_value = "requester")]
     pub role: Role,
     /// Set an initial password (from FLUXGATE_NEW_PASSWORD, else prompted); without it the
     /// user gets a registration link
@@ -60,7 +60,7 @@ pub struct CreateArgs {
 /// Arguments of `users list`.
 #[derive(Debug, Args)]
 pub struct ListArgs {
-    #[arg(long, value_enum)]
+    #[arg(long, value_parser = crate::args::AnySpelling::<Role>::new())]
     pub role: Option<Role>,
     /// Only active (true) or only deactivated (false) users
     #[arg(long)]
@@ -91,7 +91,7 @@ pub struct UpdateArgs {
     pub email: Option<String>,
     #[arg(long)]
     pub display_name: Option<String>,
-    #[arg(long, value_enum)]
+    #[arg(long, value_parser = crate::args::AnySpelling::<Role>::new())]
     pub role: Option<Role>,
     /// Refuse the change if the user changed since this etag was read
     #[arg(long)]

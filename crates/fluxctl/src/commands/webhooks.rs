@@ -46,7 +46,7 @@ pub enum Cmd {
         /// `webhooks/{id}`
         name: String,
         /// Only deliveries in this state
-        #[arg(long, value_enum)]
+        #[arg(long, value_parser = crate::args::AnySpelling::<DeliveryState>::new())]
         state: Vec<DeliveryState>,
         #[arg(long, default_value_t = 50)]
         page_size: i32,
@@ -84,12 +84,20 @@ pub enum Format {
     AuditStream,
 }
 
+impl crate::args::ProtoEnum for Format {
+    const PREFIX: &'static str = "WEBHOOK_FORMAT_";
+}
+
 /// A delivery state.
 #[derive(Debug, Clone, Copy, ValueEnum)]
 pub enum DeliveryState {
     Pending,
     Delivered,
     Failed,
+}
+
+impl crate::args::ProtoEnum for DeliveryState {
+    const PREFIX: &'static str = "WEBHOOK_DELIVERY_STATE_";
 }
 
 /// Arguments of `webhooks create`.
@@ -99,7 +107,7 @@ pub struct CreateArgs {
     pub url: String,
     #[arg(long, default_value = "webhook")]
     pub display_name: String,
-    #[arg(long, value_enum, default_value = "events")]
+    #[arg(long, value_parser = crate::args::AnySpelling::<Format>::new(), default_value = "events")]
     pub format: Format,
     /// An event type, `namespace.*` or `*` (repeatable; events format only)
     #[arg(long = "event-type")]
