@@ -14,6 +14,7 @@ mod authz_matrix;
 mod commits;
 mod console;
 mod db_outage;
+mod failover;
 mod hostile_tokens;
 mod idempotency;
 mod interop;

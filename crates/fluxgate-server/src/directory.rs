@@ -47,6 +47,8 @@ struct KeyFacts {
 #[derive(Debug)]
 struct Inner {
     revision: i64,
+    /// The change-log entry at `revision`: a log whose entry there differs is another log.
+    last: Option<Change>,
     facts: Facts,
     names: HashMap<PrincipalId, String>,
     usernames: HashMap<String, UserId>,
@@ -162,6 +164,7 @@ fn group_facts(conn: &mut DbConnection, g: &groups::Group) -> Result<GroupFacts,
 
 fn load_all(conn: &mut DbConnection) -> Result<Inner, StoreError> {
     let revision = changes::current(conn)?;
+    let last = changes::at(conn, revision)?;
     let now = now_micros();
     let mut facts = Facts::default();
     let mut names = HashMap::new();
@@ -272,6 +275,7 @@ fn load_all(conn: &mut DbConnection) -> Result<Inner, StoreError> {
     let snapshot = Arc::new(Snapshot::compile(&facts, revision));
     Ok(Inner {
         revision,
+        last,
         facts,
         names,
         usernames,
@@ -303,7 +307,7 @@ enum Loaded {
 
 enum Update {
     Full(Box<Inner>),
-    Delta(i64, Vec<Loaded>),
+    Delta(Option<Change>, Vec<Loaded>),
 }
 
 fn load_entity(
@@ -373,16 +377,30 @@ fn load_entity(
     }))
 }
 
-fn read_delta(conn: &mut DbConnection, from: i64) -> Result<Update, StoreError> {
-    let batch: Vec<Change> = changes::since(conn, from, 10_000)?;
-    let Some(last) = batch.last() else {
-        return Ok(Update::Delta(from, Vec::new()));
+/// The changes after `seen` (the entry at the server's revision `from`), read with that entry
+/// itself: when the log no longer has it as it was (a database restored from a backup, a
+/// standby promoted without the last changes), this is another log, and all is reloaded.
+fn read_delta(
+    conn: &mut DbConnection,
+    from: i64,
+    seen: Option<Change>,
+) -> Result<Update, StoreError> {
+    let mut batch: Vec<Change> = changes::since(conn, (from - 1).max(0), 10_001)?;
+    if from > 0 {
+        match batch.first() {
+            Some(first) if seen.as_ref() == Some(first) => {
+                batch.remove(0);
+            }
+            _ => return Ok(Update::Full(Box::new(load_all(conn)?))),
+        }
+    }
+    let Some(last) = batch.last().cloned() else {
+        return Ok(Update::Delta(seen, Vec::new()));
     };
     // A gap (entries pruned before this server saw them) or a huge backlog: reload it all.
     if batch[0].revision != from + 1 || batch.len() >= 10_000 {
         return Ok(Update::Full(Box::new(load_all(conn)?)));
     }
-    let revision = last.revision;
     let now = now_micros();
     let mut seen = std::collections::HashSet::new();
     let mut out = Vec::new();
@@ -393,7 +411,7 @@ fn read_delta(conn: &mut DbConnection, from: i64) -> Result<Update, StoreError> 
             out.push(l);
         }
     }
-    Ok(Update::Delta(revision, out))
+    Ok(Update::Delta(Some(last), out))
 }
 
 fn remove_member_everywhere(facts: &mut Facts, p: PrincipalId) {
@@ -668,10 +686,13 @@ impl Directory {
         }
         let mut started = self.sync_lock.lock().await;
         *started = std::time::Instant::now();
-        let from = self.revision();
+        let (from, seen) = {
+            let inner = self.read();
+            (inner.revision, inner.last.clone())
+        };
         let update = self
             .db
-            .read(move |conn| Ok(read_delta(conn, from)?))
+            .read(move |conn| Ok(read_delta(conn, from, seen)?))
             .await?;
         let mut inner = self.write();
         match update {
@@ -679,7 +700,8 @@ impl Directory {
                 *inner = *new;
                 let _ = self.requests.send(ANY_REQUEST.into());
             }
-            Update::Delta(revision, mut loaded) => {
+            Update::Delta(last, mut loaded) => {
+                let revision = last.as_ref().map_or(0, |c| c.revision);
                 loaded.retain(|l| match l {
                     Loaded::ChangeRequest(id) => {
                         // No receivers is fine: nobody is watching.
@@ -690,6 +712,7 @@ impl Directory {
                 });
                 let authz = inner.apply(loaded);
                 inner.revision = revision;
+                inner.last = last;
                 if authz {
                     // Changes that do not touch the engine's facts (sessions, settings) keep
                     // the snapshot: it still reflects every authorisation fact up to

@@ -44,6 +44,15 @@ enum AdminCommand {
         #[command(flatten)]
         serve: ServeArgs,
     },
+    /// Copy the SQLite database to a new file while servers keep running on it (a consistent
+    /// snapshot). For PostgreSQL use pg_dump or a base backup (docs/deployment.md).
+    Backup {
+        /// The file to write; it must not exist yet.
+        #[arg(long)]
+        to: std::path::PathBuf,
+        #[command(flatten)]
+        serve: ServeArgs,
+    },
 }
 
 fn init_logging(format: LogFormat) {
@@ -131,6 +140,12 @@ fn run() -> anyhow::Result<()> {
                      Every session was revoked; it must be changed at the next login."
                 );
             }
+            Ok(())
+        }
+        Command::Admin(AdminCommand::Backup { to, serve }) => {
+            let (_, store) = open(&serve)?;
+            store.backup_to(&to)?;
+            println!("Backup written to {}", to.display());
             Ok(())
         }
     }

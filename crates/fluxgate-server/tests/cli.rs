@@ -161,3 +161,128 @@ fn missing_sqlite_folder_is_one_sentence() {
     assert!(err.contains("does not exist"), "{err}");
     assert!(err.lines().count() <= 3, "{err}");
 }
+
+/// `admin backup` copies a running server's SQLite database; a server started on the copy has
+/// everything written before it (users, the audit chain) and nothing after.
+#[test]
+fn sqlite_online_backup_restores() {
+    use fluxgate_proto::v1::audit_service_client::AuditServiceClient;
+    use fluxgate_proto::v1::user_service_client::UserServiceClient;
+    let dir = tempfile::tempdir().unwrap();
+    let db = format!("sqlite://{}", dir.path().join("fg.db").display());
+    let running = serve(&db);
+    // A permanent password for the bootstrap admin, set on the host.
+    let mut reset = command(
+        &db,
+        &[
+            "admin",
+            "reset-password",
+            "--username",
+            "admin",
+            "--password-stdin",
+        ],
+    )
+    .stdin(std::process::Stdio::piped())
+    .spawn()
+    .unwrap();
+    std::io::Write::write_all(reset.stdin.as_mut().unwrap(), b"Backup-admin-pass-1\n").unwrap();
+    assert!(reset.wait().unwrap().success());
+    let token = running
+        .login("admin", "Backup-admin-pass-1")
+        .unwrap()
+        .tokens
+        .unwrap()
+        .access_token;
+    let rt = tokio::runtime::Runtime::new().unwrap();
+    let create = |addr: String, name: &'static str| {
+        let token = token.clone();
+        rt.block_on(async move {
+            let mut c = UserServiceClient::connect(format!("http://{addr}"))
+                .await
+                .unwrap();
+            let mut req = tonic::Request::new(pb::CreateUserRequest {
+                user: Some(pb::User {
+                    username: name.into(),
+                    email: format!("{name}@example.com"),
+                    display_name: name.into(),
+                    role: pb::Role::Requester as i32,
+                    ..Default::default()
+                }),
+                initial_password: "Backup-user-pass-1".into(),
+                require_password_change: false,
+            });
+            req.metadata_mut()
+                .insert("authorization", format!("Bearer {token}").parse().unwrap());
+            c.create_user(req).await.map(|_| ())
+        })
+    };
+    create(running.addr.clone(), "before").unwrap();
+
+    // The copy, taken while the server runs.
+    let copy = dir.path().join("copy.db");
+    let out = command(&db, &["admin", "backup", "--to", copy.to_str().unwrap()])
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    create(running.addr.clone(), "after").unwrap();
+    // An existing file is never overwritten.
+    let again = command(&db, &["admin", "backup", "--to", copy.to_str().unwrap()])
+        .output()
+        .unwrap();
+    assert!(!again.status.success());
+    assert!(String::from_utf8_lossy(&again.stderr).contains("exists already"));
+    running.terminate();
+
+    // Restoring is starting on the copy.
+    let restored = serve(&format!("sqlite://{}", copy.display()));
+    assert_eq!(
+        restored.password(),
+        None,
+        "the copy is bootstrapped already"
+    );
+    let token = restored
+        .login("admin", "Backup-admin-pass-1")
+        .unwrap()
+        .tokens
+        .unwrap()
+        .access_token;
+    let addr = format!("http://{}", restored.addr);
+    rt.block_on(async move {
+        let mut users = UserServiceClient::connect(addr.clone()).await.unwrap();
+        for (name, present) in [("before", true), ("after", false)] {
+            let mut req = tonic::Request::new(pb::GetUserRequest {
+                name: format!("users/{name}"),
+            });
+            req.metadata_mut()
+                .insert("authorization", format!("Bearer {token}").parse().unwrap());
+            assert_eq!(users.get_user(req).await.is_ok(), present, "{name}");
+        }
+        let mut audit = AuditServiceClient::connect(addr).await.unwrap();
+        let mut req = tonic::Request::new(pb::VerifyAuditChainRequest::default());
+        req.metadata_mut()
+            .insert("authorization", format!("Bearer {token}").parse().unwrap());
+        let v = audit.verify_audit_chain(req).await.unwrap().into_inner();
+        assert!(v.valid && v.events_checked > 0, "{v:?}");
+    });
+    restored.terminate();
+}
+
+/// PostgreSQL copies are pg_dump's job: `admin backup` says so.
+#[test]
+fn backup_of_postgres_points_to_pg_dump() {
+    let Some(schema) = fluxgate_store::testing::fresh_postgres() else {
+        return;
+    };
+    let out = command(
+        &schema.url,
+        &["admin", "backup", "--to", "/tmp/never-written.db"],
+    )
+    .output()
+    .unwrap();
+    assert!(!out.status.success());
+    assert!(String::from_utf8_lossy(&out.stderr).contains("pg_dump"));
+}

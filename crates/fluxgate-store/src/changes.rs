@@ -68,6 +68,8 @@ pub struct Change {
     pub revision: i64,
     pub kind: EntityKind,
     pub id: String,
+    /// When it was written (micros): with the revision, what tells one log from another.
+    pub created_at: i64,
 }
 
 /// The newest revision (0 for an empty log).
@@ -78,9 +80,20 @@ pub fn current(conn: &mut DbConnection) -> StoreResult<i64> {
     Ok(max.unwrap_or(0))
 }
 
+type Row = (i64, String, String, i64);
+
+fn change((revision, kind, id, created_at): Row) -> Change {
+    Change {
+        revision,
+        kind: EntityKind::parse(&kind),
+        id,
+        created_at,
+    }
+}
+
 /// Entries after `revision`, oldest first, at most `limit`.
 pub fn since(conn: &mut DbConnection, revision: i64, limit: i64) -> StoreResult<Vec<Change>> {
-    let rows: Vec<(i64, String, String)> = change_log::table
+    let rows: Vec<Row> = change_log::table
         .filter(change_log::revision.gt(revision))
         .order(change_log::revision.asc())
         .limit(limit)
@@ -88,17 +101,25 @@ pub fn since(conn: &mut DbConnection, revision: i64, limit: i64) -> StoreResult<
             change_log::revision,
             change_log::entity_kind,
             change_log::entity_id,
+            change_log::created_at,
         ))
         .load(conn)?;
-    rows.into_iter()
-        .map(|(revision, kind, id)| {
-            Ok(Change {
-                revision,
-                kind: EntityKind::parse(&kind),
-                id,
-            })
-        })
-        .collect()
+    Ok(rows.into_iter().map(change).collect())
+}
+
+/// The entry at `revision`, if the log (still) has it.
+pub fn at(conn: &mut DbConnection, revision: i64) -> StoreResult<Option<Change>> {
+    let row: Option<Row> = change_log::table
+        .filter(change_log::revision.eq(revision))
+        .select((
+            change_log::revision,
+            change_log::entity_kind,
+            change_log::entity_id,
+            change_log::created_at,
+        ))
+        .first(conn)
+        .optional()?;
+    Ok(row.map(change))
 }
 
 /// Appends entries (inside the write transaction); returns the last revision written.

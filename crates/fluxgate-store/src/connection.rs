@@ -1,11 +1,13 @@
 //! Connections: one diesel `MultiConnection` over SQLite and PostgreSQL, the backend chosen by
 //! the database URL, pooled with r2d2.
 
+use std::sync::Arc;
+use std::sync::atomic::{AtomicI64, Ordering};
 use std::time::Duration;
 
 use diesel::connection::SimpleConnection;
 use diesel::r2d2::R2D2Connection;
-use diesel::{Connection, PgConnection, SqliteConnection};
+use diesel::{Connection, PgConnection, RunQueryDsl, SqliteConnection};
 
 use crate::{StoreError, StoreResult};
 
@@ -52,12 +54,21 @@ impl Backend {
 
 /// An r2d2 connection manager that opens the right backend and sets SQLite up for a server:
 /// WAL journal, foreign keys enforced, a busy timeout instead of instant "database is locked".
+///
+/// On PostgreSQL, after a write was refused as read-only (the host it reached is a standby
+/// now), every connection handed back within [`SUSPECT_FOR`] is asked whether its server is in
+/// recovery and discarded if so: the pool then reconnects through the URL's hosts to whichever
+/// is primary, without a check on every checkout in normal times.
 #[derive(Debug, Clone)]
 pub struct Manager {
     backend: Backend,
     url: String,
     busy_timeout: Duration,
+    suspect_until: Arc<AtomicI64>,
 }
+
+/// How long connections are checked on return after a read-only refusal.
+pub const SUSPECT_FOR: Duration = Duration::from_secs(30);
 
 impl Manager {
     pub fn new(backend: Backend, url: String, busy_timeout: Duration) -> Self {
@@ -65,8 +76,34 @@ impl Manager {
             backend,
             url,
             busy_timeout,
+            suspect_until: Arc::new(AtomicI64::new(0)),
         }
     }
+
+    /// The handle a store uses to report a read-only refusal.
+    pub fn suspicion(&self) -> Suspicion {
+        Suspicion(self.suspect_until.clone())
+    }
+}
+
+/// Reports to the pool that a server refused a write as read-only.
+#[derive(Debug, Clone)]
+pub struct Suspicion(Arc<AtomicI64>);
+
+impl Suspicion {
+    /// Connections handed back during the next [`SUSPECT_FOR`] are checked.
+    pub fn raise(&self) {
+        let until = crate::now_micros() + SUSPECT_FOR.as_micros() as i64;
+        self.0.fetch_max(until, Ordering::Relaxed);
+    }
+}
+
+/// Whether an error means the server is a standby (read-only, or in recovery).
+pub fn is_read_only(e: &StoreError) -> bool {
+    matches!(e, StoreError::Unavailable(m)
+        if ["read-only", "recovery", "hot standby", "is a standby"]
+            .iter()
+            .any(|p| m.contains(p)))
 }
 
 impl r2d2::ManageConnection for Manager {
@@ -90,11 +127,33 @@ impl r2d2::ManageConnection for Manager {
         }
     }
 
+    /// Run on every checkout. On PostgreSQL it also asks whether the server is in recovery:
+    /// a connection to a standby (a primary demoted behind a multi-host URL's back) is
+    /// discarded, so that the pool reconnects to whichever host is primary now.
     fn is_valid(&self, conn: &mut DbConnection) -> Result<(), StoreError> {
-        conn.ping().map_err(StoreError::from)
+        match conn {
+            DbConnection::Postgres(pg) => {
+                let in_recovery: bool = diesel::select(
+                    diesel::dsl::sql::<diesel::sql_types::Bool>("pg_is_in_recovery()"),
+                )
+                .get_result(pg)?;
+                if in_recovery {
+                    return Err(StoreError::Unavailable(
+                        "the PostgreSQL server is a standby (in recovery): not written to".into(),
+                    ));
+                }
+                Ok(())
+            }
+            DbConnection::Sqlite(_) => conn.ping().map_err(StoreError::from),
+        }
     }
 
     fn has_broken(&self, conn: &mut DbConnection) -> bool {
-        conn.is_broken()
+        if conn.is_broken() {
+            return true;
+        }
+        self.backend == Backend::Postgres
+            && self.suspect_until.load(Ordering::Relaxed) > crate::now_micros()
+            && self.is_valid(conn).is_err()
     }
 }

@@ -63,6 +63,16 @@ fn is_unavailable(msg: &str) -> bool {
         "no connection to the server",
         "the database system is starting up",
         "the database system is shutting down",
+        // A standby, or a primary demoted to one: it must not be written to, and another host
+        // of a multi-host URL is (or will soon be) the primary.
+        "read-only transaction",
+        "recovery is in progress",
+        "the database system is in recovery mode",
+        "the database system is not yet accepting connections",
+        "server is in hot standby mode",
+        "session is read-only",
+        "is a standby",
+        "timeout expired",
     ]
     .iter()
     .any(|p| m.contains(p))
@@ -81,3 +91,24 @@ impl From<diesel::ConnectionError> for StoreError {
 }
 
 pub type StoreResult<T> = Result<T, StoreError>;
+
+#[cfg(test)]
+mod tests {
+    use super::is_unavailable;
+
+    /// What PostgreSQL and libpq say while a failover is under way means "try again later".
+    #[test]
+    fn failover_messages_are_unavailable() {
+        for m in [
+            "cannot execute INSERT in a read-only transaction",
+            "recovery is in progress",
+            "FATAL:  the database system is in recovery mode",
+            "connection to server at \"127.0.0.1\", port 5433 failed: session is read-only",
+            "server is in hot standby mode",
+            "timeout expired",
+        ] {
+            assert!(is_unavailable(m), "{m}");
+        }
+        assert!(!is_unavailable("syntax error at or near \"SELEC\""));
+    }
+}

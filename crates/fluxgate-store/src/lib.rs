@@ -83,6 +83,7 @@ impl Default for PoolOptions {
 pub struct Store {
     pool: r2d2::Pool<Manager>,
     backend: Backend,
+    suspicion: connection::Suspicion,
 }
 
 impl std::fmt::Debug for Store {
@@ -136,12 +137,17 @@ impl Store {
             }
         }
         let manager = Manager::new(backend, driver_url, options.sqlite_busy_timeout);
+        let suspicion = manager.suspicion();
         let pool = r2d2::Pool::builder()
             .max_size(options.max_size.max(1))
             .connection_timeout(options.connection_timeout)
             .test_on_check_out(false)
             .build_unchecked(manager);
-        Ok(Store { pool, backend })
+        Ok(Store {
+            pool,
+            backend,
+            suspicion,
+        })
     }
 
     pub fn backend(&self) -> Backend {
@@ -215,6 +221,32 @@ impl Store {
         .map_err(|e| StoreError::Migration(e.to_string()))
     }
 
+    /// Writes a consistent copy of a SQLite database to `path` while servers keep running on
+    /// it (`VACUUM INTO`: one read transaction, so every write is either in the copy or not).
+    /// The file must not exist yet. PostgreSQL has its own tools (`pg_dump`, base backups):
+    /// asking for a copy of it here is [`StoreError::BadUrl`].
+    pub fn backup_to(&self, path: &std::path::Path) -> StoreResult<()> {
+        if self.backend != Backend::Sqlite {
+            return Err(StoreError::BadUrl(
+                "backups of PostgreSQL are taken with pg_dump or a base backup \
+                 (docs/deployment.md)"
+                    .into(),
+            ));
+        }
+        if path.exists() {
+            return Err(StoreError::BadUrl(format!(
+                "{} exists already: give a new file",
+                path.display()
+            )));
+        }
+        let target = path
+            .to_str()
+            .ok_or_else(|| StoreError::BadUrl(format!("{} is not a UTF-8 path", path.display())))?;
+        let mut conn = self.conn()?;
+        conn.batch_execute(&format!("VACUUM INTO '{}'", target.replace('\'', "''")))?;
+        Ok(())
+    }
+
     /// Runs `f` with a pooled connection, outside any transaction.
     pub fn read<T, E>(&self, f: impl FnOnce(&mut DbConnection) -> Result<T, E>) -> Result<T, E>
     where
@@ -268,7 +300,12 @@ impl Store {
         })
         .map_err(|e| match e {
             TxError::Caller(e) => e,
-            TxError::Store(e) => E::from(e),
+            TxError::Store(e) => {
+                if connection::is_read_only(&e) {
+                    self.suspicion.raise();
+                }
+                E::from(e)
+            }
         })
     }
 }

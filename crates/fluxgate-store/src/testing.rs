@@ -13,6 +13,11 @@ fn base_url() -> String {
     std::env::var("FLUXGATE_TEST_POSTGRES_URL").unwrap_or_else(|_| DEFAULT_POSTGRES_URL.into())
 }
 
+/// Whether `FLUXGATE_TEST_REQUIRE_POSTGRES=1`: PostgreSQL tests must run, not skip.
+pub fn postgres_required() -> bool {
+    required()
+}
+
 fn required() -> bool {
     std::env::var("FLUXGATE_TEST_REQUIRE_POSTGRES").is_ok_and(|v| v == "1" || v == "true")
 }

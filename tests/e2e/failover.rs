@@ -1,0 +1,813 @@
+//! PostgreSQL failover, for real. A primary and a synchronous streaming standby are built from
+//! Debian's PostgreSQL binaries in temporary folders, with `deploy/postgres/replication.conf`
+//! (the file the deployment guide has operators include). Two FluxGate replicas share them
+//! through one multi-host URL (`target_session_attrs=read-write`) while a writer per replica
+//! creates users. Five times in a row: the primary's postmaster is killed (`kill -9`), the
+//! standby promoted (`pg_ctl promote`), and the dead node rebuilt as the new primary's standby.
+//! Checked: permission checks answer from memory while no primary is reachable, writes fail
+//! only with UNAVAILABLE and succeed again by themselves, every acknowledged write is present,
+//! the audit chain verifies on the last primary, revisions never go back, and every permission
+//! change made before a failover is honoured after it on both replicas.
+//!
+//! Skipped loudly where PostgreSQL's server binaries are absent, unless
+//! `FLUXGATE_TEST_REQUIRE_POSTGRES=1`.
+
+use std::collections::{BTreeMap, BTreeSet};
+use std::path::{Path, PathBuf};
+use std::process::{Command, Output};
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use fluxgate_proto::v1 as pb;
+use tonic::Code;
+
+use crate::harness::{Backend, TestServer, authed, test_config};
+
+/// The folder of `pg_ctl` and friends: `FLUXGATE_TEST_PG_BIN`, else the newest
+/// `/usr/lib/postgresql/*/bin`.
+fn pg_bin() -> Option<PathBuf> {
+    if let Some(p) = std::env::var_os("FLUXGATE_TEST_PG_BIN") {
+        return Some(p.into());
+    }
+    let mut found: Vec<PathBuf> = std::fs::read_dir("/usr/lib/postgresql")
+        .ok()?
+        .filter_map(Result::ok)
+        .map(|e| e.path().join("bin"))
+        .filter(|p| p.join("pg_ctl").exists() && p.join("postgres").exists())
+        .collect();
+    found.sort();
+    found.pop()
+}
+
+fn free_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port()
+}
+
+/// PostgreSQL refuses to run as root: as root, its programs run as the `postgres` user.
+fn is_root() -> bool {
+    Command::new("id")
+        .arg("-u")
+        .output()
+        .is_ok_and(|o| String::from_utf8_lossy(&o.stdout).trim() == "0")
+}
+
+/// Whether any process still works in `data` (a killed postmaster's backends exit on their own,
+/// a moment later).
+fn lingering(data: &Path) -> bool {
+    let Ok(procs) = std::fs::read_dir("/proc") else {
+        return false;
+    };
+    procs
+        .filter_map(Result::ok)
+        .filter_map(|p| std::fs::read_link(p.path().join("cwd")).ok())
+        .any(|cwd| cwd == data)
+}
+
+/// One PostgreSQL node: its data folder and port.
+struct Node {
+    data: PathBuf,
+    port: u16,
+}
+
+/// A primary and a standby, and which is which.
+struct Cluster {
+    bin: PathBuf,
+    as_postgres: bool,
+    root: tempfile::TempDir,
+    nodes: [Node; 2],
+    primary: usize,
+}
+
+impl Cluster {
+    /// Runs a PostgreSQL program; panics with its output unless it succeeds.
+    fn run(&self, program: &str, args: &[&str]) -> Output {
+        self.try_run(program, args)
+            .unwrap_or_else(|e| panic!("{e}"))
+    }
+
+    /// Runs a PostgreSQL program: its output, or what it said when it failed.
+    fn try_run(&self, program: &str, args: &[&str]) -> Result<Output, String> {
+        let exe = self.bin.join(program);
+        let mut cmd = if self.as_postgres {
+            let mut c = Command::new("runuser");
+            c.args(["-u", "postgres", "--"]).arg(&exe);
+            c
+        } else {
+            Command::new(&exe)
+        };
+        let out = cmd
+            .args(args)
+            .current_dir(self.root.path())
+            .output()
+            .unwrap();
+        if out.status.success() {
+            return Ok(out);
+        }
+        Err(format!(
+            "{program} {args:?}: {}\n{}",
+            String::from_utf8_lossy(&out.stdout),
+            String::from_utf8_lossy(&out.stderr)
+        ))
+    }
+
+    fn psql(&self, node: usize, sql: &str) -> String {
+        let port = self.nodes[node].port.to_string();
+        let out = self.run(
+            "psql",
+            &[
+                "-h",
+                "127.0.0.1",
+                "-p",
+                &port,
+                "-U",
+                "postgres",
+                "-d",
+                "postgres",
+                "-Atqc",
+                sql,
+            ],
+        );
+        String::from_utf8_lossy(&out.stdout).trim().to_owned()
+    }
+
+    fn data(&self, node: usize) -> String {
+        self.nodes[node].data.display().to_string()
+    }
+
+    fn start(&self, node: usize) {
+        let data = self.data(node);
+        // The socket lives outside the data folder, which a rebuild replaces.
+        let opts = format!(
+            "-p {} -k {} -c listen_addresses=127.0.0.1",
+            self.nodes[node].port,
+            self.root.path().display()
+        );
+        let log = format!("{}/node{node}.log", self.root.path().display());
+        let args = [
+            "-D", &data, "-l", &log, "-w", "-t", "60", "-o", &opts, "start",
+        ];
+        if let Err(e) = self.try_run("pg_ctl", &args) {
+            let text = std::fs::read_to_string(&log).unwrap_or_default();
+            let lines: Vec<&str> = text.lines().collect();
+            let tail = lines[lines.len().saturating_sub(15)..].join("\n");
+            panic!("{e}\n--- {log} ---\n{tail}");
+        }
+    }
+
+    /// A primary with the replication settings, its database, and a synchronous standby.
+    fn new(bin: PathBuf) -> Cluster {
+        let root = tempfile::tempdir().unwrap();
+        let as_postgres = is_root();
+        if as_postgres {
+            let ok = Command::new("chown")
+                .args(["-R", "postgres:postgres"])
+                .arg(root.path())
+                .status()
+                .unwrap();
+            assert!(ok.success(), "chown the cluster folder to postgres");
+        }
+        let nodes = [0, 1].map(|i| Node {
+            data: root.path().join(format!("node{i}")),
+            port: free_port(),
+        });
+        let cluster = Cluster {
+            bin,
+            as_postgres,
+            root,
+            nodes,
+            primary: 0,
+        };
+        let data = cluster.data(0);
+        cluster.run(
+            "initdb",
+            &["-D", &data, "-U", "postgres", "-A", "trust", "--no-sync"],
+        );
+        let conf =
+            Path::new(env!("CARGO_MANIFEST_DIR")).join("../deploy/postgres/replication.conf");
+        let text = std::fs::read_to_string(&conf).unwrap();
+        cluster.write_as_postgres(&format!("{data}/replication.conf"), &text);
+        let main = std::fs::read_to_string(format!("{data}/postgresql.conf")).unwrap();
+        cluster.write_as_postgres(
+            &format!("{data}/postgresql.conf"),
+            &format!("{main}\ninclude 'replication.conf'\n"),
+        );
+        cluster.start(0);
+        cluster.psql(0, "CREATE DATABASE fluxgate");
+        cluster.add_standby(1);
+        cluster
+    }
+
+    /// Writes a file in a data folder, owned as the server needs.
+    fn write_as_postgres(&self, path: &str, text: &str) {
+        std::fs::write(path, text).unwrap();
+        if self.as_postgres {
+            Command::new("chown")
+                .args(["postgres:postgres", path])
+                .status()
+                .unwrap();
+        }
+    }
+
+    /// (Re)builds `node` as a streaming standby of the primary, then makes it synchronous.
+    fn add_standby(&self, node: usize) {
+        let data = self.data(node);
+        let _ = std::fs::remove_dir_all(&data);
+        // A killed postmaster leaves its socket and lock file behind.
+        let socket = self
+            .root
+            .path()
+            .join(format!(".s.PGSQL.{}", self.nodes[node].port));
+        let _ = std::fs::remove_file(&socket);
+        let _ =
+            std::fs::remove_file(socket.with_extension(format!("{}.lock", self.nodes[node].port)));
+        let port = self.nodes[self.primary].port.to_string();
+        self.run(
+            "pg_basebackup",
+            &[
+                "-h",
+                "127.0.0.1",
+                "-p",
+                &port,
+                "-U",
+                "postgres",
+                "-D",
+                &data,
+                "-R",
+                "-X",
+                "stream",
+                "-c",
+                "fast",
+            ],
+        );
+        self.start(node);
+        self.psql(
+            self.primary,
+            "ALTER SYSTEM SET synchronous_standby_names = '*'",
+        );
+        self.psql(self.primary, "SELECT pg_reload_conf()");
+        let deadline = Instant::now() + Duration::from_secs(60);
+        while self.psql(
+            self.primary,
+            "SELECT count(*) FROM pg_stat_replication WHERE sync_state = 'sync'",
+        ) != "1"
+        {
+            assert!(
+                Instant::now() < deadline,
+                "the standby never became synchronous"
+            );
+            std::thread::sleep(Duration::from_millis(100));
+        }
+    }
+
+    /// `kill -9` of the primary's postmaster; waits until its backends are gone too.
+    fn kill_primary(&self) {
+        let data = self.data(self.primary);
+        let pid_file = std::fs::read_to_string(format!("{data}/postmaster.pid")).unwrap();
+        let pid = pid_file.lines().next().unwrap().trim().to_owned();
+        let ok = Command::new("kill").args(["-9", &pid]).status().unwrap();
+        assert!(ok.success());
+        let deadline = Instant::now() + Duration::from_secs(30);
+        while lingering(Path::new(&data))
+            || std::net::TcpStream::connect(("127.0.0.1", self.nodes[self.primary].port)).is_ok()
+        {
+            assert!(Instant::now() < deadline, "the killed primary lingers");
+            std::thread::sleep(Duration::from_millis(20));
+        }
+    }
+
+    /// Promotes the standby. With no standby of its own yet, it must not wait for one.
+    fn promote(&mut self) {
+        let standby = 1 - self.primary;
+        let data = self.data(standby);
+        self.run("pg_ctl", &["-D", &data, "-w", "-t", "60", "promote"]);
+        self.psql(standby, "ALTER SYSTEM SET synchronous_standby_names = ''");
+        self.psql(standby, "SELECT pg_reload_conf()");
+        self.primary = standby;
+    }
+
+    /// The URL FluxGate uses: every host, and only a read-write server is taken.
+    fn url(&self) -> String {
+        format!(
+            "postgres://postgres@127.0.0.1:{},127.0.0.1:{}/fluxgate?target_session_attrs=read-write&connect_timeout=2",
+            self.nodes[0].port, self.nodes[1].port
+        )
+    }
+
+    fn stop_all(&self) {
+        for node in 0..2 {
+            let data = self.data(node);
+            if Path::new(&format!("{data}/postmaster.pid")).exists() {
+                let _ = Command::new(self.bin.join("pg_ctl"))
+                    .args(["-D", &data, "-m", "immediate", "stop"])
+                    .output();
+                if self.as_postgres {
+                    let _ = Command::new("runuser")
+                        .args(["-u", "postgres", "--"])
+                        .arg(self.bin.join("pg_ctl"))
+                        .args(["-D", &data, "-m", "immediate", "stop"])
+                        .output();
+                }
+            }
+        }
+    }
+}
+
+impl Drop for Cluster {
+    fn drop(&mut self) {
+        self.stop_all();
+    }
+}
+
+/// Creates `username`; the outcome's code, OK included.
+async fn create(s: &TestServer, token: &str, username: &str) -> Code {
+    let r = s
+        .users()
+        .create_user(authed(
+            pb::CreateUserRequest {
+                user: Some(pb::User {
+                    username: username.into(),
+                    email: format!("{username}@example.com"),
+                    display_name: username.into(),
+                    role: pb::Role::Requester as i32,
+                    ..Default::default()
+                }),
+                initial_password: "Failover-pass-123".into(),
+                require_password_change: false,
+            },
+            token,
+        ))
+        .await;
+    r.map_or_else(|s| s.code(), |_| Code::Ok)
+}
+
+/// Where the writers keep what they saw.
+#[derive(Default)]
+struct Tally {
+    acked: BTreeSet<String>,
+    codes: BTreeMap<String, usize>,
+}
+
+/// A writer on one replica: users `{prefix}{n}` until stopped.
+fn writer(
+    s: Arc<TestServer>,
+    token: String,
+    prefix: &'static str,
+    tally: Arc<Mutex<Tally>>,
+    stop: Arc<AtomicBool>,
+) -> tokio::task::JoinHandle<()> {
+    tokio::spawn(async move {
+        let mut i = 0;
+        while !stop.load(Ordering::SeqCst) {
+            i += 1;
+            let name = format!("{prefix}{i}");
+            let code = create(&s, &token, &name).await;
+            {
+                let mut t = tally.lock().unwrap();
+                *t.codes.entry(format!("{code:?}")).or_default() += 1;
+                if code == Code::Ok {
+                    t.acked.insert(name);
+                }
+            }
+            if code != Code::Ok {
+                tokio::time::sleep(Duration::from_millis(50)).await;
+            }
+        }
+    })
+}
+
+/// An environment, and a group whose members may change values in it.
+async fn operators(s: &TestServer, admin: &str) -> (pb::Environment, pb::Group) {
+    let p = s.portfolio(admin, "Payments").await;
+    let app = s.application(admin, &p.name, "Checkout").await;
+    let env = s.environment(admin, &app.name, "production").await;
+    let grant = pb::EnvironmentGrant {
+        environment: env.name.clone(),
+        permissions: vec![pb::ValuePermission::ChangeValue as i32],
+    };
+    let ops = s
+        .group(admin, &p.name, "Operators", vec![], vec![grant])
+        .await;
+    (env, ops)
+}
+
+/// A check answered by `s`, with the revision it was answered at.
+async fn check(s: &TestServer, token: &str, user: &str, env: &str) -> (bool, i64) {
+    let r = s
+        .permissions()
+        .check_permission(authed(
+            pb::CheckPermissionRequest {
+                check: Some(pb::PermissionCheck {
+                    principal: format!("users/{user}"),
+                    permission: pb::Permission::ChangeValue as i32,
+                    resource: env.into(),
+                }),
+                min_revision: 0,
+            },
+            token,
+        ))
+        .await
+        .unwrap_or_else(|st| panic!("a check needs no database: {st:?}"))
+        .into_inner();
+    (r.decision.unwrap().allowed, r.revision)
+}
+
+async fn blocking<T: Send + 'static>(f: impl FnOnce() -> T + Send + 'static) -> T {
+    tokio::task::spawn_blocking(f).await.unwrap()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn postgres_failover_five_times_loses_no_acknowledged_write() {
+    let Some(bin) = pg_bin() else {
+        assert!(
+            !fluxgate_store::testing::postgres_required(),
+            "FLUXGATE_TEST_REQUIRE_POSTGRES=1 but no PostgreSQL server binaries were found \
+             (/usr/lib/postgresql/*/bin, or FLUXGATE_TEST_PG_BIN)"
+        );
+        eprintln!(
+            "SKIPPED postgres_failover: no PostgreSQL server binaries (/usr/lib/postgresql/*/bin); \
+             install Debian's postgresql or set FLUXGATE_TEST_PG_BIN"
+        );
+        return;
+    };
+    let cluster = Arc::new(Mutex::new(blocking(move || Cluster::new(bin)).await));
+    let url = cluster.lock().unwrap().url();
+    let replica = |url: String| async move {
+        let (mut config, dir) = test_config(&Backend::Sqlite);
+        config.database_url = url;
+        config.directory_poll_ms = 100;
+        Arc::new(TestServer::start_with(config, dir).await)
+    };
+    let a = replica(url.clone()).await;
+    let b = replica(url).await;
+    let admin = a.admin_token().await;
+    let (env, ops) = operators(a.as_ref(), &admin).await;
+
+    // A change request watched through replica B across every failover.
+    let cr = a
+        .approvals()
+        .submit_change_request(authed(
+            pb::SubmitChangeRequestRequest {
+                request_id: String::new(),
+                change_request: Some(pb::ChangeRequest {
+                    environment: env.name.clone(),
+                    feature_key: "CHECKOUT_V2".into(),
+                    kind: pb::ChangeKind::ChangeValue as i32,
+                    payload: Some(prost_types::Struct {
+                        fields: [(
+                            "value".to_owned(),
+                            prost_types::Value {
+                                kind: Some(prost_types::value::Kind::BoolValue(true)),
+                            },
+                        )]
+                        .into(),
+                    }),
+                    title: "Watched across failovers".into(),
+                    ..Default::default()
+                }),
+            },
+            &admin,
+        ))
+        .await
+        .unwrap()
+        .into_inner()
+        .change_request
+        .unwrap();
+    let mut watch = b
+        .approvals()
+        .watch_change_request(authed(
+            pb::WatchChangeRequestRequest {
+                name: cr.name.clone(),
+            },
+            &admin,
+        ))
+        .await
+        .unwrap()
+        .into_inner();
+    let first = watch.message().await.unwrap().unwrap();
+    assert_eq!(
+        first.change_request.unwrap().state,
+        pb::ChangeRequestState::Pending as i32
+    );
+
+    let tally = Arc::new(Mutex::new(Tally::default()));
+    let stop = Arc::new(AtomicBool::new(false));
+    let writers = [
+        writer(a.clone(), admin.clone(), "a", tally.clone(), stop.clone()),
+        writer(b.clone(), admin.clone(), "b", tally.clone(), stop.clone()),
+    ];
+
+    let mut recoveries = Vec::new();
+    // The newest revision each replica has answered at: it must never go back.
+    let mut last_revision = [0i64; 2];
+    for round in 0..5 {
+        // A permission change before the failover: a new operator.
+        let user = format!("operator{round}");
+        assert_eq!(create(&a, &admin, &user).await, Code::Ok);
+        a.add_member(&admin, &ops.name, &format!("users/{user}"))
+            .await;
+        tokio::time::sleep(Duration::from_millis(700)).await;
+
+        let c = cluster.clone();
+        blocking(move || c.lock().unwrap().kill_primary()).await;
+        let killed = Instant::now();
+        // No primary: checks still answer, from memory.
+        if round > 0 {
+            let (allowed, _) =
+                check(&b, &admin, &format!("operator{}", round - 1), &env.name).await;
+            assert!(allowed, "round {round}: a check during the outage");
+        }
+        let c = cluster.clone();
+        blocking(move || c.lock().unwrap().promote()).await;
+        // Writes succeed again by themselves.
+        let mut probe = 0;
+        loop {
+            probe += 1;
+            let code = create(&a, &admin, &format!("probe{round}x{probe}")).await;
+            if code == Code::Ok {
+                break;
+            }
+            assert_eq!(
+                code,
+                Code::Unavailable,
+                "round {round}: a write while failing over"
+            );
+            assert!(
+                killed.elapsed() < Duration::from_secs(60),
+                "writes never came back"
+            );
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+        recoveries.push(killed.elapsed());
+        let c = cluster.clone();
+        blocking(move || {
+            let c = c.lock().unwrap();
+            c.add_standby(1 - c.primary);
+        })
+        .await;
+
+        // Every permission change made before is honoured on both replicas, at a revision at
+        // least as new as any seen before.
+        for (i, s) in [&a, &b].into_iter().enumerate() {
+            let deadline = Instant::now() + Duration::from_secs(20);
+            for r in 0..=round {
+                loop {
+                    let (allowed, revision) =
+                        check(s, &admin, &format!("operator{r}"), &env.name).await;
+                    assert!(
+                        revision >= last_revision[i],
+                        "replica {i}: revision {revision} after {}",
+                        last_revision[i]
+                    );
+                    last_revision[i] = revision;
+                    if allowed {
+                        break;
+                    }
+                    assert!(
+                        Instant::now() < deadline,
+                        "operator{r} lost after round {round}"
+                    );
+                    tokio::time::sleep(Duration::from_millis(50)).await;
+                }
+            }
+        }
+    }
+    stop.store(true, Ordering::SeqCst);
+    for w in writers {
+        w.await.unwrap();
+    }
+
+    // The watch opened before the first failover sees a change made after the last.
+    a.approvals()
+        .cancel_change_request(authed(
+            pb::CancelChangeRequestRequest {
+                name: cr.name.clone(),
+                etag: String::new(),
+                reason: "watched across failovers".into(),
+            },
+            &admin,
+        ))
+        .await
+        .unwrap();
+    let seen = tokio::time::timeout(Duration::from_secs(20), async {
+        loop {
+            let m = watch
+                .message()
+                .await
+                .unwrap()
+                .expect("the watch stays open");
+            if m.change_request.unwrap().state == pb::ChangeRequestState::Cancelled as i32 {
+                break;
+            }
+        }
+    })
+    .await;
+    assert!(seen.is_ok(), "the watch missed the cancellation");
+
+    // Every acknowledged user is there.
+    let store = a.store();
+    let present: BTreeSet<String> = store
+        .read(fluxgate_store::users::all)
+        .unwrap()
+        .into_iter()
+        .map(|u| u.username)
+        .collect();
+    let tally = std::mem::take(&mut *tally.lock().unwrap());
+    let lost: Vec<&String> = tally.acked.difference(&present).collect();
+    assert!(lost.is_empty(), "acknowledged but lost: {lost:?}");
+    for code in tally.codes.keys() {
+        assert!(
+            ["Ok", "Unavailable"].contains(&code.as_str()),
+            "writers saw {:?}",
+            tally.codes
+        );
+    }
+    // The audit chain verifies on the last primary.
+    let v = a
+        .audit()
+        .verify_audit_chain(authed(pb::VerifyAuditChainRequest::default(), &admin))
+        .await
+        .unwrap()
+        .into_inner();
+    assert!(v.valid, "{v:?}");
+
+    // A standby reached directly (a URL without target_session_attrs): a write there is
+    // UNAVAILABLE, not an error of the query.
+    let standby_url = {
+        let c = cluster.lock().unwrap();
+        format!(
+            "postgres://postgres@127.0.0.1:{}/fluxgate",
+            c.nodes[1 - c.primary].port
+        )
+    };
+    let standby = fluxgate_store::Store::open(&standby_url, &Default::default()).unwrap();
+    let refused =
+        blocking(move || standby.write(|_| Ok::<_, fluxgate_store::StoreError>(()))).await;
+    assert!(
+        matches!(refused, Err(fluxgate_store::StoreError::Unavailable(_))),
+        "{refused:?}"
+    );
+
+    let mut ms: Vec<u128> = recoveries.iter().map(Duration::as_millis).collect();
+    ms.sort_unstable();
+    eprintln!(
+        "failover: writes back after {ms:?} ms (median {} ms, max {} ms); {} writes \
+         acknowledged, all {} present of {} users; outcomes {:?}; audit chain of {} events valid",
+        ms[ms.len() / 2],
+        ms[ms.len() - 1],
+        tally.acked.len(),
+        tally.acked.len(),
+        present.len(),
+        tally.codes,
+        v.events_checked
+    );
+}
+
+/// A database restored from an older backup (or a standby promoted without the last changes)
+/// has a change log that ends before what a replica has seen: the replica reloads everything
+/// rather than waiting for revisions it believes it has, and honours the older state.
+async fn a_change_log_that_went_back_is_reloaded(b: Backend) {
+    use diesel::connection::SimpleConnection as _;
+    let s = TestServer::start(b).await;
+    let admin = s.admin_token().await;
+    let (env, ops) = operators(&s, &admin).await;
+    let rita = s
+        .create_user(&admin, "rita", pb::Role::Requester, "Restore-pass-123")
+        .await;
+    let store = s.store();
+    let before = store.read(fluxgate_store::changes::current).unwrap();
+    s.add_member(&admin, &ops.name, &rita.name).await;
+    assert!(check(&s, &admin, "rita", &env.name).await.0);
+
+    // The backup from before the membership comes back.
+    let group_id = ops.name.rsplit('/').next().unwrap().to_owned();
+    store
+        .read(|c| {
+            c.batch_execute(&format!(
+                "DELETE FROM change_log WHERE revision > {before};
+                 DELETE FROM group_members WHERE group_id = '{group_id}'"
+            ))
+            .map_err(fluxgate_store::StoreError::from)
+        })
+        .unwrap();
+    // Any write, or the next poll, finds the log behind: everything is reloaded.
+    s.create_user(&admin, "nora", pb::Role::Requester, "Restore-pass-123")
+        .await;
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while check(&s, &admin, "rita", &env.name).await.0 {
+        assert!(
+            Instant::now() < deadline,
+            "the replica still honours a membership the database no longer has"
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    assert!(
+        s.users()
+            .get_user(authed(
+                pb::GetUserRequest {
+                    name: "users/nora".into()
+                },
+                &admin,
+            ))
+            .await
+            .is_ok()
+    );
+}
+
+crate::both_backends!(a_change_log_that_went_back_is_reloaded);
+
+/// The PostgreSQL backup of docs/deployment.md: `pg_dump -Fc` of a running FluxGate's database,
+/// `pg_restore` into a new one, and a server on it has everything from before the dump (users,
+/// the audit chain) and nothing after.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn postgres_dump_and_restore() {
+    let Some(bin) = pg_bin() else {
+        assert!(
+            !fluxgate_store::testing::postgres_required(),
+            "FLUXGATE_TEST_REQUIRE_POSTGRES=1 but no PostgreSQL server binaries were found"
+        );
+        eprintln!("SKIPPED postgres_dump_and_restore: no PostgreSQL server binaries");
+        return;
+    };
+    let cluster = Arc::new(Mutex::new(blocking(move || Cluster::new(bin)).await));
+    let url = cluster.lock().unwrap().url();
+    let (mut config, dir) = test_config(&Backend::Sqlite);
+    config.database_url = url.clone();
+    let s = TestServer::start_with(config, dir).await;
+    let admin = s.admin_token().await;
+    assert_eq!(create(&s, &admin, "before").await, Code::Ok);
+
+    let c = cluster.clone();
+    blocking(move || {
+        let c = c.lock().unwrap();
+        let port = c.nodes[c.primary].port.to_string();
+        let dump = c.root.path().join("fluxgate.dump").display().to_string();
+        c.run(
+            "pg_dump",
+            &[
+                "-h",
+                "127.0.0.1",
+                "-p",
+                &port,
+                "-U",
+                "postgres",
+                "-Fc",
+                "-f",
+                &dump,
+                "fluxgate",
+            ],
+        );
+    })
+    .await;
+    assert_eq!(create(&s, &admin, "after").await, Code::Ok);
+    let c = cluster.clone();
+    blocking(move || {
+        let c = c.lock().unwrap();
+        let port = c.nodes[c.primary].port.to_string();
+        let dump = c.root.path().join("fluxgate.dump").display().to_string();
+        c.psql(c.primary, "CREATE DATABASE restored");
+        c.run(
+            "pg_restore",
+            &[
+                "-h",
+                "127.0.0.1",
+                "-p",
+                &port,
+                "-U",
+                "postgres",
+                "-d",
+                "restored",
+                &dump,
+            ],
+        );
+    })
+    .await;
+
+    let (mut config, dir) = test_config(&Backend::Sqlite);
+    config.database_url = url.replace("/fluxgate?", "/restored?");
+    let r = TestServer::start_with(config, dir).await;
+    let admin = r.admin_token().await;
+    for (name, present) in [("before", true), ("after", false)] {
+        let got = r
+            .users()
+            .get_user(authed(
+                pb::GetUserRequest {
+                    name: format!("users/{name}"),
+                },
+                &admin,
+            ))
+            .await;
+        assert_eq!(got.is_ok(), present, "{name}: {got:?}");
+    }
+    let v = r
+        .audit()
+        .verify_audit_chain(authed(pb::VerifyAuditChainRequest::default(), &admin))
+        .await
+        .unwrap()
+        .into_inner();
+    assert!(v.valid && v.events_checked > 0, "{v:?}");
+}
