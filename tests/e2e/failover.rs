@@ -317,10 +317,346 @@ impl Cluster {
     }
 }
 
+/// A highly available PostgreSQL as the failover test drives it.
+trait Ha: Send + 'static {
+    /// The URL FluxGate is given: every host, read-write only.
+    fn url(&self) -> String;
+    /// The lost machine: the primary's postmaster killed (and its manager with it).
+    fn kill_primary(&mut self);
+    /// What happens next without FluxGate's help: a promotion (by hand or by the manager).
+    fn take_over(&mut self);
+    /// The lost member back as the new primary's synchronous standby.
+    fn rejoin(&mut self);
+    /// The port of a standby, for a write sent to it directly.
+    fn standby_port(&self) -> u16;
+    /// What the cluster's managers logged lately, for a failure's message.
+    fn diagnostics(&self) -> String {
+        String::new()
+    }
+}
+
+impl Ha for Cluster {
+    fn url(&self) -> String {
+        Cluster::url(self)
+    }
+    fn kill_primary(&mut self) {
+        Cluster::kill_primary(self);
+    }
+    fn take_over(&mut self) {
+        self.promote();
+    }
+    fn rejoin(&mut self) {
+        self.add_standby(1 - self.primary);
+    }
+    fn standby_port(&self) -> u16 {
+        self.nodes[1 - self.primary].port
+    }
+}
+
 impl Drop for Cluster {
     fn drop(&mut self) {
         self.stop_all();
     }
+}
+
+/// A Patroni member: its configuration (from `deploy/patroni/patroni.yml`) and process.
+struct Member {
+    config: PathBuf,
+    data: PathBuf,
+    pg_port: u16,
+    patroni: Option<std::process::Child>,
+}
+
+/// Two Patroni members on one etcd, the way docs/deployment.md deploys them.
+struct Patroni {
+    etcd: std::process::Child,
+    as_postgres: bool,
+    members: [Member; 2],
+    root: tempfile::TempDir,
+    /// The member whose machine is "lost" until it rejoins.
+    lost: Option<usize>,
+}
+
+impl Patroni {
+    fn new(bin: &Path) -> Patroni {
+        let root = tempfile::tempdir().unwrap();
+        let as_postgres = is_root();
+        let etcd_port = free_port();
+        let client = format!("http://127.0.0.1:{etcd_port}");
+        let peer = format!("http://127.0.0.1:{}", free_port());
+        let etcd = Command::new("etcd")
+            .arg("--data-dir")
+            .arg(root.path().join("etcd"))
+            .args(["--listen-client-urls", &client])
+            .args(["--advertise-client-urls", &client])
+            .args(["--listen-peer-urls", &peer])
+            .args(["--initial-advertise-peer-urls", &peer])
+            .args(["--initial-cluster", &format!("default={peer}")])
+            .stdout(std::process::Stdio::null())
+            .stderr(std::process::Stdio::null())
+            .spawn()
+            .unwrap();
+        let template = std::fs::read_to_string(
+            Path::new(env!("CARGO_MANIFEST_DIR")).join("../deploy/patroni/patroni.yml"),
+        )
+        .unwrap();
+        let members = [0, 1].map(|i| {
+            let data = root.path().join(format!("data{i}"));
+            let pg_port = free_port();
+            let text = template
+                .replace("@NAME@", &format!("node{i}"))
+                .replace("@HOST@", "127.0.0.1")
+                .replace("@API_PORT@", &free_port().to_string())
+                .replace("@PG_PORT@", &pg_port.to_string())
+                .replace("@DATA@", &data.display().to_string())
+                .replace("@BIN@", &bin.display().to_string())
+                .replace("@ETCD@", &format!("127.0.0.1:{etcd_port}"))
+                .replace("@SOCKETS@", &root.path().display().to_string());
+            let unfilled = text
+                .lines()
+                .find(|l| !l.trim_start().starts_with('#') && l.contains('@'));
+            assert!(unfilled.is_none(), "a value left to fill in: {unfilled:?}");
+            let config = root.path().join(format!("node{i}.yml"));
+            std::fs::write(&config, text).unwrap();
+            Member {
+                config,
+                data,
+                pg_port,
+                patroni: None,
+            }
+        });
+        if as_postgres {
+            let ok = Command::new("chown")
+                .args(["-R", "postgres:postgres"])
+                .arg(root.path())
+                .status()
+                .unwrap();
+            assert!(ok.success());
+        }
+        let mut p = Patroni {
+            etcd,
+            as_postgres,
+            members,
+            root,
+            lost: None,
+        };
+        p.start(0);
+        p.wait_for(|p| p.primary() == Some(0), "node0 leads");
+        p.start(1);
+        p.wait_for(
+            |p| p.synchronous() && p.patroni_sync_standby_is(1),
+            "node1 is a synchronous standby",
+        );
+        p.psql(0, "CREATE DATABASE fluxgate").unwrap();
+        p
+    }
+
+    fn start(&mut self, i: usize) {
+        let mut cmd = if self.as_postgres {
+            let mut c = Command::new("setpriv");
+            c.args([
+                "--reuid=postgres",
+                "--regid=postgres",
+                "--init-groups",
+                "patroni",
+            ]);
+            c
+        } else {
+            Command::new("patroni")
+        };
+        let log = std::fs::File::create(self.root.path().join(format!("patroni{i}.log"))).unwrap();
+        self.members[i].patroni = Some(
+            cmd.arg(&self.members[i].config)
+                .stdout(log.try_clone().unwrap())
+                .stderr(log)
+                .spawn()
+                .unwrap(),
+        );
+    }
+
+    fn psql(&self, i: usize, sql: &str) -> Option<String> {
+        let mut cmd = if self.as_postgres {
+            let mut c = Command::new("setpriv");
+            c.args([
+                "--reuid=postgres",
+                "--regid=postgres",
+                "--init-groups",
+                "psql",
+            ]);
+            c
+        } else {
+            Command::new("psql")
+        };
+        let out = cmd
+            .args([
+                "-h",
+                "127.0.0.1",
+                "-p",
+                &self.members[i].pg_port.to_string(),
+            ])
+            .args(["-U", "postgres", "-d", "postgres", "-Atqc", sql])
+            .output()
+            .ok()?;
+        out.status
+            .success()
+            .then(|| String::from_utf8_lossy(&out.stdout).trim().to_owned())
+    }
+
+    /// The member that accepts writes, if one does.
+    fn primary(&self) -> Option<usize> {
+        (0..2).find(|&i| self.psql(i, "SELECT pg_is_in_recovery()").as_deref() == Some("f"))
+    }
+
+    /// Whether the primary has a synchronous standby streaming.
+    fn synchronous(&self) -> bool {
+        self.primary().is_some_and(|i| {
+            self.psql(
+                i,
+                "SELECT count(*) FROM pg_stat_replication WHERE sync_state = 'sync'",
+            )
+            .as_deref()
+                == Some("1")
+        })
+    }
+
+    /// Whether Patroni itself (its state in etcd) has `node{i}` as the synchronous standby: only
+    /// then will it promote that member when the leader is lost.
+    fn patroni_sync_standby_is(&self, i: usize) -> bool {
+        let out = Command::new("patronictl")
+            .arg("-c")
+            .arg(&self.members[i].config)
+            .args(["list", "-f", "json"])
+            .output();
+        let Ok(out) = out else { return false };
+        let members: serde_json::Value =
+            serde_json::from_slice(&out.stdout).unwrap_or(serde_json::Value::Null);
+        members.as_array().is_some_and(|ms| {
+            ms.iter().any(|m| {
+                m["Member"] == format!("node{i}").as_str()
+                    && m["Role"] == "Sync Standby"
+                    && (m["State"] == "streaming" || m["State"] == "running")
+            })
+        })
+    }
+
+    fn wait_for(&self, ready: impl Fn(&Patroni) -> bool, what: &str) {
+        let deadline = Instant::now() + Duration::from_secs(90);
+        while !ready(self) {
+            let log =
+                std::fs::read_to_string(self.root.path().join("patroni0.log")).unwrap_or_default();
+            assert!(Instant::now() < deadline, "never: {what}\n{log}");
+            std::thread::sleep(Duration::from_millis(200));
+        }
+    }
+}
+
+impl Ha for Patroni {
+    fn url(&self) -> String {
+        format!(
+            "postgres://postgres@127.0.0.1:{},127.0.0.1:{}/fluxgate?target_session_attrs=read-write&connect_timeout=2",
+            self.members[0].pg_port, self.members[1].pg_port
+        )
+    }
+
+    /// The primary's machine is lost: its Patroni and its postmaster die at once.
+    fn kill_primary(&mut self) {
+        let i = self.primary().expect("a primary to kill");
+        if let Some(mut p) = self.members[i].patroni.take() {
+            let _ = p.kill();
+            let _ = p.wait();
+        }
+        let data = self.members[i].data.clone();
+        let pid = std::fs::read_to_string(data.join("postmaster.pid")).unwrap();
+        let pid = pid.lines().next().unwrap().trim().to_owned();
+        let _ = Command::new("kill").args(["-9", &pid]).status();
+        let deadline = Instant::now() + Duration::from_secs(30);
+        while lingering(&data) {
+            assert!(Instant::now() < deadline, "the killed primary lingers");
+            std::thread::sleep(Duration::from_millis(20));
+        }
+        self.lost = Some(i);
+    }
+
+    /// Patroni promotes the standby once the leader key expires (`ttl`).
+    fn take_over(&mut self) {}
+
+    /// The machine comes back: its Patroni rewinds it into the new primary's standby.
+    fn rejoin(&mut self) {
+        let i = self.lost.take().expect("a lost member");
+        self.start(i);
+        self.wait_for(
+            |p| p.primary() == Some(1 - i) && p.synchronous() && p.patroni_sync_standby_is(i),
+            "the lost member rejoins as the synchronous standby",
+        );
+    }
+
+    fn standby_port(&self) -> u16 {
+        let primary = self.primary().unwrap_or(0);
+        self.members[1 - primary].pg_port
+    }
+
+    fn diagnostics(&self) -> String {
+        (0..2)
+            .map(|i| {
+                let log = std::fs::read_to_string(self.root.path().join(format!("patroni{i}.log")))
+                    .unwrap_or_default();
+                let lines: Vec<&str> = log.lines().collect();
+                format!(
+                    "--- patroni{i} ---\n{}",
+                    lines[lines.len().saturating_sub(12)..].join("\n")
+                )
+            })
+            .collect::<Vec<_>>()
+            .join("\n")
+    }
+}
+
+impl Drop for Patroni {
+    fn drop(&mut self) {
+        for m in &mut self.members {
+            if let Some(mut p) = m.patroni.take() {
+                let _ = p.kill();
+                let _ = p.wait();
+            }
+            if let Ok(pid) = std::fs::read_to_string(m.data.join("postmaster.pid"))
+                && let Some(pid) = pid.lines().next()
+            {
+                let _ = Command::new("kill").args(["-9", pid.trim()]).status();
+            }
+        }
+        let _ = self.etcd.kill();
+        let _ = self.etcd.wait();
+    }
+}
+
+/// Whether Patroni and etcd are installed (Debian's `patroni` and `etcd-server`).
+fn patroni_installed() -> bool {
+    ["patroni", "etcd"].iter().all(|p| {
+        Command::new("sh")
+            .args(["-c", &format!("command -v {p}")])
+            .output()
+            .is_ok_and(|o| o.status.success())
+    })
+}
+
+/// The same five failovers, with Patroni (on etcd) promoting and rejoining by itself, from the
+/// configuration file the deployment guide gives operators.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn postgres_failover_with_patroni() {
+    let required = std::env::var("FLUXGATE_TEST_REQUIRE_PATRONI").is_ok_and(|v| v == "1");
+    let (Some(bin), true) = (pg_bin(), patroni_installed()) else {
+        assert!(
+            !required,
+            "FLUXGATE_TEST_REQUIRE_PATRONI=1 but patroni, etcd or PostgreSQL's binaries are missing"
+        );
+        eprintln!(
+            "SKIPPED postgres_failover_with_patroni: install Debian's patroni, etcd-server and \
+             postgresql"
+        );
+        return;
+    };
+    let cluster = blocking(move || Patroni::new(&bin)).await;
+    failovers("Patroni", cluster).await;
 }
 
 /// Creates `username`; the outcome's code, OK included.
@@ -434,7 +770,13 @@ async fn postgres_failover_five_times_loses_no_acknowledged_write() {
         );
         return;
     };
-    let cluster = Arc::new(Mutex::new(blocking(move || Cluster::new(bin)).await));
+    let cluster = blocking(move || Cluster::new(bin)).await;
+    failovers("pg_ctl promote", cluster).await;
+}
+
+/// Five failovers of `ha` under a write load through two replicas, and everything checked.
+async fn failovers<H: Ha>(label: &str, ha: H) {
+    let cluster = Arc::new(Mutex::new(ha));
     let url = cluster.lock().unwrap().url();
     let replica = |url: String| async move {
         let (mut config, dir) = test_config(&Backend::Sqlite);
@@ -522,7 +864,7 @@ async fn postgres_failover_five_times_loses_no_acknowledged_write() {
             assert!(allowed, "round {round}: a check during the outage");
         }
         let c = cluster.clone();
-        blocking(move || c.lock().unwrap().promote()).await;
+        blocking(move || c.lock().unwrap().take_over()).await;
         // Writes succeed again by themselves.
         let mut probe = 0;
         loop {
@@ -536,19 +878,15 @@ async fn postgres_failover_five_times_loses_no_acknowledged_write() {
                 Code::Unavailable,
                 "round {round}: a write while failing over"
             );
-            assert!(
-                killed.elapsed() < Duration::from_secs(60),
-                "writes never came back"
-            );
+            if killed.elapsed() > Duration::from_secs(60) {
+                let why = cluster.lock().unwrap().diagnostics();
+                panic!("round {round}: writes never came back\n{why}");
+            }
             tokio::time::sleep(Duration::from_millis(20)).await;
         }
         recoveries.push(killed.elapsed());
         let c = cluster.clone();
-        blocking(move || {
-            let c = c.lock().unwrap();
-            c.add_standby(1 - c.primary);
-        })
-        .await;
+        blocking(move || c.lock().unwrap().rejoin()).await;
 
         // Every permission change made before is honoured on both replicas, at a revision at
         // least as new as any seen before.
@@ -637,13 +975,10 @@ async fn postgres_failover_five_times_loses_no_acknowledged_write() {
 
     // A standby reached directly (a URL without target_session_attrs): a write there is
     // UNAVAILABLE, not an error of the query.
-    let standby_url = {
-        let c = cluster.lock().unwrap();
-        format!(
-            "postgres://postgres@127.0.0.1:{}/fluxgate",
-            c.nodes[1 - c.primary].port
-        )
-    };
+    let standby_url = format!(
+        "postgres://postgres@127.0.0.1:{}/fluxgate",
+        cluster.lock().unwrap().standby_port()
+    );
     let standby = fluxgate_store::Store::open(&standby_url, &Default::default()).unwrap();
     let refused =
         blocking(move || standby.write(|_| Ok::<_, fluxgate_store::StoreError>(()))).await;
@@ -655,7 +990,7 @@ async fn postgres_failover_five_times_loses_no_acknowledged_write() {
     let mut ms: Vec<u128> = recoveries.iter().map(Duration::as_millis).collect();
     ms.sort_unstable();
     eprintln!(
-        "failover: writes back after {ms:?} ms (median {} ms, max {} ms); {} writes \
+        "failover ({label}): writes back after {ms:?} ms (median {} ms, max {} ms); {} writes \
          acknowledged, all {} present of {} users; outcomes {:?}; audit chain of {} events valid",
         ms[ms.len() / 2],
         ms[ms.len() - 1],
