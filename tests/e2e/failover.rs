@@ -140,19 +140,22 @@ impl Cluster {
     }
 
     fn start(&self, node: usize) {
-        let data = self.data(node);
+        let log = format!("{}/node{node}.log", self.root.path().display());
+        self.start_folder(&self.data(node), self.nodes[node].port, &log);
+    }
+
+    /// Starts PostgreSQL on a data folder and port, logging to `log`.
+    fn start_folder(&self, data: &str, port: u16, log: &str) {
         // The socket lives outside the data folder, which a rebuild replaces.
         let opts = format!(
-            "-p {} -k {} -c listen_addresses=127.0.0.1",
-            self.nodes[node].port,
+            "-p {port} -k {} -c listen_addresses=127.0.0.1",
             self.root.path().display()
         );
-        let log = format!("{}/node{node}.log", self.root.path().display());
         let args = [
-            "-D", &data, "-l", &log, "-w", "-t", "60", "-o", &opts, "start",
+            "-D", data, "-l", log, "-w", "-t", "60", "-o", &opts, "start",
         ];
         if let Err(e) = self.try_run("pg_ctl", &args) {
-            let text = std::fs::read_to_string(&log).unwrap_or_default();
+            let text = std::fs::read_to_string(log).unwrap_or_default();
             let lines: Vec<&str> = text.lines().collect();
             let tail = lines[lines.len().saturating_sub(15)..].join("\n");
             panic!("{e}\n--- {log} ---\n{tail}");
@@ -1124,6 +1127,171 @@ async fn postgres_dump_and_restore() {
 
     let (mut config, dir) = test_config(&Backend::Sqlite);
     config.database_url = url.replace("/fluxgate?", "/restored?");
+    let r = TestServer::start_with(config, dir).await;
+    let admin = r.admin_token().await;
+    for (name, present) in [("before", true), ("after", false)] {
+        let got = r
+            .users()
+            .get_user(authed(
+                pb::GetUserRequest {
+                    name: format!("users/{name}"),
+                },
+                &admin,
+            ))
+            .await;
+        assert_eq!(got.is_ok(), present, "{name}: {got:?}");
+    }
+    let v = r
+        .audit()
+        .verify_audit_chain(authed(pb::VerifyAuditChainRequest::default(), &admin))
+        .await
+        .unwrap()
+        .into_inner();
+    assert!(v.valid && v.events_checked > 0, "{v:?}");
+}
+
+/// Point-in-time recovery as docs/deployment.md has it: WAL archived beside a base backup, then
+/// a new server recovered to a moment between two writes. FluxGate on it has the first write,
+/// not the second, and a valid audit chain.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn postgres_point_in_time_recovery() {
+    let Some(bin) = pg_bin() else {
+        assert!(
+            !fluxgate_store::testing::postgres_required(),
+            "FLUXGATE_TEST_REQUIRE_POSTGRES=1 but no PostgreSQL server binaries were found"
+        );
+        eprintln!("SKIPPED postgres_point_in_time_recovery: no PostgreSQL server binaries");
+        return;
+    };
+    let cluster = Arc::new(Mutex::new(blocking(move || Cluster::new(bin)).await));
+    let root = cluster.lock().unwrap().root.path().to_owned();
+    let archive = root.join("archive");
+    // Archiving on (a restart), and a base backup.
+    let c = cluster.clone();
+    let arch = archive.display().to_string();
+    blocking(move || {
+        let c = c.lock().unwrap();
+        std::fs::create_dir_all(&arch).unwrap();
+        if c.as_postgres {
+            let ok = Command::new("chown")
+                .args(["postgres:postgres", &arch])
+                .status()
+                .unwrap();
+            assert!(ok.success());
+        }
+        c.psql(0, "ALTER SYSTEM SET archive_mode = 'on'");
+        c.psql(
+            0,
+            &format!("ALTER SYSTEM SET archive_command = 'test ! -f {arch}/%f && cp %p {arch}/%f'"),
+        );
+        let data = c.data(0);
+        c.run("pg_ctl", &["-D", &data, "-m", "fast", "-w", "stop"]);
+        c.start(0);
+        let port = c.nodes[0].port.to_string();
+        let base = c.root.path().join("base").display().to_string();
+        c.run(
+            "pg_basebackup",
+            &[
+                "-h",
+                "127.0.0.1",
+                "-p",
+                &port,
+                "-U",
+                "postgres",
+                "-D",
+                &base,
+                "-X",
+                "stream",
+                "-c",
+                "fast",
+            ],
+        );
+    })
+    .await;
+
+    let url = cluster.lock().unwrap().url();
+    let (mut config, dir) = test_config(&Backend::Sqlite);
+    config.database_url = url;
+    let s = TestServer::start_with(config, dir).await;
+    let admin = s.admin_token().await;
+    assert_eq!(create(&s, &admin, "before").await, Code::Ok);
+    let c = cluster.clone();
+    let target = blocking(move || c.lock().unwrap().psql(0, "SELECT now()")).await;
+    tokio::time::sleep(Duration::from_millis(1100)).await;
+    assert_eq!(create(&s, &admin, "after").await, Code::Ok);
+    s.stop().await;
+    // The WAL with both writes reaches the archive.
+    let c = cluster.clone();
+    let arch = archive.clone();
+    blocking(move || {
+        let c = c.lock().unwrap();
+        let segment = c.psql(0, "SELECT pg_walfile_name(pg_switch_wal())");
+        let deadline = Instant::now() + Duration::from_secs(30);
+        while !arch.join(&segment).exists() {
+            assert!(Instant::now() < deadline, "{segment} never archived");
+            std::thread::sleep(Duration::from_millis(50));
+        }
+    })
+    .await;
+
+    // A new server from the base backup, recovered to `target`.
+    let port = free_port();
+    let c = cluster.clone();
+    let (arch, pitr) = (archive.display().to_string(), root.join("pitr"));
+    let pitr_dir = pitr.display().to_string();
+    blocking(move || {
+        let c = c.lock().unwrap();
+        let ok = Command::new("cp")
+            .args(["-a"])
+            .arg(c.root.path().join("base"))
+            .arg(&pitr)
+            .status()
+            .unwrap();
+        assert!(ok.success());
+        let auto = format!("{pitr_dir}/postgresql.auto.conf");
+        let before = std::fs::read_to_string(&auto).unwrap_or_default();
+        c.write_as_postgres(
+            &auto,
+            &format!(
+                "{before}\nrestore_command = 'cp {arch}/%f %p'\n\
+                 recovery_target_time = '{target}'\nrecovery_target_action = 'promote'\n\
+                 synchronous_standby_names = ''\narchive_mode = 'off'\n"
+            ),
+        );
+        c.write_as_postgres(&format!("{pitr_dir}/recovery.signal"), "");
+        let log = format!("{}/pitr.log", c.root.path().display());
+        c.start_folder(&pitr_dir, port, &log);
+        let deadline = Instant::now() + Duration::from_secs(60);
+        loop {
+            let out = c.try_run(
+                "psql",
+                &[
+                    "-h",
+                    "127.0.0.1",
+                    "-p",
+                    &port.to_string(),
+                    "-U",
+                    "postgres",
+                    "-d",
+                    "postgres",
+                    "-Atqc",
+                    "SELECT pg_is_in_recovery()",
+                ],
+            );
+            if out.is_ok_and(|o| String::from_utf8_lossy(&o.stdout).trim() == "f") {
+                break;
+            }
+            assert!(
+                Instant::now() < deadline,
+                "the recovered server never promoted"
+            );
+            std::thread::sleep(Duration::from_millis(100));
+        }
+    })
+    .await;
+
+    let (mut config, dir) = test_config(&Backend::Sqlite);
+    config.database_url = format!("postgres://postgres@127.0.0.1:{port}/fluxgate");
     let r = TestServer::start_with(config, dir).await;
     let admin = r.admin_token().await;
     for (name, present) in [("before", true), ("after", false)] {
