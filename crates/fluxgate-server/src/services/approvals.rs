@@ -742,11 +742,42 @@ async fn watch_task(
         else {
             return;
         };
-        match svc.visible(&ctx, &me, id).await {
-            Ok(next) => current = next,
+        match reload(&svc, &ctx, &me, id, &tx, &mut stopping).await {
+            Some(next) => current = next,
+            None => return,
+        }
+    }
+}
+
+/// Reads the watched request again. While the database is unavailable (a failover, say) it
+/// waits and tries again, the stream staying open, for as long as the client stays and the
+/// server runs; any other error ends the stream with it.
+async fn reload(
+    svc: &ApprovalSvc,
+    ctx: &RequestCtx,
+    me: &Principal,
+    id: ChangeRequestId,
+    tx: &WatchSender,
+    stopping: &mut tokio::sync::watch::Receiver<bool>,
+) -> Option<RequestView> {
+    let mut pause = Duration::from_millis(100);
+    loop {
+        match svc.visible(ctx, me, id).await {
+            Ok(next) => return Some(next),
+            Err(ApiError::Unavailable(_)) if !tx.is_closed() && !*stopping.borrow() => {
+                tokio::select! {
+                    () = tokio::time::sleep(pause) => {}
+                    changed = tokio::sync::watch::Receiver::changed(stopping) => {
+                        if changed.is_err() {
+                            return None;
+                        }
+                    }
+                }
+                pause = (pause * 2).min(Duration::from_secs(2));
+            }
             Err(e) => {
                 let _ = tx.send(Err(e.into())).await;
-                return;
+                return None;
             }
         }
     }
