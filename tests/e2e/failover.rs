@@ -6,8 +6,10 @@
 //! standby promoted (`pg_ctl promote`), and the dead node rebuilt as the new primary's standby.
 //! Checked: permission checks answer from memory while no primary is reachable, writes fail
 //! only with UNAVAILABLE and succeed again by themselves, every acknowledged write is present,
-//! the audit chain verifies on the last primary, revisions never go back, and every permission
-//! change made before a failover is honoured after it on both replicas.
+//! the audit chain verifies on the last primary, revisions never go back, every permission
+//! change made before a failover is honoured after it on both replicas, and the outbox and the
+//! webhooks resume by themselves: every user created has its registration email (through a real
+//! SMTP server, where Python's aiosmtpd is available) and its `user.created` webhook.
 //!
 //! Skipped loudly where PostgreSQL's server binaries are absent, unless
 //! `FLUXGATE_TEST_REQUIRE_POSTGRES=1`.
@@ -22,7 +24,9 @@ use std::time::{Duration, Instant};
 use fluxgate_proto::v1 as pb;
 use tonic::Code;
 
-use crate::harness::{Backend, TestServer, authed, test_config};
+use crate::harness::{ADMIN, Backend, TestServer, authed, test_config};
+use crate::smtp::SmtpSink;
+use crate::webhooks::{Behaviour, receiver, subscribe};
 
 /// The folder of `pg_ctl` and friends: `FLUXGATE_TEST_PG_BIN`, else the newest
 /// `/usr/lib/postgresql/*/bin`.
@@ -662,7 +666,8 @@ async fn postgres_failover_with_patroni() {
     failovers("Patroni", cluster).await;
 }
 
-/// Creates `username`; the outcome's code, OK included.
+/// Creates `username` without a password (so a registration email is queued); the outcome's
+/// code, OK included.
 async fn create(s: &TestServer, token: &str, username: &str) -> Code {
     let r = s
         .users()
@@ -675,7 +680,7 @@ async fn create(s: &TestServer, token: &str, username: &str) -> Code {
                     role: pb::Role::Requester as i32,
                     ..Default::default()
                 }),
-                initial_password: "Failover-pass-123".into(),
+                initial_password: String::new(),
                 require_password_change: false,
             },
             token,
@@ -781,15 +786,29 @@ async fn postgres_failover_five_times_loses_no_acknowledged_write() {
 async fn failovers<H: Ha>(label: &str, ha: H) {
     let cluster = Arc::new(Mutex::new(ha));
     let url = cluster.lock().unwrap().url();
-    let replica = |url: String| async move {
-        let (mut config, dir) = test_config(&Backend::Sqlite);
-        config.database_url = url;
-        config.directory_poll_ms = 100;
-        Arc::new(TestServer::start_with(config, dir).await)
+    // Both replicas send email and webhooks, retrying quickly.
+    let sink = SmtpSink::start(0);
+    let smtp = sink.as_ref().map(SmtpSink::url);
+    let replica = |url: String| {
+        let smtp = smtp.clone();
+        async move {
+            let (mut config, dir) = test_config(&Backend::Sqlite);
+            config.database_url = url;
+            config.directory_poll_ms = 100;
+            config.email.smtp_url = smtp;
+            config.email.retry_initial_ms = 100;
+            crate::webhooks::configure(&mut config);
+            Arc::new(TestServer::start_with(config, dir).await)
+        }
     };
     let a = replica(url.clone()).await;
     let b = replica(url).await;
     let admin = a.admin_token().await;
+    let hook = receiver(Behaviour::Accept).await;
+    let subscription = subscribe(&a, &admin, &hook.url, &["user.created"])
+        .await
+        .webhook
+        .unwrap();
     let (env, ops) = operators(a.as_ref(), &admin).await;
 
     // A change request watched through replica B across every failover.
@@ -960,6 +979,30 @@ async fn failovers<H: Ha>(label: &str, ha: H) {
     let tally = std::mem::take(&mut *tally.lock().unwrap());
     let lost: Vec<&String> = tally.acked.difference(&present).collect();
     assert!(lost.is_empty(), "acknowledged but lost: {lost:?}");
+    let caught_up = outbox_and_webhooks_caught_up(&present, sink.as_ref(), &hook).await;
+    let Ok((emails, hooks)) = caught_up else {
+        let list = crate::webhooks::deliveries(&a, &admin, &subscription.name).await;
+        let mut states = BTreeMap::new();
+        for d in &list {
+            *states
+                .entry((d.state, d.attempts, d.last_error.clone()))
+                .or_insert(0) += 1;
+        }
+        let (cursor, head) = store
+            .read(|c| {
+                Ok::<_, fluxgate_store::StoreError>((
+                    fluxgate_store::webhooks::list(c)?[0].cursor_seq,
+                    fluxgate_store::audit::head_seq(c)?,
+                ))
+            })
+            .unwrap();
+        panic!(
+            "the outbox or the webhooks stalled ({}); webhook cursor {cursor}, audit head \
+             {head}, {} deliveries by (state, attempts, error): {states:?}",
+            caught_up.unwrap_err(),
+            list.len()
+        );
+    };
     for code in tally.codes.keys() {
         assert!(
             ["Ok", "Unavailable"].contains(&code.as_str()),
@@ -994,7 +1037,8 @@ async fn failovers<H: Ha>(label: &str, ha: H) {
     ms.sort_unstable();
     eprintln!(
         "failover ({label}): writes back after {ms:?} ms (median {} ms, max {} ms); {} writes \
-         acknowledged, all {} present of {} users; outcomes {:?}; audit chain of {} events valid",
+         acknowledged, all {} present of {} users; outcomes {:?}; audit chain of {} events valid; \
+         {emails} emails and {hooks} webhooks, one or more for each user",
         ms[ms.len() / 2],
         ms[ms.len() - 1],
         tally.acked.len(),
@@ -1003,6 +1047,67 @@ async fn failovers<H: Ha>(label: &str, ha: H) {
         tally.codes,
         v.events_checked
     );
+}
+
+/// Waits until every user in `present` but the bootstrap admin has had its registration email
+/// (when there is a sink) and its `user.created` webhook, for as long as they keep arriving;
+/// the numbers of messages and webhooks received, or what is missing once nothing more has
+/// arrived for 20 seconds. A message sent just before its delivery could be recorded may come
+/// twice (at least once), never not at all.
+async fn outbox_and_webhooks_caught_up(
+    present: &BTreeSet<String>,
+    sink: Option<&SmtpSink>,
+    hook: &crate::webhooks::Receiver,
+) -> Result<(usize, usize), String> {
+    let expected: BTreeSet<&str> = present
+        .iter()
+        .map(String::as_str)
+        .filter(|u| *u != ADMIN)
+        .collect();
+    let mut progress = (usize::MAX, usize::MAX);
+    let mut stalled_since = Instant::now();
+    loop {
+        let messages = sink.map(SmtpSink::messages).unwrap_or_default();
+        let mailed: BTreeSet<String> = messages
+            .iter()
+            .filter(|m| m.subject == "Your FluxGate account")
+            .flat_map(|m| m.to.iter())
+            .filter_map(|to| to.strip_suffix("@example.com").map(str::to_owned))
+            .collect();
+        let hits = hook.hits();
+        let hooked: BTreeSet<String> = hits
+            .iter()
+            .filter_map(|h| {
+                let v: serde_json::Value = serde_json::from_str(&h.body).ok()?;
+                let after: serde_json::Value =
+                    serde_json::from_str(v["data"]["afterJson"].as_str()?).ok()?;
+                Some(after["username"].as_str()?.to_owned())
+            })
+            .collect();
+        let unmailed: Vec<&&str> = expected
+            .iter()
+            .filter(|u| sink.is_some() && !mailed.contains(**u))
+            .collect();
+        let unhooked: Vec<&&str> = expected.iter().filter(|u| !hooked.contains(**u)).collect();
+        if unmailed.is_empty() && unhooked.is_empty() {
+            return Ok((messages.len(), hits.len()));
+        }
+        let now = (unmailed.len(), unhooked.len());
+        if now.0 < progress.0 || now.1 < progress.1 {
+            stalled_since = Instant::now();
+        }
+        progress = now;
+        if stalled_since.elapsed() > Duration::from_secs(20) {
+            return Err(format!(
+                "no registration email for {} users (first {:?}), no webhook for {} (first {:?})",
+                unmailed.len(),
+                unmailed.first(),
+                unhooked.len(),
+                unhooked.first()
+            ));
+        }
+        tokio::time::sleep(Duration::from_millis(500)).await;
+    }
 }
 
 /// A database restored from an older backup (or a standby promoted without the last changes)

@@ -103,6 +103,7 @@ impl TestServer {
     }
 
     pub async fn start_with(config: Config, dir: Option<tempfile::TempDir>) -> TestServer {
+        log_to_stderr();
         let database_url = config.database_url.clone();
         let server = Server::bind(config).await.expect("server starts");
         let addr = server.local_addr().unwrap();
@@ -530,6 +531,20 @@ impl Drop for TestServer {
 }
 
 /// A request carrying `authorization: Bearer <token>`.
+/// With `FLUXGATE_TEST_LOG` set (a filter such as `fluxgate=warn`), the servers' logs go to
+/// standard error, which the test harness shows for failing tests.
+fn log_to_stderr() {
+    static ONCE: std::sync::Once = std::sync::Once::new();
+    if let Ok(filter) = std::env::var("FLUXGATE_TEST_LOG") {
+        ONCE.call_once(|| {
+            let _ = tracing_subscriber::fmt()
+                .with_env_filter(tracing_subscriber::EnvFilter::new(filter))
+                .with_test_writer()
+                .try_init();
+        });
+    }
+}
+
 pub fn authed<T>(msg: T, token: &str) -> Request<T> {
     let mut r = Request::new(msg);
     r.metadata_mut()

@@ -31,18 +31,18 @@ crate::both_backends!(
 
 /// What a receiver got.
 #[derive(Debug, Clone)]
-struct Hit {
-    id: String,
+pub(crate) struct Hit {
+    pub(crate) id: String,
     timestamp: String,
     signatures: String,
     content_type: String,
     first: String,
     last: String,
-    body: String,
+    pub(crate) body: String,
 }
 
 #[derive(Debug, Clone, Copy)]
-enum Behaviour {
+pub(crate) enum Behaviour {
     Accept,
     /// Answers 503 to the first `n` requests.
     FailFirst(usize),
@@ -51,8 +51,8 @@ enum Behaviour {
 }
 
 #[derive(Clone)]
-struct Receiver {
-    url: String,
+pub(crate) struct Receiver {
+    pub(crate) url: String,
     hits: Arc<Mutex<Vec<Hit>>>,
     requests: Arc<AtomicUsize>,
 }
@@ -92,7 +92,7 @@ async fn handle(State(s): State<Shared>, headers: HeaderMap, body: String) -> St
 }
 
 /// An HTTP receiver on 127.0.0.1.
-async fn receiver(behaviour: Behaviour) -> Receiver {
+pub(crate) async fn receiver(behaviour: Behaviour) -> Receiver {
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
     let addr = listener.local_addr().unwrap();
     let shared = Shared {
@@ -112,7 +112,7 @@ async fn receiver(behaviour: Behaviour) -> Receiver {
 }
 
 impl Receiver {
-    fn hits(&self) -> Vec<Hit> {
+    pub(crate) fn hits(&self) -> Vec<Hit> {
         self.hits.lock().unwrap().clone()
     }
 
@@ -166,7 +166,7 @@ fn int(v: &serde_json::Value) -> i64 {
 }
 
 /// Loopback receivers allowed, quick retries and time-outs.
-fn configure(c: &mut Config) {
+pub(crate) fn configure(c: &mut Config) {
     c.webhooks.allowed_private_networks = vec!["127.0.0.0/8".into()];
     c.webhooks.retry_initial_ms = 50;
     c.webhooks.timeout_ms = 400;
@@ -177,7 +177,7 @@ fn hooks(s: &TestServer) -> WebhookServiceClient<Channel> {
     WebhookServiceClient::new(s.channel.clone())
 }
 
-async fn subscribe(
+pub(crate) async fn subscribe(
     s: &TestServer,
     admin: &str,
     url: &str,
@@ -234,7 +234,11 @@ async fn rotate(
         .into_inner()
 }
 
-async fn deliveries(s: &TestServer, admin: &str, hook: &str) -> Vec<pb::WebhookDelivery> {
+pub(crate) async fn deliveries(
+    s: &TestServer,
+    admin: &str,
+    hook: &str,
+) -> Vec<pb::WebhookDelivery> {
     hooks(s)
         .list_webhook_deliveries(authed(
             pb::ListWebhookDeliveriesRequest {

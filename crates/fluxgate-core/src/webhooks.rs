@@ -676,13 +676,17 @@ pub struct Run {
     /// The secrets that sign: the current one, and the previous one within its overlap.
     pub secrets: Vec<String>,
     pub deliveries: Vec<Delivery>,
+    /// The claim the deliveries are leased to (see [`record`]).
+    pub token: String,
 }
 
 /// Claims, for up to `max_runs` enabled subscriptions, the due run at the head of its feed (up
-/// to `per_run` deliveries), leased for `lease_per_delivery` each. In the caller's write
-/// transaction.
+/// to `per_run` deliveries), leased to the claim `token` for `lease_per_delivery` each. In the
+/// caller's write transaction. A claimer that cannot tell whether its claim committed (the
+/// database went away meanwhile) gives the deliveries back with [`release`].
 pub fn claim(
     tx: &mut Tx<'_>,
+    token: &str,
     lease_per_delivery: i64,
     per_run: i64,
     max_runs: i64,
@@ -693,7 +697,7 @@ pub fn claim(
             break;
         }
         let lease = lease_per_delivery * per_run;
-        let deliveries = store::claim_run(tx.conn, w.id, tx.now, lease, per_run)?;
+        let deliveries = store::claim_run(tx.conn, w.id, tx.now, lease, per_run, token)?;
         if deliveries.is_empty() {
             continue;
         }
@@ -709,17 +713,25 @@ pub fn claim(
             format: w.format,
             secrets,
             deliveries,
+            token: token.to_owned(),
         });
     }
     Ok(runs)
 }
 
-/// Records the outcomes of a run's attempts.
-pub fn record(tx: &mut Tx<'_>, outcomes: &[(DeliveryId, Outcome)]) -> Result<()> {
+/// Records the outcomes of a run's attempts, for the deliveries still leased to its claim
+/// `token`: recording again after a failed record is safe, and a late record changes nothing
+/// that another claim has taken since.
+pub fn record(tx: &mut Tx<'_>, token: &str, outcomes: &[(DeliveryId, Outcome)]) -> Result<()> {
     for (id, o) in outcomes {
-        store::record(tx.conn, *id, o, tx.now)?;
+        store::record(tx.conn, *id, o, tx.now, token)?;
     }
     Ok(())
+}
+
+/// Gives back the deliveries of a claim that were never attempted, due at once; how many.
+pub fn release(tx: &mut Tx<'_>, token: &str) -> Result<usize> {
+    Ok(store::release(tx.conn, token, tx.now)?)
 }
 
 /// Whether some delivery is due (a cheap read before a claim).

@@ -7,6 +7,12 @@
 //! hangs holds up only its own feed, for `webhooks.timeout_ms` per attempt. A failed attempt is
 //! retried with exponential back-off; the run's later deliveries wait behind it.
 //!
+//! A claim or a record cut off by a database outage may have committed or not. Either way the
+//! worker settles it by the claim's token at the start of its next pass, once the database is
+//! back: an unconfirmed claim is released (its deliveries due again at once), an unrecorded run
+//! is recorded. The subscription resumes then, not when the lease would have run out (up to
+//! `run_length` times the time-out), and what was delivered is not sent again.
+//!
 //! Requests follow the Standard Webhooks convention: `webhook-id` (the delivery id, the same on
 //! every attempt), `webhook-timestamp` (Unix seconds), and `webhook-signature`
 //! (`v1,<base64 HMAC-SHA256 of "{id}.{timestamp}.{body}">`, one per live secret, space
@@ -85,6 +91,17 @@ pub struct Dispatcher {
     kick: Notify,
     slots: Arc<Semaphore>,
     metrics: Arc<Metrics>,
+    /// Claims and records whose commit the worker could not confirm, to settle first.
+    unsettled: std::sync::Mutex<Vec<Unsettled>>,
+}
+
+/// A write the database went away during.
+#[derive(Debug)]
+enum Unsettled {
+    /// A claim: release what it may have leased.
+    Claim(String),
+    /// A run's outcomes: record them (by the claim's token).
+    Record(String, Vec<(DeliveryId, Outcome)>),
 }
 
 impl Dispatcher {
@@ -113,6 +130,7 @@ impl Dispatcher {
             kick: Notify::new(),
             slots: Arc::new(Semaphore::new(config.concurrency as usize)),
             metrics,
+            unsettled: std::sync::Mutex::default(),
         }))
     }
 
@@ -137,8 +155,49 @@ impl Dispatcher {
         }
     }
 
-    /// Hands out what committed, then starts the runs that are due.
+    fn unsettled(&self) -> std::sync::MutexGuard<'_, Vec<Unsettled>> {
+        self.unsettled.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    /// Settles the claims and records cut off by an outage; stops at the first that fails
+    /// again (the database is still away), keeping it and those after it.
+    async fn settle(&self, db: &Db) -> ApiResult<()> {
+        let pending = std::mem::take(&mut *self.unsettled());
+        let mut pending = pending.into_iter();
+        while let Some(u) = pending.next() {
+            let result = match &u {
+                Unsettled::Claim(token) => {
+                    let token = token.clone();
+                    db.write_quietly(move |tx| Ok(webhooks::release(tx, &token)?))
+                        .await
+                        .map(|c| {
+                            tracing::info!(
+                                released = c.value,
+                                "settled a claim cut off by an outage"
+                            );
+                        })
+                }
+                Unsettled::Record(token, outcomes) => {
+                    let (token, outcomes) = (token.clone(), outcomes.clone());
+                    db.write_quietly(move |tx| Ok(webhooks::record(tx, &token, &outcomes)?))
+                        .await
+                        .map(|_| ())
+                }
+            };
+            if let Err(e) = result {
+                let mut left = self.unsettled();
+                left.push(u);
+                left.extend(pending);
+                return Err(e);
+            }
+        }
+        Ok(())
+    }
+
+    /// Settles what an outage cut off, hands out what committed, then starts the runs that
+    /// are due.
     pub async fn pass(self: &Arc<Self>, db: &Db) -> ApiResult<()> {
+        self.settle(db).await?;
         while db.read(|c| Ok(webhooks::behind(c)?)).await? {
             let queued = db
                 .write_quietly(|tx| Ok(webhooks::fan_out(tx, &AuditJson, FAN_OUT_BATCH)?))
@@ -159,10 +218,18 @@ impl Dispatcher {
         }
         let lease = (self.config.timeout_ms as i64 + 5_000) * 1_000;
         let per_run = i64::from(self.config.run_length);
-        let runs = db
-            .write_quietly(move |tx| Ok(webhooks::claim(tx, lease, per_run, free)?))
-            .await?
-            .value;
+        let token = uuid::Uuid::new_v4().to_string();
+        let claim = token.clone();
+        let runs = match db
+            .write_quietly(move |tx| Ok(webhooks::claim(tx, &claim, lease, per_run, free)?))
+            .await
+        {
+            Ok(c) => c.value,
+            Err(e) => {
+                self.unsettled().push(Unsettled::Claim(token));
+                return Err(e);
+            }
+        };
         for run in runs {
             let Ok(permit) = self.slots.clone().try_acquire_owned() else {
                 break;
@@ -213,12 +280,16 @@ impl Dispatcher {
             };
             outcomes.push((d.id, outcome));
         }
+        let (token, recorded) = (run.token.clone(), outcomes.clone());
         if let Err(e) = db
-            .write_quietly(move |tx| Ok(webhooks::record(tx, &outcomes)?))
+            .write_quietly(move |tx| Ok(webhooks::record(tx, &token, &recorded)?))
             .await
         {
-            // The lease runs out and the run is tried again: at least once, never lost.
-            tracing::warn!(error = %e, webhook = %run.webhook, "recording deliveries failed");
+            // Recorded by the next pass once the database is back (or, should this replica
+            // stop first, sent again when the lease runs out: at least once, never lost).
+            tracing::warn!(error = %e, webhook = %run.webhook, "recording deliveries failed; retrying");
+            self.unsettled()
+                .push(Unsettled::Record(run.token.clone(), outcomes));
         }
     }
 

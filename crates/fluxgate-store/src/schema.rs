@@ -480,6 +480,7 @@ diesel::table! {
         last_error -> Nullable<Text>,
         created_at -> BigInt,
         delivered_at -> Nullable<BigInt>,
+        lease_token -> Nullable<Text>,
     }
 }
 

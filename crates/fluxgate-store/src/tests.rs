@@ -357,3 +357,96 @@ fn the_parties_migration_names_creators_from_the_audit_trail() {
             .unwrap();
     });
 }
+
+/// A webhook claim is leased to its token: a release or a record under another token changes
+/// nothing; a release under its own gives the never-attempted deliveries back, due at once.
+#[test]
+fn webhook_claims_are_settled_by_their_token() {
+    use fluxgate_domain::WebhookId;
+    use webhooks::{DeliveryState, Format, NewDelivery, Outcome};
+    on_both_backends(|store| {
+        store.migrate().unwrap();
+        let hook = WebhookId::generate();
+        store
+            .write(|tx| {
+                webhooks::insert(
+                    tx.conn,
+                    &webhooks::Webhook {
+                        id: hook,
+                        display_name: "hook".into(),
+                        url: "https://example.com/hook".into(),
+                        format: Format::Events,
+                        event_types: vec!["*".into()],
+                        secret: "whsec_x".into(),
+                        previous_secret: None,
+                        enabled: true,
+                        cursor_seq: 0,
+                        version: 1,
+                        created_at: tx.now,
+                        updated_at: tx.now,
+                    },
+                )?;
+                for seq in 1..=3 {
+                    let d = NewDelivery {
+                        first_seq: seq,
+                        last_seq: seq,
+                        event_type: "user.created".into(),
+                        payload: "{}".into(),
+                    };
+                    webhooks::enqueue(tx.conn, hook, d, tx.now)?;
+                }
+                Ok::<_, StoreError>(())
+            })
+            .unwrap();
+        let hour = 3_600_000_000;
+        let claim = |token: &'static str| {
+            store
+                .write(move |tx| webhooks::claim_run(tx.conn, hook, tx.now, hour, 10, token))
+                .unwrap()
+                .value
+        };
+        let due = || store.read(|c| webhooks::has_due(c, now_micros())).unwrap();
+        let first = claim("t1");
+        assert_eq!(first.len(), 3);
+        assert!(!due(), "leased for an hour");
+        let released = |token: &'static str| {
+            store
+                .write(move |tx| webhooks::release(tx.conn, token, tx.now))
+                .unwrap()
+                .value
+        };
+        assert_eq!(released("another"), 0);
+        assert!(!due());
+        assert_eq!(released("t1"), 3);
+        assert!(due(), "given back, due at once");
+        let again = claim("t2");
+        assert_eq!(again.len(), 3);
+        assert!(
+            again.iter().all(|d| d.attempts == 1),
+            "a release takes back the attempt"
+        );
+        // A record under the old claim's token comes too late; the current one counts.
+        let record = |token: &'static str, id| {
+            store
+                .write(move |tx| {
+                    webhooks::record(
+                        tx.conn,
+                        id,
+                        &Outcome::Delivered { status: 204 },
+                        tx.now,
+                        token,
+                    )
+                })
+                .unwrap();
+            store
+                .read(|c| webhooks::find_delivery(c, id))
+                .unwrap()
+                .unwrap()
+                .state
+        };
+        assert_eq!(record("t1", again[0].id), DeliveryState::Pending);
+        assert_eq!(record("t2", again[0].id), DeliveryState::Delivered);
+        // What was recorded is not released with the rest.
+        assert_eq!(released("t2"), 2);
+    });
+}

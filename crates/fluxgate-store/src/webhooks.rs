@@ -330,6 +330,7 @@ pub fn claim_run(
     now: i64,
     lease_micros: i64,
     limit: i64,
+    token: &str,
 ) -> StoreResult<Vec<Delivery>> {
     let rows: Vec<DeliveryRow> = wd::table
         .filter(wd::webhook_id.eq(webhook.to_string()))
@@ -351,6 +352,7 @@ pub fn claim_run(
             .set((
                 wd::attempts.eq(wd::attempts + 1),
                 wd::next_attempt_at.eq(now + lease_micros),
+                wd::lease_token.eq(token),
             ))
             .execute(conn)?;
         for d in &mut run {
@@ -375,14 +377,19 @@ pub enum Outcome {
     Released,
 }
 
-/// Records an attempt's outcome.
+/// Records an attempt's outcome, if the delivery is still leased to the claim `token` (a
+/// record that comes late, after the lease ran out and another claim took it, changes nothing).
 pub fn record(
     conn: &mut DbConnection,
     id: DeliveryId,
     outcome: &Outcome,
     now: i64,
+    token: &str,
 ) -> StoreResult<()> {
-    let row = wd::table.find(id.to_string());
+    let row = wd::table
+        .find(id.to_string())
+        .filter(wd::lease_token.eq(token));
+    let none = None::<String>;
     match outcome {
         Outcome::Delivered { status } => diesel::update(row)
             .set((
@@ -392,6 +399,7 @@ pub fn record(
                 wd::last_status.eq(*status),
                 wd::last_error.eq(None::<String>),
                 wd::delivered_at.eq(now),
+                wd::lease_token.eq(none),
             ))
             .execute(conn)?,
         Outcome::Failed {
@@ -409,16 +417,34 @@ pub fn record(
                 wd::last_attempt_at.eq(now),
                 wd::last_status.eq(*status),
                 wd::last_error.eq(error),
+                wd::lease_token.eq(none),
             ))
             .execute(conn)?,
         Outcome::Released => diesel::update(row)
             .set((
                 wd::attempts.eq(wd::attempts - 1),
                 wd::next_attempt_at.eq(now),
+                wd::lease_token.eq(none),
             ))
             .execute(conn)?,
     };
     Ok(())
+}
+
+/// Gives back, due at once, the pending deliveries leased to the claim `token` that were never
+/// attempted (a claim whose outcome the claimer could not learn); how many.
+pub fn release(conn: &mut DbConnection, token: &str, now: i64) -> StoreResult<usize> {
+    Ok(diesel::update(
+        wd::table
+            .filter(wd::lease_token.eq(token))
+            .filter(wd::state.eq(DeliveryState::Pending.as_str())),
+    )
+    .set((
+        wd::attempts.eq(wd::attempts - 1),
+        wd::next_attempt_at.eq(now),
+        wd::lease_token.eq(None::<String>),
+    ))
+    .execute(conn)?)
 }
 
 pub fn find_delivery(conn: &mut DbConnection, id: DeliveryId) -> StoreResult<Option<Delivery>> {
