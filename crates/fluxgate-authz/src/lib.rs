@@ -9,6 +9,7 @@
 //! nothing of diesel, tokio, tonic or protobuf (`cargo tree -p fluxgate-authz` shows it).
 
 mod approvals;
+mod cow;
 mod decision;
 mod facts;
 mod snapshot;

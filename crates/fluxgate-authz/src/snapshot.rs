@@ -4,8 +4,11 @@ use fluxgate_domain::{
     ApplicationId, EnvironmentId, FeaturePermission, GroupId, Permission, PortfolioId, PrincipalId,
     Role, ValuePermissions,
 };
+use std::sync::Arc;
+
 use rustc_hash::FxHashMap;
 
+use crate::cow::{ChunkVec, ShardedIx};
 use crate::{Action, Decision, Facts, Reason, ResourceRef, Target};
 
 #[derive(Debug, Clone)]
@@ -15,9 +18,10 @@ struct PrincipalEntry {
     active: bool,
     must_change_password: bool,
     second_factor_overdue: bool,
-    /// Indices of the principal's ordinary groups.
+    /// Indices of the principal's ordinary groups, in the order of their ids.
     groups: Box<[u32]>,
-    /// (portfolio index, Administrators group index) for each portfolio it administers.
+    /// (portfolio index, Administrators group index) for each portfolio it administers, in the
+    /// order of the groups' ids.
     admin_of: Box<[(u32, u32)]>,
     /// For service accounts: `Some(None)` at organisation scope, `Some(Some(p))` for a
     /// portfolio's; `None` for users.
@@ -25,8 +29,10 @@ struct PrincipalEntry {
     audit_writer: bool,
     provisioner: bool,
     /// For service accounts: the principals it acts for (its creator, the creators of its live
-    /// keys), as indices.
-    acts_for: Box<[u32]>,
+    /// keys); those that are not principals (any more) are passed over when asked.
+    acts_for: Box<[PrincipalId]>,
+    /// Removed since the snapshot was compiled: its index is no longer in `principal_ix`.
+    removed: bool,
 }
 
 #[derive(Debug, Clone)]
@@ -36,6 +42,10 @@ struct GroupEntry {
     administrators: bool,
     app_grants: FxHashMap<u32, FeaturePermission>,
     env_grants: FxHashMap<u32, ValuePermissions>,
+    /// Indices of the members that are principals, ascending.
+    members: Box<[u32]>,
+    /// Members that are not principals (yet): they hold the group once they are.
+    unresolved: Box<[PrincipalId]>,
 }
 
 #[derive(Debug, Clone)]
@@ -77,31 +87,42 @@ pub struct Explanation {
     pub groups: Vec<Contribution>,
 }
 
-/// Facts compiled for fast evaluation: interned indices, hash maps keyed by small integers,
-/// value permissions as bit sets. Immutable; build a new one when facts change.
-#[derive(Debug, Clone, Default)]
-pub struct Snapshot {
-    revision: i64,
-    principal_ix: FxHashMap<PrincipalId, u32>,
-    principals: Vec<PrincipalEntry>,
+/// The catalog: portfolios, applications and environments with their parents. Changes to it
+/// are rare, so it is shared whole between snapshots and rebuilt by [`Snapshot::compile`].
+#[derive(Debug, Default)]
+struct Catalog {
     portfolio_ix: FxHashMap<PortfolioId, u32>,
     portfolios: Vec<PortfolioEntry>,
     app_ix: FxHashMap<ApplicationId, u32>,
     apps: Vec<AppEntry>,
     env_ix: FxHashMap<EnvironmentId, u32>,
     envs: Vec<EnvEntry>,
-    group_ix: FxHashMap<GroupId, u32>,
-    groups: Vec<GroupEntry>,
+}
+
+/// Facts compiled for fast evaluation: interned indices, hash maps keyed by small integers,
+/// value permissions as bit sets. Immutable: [`Snapshot::compile`] builds one from facts, and
+/// [`Snapshot::update`] derives the next from this one and what changed, sharing everything
+/// the change did not touch.
+#[derive(Debug, Clone, Default)]
+pub struct Snapshot {
+    revision: i64,
+    catalog: Arc<Catalog>,
+    principal_ix: ShardedIx<PrincipalId>,
+    principals: ChunkVec<PrincipalEntry>,
+    group_ix: ShardedIx<GroupId>,
+    groups: ChunkVec<GroupEntry>,
+    /// Principals named as members that are not principals (yet), with the groups naming them.
+    dangling: Arc<FxHashMap<PrincipalId, Vec<GroupId>>>,
+    /// Entries removed since the last compilation (principals and groups), still taking space.
+    removed: usize,
 }
 
 fn ix<K: std::hash::Hash + Eq + Copy>(keys: impl Iterator<Item = K>) -> FxHashMap<K, u32> {
     keys.enumerate().map(|(i, k)| (k, i as u32)).collect()
 }
 
-impl Snapshot {
-    /// Compiles facts. Dangling references (a grant on an unknown environment, a member that is
-    /// not a principal) are ignored: they grant nothing.
-    pub fn compile(facts: &Facts, revision: i64) -> Snapshot {
+impl Catalog {
+    fn compile(facts: &Facts) -> Catalog {
         let portfolio_ix = ix(facts.portfolios.iter().copied());
         let mut portfolios: Vec<PortfolioEntry> = facts
             .portfolios
@@ -130,7 +151,7 @@ impl Snapshot {
             portfolios[a.portfolio as usize].apps.push(i as u32);
         }
 
-        let envs_in: Vec<EnvEntry> = facts
+        let envs: Vec<EnvEntry> = facts
             .environments
             .iter()
             .filter_map(|(id, e)| {
@@ -141,109 +162,394 @@ impl Snapshot {
                 })
             })
             .collect();
-        let env_ix = ix(envs_in.iter().map(|e| e.id));
-        for (i, e) in envs_in.iter().enumerate() {
+        let env_ix = ix(envs.iter().map(|e| e.id));
+        for (i, e) in envs.iter().enumerate() {
             apps[e.app as usize].envs.push(i as u32);
         }
-        let envs = envs_in;
-
-        let groups_in: Vec<(GroupId, &crate::GroupFacts, u32)> = facts
-            .groups
-            .iter()
-            .filter_map(|(id, g)| portfolio_ix.get(&g.portfolio).map(|&p| (*id, g, p)))
-            .collect();
-        let groups: Vec<GroupEntry> = groups_in
-            .iter()
-            .map(|&(id, g, portfolio)| GroupEntry {
-                id,
-                portfolio,
-                administrators: g.administrators,
-                app_grants: g
-                    .application_grants
-                    .iter()
-                    .filter_map(|(a, p)| {
-                        app_ix
-                            .get(a)
-                            .filter(|&&ai| apps[ai as usize].portfolio == portfolio)
-                            .map(|&ai| (ai, *p))
-                    })
-                    .collect(),
-                env_grants: g
-                    .environment_grants
-                    .iter()
-                    .filter_map(|(e, p)| {
-                        env_ix
-                            .get(e)
-                            .filter(|&&ei| {
-                                envs[ei as usize].portfolio == portfolio && !p.is_empty()
-                            })
-                            .map(|&ei| (ei, *p))
-                    })
-                    .collect(),
-            })
-            .collect();
-
-        let group_ix = ix(groups.iter().map(|g| g.id));
-        let principal_ix = ix(facts.principals.keys().copied());
-        let mut member_of: Vec<Vec<u32>> = vec![Vec::new(); facts.principals.len()];
-        for (gi, (_, g, _)) in groups_in.iter().enumerate() {
-            for m in &g.members {
-                if let Some(&pi) = principal_ix.get(m) {
-                    member_of[pi as usize].push(gi as u32);
-                }
-            }
-        }
-        let principals = facts
-            .principals
-            .iter()
-            .zip(member_of)
-            .map(|((id, p), gs)| {
-                let (admin, plain): (Vec<u32>, Vec<u32>) = gs
-                    .into_iter()
-                    .partition(|&g| groups[g as usize].administrators);
-                PrincipalEntry {
-                    id: *id,
-                    role: p.role,
-                    active: p.active,
-                    must_change_password: p.must_change_password,
-                    second_factor_overdue: p.second_factor_overdue,
-                    groups: plain.into_boxed_slice(),
-                    admin_of: admin
-                        .into_iter()
-                        .map(|g| (groups[g as usize].portfolio, g))
-                        .collect(),
-                    audit_writer: p.audit_writer && matches!(id, PrincipalId::ServiceAccount(_)),
-                    provisioner: p.provisioner && matches!(id, PrincipalId::ServiceAccount(_)),
-                    acts_for: p
-                        .acts_for
-                        .iter()
-                        .filter_map(|a| principal_ix.get(a).copied())
-                        .collect(),
-                    account_scope: match (id, p.portfolio) {
-                        (PrincipalId::User(_), _) => None,
-                        (PrincipalId::ServiceAccount(_), None) => Some(None),
-                        // A portfolio account whose portfolio is gone keeps no scope at all
-                        // (an index no portfolio has), never the organisation's.
-                        (PrincipalId::ServiceAccount(_), Some(po)) => {
-                            Some(Some(portfolio_ix.get(&po).copied().unwrap_or(u32::MAX)))
-                        }
-                    },
-                }
-            })
-            .collect();
-
-        Snapshot {
-            revision,
-            principal_ix,
-            principals,
+        Catalog {
             portfolio_ix,
             portfolios,
             app_ix,
             apps,
             env_ix,
             envs,
-            group_ix,
-            groups,
+        }
+    }
+
+    /// A group's entry without its members; `None` when its portfolio does not exist. Grants
+    /// on resources that do not exist or lie outside the portfolio grant nothing.
+    fn group(&self, id: GroupId, g: &crate::GroupFacts) -> Option<GroupEntry> {
+        let portfolio = *self.portfolio_ix.get(&g.portfolio)?;
+        Some(GroupEntry {
+            id,
+            portfolio,
+            administrators: g.administrators,
+            app_grants: g
+                .application_grants
+                .iter()
+                .filter_map(|(a, p)| {
+                    self.app_ix
+                        .get(a)
+                        .filter(|&&ai| self.apps[ai as usize].portfolio == portfolio)
+                        .map(|&ai| (ai, *p))
+                })
+                .collect(),
+            env_grants: g
+                .environment_grants
+                .iter()
+                .filter_map(|(e, p)| {
+                    self.env_ix
+                        .get(e)
+                        .filter(|&&ei| {
+                            self.envs[ei as usize].portfolio == portfolio && !p.is_empty()
+                        })
+                        .map(|&ei| (ei, *p))
+                })
+                .collect(),
+            members: Box::default(),
+            unresolved: Box::default(),
+        })
+    }
+
+    /// A principal's entry without its groups.
+    fn principal(&self, id: PrincipalId, p: &crate::PrincipalFacts) -> PrincipalEntry {
+        let account = matches!(id, PrincipalId::ServiceAccount(_));
+        PrincipalEntry {
+            id,
+            role: p.role,
+            active: p.active,
+            must_change_password: p.must_change_password,
+            second_factor_overdue: p.second_factor_overdue,
+            groups: Box::default(),
+            admin_of: Box::default(),
+            audit_writer: p.audit_writer && account,
+            provisioner: p.provisioner && account,
+            acts_for: p.acts_for.iter().copied().collect(),
+            account_scope: match (account, p.portfolio) {
+                (false, _) => None,
+                (true, None) => Some(None),
+                // A portfolio account whose portfolio is gone keeps no scope at all (an index
+                // no portfolio has), never the organisation's.
+                (true, Some(po)) => Some(Some(
+                    self.portfolio_ix.get(&po).copied().unwrap_or(u32::MAX),
+                )),
+            },
+            removed: false,
+        }
+    }
+}
+
+/// Inserts `item` into a list kept in the order `key` gives, unless it is there.
+fn insert_sorted<T: Copy + PartialEq, K: Ord>(list: &mut Box<[T]>, item: T, key: impl Fn(&T) -> K) {
+    let k = key(&item);
+    if let Err(at) = list.binary_search_by(|x| key(x).cmp(&k)) {
+        let mut v = std::mem::take(list).into_vec();
+        v.insert(at, item);
+        *list = v.into_boxed_slice();
+    }
+}
+
+fn remove_item<T: PartialEq>(list: &mut Box<[T]>, item: &T) {
+    if list.contains(item) {
+        let mut v = std::mem::take(list).into_vec();
+        v.retain(|x| x != item);
+        *list = v.into_boxed_slice();
+    }
+}
+
+impl Snapshot {
+    /// Compiles facts. Dangling references (a grant on an unknown environment, a member that is
+    /// not a principal) are ignored: they grant nothing.
+    pub fn compile(facts: &Facts, revision: i64) -> Snapshot {
+        let catalog = Catalog::compile(facts);
+        let mut groups: Vec<GroupEntry> = Vec::with_capacity(facts.groups.len());
+        let mut group_facts = Vec::with_capacity(facts.groups.len());
+        for (id, g) in &facts.groups {
+            if let Some(entry) = catalog.group(*id, g) {
+                groups.push(entry);
+                group_facts.push(g);
+            }
+        }
+        let principal_ix = ShardedIx::new(facts.principals.keys().copied());
+        let mut principals: Vec<PrincipalEntry> = facts
+            .principals
+            .iter()
+            .map(|(id, p)| catalog.principal(*id, p))
+            .collect();
+        let mut member_of: Vec<Vec<u32>> = vec![Vec::new(); principals.len()];
+        let mut dangling: FxHashMap<PrincipalId, Vec<GroupId>> = FxHashMap::default();
+        for (gi, (ge, g)) in groups.iter_mut().zip(group_facts).enumerate() {
+            let mut members = Vec::with_capacity(g.members.len());
+            let mut unresolved = Vec::new();
+            for m in &g.members {
+                match principal_ix.get(m) {
+                    Some(pi) => {
+                        member_of[pi as usize].push(gi as u32);
+                        members.push(pi);
+                    }
+                    None => {
+                        unresolved.push(*m);
+                        dangling.entry(*m).or_default().push(ge.id);
+                    }
+                }
+            }
+            members.sort_unstable();
+            ge.members = members.into_boxed_slice();
+            ge.unresolved = unresolved.into_boxed_slice();
+        }
+        for (pe, gs) in principals.iter_mut().zip(member_of) {
+            let (admin, plain): (Vec<u32>, Vec<u32>) = gs
+                .into_iter()
+                .partition(|&g| groups[g as usize].administrators);
+            pe.groups = plain.into_boxed_slice();
+            pe.admin_of = admin
+                .into_iter()
+                .map(|g| (groups[g as usize].portfolio, g))
+                .collect();
+        }
+        Snapshot {
+            revision,
+            catalog: Arc::new(catalog),
+            principal_ix,
+            principals: ChunkVec::from_vec(principals),
+            group_ix: ShardedIx::new(groups.iter().map(|g| g.id)),
+            groups: ChunkVec::from_vec(groups),
+            dangling: Arc::new(dangling),
+            removed: 0,
+        }
+    }
+
+    /// The snapshot of `facts` at `revision`, derived from this one when only the listed
+    /// principals and groups changed since it was made (added, changed or removed, a group
+    /// listed whenever its grants or members changed; the catalog unchanged). Its answers are those of [`Snapshot::compile`] on the same facts; its cost
+    /// follows the change (the principals' and groups' entries and the memberships that
+    /// changed), not the size of the directory. Compiles afresh once removed entries take as
+    /// much room as live ones.
+    pub fn update(
+        &self,
+        facts: &Facts,
+        principals: &[PrincipalId],
+        groups: &[GroupId],
+        revision: i64,
+    ) -> Snapshot {
+        let mut next = self.clone();
+        next.revision = revision;
+        for p in principals {
+            next.upsert_principal(facts, *p);
+        }
+        for g in groups {
+            next.upsert_group(facts, *g);
+        }
+        if next.removed > 1024 && next.removed * 2 > next.principals.len() + next.groups.len() {
+            return Snapshot::compile(facts, revision);
+        }
+        next
+    }
+
+    /// Makes the principal at `pi` a member of the group at `gi`, on the principal's side.
+    fn join(&mut self, pi: u32, gi: u32) {
+        let (id, portfolio, administrators) = {
+            let g = self.groups.get(gi);
+            (g.id, g.portfolio, g.administrators)
+        };
+        let groups = &self.groups;
+        let pe = self.principals.get_mut(pi);
+        if administrators {
+            insert_sorted(&mut pe.admin_of, (portfolio, gi), |&(_, g)| {
+                if g == gi { id } else { groups.get(g).id }
+            });
+        } else {
+            insert_sorted(&mut pe.groups, gi, |&g| {
+                if g == gi { id } else { groups.get(g).id }
+            });
+        }
+    }
+
+    /// Ends the membership of the principal at `pi` in the group at `gi`, on the principal's side.
+    fn leave(&mut self, pi: u32, gi: u32) {
+        let portfolio = self.groups.get(gi).portfolio;
+        let pe = self.principals.get_mut(pi);
+        remove_item(&mut pe.groups, &gi);
+        remove_item(&mut pe.admin_of, &(portfolio, gi));
+    }
+
+    fn add_dangling(&mut self, p: PrincipalId, g: GroupId) {
+        Arc::make_mut(&mut self.dangling)
+            .entry(p)
+            .or_default()
+            .push(g);
+    }
+
+    fn drop_dangling(&mut self, p: &PrincipalId, g: GroupId) {
+        if !self.dangling.contains_key(p) {
+            return;
+        }
+        let dangling = Arc::make_mut(&mut self.dangling);
+        if let Some(gs) = dangling.get_mut(p) {
+            gs.retain(|x| *x != g);
+            if gs.is_empty() {
+                dangling.remove(p);
+            }
+        }
+    }
+
+    fn upsert_principal(&mut self, facts: &Facts, p: PrincipalId) {
+        match (self.principal_ix.get(&p), facts.principals.get(&p)) {
+            (Some(pi), Some(f)) => {
+                let mut entry = self.catalog.principal(p, f);
+                let pe = self.principals.get_mut(pi);
+                entry.groups = std::mem::take(&mut pe.groups);
+                entry.admin_of = std::mem::take(&mut pe.admin_of);
+                *pe = entry;
+            }
+            (None, Some(f)) => {
+                let pi = self.principals.push(self.catalog.principal(p, f));
+                self.principal_ix.insert(p, pi);
+                // Groups that named it before it existed.
+                let Some(named) = self.dangling.get(&p).cloned() else {
+                    return;
+                };
+                Arc::make_mut(&mut self.dangling).remove(&p);
+                for g in named {
+                    let Some(gi) = self.group_ix.get(&g) else {
+                        continue;
+                    };
+                    let ge = self.groups.get_mut(gi);
+                    remove_item(&mut ge.unresolved, &p);
+                    // Facts are the truth: the group may have let it go meanwhile.
+                    if !facts.groups.get(&g).is_some_and(|f| f.members.contains(&p)) {
+                        continue;
+                    }
+                    let mut members = std::mem::take(&mut ge.members).into_vec();
+                    if let Err(at) = members.binary_search(&pi) {
+                        members.insert(at, pi);
+                    }
+                    ge.members = members.into_boxed_slice();
+                    self.join(pi, gi);
+                }
+            }
+            (Some(pi), None) => {
+                let pe = self.principals.get_mut(pi);
+                pe.removed = true;
+                let groups: Vec<u32> = std::mem::take(&mut pe.groups)
+                    .iter()
+                    .copied()
+                    .chain(std::mem::take(&mut pe.admin_of).iter().map(|&(_, g)| g))
+                    .collect();
+                self.principal_ix.remove(&p);
+                self.removed += 1;
+                for gi in groups {
+                    let ge = self.groups.get_mut(gi);
+                    remove_item(&mut ge.members, &pi);
+                    let gid = ge.id;
+                    // A group that still names it holds it again should it come back.
+                    if facts
+                        .groups
+                        .get(&gid)
+                        .is_some_and(|g| g.members.contains(&p))
+                    {
+                        let mut unresolved = std::mem::take(&mut ge.unresolved).into_vec();
+                        unresolved.push(p);
+                        ge.unresolved = unresolved.into_boxed_slice();
+                        self.add_dangling(p, gid);
+                    }
+                }
+            }
+            (None, None) => {}
+        }
+    }
+
+    /// Removes the group at `gi` and every membership in it.
+    fn remove_group(&mut self, gi: u32) {
+        let ge = self.groups.get_mut(gi);
+        let (id, members, unresolved) = (
+            ge.id,
+            std::mem::take(&mut ge.members),
+            std::mem::take(&mut ge.unresolved),
+        );
+        for &pi in members.iter() {
+            self.leave(pi, gi);
+        }
+        for p in unresolved.iter() {
+            self.drop_dangling(p, id);
+        }
+        self.group_ix.remove(&id);
+        self.removed += 1;
+    }
+
+    fn upsert_group(&mut self, facts: &Facts, g: GroupId) {
+        let entry = facts
+            .groups
+            .get(&g)
+            .and_then(|f| self.catalog.group(g, f).map(|e| (e, &f.members)));
+        let old = self.group_ix.get(&g);
+        if let Some(gi) = old {
+            let same_kind = entry.as_ref().is_some_and(|(e, _)| {
+                let o = self.groups.get(gi);
+                o.portfolio == e.portfolio && o.administrators == e.administrators
+            });
+            if !same_kind {
+                self.remove_group(gi);
+            }
+        }
+        let Some((mut entry, wanted)) = entry else {
+            return;
+        };
+        let mut members = Vec::with_capacity(wanted.len());
+        let mut unresolved = Vec::new();
+        for m in wanted {
+            match self.principal_ix.get(m) {
+                Some(pi) => members.push(pi),
+                None => unresolved.push(*m),
+            }
+        }
+        members.sort_unstable();
+        match self.group_ix.get(&g) {
+            Some(gi) => {
+                // The same kind of group in the same portfolio: apply the difference.
+                let ge = self.groups.get_mut(gi);
+                let before = std::mem::take(&mut ge.members);
+                let before_unresolved = std::mem::take(&mut ge.unresolved);
+                entry.members = members.into_boxed_slice();
+                entry.unresolved = unresolved.into_boxed_slice();
+                *ge = entry;
+                let after = self.groups.get(gi).members.clone();
+                let after_unresolved = self.groups.get(gi).unresolved.clone();
+                for &pi in before.iter() {
+                    if after.binary_search(&pi).is_err() {
+                        self.leave(pi, gi);
+                    }
+                }
+                for &pi in after.iter() {
+                    if before.binary_search(&pi).is_err() {
+                        self.join(pi, gi);
+                    }
+                }
+                for p in before_unresolved.iter() {
+                    if !after_unresolved.contains(p) {
+                        self.drop_dangling(p, g);
+                    }
+                }
+                for p in after_unresolved.iter() {
+                    if !before_unresolved.contains(p) {
+                        self.add_dangling(*p, g);
+                    }
+                }
+            }
+            None => {
+                entry.members = members.into_boxed_slice();
+                entry.unresolved = unresolved.into_boxed_slice();
+                let gi = self.groups.push(entry);
+                self.group_ix.insert(g, gi);
+                for i in 0..self.groups.get(gi).members.len() {
+                    let pi = self.groups.get(gi).members[i];
+                    self.join(pi, gi);
+                }
+                for i in 0..self.groups.get(gi).unresolved.len() {
+                    let p = self.groups.get(gi).unresolved[i];
+                    self.add_dangling(p, g);
+                }
+            }
         }
     }
 
@@ -253,9 +559,7 @@ impl Snapshot {
     }
 
     fn principal(&self, p: &PrincipalId) -> Option<&PrincipalEntry> {
-        self.principal_ix
-            .get(p)
-            .map(|&i| &self.principals[i as usize])
+        self.principal_ix.get(p).map(|i| self.principals.get(i))
     }
 
     /// Inactive and temporary-password principals hold nothing (the latter may still manage
@@ -280,13 +584,13 @@ impl Snapshot {
     fn locate(&self, r: ResourceRef) -> Option<(u32, u32, Option<u32>)> {
         match r {
             ResourceRef::Environment(e) => {
-                let ei = *self.env_ix.get(&e)?;
-                let env = &self.envs[ei as usize];
+                let ei = *self.catalog.env_ix.get(&e)?;
+                let env = &self.catalog.envs[ei as usize];
                 Some((env.portfolio, env.app, Some(ei)))
             }
             ResourceRef::Application(a) => {
-                let ai = *self.app_ix.get(&a)?;
-                Some((self.apps[ai as usize].portfolio, ai, None))
+                let ai = *self.catalog.app_ix.get(&a)?;
+                Some((self.catalog.apps[ai as usize].portfolio, ai, None))
             }
         }
     }
@@ -304,7 +608,7 @@ impl Snapshot {
         for &(po, g) in pe.admin_of.iter() {
             if po == portfolio {
                 return Decision::allow(Reason::PortfolioAdmin {
-                    group: self.groups[g as usize].id,
+                    group: self.groups.get(g).id,
                 });
             }
         }
@@ -314,7 +618,7 @@ impl Snapshot {
                     return Decision::deny(Reason::WrongResource { permission });
                 };
                 for &g in pe.groups.iter() {
-                    let ge = &self.groups[g as usize];
+                    let ge = &self.groups.get(g);
                     if let Some(bits) = ge.env_grants.get(&ei)
                         && bits.allows(v)
                     {
@@ -324,7 +628,7 @@ impl Snapshot {
             }
             None => {
                 for &g in pe.groups.iter() {
-                    let ge = &self.groups[g as usize];
+                    let ge = &self.groups.get(g);
                     if let Some(fp) = ge.app_grants.get(&app)
                         && fp.allows(permission)
                     {
@@ -379,14 +683,14 @@ impl Snapshot {
             for &(po, g) in pe.admin_of.iter() {
                 if po == portfolio {
                     groups.push(Contribution {
-                        group: self.groups[g as usize].id,
+                        group: self.groups.get(g).id,
                         administrators: true,
                         grants: "every permission in the portfolio".into(),
                     });
                 }
             }
             for &g in pe.groups.iter() {
-                let ge = &self.groups[g as usize];
+                let ge = &self.groups.get(g);
                 if ge.portfolio != portfolio {
                     continue;
                 }
@@ -424,14 +728,16 @@ impl Snapshot {
         permission: Permission,
         application: ApplicationId,
     ) -> Vec<EnvironmentId> {
-        let (Some(pe), Some(&ai)) = (self.principal(principal), self.app_ix.get(&application))
-        else {
+        let (Some(pe), Some(&ai)) = (
+            self.principal(principal),
+            self.catalog.app_ix.get(&application),
+        ) else {
             return Vec::new();
         };
-        let mut out: Vec<EnvironmentId> = self.apps[ai as usize]
+        let mut out: Vec<EnvironmentId> = self.catalog.apps[ai as usize]
             .envs
             .iter()
-            .map(|&e| self.envs[e as usize].id)
+            .map(|&e| self.catalog.envs[e as usize].id)
             .filter(|&e| {
                 self.check_entry(pe, permission, ResourceRef::Environment(e))
                     .allowed
@@ -448,14 +754,16 @@ impl Snapshot {
         permission: Permission,
         portfolio: PortfolioId,
     ) -> Vec<ApplicationId> {
-        let (Some(pe), Some(&pi)) = (self.principal(principal), self.portfolio_ix.get(&portfolio))
-        else {
+        let (Some(pe), Some(&pi)) = (
+            self.principal(principal),
+            self.catalog.portfolio_ix.get(&portfolio),
+        ) else {
             return Vec::new();
         };
-        let mut out: Vec<ApplicationId> = self.portfolios[pi as usize]
+        let mut out: Vec<ApplicationId> = self.catalog.portfolios[pi as usize]
             .apps
             .iter()
-            .map(|&a| self.apps[a as usize].id)
+            .map(|&a| self.catalog.apps[a as usize].id)
             .filter(|&a| {
                 self.check_entry(pe, permission, ResourceRef::Application(a))
                     .allowed
@@ -476,7 +784,9 @@ impl Snapshot {
             .principals
             .iter()
             .filter(|pe| {
-                pe.role.includes(min_role) && self.check_entry(pe, permission, resource).allowed
+                !pe.removed
+                    && pe.role.includes(min_role)
+                    && self.check_entry(pe, permission, resource).allowed
             })
             .map(|pe| pe.id)
             .collect();
@@ -490,7 +800,7 @@ impl Snapshot {
         let mut out: Vec<PrincipalId> = self
             .principals
             .iter()
-            .filter(|pe| pe.active && matches!(pe.id, PrincipalId::User(_)))
+            .filter(|pe| !pe.removed && pe.active && matches!(pe.id, PrincipalId::User(_)))
             .filter(|pe| {
                 self.change_request(&pe.id, crate::RequestAction::Review, req)
                     .allowed
@@ -504,31 +814,37 @@ impl Snapshot {
     /// The portfolio an application or environment belongs to.
     pub fn portfolio_of(&self, r: ResourceRef) -> Option<PortfolioId> {
         self.locate(r)
-            .map(|(p, _, _)| self.portfolios[p as usize].id)
+            .map(|(p, _, _)| self.catalog.portfolios[p as usize].id)
     }
 
     /// The portfolio and application of a resource, if it exists.
     pub fn parents(&self, r: ResourceRef) -> Option<(PortfolioId, ApplicationId)> {
-        self.locate(r)
-            .map(|(p, a, _)| (self.portfolios[p as usize].id, self.apps[a as usize].id))
+        self.locate(r).map(|(p, a, _)| {
+            (
+                self.catalog.portfolios[p as usize].id,
+                self.catalog.apps[a as usize].id,
+            )
+        })
     }
 
     /// The portfolio of a group, if it exists.
     pub fn group_portfolio(&self, g: GroupId) -> Option<PortfolioId> {
         self.group_ix
             .get(&g)
-            .map(|&i| self.portfolios[self.groups[i as usize].portfolio as usize].id)
+            .map(|i| self.catalog.portfolios[self.groups.get(i).portfolio as usize].id)
     }
 
     /// Does the principal exist?
     pub fn has_principal(&self, p: &PrincipalId) -> bool {
-        self.principal_ix.contains_key(p)
+        self.principal_ix.contains(p)
     }
 
     /// Is the principal an active member of the portfolio's Administrators group?
     pub fn is_portfolio_admin(&self, principal: &PrincipalId, portfolio: PortfolioId) -> bool {
-        let (Some(pe), Some(&pi)) = (self.principal(principal), self.portfolio_ix.get(&portfolio))
-        else {
+        let (Some(pe), Some(&pi)) = (
+            self.principal(principal),
+            self.catalog.portfolio_ix.get(&portfolio),
+        ) else {
             return false;
         };
         pe.active && pe.admin_of.iter().any(|&(po, _)| po == pi)
@@ -539,21 +855,23 @@ impl Snapshot {
     /// account created by an account acts for the latter's party too). Unknown principals (a
     /// deleted user, say) are a party of one.
     pub fn party(&self, principal: &PrincipalId) -> Vec<PrincipalId> {
-        let Some(&start) = self.principal_ix.get(principal) else {
+        let Some(start) = self.principal_ix.get(principal) else {
             return vec![*principal];
         };
         let mut seen = vec![start];
         let mut next = 0;
         while let Some(&i) = seen.get(next) {
             next += 1;
-            for &a in self.principals[i as usize].acts_for.iter() {
-                if !seen.contains(&a) {
+            for a in self.principals.get(i).acts_for.iter() {
+                if let Some(a) = self.principal_ix.get(a)
+                    && !seen.contains(&a)
+                {
                     seen.push(a);
                 }
             }
         }
         seen.into_iter()
-            .map(|i| self.principals[i as usize].id)
+            .map(|i| self.principals.get(i).id)
             .collect()
     }
 
@@ -584,13 +902,14 @@ impl Snapshot {
             .groups
             .iter()
             .chain(pe.admin_of.iter().map(|(_, g)| g))
-            .map(|&g| self.groups[g as usize].id.to_string())
+            .map(|&g| self.groups.get(g).id.to_string())
             .collect();
         groups.sort();
         let scope = match pe.account_scope {
             None => String::new(),
             Some(None) => "org".to_owned(),
             Some(Some(p)) => self
+                .catalog
                 .portfolios
                 .get(p as usize)
                 .map_or_else(|| "gone".to_owned(), |e| e.id.to_string()),
@@ -687,7 +1006,7 @@ impl Snapshot {
             match (pe.account_scope, target) {
                 (Some(None), _) => return Decision::allow(Reason::InternalService),
                 (Some(Some(po)), Target::Portfolio(p))
-                    if self.portfolio_ix.get(&p) == Some(&po) =>
+                    if self.catalog.portfolio_ix.get(&p) == Some(&po) =>
                 {
                     return Decision::allow(Reason::InternalService);
                 }
@@ -703,11 +1022,11 @@ impl Snapshot {
                 | Action::CheckOthers
         );
         if let (true, Target::Portfolio(p)) = (portfolio_scoped, target) {
-            if let Some(&pi) = self.portfolio_ix.get(&p)
+            if let Some(&pi) = self.catalog.portfolio_ix.get(&p)
                 && let Some(&(_, g)) = pe.admin_of.iter().find(|&&(po, _)| po == pi)
             {
                 return Decision::allow(Reason::PortfolioAdmin {
-                    group: self.groups[g as usize].id,
+                    group: self.groups.get(g).id,
                 });
             }
             return Decision::deny(Reason::NotPortfolioAdmin { portfolio: p });

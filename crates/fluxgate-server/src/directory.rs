@@ -414,21 +414,39 @@ fn read_delta(
     Ok(Update::Delta(Some(last), out))
 }
 
-fn remove_member_everywhere(facts: &mut Facts, p: PrincipalId) {
-    for g in facts.groups.values_mut() {
-        g.members.remove(&p);
+/// Removes a principal from every group's members; the groups it left are `touched`.
+fn remove_member_everywhere(facts: &mut Facts, p: PrincipalId, touched: &mut Touched) {
+    for (id, g) in facts.groups.iter_mut() {
+        if g.members.remove(&p) {
+            touched.groups.push(*id);
+        }
+    }
+}
+
+/// What applying changes touched among the engine's facts.
+#[derive(Debug, Default)]
+struct Touched {
+    /// Portfolios, applications or environments: the snapshot is compiled afresh.
+    catalog: bool,
+    principals: Vec<PrincipalId>,
+    groups: Vec<GroupId>,
+}
+
+impl Touched {
+    fn any(&self) -> bool {
+        self.catalog || !self.principals.is_empty() || !self.groups.is_empty()
     }
 }
 
 impl Inner {
-    /// Applies loaded entities; returns whether the engine's facts changed.
-    fn apply(&mut self, loaded: Vec<Loaded>) -> bool {
-        let mut authz = false;
+    /// Applies loaded entities; what they touched among the engine's facts.
+    fn apply(&mut self, loaded: Vec<Loaded>) -> Touched {
+        let mut touched = Touched::default();
         for l in loaded {
             match l {
                 Loaded::User(id, user, live) => {
-                    authz = true;
                     let pid = PrincipalId::User(id);
+                    touched.principals.push(pid);
                     self.sessions.retain(|_, s| s.user_id != id);
                     match user {
                         Some((u, overdue)) => {
@@ -450,7 +468,7 @@ impl Inner {
                             if let Some(name) = self.names.remove(&pid) {
                                 self.usernames.remove(&name);
                             }
-                            remove_member_everywhere(&mut self.facts, pid);
+                            remove_member_everywhere(&mut self.facts, pid, &mut touched);
                         }
                     }
                 }
@@ -474,7 +492,7 @@ impl Inner {
                     }
                 }
                 Loaded::Portfolio(id, exists) => {
-                    authz = true;
+                    touched.catalog = true;
                     if exists {
                         self.facts.portfolios.insert(id);
                     } else {
@@ -482,7 +500,7 @@ impl Inner {
                     }
                 }
                 Loaded::Application(id, parent) => {
-                    authz = true;
+                    touched.catalog = true;
                     match parent {
                         Some(portfolio) => {
                             self.facts
@@ -495,7 +513,7 @@ impl Inner {
                     }
                 }
                 Loaded::Environment(id, parent) => {
-                    authz = true;
+                    touched.catalog = true;
                     match parent {
                         Some(application) => {
                             self.facts
@@ -508,7 +526,7 @@ impl Inner {
                     }
                 }
                 Loaded::Group(id, g) => {
-                    authz = true;
+                    touched.groups.push(id);
                     match g {
                         Some(g) => {
                             self.facts.groups.insert(id, g);
@@ -520,8 +538,8 @@ impl Inner {
                 }
                 Loaded::ChangeRequest(_) => {}
                 Loaded::ServiceAccount(id, sa, keys) => {
-                    authz = true;
                     let pid = PrincipalId::ServiceAccount(id);
+                    touched.principals.push(pid);
                     self.keys.retain(|_, k| k.account != id);
                     match sa {
                         Some((facts, name)) => {
@@ -532,13 +550,13 @@ impl Inner {
                         None => {
                             self.facts.principals.remove(&pid);
                             self.names.remove(&pid);
-                            remove_member_everywhere(&mut self.facts, pid);
+                            remove_member_everywhere(&mut self.facts, pid, &mut touched);
                         }
                     }
                 }
             }
         }
-        authz
+        touched
     }
 
     fn principal(&self, id: PrincipalId) -> Option<Principal> {
@@ -710,14 +728,22 @@ impl Directory {
                     }
                     _ => true,
                 });
-                let authz = inner.apply(loaded);
+                let touched = inner.apply(loaded);
                 inner.revision = revision;
                 inner.last = last;
-                if authz {
-                    // Changes that do not touch the engine's facts (sessions, settings) keep
-                    // the snapshot: it still reflects every authorisation fact up to
-                    // `revision`.
+                // Changes that do not touch the engine's facts (sessions, settings) keep the
+                // snapshot: it still reflects every authorisation fact up to `revision`.
+                // Principals and groups update it at the cost of what changed; the catalog
+                // (rarely changed) compiles it afresh.
+                if touched.catalog {
                     inner.snapshot = Arc::new(Snapshot::compile(&inner.facts, revision));
+                } else if touched.any() {
+                    inner.snapshot = Arc::new(inner.snapshot.update(
+                        &inner.facts,
+                        &touched.principals,
+                        &touched.groups,
+                        revision,
+                    ));
                 }
             }
         }
