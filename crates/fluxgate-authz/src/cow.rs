@@ -1,7 +1,7 @@
 //! Copy-on-write containers for the snapshot: cloning one costs a reference per chunk or shard,
 //! and changing an element copies only its chunk or shard. A snapshot updated for one changed
 //! principal therefore costs what that change touches, not what the directory holds, while a
-//! look-up costs one more pointer than a plain vector or hash map.
+//! look-up costs one more (cache-warm) pointer than a plain vector or hash map.
 
 use std::hash::Hash;
 use std::sync::Arc;
@@ -12,10 +12,11 @@ use rustc_hash::FxHashMap;
 const CHUNK_BITS: u32 = 7;
 const CHUNK: usize = 1 << CHUNK_BITS;
 
-/// A vector kept in shared chunks of [`CHUNK`] elements, indexed by `u32`.
+/// A vector kept in shared chunks of [`CHUNK`] elements, indexed by `u32`. A chunk is an
+/// `Arc<[T]>`: its elements sit right behind the reference count, one step from the chunk list.
 #[derive(Debug, Clone)]
 pub(crate) struct ChunkVec<T> {
-    chunks: Vec<Arc<Vec<T>>>,
+    chunks: Vec<Arc<[T]>>,
     len: usize,
 }
 
@@ -33,12 +34,8 @@ impl<T: Clone> ChunkVec<T> {
         let len = items.len();
         let mut chunks = Vec::with_capacity(len.div_ceil(CHUNK));
         let mut items = items.into_iter();
-        loop {
-            let chunk: Vec<T> = items.by_ref().take(CHUNK).collect();
-            if chunk.is_empty() {
-                break;
-            }
-            chunks.push(Arc::new(chunk));
+        while items.len() > 0 {
+            chunks.push(items.by_ref().take(CHUNK).collect::<Arc<[T]>>());
         }
         ChunkVec { chunks, len }
     }
@@ -57,19 +54,22 @@ impl<T: Clone> ChunkVec<T> {
         &mut Arc::make_mut(&mut self.chunks[(i >> CHUNK_BITS) as usize])[i as usize & (CHUNK - 1)]
     }
 
-    /// Appends an element; its index.
-    pub(crate) fn push(&mut self, item: T) -> u32 {
-        if self.len.is_multiple_of(CHUNK) {
-            self.chunks.push(Arc::new(Vec::with_capacity(CHUNK)));
-        }
-        let last = self.chunks.len() - 1;
-        Arc::make_mut(&mut self.chunks[last]).push(item);
-        self.len += 1;
-        (self.len - 1) as u32
-    }
-
     pub(crate) fn iter(&self) -> impl Iterator<Item = &T> {
         self.chunks.iter().flat_map(|c| c.iter())
+    }
+
+    /// Appends an element; its index. The last chunk is copied with it (it is shared with the
+    /// snapshot this one was derived from anyway).
+    pub(crate) fn push(&mut self, item: T) -> u32 {
+        if self.len.is_multiple_of(CHUNK) {
+            self.chunks.push(Arc::from([item]));
+        } else if let Some(last) = self.chunks.last_mut() {
+            let mut v = last.to_vec();
+            v.push(item);
+            *last = Arc::from(v);
+        }
+        self.len += 1;
+        (self.len - 1) as u32
     }
 }
 
@@ -79,11 +79,12 @@ pub(crate) trait ShardKey: Hash + Eq + Copy {
     fn shard(&self) -> usize;
 }
 
-const SHARDS: usize = 64;
+/// Enough shards that, with 100,000 principals, a changed one copies about 400 others.
+const SHARDS: usize = 256;
 
 #[inline]
 fn uuid_shard(bytes: &[u8; 16]) -> usize {
-    usize::from(bytes[15]) % SHARDS
+    usize::from(bytes[15]) & (SHARDS - 1)
 }
 
 impl ShardKey for PrincipalId {
@@ -103,43 +104,59 @@ impl ShardKey for GroupId {
     }
 }
 
-/// A map from ids to indices in shared shards.
+/// A hash map kept in shared shards, picked by the key's own bits.
 #[derive(Debug, Clone)]
-pub(crate) struct ShardedIx<K> {
-    shards: Box<[Arc<FxHashMap<K, u32>>]>,
+pub(crate) struct ShardedMap<K, V> {
+    shards: [Arc<FxHashMap<K, V>>; SHARDS],
 }
 
-impl<K: ShardKey> ShardedIx<K> {
-    pub(crate) fn new(keys: impl Iterator<Item = K>) -> ShardedIx<K> {
-        let mut shards: Vec<FxHashMap<K, u32>> = vec![FxHashMap::default(); SHARDS];
-        for (i, k) in keys.enumerate() {
-            shards[k.shard()].insert(k, i as u32);
+impl<K: ShardKey, V: Clone> ShardedMap<K, V> {
+    pub(crate) fn new(entries: impl ExactSizeIterator<Item = (K, V)>) -> ShardedMap<K, V> {
+        let per_shard = entries.len() / SHARDS + entries.len() / (SHARDS * 4);
+        let mut shards: [FxHashMap<K, V>; SHARDS] = std::array::from_fn(|_| {
+            FxHashMap::with_capacity_and_hasher(per_shard, Default::default())
+        });
+        for (k, v) in entries {
+            shards[k.shard()].insert(k, v);
         }
-        ShardedIx {
-            shards: shards.into_iter().map(Arc::new).collect(),
+        ShardedMap {
+            shards: shards.map(Arc::new),
         }
     }
 
     #[inline]
-    pub(crate) fn get(&self, k: &K) -> Option<u32> {
-        self.shards[k.shard()].get(k).copied()
+    pub(crate) fn get(&self, k: &K) -> Option<&V> {
+        self.shards[k.shard()].get(k)
     }
 
     pub(crate) fn contains(&self, k: &K) -> bool {
         self.shards[k.shard()].contains_key(k)
     }
 
-    pub(crate) fn insert(&mut self, k: K, i: u32) {
-        Arc::make_mut(&mut self.shards[k.shard()]).insert(k, i);
+    /// The value, its shard copied first if another snapshot shares it.
+    pub(crate) fn get_mut(&mut self, k: &K) -> Option<&mut V> {
+        let shard = &mut self.shards[k.shard()];
+        if !shard.contains_key(k) {
+            return None;
+        }
+        Arc::make_mut(shard).get_mut(k)
     }
 
-    pub(crate) fn remove(&mut self, k: &K) -> Option<u32> {
-        Arc::make_mut(&mut self.shards[k.shard()]).remove(k)
+    pub(crate) fn insert(&mut self, k: K, v: V) {
+        Arc::make_mut(&mut self.shards[k.shard()]).insert(k, v);
+    }
+
+    pub(crate) fn remove(&mut self, k: &K) -> Option<V> {
+        let shard = &mut self.shards[k.shard()];
+        if !shard.contains_key(k) {
+            return None;
+        }
+        Arc::make_mut(shard).remove(k)
     }
 }
 
-impl<K: ShardKey> Default for ShardedIx<K> {
+impl<K: ShardKey, V: Clone> Default for ShardedMap<K, V> {
     fn default() -> Self {
-        ShardedIx::new(std::iter::empty())
+        ShardedMap::new(std::iter::empty())
     }
 }

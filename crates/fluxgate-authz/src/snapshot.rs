@@ -8,12 +8,11 @@ use std::sync::Arc;
 
 use rustc_hash::FxHashMap;
 
-use crate::cow::{ChunkVec, ShardedIx};
+use crate::cow::{ChunkVec, ShardedMap};
 use crate::{Action, Decision, Facts, Reason, ResourceRef, Target};
 
 #[derive(Debug, Clone)]
 struct PrincipalEntry {
-    id: PrincipalId,
     role: Role,
     active: bool,
     must_change_password: bool,
@@ -31,8 +30,6 @@ struct PrincipalEntry {
     /// For service accounts: the principals it acts for (its creator, the creators of its live
     /// keys); those that are not principals (any more) are passed over when asked.
     acts_for: Box<[PrincipalId]>,
-    /// Removed since the snapshot was compiled: its index is no longer in `principal_ix`.
-    removed: bool,
 }
 
 #[derive(Debug, Clone)]
@@ -42,8 +39,8 @@ struct GroupEntry {
     administrators: bool,
     app_grants: FxHashMap<u32, FeaturePermission>,
     env_grants: FxHashMap<u32, ValuePermissions>,
-    /// Indices of the members that are principals, ascending.
-    members: Box<[u32]>,
+    /// The members that are principals, in id order.
+    members: Box<[PrincipalId]>,
     /// Members that are not principals (yet): they hold the group once they are.
     unresolved: Box<[PrincipalId]>,
 }
@@ -107,14 +104,17 @@ struct Catalog {
 pub struct Snapshot {
     revision: i64,
     catalog: Arc<Catalog>,
-    principal_ix: ShardedIx<PrincipalId>,
-    principals: ChunkVec<PrincipalEntry>,
-    group_ix: ShardedIx<GroupId>,
+    /// Each principal's entry, right in its shard's table: a look-up is one probe.
+    principals: ShardedMap<PrincipalId, PrincipalEntry>,
+    group_ix: ShardedMap<GroupId, u32>,
     groups: ChunkVec<GroupEntry>,
     /// Principals named as members that are not principals (yet), with the groups naming them.
     dangling: Arc<FxHashMap<PrincipalId, Vec<GroupId>>>,
-    /// Entries removed since the last compilation (principals and groups), still taking space.
+    /// Groups removed since the last compilation, still taking their slots in `groups`.
     removed: usize,
+    /// The Team Admins, in id order: with the members of a portfolio's groups, everyone who
+    /// can hold a permission there.
+    team_admins: Arc<Vec<PrincipalId>>,
 }
 
 fn ix<K: std::hash::Hash + Eq + Copy>(keys: impl Iterator<Item = K>) -> FxHashMap<K, u32> {
@@ -215,7 +215,6 @@ impl Catalog {
     fn principal(&self, id: PrincipalId, p: &crate::PrincipalFacts) -> PrincipalEntry {
         let account = matches!(id, PrincipalId::ServiceAccount(_));
         PrincipalEntry {
-            id,
             role: p.role,
             active: p.active,
             must_change_password: p.must_change_password,
@@ -234,7 +233,6 @@ impl Catalog {
                     self.portfolio_ix.get(&po).copied().unwrap_or(u32::MAX),
                 )),
             },
-            removed: false,
         }
     }
 }
@@ -270,22 +268,22 @@ impl Snapshot {
                 group_facts.push(g);
             }
         }
-        let principal_ix = ShardedIx::new(facts.principals.keys().copied());
-        let mut principals: Vec<PrincipalEntry> = facts
+        let position: FxHashMap<PrincipalId, usize> = facts
             .principals
-            .iter()
-            .map(|(id, p)| catalog.principal(*id, p))
+            .keys()
+            .enumerate()
+            .map(|(i, p)| (*p, i))
             .collect();
-        let mut member_of: Vec<Vec<u32>> = vec![Vec::new(); principals.len()];
+        let mut member_of: Vec<Vec<u32>> = vec![Vec::new(); facts.principals.len()];
         let mut dangling: FxHashMap<PrincipalId, Vec<GroupId>> = FxHashMap::default();
         for (gi, (ge, g)) in groups.iter_mut().zip(group_facts).enumerate() {
             let mut members = Vec::with_capacity(g.members.len());
             let mut unresolved = Vec::new();
             for m in &g.members {
-                match principal_ix.get(m) {
-                    Some(pi) => {
-                        member_of[pi as usize].push(gi as u32);
-                        members.push(pi);
+                match position.get(m) {
+                    Some(&pi) => {
+                        member_of[pi].push(gi as u32);
+                        members.push(*m);
                     }
                     None => {
                         unresolved.push(*m);
@@ -293,11 +291,11 @@ impl Snapshot {
                     }
                 }
             }
-            members.sort_unstable();
             ge.members = members.into_boxed_slice();
             ge.unresolved = unresolved.into_boxed_slice();
         }
-        for (pe, gs) in principals.iter_mut().zip(member_of) {
+        let principals = facts.principals.iter().zip(member_of).map(|((id, p), gs)| {
+            let mut pe = catalog.principal(*id, p);
             let (admin, plain): (Vec<u32>, Vec<u32>) = gs
                 .into_iter()
                 .partition(|&g| groups[g as usize].administrators);
@@ -306,13 +304,21 @@ impl Snapshot {
                 .into_iter()
                 .map(|g| (groups[g as usize].portfolio, g))
                 .collect();
-        }
+            (*id, pe)
+        });
+        let principals = ShardedMap::new(principals);
+        let team_admins = facts
+            .principals
+            .iter()
+            .filter(|(_, p)| p.role == Role::TeamAdmin)
+            .map(|(id, _)| *id)
+            .collect();
         Snapshot {
+            team_admins: Arc::new(team_admins),
             revision,
             catalog: Arc::new(catalog),
-            principal_ix,
-            principals: ChunkVec::from_vec(principals),
-            group_ix: ShardedIx::new(groups.iter().map(|g| g.id)),
+            principals,
+            group_ix: ShardedMap::new(groups.iter().enumerate().map(|(i, g)| (g.id, i as u32))),
             groups: ChunkVec::from_vec(groups),
             dangling: Arc::new(dangling),
             removed: 0,
@@ -340,37 +346,37 @@ impl Snapshot {
         for g in groups {
             next.upsert_group(facts, *g);
         }
-        if next.removed > 1024 && next.removed * 2 > next.principals.len() + next.groups.len() {
+        if next.removed > 1024 && next.removed * 2 > next.groups.len() {
             return Snapshot::compile(facts, revision);
         }
         next
     }
 
-    /// Makes the principal at `pi` a member of the group at `gi`, on the principal's side.
-    fn join(&mut self, pi: u32, gi: u32) {
+    /// Makes `p` a member of the group at `gi`, on the principal's side.
+    fn join(&mut self, p: &PrincipalId, gi: u32) {
         let (id, portfolio, administrators) = {
             let g = self.groups.get(gi);
             (g.id, g.portfolio, g.administrators)
         };
         let groups = &self.groups;
-        let pe = self.principals.get_mut(pi);
+        let Some(pe) = self.principals.get_mut(p) else {
+            return;
+        };
+        let id_of = |g: u32| if g == gi { id } else { groups.get(g).id };
         if administrators {
-            insert_sorted(&mut pe.admin_of, (portfolio, gi), |&(_, g)| {
-                if g == gi { id } else { groups.get(g).id }
-            });
+            insert_sorted(&mut pe.admin_of, (portfolio, gi), |&(_, g)| id_of(g));
         } else {
-            insert_sorted(&mut pe.groups, gi, |&g| {
-                if g == gi { id } else { groups.get(g).id }
-            });
+            insert_sorted(&mut pe.groups, gi, |&g| id_of(g));
         }
     }
 
-    /// Ends the membership of the principal at `pi` in the group at `gi`, on the principal's side.
-    fn leave(&mut self, pi: u32, gi: u32) {
+    /// Ends the membership of `p` in the group at `gi`, on the principal's side.
+    fn leave(&mut self, p: &PrincipalId, gi: u32) {
         let portfolio = self.groups.get(gi).portfolio;
-        let pe = self.principals.get_mut(pi);
-        remove_item(&mut pe.groups, &gi);
-        remove_item(&mut pe.admin_of, &(portfolio, gi));
+        if let Some(pe) = self.principals.get_mut(p) {
+            remove_item(&mut pe.groups, &gi);
+            remove_item(&mut pe.admin_of, &(portfolio, gi));
+        }
     }
 
     fn add_dangling(&mut self, p: PrincipalId, g: GroupId) {
@@ -394,24 +400,38 @@ impl Snapshot {
     }
 
     fn upsert_principal(&mut self, facts: &Facts, p: PrincipalId) {
-        match (self.principal_ix.get(&p), facts.principals.get(&p)) {
-            (Some(pi), Some(f)) => {
-                let mut entry = self.catalog.principal(p, f);
-                let pe = self.principals.get_mut(pi);
-                entry.groups = std::mem::take(&mut pe.groups);
-                entry.admin_of = std::mem::take(&mut pe.admin_of);
-                *pe = entry;
+        let admin = facts
+            .principals
+            .get(&p)
+            .is_some_and(|f| f.role == Role::TeamAdmin);
+        if admin != self.team_admins.binary_search(&p).is_ok() {
+            let admins = Arc::make_mut(&mut self.team_admins);
+            match admins.binary_search(&p) {
+                Ok(at) => {
+                    admins.remove(at);
+                }
+                Err(at) => admins.insert(at, p),
             }
-            (None, Some(f)) => {
-                let pi = self.principals.push(self.catalog.principal(p, f));
-                self.principal_ix.insert(p, pi);
+        }
+        let known = self.principals.contains(&p);
+        match (known, facts.principals.get(&p)) {
+            (true, Some(f)) => {
+                let mut entry = self.catalog.principal(p, f);
+                if let Some(pe) = self.principals.get_mut(&p) {
+                    entry.groups = std::mem::take(&mut pe.groups);
+                    entry.admin_of = std::mem::take(&mut pe.admin_of);
+                    *pe = entry;
+                }
+            }
+            (false, Some(f)) => {
+                self.principals.insert(p, self.catalog.principal(p, f));
                 // Groups that named it before it existed.
                 let Some(named) = self.dangling.get(&p).cloned() else {
                     return;
                 };
                 Arc::make_mut(&mut self.dangling).remove(&p);
                 for g in named {
-                    let Some(gi) = self.group_ix.get(&g) else {
+                    let Some(&gi) = self.group_ix.get(&g) else {
                         continue;
                     };
                     let ge = self.groups.get_mut(gi);
@@ -420,27 +440,22 @@ impl Snapshot {
                     if !facts.groups.get(&g).is_some_and(|f| f.members.contains(&p)) {
                         continue;
                     }
-                    let mut members = std::mem::take(&mut ge.members).into_vec();
-                    if let Err(at) = members.binary_search(&pi) {
-                        members.insert(at, pi);
-                    }
-                    ge.members = members.into_boxed_slice();
-                    self.join(pi, gi);
+                    insert_sorted(&mut ge.members, p, |m| *m);
+                    self.join(&p, gi);
                 }
             }
-            (Some(pi), None) => {
-                let pe = self.principals.get_mut(pi);
-                pe.removed = true;
-                let groups: Vec<u32> = std::mem::take(&mut pe.groups)
+            (true, None) => {
+                let Some(pe) = self.principals.remove(&p) else {
+                    return;
+                };
+                let groups = pe
+                    .groups
                     .iter()
                     .copied()
-                    .chain(std::mem::take(&mut pe.admin_of).iter().map(|&(_, g)| g))
-                    .collect();
-                self.principal_ix.remove(&p);
-                self.removed += 1;
+                    .chain(pe.admin_of.iter().map(|&(_, g)| g));
                 for gi in groups {
                     let ge = self.groups.get_mut(gi);
-                    remove_item(&mut ge.members, &pi);
+                    remove_item(&mut ge.members, &p);
                     let gid = ge.id;
                     // A group that still names it holds it again should it come back.
                     if facts
@@ -455,7 +470,7 @@ impl Snapshot {
                     }
                 }
             }
-            (None, None) => {}
+            (false, None) => {}
         }
     }
 
@@ -467,8 +482,8 @@ impl Snapshot {
             std::mem::take(&mut ge.members),
             std::mem::take(&mut ge.unresolved),
         );
-        for &pi in members.iter() {
-            self.leave(pi, gi);
+        for p in members.iter() {
+            self.leave(p, gi);
         }
         for p in unresolved.iter() {
             self.drop_dangling(p, id);
@@ -482,8 +497,7 @@ impl Snapshot {
             .groups
             .get(&g)
             .and_then(|f| self.catalog.group(g, f).map(|e| (e, &f.members)));
-        let old = self.group_ix.get(&g);
-        if let Some(gi) = old {
+        if let Some(&gi) = self.group_ix.get(&g) {
             let same_kind = entry.as_ref().is_some_and(|(e, _)| {
                 let o = self.groups.get(gi);
                 o.portfolio == e.portfolio && o.administrators == e.administrators
@@ -495,59 +509,50 @@ impl Snapshot {
         let Some((mut entry, wanted)) = entry else {
             return;
         };
-        let mut members = Vec::with_capacity(wanted.len());
-        let mut unresolved = Vec::new();
-        for m in wanted {
-            match self.principal_ix.get(m) {
-                Some(pi) => members.push(pi),
-                None => unresolved.push(*m),
-            }
-        }
-        members.sort_unstable();
-        match self.group_ix.get(&g) {
+        // In id order, as the facts keep them.
+        let (members, unresolved): (Vec<PrincipalId>, Vec<PrincipalId>) =
+            wanted.iter().partition(|m| self.principals.contains(m));
+        entry.members = members.into_boxed_slice();
+        entry.unresolved = unresolved.into_boxed_slice();
+        match self.group_ix.get(&g).copied() {
             Some(gi) => {
                 // The same kind of group in the same portfolio: apply the difference.
                 let ge = self.groups.get_mut(gi);
-                let before = std::mem::take(&mut ge.members);
-                let before_unresolved = std::mem::take(&mut ge.unresolved);
-                entry.members = members.into_boxed_slice();
-                entry.unresolved = unresolved.into_boxed_slice();
-                *ge = entry;
-                let after = self.groups.get(gi).members.clone();
-                let after_unresolved = self.groups.get(gi).unresolved.clone();
-                for &pi in before.iter() {
-                    if after.binary_search(&pi).is_err() {
-                        self.leave(pi, gi);
+                let before = std::mem::replace(ge, entry);
+                let (after, after_unresolved) = {
+                    let ge = self.groups.get(gi);
+                    (ge.members.clone(), ge.unresolved.clone())
+                };
+                for p in before.members.iter() {
+                    if after.binary_search(p).is_err() {
+                        self.leave(p, gi);
                     }
                 }
-                for &pi in after.iter() {
-                    if before.binary_search(&pi).is_err() {
-                        self.join(pi, gi);
+                for p in after.iter() {
+                    if before.members.binary_search(p).is_err() {
+                        self.join(p, gi);
                     }
                 }
-                for p in before_unresolved.iter() {
+                for p in before.unresolved.iter() {
                     if !after_unresolved.contains(p) {
                         self.drop_dangling(p, g);
                     }
                 }
                 for p in after_unresolved.iter() {
-                    if !before_unresolved.contains(p) {
+                    if !before.unresolved.contains(p) {
                         self.add_dangling(*p, g);
                     }
                 }
             }
             None => {
-                entry.members = members.into_boxed_slice();
-                entry.unresolved = unresolved.into_boxed_slice();
+                let (members, unresolved) = (entry.members.clone(), entry.unresolved.clone());
                 let gi = self.groups.push(entry);
                 self.group_ix.insert(g, gi);
-                for i in 0..self.groups.get(gi).members.len() {
-                    let pi = self.groups.get(gi).members[i];
-                    self.join(pi, gi);
+                for p in members.iter() {
+                    self.join(p, gi);
                 }
-                for i in 0..self.groups.get(gi).unresolved.len() {
-                    let p = self.groups.get(gi).unresolved[i];
-                    self.add_dangling(p, g);
+                for p in unresolved.iter() {
+                    self.add_dangling(*p, g);
                 }
             }
         }
@@ -559,7 +564,7 @@ impl Snapshot {
     }
 
     fn principal(&self, p: &PrincipalId) -> Option<&PrincipalEntry> {
-        self.principal_ix.get(p).map(|i| self.principals.get(i))
+        self.principals.get(p)
     }
 
     /// Inactive and temporary-password principals hold nothing (the latter may still manage
@@ -596,13 +601,25 @@ impl Snapshot {
     }
 
     fn check_entry(&self, pe: &PrincipalEntry, permission: Permission, r: ResourceRef) -> Decision {
+        self.check_at(pe, permission, || self.locate(r))
+    }
+
+    /// A check on a resource located by `locate` (called only when the principal's role and
+    /// state leave the answer open).
+    #[inline]
+    fn check_at(
+        &self,
+        pe: &PrincipalEntry,
+        permission: Permission,
+        locate: impl FnOnce() -> Option<(u32, u32, Option<u32>)>,
+    ) -> Decision {
         if let Some(d) = Self::gate(pe, None) {
             return d;
         }
         if pe.role == Role::TeamAdmin {
             return Decision::allow(Reason::TeamAdmin);
         }
-        let Some((portfolio, app, env)) = self.locate(r) else {
+        let Some((portfolio, app, env)) = locate() else {
             return Decision::deny(Reason::UnknownResource);
         };
         for &(po, g) in pe.admin_of.iter() {
@@ -734,14 +751,15 @@ impl Snapshot {
         ) else {
             return Vec::new();
         };
-        let mut out: Vec<EnvironmentId> = self.catalog.apps[ai as usize]
+        let app = &self.catalog.apps[ai as usize];
+        let mut out: Vec<EnvironmentId> = app
             .envs
             .iter()
-            .map(|&e| self.catalog.envs[e as usize].id)
-            .filter(|&e| {
-                self.check_entry(pe, permission, ResourceRef::Environment(e))
+            .filter(|&&e| {
+                self.check_at(pe, permission, || Some((app.portfolio, ai, Some(e))))
                     .allowed
             })
+            .map(|&e| self.catalog.envs[e as usize].id)
             .collect();
         out.sort();
         out
@@ -773,6 +791,35 @@ impl Snapshot {
         out
     }
 
+    /// Those of everyone who can hold a permission on `resource` (the Team Admins and the
+    /// members of the groups of its portfolio: nobody else has a way in) that `keep` keeps, in
+    /// id order.
+    fn among_candidates(
+        &self,
+        resource: ResourceRef,
+        keep: impl Fn(&PrincipalId, &PrincipalEntry) -> bool,
+    ) -> Vec<PrincipalId> {
+        let mut out = Vec::new();
+        let mut consider = |p: &PrincipalId| {
+            if let Some(pe) = self.principal(p)
+                && keep(p, pe)
+            {
+                out.push(*p);
+            }
+        };
+        self.team_admins.iter().for_each(&mut consider);
+        if let Some((portfolio, _, _)) = self.locate(resource) {
+            for ge in self.groups.iter() {
+                if ge.portfolio == portfolio {
+                    ge.members.iter().for_each(&mut consider);
+                }
+            }
+        }
+        out.sort_unstable();
+        out.dedup();
+        out
+    }
+
     /// The principals holding `permission` on `resource` with at least `min_role`.
     pub fn principals_allowed(
         &self,
@@ -780,35 +827,21 @@ impl Snapshot {
         resource: ResourceRef,
         min_role: Role,
     ) -> Vec<PrincipalId> {
-        let mut out: Vec<PrincipalId> = self
-            .principals
-            .iter()
-            .filter(|pe| {
-                !pe.removed
-                    && pe.role.includes(min_role)
-                    && self.check_entry(pe, permission, resource).allowed
-            })
-            .map(|pe| pe.id)
-            .collect();
-        out.sort();
-        out
+        self.among_candidates(resource, |_, pe| {
+            pe.role.includes(min_role) && self.check_entry(pe, permission, resource).allowed
+        })
     }
 
     /// The users who may review a change request now: active, not of the submitter's party,
     /// holding what its kind needs, with the role its policy asks. Whom to tell about it.
     pub fn reviewers(&self, req: &crate::RequestFacts<'_>) -> Vec<PrincipalId> {
-        let mut out: Vec<PrincipalId> = self
-            .principals
-            .iter()
-            .filter(|pe| !pe.removed && pe.active && matches!(pe.id, PrincipalId::User(_)))
-            .filter(|pe| {
-                self.change_request(&pe.id, crate::RequestAction::Review, req)
+        self.among_candidates(ResourceRef::Environment(req.environment), |p, pe| {
+            pe.active
+                && matches!(p, PrincipalId::User(_))
+                && self
+                    .change_request(p, crate::RequestAction::Review, req)
                     .allowed
-            })
-            .map(|pe| pe.id)
-            .collect();
-        out.sort();
-        out
+        })
     }
 
     /// The portfolio an application or environment belongs to.
@@ -831,12 +864,12 @@ impl Snapshot {
     pub fn group_portfolio(&self, g: GroupId) -> Option<PortfolioId> {
         self.group_ix
             .get(&g)
-            .map(|i| self.catalog.portfolios[self.groups.get(i).portfolio as usize].id)
+            .map(|&i| self.catalog.portfolios[self.groups.get(i).portfolio as usize].id)
     }
 
     /// Does the principal exist?
     pub fn has_principal(&self, p: &PrincipalId) -> bool {
-        self.principal_ix.contains(p)
+        self.principals.contains(p)
     }
 
     /// Is the principal an active member of the portfolio's Administrators group?
@@ -855,24 +888,23 @@ impl Snapshot {
     /// account created by an account acts for the latter's party too). Unknown principals (a
     /// deleted user, say) are a party of one.
     pub fn party(&self, principal: &PrincipalId) -> Vec<PrincipalId> {
-        let Some(start) = self.principal_ix.get(principal) else {
+        if !self.principals.contains(principal) {
             return vec![*principal];
-        };
-        let mut seen = vec![start];
+        }
+        let mut seen = vec![*principal];
         let mut next = 0;
-        while let Some(&i) = seen.get(next) {
+        while let Some(p) = seen.get(next).copied() {
             next += 1;
-            for a in self.principals.get(i).acts_for.iter() {
-                if let Some(a) = self.principal_ix.get(a)
-                    && !seen.contains(&a)
-                {
-                    seen.push(a);
+            let Some(pe) = self.principals.get(&p) else {
+                continue;
+            };
+            for a in pe.acts_for.iter() {
+                if self.principals.contains(a) && !seen.contains(a) {
+                    seen.push(*a);
                 }
             }
         }
-        seen.into_iter()
-            .map(|i| self.principals.get(i).id)
-            .collect()
+        seen
     }
 
     /// A principal both `a` and `b` stand for, if they are the same party (see

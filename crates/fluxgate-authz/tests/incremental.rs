@@ -215,7 +215,7 @@ fn apply(f: &mut Facts, op: &Op, ps: &mut BTreeSet<PrincipalId>, gs: &mut BTreeS
 }
 
 /// Every answer the two snapshots give about the world, side by side.
-fn assert_same(a: &Snapshot, b: &Snapshot) -> Result<(), TestCaseError> {
+fn assert_same(a: &Snapshot, b: &Snapshot, facts: &Facts) -> Result<(), TestCaseError> {
     prop_assert_eq!(a.revision(), b.revision());
     let mut resources: Vec<ResourceRef> = (0..ENVS + 1)
         .map(|e| ResourceRef::Environment(EnvironmentId(id(170 + e))))
@@ -276,10 +276,16 @@ fn assert_same(a: &Snapshot, b: &Snapshot) -> Result<(), TestCaseError> {
     for perm in Permission::ALL {
         for r in &resources {
             for role in Role::ALL {
-                prop_assert_eq!(
-                    a.principals_allowed(perm, *r, role),
-                    b.principals_allowed(perm, *r, role)
-                );
+                let allowed = a.principals_allowed(perm, *r, role);
+                prop_assert_eq!(&allowed, &b.principals_allowed(perm, *r, role));
+                // Against every principal, one check each.
+                let every: Vec<PrincipalId> = facts
+                    .principals
+                    .iter()
+                    .filter(|(p, f)| f.role.includes(role) && b.check(p, perm, *r).allowed)
+                    .map(|(p, _)| *p)
+                    .collect();
+                prop_assert_eq!(allowed, every);
             }
         }
     }
@@ -313,7 +319,7 @@ proptest! {
                     let p: Vec<PrincipalId> = std::mem::take(&mut ps).into_iter().collect();
                     let g: Vec<GroupId> = std::mem::take(&mut gs).into_iter().collect();
                     snap = snap.update(&facts, &p, &g, revision);
-                    assert_same(&snap, &Snapshot::compile(&facts, revision))?;
+                    assert_same(&snap, &Snapshot::compile(&facts, revision), &facts)?;
                 }
                 _ => {}
             }

@@ -9,7 +9,7 @@ use criterion::{Criterion, criterion_group, criterion_main};
 use fluxgate_authz::Snapshot;
 use fluxgate_bench::model::{Model, Sizes};
 use fluxgate_bench::peers::{Casbin, Cedar};
-use fluxgate_domain::Permission;
+use fluxgate_domain::{Permission, PrincipalId};
 
 /// `cargo bench` passes `--bench`; `cargo test --all-targets` runs this binary without it, as a
 /// smoke test, where a small model keeps it quick (the agreement test covers correctness).
@@ -174,6 +174,42 @@ fn engines(c: &mut Criterion) {
     g.bench_function("compile_snapshot", |b| {
         b.iter(|| black_box(Snapshot::compile(&m.facts, 1)))
     });
+    g.finish();
+
+    // A membership change applied to the snapshot, at 1,000 principals (100 groups) and at
+    // 100,000 (10,000 groups): the cost must follow the change, not the directory.
+    let mut g = c.benchmark_group("update_snapshot");
+    for users in [1_000, 100_000] {
+        let scale = if benchmarking() { users } else { users / 100 };
+        let sizes = Sizes {
+            portfolios: scale / 50,
+            apps_per_portfolio: 2,
+            envs_per_app: 3,
+            groups_per_portfolio: 5,
+            users: scale,
+        };
+        let mut m = Model::generate(sizes, 44);
+        let mut snap = Snapshot::compile(&m.facts, 1);
+        let principals: Vec<PrincipalId> = m.facts.principals.keys().copied().collect();
+        let group = *m.facts.groups.keys().next().expect("a group");
+        let mut i = 0;
+        g.bench_function(format!("membership_{users}"), |b| {
+            b.iter(|| {
+                // Each principal in turn joins the group, then leaves it.
+                let p = principals[(i / 2) % principals.len()];
+                i += 1;
+                let members = &mut m.facts.groups.get_mut(&group).expect("the group").members;
+                if !members.remove(&p) {
+                    members.insert(p);
+                }
+                snap = snap.update(&m.facts, &[], &[group], i as i64);
+                black_box(snap.revision())
+            })
+        });
+        g.bench_function(format!("compile_{users}"), |b| {
+            b.iter(|| black_box(Snapshot::compile(&m.facts, 2)))
+        });
+    }
     g.finish();
 }
 

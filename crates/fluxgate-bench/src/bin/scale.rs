@@ -247,6 +247,7 @@ struct Measured {
     seed_s: f64,
     startup_ms: f64,
     queries: Vec<(&'static str, f64)>,
+    writes: Vec<(&'static str, f64)>,
     peak_mib: f64,
     rss_mib: f64,
 }
@@ -427,15 +428,187 @@ async fn measure(url: &str, size: &Size) -> anyhow::Result<Measured> {
         })
         .await?,
     ));
+    let writes = measure_writes(&ch, &token, size).await?;
     tokio::time::sleep(Duration::from_millis(100)).await;
     let (peak_mib, rss_mib) = server.memory()?;
     Ok(Measured {
         seed_s,
         startup_ms,
         queries,
+        writes,
         peak_mib,
         rss_mib,
     })
+}
+
+/// Authorisation-relevant writes over gRPC, each answered after the server's directory and
+/// engine snapshot reflect it (read-your-writes): the median of 25, each on another user.
+async fn measure_writes(
+    ch: &Channel,
+    token: &str,
+    size: &Size,
+) -> anyhow::Result<Vec<(&'static str, f64)>> {
+    use std::sync::atomic::{AtomicUsize, Ordering};
+    let users = UserServiceClient::new(ch.clone());
+    let groups_c = GroupServiceClient::new(ch.clone());
+    let portfolio = "portfolios/00000000-0000-7000-a000-000000000000";
+    // Group 0 is in portfolio 0, like every group numbered a multiple of the portfolio count.
+    let group = format!("{portfolio}/groups/{}", gid(0));
+    let next = AtomicUsize::new(0);
+    // Users who are not members of group 0 (seeded user i is in groups i and 7i + 3), taken in
+    // turn from the middle of the directory.
+    let outsiders: Vec<usize> = (size.users / 2..size.users)
+        .filter(|&u| u % size.groups != 0 && (u * 7 + 3) % size.groups != 0)
+        .take(64)
+        .collect();
+    let user = || {
+        let i = next.fetch_add(1, Ordering::Relaxed);
+        format!("users/{}", uid(outsiders[i % outsiders.len()]))
+    };
+    let mut out = Vec::new();
+    let member = |add: bool| {
+        let (mut c, tk, group) = (groups_c.clone(), token.to_owned(), group.clone());
+        let member = user();
+        async move {
+            if add {
+                c.add_group_member(with(
+                    &tk,
+                    pb::AddGroupMemberRequest {
+                        group,
+                        member,
+                        reason: String::new(),
+                    },
+                ))
+                .await?;
+            } else {
+                c.remove_group_member(with(
+                    &tk,
+                    pb::RemoveGroupMemberRequest {
+                        group,
+                        member,
+                        reason: String::new(),
+                    },
+                ))
+                .await?;
+            }
+            Ok(())
+        }
+    };
+    out.push(("AddGroupMember", median_ms(|| member(true)).await?));
+    next.store(0, Ordering::Relaxed);
+    out.push(("RemoveGroupMember", median_ms(|| member(false)).await?));
+    let grants = AtomicUsize::new(0);
+    out.push((
+        "UpdateGroup, environment grants",
+        median_ms(|| {
+            let (mut c, tk, name) = (groups_c.clone(), token.to_owned(), group.clone());
+            let bits = grants.fetch_add(1, Ordering::Relaxed);
+            async move {
+                let env = |e: usize| {
+                    format!(
+                        "{portfolio}/applications/00000000-0000-7000-b000-000000000000/\
+                         environments/00000000-0000-7000-c000-{e:012}"
+                    )
+                };
+                let permissions = [pb::ValuePermission::Read as i32]
+                    .into_iter()
+                    .chain((bits % 2 == 1).then_some(pb::ValuePermission::ChangeValue as i32))
+                    .collect::<Vec<_>>();
+                c.update_group(with(
+                    &tk,
+                    pb::UpdateGroupRequest {
+                        group: Some(pb::Group {
+                            name,
+                            environment_grants: vec![pb::EnvironmentGrant {
+                                environment: env(bits % 3),
+                                permissions,
+                            }],
+                            ..Default::default()
+                        }),
+                        update_mask: Some(prost_types::FieldMask {
+                            paths: vec!["environment_grants".into()],
+                        }),
+                    },
+                ))
+                .await?;
+                Ok(())
+            }
+        })
+        .await?,
+    ));
+    next.store(0, Ordering::Relaxed);
+    out.push((
+        "UpdateUser, role",
+        median_ms(|| {
+            let (mut c, tk, name) = (users.clone(), token.to_owned(), user());
+            async move {
+                c.update_user(with(
+                    &tk,
+                    pb::UpdateUserRequest {
+                        user: Some(pb::User {
+                            name,
+                            role: pb::Role::Approver as i32,
+                            ..Default::default()
+                        }),
+                        update_mask: Some(prost_types::FieldMask {
+                            paths: vec!["role".into()],
+                        }),
+                        reason: String::new(),
+                    },
+                ))
+                .await?;
+                Ok(())
+            }
+        })
+        .await?,
+    ));
+    next.store(0, Ordering::Relaxed);
+    out.push((
+        "DeactivateUser",
+        median_ms(|| {
+            let (mut c, tk, name) = (users.clone(), token.to_owned(), user());
+            async move {
+                c.deactivate_user(with(
+                    &tk,
+                    pb::DeactivateUserRequest {
+                        name,
+                        etag: String::new(),
+                    },
+                ))
+                .await?;
+                Ok(())
+            }
+        })
+        .await?,
+    ));
+    let created = AtomicUsize::new(0);
+    out.push((
+        "CreateUser (registration link, no password)",
+        median_ms(|| {
+            let (mut c, tk) = (users.clone(), token.to_owned());
+            let n = created.fetch_add(1, Ordering::Relaxed);
+            async move {
+                c.create_user(with(
+                    &tk,
+                    pb::CreateUserRequest {
+                        user: Some(pb::User {
+                            username: format!("new{n:06}"),
+                            email: format!("new{n:06}@example.com"),
+                            display_name: format!("New {n}"),
+                            role: pb::Role::Requester as i32,
+                            ..Default::default()
+                        }),
+                        initial_password: String::new(),
+                        require_password_change: false,
+                    },
+                ))
+                .await?;
+                Ok(())
+            }
+        })
+        .await?,
+    ));
+    Ok(out)
 }
 
 #[tokio::main]
@@ -478,6 +651,13 @@ async fn main() -> anyhow::Result<()> {
     println!("| query (median of 25, over gRPC) | 1% (ms) | 100% (ms) | ratio |");
     println!("|---|---|---|---|");
     for ((q, a), (_, b)) in s.queries.iter().zip(&f.queries) {
+        println!("| {q} | {a:.2} | {b:.2} | {:.2} |", b / a);
+    }
+    println!(
+        "\n| authorisation-relevant write (median of 25, over gRPC; target ratio <= 1.5) | 1% (ms) | 100% (ms) | ratio |"
+    );
+    println!("|---|---|---|---|");
+    for ((q, a), (_, b)) in s.writes.iter().zip(&f.writes) {
         println!("| {q} | {a:.2} | {b:.2} | {:.2} |", b / a);
     }
     println!("\n| | 1% | 100% |");
