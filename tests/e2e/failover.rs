@@ -782,6 +782,105 @@ async fn postgres_failover_five_times_loses_no_acknowledged_write() {
     failovers("pg_ctl promote", cluster).await;
 }
 
+/// A planned switchover: the old primary is fenced (made read-only with
+/// `default_transaction_read_only`; it stays up, FluxGate's pooled connections still open to it)
+/// and the standby promoted. Writes on those connections are refused as read-only and answered
+/// UNAVAILABLE; FluxGate then checks each connection coming back to its pool, drops those to the
+/// read-only server, and reconnects to the new primary, its change listener too: writes succeed
+/// again without a restart, and nothing of FluxGate's stays connected to the fenced server.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn postgres_switchover_leaves_a_fenced_primary() {
+    let Some(bin) = pg_bin() else {
+        assert!(
+            !fluxgate_store::testing::postgres_required(),
+            "FLUXGATE_TEST_REQUIRE_POSTGRES=1 but no PostgreSQL server binaries were found"
+        );
+        eprintln!("SKIPPED postgres_switchover: no PostgreSQL server binaries");
+        return;
+    };
+    let cluster = Arc::new(Mutex::new(blocking(move || Cluster::new(bin)).await));
+    let (mut config, dir) = test_config(&Backend::Sqlite);
+    config.database_url = cluster.lock().unwrap().url();
+    let s = TestServer::start_with(config, dir).await;
+    let admin = s.admin_token().await;
+    // Several writes at once, so that the pool holds several connections to the primary.
+    let before = futures::future::join_all((0..8).map(|i| {
+        let (s, admin) = (&s, &admin);
+        async move { create(s, admin, &format!("before{i}")).await }
+    }))
+    .await;
+    assert!(before.iter().all(|c| *c == Code::Ok), "{before:?}");
+    let old = cluster.lock().unwrap().primary;
+    let ours = move |c: &Cluster| {
+        c.psql(
+            old,
+            "SELECT count(*) FROM pg_stat_activity WHERE datname = 'fluxgate' \
+             AND backend_type = 'client backend' AND pid <> pg_backend_pid()",
+        )
+    };
+    let c = cluster.clone();
+    let open = blocking(move || ours(&c.lock().unwrap())).await;
+    assert_ne!(open, "0", "FluxGate holds connections to the primary");
+    let c = cluster.clone();
+    blocking(move || {
+        let mut c = c.lock().unwrap();
+        c.psql(old, "ALTER SYSTEM SET default_transaction_read_only = on");
+        c.psql(old, "ALTER SYSTEM SET synchronous_standby_names = ''");
+        c.psql(old, "SELECT pg_reload_conf()");
+        c.promote();
+    })
+    .await;
+    let started = Instant::now();
+    let mut refused = 0;
+    let mut i = 0;
+    loop {
+        i += 1;
+        match create(&s, &admin, &format!("after{i}")).await {
+            Code::Ok => break,
+            Code::Unavailable => refused += 1,
+            other => panic!("a write during the switchover: {other:?}"),
+        }
+        assert!(
+            started.elapsed() < Duration::from_secs(30),
+            "writes never reached the new primary"
+        );
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    let back = started.elapsed();
+    // Keep working until every connection to the fenced server is gone (each is checked as it
+    // comes back to the pool while FluxGate suspects it).
+    let left = loop {
+        i += 1;
+        assert_eq!(create(&s, &admin, &format!("after{i}")).await, Code::Ok);
+        let c = cluster.clone();
+        let left = blocking(move || ours(&c.lock().unwrap())).await;
+        if left == "0" || started.elapsed() > Duration::from_secs(25) {
+            break left;
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    };
+    assert_eq!(
+        left, "0",
+        "FluxGate still holds connections to the fenced server"
+    );
+    let present: BTreeSet<String> = s
+        .store()
+        .read(fluxgate_store::users::all)
+        .unwrap()
+        .into_iter()
+        .map(|u| u.username)
+        .collect();
+    assert!((0..8).all(|i| present.contains(&format!("before{i}"))));
+    eprintln!(
+        "switchover: writes back after {} ms ({refused} refused as UNAVAILABLE), no connection \
+         left to the fenced server after {} ms",
+        back.as_millis(),
+        started.elapsed().as_millis()
+    );
+    s.stop().await;
+    drop(cluster);
+}
+
 /// Five failovers of `ha` under a write load through two replicas, and everything checked.
 async fn failovers<H: Ha>(label: &str, ha: H) {
     let cluster = Arc::new(Mutex::new(ha));

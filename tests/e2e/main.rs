@@ -21,6 +21,7 @@ mod interop;
 mod malformed;
 mod observability;
 mod password_reset;
+mod replicas;
 mod scim;
 mod second_factor;
 mod settings;

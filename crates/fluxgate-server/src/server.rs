@@ -230,6 +230,7 @@ impl Server {
             state.clone(),
             Duration::from_millis(state.config.directory_poll_ms.max(50)),
         ));
+        let follower = tokio::spawn(follow_notifications(state.clone()));
 
         let metrics_endpoint = self.metrics_listener.map(|l| {
             if let Ok(a) = l.local_addr() {
@@ -362,6 +363,7 @@ impl Server {
             )
             .await;
         poller.abort();
+        follower.abort();
         mail_worker.abort();
         webhook_worker.abort();
         retention.abort();
@@ -393,8 +395,6 @@ fn tls_config(
     Ok(Some(tls))
 }
 
-/// Keeps the directory current with writes made by other replicas (or the host CLI), closes
-/// change requests past their time to live, and evicts expired sessions.
 /// Sends the review digests when they are due (each replica checks; the write lock and the
 /// per-user day mark make each go out once).
 async fn send_digests(state: Arc<AppState>, mut stopping: tokio::sync::watch::Receiver<bool>) {
@@ -431,6 +431,8 @@ async fn send_digests(state: Arc<AppState>, mut stopping: tokio::sync::watch::Re
     }
 }
 
+/// Keeps the directory current with writes made by other replicas (or the host CLI), closes
+/// change requests past their time to live, and evicts expired sessions.
 async fn poll_directory(state: Arc<AppState>, every: Duration) {
     let mut tick = tokio::time::interval(every);
     tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
@@ -456,6 +458,72 @@ async fn poll_directory(state: Arc<AppState>, every: Duration) {
             state.directory.evict_expired();
             if let Err(e) = prune(&state).await {
                 tracing::warn!(error = %e, "pruning old link tokens and rate counters failed");
+            }
+        }
+    }
+}
+
+/// On PostgreSQL, brings the directory up to date as soon as another replica's write commits:
+/// a thread listens for the change notifications ([`fluxgate_store::notify`]) and wakes this
+/// task, which syncs (notifications that come while a sync runs make one more sync). The poll
+/// loop stays as the fallback while the listener is disconnected.
+async fn follow_notifications(state: Arc<AppState>) {
+    let store = state.db.store().clone();
+    if store.listener().is_none() {
+        return;
+    }
+    let wake = Arc::new(tokio::sync::Notify::new());
+    let weak = Arc::downgrade(&wake);
+    std::thread::Builder::new()
+        .name("fluxgate-listen".into())
+        .spawn(move || listen(&store, &weak))
+        .map_err(|e| tracing::warn!(error = %e, "no change listener; polling only"))
+        .ok();
+    loop {
+        wake.notified().await;
+        if let Err(e) = state.directory.sync().await {
+            tracing::warn!(error = %e, "directory sync after a change notification failed");
+        }
+    }
+}
+
+/// The listening thread: runs while `wake` has a task to wake, reconnecting (to whichever
+/// server is the primary) after a lost connection.
+fn listen(store: &Store, wake: &std::sync::Weak<tokio::sync::Notify>) {
+    let mut failing = false;
+    while wake.strong_count() > 0 {
+        let mut listener = match store.listener() {
+            Some(Ok(l)) => l,
+            Some(Err(e)) => {
+                if !failing {
+                    tracing::warn!(error = %e, "cannot listen for changes; polling until it can");
+                }
+                failing = true;
+                std::thread::sleep(Duration::from_secs(1));
+                continue;
+            }
+            None => return,
+        };
+        if failing {
+            tracing::info!("listening for changes again");
+        }
+        failing = false;
+        // Whatever committed while nobody listened.
+        let Some(w) = wake.upgrade() else { return };
+        w.notify_one();
+        drop(w);
+        loop {
+            match listener.wait(Duration::from_secs(1)) {
+                Ok(heard) => {
+                    let Some(w) = wake.upgrade() else { return };
+                    if heard {
+                        w.notify_one();
+                    }
+                }
+                Err(e) => {
+                    tracing::warn!(error = %e, "lost the change listener; reconnecting");
+                    break;
+                }
             }
         }
     }

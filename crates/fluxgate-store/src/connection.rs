@@ -91,11 +91,23 @@ impl Manager {
 pub struct Suspicion(Arc<AtomicI64>);
 
 impl Suspicion {
-    /// Connections handed back during the next [`SUSPECT_FOR`] are checked.
-    pub fn raise(&self) {
-        let until = crate::now_micros() + SUSPECT_FOR.as_micros() as i64;
-        self.0.fetch_max(until, Ordering::Relaxed);
+    /// Connections handed back during the next [`SUSPECT_FOR`] are checked. Whether the pool
+    /// was not suspected already.
+    pub fn raise(&self) -> bool {
+        let now = crate::now_micros();
+        let until = now + SUSPECT_FOR.as_micros() as i64;
+        self.0.fetch_max(until, Ordering::Relaxed) <= now
     }
+}
+
+/// Whether the server behind `pg` takes no writes: a standby (in recovery), or a primary made
+/// read-only (`default_transaction_read_only`, as an operator fences an old primary during a
+/// switchover). The same test libpq's `target_session_attrs=read-write` makes.
+pub fn read_only(pg: &mut PgConnection) -> Result<bool, StoreError> {
+    Ok(diesel::select(diesel::dsl::sql::<diesel::sql_types::Bool>(
+        "pg_is_in_recovery() OR current_setting('transaction_read_only') = 'on'",
+    ))
+    .get_result(pg)?)
 }
 
 /// Whether an error means the server is a standby (read-only, or in recovery).
@@ -133,13 +145,9 @@ impl r2d2::ManageConnection for Manager {
     fn is_valid(&self, conn: &mut DbConnection) -> Result<(), StoreError> {
         match conn {
             DbConnection::Postgres(pg) => {
-                let in_recovery: bool = diesel::select(
-                    diesel::dsl::sql::<diesel::sql_types::Bool>("pg_is_in_recovery()"),
-                )
-                .get_result(pg)?;
-                if in_recovery {
+                if read_only(pg)? {
                     return Err(StoreError::Unavailable(
-                        "the PostgreSQL server is a standby (in recovery): not written to".into(),
+                        "the PostgreSQL server is a standby or read-only: not written to".into(),
                     ));
                 }
                 Ok(())

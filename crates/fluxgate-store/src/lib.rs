@@ -18,6 +18,7 @@ mod connection;
 mod error;
 pub mod groups;
 pub mod idempotency;
+pub mod notify;
 pub mod outbox;
 pub mod preferences;
 pub mod rate_limits;
@@ -84,6 +85,8 @@ pub struct Store {
     pool: r2d2::Pool<Manager>,
     backend: Backend,
     suspicion: connection::Suspicion,
+    /// The driver's URL, for a [`notify::Listener`] (PostgreSQL only).
+    listen_url: Option<String>,
 }
 
 impl std::fmt::Debug for Store {
@@ -136,6 +139,7 @@ impl Store {
                 )));
             }
         }
+        let listen_url = (backend == Backend::Postgres).then(|| driver_url.clone());
         let manager = Manager::new(backend, driver_url, options.sqlite_busy_timeout);
         let suspicion = manager.suspicion();
         let pool = r2d2::Pool::builder()
@@ -147,6 +151,7 @@ impl Store {
             pool,
             backend,
             suspicion,
+            listen_url,
         })
     }
 
@@ -154,10 +159,36 @@ impl Store {
         self.backend
     }
 
+    /// A listener for other replicas' changes ([`notify`]); `None` on SQLite, which has no
+    /// notifications (and no other replicas).
+    pub fn listener(&self) -> Option<StoreResult<notify::Listener>> {
+        self.listen_url.as_deref().map(notify::Listener::connect)
+    }
+
     /// Pool usage: (connections open, connections idle).
     pub fn pool_state(&self) -> (u32, u32) {
         let s = self.pool.state();
         (s.connections, s.idle_connections)
+    }
+
+    /// Takes every idle connection out of the pool and hands it back, on a thread of its own,
+    /// so that each is checked now (the pool being suspected) rather than when next used: the
+    /// connections to a server that stopped taking writes are dropped at once, not served
+    /// stale reads from.
+    fn sweep(&self) {
+        let pool = self.pool.clone();
+        let swept = std::thread::Builder::new()
+            .name("fluxgate-sweep".into())
+            .spawn(move || {
+                let mut idle = Vec::new();
+                while let Some(c) = pool.try_get() {
+                    idle.push(c);
+                }
+                drop(idle);
+            });
+        if let Err(e) = swept {
+            tracing::warn!(error = %e, "could not sweep the pool; its connections are checked as used");
+        }
     }
 
     fn conn(&self) -> StoreResult<r2d2::PooledConnection<Manager>> {
@@ -296,13 +327,16 @@ impl Store {
             };
             let value = f(&mut tx).map_err(TxError::Caller)?;
             let revision = changes::append(tx.conn, &tx.changes, tx.now)?;
+            if let (Some(r), DbConnection::Postgres(pg)) = (revision, &mut *tx.conn) {
+                notify::send(pg, r)?;
+            }
             Ok(Committed { value, revision })
         })
         .map_err(|e| match e {
             TxError::Caller(e) => e,
             TxError::Store(e) => {
-                if connection::is_read_only(&e) {
-                    self.suspicion.raise();
+                if connection::is_read_only(&e) && self.suspicion.raise() {
+                    self.sweep();
                 }
                 E::from(e)
             }
