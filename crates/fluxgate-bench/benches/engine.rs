@@ -182,7 +182,7 @@ fn engines(c: &mut Criterion) {
     for users in [1_000, 100_000] {
         let scale = if benchmarking() { users } else { users / 100 };
         let sizes = Sizes {
-            portfolios: scale / 50,
+            portfolios: (scale / 50).max(1),
             apps_per_portfolio: 2,
             envs_per_app: 3,
             groups_per_portfolio: 5,
