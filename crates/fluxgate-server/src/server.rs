@@ -469,7 +469,8 @@ async fn poll_directory(state: Arc<AppState>, every: Duration) {
 /// loop stays as the fallback while the listener is disconnected.
 async fn follow_notifications(state: Arc<AppState>) {
     let store = state.db.store().clone();
-    if store.listener().is_none() {
+    // SQLite has no notifications (and no other replicas): the poll is all there is.
+    if store.backend() != fluxgate_store::Backend::Postgres {
         return;
     }
     let wake = Arc::new(tokio::sync::Notify::new());
