@@ -75,6 +75,9 @@ run "$target/audit_scale" --backend postgres
 section "## Replicas"
 run "$target/replicas"
 
+section "## Watch streams"
+run "$target/watchers"
+
 section "## The web console (budgets: 200 KB first load, sign-in interactive under 1 s)"
 echo ">> bench-console" >&2
 "${VENV:-.venv}/bin/python" scripts/bench-console.py "$target/fluxgate" | tee -a "$tmp"

@@ -1189,6 +1189,111 @@ async fn watch_streams_until_final(b: Backend) {
     );
 }
 
+/// Many watchers of one request share its feed: each change is read from the database once,
+/// whoever watches, and each watcher is still held to its own rights.
+async fn watchers_share_one_read_per_change(b: Backend) {
+    let w = world(b).await;
+    let cr = w.submit(&w.alice, &w.prod).await;
+    let watchers = [&w.alice, &w.bob, &w.carol, &w.dave, &w.flagstore, &w.admin];
+    let mut streams = Vec::new();
+    for i in 0..36 {
+        let who = watchers[i % watchers.len()];
+        let mut stream = w
+            .api()
+            .watch_change_request(authed(
+                pb::WatchChangeRequestRequest {
+                    name: cr.name.clone(),
+                },
+                who,
+            ))
+            .await
+            .unwrap()
+            .into_inner();
+        let first = next(&mut stream).await.unwrap();
+        assert_eq!(
+            state(first.change_request.as_ref().unwrap()),
+            pb::ChangeRequestState::Pending
+        );
+        streams.push((i % watchers.len(), stream));
+    }
+    let metric = |k: &'static str| {
+        let s = &w.s;
+        async move { s.metric(k).await.unwrap_or(0.0) }
+    };
+    assert_eq!(metric("fluxgate_watch_streams").await, 36.0);
+    assert_eq!(metric("fluxgate_watch_feeds").await, 1.0);
+    let reads_before = metric("fluxgate_watch_reads_total").await;
+
+    // Dave (a watcher six times over) is deactivated: the request does not change, so nothing
+    // is read, and his streams end at the next change.
+    let dave = user_name(&w, "dave").await;
+    w.s.users()
+        .deactivate_user(authed(
+            pb::DeactivateUserRequest {
+                name: dave,
+                etag: String::new(),
+            },
+            &w.admin,
+        ))
+        .await
+        .unwrap();
+    w.approve(&w.bob, &cr.name, 1).await.unwrap();
+    for (who, stream) in &mut streams {
+        if *who == 3 {
+            let status = tokio::time::timeout(Duration::from_secs(10), stream.message())
+                .await
+                .expect("an answer within 10 s")
+                .unwrap_err();
+            assert_eq!(status.code(), Code::Unauthenticated, "{status:?}");
+        } else {
+            let m = next(stream).await.unwrap();
+            assert_eq!(
+                state(m.change_request.as_ref().unwrap()),
+                pb::ChangeRequestState::Approved
+            );
+        }
+    }
+    w.apply(&w.flagstore, &cr.name).await.unwrap();
+    for (who, stream) in &mut streams {
+        if *who == 3 {
+            continue;
+        }
+        let m = next(stream).await.unwrap();
+        assert_eq!(
+            state(m.change_request.as_ref().unwrap()),
+            pb::ChangeRequestState::Applied
+        );
+        assert!(
+            next(stream).await.is_none(),
+            "the stream ends at a final state"
+        );
+    }
+    // Two changes, thirty watchers still listening: a read or two per change (the write's own
+    // announcement and the directory's catch-up may both name it), not one per watcher.
+    let reads = metric("fluxgate_watch_reads_total").await - reads_before;
+    assert!(
+        (2.0..=4.0).contains(&reads),
+        "{reads} reads for two changes"
+    );
+    // The feed ends with the request, and the streams are counted out.
+    let mut gone = false;
+    for _ in 0..100 {
+        if metric("fluxgate_watch_feeds").await == 0.0
+            && metric("fluxgate_watch_streams").await == 0.0
+        {
+            gone = true;
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    assert!(
+        gone,
+        "feeds and streams are counted out once the request is final: {} feeds, {} streams",
+        metric("fluxgate_watch_feeds").await,
+        metric("fluxgate_watch_streams").await
+    );
+}
+
 async fn concurrent_reviews_never_exceed_the_rules(b: Backend) {
     let w = world(b).await;
     w.set_policy(&w.prod, 2, false, false).await;
@@ -2179,6 +2284,7 @@ crate::both_backends!(
     retried_submissions_are_idempotent,
     no_approvals_needed_and_expiry,
     watch_streams_until_final,
+    watchers_share_one_read_per_change,
     concurrent_reviews_never_exceed_the_rules,
     listing_and_visibility,
     metrics_per_environment_and_reviewer,

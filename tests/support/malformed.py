@@ -993,7 +993,19 @@ def main():
             # pg_dump brackets its output with \restrict / \unrestrict and a key it draws anew
             # each run: not data.
             lines = [l for l in dump.splitlines() if not l.startswith(("\\restrict ", "\\unrestrict "))]
-            return [l for l in lines if not l.startswith("SELECT pg_catalog.setval")], [l for l in lines if l.startswith("SELECT pg_catalog.setval")]
+            # A table's rows come in their physical order, which any committed UPDATE changes
+            # even when it writes the same values (the server's background jobs take the write
+            # lock by updating one row of server_state, say): the rows are compared as a set,
+            # each named by its table.
+            rows, table = [], None
+            for l in lines:
+                if l.startswith("COPY "):
+                    table = l.split(" ")[1]
+                elif l == "\\.":
+                    table = None
+                elif table is not None:
+                    rows.append(f"{table}: {l}")
+            return sorted(rows), sorted(l for l in lines if l.startswith("SELECT pg_catalog.setval"))
         conn = sqlite3.connect(f"file:{database}?mode=ro", uri=True)
         try:
             return list(conn.iterdump()), []

@@ -877,10 +877,21 @@ pub fn cancel_for_departed_submitter(
 /// A request with its reviews, if the actor may see it.
 pub fn visible(cx: &Ctx<'_>, conn: &mut DbConnection, id: ChangeRequestId) -> Result<RequestView> {
     let p = cx.actor()?;
-    let r = load(conn, id)?;
-    let v = view(conn, r)?;
-    allowed(cx.snap, &p.id, RequestAction::View, &v.request)?;
+    let v = read(conn, id)?;
+    may_view(cx.snap, &p.id, &v)?;
     Ok(v)
+}
+
+/// The request and its reviews as stored, whoever asks: for a feed shared by several watchers,
+/// each of whom is then held to [`may_view`].
+pub fn read(conn: &mut DbConnection, id: ChangeRequestId) -> Result<RequestView> {
+    let r = load(conn, id)?;
+    view(conn, r)
+}
+
+/// Whether `p` may see the request, on the snapshot `snap` (no I/O).
+pub fn may_view(snap: &Snapshot, p: &PrincipalId, v: &RequestView) -> Result<()> {
+    allowed(snap, p, RequestAction::View, &v.request)
 }
 
 /// A listing: the store's filter, where the previous page ended, how many to return, and

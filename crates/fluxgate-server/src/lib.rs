@@ -30,6 +30,7 @@ pub mod sso_http;
 pub mod state;
 pub mod telemetry;
 pub mod tokens;
+pub mod watch;
 pub mod web_session;
 pub mod webhooks;
 

@@ -45,6 +45,16 @@ struct StateLabels {
     state: &'static str,
 }
 
+/// An open stream, counted by a gauge until dropped.
+#[derive(Debug)]
+pub struct StreamGuard(Gauge);
+
+impl Drop for StreamGuard {
+    fn drop(&mut self) {
+        self.0.dec();
+    }
+}
+
 type HistogramFamily = Family<MethodLabels, Histogram, fn() -> Histogram>;
 
 fn latency_histogram() -> Histogram {
@@ -67,6 +77,9 @@ pub struct Metrics {
     webhook_attempts: Family<StateLabels, Counter>,
     webhook_attempt_duration: Histogram,
     webhook_delivery_lag: Histogram,
+    watch_streams: Gauge,
+    watch_feeds: Gauge,
+    watch_reads: Counter,
 }
 
 impl std::fmt::Debug for Metrics {
@@ -157,8 +170,29 @@ impl Metrics {
             prometheus_client::registry::Unit::Seconds,
             webhook_delivery_lag.clone(),
         );
+        let watch_streams = Gauge::default();
+        registry.register(
+            "watch_streams",
+            "Open WatchChangeRequest streams",
+            watch_streams.clone(),
+        );
+        let watch_feeds = Gauge::default();
+        registry.register(
+            "watch_feeds",
+            "Change requests watched now (one shared feed each)",
+            watch_feeds.clone(),
+        );
+        let watch_reads = Counter::default();
+        registry.register(
+            "watch_reads",
+            "Database reads made by the watch feeds (one per change of a watched request)",
+            watch_reads.clone(),
+        );
         Self {
             registry,
+            watch_streams,
+            watch_feeds,
+            watch_reads,
             webhook_queued,
             webhook_attempts,
             webhook_attempt_duration,
@@ -203,6 +237,20 @@ impl Metrics {
             .get_or_create(&StateLabels { state })
             .inc();
         self.webhook_attempt_duration.observe(seconds);
+    }
+
+    /// Counts an open watch stream until the guard drops.
+    pub fn watch_stream(&self) -> StreamGuard {
+        self.watch_streams.inc();
+        StreamGuard(self.watch_streams.clone())
+    }
+
+    pub fn watch_feeds(&self, n: usize) {
+        self.watch_feeds.set(i64::try_from(n).unwrap_or(i64::MAX));
+    }
+
+    pub fn watch_read(&self) {
+        self.watch_reads.inc();
     }
 
     pub fn webhook_delivered(&self, lag_seconds: f64) {

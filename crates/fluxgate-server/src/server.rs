@@ -130,6 +130,7 @@ impl Server {
             refused_logins: Default::default(),
             sso,
             webhooks,
+            watch_feeds: Default::default(),
         });
         Ok(Server {
             listener,

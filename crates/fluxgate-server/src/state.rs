@@ -23,14 +23,16 @@ pub struct AppState {
     /// Turns true when the server starts shutting down, so that long-lived streams end
     /// instead of holding the graceful shutdown open.
     pub stopping: tokio::sync::watch::Sender<bool>,
-    /// Logins refused during a lockout, counted until the poll loop records them.
     /// What the configuration sets for the use cases.
     pub limits: fluxgate_core::Limits,
+    /// Logins refused during a lockout, counted until the poll loop records them.
     pub refused_logins: fluxgate_core::logins::RefusedLogins,
     /// The identity providers people sign in with.
     pub sso: crate::oidc::Providers,
     /// Delivers webhooks and audit streams.
     pub webhooks: Arc<crate::webhooks::Dispatcher>,
+    /// The change-request feeds `WatchChangeRequest` streams share.
+    pub watch_feeds: crate::watch::RequestFeeds,
 }
 
 impl AppState {

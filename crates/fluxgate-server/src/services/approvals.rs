@@ -32,7 +32,7 @@ use crate::convert::{
     json_to_struct, mask_paths, micros, page_size, parse_ids, parse_principal, parse_user_name,
     struct_to_json, timestamp, title, user_name, when,
 };
-use crate::directory::{ANY_REQUEST, Principal};
+use crate::directory::Principal;
 use crate::error::{ApiError, ApiResult};
 use crate::state::AppState;
 
@@ -644,141 +644,77 @@ impl ApprovalSvc {
     }
 }
 
-/// Waits until the request `id` (or possibly any) changed, or the re-check is due: `true`;
-/// `false` when the server stops. Returns `None` when the client left.
-async fn next_change(
-    tx: &WatchSender,
-    changes: &mut tokio::sync::broadcast::Receiver<Arc<str>>,
-    stopping: &mut tokio::sync::watch::Receiver<bool>,
-    id: &str,
-) -> Option<bool> {
-    use tokio::sync::broadcast::error::RecvError;
-    let heard = async {
-        loop {
-            match changes.recv().await {
-                Ok(changed) if *changed == *id || *changed == *ANY_REQUEST => return true,
-                Ok(_) => {}
-                Err(RecvError::Lagged(_)) => return true,
-                Err(RecvError::Closed) => return false,
-            }
-        }
+type WatchSender = tokio::sync::mpsc::Sender<Result<pb::WatchChangeRequestResponse, Status>>;
+
+/// A watcher's task: sends the request whenever its feed publishes a new version, until it is
+/// final, the client leaves, the watcher loses its rights or the server stops. It reads nothing
+/// itself: the feed ([`crate::watch`]) reads once per change for all the request's watchers,
+/// and each is held to its own rights here, in memory.
+async fn watch_task(
+    svc: ApprovalSvc,
+    p: Principal,
+    first: RequestView,
+    feed: Arc<crate::watch::Feed>,
+    tx: WatchSender,
+) {
+    let _open = svc.state.metrics.watch_stream();
+    let mut stopping = svc.state.stopping.subscribe();
+    let mut latest = feed.subscribe();
+    let mut sent = first.request.version;
+    let msg = pb::WatchChangeRequestResponse {
+        change_request: svc.shown(&first),
     };
-    tokio::select! {
-        () = tx.closed() => None,
-        _ = stopping.wait_for(|stop| *stop) => Some(false),
-        _ = tokio::time::sleep(WATCH_RECHECK) => Some(true),
-        r = heard => Some(r),
+    if tx.send(Ok(msg)).await.is_err() || first.request.state.is_final() {
+        return;
     }
-}
-
-/// What a watcher does next.
-enum Next {
-    /// Read the request again (as the watcher may see it now).
-    Reload(Principal),
-    Stop,
-}
-
-/// Waits for a change and decides whether to read again: not when the client left, the server
-/// stops, or the watcher is no longer active (each but the first told to the client).
-async fn after_change(
-    svc: &ApprovalSvc,
-    p: &Principal,
-    tx: &WatchSender,
-    changes: &mut tokio::sync::broadcast::Receiver<Arc<str>>,
-    stopping: &mut tokio::sync::watch::Receiver<bool>,
-    id: ChangeRequestId,
-) -> Next {
-    match next_change(tx, changes, stopping, &id.to_string()).await {
-        None => return Next::Stop,
-        Some(false) => {
-            let _ = tx.try_send(Err(Status::unavailable("the server is shutting down")));
-            return Next::Stop;
-        }
-        Some(true) => {}
-    }
-    // The watcher may have lost its rights meanwhile.
-    match svc.state.directory.principal(p.id).filter(|m| m.active) {
-        Some(me) => Next::Reload(me),
-        None => {
+    loop {
+        let feed_running = tokio::select! {
+            () = tx.closed() => return,
+            _ = stopping.wait_for(|stop| *stop) => {
+                let _ = tx.try_send(Err(Status::unavailable("the server is shutting down")));
+                return;
+            }
+            // Rights can be lost without the request changing: looked at again now and then.
+            () = tokio::time::sleep(WATCH_RECHECK) => true,
+            changed = latest.changed() => changed.is_ok(),
+        };
+        let now = latest.borrow_and_update().clone();
+        // The watcher may have lost its rights meanwhile.
+        let Some(me) = svc.state.directory.principal(p.id).filter(|m| m.active) else {
             let _ = tx
                 .send(Err(Status::unauthenticated(
                     "the caller is no longer active",
                 )))
                 .await;
-            Next::Stop
-        }
-    }
-}
-
-type WatchSender = tokio::sync::mpsc::Sender<Result<pb::WatchChangeRequestResponse, Status>>;
-
-/// A watcher's task: sends the request whenever its version moves, until it is final, the
-/// client leaves, the watcher loses its rights or the server stops.
-async fn watch_task(
-    svc: ApprovalSvc,
-    ctx: RequestCtx,
-    p: Principal,
-    mut current: RequestView,
-    mut changes: tokio::sync::broadcast::Receiver<Arc<str>>,
-    tx: WatchSender,
-) {
-    let mut stopping = svc.state.stopping.subscribe();
-    let id = current.request.id;
-    let mut sent_version = None;
-    loop {
-        if sent_version != Some(current.request.version) {
-            sent_version = Some(current.request.version);
-            let msg = pb::WatchChangeRequestResponse {
-                change_request: svc.shown(&current),
-            };
-            if tx.send(Ok(msg)).await.is_err() {
-                return;
-            }
-        }
-        if current.request.state.is_final() {
-            return;
-        }
-        let Next::Reload(me) = after_change(&svc, &p, &tx, &mut changes, &mut stopping, id).await
-        else {
             return;
         };
-        match reload(&svc, &ctx, &me, id, &tx, &mut stopping).await {
-            Some(next) => current = next,
-            None => return,
-        }
-    }
-}
-
-/// Reads the watched request again. While the database is unavailable (a failover, say) it
-/// waits and tries again, the stream staying open, for as long as the client stays and the
-/// server runs; any other error ends the stream with it.
-async fn reload(
-    svc: &ApprovalSvc,
-    ctx: &RequestCtx,
-    me: &Principal,
-    id: ChangeRequestId,
-    tx: &WatchSender,
-    stopping: &mut tokio::sync::watch::Receiver<bool>,
-) -> Option<RequestView> {
-    let mut pause = Duration::from_millis(100);
-    loop {
-        match svc.visible(ctx, me, id).await {
-            Ok(next) => return Some(next),
-            Err(ApiError::Unavailable(_)) if !tx.is_closed() && !*stopping.borrow() => {
-                tokio::select! {
-                    () = tokio::time::sleep(pause) => {}
-                    changed = tokio::sync::watch::Receiver::changed(stopping) => {
-                        if changed.is_err() {
-                            return None;
-                        }
+        match now {
+            crate::watch::Latest::View(v) => {
+                let r = &v.view.request;
+                if let Err(e) = uc::may_view(&svc.state.directory.snapshot(), &me.id, &v.view) {
+                    let _ = tx.send(Err(ApiError::from(e).into())).await;
+                    return;
+                }
+                if r.version > sent {
+                    sent = r.version;
+                    let msg = v.message.get_or_init(|| pb::WatchChangeRequestResponse {
+                        change_request: svc.shown(&v.view),
+                    });
+                    if tx.send(Ok(msg.clone())).await.is_err() || r.state.is_final() {
+                        return;
                     }
                 }
-                pause = (pause * 2).min(Duration::from_secs(2));
             }
-            Err(e) => {
-                let _ = tx.send(Err(e.into())).await;
-                return None;
+            crate::watch::Latest::Gone(status) => {
+                let _ = tx.send(Err(status)).await;
+                return;
             }
+            crate::watch::Latest::Pending => {}
+        }
+        if !feed_running {
+            // The feed stopped short of a final state: only the server stopping does that.
+            let _ = tx.try_send(Err(Status::unavailable("the server is shutting down")));
+            return;
         }
     }
 }
@@ -975,11 +911,14 @@ impl ApprovalService for ApprovalSvc {
         let (ctx, p, req) = authed!(self, request);
         let pb::WatchChangeRequestRequest { name } = req;
         let id = parse_request("name", &name)?;
-        // Subscribe before the first read, so that no change slips between the two.
-        let changes = self.state.directory.watch_requests();
+        // Join the request's feed before the first read, so that no change slips between the
+        // two.
+        let feed = self.state.watch_feeds.feed(&self.state, id);
         let first = self.visible(&ctx, &p, id).await?;
-        let (tx, rx) = tokio::sync::mpsc::channel(8);
-        tokio::spawn(watch_task(self.clone(), ctx.clone(), p, first, changes, tx));
+        // One message in hand: a client that reads slowly is sent the newest version when it
+        // is ready for more, not a queue of stale ones.
+        let (tx, rx) = tokio::sync::mpsc::channel(1);
+        tokio::spawn(watch_task(self.clone(), p, first, feed, tx));
         Ok(reply(
             Box::pin(ReceiverStream::new(rx)) as WatchStream,
             &ctx,

@@ -1,0 +1,182 @@
+//! Shared feeds for `WatchChangeRequest`: one database read per change of a request, however
+//! many watch it.
+//!
+//! The first watcher of a request starts its feed: a task that hears the directory's request
+//! changes ([`crate::directory::Directory::watch_requests`]), reads the request once per change
+//! (as stored, for no one in particular) and publishes it on a `tokio::sync::watch` channel.
+//! Each watcher holds the feed and decides on its own, in memory, whether it may still see what
+//! the feed published (its principal active, [`uc::may_view`] on the snapshot in force). The
+//! feed ends when its last watcher leaves, when the request is final, or when the server stops.
+
+use std::collections::HashMap;
+use std::sync::{Arc, Mutex, Weak};
+use std::time::Duration;
+
+use fluxgate_core::change_requests::{self as uc, RequestView};
+use fluxgate_domain::ChangeRequestId;
+use tokio::sync::broadcast::error::RecvError;
+use tokio::sync::watch;
+
+use crate::directory::ANY_REQUEST;
+use crate::error::ApiError;
+use crate::state::AppState;
+
+/// A feed reads its request again at least this often, whatever it heard (a change another
+/// replica made while this one's change stream lagged, say).
+pub const RECHECK: Duration = Duration::from_secs(30);
+
+/// What a feed last published.
+#[derive(Debug, Clone)]
+pub enum Latest {
+    /// Nothing read yet.
+    Pending,
+    /// The request as read after its latest change.
+    View(Arc<Published>),
+    /// The request can no longer be read (not for want of a database: that is retried).
+    Gone(tonic::Status),
+}
+
+/// A version of the request, as read once for all its watchers.
+#[derive(Debug)]
+pub struct Published {
+    pub view: RequestView,
+    /// Its message, made by the first watcher that sends it and cloned by the others (it does
+    /// not depend on who watches).
+    pub message: std::sync::OnceLock<fluxgate_proto::v1::WatchChangeRequestResponse>,
+}
+
+/// One request's feed: hold it to keep the feed running.
+#[derive(Debug)]
+pub struct Feed {
+    latest: watch::Receiver<Latest>,
+}
+
+impl Feed {
+    /// A receiver of its own for one watcher.
+    pub fn subscribe(&self) -> watch::Receiver<Latest> {
+        self.latest.clone()
+    }
+}
+
+/// The feeds running now, by request.
+#[derive(Debug, Default)]
+pub struct RequestFeeds {
+    feeds: Mutex<HashMap<ChangeRequestId, Weak<Feed>>>,
+}
+
+impl RequestFeeds {
+    /// The running feed of request `id`, or a new one. Call it before the watcher's own first
+    /// read, so that no change slips between the two.
+    pub fn feed(&self, state: &Arc<AppState>, id: ChangeRequestId) -> Arc<Feed> {
+        let mut feeds = self.feeds.lock().unwrap_or_else(|e| e.into_inner());
+        if let Some(feed) = feeds.get(&id).and_then(Weak::upgrade) {
+            return feed;
+        }
+        // Hear changes from now on, before the feed's first read.
+        let changes = state.directory.watch_requests();
+        let (tx, rx) = watch::channel(Latest::Pending);
+        let feed = Arc::new(Feed { latest: rx });
+        let mine = Arc::downgrade(&feed);
+        feeds.insert(id, mine.clone());
+        state.metrics.watch_feeds(feeds.len());
+        tokio::spawn(run(state.clone(), id, mine, changes, tx));
+        feed
+    }
+
+    /// Forgets the feed `mine` of `id` (its task ended); how many feeds are left.
+    fn forget(&self, id: ChangeRequestId, mine: &Weak<Feed>) -> usize {
+        let mut feeds = self.feeds.lock().unwrap_or_else(|e| e.into_inner());
+        if feeds.get(&id).is_some_and(|w| w.ptr_eq(mine)) {
+            feeds.remove(&id);
+        }
+        feeds.len()
+    }
+}
+
+/// A feed's task: reads the request, publishes it, and waits for its next change.
+async fn run(
+    state: Arc<AppState>,
+    id: ChangeRequestId,
+    mine: Weak<Feed>,
+    mut changes: tokio::sync::broadcast::Receiver<Arc<str>>,
+    tx: watch::Sender<Latest>,
+) {
+    let mut stopping = state.stopping.subscribe();
+    let key = id.to_string();
+    loop {
+        let Some(latest) = read(&state, id, &tx, &mut stopping).await else {
+            break;
+        };
+        let done = match &latest {
+            Latest::View(v) => v.view.request.state.is_final(),
+            Latest::Pending => false,
+            Latest::Gone(_) => true,
+        };
+        // Publish only what moved, so that watchers wake for changes of this request alone.
+        tx.send_if_modified(|old| {
+            let moved = match (&*old, &latest) {
+                (Latest::View(a), Latest::View(b)) => {
+                    a.view.request.version != b.view.request.version
+                }
+                _ => true,
+            };
+            if moved {
+                *old = latest;
+            }
+            moved
+        });
+        if done {
+            break;
+        }
+        let heard = async {
+            loop {
+                match changes.recv().await {
+                    Ok(changed) if *changed == *key || *changed == *ANY_REQUEST => return true,
+                    Ok(_) => {}
+                    Err(RecvError::Lagged(_)) => return true,
+                    Err(RecvError::Closed) => return false,
+                }
+            }
+        };
+        tokio::select! {
+            () = tx.closed() => break,
+            _ = stopping.wait_for(|stop| *stop) => break,
+            () = tokio::time::sleep(RECHECK) => {}
+            more = heard => if !more { break },
+        }
+    }
+    drop(tx);
+    let left = state.watch_feeds.forget(id, &mine);
+    state.metrics.watch_feeds(left);
+}
+
+/// One read of the request. While the database is unavailable (a failover, say) it waits and
+/// tries again, for as long as someone watches and the server runs: `None` when they stop.
+async fn read(
+    state: &Arc<AppState>,
+    id: ChangeRequestId,
+    tx: &watch::Sender<Latest>,
+    stopping: &mut watch::Receiver<bool>,
+) -> Option<Latest> {
+    let mut pause = Duration::from_millis(100);
+    loop {
+        state.metrics.watch_read();
+        match state.db.read(move |conn| Ok(uc::read(conn, id)?)).await {
+            Ok(view) => {
+                return Some(Latest::View(Arc::new(Published {
+                    view,
+                    message: Default::default(),
+                })));
+            }
+            Err(ApiError::Unavailable(_)) => {
+                tokio::select! {
+                    () = tokio::time::sleep(pause) => {}
+                    () = tx.closed() => return None,
+                    _ = stopping.wait_for(|stop| *stop) => return None,
+                }
+                pause = (pause * 2).min(Duration::from_secs(2));
+            }
+            Err(e) => return Some(Latest::Gone(e.into())),
+        }
+    }
+}
