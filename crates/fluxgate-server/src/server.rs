@@ -117,6 +117,13 @@ impl Server {
             limits.webhook_private_networks.clone(),
             metrics.clone(),
         )?;
+        let stopping = tokio::sync::watch::channel(false).0;
+        let watch_feeds = crate::watch::RequestFeeds::new(
+            db.clone(),
+            directory.clone(),
+            metrics.clone(),
+            stopping.subscribe(),
+        );
         let state = Arc::new(AppState {
             config,
             db,
@@ -125,12 +132,12 @@ impl Server {
             keys: TokenKeys::new(&secret),
             mailer,
             metrics,
-            stopping: tokio::sync::watch::channel(false).0,
+            stopping,
             limits,
             refused_logins: Default::default(),
             sso,
             webhooks,
-            watch_feeds: Default::default(),
+            watch_feeds,
         });
         Ok(Server {
             listener,

@@ -17,9 +17,10 @@ use fluxgate_domain::ChangeRequestId;
 use tokio::sync::broadcast::error::RecvError;
 use tokio::sync::watch;
 
-use crate::directory::ANY_REQUEST;
+use crate::db::Db;
+use crate::directory::{ANY_REQUEST, Directory};
 use crate::error::ApiError;
-use crate::state::AppState;
+use crate::metrics::Metrics;
 
 /// A feed reads its request again at least this often, whatever it heard (a change another
 /// replica made while this one's change stream lagged, say).
@@ -45,123 +46,166 @@ pub struct Published {
     pub message: std::sync::OnceLock<fluxgate_proto::v1::WatchChangeRequestResponse>,
 }
 
-/// One request's feed: hold it to keep the feed running.
+/// One request's feed, kept running while someone holds it.
 #[derive(Debug)]
 pub struct Feed {
     latest: watch::Receiver<Latest>,
 }
 
-impl Feed {
-    /// A receiver of its own for one watcher.
-    pub fn subscribe(&self) -> watch::Receiver<Latest> {
-        self.latest.clone()
+/// One watcher's hold on a feed.
+#[derive(Debug)]
+pub struct Watcher {
+    latest: watch::Receiver<Latest>,
+    _feed: Arc<Feed>,
+}
+
+impl Watcher {
+    /// Waits until the feed publishes, or at most `recheck`: what it holds then, and whether
+    /// the feed still runs (it stops short of a final state only when the server stops).
+    pub async fn next(&mut self, recheck: Duration) -> (Latest, bool) {
+        let running = tokio::select! {
+            changed = self.latest.changed() => changed.is_ok(),
+            () = tokio::time::sleep(recheck) => true,
+        };
+        (self.latest.borrow_and_update().clone(), running)
     }
+}
+
+/// What a feed needs from the server.
+#[derive(Debug, Clone)]
+struct Sources {
+    db: Db,
+    directory: Arc<Directory>,
+    metrics: Arc<Metrics>,
+    stopping: watch::Receiver<bool>,
 }
 
 /// The feeds running now, by request.
-#[derive(Debug, Default)]
+#[derive(Debug, Clone)]
 pub struct RequestFeeds {
-    feeds: Mutex<HashMap<ChangeRequestId, Weak<Feed>>>,
+    feeds: Arc<Mutex<HashMap<ChangeRequestId, Weak<Feed>>>>,
+    sources: Sources,
 }
 
 impl RequestFeeds {
-    /// The running feed of request `id`, or a new one. Call it before the watcher's own first
-    /// read, so that no change slips between the two.
-    pub fn feed(&self, state: &Arc<AppState>, id: ChangeRequestId) -> Arc<Feed> {
-        let mut feeds = self.feeds.lock().unwrap_or_else(|e| e.into_inner());
-        if let Some(feed) = feeds.get(&id).and_then(Weak::upgrade) {
-            return feed;
+    pub fn new(
+        db: Db,
+        directory: Arc<Directory>,
+        metrics: Arc<Metrics>,
+        stopping: watch::Receiver<bool>,
+    ) -> Self {
+        Self {
+            feeds: Arc::default(),
+            sources: Sources {
+                db,
+                directory,
+                metrics,
+                stopping,
+            },
         }
-        // Hear changes from now on, before the feed's first read.
-        let changes = state.directory.watch_requests();
-        let (tx, rx) = watch::channel(Latest::Pending);
-        let feed = Arc::new(Feed { latest: rx });
-        let mine = Arc::downgrade(&feed);
-        feeds.insert(id, mine.clone());
-        state.metrics.watch_feeds(feeds.len());
-        tokio::spawn(run(state.clone(), id, mine, changes, tx));
-        feed
     }
 
-    /// Forgets the feed `mine` of `id` (its task ended); how many feeds are left.
-    fn forget(&self, id: ChangeRequestId, mine: &Weak<Feed>) -> usize {
+    /// Joins the running feed of request `id`, or starts one. Call it before the watcher's own
+    /// first read, so that no change slips between the two.
+    pub fn watch(&self, id: ChangeRequestId) -> Watcher {
+        let mut feeds = self.feeds.lock().unwrap_or_else(|e| e.into_inner());
+        let feed = match feeds.get(&id).and_then(Weak::upgrade) {
+            Some(feed) => feed,
+            None => {
+                // Hear changes from now on, before the feed's first read.
+                let changes = self.sources.directory.watch_requests();
+                let (tx, rx) = watch::channel(Latest::Pending);
+                let feed = Arc::new(Feed { latest: rx });
+                let mine = Arc::downgrade(&feed);
+                feeds.insert(id, mine.clone());
+                self.sources.metrics.watch_feeds(feeds.len());
+                tokio::spawn(self.clone().run(id, mine, changes, tx));
+                feed
+            }
+        };
+        Watcher {
+            latest: feed.latest.clone(),
+            _feed: feed,
+        }
+    }
+
+    /// Forgets the feed `mine` of `id` (its task ended).
+    fn forget(&self, id: ChangeRequestId, mine: &Weak<Feed>) {
         let mut feeds = self.feeds.lock().unwrap_or_else(|e| e.into_inner());
         if feeds.get(&id).is_some_and(|w| w.ptr_eq(mine)) {
             feeds.remove(&id);
         }
-        feeds.len()
+        self.sources.metrics.watch_feeds(feeds.len());
+    }
+
+    /// A feed's task: reads the request, publishes it, and waits for its next change.
+    async fn run(
+        self,
+        id: ChangeRequestId,
+        mine: Weak<Feed>,
+        mut changes: tokio::sync::broadcast::Receiver<Arc<str>>,
+        tx: watch::Sender<Latest>,
+    ) {
+        let mut stopping = self.sources.stopping.clone();
+        let key = id.to_string();
+        while let Some(latest) = read(&self.sources, id, &tx, &mut stopping).await {
+            let done = match &latest {
+                Latest::View(v) => v.view.request.state.is_final(),
+                Latest::Pending => false,
+                Latest::Gone(_) => true,
+            };
+            publish(&tx, latest);
+            if done {
+                break;
+            }
+            let heard = async {
+                loop {
+                    match changes.recv().await {
+                        Ok(changed) if *changed == *key || *changed == *ANY_REQUEST => return true,
+                        Ok(_) => {}
+                        Err(RecvError::Lagged(_)) => return true,
+                        Err(RecvError::Closed) => return false,
+                    }
+                }
+            };
+            tokio::select! {
+                () = tx.closed() => break,
+                _ = stopping.wait_for(|stop| *stop) => break,
+                () = tokio::time::sleep(RECHECK) => {}
+                more = heard => if !more { break },
+            }
+        }
+        drop(tx);
+        self.forget(id, &mine);
     }
 }
 
-/// A feed's task: reads the request, publishes it, and waits for its next change.
-async fn run(
-    state: Arc<AppState>,
-    id: ChangeRequestId,
-    mine: Weak<Feed>,
-    mut changes: tokio::sync::broadcast::Receiver<Arc<str>>,
-    tx: watch::Sender<Latest>,
-) {
-    let mut stopping = state.stopping.subscribe();
-    let key = id.to_string();
-    loop {
-        let Some(latest) = read(&state, id, &tx, &mut stopping).await else {
-            break;
+/// Publishes only what moved, so that watchers wake for changes of their request alone.
+fn publish(tx: &watch::Sender<Latest>, latest: Latest) {
+    tx.send_if_modified(|old| {
+        let moved = match (&*old, &latest) {
+            (Latest::View(a), Latest::View(b)) => a.view.request.version != b.view.request.version,
+            _ => true,
         };
-        let done = match &latest {
-            Latest::View(v) => v.view.request.state.is_final(),
-            Latest::Pending => false,
-            Latest::Gone(_) => true,
-        };
-        // Publish only what moved, so that watchers wake for changes of this request alone.
-        tx.send_if_modified(|old| {
-            let moved = match (&*old, &latest) {
-                (Latest::View(a), Latest::View(b)) => {
-                    a.view.request.version != b.view.request.version
-                }
-                _ => true,
-            };
-            if moved {
-                *old = latest;
-            }
-            moved
-        });
-        if done {
-            break;
+        if moved {
+            *old = latest;
         }
-        let heard = async {
-            loop {
-                match changes.recv().await {
-                    Ok(changed) if *changed == *key || *changed == *ANY_REQUEST => return true,
-                    Ok(_) => {}
-                    Err(RecvError::Lagged(_)) => return true,
-                    Err(RecvError::Closed) => return false,
-                }
-            }
-        };
-        tokio::select! {
-            () = tx.closed() => break,
-            _ = stopping.wait_for(|stop| *stop) => break,
-            () = tokio::time::sleep(RECHECK) => {}
-            more = heard => if !more { break },
-        }
-    }
-    drop(tx);
-    let left = state.watch_feeds.forget(id, &mine);
-    state.metrics.watch_feeds(left);
+        moved
+    });
 }
 
 /// One read of the request. While the database is unavailable (a failover, say) it waits and
 /// tries again, for as long as someone watches and the server runs: `None` when they stop.
 async fn read(
-    state: &Arc<AppState>,
+    sources: &Sources,
     id: ChangeRequestId,
     tx: &watch::Sender<Latest>,
     stopping: &mut watch::Receiver<bool>,
 ) -> Option<Latest> {
     let mut pause = Duration::from_millis(100);
     loop {
-        state.metrics.watch_read();
-        match state.db.read(move |conn| Ok(uc::read(conn, id)?)).await {
+        sources.metrics.watch_read();
+        match sources.db.read(move |conn| Ok(uc::read(conn, id)?)).await {
             Ok(view) => {
                 return Some(Latest::View(Arc::new(Published {
                     view,

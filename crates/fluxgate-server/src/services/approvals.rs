@@ -654,69 +654,86 @@ async fn watch_task(
     svc: ApprovalSvc,
     p: Principal,
     first: RequestView,
-    feed: Arc<crate::watch::Feed>,
+    mut watcher: crate::watch::Watcher,
     tx: WatchSender,
 ) {
     let _open = svc.state.metrics.watch_stream();
     let mut stopping = svc.state.stopping.subscribe();
-    let mut latest = feed.subscribe();
-    let mut sent = first.request.version;
-    let msg = pb::WatchChangeRequestResponse {
-        change_request: svc.shown(&first),
-    };
-    if tx.send(Ok(msg)).await.is_err() || first.request.state.is_final() {
+    let (mut sent, done) = (first.request.version, first.request.state.is_final());
+    let change_request = svc.shown(&first);
+    if tx
+        .send(Ok(pb::WatchChangeRequestResponse { change_request }))
+        .await
+        .is_err()
+        || done
+    {
         return;
     }
     loop {
-        let feed_running = tokio::select! {
-            () = tx.closed() => return,
-            _ = stopping.wait_for(|stop| *stop) => {
-                let _ = tx.try_send(Err(Status::unavailable("the server is shutting down")));
-                return;
-            }
-            // Rights can be lost without the request changing: looked at again now and then.
-            () = tokio::time::sleep(WATCH_RECHECK) => true,
-            changed = latest.changed() => changed.is_ok(),
-        };
-        let now = latest.borrow_and_update().clone();
-        // The watcher may have lost its rights meanwhile.
-        let Some(me) = svc.state.directory.principal(p.id).filter(|m| m.active) else {
-            let _ = tx
-                .send(Err(Status::unauthenticated(
-                    "the caller is no longer active",
-                )))
-                .await;
+        let Some((latest, running)) = heard(&tx, &mut stopping, &mut watcher).await else {
             return;
         };
-        match now {
-            crate::watch::Latest::View(v) => {
-                let r = &v.view.request;
-                if let Err(e) = uc::may_view(&svc.state.directory.snapshot(), &me.id, &v.view) {
-                    let _ = tx.send(Err(ApiError::from(e).into())).await;
-                    return;
-                }
-                if r.version > sent {
-                    sent = r.version;
-                    let msg = v.message.get_or_init(|| pb::WatchChangeRequestResponse {
-                        change_request: svc.shown(&v.view),
-                    });
-                    if tx.send(Ok(msg.clone())).await.is_err() || r.state.is_final() {
-                        return;
-                    }
-                }
-            }
-            crate::watch::Latest::Gone(status) => {
-                let _ = tx.send(Err(status)).await;
-                return;
-            }
-            crate::watch::Latest::Pending => {}
-        }
-        if !feed_running {
-            // The feed stopped short of a final state: only the server stopping does that.
-            let _ = tx.try_send(Err(Status::unavailable("the server is shutting down")));
+        let (send, last) = match turn(&svc, &p, latest, &mut sent) {
+            Ok(Some((msg, last))) => (Ok(msg), last),
+            Ok(None) if running => continue,
+            // The feed stops short of a final state only when the server stops.
+            Ok(None) => (
+                Err(Status::unavailable("the server is shutting down")),
+                true,
+            ),
+            Err(status) => (Err(status), true),
+        };
+        if tx.send(send).await.is_err() || last {
             return;
         }
     }
+}
+
+/// The feed's next publication (or what it holds when the re-check is due: rights can be lost
+/// without the request changing), and whether the feed still runs; `None` when the client left
+/// or the server stops (told to the client).
+async fn heard(
+    tx: &WatchSender,
+    stopping: &mut tokio::sync::watch::Receiver<bool>,
+    watcher: &mut crate::watch::Watcher,
+) -> Option<(crate::watch::Latest, bool)> {
+    tokio::select! {
+        () = tx.closed() => None,
+        _ = stopping.wait_for(|stop| *stop) => {
+            let _ = tx.try_send(Err(Status::unavailable("the server is shutting down")));
+            None
+        }
+        next = watcher.next(WATCH_RECHECK) => Some(next),
+    }
+}
+
+/// What a watcher sends for what its feed holds: a new version it may see (and whether it is
+/// final), nothing (no new version), or the status that ends its stream (it is no longer
+/// active, or may no longer see the request).
+fn turn(
+    svc: &ApprovalSvc,
+    p: &Principal,
+    latest: crate::watch::Latest,
+    sent: &mut i64,
+) -> Result<Option<(pb::WatchChangeRequestResponse, bool)>, Status> {
+    let Some(me) = svc.state.directory.principal(p.id).filter(|m| m.active) else {
+        return Err(Status::unauthenticated("the caller is no longer active"));
+    };
+    let v = match latest {
+        crate::watch::Latest::View(v) => v,
+        crate::watch::Latest::Gone(status) => return Err(status),
+        crate::watch::Latest::Pending => return Ok(None),
+    };
+    let snap = svc.state.directory.snapshot();
+    uc::may_view(&snap, &me.id, &v.view).map_err(|e| Status::from(ApiError::from(e)))?;
+    if v.view.request.version <= *sent {
+        return Ok(None);
+    }
+    *sent = v.view.request.version;
+    let msg = v.message.get_or_init(|| pb::WatchChangeRequestResponse {
+        change_request: svc.shown(&v.view),
+    });
+    Ok(Some((msg.clone(), v.view.request.state.is_final())))
 }
 
 #[tonic::async_trait]
@@ -913,12 +930,12 @@ impl ApprovalService for ApprovalSvc {
         let id = parse_request("name", &name)?;
         // Join the request's feed before the first read, so that no change slips between the
         // two.
-        let feed = self.state.watch_feeds.feed(&self.state, id);
+        let watcher = self.state.watch_feeds.watch(id);
         let first = self.visible(&ctx, &p, id).await?;
         // One message in hand: a client that reads slowly is sent the newest version when it
         // is ready for more, not a queue of stale ones.
         let (tx, rx) = tokio::sync::mpsc::channel(1);
-        tokio::spawn(watch_task(self.clone(), p, first, feed, tx));
+        tokio::spawn(watch_task(self.clone(), p, first, watcher, tx));
         Ok(reply(
             Box::pin(ReceiverStream::new(rx)) as WatchStream,
             &ctx,
