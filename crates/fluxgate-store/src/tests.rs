@@ -450,3 +450,228 @@ fn webhook_claims_are_settled_by_their_token() {
         assert_eq!(released("t2"), 2);
     });
 }
+
+/// A text query answers exactly what a scan of every user would, whichever way it goes (the
+/// scanned window, the trigram index), on every filter and order, page after page, and after
+/// edits and deletions.
+#[test]
+fn user_search_answers_what_a_scan_would() {
+    use users::{After, Filter};
+    on_both_backends(|store| {
+        store.migrate().unwrap();
+        let names: Vec<(String, String, String)> = (0..1_300)
+            .map(|i| {
+                let domain = match i {
+                    i if i % 397 == 0 => "rare-domain.test",
+                    i if i % 3 == 0 => "corp.example",
+                    _ => "example.com",
+                };
+                let display = match i % 4 {
+                    0 => format!("Ann Zoë {i}"),
+                    1 => format!("BOB_{i}%"),
+                    2 => format!("carol \"c\" {i}"),
+                    _ => format!("Dan {i}"),
+                };
+                (format!("u{i:05}"), format!("u{i}@{domain}"), display)
+            })
+            .collect();
+        store
+            .write(|tx| {
+                for (i, (name, email, display)) in names.iter().enumerate() {
+                    let role = [Role::Requester, Role::Approver, Role::TeamAdmin][i % 3];
+                    let mut u = new_user(name, email, role);
+                    u.display_name = display;
+                    users::insert(tx.conn, &u, tx.now)?;
+                    if i % 5 != 0 {
+                        users::touch_login(tx.conn, u.id, (i as i64 % 17) * 1_000)?;
+                    }
+                }
+                Ok::<_, StoreError>(())
+            })
+            .unwrap();
+        let check = |store: &Store| {
+            let everyone = store.read(users::all).unwrap();
+            let queries = [
+                "u0",
+                "example",
+                "u01234",
+                "zoë",
+                "ANN",
+                "rare-domain",
+                "%",
+                "_",
+                "\"c\"",
+                "1",
+                "12",
+                "u397@",
+                "nothing matches",
+                "e.c",
+                "ob_1",
+            ];
+            let filters = [
+                Filter::default(),
+                Filter {
+                    role: Some(Role::Approver),
+                    ..Default::default()
+                },
+                Filter {
+                    by_last_sign_in: true,
+                    ..Default::default()
+                },
+                Filter {
+                    never_signed_in: Some(true),
+                    ..Default::default()
+                },
+            ];
+            for q in queries {
+                for f in &filters {
+                    let f = Filter {
+                        query: Some(q.to_lowercase()),
+                        ..f.clone()
+                    };
+                    let mut want: Vec<&users::User> = everyone
+                        .iter()
+                        .filter(|u| {
+                            let text = format!(
+                                "{}\n{}\n{}",
+                                u.username,
+                                u.email,
+                                u.display_name.to_lowercase()
+                            );
+                            text.contains(&q.to_lowercase())
+                                && f.role.is_none_or(|r| u.role == r)
+                                && f.never_signed_in
+                                    .is_none_or(|n| u.last_login_at.is_none() == n)
+                        })
+                        .collect();
+                    let key = |u: &users::User| (u.last_login_at.unwrap_or(-1), u.username.clone());
+                    if f.by_last_sign_in {
+                        want.sort_by_key(|u| key(u));
+                    } else {
+                        want.sort_by_key(|u| u.username.clone());
+                    }
+                    let mut got = Vec::new();
+                    let mut after = None;
+                    loop {
+                        let page = store
+                            .read(|c| users::list(c, &f, after.as_ref(), 50))
+                            .unwrap();
+                        let Some(last) = page.last() else { break };
+                        after = Some(if f.by_last_sign_in {
+                            After::SignIn(last.last_login_at.unwrap_or(-1), last.username.clone())
+                        } else {
+                            After::Username(last.username.clone())
+                        });
+                        let full = page.len() == 50;
+                        got.extend(page.into_iter().map(|u| u.id));
+                        if !full {
+                            break;
+                        }
+                    }
+                    let want: Vec<UserId> = want.iter().map(|u| u.id).collect();
+                    assert_eq!(got, want, "query {q:?}, filter {f:?}");
+                }
+            }
+        };
+        check(store);
+        // Edits and deletions reach the index.
+        store
+            .write(|tx| {
+                for u in users::all(tx.conn)?
+                    .into_iter()
+                    .filter(|u| u.username.as_str() < "u00100")
+                {
+                    if u.username.ends_with('7') {
+                        users::delete(tx.conn, u.id)?;
+                    } else {
+                        let mut u = u.clone();
+                        u.display_name = format!("Renamed ZOË {}", u.username);
+                        users::update(tx.conn, &u, tx.now)?;
+                    }
+                }
+                Ok::<_, StoreError>(())
+            })
+            .unwrap();
+        check(store);
+    });
+}
+
+/// Where pg_trgm cannot be created (a role without CREATE on a database that lacks the
+/// extension), the migrations go on without the trigram index and user search scans, with the
+/// same answers.
+#[test]
+fn user_search_scans_where_pg_trgm_cannot_be_created() {
+    use diesel::connection::SimpleConnection;
+    use diesel::{Connection, PgConnection, RunQueryDsl};
+    let Some(probe) = testing::fresh_postgres() else {
+        return;
+    };
+    drop(probe);
+    let base = std::env::var("FLUXGATE_TEST_POSTGRES_URL")
+        .unwrap_or_else(|_| testing::DEFAULT_POSTGRES_URL.into());
+    let (server, _) = base.rsplit_once('/').unwrap();
+    let host = server.rsplit_once('@').map_or(server, |(_, h)| h);
+    let db = format!("fg_plain_{}", uuid::Uuid::new_v4().simple());
+    let mut admin = PgConnection::establish(&base).unwrap();
+    admin
+        .batch_execute(
+            "DO $$ BEGIN \
+             IF NOT EXISTS (SELECT 1 FROM pg_roles WHERE rolname = 'fluxgate_plain') THEN \
+             CREATE ROLE fluxgate_plain LOGIN; END IF; \
+             EXCEPTION WHEN duplicate_object OR unique_violation THEN NULL; END $$",
+        )
+        .unwrap();
+    admin
+        .batch_execute(&format!("CREATE DATABASE {db}"))
+        .unwrap();
+    let result = std::panic::catch_unwind(|| {
+        let mut owner = PgConnection::establish(&format!("{server}/{db}")).unwrap();
+        owner
+            .batch_execute("CREATE SCHEMA plain AUTHORIZATION fluxgate_plain")
+            .unwrap();
+        drop(owner);
+        let url = format!("postgres://fluxgate_plain@{host}/{db}?options=-csearch_path%3Dplain");
+        let store = Store::open(&url, &PoolOptions::default()).unwrap();
+        store.migrate().unwrap();
+        #[derive(diesel::QueryableByName)]
+        struct Count {
+            #[diesel(sql_type = diesel::sql_types::BigInt)]
+            n: i64,
+        }
+        let indexes = store
+            .read(|c| {
+                diesel::sql_query(
+                    "SELECT count(*) AS n FROM pg_indexes WHERE indexname = 'users_search_trgm'",
+                )
+                .get_result::<Count>(c)
+                .map_err(StoreError::from)
+            })
+            .unwrap();
+        assert_eq!(indexes.n, 0, "no trigram index without pg_trgm");
+        store
+            .write(|tx| {
+                for i in 0..700 {
+                    let (name, email) = (format!("u{i:04}"), format!("u{i}@example.com"));
+                    users::insert(tx.conn, &new_user(&name, &email, Role::Requester), tx.now)?;
+                }
+                Ok::<_, StoreError>(())
+            })
+            .unwrap();
+        let filter = users::Filter {
+            query: Some("u650@".into()),
+            ..Default::default()
+        };
+        let found = store.read(|c| users::list(c, &filter, None, 50)).unwrap();
+        assert_eq!(
+            found
+                .iter()
+                .map(|u| u.username.as_str())
+                .collect::<Vec<_>>(),
+            ["u0650"]
+        );
+    });
+    let _ = admin.batch_execute(&format!("DROP DATABASE IF EXISTS {db} WITH (FORCE)"));
+    if let Err(e) = result {
+        std::panic::resume_unwind(e);
+    }
+}

@@ -215,30 +215,76 @@ fn escape_like(s: &str) -> String {
     out
 }
 
+/// How far [`list`] scans in list order for a text query before it asks the trigram index: a
+/// common term fills its page within this many rows; a rare one is looked up.
+const SEARCH_WINDOW: i64 = 500;
+
+/// The ordering key of [`list`] (last sign-in, -1 for never).
+const SIGNED_IN: &str = "COALESCE(last_login_at, -1)";
+
+/// How [`page`] narrows the text query.
+enum Narrow<'a> {
+    /// No text query.
+    None,
+    /// Scan: each row's search text is matched.
+    Scan(&'a str),
+    /// Scan only up to and including this row (in list order).
+    ScanUpTo(&'a str, &'a After),
+    /// Ask the trigram index for the candidates first (then match each).
+    Index(&'a str),
+}
+
 /// One page of users ordered by username (or by last sign-in), starting after `after` (keyset
 /// pagination).
+///
+/// A text query is a substring match. Its cost follows the matches, not the directory: the
+/// first [`SEARCH_WINDOW`] rows in list order are scanned (a common term fills its page there),
+/// and when they do not fill it, the candidates come from a trigram index (FTS5 on SQLite,
+/// `pg_trgm` on PostgreSQL, where the extension could be created; without it, and for terms
+/// under three characters, the rest is scanned).
 pub fn list(
     conn: &mut DbConnection,
     filter: &Filter,
     after: Option<&After>,
     limit: i64,
 ) -> StoreResult<Vec<User>> {
+    let Some(text) = filter.query.as_deref() else {
+        return page(conn, filter, after, limit, Narrow::None);
+    };
+    let text = text.to_lowercase();
+    let Some(end) = nth(conn, filter, after, SEARCH_WINDOW)? else {
+        // The rest of the list is shorter than the window: one scan answers.
+        return page(conn, filter, after, limit, Narrow::Scan(&text));
+    };
+    let found = page(conn, filter, after, limit, Narrow::ScanUpTo(&text, &end))?;
+    if found.len() as i64 >= limit {
+        return Ok(found);
+    }
+    if matches!(conn, DbConnection::Sqlite(_)) {
+        return page(conn, filter, after, limit, Narrow::Index(&text));
+    }
+    // A prepared statement's generic plan (PostgreSQL's choice after five runs) does not know
+    // the pattern is rare, and walks the username index to the end: this one is planned for
+    // the value it has, each time.
+    conn.transaction(|c| {
+        diesel::sql_query("SET LOCAL plan_cache_mode = force_custom_plan").execute(c)?;
+        page(c, filter, after, limit, Narrow::Index(&text))
+    })
+}
+
+/// The list's filters (all but the text query) and the keyset position after `after`.
+fn filtered<'a>(
+    filter: &Filter,
+    after: Option<&After>,
+) -> users::BoxedQuery<'a, crate::connection::MultiBackend> {
     use diesel::dsl::sql;
-    use diesel::sql_types::{BigInt, Bool};
-    const SIGNED_IN: &str = "COALESCE(last_login_at, -1)";
+    use diesel::sql_types::Bool;
     let mut q = users::table.into_boxed();
     if let Some(role) = filter.role {
         q = q.filter(users::role.eq(role.as_str()));
     }
     if let Some(active) = filter.active {
         q = q.filter(users::active.eq(active));
-    }
-    if let Some(text) = &filter.query {
-        q = q.filter(
-            users::search_text
-                .like(escape_like(&text.to_lowercase()))
-                .escape('\\'),
-        );
     }
     if let Some(t) = filter.signed_in_before {
         q = q.filter(
@@ -262,12 +308,95 @@ pub fn list(
         }
         None => {}
     }
-    q = if filter.by_last_sign_in {
+    q
+}
+
+fn ordered<'a>(
+    q: users::BoxedQuery<'a, crate::connection::MultiBackend>,
+    filter: &Filter,
+) -> users::BoxedQuery<'a, crate::connection::MultiBackend> {
+    use diesel::dsl::sql;
+    use diesel::sql_types::BigInt;
+    if filter.by_last_sign_in {
         q.order((sql::<BigInt>(SIGNED_IN).asc(), users::username.asc()))
     } else {
         q.order(users::username.asc())
+    }
+}
+
+/// The `n`th row after `after` in list order (without the text query), as a keyset position;
+/// `None` when fewer rows remain.
+fn nth(
+    conn: &mut DbConnection,
+    filter: &Filter,
+    after: Option<&After>,
+    n: i64,
+) -> StoreResult<Option<After>> {
+    let row: Option<(String, Option<i64>)> = ordered(filtered(filter, after), filter)
+        .offset(n - 1)
+        .limit(1)
+        .select((users::username, users::last_login_at))
+        .first(conn)
+        .optional()?;
+    Ok(row.map(|(username, at)| {
+        if filter.by_last_sign_in {
+            After::SignIn(at.unwrap_or(-1), username)
+        } else {
+            After::Username(username)
+        }
+    }))
+}
+
+fn page(
+    conn: &mut DbConnection,
+    filter: &Filter,
+    after: Option<&After>,
+    limit: i64,
+    narrow: Narrow<'_>,
+) -> StoreResult<Vec<User>> {
+    use diesel::dsl::sql;
+    use diesel::sql_types::{Bool, Text};
+    let mut q = filtered(filter, after);
+    let text = match narrow {
+        Narrow::None => None,
+        Narrow::Scan(t) => Some(t),
+        Narrow::ScanUpTo(t, end) => {
+            q = match end {
+                After::Username(u) => q.filter(users::username.le(u.clone())),
+                After::SignIn(at, u) => q.filter(sql::<Bool>(&format!("{SIGNED_IN} < {at}")).or(
+                    sql::<Bool>(&format!("{SIGNED_IN} = {at}")).and(users::username.le(u.clone())),
+                )),
+            };
+            Some(t)
+        }
+        Narrow::Index(t) => {
+            // Trigrams need three characters; SQLite's index is its own table (PostgreSQL's
+            // GIN index serves the LIKE below directly, where it exists).
+            if matches!(conn, DbConnection::Sqlite(_)) && t.chars().count() >= 3 {
+                let phrase = format!("\"{}\"", t.replace('"', "\"\""));
+                q = q.filter(
+                    sql::<Bool>(
+                        "users.id IN (SELECT k.user_id FROM user_search s \
+                         JOIN user_search_keys k ON k.n = s.rowid WHERE user_search MATCH ",
+                    )
+                    .bind::<Text, _>(phrase)
+                    .sql(")"),
+                );
+            }
+            Some(t)
+        }
     };
-    q.limit(limit)
+    if let Some(t) = text {
+        // PostgreSQL's LIKE escapes with a backslash already, and an ESCAPE clause would come as
+        // a parameter, which keeps the planner from the trigram index; SQLite needs the clause.
+        q = if matches!(conn, DbConnection::Sqlite(_)) {
+            q.filter(users::search_text.like(escape_like(t)).escape('\\'))
+        } else {
+            q.filter(users::search_text.like(escape_like(t)))
+        };
+    }
+    ordered(q, filter)
+        .limit(limit)
         .select(Row::as_select())
         .load::<Row>(conn)?
         .into_iter()
