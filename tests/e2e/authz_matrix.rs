@@ -141,6 +141,7 @@ const WRITES: &[&str] = &[
     "Logout",
     "ChangePassword",
     "CreateUser",
+    "BatchCreateUsers",
     "UpdateUser",
     "DeactivateUser",
     "ReactivateUser",
@@ -708,6 +709,32 @@ fn table() -> Vec<(&'static str, Access, Call)> {
                         }),
                         initial_password: PW.into(),
                         require_password_change: false
+                    },
+                    &t
+                ))
+                .await),
+        ),
+        (
+            "BatchCreateUsers",
+            Access::TeamAdmin,
+            call!(|f, t| f
+                .users()
+                .batch_create_users(req(
+                    pb::BatchCreateUsersRequest {
+                        requests: vec![pb::CreateUserRequest {
+                            user: Some(pb::User {
+                                username: format!(
+                                    "b{}",
+                                    &uuid::Uuid::new_v4().simple().to_string()[..12]
+                                ),
+                                email: format!("{}@example.com", uuid::Uuid::new_v4().simple()),
+                                display_name: "b".into(),
+                                role: pb::Role::Requester as i32,
+                                ..Default::default()
+                            }),
+                            initial_password: String::new(),
+                            require_password_change: false
+                        }]
                     },
                     &t
                 ))

@@ -923,7 +923,156 @@ async fn stale_accounts_are_found_by_last_sign_in(b: Backend) {
     );
 }
 
+fn batch_entry(username: &str, email: &str) -> pb::CreateUserRequest {
+    pb::CreateUserRequest {
+        user: Some(pb::User {
+            username: username.into(),
+            email: email.into(),
+            display_name: format!("Batch {username}"),
+            role: pb::Role::Requester as i32,
+            ..Default::default()
+        }),
+        initial_password: String::new(),
+        require_password_change: false,
+    }
+}
+
+/// BatchCreateUsers: every user or none, each as CreateUser would make it.
+async fn users_are_created_in_batches(b: Backend) {
+    let s = TestServer::start(b).await;
+    let admin = s.admin_token().await;
+    let mut users = s.users();
+    let batch = |requests: Vec<pb::CreateUserRequest>| {
+        authed(pb::BatchCreateUsersRequest { requests }, &admin)
+    };
+    let audit_before = s.audit_count();
+    let created = users
+        .batch_create_users(batch(
+            (0..300)
+                .map(|i| batch_entry(&format!("bulk{i:03}"), &format!("bulk{i}@example.com")))
+                .collect(),
+        ))
+        .await
+        .unwrap()
+        .into_inner()
+        .results;
+    assert_eq!(created.len(), 300);
+    for (i, c) in created.iter().enumerate() {
+        let u = c.user.as_ref().unwrap();
+        assert_eq!(
+            u.username,
+            format!("bulk{i:03}"),
+            "in the order of the requests"
+        );
+        assert!(u.active && u.name.starts_with("users/"));
+        let link = c
+            .registration_link
+            .as_ref()
+            .expect("a registration link each");
+        assert!(link.url.contains(&link.token));
+    }
+    assert_eq!(s.audit_count(), audit_before + 300, "an event per user");
+    let chain = s
+        .audit()
+        .verify_audit_chain(authed(pb::VerifyAuditChainRequest {}, &admin))
+        .await
+        .unwrap()
+        .into_inner();
+    assert!(chain.valid, "the batch's events chain: {chain:?}");
+    // The new users are searchable, and can finish registering and sign in.
+    let found = users
+        .list_users(authed(
+            pb::ListUsersRequest {
+                query: "bulk123@".into(),
+                ..Default::default()
+            },
+            &admin,
+        ))
+        .await
+        .unwrap()
+        .into_inner()
+        .users;
+    assert_eq!(found.len(), 1);
+    let token = created[7].registration_link.as_ref().unwrap().token.clone();
+    s.password_reset()
+        .complete_registration(pb::CompleteRegistrationRequest {
+            token,
+            password: PW.into(),
+        })
+        .await
+        .unwrap();
+    s.login("bulk007", PW).await;
+
+    // A username or email twice in one batch is invalid input, named.
+    let twice = vec![
+        batch_entry("twice", "twice1@example.com"),
+        batch_entry("other", "other@example.com"),
+        batch_entry("twice", "twice2@example.com"),
+    ];
+    expect_invalid(
+        users.batch_create_users(batch(twice)).await,
+        "requests[2].user.username",
+    );
+    let bad = vec![
+        batch_entry("fine", "fine@example.com"),
+        batch_entry("x", "not-an-email"),
+    ];
+    expect_invalid(
+        users.batch_create_users(batch(bad)).await,
+        "requests[1].user.email",
+    );
+    expect_invalid(users.batch_create_users(batch(vec![])).await, "requests");
+    let too_many = (0..1_001)
+        .map(|i| batch_entry(&format!("many{i}"), &format!("many{i}@example.com")))
+        .collect();
+    expect_invalid(users.batch_create_users(batch(too_many)).await, "requests");
+
+    // One user that exists already: none of the batch is created.
+    let audit_before = s.audit_count();
+    let clash = vec![
+        batch_entry("fresh1", "fresh1@example.com"),
+        batch_entry("bulk042", "someone-else@example.com"),
+    ];
+    expect_code(
+        users.batch_create_users(batch(clash)).await,
+        Code::AlreadyExists,
+    );
+    expect_code(
+        users
+            .get_user(authed(
+                pb::GetUserRequest {
+                    name: "users/fresh1".into(),
+                },
+                &admin,
+            ))
+            .await,
+        Code::NotFound,
+    );
+    assert_eq!(s.audit_count(), audit_before, "nothing written");
+
+    // Only Team Admins create users.
+    let requester = s.create_user(&admin, "req", pb::Role::Requester, PW).await;
+    let req_token = s
+        .login(&requester.username, PW)
+        .await
+        .tokens
+        .unwrap()
+        .access_token;
+    expect_code(
+        users
+            .batch_create_users(authed(
+                pb::BatchCreateUsersRequest {
+                    requests: vec![batch_entry("sneaky", "sneaky@example.com")],
+                },
+                &req_token,
+            ))
+            .await,
+        Code::PermissionDenied,
+    );
+}
+
 crate::both_backends!(
+    users_are_created_in_batches,
     stale_accounts_are_found_by_last_sign_in,
     role_and_membership_changes_keep_their_reason,
     an_etag_belongs_to_one_resource,

@@ -657,6 +657,7 @@ def main():
         "UpdateNotificationPreferences": ({"preferences": {"reviewRequests": True, "decisions": True}, "updateMask": "reviewRequests,decisions"}, "victim"),
         "CompleteSsoSignIn": ({"code": "no-such-sign-in-code", "codeVerifier": "v" * 43}, None),
         "CreateUser": ({"user": {"username": "mallory", "email": "mallory2@example.com", "displayName": "M", "role": "ROLE_REQUESTER"}, "initialPassword": PASSWORD}, "admin"),
+        "BatchCreateUsers": ({"requests": [{"user": {"username": "newcomer", "email": "newcomer@example.com", "displayName": "N", "role": "ROLE_REQUESTER"}}, {"user": {"username": "mallory", "email": "mallory3@example.com", "displayName": "M", "role": "ROLE_REQUESTER"}}]}, "admin"),
         "GetUser": ({"name": mallory.name}, "admin"),
         "ListUsers": ({"pageSize": 10}, "admin"),
         "UpdateUser": ({"user": {"name": mallory.name, "email": "mallory@example.com", "displayName": "Mallory", "role": "ROLE_REQUESTER", "etag": STALE_ETAG}, "updateMask": "email,displayName,role"}, "admin"),
@@ -869,7 +870,8 @@ def main():
         for path, f, owner in walk(desc, [], 0):
             where = dotted(path, fields_along(path))
             key = f"{owner.name}.{f.name}"
-            if len(path) == 2 and method.startswith(("Create", "Submit")) and f.name in IGNORED_ON_CREATE:
+            created = (len(path) == 2 and method.startswith(("Create", "Submit"))) or (len(path) == 3 and method.startswith("BatchCreate"))
+            if created and f.name in IGNORED_ON_CREATE:
                 continue
             if len(path) >= 2 and masked is not None and not covered(path[1:], masked):
                 continue  # an update ignores fields outside its mask

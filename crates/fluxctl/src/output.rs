@@ -42,6 +42,7 @@ named!(
     WhoAmIResponse,
     ChangePasswordResponse,
     CreateUserResponse,
+    BatchCreateUsersResponse,
     GetUserResponse,
     ListUsersResponse,
     UpdateUserResponse,

@@ -134,30 +134,16 @@ pub struct IssuedLink {
 /// Issues a registration link for `user` (superseding earlier ones) and queues its email, in
 /// the caller's transaction.
 pub fn issue_registration(cx: &Ctx<'_>, tx: &mut Tx<'_>, user: &User) -> Result<IssuedLink> {
-    let outbox = cx.outbox()?;
-    let token = random_token(TOKEN_BYTES);
-    let ttl = cx.limits.registration_ttl_secs as i64 * 1_000_000;
-    let expires_at = tx.now + ttl;
-    let purpose = Purpose::Registration;
+    let (link, t) = registration_link(cx, tx, user)?;
     user_tokens::issue(
         tx.conn,
-        &token_hash(&token),
-        user.id,
-        purpose,
+        &t.token_hash,
+        t.user,
+        t.purpose,
         tx.now,
-        expires_at,
+        t.expires_at,
     )?;
-    let url = outbox.link("register", &token);
-    let vars = [
-        ("link", url.as_str()),
-        ("expire_time", &rfc3339(expires_at)),
-    ];
-    outbox.queue(tx.conn, Template::Registration, user, &vars, tx.now)?;
-    Ok(IssuedLink {
-        token,
-        url,
-        expires_at,
-    })
+    Ok(link)
 }
 
 /// A new user. Without a password hash the user chooses a password through a registration
@@ -185,6 +171,115 @@ impl Command for Create {
     }
 
     fn apply(self, cx: &Ctx<'_>, tx: &mut Tx<'_>) -> Result<(User, Option<IssuedLink>)> {
+        self.create(cx, tx)
+    }
+}
+
+/// Up to [`MAX_BATCH`] new users in one transaction: all are created, or none.
+#[derive(Debug, Clone)]
+pub struct CreateMany(pub Vec<Create>);
+
+/// The most users one [`CreateMany`] takes.
+pub const MAX_BATCH: usize = 1_000;
+
+impl Command for CreateMany {
+    type Output = Vec<(User, Option<IssuedLink>)>;
+
+    fn check(&self, cx: &Ctx<'_>) -> Result<()> {
+        may_create(cx)
+    }
+
+    /// As [`Create`] for each, with a statement per step for the whole batch rather than per
+    /// user (the emails excepted: each is rendered and queued on its own).
+    fn apply(self, cx: &Ctx<'_>, tx: &mut Tx<'_>) -> Result<Self::Output> {
+        let batch = self.0;
+        if batch.is_empty() || batch.len() > MAX_BATCH {
+            return Err(Error::invalid(
+                "requests",
+                format!("1 to {MAX_BATCH} users a batch"),
+            ));
+        }
+        let names: Vec<&str> = batch.iter().map(|c| c.username.as_str()).collect();
+        if let Some(name) = users::taken_usernames(tx.conn, &names)?.into_iter().next() {
+            return Err(Refusal::UsernameTaken { name }.into());
+        }
+        let emails: Vec<&str> = batch.iter().map(|c| c.email.as_str()).collect();
+        if let Some(email) = users::taken_emails(tx.conn, &emails)?.into_iter().next() {
+            return Err(Refusal::EmailTaken { email }.into());
+        }
+        let new: Vec<users::NewUser<'_>> = batch
+            .iter()
+            .map(|c| users::NewUser {
+                id: UserId::generate(),
+                username: c.username.as_str(),
+                email: c.email.as_str(),
+                display_name: c.display_name.as_str(),
+                role: c.role,
+                must_change_password: c.must_change_password,
+                password_hash: c.password_hash.as_deref(),
+            })
+            .collect();
+        let created = users::insert_many(tx.conn, &new, tx.now)?;
+        let mut links = Vec::with_capacity(created.len());
+        let mut firsts = Vec::new();
+        let mut events = Vec::with_capacity(created.len());
+        for user in &created {
+            tx.changed(EntityKind::User, user.id.to_string());
+            let mut e = cx.event(AuditAction::UserCreated, "user", name(user.id));
+            e.after_json = snapshot(user);
+            let link = if user.password_hash.is_none() {
+                e.detail = Some("registration link issued".into());
+                let (link, first) = registration_link(cx, tx, user)?;
+                firsts.push(first);
+                Some(link)
+            } else {
+                if cx.limits.welcome_email {
+                    cx.outbox()?
+                        .queue(tx.conn, Template::Welcome, user, &[], tx.now)?;
+                }
+                None
+            };
+            links.push(link);
+            events.push(e);
+        }
+        user_tokens::issue_first(tx.conn, &firsts, tx.now)?;
+        audit::append_many(tx.conn, events, tx.now)?;
+        Ok(created.into_iter().zip(links).collect())
+    }
+}
+
+/// A registration link for `user`: its email queued, its token to store (superseding earlier
+/// ones, or with a batch's others for new users).
+fn registration_link(
+    cx: &Ctx<'_>,
+    tx: &mut Tx<'_>,
+    user: &User,
+) -> Result<(IssuedLink, user_tokens::First)> {
+    let outbox = cx.outbox()?;
+    let token = random_token(TOKEN_BYTES);
+    let expires_at = tx.now + cx.limits.registration_ttl_secs as i64 * 1_000_000;
+    let url = outbox.link("register", &token);
+    let vars = [
+        ("link", url.as_str()),
+        ("expire_time", &rfc3339(expires_at)),
+    ];
+    outbox.queue(tx.conn, Template::Registration, user, &vars, tx.now)?;
+    let first = user_tokens::First {
+        token_hash: token_hash(&token),
+        user: user.id,
+        purpose: Purpose::Registration,
+        expires_at,
+    };
+    let link = IssuedLink {
+        token,
+        url,
+        expires_at,
+    };
+    Ok((link, first))
+}
+
+impl Create {
+    fn create(self, cx: &Ctx<'_>, tx: &mut Tx<'_>) -> Result<(User, Option<IssuedLink>)> {
         if users::find_by_username(tx.conn, self.username.as_str())?.is_some() {
             let name = self.username.as_str().to_owned();
             return Err(Refusal::UsernameTaken { name }.into());

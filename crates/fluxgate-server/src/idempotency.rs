@@ -530,7 +530,7 @@ mod tests {
         ] {
             assert!(!m.contains(read), "{read}");
         }
-        assert_eq!(m.len(), 56);
+        assert_eq!(m.len(), 57);
     }
 
     #[test]

@@ -84,16 +84,55 @@ impl Event {
 
 /// Appends an event (call inside a write transaction, which serialises appends).
 pub fn append(conn: &mut DbConnection, e: NewEvent, now: i64) -> StoreResult<Event> {
+    let (seq, prev_hash) = head(conn)?;
+    let event = chained(e, seq, prev_hash, now);
+    diesel::insert_into(audit_events::table)
+        .values(&event)
+        .execute(conn)?;
+    Ok(event)
+}
+
+/// Appends events in order, each chained to the one before, with multi-row statements (a
+/// batch of creations, say).
+pub fn append_many(
+    conn: &mut DbConnection,
+    es: Vec<NewEvent>,
+    now: i64,
+) -> StoreResult<Vec<Event>> {
+    let (mut seq, mut prev_hash) = head(conn)?;
+    let mut out = Vec::with_capacity(es.len());
+    for e in es {
+        let event = chained(e, seq, prev_hash, now);
+        (seq, prev_hash) = (seq + 1, event.hash.clone());
+        out.push(event);
+    }
+    for chunk in out.chunks(200) {
+        // Multi-row INSERT is per backend in diesel (the multi-backend connection has none).
+        let q = diesel::insert_into(audit_events::table).values(chunk);
+        match conn {
+            DbConnection::Sqlite(c) => q.execute(c)?,
+            DbConnection::Postgres(c) => q.execute(c)?,
+        };
+    }
+    Ok(out)
+}
+
+/// The next sequence number and the hash it chains to.
+fn head(conn: &mut DbConnection) -> StoreResult<(i64, String)> {
     let last: Option<(i64, String)> = audit_events::table
         .order(audit_events::seq.desc())
         .select((audit_events::seq, audit_events::hash))
         .first(conn)
         .optional()?;
-    let (seq, prev_hash) = match last {
+    Ok(match last {
         Some((seq, hash)) => (seq + 1, hash),
         // A pruning appends its own event before it deletes, so a trail is never empty again.
         None => (1, GENESIS_HASH.to_owned()),
-    };
+    })
+}
+
+/// The event `e` as number `seq`, chained to `prev_hash`.
+fn chained(e: NewEvent, seq: i64, prev_hash: String, now: i64) -> Event {
     let mut event = Event {
         seq,
         occurred_at: now,
@@ -113,10 +152,7 @@ pub fn append(conn: &mut DbConnection, e: NewEvent, now: i64) -> StoreResult<Eve
         hash: String::new(),
     };
     event.hash = event.compute_hash();
-    diesel::insert_into(audit_events::table)
-        .values(&event)
-        .execute(conn)?;
-    Ok(event)
+    event
 }
 
 /// Events after `after_seq`, oldest first.

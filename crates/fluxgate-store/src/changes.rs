@@ -131,19 +131,28 @@ pub(crate) fn append(
     if entries.is_empty() {
         return Ok(None);
     }
-    let mut revision = current(conn)?;
-    for (kind, id) in entries {
-        revision += 1;
-        diesel::insert_into(change_log::table)
-            .values((
+    let first = current(conn)? + 1;
+    let rows: Vec<_> = entries
+        .iter()
+        .zip(first..)
+        .map(|((kind, id), revision)| {
+            (
                 change_log::revision.eq(revision),
                 change_log::entity_kind.eq(kind.as_str()),
                 change_log::entity_id.eq(id),
                 change_log::created_at.eq(now),
-            ))
-            .execute(conn)?;
+            )
+        })
+        .collect();
+    for chunk in rows.chunks(500) {
+        // Multi-row INSERT is per backend in diesel (the multi-backend connection has none).
+        let q = diesel::insert_into(change_log::table).values(chunk);
+        match conn {
+            DbConnection::Sqlite(c) => q.execute(c)?,
+            DbConnection::Postgres(c) => q.execute(c)?,
+        };
     }
-    Ok(Some(revision))
+    Ok(Some(first + entries.len() as i64 - 1))
 }
 
 /// Deletes entries older than `before` (micros), keeping the newest one so that the current

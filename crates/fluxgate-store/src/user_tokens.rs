@@ -100,6 +100,41 @@ pub fn issue(
     Ok(superseded)
 }
 
+/// A token of a user who has none of its purpose yet (a user created in the same
+/// transaction), for [`issue_first`].
+#[derive(Debug, Clone)]
+pub struct First {
+    pub token_hash: String,
+    pub user: UserId,
+    pub purpose: Purpose,
+    pub expires_at: i64,
+}
+
+/// Stores the first tokens of new users with multi-row statements: nothing to supersede.
+pub fn issue_first(conn: &mut DbConnection, tokens: &[First], now: i64) -> StoreResult<()> {
+    for chunk in tokens.chunks(500) {
+        let rows: Vec<Row> = chunk
+            .iter()
+            .map(|t| Row {
+                token_hash: t.token_hash.clone(),
+                user_id: t.user.to_string(),
+                purpose: t.purpose.as_str().to_owned(),
+                created_at: now,
+                expires_at: t.expires_at,
+                used_at: None,
+                superseded_at: None,
+            })
+            .collect();
+        // Multi-row INSERT is per backend in diesel (the multi-backend connection has none).
+        let q = diesel::insert_into(user_tokens::table).values(&rows);
+        match conn {
+            DbConnection::Sqlite(c) => q.execute(c)?,
+            DbConnection::Postgres(c) => q.execute(c)?,
+        };
+    }
+    Ok(())
+}
+
 /// Marks every unused, not yet superseded token of the user and purpose as superseded.
 pub fn supersede(
     conn: &mut DbConnection,

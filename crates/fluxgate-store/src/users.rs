@@ -104,22 +104,92 @@ struct InsertRow<'a> {
 
 pub fn insert(conn: &mut DbConnection, u: &NewUser<'_>, now: i64) -> StoreResult<()> {
     diesel::insert_into(users::table)
-        .values(InsertRow {
-            id: u.id.to_string(),
-            username: u.username,
-            email: u.email,
-            display_name: u.display_name,
-            role: u.role.as_str(),
-            active: true,
-            must_change_password: u.must_change_password,
-            password_hash: u.password_hash,
-            search_text: search_text(u.username, u.email, u.display_name),
-            created_at: now,
-            updated_at: now,
-            version: 1,
-        })
+        .values(insert_row(u, now))
         .execute(conn)?;
     Ok(())
+}
+
+fn insert_row<'a>(u: &NewUser<'a>, now: i64) -> InsertRow<'a> {
+    InsertRow {
+        id: u.id.to_string(),
+        username: u.username,
+        email: u.email,
+        display_name: u.display_name,
+        role: u.role.as_str(),
+        active: true,
+        must_change_password: u.must_change_password,
+        password_hash: u.password_hash,
+        search_text: search_text(u.username, u.email, u.display_name),
+        created_at: now,
+        updated_at: now,
+        version: 1,
+    }
+}
+
+/// Rows a multi-row statement takes at once (well inside both backends' bind limits).
+const CHUNK: usize = 500;
+
+/// Of `names`, the usernames taken already.
+pub fn taken_usernames(conn: &mut DbConnection, names: &[&str]) -> StoreResult<Vec<String>> {
+    let mut out = Vec::new();
+    for chunk in names.chunks(CHUNK) {
+        out.extend(
+            users::table
+                .filter(users::username.eq_any(chunk))
+                .select(users::username)
+                .load::<String>(conn)?,
+        );
+    }
+    Ok(out)
+}
+
+/// Of `emails`, the addresses taken already.
+pub fn taken_emails(conn: &mut DbConnection, emails: &[&str]) -> StoreResult<Vec<String>> {
+    let mut out = Vec::new();
+    for chunk in emails.chunks(CHUNK) {
+        out.extend(
+            users::table
+                .filter(users::email.eq_any(chunk))
+                .select(users::email)
+                .load::<String>(conn)?,
+        );
+    }
+    Ok(out)
+}
+
+/// Inserts many users with multi-row statements; the users as stored.
+pub fn insert_many(
+    conn: &mut DbConnection,
+    new: &[NewUser<'_>],
+    now: i64,
+) -> StoreResult<Vec<User>> {
+    for chunk in new.chunks(CHUNK) {
+        let rows: Vec<InsertRow<'_>> = chunk.iter().map(|u| insert_row(u, now)).collect();
+        // Multi-row INSERT is per backend in diesel (the multi-backend connection has none).
+        let q = diesel::insert_into(users::table).values(&rows);
+        match conn {
+            DbConnection::Sqlite(c) => q.execute(c)?,
+            DbConnection::Postgres(c) => q.execute(c)?,
+        };
+    }
+    Ok(new
+        .iter()
+        .map(|u| User {
+            id: u.id,
+            username: u.username.to_owned(),
+            email: u.email.to_owned(),
+            display_name: u.display_name.to_owned(),
+            role: u.role,
+            active: true,
+            must_change_password: u.must_change_password,
+            password_hash: u.password_hash.map(str::to_owned),
+            created_at: now,
+            updated_at: now,
+            last_login_at: None,
+            last_seen_at: None,
+            version: 1,
+        })
+        .collect())
 }
 
 fn load_one(

@@ -101,6 +101,7 @@ pub const COMMAND_OF_RPC: &[(&str, &str)] = &[
     ("UpdateSettings", "settings update"),
     ("GetPasswordPolicy", "settings password-policy"),
     ("CreateUser", "users create"),
+    ("BatchCreateUsers", "users import"),
     ("GetUser", "users get"),
     ("ListUsers", "users list"),
     ("UpdateUser", "users update"),

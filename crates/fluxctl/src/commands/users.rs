@@ -1,4 +1,4 @@
-//! `users`: create, get, list, update, deactivate, reactivate, delete.
+//! `users`: create, import, get, list, update, deactivate, reactivate, delete.
 
 use clap::{Args, Subcommand};
 use fluxgate_proto::v1 as pb;
@@ -15,6 +15,9 @@ use crate::output::{self, Fields, Table, emit, next_page_hint};
 pub enum Cmd {
     /// Create a user, with an initial password or a registration link
     Create(CreateArgs),
+    /// Create many users from JSON Lines (`{"username", "email", "display_name", "role"}` a
+    /// line), 1,000 to a transaction; each gets a registration link
+    Import(ImportArgs),
     /// Show a user (`users/{id}`, `users/{username}` or a bare username)
     Get { name: String },
     /// List users
@@ -55,6 +58,27 @@ pub struct CreateArgs {
     /// The user must change the initial password at first login
     #[arg(long, requires = "with_password")]
     pub require_password_change: bool,
+}
+
+/// Arguments of `users import`.
+#[derive(Debug, Args)]
+pub struct ImportArgs {
+    /// The file to read, or `-` for standard input
+    pub file: String,
+    /// Users per BatchCreateUsers call (1 to 1,000); each call is all or nothing
+    #[arg(long, default_value_t = 1000)]
+    pub batch: usize,
+}
+
+/// One line of `users import`.
+#[derive(Debug, serde::Deserialize)]
+#[serde(deny_unknown_fields)]
+struct ImportLine {
+    username: String,
+    email: String,
+    display_name: String,
+    #[serde(default)]
+    role: Option<String>,
 }
 
 /// Arguments of `users list`.
@@ -114,6 +138,7 @@ pub struct EtagArgs {
 pub async fn run(ctx: &mut Ctx, cmd: Cmd) -> Result<()> {
     match cmd {
         Cmd::Create(a) => create(ctx, a).await,
+        Cmd::Import(a) => import(ctx, a).await,
         Cmd::Get { name } => get(ctx, &name).await,
         Cmd::List(a) => list(ctx, a).await,
         Cmd::Update(a) => update(ctx, a).await,
@@ -172,6 +197,65 @@ async fn create(ctx: &mut Ctx, a: CreateArgs) -> Result<()> {
                 .add("link expires", output::time(&link.expire_time))
                 .print();
         }
+    })
+}
+
+/// The requests of an import file: a usage error names the line that is not a user.
+fn import_requests(text: &str) -> Result<Vec<pb::CreateUserRequest>> {
+    use clap::ValueEnum as _;
+    let mut out = Vec::new();
+    for (i, line) in text.lines().enumerate() {
+        if line.trim().is_empty() {
+            continue;
+        }
+        let at = |why: String| crate::error::CliError::usage(format!("line {}: {why}", i + 1));
+        let u: ImportLine = serde_json::from_str(line).map_err(|e| at(e.to_string()))?;
+        let role = match u.role.as_deref() {
+            None => Role::Requester,
+            Some(r) => Role::from_str(&r.replace('_', "-"), true).map_err(at)?,
+        };
+        out.push(pb::CreateUserRequest {
+            user: Some(pb::User {
+                username: u.username,
+                email: u.email,
+                display_name: u.display_name,
+                role: pb::Role::from(role) as i32,
+                ..Default::default()
+            }),
+            initial_password: String::new(),
+            require_password_change: false,
+        });
+    }
+    Ok(out)
+}
+
+async fn import(ctx: &mut Ctx, a: ImportArgs) -> Result<()> {
+    if !(1..=1000).contains(&a.batch) {
+        return Err(crate::error::CliError::usage("--batch takes 1 to 1000"));
+    }
+    let text = if a.file == "-" {
+        std::io::read_to_string(std::io::stdin())?
+    } else {
+        std::fs::read_to_string(&a.file)?
+    };
+    let requests = import_requests(&text)?;
+    let mut all = pb::BatchCreateUsersResponse::default();
+    for chunk in requests.chunks(a.batch) {
+        let req = pb::BatchCreateUsersRequest {
+            requests: chunk.to_vec(),
+        };
+        let resp = rpc!(ctx, Call::Write, UserServiceClient::batch_create_users, req)?;
+        all.results.extend(resp.results);
+    }
+    emit(ctx.format(), &all, |r| {
+        let mut t = Table::new(&["USERNAME", "NAME", "REGISTRATION LINK"]);
+        for c in &r.results {
+            let u = c.user.clone().unwrap_or_default();
+            let link = c.registration_link.as_ref().map(|l| l.url.clone());
+            t.row(vec![u.username, u.name, link.unwrap_or_default()]);
+        }
+        print!("{}", t.render());
+        println!("{} users created", r.results.len());
     })
 }
 

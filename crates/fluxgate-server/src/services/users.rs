@@ -48,20 +48,108 @@ fn required_role(v: &mut Violations, field: &str, role: i32, what: &str) -> Opti
     }
 }
 
+/// Names the username or email of request `i` that an earlier request of the batch has.
+fn repeats(
+    v: &mut Violations,
+    seen: &mut std::collections::HashMap<(&'static str, String), usize>,
+    i: usize,
+    c: &Checked,
+) {
+    let keys = [
+        (
+            "username",
+            c.username.as_ref().map(|u| u.as_str().to_owned()),
+        ),
+        ("email", c.email.as_ref().map(|e| e.as_str().to_owned())),
+    ];
+    for (field, key) in keys {
+        let Some(key) = key else { continue };
+        if let Some(first) = seen.insert((field, key), i) {
+            v.add(
+                format!("requests[{i}].user.{field}"),
+                format!("repeats requests[{first}]"),
+            );
+        }
+    }
+}
+
+/// A CreateUser request that passed validation, its password not hashed yet.
+struct Checked {
+    username: Option<Username>,
+    email: Option<Email>,
+    display_name: Option<DisplayName>,
+    role: Option<Role>,
+    must_change_password: bool,
+    initial_password: String,
+}
+
 impl UserSvc {
     /// A new user's password against the policy in force; without one the user chooses a
     /// password through a registration link, so it cannot be required to change.
-    fn check_initial_password(&self, v: &mut Violations, u: &pb::User, (pw, change): (&str, bool)) {
+    fn check_initial_password(
+        &self,
+        v: &mut Violations,
+        at: &str,
+        u: &pb::User,
+        (pw, change): (&str, bool),
+    ) {
         if !pw.is_empty() {
             let policy = self.state.password_policy();
             v.check(
-                "initial_password",
+                &format!("{at}initial_password"),
                 policy.check(pw, &[&u.username, &u.email]),
             );
         } else if change {
             let why = "needs an initial_password (a user without one chooses their own)";
-            v.add("require_password_change", why);
+            v.add(format!("{at}require_password_change"), why);
         }
+    }
+
+    /// Validates one CreateUser request, its fields named under `at` (`requests[3].`, say).
+    fn check_create(&self, v: &mut Violations, at: &str, req: pb::CreateUserRequest) -> Checked {
+        let pb::CreateUserRequest {
+            user,
+            initial_password,
+            require_password_change,
+        } = req;
+        let Some(u) = user else {
+            v.add(format!("{at}user"), "is required");
+            return Checked {
+                username: None,
+                email: None,
+                display_name: None,
+                role: None,
+                must_change_password: false,
+                initial_password: String::new(),
+            };
+        };
+        let f = |name: &str| format!("{at}user.{name}");
+        let password = (initial_password.as_str(), require_password_change);
+        self.check_initial_password(v, at, &u, password);
+        Checked {
+            username: v.check(&f("username"), Username::parse(&u.username)),
+            email: v.check(&f("email"), Email::parse(&u.email)),
+            display_name: v.check(&f("display_name"), DisplayName::parse(&u.display_name)),
+            role: required_role(v, &f("role"), u.role, "is required"),
+            must_change_password: require_password_change,
+            initial_password,
+        }
+    }
+
+    /// The command for a checked request: its password, if any, hashed.
+    async fn command(&self, c: Checked) -> ApiResult<Create> {
+        let password_hash = match c.initial_password.is_empty() {
+            false => Some(self.state.hasher.hash(c.initial_password).await?),
+            true => None,
+        };
+        Ok(Create {
+            username: checked(c.username)?,
+            email: checked(c.email)?,
+            display_name: checked(c.display_name)?,
+            role: checked(c.role)?,
+            must_change_password: c.must_change_password,
+            password_hash,
+        })
     }
 
     async fn create(
@@ -70,36 +158,45 @@ impl UserSvc {
         p: &Principal,
         req: pb::CreateUserRequest,
     ) -> ApiResult<Done<(User, Option<users::IssuedLink>)>> {
-        let st = &self.state;
-        st.judge(ctx, p, users::may_create)?;
-        let pb::CreateUserRequest {
-            user,
-            initial_password,
-            require_password_change,
-        } = req;
-        let u = user.ok_or_else(|| ApiError::invalid("user", "is required"))?;
+        self.state.judge(ctx, p, users::may_create)?;
         let mut v = Violations::new();
-        let username = v.check("user.username", Username::parse(&u.username));
-        let email = v.check("user.email", Email::parse(&u.email));
-        let display_name = v.check("user.display_name", DisplayName::parse(&u.display_name));
-        let role = required_role(&mut v, "user.role", u.role, "is required");
-        let with_password = !initial_password.is_empty();
-        let password = (initial_password.as_str(), require_password_change);
-        self.check_initial_password(&mut v, &u, password);
+        let c = self.check_create(&mut v, "", req);
         v.finish()?;
-        let password_hash = match with_password {
-            true => Some(st.hasher.hash(initial_password).await?),
-            false => None,
-        };
-        let cmd = Create {
-            username: checked(username)?,
-            email: checked(email)?,
-            display_name: checked(display_name)?,
-            role: checked(role)?,
-            must_change_password: require_password_change,
-            password_hash,
-        };
-        st.execute(ctx, Some(p), cmd).await
+        let cmd = self.command(c).await?;
+        self.state.execute(ctx, Some(p), cmd).await
+    }
+
+    /// Validates a batch whole (each request, and no username or email twice), hashes the
+    /// passwords it carries, and creates every user in one transaction.
+    async fn create_many(
+        &self,
+        ctx: &RequestCtx,
+        p: &Principal,
+        requests: Vec<pb::CreateUserRequest>,
+    ) -> ApiResult<Done<Vec<(User, Option<users::IssuedLink>)>>> {
+        self.state.judge(ctx, p, users::may_create)?;
+        if requests.is_empty() || requests.len() > users::MAX_BATCH {
+            let max = users::MAX_BATCH;
+            return Err(ApiError::invalid(
+                "requests",
+                format!("1 to {max} users a batch"),
+            ));
+        }
+        let mut v = Violations::new();
+        let mut seen = std::collections::HashMap::new();
+        let mut batch = Vec::with_capacity(requests.len());
+        for (i, req) in requests.into_iter().enumerate() {
+            let c = self.check_create(&mut v, &format!("requests[{i}]."), req);
+            repeats(&mut v, &mut seen, i, &c);
+            batch.push(c);
+        }
+        v.finish()?;
+        let mut cmds = Vec::with_capacity(batch.len());
+        for c in batch {
+            cmds.push(self.command(c).await?);
+        }
+        let cmd = users::CreateMany(cmds);
+        self.state.execute(ctx, Some(p), cmd).await
     }
 
     async fn list(
@@ -267,6 +364,24 @@ impl UserService for UserSvc {
         Ok(done.reply(&ctx, |(user, link)| pb::CreateUserResponse {
             user: Some(user_to_proto(&user)),
             registration_link: link.as_ref().map(crate::convert::registration_link),
+        }))
+    }
+
+    async fn batch_create_users(
+        &self,
+        request: Request<pb::BatchCreateUsersRequest>,
+    ) -> Result<Response<pb::BatchCreateUsersResponse>, Status> {
+        let (ctx, p, req) = authed!(self, request);
+        let pb::BatchCreateUsersRequest { requests } = req;
+        let done = self.create_many(&ctx, &p, requests).await?;
+        Ok(done.reply(&ctx, |created| pb::BatchCreateUsersResponse {
+            results: created
+                .iter()
+                .map(|(user, link)| pb::CreateUserResponse {
+                    user: Some(user_to_proto(user)),
+                    registration_link: link.as_ref().map(crate::convert::registration_link),
+                })
+                .collect(),
         }))
     }
 

@@ -14,7 +14,7 @@ import type { Message } from "@bufbuild/protobuf";
  * Describes the file fluxgate/v1/users.proto.
  */
 export const file_fluxgate_v1_users: GenFile = /*@__PURE__*/
-  fileDesc("ChdmbHV4Z2F0ZS92MS91c2Vycy5wcm90bxILZmx1eGdhdGUudjEi8wIKBFVzZXISDAoEbmFtZRgBIAEoCRIQCgh1c2VybmFtZRgCIAEoCRINCgVlbWFpbBgDIAEoCRIUCgxkaXNwbGF5X25hbWUYBCABKAkSHwoEcm9sZRgFIAEoDjIRLmZsdXhnYXRlLnYxLlJvbGUSDgoGYWN0aXZlGAYgASgIEhwKFG11c3RfY2hhbmdlX3Bhc3N3b3JkGAcgASgIEi8KC2NyZWF0ZV90aW1lGAggASgLMhouZ29vZ2xlLnByb3RvYnVmLlRpbWVzdGFtcBIvCgt1cGRhdGVfdGltZRgJIAEoCzIaLmdvb2dsZS5wcm90b2J1Zi5UaW1lc3RhbXASMwoPbGFzdF9sb2dpbl90aW1lGAogASgLMhouZ29vZ2xlLnByb3RvYnVmLlRpbWVzdGFtcBIyCg5sYXN0X3NlZW5fdGltZRgLIAEoCzIaLmdvb2dsZS5wcm90b2J1Zi5UaW1lc3RhbXASDAoEZXRhZxgMIAEoCSJvChFDcmVhdGVVc2VyUmVxdWVzdBIfCgR1c2VyGAEgASgLMhEuZmx1eGdhdGUudjEuVXNlchIYChBpbml0aWFsX3Bhc3N3b3JkGAIgASgJEh8KF3JlcXVpcmVfcGFzc3dvcmRfY2hhbmdlGAMgASgIIm8KEkNyZWF0ZVVzZXJSZXNwb25zZRIfCgR1c2VyGAEgASgLMhEuZmx1eGdhdGUudjEuVXNlchI4ChFyZWdpc3RyYXRpb25fbGluaxgCIAEoCzIdLmZsdXhnYXRlLnYxLlJlZ2lzdHJhdGlvbkxpbmsiXwoQUmVnaXN0cmF0aW9uTGluaxILCgN1cmwYASABKAkSDQoFdG9rZW4YAiABKAkSLwoLZXhwaXJlX3RpbWUYAyABKAsyGi5nb29nbGUucHJvdG9idWYuVGltZXN0YW1wIh4KDkdldFVzZXJSZXF1ZXN0EgwKBG5hbWUYASABKAkiMgoPR2V0VXNlclJlc3BvbnNlEh8KBHVzZXIYASABKAsyES5mbHV4Z2F0ZS52MS5Vc2VyIoMCChBMaXN0VXNlcnNSZXF1ZXN0EhEKCXBhZ2Vfc2l6ZRgBIAEoBRISCgpwYWdlX3Rva2VuGAIgASgJEh8KBHJvbGUYAyABKA4yES5mbHV4Z2F0ZS52MS5Sb2xlEhMKBmFjdGl2ZRgEIAEoCEgAiAEBEg0KBXF1ZXJ5GAUgASgJEjQKEHNpZ25lZF9pbl9iZWZvcmUYBiABKAsyGi5nb29nbGUucHJvdG9idWYuVGltZXN0YW1wEhwKD25ldmVyX3NpZ25lZF9pbhgHIAEoCEgBiAEBEhAKCG9yZGVyX2J5GAggASgJQgkKB19hY3RpdmVCEgoQX25ldmVyX3NpZ25lZF9pbiJOChFMaXN0VXNlcnNSZXNwb25zZRIgCgV1c2VycxgBIAMoCzIRLmZsdXhnYXRlLnYxLlVzZXISFwoPbmV4dF9wYWdlX3Rva2VuGAIgASgJInUKEVVwZGF0ZVVzZXJSZXF1ZXN0Eh8KBHVzZXIYASABKAsyES5mbHV4Z2F0ZS52MS5Vc2VyEi8KC3VwZGF0ZV9tYXNrGAIgASgLMhouZ29vZ2xlLnByb3RvYnVmLkZpZWxkTWFzaxIOCgZyZWFzb24YAyABKAkiNQoSVXBkYXRlVXNlclJlc3BvbnNlEh8KBHVzZXIYASABKAsyES5mbHV4Z2F0ZS52MS5Vc2VyIjMKFURlYWN0aXZhdGVVc2VyUmVxdWVzdBIMCgRuYW1lGAEgASgJEgwKBGV0YWcYAiABKAkiOQoWRGVhY3RpdmF0ZVVzZXJSZXNwb25zZRIfCgR1c2VyGAEgASgLMhEuZmx1eGdhdGUudjEuVXNlciIzChVSZWFjdGl2YXRlVXNlclJlcXVlc3QSDAoEbmFtZRgBIAEoCRIMCgRldGFnGAIgASgJIjkKFlJlYWN0aXZhdGVVc2VyUmVzcG9uc2USHwoEdXNlchgBIAEoCzIRLmZsdXhnYXRlLnYxLlVzZXIiLwoRRGVsZXRlVXNlclJlcXVlc3QSDAoEbmFtZRgBIAEoCRIMCgRldGFnGAIgASgJIhQKEkRlbGV0ZVVzZXJSZXNwb25zZTLMBAoLVXNlclNlcnZpY2USTQoKQ3JlYXRlVXNlchIeLmZsdXhnYXRlLnYxLkNyZWF0ZVVzZXJSZXF1ZXN0Gh8uZmx1eGdhdGUudjEuQ3JlYXRlVXNlclJlc3BvbnNlEkkKB0dldFVzZXISGy5mbHV4Z2F0ZS52MS5HZXRVc2VyUmVxdWVzdBocLmZsdXhnYXRlLnYxLkdldFVzZXJSZXNwb25zZSIDkAIBEk8KCUxpc3RVc2VycxIdLmZsdXhnYXRlLnYxLkxpc3RVc2Vyc1JlcXVlc3QaHi5mbHV4Z2F0ZS52MS5MaXN0VXNlcnNSZXNwb25zZSIDkAIBEk0KClVwZGF0ZVVzZXISHi5mbHV4Z2F0ZS52MS5VcGRhdGVVc2VyUmVxdWVzdBofLmZsdXhnYXRlLnYxLlVwZGF0ZVVzZXJSZXNwb25zZRJZCg5EZWFjdGl2YXRlVXNlchIiLmZsdXhnYXRlLnYxLkRlYWN0aXZhdGVVc2VyUmVxdWVzdBojLmZsdXhnYXRlLnYxLkRlYWN0aXZhdGVVc2VyUmVzcG9uc2USWQoOUmVhY3RpdmF0ZVVzZXISIi5mbHV4Z2F0ZS52MS5SZWFjdGl2YXRlVXNlclJlcXVlc3QaIy5mbHV4Z2F0ZS52MS5SZWFjdGl2YXRlVXNlclJlc3BvbnNlEk0KCkRlbGV0ZVVzZXISHi5mbHV4Z2F0ZS52MS5EZWxldGVVc2VyUmVxdWVzdBofLmZsdXhnYXRlLnYxLkRlbGV0ZVVzZXJSZXNwb25zZWIGcHJvdG8z", [file_fluxgate_v1_common, file_google_protobuf_field_mask, file_google_protobuf_timestamp]);
+  fileDesc("ChdmbHV4Z2F0ZS92MS91c2Vycy5wcm90bxILZmx1eGdhdGUudjEi8wIKBFVzZXISDAoEbmFtZRgBIAEoCRIQCgh1c2VybmFtZRgCIAEoCRINCgVlbWFpbBgDIAEoCRIUCgxkaXNwbGF5X25hbWUYBCABKAkSHwoEcm9sZRgFIAEoDjIRLmZsdXhnYXRlLnYxLlJvbGUSDgoGYWN0aXZlGAYgASgIEhwKFG11c3RfY2hhbmdlX3Bhc3N3b3JkGAcgASgIEi8KC2NyZWF0ZV90aW1lGAggASgLMhouZ29vZ2xlLnByb3RvYnVmLlRpbWVzdGFtcBIvCgt1cGRhdGVfdGltZRgJIAEoCzIaLmdvb2dsZS5wcm90b2J1Zi5UaW1lc3RhbXASMwoPbGFzdF9sb2dpbl90aW1lGAogASgLMhouZ29vZ2xlLnByb3RvYnVmLlRpbWVzdGFtcBIyCg5sYXN0X3NlZW5fdGltZRgLIAEoCzIaLmdvb2dsZS5wcm90b2J1Zi5UaW1lc3RhbXASDAoEZXRhZxgMIAEoCSJvChFDcmVhdGVVc2VyUmVxdWVzdBIfCgR1c2VyGAEgASgLMhEuZmx1eGdhdGUudjEuVXNlchIYChBpbml0aWFsX3Bhc3N3b3JkGAIgASgJEh8KF3JlcXVpcmVfcGFzc3dvcmRfY2hhbmdlGAMgASgIIm8KEkNyZWF0ZVVzZXJSZXNwb25zZRIfCgR1c2VyGAEgASgLMhEuZmx1eGdhdGUudjEuVXNlchI4ChFyZWdpc3RyYXRpb25fbGluaxgCIAEoCzIdLmZsdXhnYXRlLnYxLlJlZ2lzdHJhdGlvbkxpbmsiSwoXQmF0Y2hDcmVhdGVVc2Vyc1JlcXVlc3QSMAoIcmVxdWVzdHMYASADKAsyHi5mbHV4Z2F0ZS52MS5DcmVhdGVVc2VyUmVxdWVzdCJMChhCYXRjaENyZWF0ZVVzZXJzUmVzcG9uc2USMAoHcmVzdWx0cxgBIAMoCzIfLmZsdXhnYXRlLnYxLkNyZWF0ZVVzZXJSZXNwb25zZSJfChBSZWdpc3RyYXRpb25MaW5rEgsKA3VybBgBIAEoCRINCgV0b2tlbhgCIAEoCRIvCgtleHBpcmVfdGltZRgDIAEoCzIaLmdvb2dsZS5wcm90b2J1Zi5UaW1lc3RhbXAiHgoOR2V0VXNlclJlcXVlc3QSDAoEbmFtZRgBIAEoCSIyCg9HZXRVc2VyUmVzcG9uc2USHwoEdXNlchgBIAEoCzIRLmZsdXhnYXRlLnYxLlVzZXIigwIKEExpc3RVc2Vyc1JlcXVlc3QSEQoJcGFnZV9zaXplGAEgASgFEhIKCnBhZ2VfdG9rZW4YAiABKAkSHwoEcm9sZRgDIAEoDjIRLmZsdXhnYXRlLnYxLlJvbGUSEwoGYWN0aXZlGAQgASgISACIAQESDQoFcXVlcnkYBSABKAkSNAoQc2lnbmVkX2luX2JlZm9yZRgGIAEoCzIaLmdvb2dsZS5wcm90b2J1Zi5UaW1lc3RhbXASHAoPbmV2ZXJfc2lnbmVkX2luGAcgASgISAGIAQESEAoIb3JkZXJfYnkYCCABKAlCCQoHX2FjdGl2ZUISChBfbmV2ZXJfc2lnbmVkX2luIk4KEUxpc3RVc2Vyc1Jlc3BvbnNlEiAKBXVzZXJzGAEgAygLMhEuZmx1eGdhdGUudjEuVXNlchIXCg9uZXh0X3BhZ2VfdG9rZW4YAiABKAkidQoRVXBkYXRlVXNlclJlcXVlc3QSHwoEdXNlchgBIAEoCzIRLmZsdXhnYXRlLnYxLlVzZXISLwoLdXBkYXRlX21hc2sYAiABKAsyGi5nb29nbGUucHJvdG9idWYuRmllbGRNYXNrEg4KBnJlYXNvbhgDIAEoCSI1ChJVcGRhdGVVc2VyUmVzcG9uc2USHwoEdXNlchgBIAEoCzIRLmZsdXhnYXRlLnYxLlVzZXIiMwoVRGVhY3RpdmF0ZVVzZXJSZXF1ZXN0EgwKBG5hbWUYASABKAkSDAoEZXRhZxgCIAEoCSI5ChZEZWFjdGl2YXRlVXNlclJlc3BvbnNlEh8KBHVzZXIYASABKAsyES5mbHV4Z2F0ZS52MS5Vc2VyIjMKFVJlYWN0aXZhdGVVc2VyUmVxdWVzdBIMCgRuYW1lGAEgASgJEgwKBGV0YWcYAiABKAkiOQoWUmVhY3RpdmF0ZVVzZXJSZXNwb25zZRIfCgR1c2VyGAEgASgLMhEuZmx1eGdhdGUudjEuVXNlciIvChFEZWxldGVVc2VyUmVxdWVzdBIMCgRuYW1lGAEgASgJEgwKBGV0YWcYAiABKAkiFAoSRGVsZXRlVXNlclJlc3BvbnNlMq0FCgtVc2VyU2VydmljZRJNCgpDcmVhdGVVc2VyEh4uZmx1eGdhdGUudjEuQ3JlYXRlVXNlclJlcXVlc3QaHy5mbHV4Z2F0ZS52MS5DcmVhdGVVc2VyUmVzcG9uc2USXwoQQmF0Y2hDcmVhdGVVc2VycxIkLmZsdXhnYXRlLnYxLkJhdGNoQ3JlYXRlVXNlcnNSZXF1ZXN0GiUuZmx1eGdhdGUudjEuQmF0Y2hDcmVhdGVVc2Vyc1Jlc3BvbnNlEkkKB0dldFVzZXISGy5mbHV4Z2F0ZS52MS5HZXRVc2VyUmVxdWVzdBocLmZsdXhnYXRlLnYxLkdldFVzZXJSZXNwb25zZSIDkAIBEk8KCUxpc3RVc2VycxIdLmZsdXhnYXRlLnYxLkxpc3RVc2Vyc1JlcXVlc3QaHi5mbHV4Z2F0ZS52MS5MaXN0VXNlcnNSZXNwb25zZSIDkAIBEk0KClVwZGF0ZVVzZXISHi5mbHV4Z2F0ZS52MS5VcGRhdGVVc2VyUmVxdWVzdBofLmZsdXhnYXRlLnYxLlVwZGF0ZVVzZXJSZXNwb25zZRJZCg5EZWFjdGl2YXRlVXNlchIiLmZsdXhnYXRlLnYxLkRlYWN0aXZhdGVVc2VyUmVxdWVzdBojLmZsdXhnYXRlLnYxLkRlYWN0aXZhdGVVc2VyUmVzcG9uc2USWQoOUmVhY3RpdmF0ZVVzZXISIi5mbHV4Z2F0ZS52MS5SZWFjdGl2YXRlVXNlclJlcXVlc3QaIy5mbHV4Z2F0ZS52MS5SZWFjdGl2YXRlVXNlclJlc3BvbnNlEk0KCkRlbGV0ZVVzZXISHi5mbHV4Z2F0ZS52MS5EZWxldGVVc2VyUmVxdWVzdBofLmZsdXhnYXRlLnYxLkRlbGV0ZVVzZXJSZXNwb25zZWIGcHJvdG8z", [file_fluxgate_v1_common, file_google_protobuf_field_mask, file_google_protobuf_timestamp]);
 
 /**
  * A human principal.
@@ -180,6 +180,48 @@ export const CreateUserResponseSchema: GenMessage<CreateUserResponse> = /*@__PUR
   messageDesc(file_fluxgate_v1_users, 2);
 
 /**
+ * Request of UserService.BatchCreateUsers.
+ *
+ * @generated from message fluxgate.v1.BatchCreateUsersRequest
+ */
+export type BatchCreateUsersRequest = Message<"fluxgate.v1.BatchCreateUsersRequest"> & {
+  /**
+   * The users to create, 1 to 1,000, each as CreateUser takes it.
+   *
+   * @generated from field: repeated fluxgate.v1.CreateUserRequest requests = 1;
+   */
+  requests: CreateUserRequest[];
+};
+
+/**
+ * Describes the message fluxgate.v1.BatchCreateUsersRequest.
+ * Use `create(BatchCreateUsersRequestSchema)` to create a new message.
+ */
+export const BatchCreateUsersRequestSchema: GenMessage<BatchCreateUsersRequest> = /*@__PURE__*/
+  messageDesc(file_fluxgate_v1_users, 3);
+
+/**
+ * Response of UserService.BatchCreateUsers.
+ *
+ * @generated from message fluxgate.v1.BatchCreateUsersResponse
+ */
+export type BatchCreateUsersResponse = Message<"fluxgate.v1.BatchCreateUsersResponse"> & {
+  /**
+   * What each request created, in the order of the requests.
+   *
+   * @generated from field: repeated fluxgate.v1.CreateUserResponse results = 1;
+   */
+  results: CreateUserResponse[];
+};
+
+/**
+ * Describes the message fluxgate.v1.BatchCreateUsersResponse.
+ * Use `create(BatchCreateUsersResponseSchema)` to create a new message.
+ */
+export const BatchCreateUsersResponseSchema: GenMessage<BatchCreateUsersResponse> = /*@__PURE__*/
+  messageDesc(file_fluxgate_v1_users, 4);
+
+/**
  * A single-use link with which a new user sets their first password.
  *
  * @generated from message fluxgate.v1.RegistrationLink
@@ -212,7 +254,7 @@ export type RegistrationLink = Message<"fluxgate.v1.RegistrationLink"> & {
  * Use `create(RegistrationLinkSchema)` to create a new message.
  */
 export const RegistrationLinkSchema: GenMessage<RegistrationLink> = /*@__PURE__*/
-  messageDesc(file_fluxgate_v1_users, 3);
+  messageDesc(file_fluxgate_v1_users, 5);
 
 /**
  * Request of UserService.GetUser.
@@ -233,7 +275,7 @@ export type GetUserRequest = Message<"fluxgate.v1.GetUserRequest"> & {
  * Use `create(GetUserRequestSchema)` to create a new message.
  */
 export const GetUserRequestSchema: GenMessage<GetUserRequest> = /*@__PURE__*/
-  messageDesc(file_fluxgate_v1_users, 4);
+  messageDesc(file_fluxgate_v1_users, 6);
 
 /**
  * Response of UserService.GetUser.
@@ -254,7 +296,7 @@ export type GetUserResponse = Message<"fluxgate.v1.GetUserResponse"> & {
  * Use `create(GetUserResponseSchema)` to create a new message.
  */
 export const GetUserResponseSchema: GenMessage<GetUserResponse> = /*@__PURE__*/
-  messageDesc(file_fluxgate_v1_users, 5);
+  messageDesc(file_fluxgate_v1_users, 7);
 
 /**
  * Request of UserService.ListUsers.
@@ -326,7 +368,7 @@ export type ListUsersRequest = Message<"fluxgate.v1.ListUsersRequest"> & {
  * Use `create(ListUsersRequestSchema)` to create a new message.
  */
 export const ListUsersRequestSchema: GenMessage<ListUsersRequest> = /*@__PURE__*/
-  messageDesc(file_fluxgate_v1_users, 6);
+  messageDesc(file_fluxgate_v1_users, 8);
 
 /**
  * Response of UserService.ListUsers.
@@ -354,7 +396,7 @@ export type ListUsersResponse = Message<"fluxgate.v1.ListUsersResponse"> & {
  * Use `create(ListUsersResponseSchema)` to create a new message.
  */
 export const ListUsersResponseSchema: GenMessage<ListUsersResponse> = /*@__PURE__*/
-  messageDesc(file_fluxgate_v1_users, 7);
+  messageDesc(file_fluxgate_v1_users, 9);
 
 /**
  * Request of UserService.UpdateUser.
@@ -390,7 +432,7 @@ export type UpdateUserRequest = Message<"fluxgate.v1.UpdateUserRequest"> & {
  * Use `create(UpdateUserRequestSchema)` to create a new message.
  */
 export const UpdateUserRequestSchema: GenMessage<UpdateUserRequest> = /*@__PURE__*/
-  messageDesc(file_fluxgate_v1_users, 8);
+  messageDesc(file_fluxgate_v1_users, 10);
 
 /**
  * Response of UserService.UpdateUser.
@@ -411,7 +453,7 @@ export type UpdateUserResponse = Message<"fluxgate.v1.UpdateUserResponse"> & {
  * Use `create(UpdateUserResponseSchema)` to create a new message.
  */
 export const UpdateUserResponseSchema: GenMessage<UpdateUserResponse> = /*@__PURE__*/
-  messageDesc(file_fluxgate_v1_users, 9);
+  messageDesc(file_fluxgate_v1_users, 11);
 
 /**
  * Request of UserService.DeactivateUser.
@@ -439,7 +481,7 @@ export type DeactivateUserRequest = Message<"fluxgate.v1.DeactivateUserRequest">
  * Use `create(DeactivateUserRequestSchema)` to create a new message.
  */
 export const DeactivateUserRequestSchema: GenMessage<DeactivateUserRequest> = /*@__PURE__*/
-  messageDesc(file_fluxgate_v1_users, 10);
+  messageDesc(file_fluxgate_v1_users, 12);
 
 /**
  * Response of UserService.DeactivateUser.
@@ -460,7 +502,7 @@ export type DeactivateUserResponse = Message<"fluxgate.v1.DeactivateUserResponse
  * Use `create(DeactivateUserResponseSchema)` to create a new message.
  */
 export const DeactivateUserResponseSchema: GenMessage<DeactivateUserResponse> = /*@__PURE__*/
-  messageDesc(file_fluxgate_v1_users, 11);
+  messageDesc(file_fluxgate_v1_users, 13);
 
 /**
  * Request of UserService.ReactivateUser.
@@ -488,7 +530,7 @@ export type ReactivateUserRequest = Message<"fluxgate.v1.ReactivateUserRequest">
  * Use `create(ReactivateUserRequestSchema)` to create a new message.
  */
 export const ReactivateUserRequestSchema: GenMessage<ReactivateUserRequest> = /*@__PURE__*/
-  messageDesc(file_fluxgate_v1_users, 12);
+  messageDesc(file_fluxgate_v1_users, 14);
 
 /**
  * Response of UserService.ReactivateUser.
@@ -509,7 +551,7 @@ export type ReactivateUserResponse = Message<"fluxgate.v1.ReactivateUserResponse
  * Use `create(ReactivateUserResponseSchema)` to create a new message.
  */
 export const ReactivateUserResponseSchema: GenMessage<ReactivateUserResponse> = /*@__PURE__*/
-  messageDesc(file_fluxgate_v1_users, 13);
+  messageDesc(file_fluxgate_v1_users, 15);
 
 /**
  * Request of UserService.DeleteUser.
@@ -537,7 +579,7 @@ export type DeleteUserRequest = Message<"fluxgate.v1.DeleteUserRequest"> & {
  * Use `create(DeleteUserRequestSchema)` to create a new message.
  */
 export const DeleteUserRequestSchema: GenMessage<DeleteUserRequest> = /*@__PURE__*/
-  messageDesc(file_fluxgate_v1_users, 14);
+  messageDesc(file_fluxgate_v1_users, 16);
 
 /**
  * Response of UserService.DeleteUser.
@@ -552,7 +594,7 @@ export type DeleteUserResponse = Message<"fluxgate.v1.DeleteUserResponse"> & {
  * Use `create(DeleteUserResponseSchema)` to create a new message.
  */
 export const DeleteUserResponseSchema: GenMessage<DeleteUserResponse> = /*@__PURE__*/
-  messageDesc(file_fluxgate_v1_users, 15);
+  messageDesc(file_fluxgate_v1_users, 17);
 
 /**
  * Manages the organisation's human users. Every RPC but GetUser on oneself needs a Team Admin.
@@ -571,6 +613,18 @@ export const UserService: GenService<{
     methodKind: "unary";
     input: typeof CreateUserRequestSchema;
     output: typeof CreateUserResponseSchema;
+  },
+  /**
+   * Creates up to 1,000 users in one transaction, all or none, each as CreateUser would (a
+   * registration link for each without a password): the way to load a directory. Usernames
+   * and emails must be unique within the batch too.
+   *
+   * @generated from rpc fluxgate.v1.UserService.BatchCreateUsers
+   */
+  batchCreateUsers: {
+    methodKind: "unary";
+    input: typeof BatchCreateUsersRequestSchema;
+    output: typeof BatchCreateUsersResponseSchema;
   },
   /**
    * Gets a user by resource name (`users/{user_id}`; `users/{username}` is accepted too).
