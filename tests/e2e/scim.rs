@@ -1147,7 +1147,181 @@ async fn the_compliance_checker_finds_no_error(b: Backend) {
     s.stop().await;
 }
 
+fn bulk(ops: Value) -> Value {
+    json!({"schemas": ["urn:ietf:params:scim:api:messages:2.0:BulkRequest"], "Operations": ops})
+}
+
+fn new_user(bulk_id: &str, user_name: &str) -> Value {
+    json!({"method": "POST", "path": "/Users", "bulkId": bulk_id, "data": {"schemas": ["urn:ietf:params:scim:schemas:core:2.0:User"], "userName": user_name, "emails": [{"value": format!("{user_name}@example.com"), "primary": true}]}})
+}
+
+/// Bulk requests (RFC 7644 section 3.7): operations in order, each with its own status, one
+/// failing without undoing another; bulkId references; failOnErrors; malformed requests
+/// refused whole.
+async fn bulk_requests_provision_many_at_once(b: Backend) {
+    let s = TestServer::start(b).await;
+    let admin = s.admin_token().await;
+    let (key, _) = provisioning_key(&s, &admin, true).await;
+    let k = Some(key.as_str());
+    let payments = s.portfolio(&admin, "Payments").await;
+    let existing = create(&s, k, "taken").await;
+
+    let config = scim(&s, "GET", "/ServiceProviderConfig", k, None, &[]).await;
+    assert_eq!(config.body["bulk"]["supported"], true);
+    assert_eq!(config.body["bulk"]["maxOperations"], 1000);
+
+    // Forty creations (one transaction), a group naming two of them, a clash, a patch and a
+    // delete of what does not exist.
+    let mut ops: Vec<Value> = (0..40)
+        .map(|i| new_user(&format!("u{i}"), &format!("bulk{i:02}")))
+        .collect();
+    ops.push(json!({"method": "POST", "path": "/Groups", "bulkId": "g", "data": {"schemas": ["urn:ietf:params:scim:schemas:core:2.0:Group"], "displayName": "Payments/Bulk", "members": [{"value": "bulkId:u3"}, {"value": "bulkId:u7"}]}}));
+    ops.push(new_user("clash", "taken"));
+    ops.push(json!({"method": "PATCH", "path": "/Users/bulkId:u5", "data": patch(json!([{"op": "replace", "path": "active", "value": false}]))}));
+    ops.push(json!({"method": "DELETE", "path": format!("/Users/{}", uuid::Uuid::now_v7())}));
+    ops.push(json!({"method": "POST", "path": "/Groups", "bulkId": "late", "data": {"displayName": "Payments/Late", "members": [{"value": "bulkId:nowhere"}]}}));
+    let r = scim(&s, "POST", "/Bulk", k, Some(bulk(json!(ops))), &[]).await;
+    assert_eq!(r.status, 200, "{}", r.body);
+    assert_eq!(
+        r.body["schemas"][0],
+        "urn:ietf:params:scim:api:messages:2.0:BulkResponse"
+    );
+    let results = r.body["Operations"].as_array().unwrap();
+    assert_eq!(results.len(), 45);
+    let mut ids = std::collections::HashMap::new();
+    for (i, res) in results[..40].iter().enumerate() {
+        assert_eq!(res["status"], "201", "{res}");
+        assert_eq!(res["bulkId"], format!("u{i}"));
+        assert!(res["version"].as_str().unwrap().starts_with("W/"));
+        let location = res["location"].as_str().unwrap();
+        let id = location.rsplit('/').next().unwrap().to_owned();
+        let got = scim(&s, "GET", &format!("/Users/{id}"), k, None, &[]).await;
+        assert_eq!(got.body["userName"], format!("bulk{i:02}"));
+        ids.insert(format!("u{i}"), id);
+    }
+    assert_eq!(results[40]["status"], "201", "{}", results[40]);
+    let gid = results[40]["location"]
+        .as_str()
+        .unwrap()
+        .rsplit('/')
+        .next()
+        .unwrap()
+        .to_owned();
+    let g = scim(&s, "GET", &format!("/Groups/{gid}"), k, None, &[]).await;
+    let mut want = vec![ids["u3"].clone(), ids["u7"].clone()];
+    want.sort();
+    assert_eq!(member_ids(&g.body), want);
+    assert!(g.body["displayName"].as_str().unwrap().contains("Bulk"));
+    assert_eq!(results[41]["status"], "409", "{}", results[41]);
+    assert_eq!(results[41]["response"]["scimType"], "uniqueness");
+    assert_eq!(results[42]["status"], "200", "{}", results[42]);
+    let u5 = scim(&s, "GET", &format!("/Users/{}", ids["u5"]), k, None, &[]).await;
+    assert_eq!(u5.body["active"], false);
+    assert_eq!(results[43]["status"], "404", "{}", results[43]);
+    assert_eq!(results[44]["status"], "409", "{}", results[44]);
+    let _ = (&existing, &payments);
+
+    // A clash inside a run of creations: the rest of the run is still created, one by one.
+    let ops = json!([
+        new_user("a", "run-a"),
+        new_user("b", "taken"),
+        new_user("c", "run-c")
+    ]);
+    let r = scim(&s, "POST", "/Bulk", k, Some(bulk(ops)), &[]).await;
+    let statuses: Vec<&str> = r.body["Operations"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|o| o["status"].as_str().unwrap())
+        .collect();
+    assert_eq!(statuses, ["201", "409", "201"]);
+
+    // failOnErrors: processing stops after that many errors.
+    let mut req = bulk(json!([
+        new_user("x", "taken"),
+        new_user("y", "never-made"),
+        new_user("z", "never-made-2")
+    ]));
+    req["failOnErrors"] = json!(1);
+    let r = scim(&s, "POST", "/Bulk", k, Some(req), &[]).await;
+    assert_eq!(
+        r.body["Operations"].as_array().unwrap().len(),
+        1,
+        "{}",
+        r.body
+    );
+    let found = scim(
+        &s,
+        "GET",
+        "/Users?filter=userName%20eq%20%22never-made%22",
+        k,
+        None,
+        &[],
+    )
+    .await;
+    assert_eq!(found.body["totalResults"], 0);
+
+    // Malformed requests are refused whole, naming what is wrong.
+    for (body, status, kind) in [
+        (
+            json!({"Operations": [new_user("a", "nope")]}),
+            400,
+            "invalidSyntax",
+        ),
+        (bulk(json!([])), 400, "invalidValue"),
+        (
+            bulk(json!([{"method": "GET", "path": "/Users"}])),
+            400,
+            "invalidValue",
+        ),
+        (
+            bulk(json!([{"method": "POST", "path": "/Users", "data": {"userName": "nobulkid"}}])),
+            400,
+            "invalidValue",
+        ),
+        (
+            bulk(json!([new_user("same", "one"), new_user("same", "two")])),
+            400,
+            "invalidValue",
+        ),
+        (
+            bulk(json!([{"method": "POST", "path": "/Bulk", "bulkId": "b", "data": {}}])),
+            400,
+            "invalidValue",
+        ),
+        (
+            bulk(json!(
+                (0..1001)
+                    .map(|i| new_user(&format!("m{i}"), &format!("m{i}")))
+                    .collect::<Vec<_>>()
+            )),
+            413,
+            "tooMany",
+        ),
+    ] {
+        let r = scim(&s, "POST", "/Bulk", k, Some(body.clone()), &[]).await;
+        assert_eq!(r.status, status, "{body}: {}", r.body);
+        assert_eq!(error_of(&r).0, kind, "{}", r.body);
+    }
+    let r = scim(&s, "GET", "/Bulk", k, None, &[]).await;
+    assert_eq!(r.status, 405);
+    let found = scim(
+        &s,
+        "GET",
+        "/Users?filter=userName%20eq%20%22one%22",
+        k,
+        None,
+        &[],
+    )
+    .await;
+    assert_eq!(
+        found.body["totalResults"], 0,
+        "nothing of a refused request is written"
+    );
+}
+
 crate::both_backends!(
+    bulk_requests_provision_many_at_once,
     the_compliance_checker_finds_no_error,
     groups_are_pushed_to_portfolio_groups,
     okta_provisions_users,

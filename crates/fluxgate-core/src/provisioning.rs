@@ -286,6 +286,26 @@ impl Command for Create {
     }
 }
 
+/// Several creations in one transaction (a SCIM bulk request's run of them): all or none.
+#[derive(Debug, Clone)]
+pub struct CreateMany(pub Vec<Desired>);
+
+impl Command for CreateMany {
+    type Output = Vec<Provisioned>;
+
+    fn check(&self, cx: &Ctx<'_>) -> Result<()> {
+        may_provision(cx)?;
+        self.0.iter().try_for_each(|d| checked(d).map(drop))
+    }
+
+    fn apply(self, cx: &Ctx<'_>, tx: &mut Tx<'_>) -> Result<Vec<Provisioned>> {
+        self.0
+            .into_iter()
+            .map(|d| Create(d).apply(cx, tx))
+            .collect()
+    }
+}
+
 /// Replaces a user with the state the provider wants (PUT, and PATCH once applied).
 #[derive(Debug, Clone)]
 pub struct Replace {

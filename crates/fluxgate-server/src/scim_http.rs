@@ -179,6 +179,28 @@ impl Scim {
     ) -> Answer {
         self.state
             .judge_from(self.origin.clone(), &self.who, uc::may_provision)?;
+        if path.strip_prefix(PREFIX).map(|p| p.trim_end_matches('/')) == Some("/Bulk") {
+            return match *method {
+                Method::POST => self.bulk(body).await,
+                _ => Err(ScimError(
+                    StatusCode::METHOD_NOT_ALLOWED,
+                    None,
+                    "method not allowed".into(),
+                )),
+            };
+        }
+        self.dispatch(method, path, query, headers, body).await
+    }
+
+    /// One request to a resource endpoint (a bulk request's operations come here too).
+    async fn dispatch(
+        &self,
+        method: &Method,
+        path: &str,
+        query: Option<&str>,
+        headers: &HeaderMap,
+        body: &Bytes,
+    ) -> Answer {
         let rest = path
             .strip_prefix(PREFIX)
             .unwrap_or("")
@@ -903,7 +925,7 @@ fn service_provider_config(base: &str) -> Value {
         "schemas": ["urn:ietf:params:scim:schemas:core:2.0:ServiceProviderConfig"],
         "documentationUri": "https://github.com/fluxgate/fluxgate#provisioning-scim-20",
         "patch": { "supported": true },
-        "bulk": { "supported": false, "maxOperations": 0, "maxPayloadSize": 0 },
+        "bulk": { "supported": true, "maxOperations": MAX_OPERATIONS, "maxPayloadSize": MAX_BODY },
         "filter": { "supported": true, "maxResults": MAX_COUNT },
         "changePassword": { "supported": false },
         "sort": { "supported": false },
@@ -1010,6 +1032,297 @@ fn schemas() -> Vec<Value> {
             "meta": { "resourceType": "Schema", "location": format!("/Schemas/{FLUXGATE_USER}") },
         }),
     ]
+}
+
+const BULK_REQUEST: &str = "urn:ietf:params:scim:api:messages:2.0:BulkRequest";
+const BULK_RESPONSE: &str = "urn:ietf:params:scim:api:messages:2.0:BulkResponse";
+/// The most operations one bulk request holds.
+const MAX_OPERATIONS: usize = 1000;
+
+/// One operation of a bulk request, checked for shape.
+#[derive(Debug, Clone)]
+struct Operation {
+    method: Method,
+    path: String,
+    bulk_id: Option<String>,
+    version: Option<String>,
+    data: Option<Value>,
+}
+
+impl Operation {
+    /// Whether its data names another operation's resource (`bulkId:…`).
+    fn refers(&self) -> bool {
+        fn any(v: &Value) -> bool {
+            match v {
+                Value::String(s) => s.starts_with("bulkId:"),
+                Value::Array(a) => a.iter().any(any),
+                Value::Object(o) => o.values().any(any),
+                _ => false,
+            }
+        }
+        self.path.contains("bulkId:") || self.data.as_ref().is_some_and(any)
+    }
+
+    /// A user creation that can go in one transaction with its neighbours.
+    fn plain_user_create(&self) -> bool {
+        self.method == Method::POST && self.path == "/Users" && !self.refers()
+    }
+}
+
+/// A bulk request's operations, or why it is malformed (400, naming the operation).
+fn operations(v: &Value) -> Result<(Vec<Operation>, Option<usize>), ScimError> {
+    let schemas = v.get("schemas").and_then(Value::as_array);
+    if !schemas.is_some_and(|s| s.iter().any(|x| x == BULK_REQUEST)) {
+        return Err(bad(
+            "invalidSyntax",
+            format!("schemas must name {BULK_REQUEST}"),
+        ));
+    }
+    let fail_on_errors = match v.get("failOnErrors") {
+        None | Some(Value::Null) => None,
+        Some(n) => match n.as_u64() {
+            Some(n) if n > 0 => Some(usize::try_from(n).unwrap_or(usize::MAX)),
+            _ => {
+                return Err(bad(
+                    "invalidValue",
+                    "failOnErrors must be a positive integer",
+                ));
+            }
+        },
+    };
+    let top = v
+        .as_object()
+        .ok_or_else(|| bad("invalidSyntax", "the body must be an object"))?;
+    let Some(raw) = get_ci(top, "Operations").and_then(Value::as_array) else {
+        return Err(bad("invalidSyntax", "Operations must be an array"));
+    };
+    if raw.is_empty() {
+        return Err(bad("invalidValue", "Operations is empty"));
+    }
+    if raw.len() > MAX_OPERATIONS {
+        return Err(ScimError(
+            StatusCode::PAYLOAD_TOO_LARGE,
+            Some("tooMany"),
+            format!("at most {MAX_OPERATIONS} operations a request"),
+        ));
+    }
+    let mut seen = std::collections::HashSet::new();
+    let mut ops = Vec::with_capacity(raw.len());
+    for (i, o) in raw.iter().enumerate() {
+        let at = |why: &str| bad("invalidValue", format!("Operations[{i}]: {why}"));
+        let o = o.as_object().ok_or_else(|| at("must be an object"))?;
+        let text = |k: &str| get_ci(o, k).and_then(Value::as_str).map(str::to_owned);
+        let method = match text("method").map(|m| m.to_ascii_uppercase()).as_deref() {
+            Some("POST") => Method::POST,
+            Some("PUT") => Method::PUT,
+            Some("PATCH") => Method::PATCH,
+            Some("DELETE") => Method::DELETE,
+            _ => return Err(at("method must be POST, PUT, PATCH or DELETE")),
+        };
+        let path = text("path").ok_or_else(|| at("path is required"))?;
+        let segments: Vec<&str> = path.split('/').filter(|s| !s.is_empty()).collect();
+        let shape_ok = match (&method, segments.as_slice()) {
+            (&Method::POST, ["Users" | "Groups"]) => true,
+            (&Method::POST, _) => false,
+            (_, ["Users" | "Groups", _]) => true,
+            _ => false,
+        };
+        if !shape_ok || !path.starts_with('/') {
+            return Err(at(
+                "path must be /Users or /Groups (POST), or one of their resources",
+            ));
+        }
+        let bulk_id = text("bulkId");
+        if method == Method::POST && bulk_id.as_deref().is_none_or(str::is_empty) {
+            return Err(at("bulkId is required with POST"));
+        }
+        if let Some(id) = &bulk_id
+            && !seen.insert(id.clone())
+        {
+            return Err(at("bulkId repeats an earlier operation's"));
+        }
+        let data = get_ci(o, "data").cloned();
+        if method != Method::DELETE && !data.as_ref().is_some_and(Value::is_object) {
+            return Err(at("data must be an object"));
+        }
+        ops.push(Operation {
+            method,
+            path,
+            bulk_id,
+            version: text("version"),
+            data,
+        });
+    }
+    Ok((ops, fail_on_errors))
+}
+
+/// Replaces each `bulkId:…` string with the id that operation created; the first it cannot.
+fn resolve(v: &mut Value, ids: &std::collections::HashMap<String, String>) -> Result<(), String> {
+    match v {
+        Value::String(s) => {
+            if let Some(r) = s.strip_prefix("bulkId:") {
+                *s = ids.get(r).cloned().ok_or_else(|| r.to_owned())?;
+            }
+            Ok(())
+        }
+        Value::Array(a) => a.iter_mut().try_for_each(|x| resolve(x, ids)),
+        Value::Object(o) => o.values_mut().try_for_each(|x| resolve(x, ids)),
+        _ => Ok(()),
+    }
+}
+
+impl Scim {
+    /// A bulk request (RFC 7644 section 3.7): the operations in order, each on its own (one
+    /// failing does not undo another), until `failOnErrors` errors. A run of user creations
+    /// that name no other operation goes in one transaction; should any of them fail, the run
+    /// is done again one by one, so that each gets its own status.
+    async fn bulk(&self, body: &Bytes) -> Answer {
+        let (ops, fail_on_errors) = operations(&json_body(body)?)?;
+        let mut ids = std::collections::HashMap::new();
+        let mut results = Vec::with_capacity(ops.len());
+        let (mut errors, mut i) = (0, 0);
+        while i < ops.len() && fail_on_errors.is_none_or(|n| errors < n) {
+            let run = ops[i..]
+                .iter()
+                .take_while(|o| o.plain_user_create())
+                .count();
+            if run > 1
+                && let Some(done) = self.create_run(&ops[i..i + run], &mut ids).await
+            {
+                results.extend(done);
+                i += run;
+                continue;
+            }
+            let (result, failed) = self.one(&ops[i], &mut ids).await;
+            results.push(result);
+            errors += usize::from(failed);
+            i += 1;
+        }
+        ok(json!({ "schemas": [BULK_RESPONSE], "Operations": results }))
+    }
+
+    /// A run of user creations in one transaction: their results, or `None` when it failed.
+    async fn create_run(
+        &self,
+        run: &[Operation],
+        ids: &mut std::collections::HashMap<String, String>,
+    ) -> Option<Vec<Value>> {
+        let desired = run
+            .iter()
+            .map(|o| desired(o.data.as_ref()?).ok())
+            .collect::<Option<Vec<_>>>()?;
+        let done = self
+            .state
+            .execute_from(
+                self.origin.clone(),
+                Some(&self.who),
+                uc::CreateMany(desired),
+            )
+            .await
+            .ok()?;
+        Some(
+            run.iter()
+                .zip(done.value)
+                .map(|(o, u)| {
+                    let id = u.user.id.to_string();
+                    if let Some(b) = &o.bulk_id {
+                        ids.insert(b.clone(), id.clone());
+                    }
+                    json!({
+                        "method": "POST",
+                        "bulkId": o.bulk_id,
+                        "location": format!("{}/Users/{id}", self.base),
+                        "version": u.etag,
+                        "status": "201",
+                    })
+                })
+                .collect(),
+        )
+    }
+
+    /// One operation, as its own request would be answered: its result, and whether it failed.
+    async fn one(
+        &self,
+        op: &Operation,
+        ids: &mut std::collections::HashMap<String, String>,
+    ) -> (Value, bool) {
+        let mut data = op.data.clone().unwrap_or(Value::Null);
+        // The path's segments may name another operation's resource too (`/Users/bulkId:a`).
+        let mut segments: Vec<Value> = op.path.split('/').map(|s| json!(s)).collect();
+        let resolved = resolve(&mut data, ids)
+            .and_then(|()| segments.iter_mut().try_for_each(|s| resolve(s, ids)));
+        let path = segments
+            .iter()
+            .filter_map(Value::as_str)
+            .collect::<Vec<_>>()
+            .join("/");
+        let r = match resolved {
+            Err(missing) => error(ScimError(
+                StatusCode::CONFLICT,
+                None,
+                format!("bulkId {missing} names no operation that succeeded before this one"),
+            )),
+            Ok(()) => {
+                let mut headers = HeaderMap::new();
+                if let Some(v) = op
+                    .version
+                    .as_deref()
+                    .and_then(|v| HeaderValue::from_str(v).ok())
+                {
+                    headers.insert(header::IF_MATCH, v);
+                }
+                let body = Bytes::from(if data.is_null() {
+                    String::new()
+                } else {
+                    data.to_string()
+                });
+                let full = format!("{PREFIX}{path}");
+                self.dispatch(&op.method, &full, None, &headers, &body)
+                    .await
+                    .unwrap_or_else(error)
+            }
+        };
+        let status = r.status();
+        let (location, version) = {
+            let h = r.headers();
+            let get =
+                |n: header::HeaderName| h.get(n).and_then(|v| v.to_str().ok()).map(str::to_owned);
+            (get(header::LOCATION), get(header::ETAG))
+        };
+        if let (Some(b), Some(loc)) = (&op.bulk_id, &location) {
+            ids.insert(
+                b.clone(),
+                loc.rsplit('/').next().unwrap_or_default().to_owned(),
+            );
+        }
+        let failed = status.as_u16() >= 400;
+        let mut result = json!({
+            "method": op.method.as_str(),
+            "status": status.as_u16().to_string(),
+        });
+        if let Some(b) = &op.bulk_id {
+            result["bulkId"] = json!(b);
+        }
+        // An operation's location is where its resource is, created or not.
+        let location = location
+            .or_else(|| (op.method != Method::POST).then(|| format!("{}{path}", self.base)));
+        if let Some(l) = location {
+            result["location"] = json!(l);
+        }
+        if let Some(v) = version {
+            result["version"] = json!(v);
+        }
+        if failed {
+            let bytes = r
+                .into_body()
+                .collect()
+                .await
+                .map(|b| b.to_bytes())
+                .unwrap_or_default();
+            result["response"] = serde_json::from_slice(&bytes).unwrap_or(Value::Null);
+        }
+        (result, failed)
+    }
 }
 
 fn ok(v: Value) -> Answer {

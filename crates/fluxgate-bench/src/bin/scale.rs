@@ -249,6 +249,7 @@ struct Measured {
     queries: Vec<(&'static str, f64)>,
     writes: Vec<(&'static str, f64)>,
     bulk_per_s: f64,
+    scim_per_s: f64,
     peak_mib: f64,
     rss_mib: f64,
 }
@@ -433,6 +434,7 @@ async fn measure(url: &str, size: &Size) -> anyhow::Result<Measured> {
     ));
     let writes = measure_writes(&ch, &token, size).await?;
     let bulk_per_s = measure_bulk(&ch, &token).await?;
+    let scim_per_s = measure_scim_bulk(&ch, &server.addr, &token).await?;
     tokio::time::sleep(Duration::from_millis(100)).await;
     let (peak_mib, rss_mib) = server.memory()?;
     Ok(Measured {
@@ -441,9 +443,84 @@ async fn measure(url: &str, size: &Size) -> anyhow::Result<Measured> {
         queries,
         writes,
         bulk_per_s,
+        scim_per_s,
         peak_mib,
         rss_mib,
     })
+}
+
+/// Users a second through SCIM bulk requests (`POST /scim/v2/Bulk`) of 1,000 user creations,
+/// as an identity provider pushes them, over three requests after one to warm up.
+async fn measure_scim_bulk(ch: &Channel, addr: &str, token: &str) -> anyhow::Result<f64> {
+    use fluxgate_proto::v1::service_account_service_client::ServiceAccountServiceClient;
+    use tokio::io::{AsyncReadExt as _, AsyncWriteExt as _};
+    let mut sas = ServiceAccountServiceClient::new(ch.clone());
+    let sa = sas
+        .create_service_account(with(
+            token,
+            pb::CreateServiceAccountRequest {
+                service_account: Some(pb::ServiceAccount {
+                    display_name: "identity provider".into(),
+                    provisioner: true,
+                    ..Default::default()
+                }),
+            },
+        ))
+        .await?
+        .into_inner()
+        .service_account
+        .unwrap_or_default();
+    let key = sas
+        .create_service_account_key(with(
+            token,
+            pb::CreateServiceAccountKeyRequest {
+                parent: sa.name,
+                key: None,
+            },
+        ))
+        .await?
+        .into_inner()
+        .secret;
+    let mut next = 0usize;
+    let mut request = || {
+        let ops: Vec<serde_json::Value> = (next..next + 1_000)
+            .map(|n| {
+                serde_json::json!({
+                    "method": "POST", "path": "/Users", "bulkId": format!("u{n}"),
+                    "data": {"userName": format!("scim{n:07}"), "emails": [{"value": format!("scim{n:07}@example.com")}]},
+                })
+            })
+            .collect();
+        next += 1_000;
+        serde_json::json!({"schemas": ["urn:ietf:params:scim:api:messages:2.0:BulkRequest"], "Operations": ops}).to_string()
+    };
+    let send = async |body: String| -> anyhow::Result<()> {
+        let mut st = tokio::net::TcpStream::connect(addr).await?;
+        let head = format!(
+            "POST /scim/v2/Bulk HTTP/1.1\r\nHost: {addr}\r\nConnection: close\r\nContent-Type: application/scim+json\r\nAuthorization: Bearer {key}\r\nContent-Length: {}\r\n\r\n",
+            body.len()
+        );
+        st.write_all(head.as_bytes()).await?;
+        st.write_all(body.as_bytes()).await?;
+        let mut raw = String::new();
+        st.read_to_string(&mut raw).await?;
+        anyhow::ensure!(
+            raw.starts_with("HTTP/1.1 200"),
+            "bulk request refused: {}",
+            &raw[..raw.len().min(300)]
+        );
+        anyhow::ensure!(
+            raw.matches("\"201\"").count() == 1_000,
+            "not every user was created"
+        );
+        Ok(())
+    };
+    send(request()).await?;
+    let t = Instant::now();
+    for _ in 0..3 {
+        send(request()).await?;
+    }
+    Ok(3_000.0 / t.elapsed().as_secs_f64())
 }
 
 /// Users a second through BatchCreateUsers, 1,000 users (registration links, no passwords) a
@@ -707,6 +784,10 @@ async fn main() -> anyhow::Result<()> {
     println!(
         "| BatchCreateUsers, 1,000 users a call (users/s; target >= 2,000 at 100%) | {:.0} | {:.0} |",
         s.bulk_per_s, f.bulk_per_s
+    );
+    println!(
+        "| SCIM bulk request, 1,000 user creations (users/s) | {:.0} | {:.0} |",
+        s.scim_per_s, f.scim_per_s
     );
     println!("| seeding (s) | {:.1} | {:.1} |", s.seed_s, f.seed_s);
     println!(
