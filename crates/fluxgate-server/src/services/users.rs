@@ -124,13 +124,17 @@ impl UserSvc {
             };
         };
         let f = |name: &str| format!("{at}user.{name}");
+        let username = v.check(&f("username"), Username::parse(&u.username));
+        let email = v.check(&f("email"), Email::parse(&u.email));
+        let display_name = v.check(&f("display_name"), DisplayName::parse(&u.display_name));
+        let role = required_role(v, &f("role"), u.role, "is required");
         let password = (initial_password.as_str(), require_password_change);
         self.check_initial_password(v, at, &u, password);
         Checked {
-            username: v.check(&f("username"), Username::parse(&u.username)),
-            email: v.check(&f("email"), Email::parse(&u.email)),
-            display_name: v.check(&f("display_name"), DisplayName::parse(&u.display_name)),
-            role: required_role(v, &f("role"), u.role, "is required"),
+            username,
+            email,
+            display_name,
+            role,
             must_change_password: require_password_change,
             initial_password,
         }
