@@ -147,6 +147,12 @@ impl Ctx {
         &self.idempotency_key
     }
 
+    /// Writes from now on carry `key`: a command that makes several writes gives each its own,
+    /// derived from the invocation's, so that running it again with the same key repeats none.
+    pub fn set_idempotency_key(&mut self, key: String) {
+        self.idempotency_key = key;
+    }
+
     /// The session file path, or an error when none can be determined.
     pub fn session_path(&self) -> Result<PathBuf> {
         self.session_path.clone().ok_or_else(|| {

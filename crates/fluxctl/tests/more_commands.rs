@@ -330,4 +330,65 @@ fn every_other_rpc_from_the_command_line(b: Backend) {
     );
 }
 
-crate::both_backends!(every_other_rpc_from_the_command_line);
+/// `users import`: JSON Lines from standard input or a file, in batches; a bad line is a usage
+/// error naming it, and a refused batch writes nothing.
+fn users_are_imported_from_json_lines(b: Backend) {
+    let server = TestServer::start(b);
+    let dir = tempfile::tempdir().unwrap();
+    let admin = Operator::new(&server.url, dir.path(), "admin");
+    admin.login(ADMIN, ADMIN_PASSWORD).ok();
+    let lines: String = (0..5)
+        .map(|i| {
+            format!(
+                "{{\"username\": \"imp{i}\", \"email\": \"imp{i}@example.com\", \"display_name\": \"Imp {i}\", \"role\": \"{}\"}}\n",
+                if i == 0 { "team_admin" } else { "requester" }
+            )
+        })
+        .collect();
+    let out = admin
+        .run_with_stdin(
+            &["-o", "json", "users", "import", "-", "--batch", "2"],
+            &lines,
+        )
+        .json();
+    let results = out["results"].as_array().unwrap();
+    assert_eq!(results.len(), 5, "{out}");
+    assert_eq!(results[0]["user"]["role"], "ROLE_TEAM_ADMIN");
+    assert!(
+        results[4]["registrationLink"]["url"]
+            .as_str()
+            .unwrap()
+            .contains("register"),
+        "{out}"
+    );
+    let file = dir.path().join("more.jsonl");
+    std::fs::write(
+        &file,
+        "{\"username\": \"imp9\", \"email\": \"imp9@example.com\", \"display_name\": \"Imp 9\"}\n",
+    )
+    .unwrap();
+    let table = admin
+        .run(&["users", "import", file.to_str().unwrap()])
+        .ok()
+        .to_owned();
+    assert!(
+        table.contains("imp9") && table.contains("1 users created"),
+        "{table}"
+    );
+
+    let bad = admin.run_with_stdin(&["users", "import", "-"], "{\"username\": \"x\"}\n");
+    bad.code(2);
+    assert!(bad.stderr.contains("line 1"), "{bad:?}");
+    let clash = admin.run_with_stdin(
+        &["users", "import", "-"],
+        "{\"username\": \"fresh\", \"email\": \"fresh@example.com\", \"display_name\": \"F\"}\n{\"username\": \"imp1\", \"email\": \"other@example.com\", \"display_name\": \"I\"}\n",
+    );
+    clash.code(6);
+    assert!(clash.stderr.contains("ALREADY_EXISTS"), "{clash:?}");
+    admin.run(&["users", "get", "fresh"]).code(3);
+}
+
+crate::both_backends!(
+    every_other_rpc_from_the_command_line,
+    users_are_imported_from_json_lines
+);

@@ -240,7 +240,11 @@ async fn import(ctx: &mut Ctx, a: ImportArgs) -> Result<()> {
     };
     let requests = import_requests(&text)?;
     let mut all = pb::BatchCreateUsersResponse::default();
-    for chunk in requests.chunks(a.batch) {
+    let key = ctx.idempotency_key().to_owned();
+    for (i, chunk) in requests.chunks(a.batch).enumerate() {
+        // Each batch its own key (the invocation's, numbered), so that a rerun with
+        // --idempotency-key repeats no batch that went through.
+        ctx.set_idempotency_key(format!("{key}.{i}"));
         let req = pb::BatchCreateUsersRequest {
             requests: chunk.to_vec(),
         };
