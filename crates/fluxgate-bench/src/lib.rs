@@ -349,4 +349,78 @@ pub mod support {
         }
         Ok(out)
     }
+
+    /// The `fluxgate` binary serving as its own process (so that its memory can be read from
+    /// `/proc`), on an ephemeral port; killed when dropped.
+    pub struct Process {
+        child: std::process::Child,
+        pub addr: SocketAddr,
+    }
+
+    impl Process {
+        pub fn pid(&self) -> u32 {
+            self.child.id()
+        }
+    }
+
+    impl Drop for Process {
+        fn drop(&mut self) {
+            let _ = self.child.kill();
+            let _ = self.child.wait();
+        }
+    }
+
+    /// Starts `--bin PATH` (else the `fluxgate` beside the running benchmark) with `serve` on
+    /// `database_url`, the bootstrap admin's password `admin_password`, OWASP's Argon2id
+    /// parameters and the extra environment `env`; returns once it listens.
+    pub fn spawn_server(
+        database_url: &str,
+        admin_password: &str,
+        env: &[(&str, String)],
+    ) -> anyhow::Result<Process> {
+        use anyhow::Context as _;
+        use std::io::{BufRead as _, BufReader};
+        let bin = match arg("--bin") {
+            Some(p) => p.into(),
+            None => std::env::current_exe()?.with_file_name("fluxgate"),
+        };
+        let mut cmd = std::process::Command::new(&bin);
+        cmd.arg("serve")
+            .env("FLUXGATE_DATABASE_URL", database_url)
+            .env("FLUXGATE_LISTEN", "127.0.0.1:0")
+            .env("FLUXGATE_BOOTSTRAP_PASSWORD", admin_password)
+            .env("FLUXGATE_ARGON2_MEMORY_KIB", "19456")
+            .env("FLUXGATE_ARGON2_ITERATIONS", "2")
+            .env("FLUXGATE_LOG", "warn")
+            .env_remove("FLUXGATE_CONFIG")
+            .stdout(std::process::Stdio::piped());
+        for (k, v) in env {
+            cmd.env(k, v);
+        }
+        let mut child = cmd
+            .spawn()
+            .with_context(|| format!("starting {}", bin.display()))?;
+        let stdout = child.stdout.take().context("server stdout")?;
+        let mut process = Process {
+            child,
+            addr: SocketAddr::from(([127, 0, 0, 1], 0)),
+        };
+        let mut lines = BufReader::new(stdout).lines();
+        process.addr = loop {
+            let line = lines.next().context("server exited before listening")??;
+            if let Some(a) = line.strip_prefix("FluxGate listening on ") {
+                break a.trim().parse()?;
+            }
+        };
+        std::thread::spawn(move || for _ in lines {});
+        Ok(process)
+    }
+
+    /// A line of `/proc/{pid}/status` as a number (`VmRSS` in KiB, `Threads`, …).
+    pub fn proc_status(pid: u32, field: &str) -> Option<u64> {
+        let s = std::fs::read_to_string(format!("/proc/{pid}/status")).ok()?;
+        s.lines()
+            .find_map(|l| l.strip_prefix(field)?.strip_prefix(':'))
+            .and_then(|v| v.trim().trim_end_matches("kB").trim().parse().ok())
+    }
 }

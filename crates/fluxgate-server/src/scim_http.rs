@@ -182,11 +182,7 @@ impl Scim {
         if path.strip_prefix(PREFIX).map(|p| p.trim_end_matches('/')) == Some("/Bulk") {
             return match *method {
                 Method::POST => self.bulk(body).await,
-                _ => Err(ScimError(
-                    StatusCode::METHOD_NOT_ALLOWED,
-                    None,
-                    "method not allowed".into(),
-                )),
+                _ => Err(method_not_allowed()),
             };
         }
         self.dispatch(method, path, query, headers, body).await
@@ -254,11 +250,9 @@ impl Scim {
             (&Method::PATCH, ["Groups", id]) => self.patch_group(id, if_match, body).await,
             (&Method::DELETE, ["Groups", id]) => self.delete_group(id, if_match).await,
             (_, ["Users" | "Groups"] | ["Users" | "Groups", _])
-            | (_, ["ServiceProviderConfig" | "ResourceTypes" | "Schemas", ..]) => Err(ScimError(
-                StatusCode::METHOD_NOT_ALLOWED,
-                None,
-                "method not allowed".into(),
-            )),
+            | (_, ["ServiceProviderConfig" | "ResourceTypes" | "Schemas", ..]) => {
+                Err(method_not_allowed())
+            }
             _ => Err(not_found("endpoint")),
         }
     }
@@ -648,6 +642,14 @@ fn desired_group(v: &Value) -> Result<uc::DesiredGroup, ScimError> {
 
 fn user_id(id: &str) -> Result<UserId, ScimError> {
     id.parse().map_err(|_| not_found("user"))
+}
+
+fn method_not_allowed() -> ScimError {
+    ScimError(
+        StatusCode::METHOD_NOT_ALLOWED,
+        None,
+        "method not allowed".into(),
+    )
 }
 
 fn not_found(what: &str) -> ScimError {

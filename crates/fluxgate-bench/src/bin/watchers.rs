@@ -17,15 +17,13 @@
 //! is the stress figure). `watchers [--watchers 1500] [--logins 100] [--every-ms 200]
 //! [--database-url URL] [--bin PATH]`.
 
-use std::io::{BufRead, BufReader};
 use std::net::SocketAddr;
-use std::process::{Command, Stdio};
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::time::{Duration, Instant};
 
 use anyhow::Context as _;
-use fluxgate_bench::support::{arg, channels, seed_reader, with};
+use fluxgate_bench::support::{arg, channels, proc_status, seed_reader, spawn_server, with};
 use fluxgate_proto::v1 as pb;
 use fluxgate_proto::v1::approval_service_client::ApprovalServiceClient;
 use fluxgate_proto::v1::auth_service_client::AuthServiceClient;
@@ -34,24 +32,11 @@ use tonic::transport::Channel;
 const ADMIN_PASSWORD: &str = "Watch-admin-pass-1";
 
 fn rss_kib(pid: u32) -> Option<u64> {
-    let s = std::fs::read_to_string(format!("/proc/{pid}/status")).ok()?;
-    s.lines()
-        .find_map(|l| l.strip_prefix("VmRSS:"))
-        .and_then(|v| v.trim().trim_end_matches("kB").trim().parse().ok())
+    proc_status(pid, "VmRSS")
 }
 
 fn threads(pid: u32) -> Option<u64> {
-    let s = std::fs::read_to_string(format!("/proc/{pid}/status")).ok()?;
-    s.lines()
-        .find_map(|l| l.strip_prefix("Threads:"))
-        .and_then(|v| v.trim().parse().ok())
-}
-
-fn server_bin() -> anyhow::Result<std::path::PathBuf> {
-    if let Some(p) = arg("--bin") {
-        return Ok(p.into());
-    }
-    Ok(std::env::current_exe()?.with_file_name("fluxgate"))
+    proc_status(pid, "Threads")
 }
 
 fn free_port() -> anyhow::Result<SocketAddr> {
@@ -66,34 +51,17 @@ async fn main() -> anyhow::Result<()> {
     let dir = tempfile::tempdir()?;
     let db = arg("--database-url")
         .unwrap_or_else(|| format!("sqlite://{}", dir.path().join("watch.db").display()));
-    let bin = server_bin()?;
     let metrics = free_port()?;
-    let mut child = Command::new(&bin)
-        .arg("serve")
-        .env("FLUXGATE_DATABASE_URL", &db)
-        .env("FLUXGATE_LISTEN", "127.0.0.1:0")
-        .env("FLUXGATE_METRICS_LISTEN", metrics.to_string())
-        .env("FLUXGATE_BOOTSTRAP_PASSWORD", ADMIN_PASSWORD)
-        .env("FLUXGATE_ARGON2_MEMORY_KIB", "19456")
-        .env("FLUXGATE_ARGON2_ITERATIONS", "2")
-        .env("FLUXGATE_LOG", "warn")
-        .env_remove("FLUXGATE_CONFIG")
-        .stdout(Stdio::piped())
-        .spawn()
-        .with_context(|| format!("starting {}", bin.display()))?;
-    let pid = child.id();
-    let stdout = child.stdout.take().context("server stdout")?;
-    let mut lines = BufReader::new(stdout).lines();
-    let addr: SocketAddr = loop {
-        let line = lines.next().context("server exited before listening")??;
-        if let Some(a) = line.strip_prefix("FluxGate listening on ") {
-            break a.trim().parse()?;
-        }
-    };
-    std::thread::spawn(move || for _ in lines {});
-    let result = run(addr, metrics, pid, (watchers, logins, every_ms)).await;
-    let _ = child.kill();
-    let _ = child.wait();
+    let env = [("FLUXGATE_METRICS_LISTEN", metrics.to_string())];
+    let server = spawn_server(&db, ADMIN_PASSWORD, &env)?;
+    let result = run(
+        server.addr,
+        metrics,
+        server.pid(),
+        (watchers, logins, every_ms),
+    )
+    .await;
+    drop(server);
     result
 }
 
