@@ -198,19 +198,7 @@ async fn okta_provisions_users(b: Backend) {
     assert_eq!(r.body["locale"], "en-GB");
     assert!(r.body.get("password").is_none());
     // In FluxGate: a user like any other, seen by the engine at once.
-    let u = s
-        .users()
-        .get_user(authed(
-            pb::GetUserRequest {
-                name: format!("users/{id}"),
-            },
-            &admin,
-        ))
-        .await
-        .unwrap()
-        .into_inner()
-        .user
-        .unwrap();
+    let u = user_of(&s, &admin, &id).await;
     assert_eq!(
         (
             u.username.as_str(),
@@ -352,20 +340,7 @@ async fn okta_provisions_users(b: Backend) {
         .reset_user_password(authed(
             pb::ResetUserPasswordRequest {
                 name: format!("users/{id}"),
-                etag: s
-                    .users()
-                    .get_user(authed(
-                        pb::GetUserRequest {
-                            name: format!("users/{id}"),
-                        },
-                        &admin,
-                    ))
-                    .await
-                    .unwrap()
-                    .into_inner()
-                    .user
-                    .unwrap()
-                    .etag,
+                etag: user_of(&s, &admin, &id).await.etag,
             },
             &admin,
         ))
@@ -410,19 +385,7 @@ async fn okta_provisions_users(b: Backend) {
             .status,
         404
     );
-    let u = s
-        .users()
-        .get_user(authed(
-            pb::GetUserRequest {
-                name: format!("users/{id}"),
-            },
-            &admin,
-        ))
-        .await
-        .unwrap()
-        .into_inner()
-        .user
-        .unwrap();
+    let u = user_of(&s, &admin, &id).await;
     assert!(!u.active, "deleted through SCIM: deactivated, kept");
     let r = scim(&s, "POST", "/Users", k, Some(ada), &[]).await;
     assert_eq!(
@@ -542,19 +505,7 @@ async fn entra_provisions_users(b: Backend) {
         "Computing"
     );
     assert_eq!(r.body["name"]["givenName"], "Amazing Grace");
-    let u = s
-        .users()
-        .get_user(authed(
-            pb::GetUserRequest {
-                name: format!("users/{id}"),
-            },
-            &admin,
-        ))
-        .await
-        .unwrap()
-        .into_inner()
-        .user
-        .unwrap();
+    let u = user_of(&s, &admin, &id).await;
     assert_eq!(
         (u.email.as_str(), u.display_name.as_str()),
         ("grace.hopper@contoso.example", "Rear Admiral Hopper")
@@ -823,6 +774,22 @@ async fn create(s: &TestServer, k: Option<&str>, user_name: &str) -> String {
     let r = scim(s, "POST", "/Users", k, Some(json!({"userName": user_name, "emails": [{"value": format!("{user_name}@example.com")}]})), &[]).await;
     assert_eq!(r.status, 201, "{}", r.body);
     r.body["id"].as_str().unwrap().to_owned()
+}
+
+/// The user behind SCIM id `id`, as FluxGate's own API shows it.
+async fn user_of(s: &TestServer, admin: &str, id: &str) -> pb::User {
+    s.users()
+        .get_user(authed(
+            pb::GetUserRequest {
+                name: format!("users/{id}"),
+            },
+            admin,
+        ))
+        .await
+        .unwrap()
+        .into_inner()
+        .user
+        .unwrap()
 }
 
 fn patch(ops: Value) -> Value {
@@ -1235,6 +1202,75 @@ async fn bulk_requests_provision_many_at_once(b: Backend) {
         .map(|o| o["status"].as_str().unwrap())
         .collect();
     assert_eq!(statuses, ["201", "409", "201"]);
+
+    // Usernames made from userNames as a single create makes them, whether the run is written a
+    // statement per step or one by one: the part before '@' when the userName is not a username
+    // itself, numbered while taken (by FluxGate, or by another user of the same run).
+    let with_email = |bulk_id: &str, user_name: &str, email: &str| json!({"method": "POST", "path": "/Users", "bulkId": bulk_id, "data": {"userName": user_name, "emails": [{"value": email}]}});
+    let runs = [
+        vec![
+            with_email("p1", "Pia@corp.example", "pia@corp.example"),
+            with_email("p2", "quinn@corp.example", "quinn@corp.example"),
+        ],
+        vec![
+            with_email("t1", "taken@corp.example", "taken2@corp.example"),
+            with_email("t2", "rae@one.example", "rae@one.example"),
+            with_email("t3", "rae@two.example", "rae@two.example"),
+        ],
+    ];
+    let mut made = Vec::new();
+    for ops in runs {
+        let r = scim(&s, "POST", "/Bulk", k, Some(bulk(json!(ops))), &[]).await;
+        for res in r.body["Operations"].as_array().unwrap() {
+            assert_eq!(res["status"], "201", "{res}");
+            let id = res["location"]
+                .as_str()
+                .unwrap()
+                .rsplit('/')
+                .next()
+                .unwrap();
+            let got = scim(&s, "GET", &format!("/Users/{id}"), k, None, &[]).await;
+            let user = user_of(&s, &admin, id).await;
+            made.push((
+                got.body["userName"].as_str().unwrap().to_owned(),
+                user.username,
+                user.email,
+            ));
+        }
+    }
+    let want = [
+        ("Pia@corp.example", "pia", "pia@corp.example"),
+        ("quinn@corp.example", "quinn", "quinn@corp.example"),
+        ("taken@corp.example", "taken-2", "taken2@corp.example"),
+        ("rae@one.example", "rae", "rae@one.example"),
+        ("rae@two.example", "rae-2", "rae@two.example"),
+    ];
+    let made: Vec<(&str, &str, &str)> = made
+        .iter()
+        .map(|(a, b, c)| (a.as_str(), b.as_str(), c.as_str()))
+        .collect();
+    assert_eq!(made, want);
+    // Each creation audited as one made alone is.
+    let events = s
+        .audit()
+        .list_audit_events(authed(
+            pb::ListAuditEventsRequest {
+                action: "user.created".into(),
+                page_size: 1000,
+                ..Default::default()
+            },
+            &admin,
+        ))
+        .await
+        .unwrap()
+        .into_inner()
+        .events;
+    let provisioned = events
+        .iter()
+        .filter(|e| e.detail == "provisioned through SCIM")
+        .count();
+    // `taken`, the forty, the run's two, these five.
+    assert_eq!(provisioned, 1 + 40 + 2 + 5, "{events:?}");
 
     // failOnErrors: processing stops after that many errors.
     let mut req = bulk(json!([

@@ -68,19 +68,26 @@ pub mod support {
         let server = Server::bind(config).await?;
         let addr = server.local_addr()?;
         tokio::spawn(server.run(std::future::pending()));
-        let token = AuthServiceClient::connect(format!("http://{addr}"))
-            .await?
+        let ch = Endpoint::from_shared(format!("http://{addr}"))?
+            .connect()
+            .await?;
+        let token = login(ch, "admin", ADMIN_PASSWORD).await?;
+        Ok((addr, token))
+    }
+
+    /// Signs `user` in with `password`; the access token.
+    pub async fn login(ch: Channel, user: &str, password: &str) -> anyhow::Result<String> {
+        Ok(AuthServiceClient::new(ch)
             .login(pb::LoginRequest {
-                username: "admin".into(),
-                password: ADMIN_PASSWORD.into(),
+                username: user.into(),
+                password: password.into(),
                 ..Default::default()
             })
             .await?
             .into_inner()
             .tokens
             .ok_or_else(|| anyhow::anyhow!("no tokens"))?
-            .access_token;
-        Ok((addr, token))
+            .access_token)
     }
 
     /// What [`seed_reader`] made.

@@ -2,6 +2,7 @@
 //! the transaction of the change that causes it, delivered by the server after commit).
 
 use fluxgate_domain::EmailId;
+use fluxgate_store::outbox::{self, NewEmail};
 use fluxgate_store::users::User;
 use fluxgate_store::{DbConnection, StoreResult};
 
@@ -176,6 +177,9 @@ pub trait Outbox: Send + Sync + std::fmt::Debug {
     /// Tells the outbox that messages became due (a requeue), so delivery starts after commit.
     fn queued(&self);
 
+    /// The message `template` makes for `user` with its own `vars`, ready to queue.
+    fn render(&self, template: Template, user: &User, vars: &[(&str, &str)]) -> NewEmail;
+
     /// Renders `template` for `user` with its own `vars` and queues it.
     fn queue(
         &self,
@@ -184,5 +188,22 @@ pub trait Outbox: Send + Sync + std::fmt::Debug {
         user: &User,
         vars: &[(&str, &str)],
         now: i64,
-    ) -> StoreResult<EmailId>;
+    ) -> StoreResult<EmailId> {
+        let message = self.render(template, user, vars);
+        self.queued();
+        outbox::enqueue(conn, message, now)
+    }
+
+    /// Queues rendered messages (a batch's) with a statement per few hundred.
+    fn queue_many(
+        &self,
+        conn: &mut DbConnection,
+        messages: Vec<NewEmail>,
+        now: i64,
+    ) -> StoreResult<()> {
+        if !messages.is_empty() {
+            self.queued();
+        }
+        outbox::enqueue_many(conn, messages, now)
+    }
 }

@@ -298,12 +298,137 @@ impl Command for CreateMany {
         self.0.iter().try_for_each(|d| checked(d).map(drop))
     }
 
+    /// A plain batch (see [`plain`]) takes a statement per step for all its users; any other is
+    /// made one by one, each under every rule [`Create`] has.
     fn apply(self, cx: &Ctx<'_>, tx: &mut Tx<'_>) -> Result<Vec<Provisioned>> {
-        self.0
-            .into_iter()
-            .map(|d| Create(d).apply(cx, tx))
-            .collect()
+        match plain(tx.conn, &self.0)? {
+            Some(checked) => create_plain(cx, tx, self.0, checked),
+            None => self
+                .0
+                .into_iter()
+                .map(|d| Create(d).apply(cx, tx))
+                .collect(),
+        }
     }
+}
+
+/// What [`plain`] found for each user of a batch: its address, name and username.
+type Plain = (Option<Email>, Option<DisplayName>, Username);
+
+/// Whether a batch is plain: every user active; its `userName` unknown to SCIM and FluxGate and
+/// once in the batch; the username made from it free and once in the batch; every address free
+/// and once in the batch. Then each user is created exactly as [`Create`] would, and no
+/// rule can refuse one. `None` otherwise (a refusal, a revival, a made-up username).
+fn plain(conn: &mut DbConnection, batch: &[Desired]) -> Result<Option<Vec<Plain>>> {
+    let mut keys = std::collections::HashSet::new();
+    let mut emails = std::collections::HashSet::new();
+    let mut usernames = std::collections::HashSet::new();
+    let mut out = Vec::with_capacity(batch.len());
+    for d in batch {
+        let (email, display) = checked(d)?;
+        let key = d.user_name.trim().to_lowercase();
+        // The username [`username_for`] makes when it is free: the userName itself, else one
+        // from the part before any '@'.
+        let whole = d.user_name.to_lowercase();
+        let made = match Username::parse(&whole) {
+            Ok(u) => Ok(u),
+            Err(_) => Username::parse(&crate::sso::username_base(
+                whole.split('@').next().unwrap_or(&whole),
+            )),
+        };
+        let Ok(username) = made else {
+            return Ok(None);
+        };
+        let fresh_email = email
+            .as_ref()
+            .is_none_or(|e| emails.insert(e.as_str().to_owned()));
+        if !d.active
+            || !keys.insert(key)
+            || !usernames.insert(username.as_str().to_owned())
+            || !fresh_email
+        {
+            return Ok(None);
+        }
+        out.push((email, display, username));
+    }
+    let keys: Vec<&str> = keys.iter().map(String::as_str).collect();
+    let names: Vec<&str> = usernames.iter().map(String::as_str).collect();
+    let emails: Vec<&str> = emails.iter().map(String::as_str).collect();
+    let known = !scim::find_by_keys(conn, &keys)?.is_empty()
+        || !users::taken_usernames(conn, &keys)?.is_empty()
+        || !users::taken_usernames(conn, &names)?.is_empty()
+        || !users::taken_emails(conn, &emails)?.is_empty();
+    Ok((!known).then_some(out))
+}
+
+/// Creates a plain batch: one multi-row statement each for the users, their SCIM rows and
+/// their audit events.
+fn create_plain(
+    cx: &Ctx<'_>,
+    tx: &mut Tx<'_>,
+    batch: Vec<Desired>,
+    checked: Vec<Plain>,
+) -> Result<Vec<Provisioned>> {
+    let ids: Vec<UserId> = batch.iter().map(|_| UserId::generate()).collect();
+    let emails: Vec<String> = checked
+        .iter()
+        .zip(&ids)
+        .map(|((email, ..), id)| {
+            email
+                .as_ref()
+                .map_or_else(|| format!("{id}@scim.invalid"), |e| e.as_str().to_owned())
+        })
+        .collect();
+    let displays: Vec<String> = checked
+        .iter()
+        .zip(&batch)
+        .map(|((_, display, _), d)| {
+            display
+                .as_ref()
+                .map_or_else(|| d.user_name.trim().to_owned(), |n| n.as_str().to_owned())
+        })
+        .collect();
+    let new: Vec<users::NewUser<'_>> = (0..batch.len())
+        .map(|i| users::NewUser {
+            id: ids[i],
+            username: checked[i].2.as_str(),
+            email: &emails[i],
+            display_name: &displays[i],
+            role: batch[i].role.unwrap_or(Role::Requester),
+            must_change_password: false,
+            password_hash: None,
+        })
+        .collect();
+    let created = users::insert_many(tx.conn, &new, tx.now)?;
+    let rows: Vec<ScimUser> = batch
+        .into_iter()
+        .zip(&ids)
+        .map(|(d, id)| ScimUser {
+            user_id: id.to_string(),
+            user_name: d.user_name.trim().to_owned(),
+            user_name_key: d.user_name.trim().to_lowercase(),
+            external_id: d.external_id,
+            extra: d.extra,
+            version: 1,
+            deleted: false,
+        })
+        .collect();
+    scim::insert_many(tx.conn, &rows)?;
+    let events = created
+        .iter()
+        .map(|user| {
+            tx.changed(EntityKind::User, user.id.to_string());
+            let mut e = event(cx, AuditAction::UserCreated, None, user);
+            e.detail = Some("provisioned through SCIM".into());
+            e
+        })
+        .collect();
+    audit::append_many(tx.conn, events, tx.now)?;
+    Ok(created
+        .into_iter()
+        .zip(rows)
+        .map(|(user, row)| view(user, Some(row)))
+        .collect())
 }
 
 /// Replaces a user with the state the provider wants (PUT, and PATCH once applied).

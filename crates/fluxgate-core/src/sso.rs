@@ -459,13 +459,10 @@ impl Finish {
     }
 }
 
-/// A username made from `raw` (lower-cased, other characters than letters, digits, '.', '_' and
-/// '-' replaced), with a number added while taken.
-pub(crate) fn free_username(
-    conn: &mut fluxgate_store::DbConnection,
-    raw: &str,
-) -> Result<Username> {
-    let mut base: String = raw
+/// The username [`free_username`] tries first for `raw`: lower-cased, other characters than
+/// letters, digits, '.', '_' and '-' replaced.
+pub(crate) fn username_base(raw: &str) -> String {
+    let base: String = raw
         .to_lowercase()
         .chars()
         .map(|c| {
@@ -479,8 +476,18 @@ pub(crate) fn free_username(
         .take(56)
         .collect();
     if base.len() < 2 {
-        base = format!("user{base}");
+        format!("user{base}")
+    } else {
+        base
     }
+}
+
+/// A username made from `raw` ([`username_base`]), with a number added while taken.
+pub(crate) fn free_username(
+    conn: &mut fluxgate_store::DbConnection,
+    raw: &str,
+) -> Result<Username> {
+    let base = username_base(raw);
     for n in 1..1000 {
         let candidate = if n == 1 {
             base.clone()

@@ -6,6 +6,7 @@
 use fluxgate_authz::{Action, Target};
 use fluxgate_domain::{DisplayName, Email, PrincipalId, Refusal, Role, UserId, Username};
 use fluxgate_store::changes::EntityKind;
+use fluxgate_store::outbox::NewEmail;
 use fluxgate_store::user_tokens::{self, Purpose};
 use fluxgate_store::{DbConnection, Tx, audit, groups, sessions, users};
 
@@ -134,7 +135,8 @@ pub struct IssuedLink {
 /// Issues a registration link for `user` (superseding earlier ones) and queues its email, in
 /// the caller's transaction.
 pub fn issue_registration(cx: &Ctx<'_>, tx: &mut Tx<'_>, user: &User) -> Result<IssuedLink> {
-    let (link, t) = registration_link(cx, tx, user)?;
+    let (link, t, email) = registration_link(cx, tx.now, user)?;
+    cx.outbox()?.queue_many(tx.conn, vec![email], tx.now)?;
     user_tokens::issue(
         tx.conn,
         &t.token_hash,
@@ -222,6 +224,7 @@ impl Command for CreateMany {
         let created = users::insert_many(tx.conn, &new, tx.now)?;
         let mut links = Vec::with_capacity(created.len());
         let mut firsts = Vec::new();
+        let mut emails = Vec::with_capacity(created.len());
         let mut events = Vec::with_capacity(created.len());
         for user in &created {
             tx.changed(EntityKind::User, user.id.to_string());
@@ -229,13 +232,13 @@ impl Command for CreateMany {
             e.after_json = snapshot(user);
             let link = if user.password_hash.is_none() {
                 e.detail = Some("registration link issued".into());
-                let (link, first) = registration_link(cx, tx, user)?;
+                let (link, first, email) = registration_link(cx, tx.now, user)?;
                 firsts.push(first);
+                emails.push(email);
                 Some(link)
             } else {
                 if cx.limits.welcome_email {
-                    cx.outbox()?
-                        .queue(tx.conn, Template::Welcome, user, &[], tx.now)?;
+                    emails.push(cx.outbox()?.render(Template::Welcome, user, &[]));
                 }
                 None
             };
@@ -243,27 +246,30 @@ impl Command for CreateMany {
             events.push(e);
         }
         user_tokens::issue_first(tx.conn, &firsts, tx.now)?;
+        if !emails.is_empty() {
+            cx.outbox()?.queue_many(tx.conn, emails, tx.now)?;
+        }
         audit::append_many(tx.conn, events, tx.now)?;
         Ok(created.into_iter().zip(links).collect())
     }
 }
 
-/// A registration link for `user`: its email queued, its token to store (superseding earlier
-/// ones, or with a batch's others for new users).
+/// A registration link for `user`: the link, its token to store and its email to queue (a
+/// batch stores and queues all of its users' at once).
 fn registration_link(
     cx: &Ctx<'_>,
-    tx: &mut Tx<'_>,
+    now: i64,
     user: &User,
-) -> Result<(IssuedLink, user_tokens::First)> {
+) -> Result<(IssuedLink, user_tokens::First, NewEmail)> {
     let outbox = cx.outbox()?;
     let token = random_token(TOKEN_BYTES);
-    let expires_at = tx.now + cx.limits.registration_ttl_secs as i64 * 1_000_000;
+    let expires_at = now + cx.limits.registration_ttl_secs as i64 * 1_000_000;
     let url = outbox.link("register", &token);
     let vars = [
         ("link", url.as_str()),
         ("expire_time", &rfc3339(expires_at)),
     ];
-    outbox.queue(tx.conn, Template::Registration, user, &vars, tx.now)?;
+    let email = outbox.render(Template::Registration, user, &vars);
     let first = user_tokens::First {
         token_hash: token_hash(&token),
         user: user.id,
@@ -275,7 +281,7 @@ fn registration_link(
         url,
         expires_at,
     };
-    Ok((link, first))
+    Ok((link, first, email))
 }
 
 impl Create {

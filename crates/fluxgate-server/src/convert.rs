@@ -311,7 +311,7 @@ pub fn environment_name(p: &str, a: &str, e: &str) -> String {
     format!("portfolios/{p}/applications/{a}/environments/{e}")
 }
 
-pub fn group_name(p: &str, g: &str) -> String {
+pub fn group_name(p: impl std::fmt::Display, g: impl std::fmt::Display) -> String {
     format!("portfolios/{p}/groups/{g}")
 }
 

@@ -13,9 +13,8 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use anyhow::Context as _;
-use fluxgate_domain::EmailId;
 use fluxgate_store::outbox::{self, EmailState, NewEmail};
-use fluxgate_store::{DbConnection, StoreResult, users};
+use fluxgate_store::users;
 use lettre::message::Mailbox;
 use lettre::message::header::ContentType;
 use lettre::{AsyncSmtpTransport, AsyncTransport, Message, Tokio1Executor};
@@ -176,16 +175,13 @@ impl Mailer {
         format!("{}/{path}?token={token}", self.public_url)
     }
 
-    /// Renders `template` for `user` and queues it, inside the caller's transaction. `vars` are
-    /// the template's own variables.
-    pub fn queue(
+    /// The message `template` makes for `user`; `vars` are the template's own variables.
+    pub fn render(
         &self,
-        conn: &mut DbConnection,
         template: Template,
         user: &users::User,
         vars: &[(&str, &str)],
-        now: i64,
-    ) -> StoreResult<EmailId> {
+    ) -> NewEmail {
         let mut all: Vec<(&str, &str)> = vec![
             ("display_name", &user.display_name),
             ("username", &user.username),
@@ -193,23 +189,18 @@ impl Mailer {
         ];
         all.extend_from_slice(vars);
         let text = &self.templates.0[&template];
-        self.queued.store(true, std::sync::atomic::Ordering::SeqCst);
-        outbox::enqueue(
-            conn,
-            NewEmail {
-                template: template.name().to_owned(),
-                recipient: user.email.clone(),
-                user_id: Some(user.id),
-                subject: render(&text.subject, &all),
-                body: render(&text.body, &all),
-                state: if self.delivers() {
-                    EmailState::Pending
-                } else {
-                    EmailState::Held
-                },
+        NewEmail {
+            template: template.name().to_owned(),
+            recipient: user.email.clone(),
+            user_id: Some(user.id),
+            subject: render(&text.subject, &all),
+            body: render(&text.body, &all),
+            state: if self.delivers() {
+                EmailState::Pending
+            } else {
+                EmailState::Held
             },
-            now,
-        )
+        }
     }
 
     /// Tells the worker that messages were queued (call after the transaction commits).
@@ -337,15 +328,8 @@ impl fluxgate_core::mail::Outbox for Mailer {
         self.queued.store(true, std::sync::atomic::Ordering::SeqCst);
     }
 
-    fn queue(
-        &self,
-        conn: &mut DbConnection,
-        template: Template,
-        user: &users::User,
-        vars: &[(&str, &str)],
-        now: i64,
-    ) -> StoreResult<EmailId> {
-        Mailer::queue(self, conn, template, user, vars, now)
+    fn render(&self, template: Template, user: &users::User, vars: &[(&str, &str)]) -> NewEmail {
+        Mailer::render(self, template, user, vars)
     }
 }
 

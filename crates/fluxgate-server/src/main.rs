@@ -9,6 +9,9 @@ use fluxgate_server::passwords::Hasher;
 use fluxgate_server::{Server, bootstrap};
 use fluxgate_store::{PoolOptions, Store};
 
+#[global_allocator]
+static ALLOCATOR: tikv_jemallocator::Jemalloc = tikv_jemallocator::Jemalloc;
+
 #[derive(Debug, Parser)]
 #[command(
     name = "fluxgate",

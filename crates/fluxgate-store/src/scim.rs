@@ -9,6 +9,9 @@ use fluxgate_domain::UserId;
 use crate::schema::scim_users;
 use crate::{DbConnection, StoreResult};
 
+/// Rows a statement names at most (well inside SQLite's and PostgreSQL's parameter limits).
+const CHUNK: usize = 500;
+
 #[derive(Debug, Clone, PartialEq, Eq, Queryable, Selectable, Insertable)]
 #[diesel(table_name = scim_users)]
 pub struct ScimUser {
@@ -36,6 +39,33 @@ pub fn find_by_key(conn: &mut DbConnection, key: &str) -> StoreResult<Option<Sci
         .select(ScimUser::as_select())
         .first(conn)
         .optional()?)
+}
+
+/// Of `keys` (lower-cased `userName`s), the rows that hold one, deleted or not.
+pub fn find_by_keys(conn: &mut DbConnection, keys: &[&str]) -> StoreResult<Vec<ScimUser>> {
+    let mut out = Vec::new();
+    for chunk in keys.chunks(CHUNK) {
+        out.extend(
+            scim_users::table
+                .filter(scim_users::user_name_key.eq_any(chunk))
+                .select(ScimUser::as_select())
+                .load(conn)?,
+        );
+    }
+    Ok(out)
+}
+
+/// Inserts new rows with multi-row statements (none of them may exist yet).
+pub fn insert_many(conn: &mut DbConnection, rows: &[ScimUser]) -> StoreResult<()> {
+    for chunk in rows.chunks(CHUNK) {
+        // Multi-row INSERT is per backend in diesel (the multi-backend connection has none).
+        let q = diesel::insert_into(scim_users::table).values(chunk);
+        match conn {
+            DbConnection::Sqlite(c) => q.execute(c)?,
+            DbConnection::Postgres(c) => q.execute(c)?,
+        };
+    }
+    Ok(())
 }
 
 pub fn all(conn: &mut DbConnection) -> StoreResult<Vec<ScimUser>> {

@@ -1,15 +1,17 @@
 //! gRPC load benchmark: CheckPermission on a real FluxGate server against a bare tonic echo
 //! service, with the same load client, in the same run, at 1, 16 and 64 requests in flight.
-//! Everything runs on loopback in this process; the client shares the cores with the servers,
-//! so the ratios are the figures that mean something.
+//! Each server is its own process, as deployed: FluxGate is the `fluxgate` binary (logging at
+//! its default level, `info`, unless `--log` says otherwise), and the echo is this benchmark
+//! started again with `--serve-echo`. The client shares the cores with the servers, so the
+//! ratios are the figures that mean something.
 //!
-//! `load [--seconds 2] [--rounds 5] [--levels 1,16,64]`: each level alternates `rounds` rounds
-//! of `seconds` on each side, after a one-second warm-up.
+//! `load [--seconds 2] [--rounds 5] [--levels 1,16,64] [--log info] [--bin PATH]`: each level
+//! alternates `rounds` rounds of `seconds` on each side, after a one-second warm-up.
 
 use std::net::SocketAddr;
 
 use fluxgate_bench::support::{
-    Pool, Seeded, arg, bearer, channels, check_allowed, measure, seed_reader, start_server,
+    Pool, Seeded, arg, bearer, channels, check_allowed, login, measure, seed_reader, spawn_server,
 };
 use tonic::transport::Channel;
 use tonic::{Request, Response, Status};
@@ -37,27 +39,56 @@ impl EchoService for Echo {
     }
 }
 
-async fn serve_echo() -> anyhow::Result<SocketAddr> {
+/// The echo server of `--serve-echo`: prints its address, then serves until killed.
+async fn serve_echo() -> anyhow::Result<()> {
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await?;
-    let addr = listener.local_addr()?;
-    tokio::spawn(
-        tonic::transport::Server::builder()
-            .add_service(EchoServiceServer::new(Echo))
-            .serve_with_incoming(
-                tonic::transport::server::TcpIncoming::from(listener).with_nodelay(Some(true)),
-            ),
-    );
-    Ok(addr)
+    println!("echo listening on {}", listener.local_addr()?);
+    tonic::transport::Server::builder()
+        .add_service(EchoServiceServer::new(Echo))
+        .serve_with_incoming(
+            tonic::transport::server::TcpIncoming::from(listener).with_nodelay(Some(true)),
+        )
+        .await?;
+    Ok(())
 }
 
-/// A FluxGate server (SQLite) with one user allowed to READ in one environment.
-async fn serve_fluxgate(dir: &std::path::Path) -> anyhow::Result<(SocketAddr, Seeded)> {
-    let (addr, token) = start_server(format!("sqlite://{}", dir.join("load.db").display())).await?;
-    Ok((addr, seed_reader(addr, &token).await?))
+/// This benchmark again, as the echo server's process; killed when dropped.
+struct EchoProcess(std::process::Child);
+
+impl Drop for EchoProcess {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
 }
+
+fn spawn_echo() -> anyhow::Result<(EchoProcess, SocketAddr)> {
+    use anyhow::Context as _;
+    use std::io::{BufRead as _, BufReader};
+    let mut child = std::process::Command::new(std::env::current_exe()?)
+        .arg("--serve-echo")
+        .stdout(std::process::Stdio::piped())
+        .spawn()?;
+    let stdout = child.stdout.take().context("echo stdout")?;
+    let process = EchoProcess(child);
+    let line = BufReader::new(stdout)
+        .lines()
+        .next()
+        .context("the echo server exited before listening")??;
+    let addr = line
+        .strip_prefix("echo listening on ")
+        .context("the echo server's first line")?
+        .parse()?;
+    Ok((process, addr))
+}
+
+const ADMIN_PASSWORD: &str = "Load-admin-pass-1";
 
 #[tokio::main]
 async fn main() -> anyhow::Result<()> {
+    if std::env::args().any(|a| a == "--serve-echo") {
+        return serve_echo().await;
+    }
     let secs: u64 = arg("--seconds").map_or(Ok(2), |s| s.parse())?;
     let rounds: usize = arg("--rounds").map_or(Ok(5), |s| s.parse())?;
     let levels: Vec<usize> = arg("--levels")
@@ -66,8 +97,19 @@ async fn main() -> anyhow::Result<()> {
         .map(str::parse)
         .collect::<Result<_, _>>()?;
     let dir = tempfile::tempdir()?;
-    let echo_addr = serve_echo().await?;
-    let (fg_addr, seeded) = serve_fluxgate(dir.path()).await?;
+    let (_echo, echo_addr) = spawn_echo()?;
+    // A FluxGate server (SQLite) with one user allowed to READ in one environment.
+    let log = arg("--log").unwrap_or_else(|| "info".into());
+    let db = format!("sqlite://{}", dir.path().join("load.db").display());
+    let server = spawn_server(&db, ADMIN_PASSWORD, &[("FLUXGATE_LOG", log)])?;
+    let fg_addr = server.addr;
+    let admin = login(
+        channels(fg_addr, 1).await?.remove(0),
+        "admin",
+        ADMIN_PASSWORD,
+    )
+    .await?;
+    let seeded: Seeded = seed_reader(fg_addr, &admin).await?;
     let (token, check) = (seeded.user_token, seeded.check);
     let echo_ch = channels(echo_addr, 4).await?;
     let fg_ch = channels(fg_addr, 4).await?;

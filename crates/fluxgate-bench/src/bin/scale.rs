@@ -11,10 +11,9 @@ use std::io::{BufRead, BufReader};
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
-use fluxgate_bench::support::{arg, with};
+use fluxgate_bench::support::{arg, login, with};
 use fluxgate_proto::v1 as pb;
 use fluxgate_proto::v1::audit_service_client::AuditServiceClient;
-use fluxgate_proto::v1::auth_service_client::AuthServiceClient;
 use fluxgate_proto::v1::group_service_client::GroupServiceClient;
 use fluxgate_proto::v1::user_service_client::UserServiceClient;
 use fluxgate_store::audit::{self, NewEvent};
@@ -92,20 +91,6 @@ impl Server {
         };
         Ok((field("VmHWM:"), field("VmRSS:")))
     }
-}
-
-async fn login(ch: Channel) -> anyhow::Result<String> {
-    Ok(AuthServiceClient::new(ch)
-        .login(pb::LoginRequest {
-            username: "admin".into(),
-            password: ADMIN_PW.into(),
-            ..Default::default()
-        })
-        .await?
-        .into_inner()
-        .tokens
-        .ok_or_else(|| anyhow::anyhow!("no tokens"))?
-        .access_token)
 }
 
 fn uid(i: usize) -> String {
@@ -252,6 +237,9 @@ struct Measured {
     scim_per_s: f64,
     peak_mib: f64,
     rss_mib: f64,
+    /// After the bulk creations (10,000 more users).
+    bulk_peak_mib: f64,
+    bulk_rss_mib: f64,
 }
 
 async fn measure(url: &str, size: &Size) -> anyhow::Result<Measured> {
@@ -273,7 +261,7 @@ async fn measure(url: &str, size: &Size) -> anyhow::Result<Measured> {
     let ch = Channel::from_shared(format!("http://{}", server.addr))?
         .connect()
         .await?;
-    let token = login(ch.clone()).await?;
+    let token = login(ch.clone(), "admin", ADMIN_PW).await?;
     let startup_ms = t.elapsed().as_secs_f64() * 1e3;
 
     let users = UserServiceClient::new(ch.clone());
@@ -433,10 +421,12 @@ async fn measure(url: &str, size: &Size) -> anyhow::Result<Measured> {
         .await?,
     ));
     let writes = measure_writes(&ch, &token, size).await?;
+    tokio::time::sleep(Duration::from_millis(100)).await;
+    let (peak_mib, rss_mib) = server.memory()?;
     let bulk_per_s = measure_bulk(&ch, &token).await?;
     let scim_per_s = measure_scim_bulk(&ch, &server.addr, &token).await?;
     tokio::time::sleep(Duration::from_millis(100)).await;
-    let (peak_mib, rss_mib) = server.memory()?;
+    let (bulk_peak_mib, bulk_rss_mib) = server.memory()?;
     Ok(Measured {
         seed_s,
         startup_ms,
@@ -446,6 +436,8 @@ async fn measure(url: &str, size: &Size) -> anyhow::Result<Measured> {
         scim_per_s,
         peak_mib,
         rss_mib,
+        bulk_peak_mib,
+        bulk_rss_mib,
     })
 }
 
@@ -801,6 +793,14 @@ async fn main() -> anyhow::Result<()> {
     println!(
         "| server RSS after the queries (MiB) | {:.1} | {:.1} |",
         s.rss_mib, f.rss_mib
+    );
+    println!(
+        "| server peak RSS, with the bulk creations' 10,000 users (MiB) | {:.1} | {:.1} |",
+        s.bulk_peak_mib, f.bulk_peak_mib
+    );
+    println!(
+        "| server RSS after the bulk creations (MiB) | {:.1} | {:.1} |",
+        s.bulk_rss_mib, f.bulk_rss_mib
     );
     Ok(())
 }

@@ -23,10 +23,9 @@ use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::time::{Duration, Instant};
 
 use anyhow::Context as _;
-use fluxgate_bench::support::{arg, channels, proc_status, seed_reader, spawn_server, with};
+use fluxgate_bench::support::{arg, channels, login, proc_status, seed_reader, spawn_server, with};
 use fluxgate_proto::v1 as pb;
 use fluxgate_proto::v1::approval_service_client::ApprovalServiceClient;
-use fluxgate_proto::v1::auth_service_client::AuthServiceClient;
 use tonic::transport::Channel;
 
 const ADMIN_PASSWORD: &str = "Watch-admin-pass-1";
@@ -63,20 +62,6 @@ async fn main() -> anyhow::Result<()> {
     .await;
     drop(server);
     result
-}
-
-async fn login(ch: Channel, user: &str, password: &str) -> anyhow::Result<String> {
-    Ok(AuthServiceClient::new(ch)
-        .login(pb::LoginRequest {
-            username: user.into(),
-            password: password.into(),
-            ..Default::default()
-        })
-        .await?
-        .into_inner()
-        .tokens
-        .context("tokens")?
-        .access_token)
 }
 
 /// `n` logins one after another: their latencies, sorted.

@@ -96,7 +96,7 @@ fn resource_name(snap: &Snapshot, r: ResourceRef) -> String {
 fn decision_pb(snap: &Snapshot, d: Decision) -> pb::PermissionDecision {
     let group = |g| {
         snap.group_portfolio(g)
-            .map(|p| group_name(&p.to_string(), &g.to_string()))
+            .map(|p| group_name(p, g))
             .unwrap_or_default()
     };
     let (reason, granted_by) = match d.reason {
@@ -227,23 +227,37 @@ impl PermissionSvc {
         Ok((ctx, p, snap, revision))
     }
 
+    /// One check's subject, permission and resource; `at` is its place in a batch (its fields
+    /// are `checks[i].…`), else `None` (`check.…`).
     fn one(
         &self,
         snap: &Snapshot,
         caller: &Principal,
         c: &pb::PermissionCheck,
-        prefix: &str,
+        at: Option<usize>,
     ) -> ApiResult<(PrincipalId, Permission, ResourceRef)> {
-        let perm = permission(&format!("{prefix}permission"), c.permission)?;
-        let (r, portfolio) = resource(snap, &format!("{prefix}resource"), &c.resource, perm)?;
-        let who = self.subject(
-            snap,
-            caller,
-            &format!("{prefix}principal"),
-            &c.principal,
-            Some(portfolio),
-        )?;
+        let named = |e| under(e, at);
+        let perm = permission("permission", c.permission).map_err(named)?;
+        let (r, portfolio) = resource(snap, "resource", &c.resource, perm).map_err(named)?;
+        let who = self
+            .subject(snap, caller, "principal", &c.principal, Some(portfolio))
+            .map_err(named)?;
         Ok((who, perm, r))
+    }
+}
+
+/// `e` with the fields it names put under a check's: `check.` or, in a batch, `checks[i].`
+/// (built only on this error path: the answers of the hot path allocate no field names).
+fn under(e: ApiError, at: Option<usize>) -> ApiError {
+    match e {
+        ApiError::Invalid(mut v) => {
+            let prefix = at.map_or_else(|| "check.".to_owned(), |i| format!("checks[{i}]."));
+            for f in &mut v.violations {
+                f.field.insert_str(0, &prefix);
+            }
+            ApiError::Invalid(v)
+        }
+        other => other,
     }
 }
 
@@ -260,7 +274,7 @@ impl PermissionService for PermissionSvc {
             .check
             .clone()
             .ok_or_else(|| ApiError::invalid("check", "is required"))?;
-        let (who, perm, r) = self.one(&snap, &caller, &c, "check.")?;
+        let (who, perm, r) = self.one(&snap, &caller, &c, None)?;
         let d = snap.check(&who, perm, r);
         Ok(reply(
             pb::CheckPermissionResponse {
@@ -286,7 +300,7 @@ impl PermissionService for PermissionSvc {
         }
         let mut decisions = Vec::with_capacity(checks.len());
         for (i, c) in checks.iter().enumerate() {
-            let (who, perm, r) = self.one(&snap, &caller, c, &format!("checks[{i}]."))?;
+            let (who, perm, r) = self.one(&snap, &caller, c, Some(i))?;
             decisions.push(decision_pb(&snap, snap.check(&who, perm, r)));
         }
         Ok(reply(
@@ -310,7 +324,7 @@ impl PermissionService for PermissionSvc {
             .check
             .clone()
             .ok_or_else(|| ApiError::invalid("check", "is required"))?;
-        let (who, perm, r) = self.one(&snap, &caller, &c, "check.")?;
+        let (who, perm, r) = self.one(&snap, &caller, &c, None)?;
         let e = snap.explain(&who, perm, r);
         let groups = e
             .groups
@@ -318,7 +332,7 @@ impl PermissionService for PermissionSvc {
             .map(|g| pb::GroupContribution {
                 group: snap
                     .group_portfolio(g.group)
-                    .map(|p| group_name(&p.to_string(), &g.group.to_string()))
+                    .map(|p| group_name(p, g.group))
                     .unwrap_or_default(),
                 administrators: g.administrators,
                 grants: g.grants.clone(),
