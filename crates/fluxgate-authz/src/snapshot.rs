@@ -296,14 +296,19 @@ impl Snapshot {
         }
         let principals = facts.principals.iter().zip(member_of).map(|((id, p), gs)| {
             let mut pe = catalog.principal(*id, p);
-            let (admin, plain): (Vec<u32>, Vec<u32>) = gs
-                .into_iter()
-                .partition(|&g| groups[g as usize].administrators);
-            pe.groups = plain.into_boxed_slice();
-            pe.admin_of = admin
-                .into_iter()
-                .map(|g| (groups[g as usize].portfolio, g))
-                .collect();
+            // Most principals administer nothing: their list is kept as it is, not split.
+            if gs.iter().any(|&g| groups[g as usize].administrators) {
+                let (admin, plain): (Vec<u32>, Vec<u32>) = gs
+                    .into_iter()
+                    .partition(|&g| groups[g as usize].administrators);
+                pe.groups = plain.into_boxed_slice();
+                pe.admin_of = admin
+                    .into_iter()
+                    .map(|g| (groups[g as usize].portfolio, g))
+                    .collect();
+            } else {
+                pe.groups = gs.into_boxed_slice();
+            }
             (*id, pe)
         });
         let principals = ShardedMap::new(principals);
