@@ -75,6 +75,38 @@ pub mod support {
         Ok((addr, token))
     }
 
+    /// Creates `account` as `admin` and a key for it; the key's secret.
+    pub async fn service_account_key(
+        ch: Channel,
+        admin: &str,
+        account: pb::ServiceAccount,
+    ) -> anyhow::Result<String> {
+        use pb::service_account_service_client::ServiceAccountServiceClient;
+        let mut sas = ServiceAccountServiceClient::new(ch);
+        let sa = sas
+            .create_service_account(with(
+                admin,
+                pb::CreateServiceAccountRequest {
+                    service_account: Some(account),
+                },
+            ))
+            .await?
+            .into_inner()
+            .service_account
+            .ok_or_else(|| anyhow::anyhow!("no service account"))?;
+        Ok(sas
+            .create_service_account_key(with(
+                admin,
+                pb::CreateServiceAccountKeyRequest {
+                    parent: sa.name,
+                    key: None,
+                },
+            ))
+            .await?
+            .into_inner()
+            .secret)
+    }
+
     /// Signs `user` in with `password`; the access token.
     pub async fn login(ch: Channel, user: &str, password: &str) -> anyhow::Result<String> {
         Ok(AuthServiceClient::new(ch)

@@ -107,12 +107,7 @@ pub fn append_many(
         out.push(event);
     }
     for chunk in out.chunks(200) {
-        // Multi-row INSERT is per backend in diesel (the multi-backend connection has none).
-        let q = diesel::insert_into(audit_events::table).values(chunk);
-        match conn {
-            DbConnection::Sqlite(c) => q.execute(c)?,
-            DbConnection::Postgres(c) => q.execute(c)?,
-        };
+        insert_rows!(conn, audit_events::table, chunk);
     }
     Ok(out)
 }

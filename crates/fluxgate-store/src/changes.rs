@@ -145,12 +145,7 @@ pub(crate) fn append(
         })
         .collect();
     for chunk in rows.chunks(500) {
-        // Multi-row INSERT is per backend in diesel (the multi-backend connection has none).
-        let q = diesel::insert_into(change_log::table).values(chunk);
-        match conn {
-            DbConnection::Sqlite(c) => q.execute(c)?,
-            DbConnection::Postgres(c) => q.execute(c)?,
-        };
+        insert_rows!(conn, change_log::table, chunk);
     }
     Ok(Some(first + entries.len() as i64 - 1))
 }

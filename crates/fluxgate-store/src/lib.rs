@@ -10,6 +10,18 @@
 //! Architecture invariant: diesel is used in this crate only. It knows nothing of tokio, tonic
 //! or protobuf.
 
+/// One multi-row `INSERT` of `rows` into `table` (`?` on its error). Diesel's multi-backend
+/// connection has no multi-row `INSERT`, so the statement runs on the backend's own connection.
+macro_rules! insert_rows {
+    ($conn:expr, $table:expr, $rows:expr) => {{
+        let q = diesel::insert_into($table).values($rows);
+        match $conn {
+            $crate::DbConnection::Sqlite(c) => q.execute(c)?,
+            $crate::DbConnection::Postgres(c) => q.execute(c)?,
+        };
+    }};
+}
+
 pub mod approvals;
 pub mod audit;
 pub mod catalog;

@@ -149,12 +149,7 @@ pub fn enqueue_many(conn: &mut DbConnection, messages: Vec<NewEmail>, now: i64) 
         .map(|m| new_row(EmailId::generate(), m, now))
         .collect();
     for chunk in rows.chunks(CHUNK) {
-        // Multi-row INSERT is per backend in diesel (the multi-backend connection has none).
-        let q = diesel::insert_into(outbox::table).values(chunk);
-        match conn {
-            DbConnection::Sqlite(c) => q.execute(c)?,
-            DbConnection::Postgres(c) => q.execute(c)?,
-        };
+        insert_rows!(conn, outbox::table, chunk);
     }
     Ok(())
 }

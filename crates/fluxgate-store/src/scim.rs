@@ -58,12 +58,7 @@ pub fn find_by_keys(conn: &mut DbConnection, keys: &[&str]) -> StoreResult<Vec<S
 /// Inserts new rows with multi-row statements (none of them may exist yet).
 pub fn insert_many(conn: &mut DbConnection, rows: &[ScimUser]) -> StoreResult<()> {
     for chunk in rows.chunks(CHUNK) {
-        // Multi-row INSERT is per backend in diesel (the multi-backend connection has none).
-        let q = diesel::insert_into(scim_users::table).values(chunk);
-        match conn {
-            DbConnection::Sqlite(c) => q.execute(c)?,
-            DbConnection::Postgres(c) => q.execute(c)?,
-        };
+        insert_rows!(conn, scim_users::table, chunk);
     }
     Ok(())
 }

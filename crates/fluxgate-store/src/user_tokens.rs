@@ -125,12 +125,7 @@ pub fn issue_first(conn: &mut DbConnection, tokens: &[First], now: i64) -> Store
                 superseded_at: None,
             })
             .collect();
-        // Multi-row INSERT is per backend in diesel (the multi-backend connection has none).
-        let q = diesel::insert_into(user_tokens::table).values(&rows);
-        match conn {
-            DbConnection::Sqlite(c) => q.execute(c)?,
-            DbConnection::Postgres(c) => q.execute(c)?,
-        };
+        insert_rows!(conn, user_tokens::table, &rows);
     }
     Ok(())
 }

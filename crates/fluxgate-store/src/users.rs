@@ -165,12 +165,7 @@ pub fn insert_many(
 ) -> StoreResult<Vec<User>> {
     for chunk in new.chunks(CHUNK) {
         let rows: Vec<InsertRow<'_>> = chunk.iter().map(|u| insert_row(u, now)).collect();
-        // Multi-row INSERT is per backend in diesel (the multi-backend connection has none).
-        let q = diesel::insert_into(users::table).values(&rows);
-        match conn {
-            DbConnection::Sqlite(c) => q.execute(c)?,
-            DbConnection::Postgres(c) => q.execute(c)?,
-        };
+        insert_rows!(conn, users::table, &rows);
     }
     Ok(new
         .iter()

@@ -11,7 +11,7 @@ use std::io::{BufRead, BufReader};
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
-use fluxgate_bench::support::{arg, login, with};
+use fluxgate_bench::support::{arg, login, service_account_key, with};
 use fluxgate_proto::v1 as pb;
 use fluxgate_proto::v1::audit_service_client::AuditServiceClient;
 use fluxgate_proto::v1::group_service_client::GroupServiceClient;
@@ -444,35 +444,13 @@ async fn measure(url: &str, size: &Size) -> anyhow::Result<Measured> {
 /// Users a second through SCIM bulk requests (`POST /scim/v2/Bulk`) of 1,000 user creations,
 /// as an identity provider pushes them, over three requests after one to warm up.
 async fn measure_scim_bulk(ch: &Channel, addr: &str, token: &str) -> anyhow::Result<f64> {
-    use fluxgate_proto::v1::service_account_service_client::ServiceAccountServiceClient;
     use tokio::io::{AsyncReadExt as _, AsyncWriteExt as _};
-    let mut sas = ServiceAccountServiceClient::new(ch.clone());
-    let sa = sas
-        .create_service_account(with(
-            token,
-            pb::CreateServiceAccountRequest {
-                service_account: Some(pb::ServiceAccount {
-                    display_name: "identity provider".into(),
-                    provisioner: true,
-                    ..Default::default()
-                }),
-            },
-        ))
-        .await?
-        .into_inner()
-        .service_account
-        .unwrap_or_default();
-    let key = sas
-        .create_service_account_key(with(
-            token,
-            pb::CreateServiceAccountKeyRequest {
-                parent: sa.name,
-                key: None,
-            },
-        ))
-        .await?
-        .into_inner()
-        .secret;
+    let account = pb::ServiceAccount {
+        display_name: "identity provider".into(),
+        provisioner: true,
+        ..Default::default()
+    };
+    let key = service_account_key(ch.clone(), token, account).await?;
     let mut next = 0usize;
     let mut request = || {
         let ops: Vec<serde_json::Value> = (next..next + 1_000)

@@ -19,14 +19,14 @@ use std::time::{Duration, Instant};
 
 use anyhow::Context as _;
 use fluxgate_bench::support::{
-    arg, bearer, channels, check_allowed, proc_status, seed_reader, spawn_server, with,
+    arg, bearer, channels, check_allowed, proc_status, seed_reader, service_account_key,
+    spawn_server, with,
 };
 use fluxgate_proto::v1 as pb;
 use fluxgate_proto::v1::approval_service_client::ApprovalServiceClient;
 use fluxgate_proto::v1::auth_service_client::AuthServiceClient;
 use fluxgate_proto::v1::catalog_service_client::CatalogServiceClient;
 use fluxgate_proto::v1::group_service_client::GroupServiceClient;
-use fluxgate_proto::v1::service_account_service_client::ServiceAccountServiceClient;
 use fluxgate_proto::v1::user_service_client::UserServiceClient;
 use tokio::sync::Mutex;
 
@@ -149,33 +149,12 @@ async fn seed(addr: SocketAddr) -> anyhow::Result<World> {
             },
         ))
         .await?;
-    let mut sas = ServiceAccountServiceClient::new(ch.clone());
-    let sa = sas
-        .create_service_account(with(
-            &admin,
-            pb::CreateServiceAccountRequest {
-                service_account: Some(pb::ServiceAccount {
-                    display_name: "flag store".into(),
-                    role: pb::Role::TeamAdmin as i32,
-                    ..Default::default()
-                }),
-            },
-        ))
-        .await?
-        .into_inner()
-        .service_account
-        .context("service account")?;
-    let flagstore = sas
-        .create_service_account_key(with(
-            &admin,
-            pb::CreateServiceAccountKeyRequest {
-                parent: sa.name,
-                key: None,
-            },
-        ))
-        .await?
-        .into_inner()
-        .secret;
+    let account = pb::ServiceAccount {
+        display_name: "flag store".into(),
+        role: pb::Role::TeamAdmin as i32,
+        ..Default::default()
+    };
+    let flagstore = service_account_key(ch.clone(), &admin, account).await?;
     Ok(World {
         admin,
         approver,
