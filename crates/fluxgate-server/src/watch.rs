@@ -9,6 +9,7 @@
 //! feed ends when its last watcher leaves, when the request is final, or when the server stops.
 
 use std::collections::HashMap;
+use std::pin::Pin;
 use std::sync::{Arc, Mutex, Weak};
 use std::time::Duration;
 
@@ -57,15 +58,24 @@ pub struct Feed {
 pub struct Watcher {
     latest: watch::Receiver<Latest>,
     _feed: Arc<Feed>,
+    /// When the watcher is woken next even if the feed publishes nothing; one timer for the
+    /// watcher's life, moved on only when it fires, so that a publication costs no timer.
+    recheck: Pin<Box<tokio::time::Sleep>>,
+    every: Duration,
 }
 
 impl Watcher {
-    /// Waits until the feed publishes, or at most `recheck`: what it holds then, and whether
-    /// the feed still runs (it stops short of a final state only when the server stops).
-    pub async fn next(&mut self, recheck: Duration) -> (Latest, bool) {
+    /// Waits until the feed publishes, or until the re-check `every` (of
+    /// [`RequestFeeds::watch`]) is due: what the feed holds then, and whether it still runs (it
+    /// stops short of a final state only when the server stops).
+    pub async fn next(&mut self) -> (Latest, bool) {
         let running = tokio::select! {
             changed = self.latest.changed() => changed.is_ok(),
-            () = tokio::time::sleep(recheck) => true,
+            () = self.recheck.as_mut() => {
+                let next = tokio::time::Instant::now() + self.every;
+                self.recheck.as_mut().reset(next);
+                true
+            }
         };
         (self.latest.borrow_and_update().clone(), running)
     }
@@ -105,9 +115,10 @@ impl RequestFeeds {
         }
     }
 
-    /// Joins the running feed of request `id`, or starts one. Call it before the watcher's own
-    /// first read, so that no change slips between the two.
-    pub fn watch(&self, id: ChangeRequestId) -> Watcher {
+    /// Joins the running feed of request `id`, or starts one; the watcher wakes at least
+    /// `recheck` apart. Call it before the watcher's own first read, so that no change slips
+    /// between the two.
+    pub fn watch(&self, id: ChangeRequestId, recheck: Duration) -> Watcher {
         let mut feeds = self.feeds.lock().unwrap_or_else(|e| e.into_inner());
         let feed = match feeds.get(&id).and_then(Weak::upgrade) {
             Some(feed) => feed,
@@ -126,6 +137,8 @@ impl RequestFeeds {
         Watcher {
             latest: feed.latest.clone(),
             _feed: feed,
+            recheck: Box::pin(tokio::time::sleep(recheck)),
+            every: recheck,
         }
     }
 

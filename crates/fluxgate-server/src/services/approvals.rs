@@ -22,7 +22,6 @@ use fluxgate_domain::{
 use fluxgate_proto::v1 as pb;
 use fluxgate_proto::v1::approval_service_server::ApprovalService;
 use serde::{Deserialize, Serialize};
-use tokio_stream::wrappers::ReceiverStream;
 use tonic::{Request, Response, Status};
 
 use super::reply;
@@ -644,66 +643,57 @@ impl ApprovalSvc {
     }
 }
 
-type WatchSender = tokio::sync::mpsc::Sender<Result<pb::WatchChangeRequestResponse, Status>>;
-
-/// A watcher's task: sends the request whenever its feed publishes a new version, until it is
-/// final, the client leaves, the watcher loses its rights or the server stops. It reads nothing
-/// itself: the feed ([`crate::watch`]) reads once per change for all the request's watchers,
-/// and each is held to its own rights here, in memory.
-async fn watch_task(
+/// A watch stream's state between two messages. The stream is the watcher: polled by the
+/// transport when the client is ready for a message, it waits for its feed
+/// ([`crate::watch`]), which reads once per change for all the request's watchers, and holds
+/// each watcher to its own rights here, in memory. No task or channel of its own: a client
+/// that reads slowly is sent the newest version when it is ready, and one that leaves drops it.
+struct Watching {
     svc: ApprovalSvc,
     p: Principal,
-    first: RequestView,
-    mut watcher: crate::watch::Watcher,
-    tx: WatchSender,
-) {
-    let _open = svc.state.metrics.watch_stream();
-    let mut stopping = svc.state.stopping.subscribe();
-    let (mut sent, done) = (first.request.version, first.request.state.is_final());
-    let change_request = svc.shown(&first);
-    if tx
-        .send(Ok(pb::WatchChangeRequestResponse { change_request }))
-        .await
-        .is_err()
-        || done
-    {
-        return;
-    }
-    loop {
-        let Some((latest, running)) = heard(&tx, &mut stopping, &mut watcher).await else {
-            return;
-        };
-        let (send, last) = match turn(&svc, &p, latest, &mut sent) {
-            Ok(Some((msg, last))) => (Ok(msg), last),
-            Ok(None) if running => continue,
-            // The feed stops short of a final state only when the server stops.
-            Ok(None) => (
-                Err(Status::unavailable("the server is shutting down")),
-                true,
-            ),
-            Err(status) => (Err(status), true),
-        };
-        if tx.send(send).await.is_err() || last {
-            return;
-        }
-    }
+    watcher: crate::watch::Watcher,
+    stopping: tokio::sync::watch::Receiver<bool>,
+    /// The request as first read, until it is sent.
+    first: Option<RequestView>,
+    /// The version last sent.
+    sent: i64,
+    /// The last message has been sent (the request is final, or the stream ends on a status).
+    ended: bool,
 }
 
-/// The feed's next publication (or what it holds when the re-check is due: rights can be lost
-/// without the request changing), and whether the feed still runs; `None` when the client left
-/// or the server stops (told to the client).
-async fn heard(
-    tx: &WatchSender,
-    stopping: &mut tokio::sync::watch::Receiver<bool>,
-    watcher: &mut crate::watch::Watcher,
-) -> Option<(crate::watch::Latest, bool)> {
-    tokio::select! {
-        () = tx.closed() => None,
-        _ = stopping.wait_for(|stop| *stop) => {
-            let _ = tx.try_send(Err(Status::unavailable("the server is shutting down")));
-            None
+impl Watching {
+    /// The stream's next message: the request when it changes, until it is final, the watcher
+    /// loses its rights or the server stops.
+    async fn next(&mut self) -> Option<Result<pb::WatchChangeRequestResponse, Status>> {
+        if self.ended {
+            return None;
         }
-        next = watcher.next(WATCH_RECHECK) => Some(next),
+        if let Some(first) = self.first.take() {
+            self.sent = first.request.version;
+            self.ended = first.request.state.is_final();
+            return Some(Ok(pb::WatchChangeRequestResponse {
+                change_request: self.svc.shown(&first),
+            }));
+        }
+        let unavailable = || Status::unavailable("the server is shutting down");
+        loop {
+            let (latest, running) = tokio::select! {
+                _ = self.stopping.wait_for(|stop| *stop) => {
+                    self.ended = true;
+                    return Some(Err(unavailable()));
+                }
+                next = self.watcher.next() => next,
+            };
+            let (item, last) = match turn(&self.svc, &self.p, latest, &mut self.sent) {
+                Ok(Some((msg, last))) => (Ok(msg), last),
+                Ok(None) if running => continue,
+                // The feed stops short of a final state only when the server stops.
+                Ok(None) => (Err(unavailable()), true),
+                Err(status) => (Err(status), true),
+            };
+            self.ended = last;
+            return Some(item);
+        }
     }
 }
 
@@ -930,17 +920,22 @@ impl ApprovalService for ApprovalSvc {
         let id = parse_request("name", &name)?;
         // Join the request's feed before the first read, so that no change slips between the
         // two.
-        let watcher = self.state.watch_feeds.watch(id);
+        let watcher = self.state.watch_feeds.watch(id, WATCH_RECHECK);
         let first = self.visible(&ctx, &p, id).await?;
-        // One message in hand: a client that reads slowly is sent the newest version when it
-        // is ready for more, not a queue of stale ones.
-        let (tx, rx) = tokio::sync::mpsc::channel(1);
-        tokio::spawn(watch_task(self.clone(), p, first, watcher, tx));
-        Ok(reply(
-            Box::pin(ReceiverStream::new(rx)) as WatchStream,
-            &ctx,
-            None,
-        ))
+        let watching = Watching {
+            svc: self.clone(),
+            p,
+            watcher,
+            stopping: self.state.stopping.subscribe(),
+            first: Some(first),
+            sent: 0,
+            ended: false,
+        };
+        let open = self.state.metrics.watch_stream();
+        let stream = futures_util::stream::unfold((watching, open), |(mut w, open)| async move {
+            Some((w.next().await?, (w, open)))
+        });
+        Ok(reply(Box::pin(stream) as WatchStream, &ctx, None))
     }
 
     async fn get_approval_metrics(
