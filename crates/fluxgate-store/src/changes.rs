@@ -144,7 +144,7 @@ pub(crate) fn append(
             )
         })
         .collect();
-    for chunk in rows.chunks(500) {
+    for chunk in rows.chunks(crate::CHUNK) {
         insert_rows!(conn, change_log::table, chunk);
     }
     Ok(Some(first + entries.len() as i64 - 1))

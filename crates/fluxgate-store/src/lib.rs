@@ -10,6 +10,10 @@
 //! Architecture invariant: diesel is used in this crate only. It knows nothing of tokio, tonic
 //! or protobuf.
 
+/// Rows one multi-row statement names at most (an `INSERT`'s rows, an `IN` list's values): well
+/// inside SQLite's and PostgreSQL's limits on bound parameters for every table here.
+pub(crate) const CHUNK: usize = 500;
+
 /// One multi-row `INSERT` of `rows` into `table` (`?` on its error). Diesel's multi-backend
 /// connection has no multi-row `INSERT`, so the statement runs on the backend's own connection.
 macro_rules! insert_rows {

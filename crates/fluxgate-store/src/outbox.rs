@@ -6,7 +6,7 @@ use diesel::prelude::*;
 use fluxgate_domain::{EmailId, UserId};
 
 use crate::schema::outbox;
-use crate::{DbConnection, StoreError, StoreResult};
+use crate::{CHUNK, DbConnection, StoreError, StoreResult};
 
 /// Where a message is in its delivery.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
@@ -142,8 +142,6 @@ pub fn enqueue(conn: &mut DbConnection, m: NewEmail, now: i64) -> StoreResult<Em
 
 /// Queues many messages with multi-row statements; each is due at once.
 pub fn enqueue_many(conn: &mut DbConnection, messages: Vec<NewEmail>, now: i64) -> StoreResult<()> {
-    /// Rows a statement carries (12 columns each, well inside both backends' limits).
-    const CHUNK: usize = 500;
     let rows: Vec<Row> = messages
         .into_iter()
         .map(|m| new_row(EmailId::generate(), m, now))

@@ -7,10 +7,7 @@ use diesel::prelude::*;
 use fluxgate_domain::UserId;
 
 use crate::schema::scim_users;
-use crate::{DbConnection, StoreResult};
-
-/// Rows a statement names at most (well inside SQLite's and PostgreSQL's parameter limits).
-const CHUNK: usize = 500;
+use crate::{CHUNK, DbConnection, StoreResult};
 
 #[derive(Debug, Clone, PartialEq, Eq, Queryable, Selectable, Insertable)]
 #[diesel(table_name = scim_users)]

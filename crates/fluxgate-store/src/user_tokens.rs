@@ -112,7 +112,7 @@ pub struct First {
 
 /// Stores the first tokens of new users with multi-row statements: nothing to supersede.
 pub fn issue_first(conn: &mut DbConnection, tokens: &[First], now: i64) -> StoreResult<()> {
-    for chunk in tokens.chunks(500) {
+    for chunk in tokens.chunks(crate::CHUNK) {
         let rows: Vec<Row> = chunk
             .iter()
             .map(|t| Row {

@@ -4,7 +4,7 @@ use diesel::prelude::*;
 use fluxgate_domain::{Role, UserId};
 
 use crate::schema::users;
-use crate::{DbConnection, StoreError, StoreResult};
+use crate::{CHUNK, DbConnection, StoreError, StoreResult};
 
 /// A user as stored.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -125,9 +125,6 @@ fn insert_row<'a>(u: &NewUser<'a>, now: i64) -> InsertRow<'a> {
         version: 1,
     }
 }
-
-/// Rows a multi-row statement takes at once (well inside both backends' bind limits).
-const CHUNK: usize = 500;
 
 /// Of `names`, the usernames taken already.
 pub fn taken_usernames(conn: &mut DbConnection, names: &[&str]) -> StoreResult<Vec<String>> {
