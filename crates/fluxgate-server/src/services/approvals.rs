@@ -1,8 +1,8 @@
 //! ApprovalService: the adapter over [`fluxgate_core::change_requests`] and
 //! [`fluxgate_core::approval_metrics`]. Each handler turns its request into a command (the
 //! parsing functions below destructure the message, so a new field does not compile until it
-//! is handled), runs it, and turns the result into the reply. The wait stream lives here: it is
-//! transport (a task per watcher, woken by the directory).
+//! is handled), runs it, and turns the result into the reply. The watch stream lives here: it is
+//! transport (each stream its own watcher on the request's shared feed, [`crate::watch`]).
 
 use std::pin::Pin;
 use std::sync::Arc;
