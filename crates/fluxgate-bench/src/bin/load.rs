@@ -5,8 +5,10 @@
 //! started again with `--serve-echo`. The client shares the cores with the servers, so the
 //! ratios are the figures that mean something.
 //!
-//! `load [--seconds 2] [--rounds 5] [--levels 1,16,64] [--log info] [--bin PATH]`: each level
-//! alternates `rounds` rounds of `seconds` on each side, after a one-second warm-up.
+//! `load [--seconds 2] [--rounds 5] [--levels 1,16,64] [--log info] [--bin PATH] [--call check]`:
+//! each level alternates `rounds` rounds of `seconds` on each side, after a one-second warm-up.
+//! `--call health` puts FluxGate's health check (no token, a few bytes each way, no handler
+//! work) in CheckPermission's place: what the server's stack costs on its own.
 
 use std::net::SocketAddr;
 
@@ -82,6 +84,19 @@ fn spawn_echo() -> anyhow::Result<(EchoProcess, SocketAddr)> {
     Ok((process, addr))
 }
 
+/// FluxGate's overall health check, answered SERVING.
+async fn serving(ch: Channel) -> bool {
+    use tonic_health::pb::{
+        HealthCheckRequest, health_check_response::ServingStatus, health_client::HealthClient,
+    };
+    HealthClient::new(ch)
+        .check(HealthCheckRequest {
+            service: String::new(),
+        })
+        .await
+        .is_ok_and(|r| r.into_inner().status == ServingStatus::Serving as i32)
+}
+
 const ADMIN_PASSWORD: &str = "Load-admin-pass-1";
 
 #[tokio::main]
@@ -96,6 +111,11 @@ async fn main() -> anyhow::Result<()> {
         .split(',')
         .map(str::parse)
         .collect::<Result<_, _>>()?;
+    let health = match arg("--call").as_deref() {
+        None | Some("check") => false,
+        Some("health") => true,
+        Some(other) => anyhow::bail!("--call is check or health, not {other:?}"),
+    };
     let dir = tempfile::tempdir()?;
     let (_echo, echo_addr) = spawn_echo()?;
     // A FluxGate server (SQLite) with one user allowed to READ in one environment.
@@ -115,8 +135,9 @@ async fn main() -> anyhow::Result<()> {
     let fg_ch = channels(fg_addr, 4).await?;
     let auth = bearer(&token)?;
 
+    let name = if health { "Health" } else { "CheckPermission" };
     println!(
-        "| in flight | echo req/s | echo p50 µs | echo p99 µs | CheckPermission req/s | p50 µs | p99 µs | throughput ratio | p99 ratio |"
+        "| in flight | echo req/s | echo p50 µs | echo p99 µs | {name} req/s | p50 µs | p99 µs | throughput ratio | p99 ratio |"
     );
     println!("|---|---|---|---|---|---|---|---|---|");
     for &n in &levels {
@@ -132,7 +153,13 @@ async fn main() -> anyhow::Result<()> {
             let (auth, check) = (auth.clone(), check.clone());
             move |ch: Channel| {
                 let (auth, check) = (auth.clone(), check.clone());
-                async move { check_allowed(ch, &auth, &check, 0).await }
+                async move {
+                    if health {
+                        serving(ch).await
+                    } else {
+                        check_allowed(ch, &auth, &check, 0).await
+                    }
+                }
             }
         };
         // Warm both, then alternate short rounds so that drift in the machine's load hits both
