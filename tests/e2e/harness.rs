@@ -301,7 +301,21 @@ impl TestServer {
         permission: pb::Permission,
         resource: &str,
     ) -> pb::PermissionDecision {
-        self.permissions()
+        self.try_check(token, principal, permission, resource)
+            .await
+            .unwrap_or_else(|s| panic!("check {permission:?} on {resource}: {s:?}"))
+    }
+
+    /// Checks one permission as `token`; the decision or the call's status.
+    pub async fn try_check(
+        &self,
+        token: &str,
+        principal: &str,
+        permission: pb::Permission,
+        resource: &str,
+    ) -> Result<pb::PermissionDecision, tonic::Status> {
+        let r = self
+            .permissions()
             .check_permission(authed(
                 pb::CheckPermissionRequest {
                     check: Some(pb::PermissionCheck {
@@ -313,11 +327,10 @@ impl TestServer {
                 },
                 token,
             ))
-            .await
-            .unwrap_or_else(|s| panic!("check {permission:?} on {resource}: {s:?}"))
-            .into_inner()
+            .await?;
+        r.into_inner()
             .decision
-            .unwrap()
+            .ok_or_else(|| tonic::Status::internal("a reply without its decision"))
     }
 
     /// Direct access to the database, for assertions on what was (not) written.

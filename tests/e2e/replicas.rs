@@ -9,11 +9,20 @@ use fluxgate_proto::v1 as pb;
 use crate::harness::{Backend, TestServer, test_config};
 
 /// Waits (10 s at most) until `s` allows `user` to change values in `env`; how long it took.
+/// Until `s` has heard of the write, the user (made on the other replica) may be unknown to it:
+/// NOT_FOUND is "not yet", as a denial is.
 async fn until_allowed(s: &TestServer, admin: &str, user: &str, env: &str) -> Duration {
     let started = Instant::now();
     loop {
-        let d = s.check(admin, user, pb::Permission::ChangeValue, env).await;
-        if d.allowed {
+        let answer = s
+            .try_check(admin, user, pb::Permission::ChangeValue, env)
+            .await;
+        let allowed = match answer {
+            Ok(d) => d.allowed,
+            Err(s) if s.code() == tonic::Code::NotFound => false,
+            Err(s) => panic!("check on the replica: {s:?}"),
+        };
+        if allowed {
             return started.elapsed();
         }
         assert!(
