@@ -97,6 +97,24 @@ pub fn live(conn: &mut DbConnection, user: Option<UserId>, now: i64) -> StoreRes
     collect(q.select(Row::as_select()).load::<Row>(conn)?)
 }
 
+/// The sessions of the users of `ids` live at `now`: one statement per
+/// [`CHUNK`](crate::CHUNK) ids.
+pub fn live_of(conn: &mut DbConnection, ids: &[UserId], now: i64) -> StoreResult<Vec<Session>> {
+    let mut out = Vec::new();
+    for chunk in ids.chunks(crate::CHUNK) {
+        let keys: Vec<String> = chunk.iter().map(ToString::to_string).collect();
+        out.extend(collect(
+            sessions::table
+                .filter(sessions::revoked_at.is_null())
+                .filter(sessions::expires_at.gt(now))
+                .filter(sessions::user_id.eq_any(keys))
+                .select(Row::as_select())
+                .load::<Row>(conn)?,
+        )?);
+    }
+    Ok(out)
+}
+
 pub fn extend(conn: &mut DbConnection, id: SessionId, expires_at: i64) -> StoreResult<()> {
     diesel::update(sessions::table.filter(sessions::id.eq(id.to_string())))
         .set(sessions::expires_at.eq(expires_at))

@@ -52,6 +52,22 @@ pub fn put(conn: &mut DbConnection, s: &SignIn) -> StoreResult<()> {
     Ok(())
 }
 
+/// The stored states of `ids` (users without a row have the defaults): one statement per
+/// [`CHUNK`](crate::CHUNK) ids.
+pub fn get_many(conn: &mut DbConnection, ids: &[UserId]) -> StoreResult<Vec<SignIn>> {
+    let mut out = Vec::new();
+    for chunk in ids.chunks(crate::CHUNK) {
+        let keys: Vec<String> = chunk.iter().map(ToString::to_string).collect();
+        out.extend(
+            user_sign_in::table
+                .filter(user_sign_in::user_id.eq_any(keys))
+                .select(SignIn::as_select())
+                .load(conn)?,
+        );
+    }
+    Ok(out)
+}
+
 /// Every stored state, for the directory (a few rows: most users have the defaults).
 pub fn all(conn: &mut DbConnection) -> StoreResult<Vec<SignIn>> {
     Ok(user_sign_in::table.select(SignIn::as_select()).load(conn)?)

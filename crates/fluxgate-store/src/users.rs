@@ -231,6 +231,23 @@ pub fn find_by_login(conn: &mut DbConnection, login: &str) -> StoreResult<Option
     }
 }
 
+/// The users of `ids` that exist, in no particular order: one statement per
+/// [`CHUNK`](crate::CHUNK) ids (the directory reads a batch's users this way).
+pub fn find_many(conn: &mut DbConnection, ids: &[UserId]) -> StoreResult<Vec<User>> {
+    let mut out = Vec::with_capacity(ids.len());
+    for chunk in ids.chunks(crate::CHUNK) {
+        let keys: Vec<String> = chunk.iter().map(ToString::to_string).collect();
+        for row in users::table
+            .filter(users::id.eq_any(keys))
+            .select(Row::as_select())
+            .load::<Row>(conn)?
+        {
+            out.push(User::try_from(row)?);
+        }
+    }
+    Ok(out)
+}
+
 /// Every user (for loading the in-memory directory).
 pub fn all(conn: &mut DbConnection) -> StoreResult<Vec<User>> {
     users::table
