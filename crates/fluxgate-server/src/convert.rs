@@ -285,16 +285,17 @@ pub fn parse_ids(field: &str, name: &str, collections: &[&str]) -> ApiResult<Vec
     if name.is_empty() {
         return Err(ApiError::invalid(field, "is required"));
     }
-    let parts: Vec<&str> = name.split('/').collect();
-    if parts.len() != collections.len() * 2 {
-        return Err(bad());
-    }
+    let mut parts = name.split('/');
     let mut ids = Vec::with_capacity(collections.len());
-    for (i, c) in collections.iter().enumerate() {
-        if parts[2 * i] != *c {
+    for c in collections {
+        if parts.next() != Some(*c) {
             return Err(bad());
         }
-        ids.push(uuid::Uuid::try_parse(parts[2 * i + 1]).map_err(|_| bad())?);
+        let id = parts.next().ok_or_else(bad)?;
+        ids.push(uuid::Uuid::try_parse(id).map_err(|_| bad())?);
+    }
+    if parts.next().is_some() {
+        return Err(bad());
     }
     Ok(ids)
 }
@@ -440,6 +441,36 @@ pub fn registration_link(l: &fluxgate_core::users::IssuedLink) -> pb::Registrati
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn resource_names_parse_whole_or_not_at_all() {
+        let (p, a) = (uuid::Uuid::new_v4(), uuid::Uuid::new_v4());
+        let shape = ["portfolios", "applications"];
+        let ok = format!("portfolios/{p}/applications/{a}");
+        assert_eq!(parse_ids("parent", &ok, &shape).unwrap(), vec![p, a]);
+        for bad in [
+            format!("{ok}/environments"),
+            format!("{ok}/"),
+            format!("portfolios/{p}/applications"),
+            format!("portfolios/{p}"),
+            format!("portfolios/{p}/groups/{a}"),
+            format!("portfolios/{p}/applications/not-a-uuid"),
+            format!("/portfolios/{p}/applications/{a}"),
+        ] {
+            let e = parse_ids("parent", &bad, &shape).unwrap_err();
+            assert!(
+                e.to_string()
+                    .contains("must be portfolios/{id}/applications/{id}"),
+                "{bad}: {e}"
+            );
+        }
+        assert!(
+            parse_ids("parent", "", &shape)
+                .unwrap_err()
+                .to_string()
+                .contains("is required")
+        );
+    }
 
     #[test]
     fn user_names_parse() {

@@ -177,6 +177,10 @@ where
         Box::pin(async move {
             let response = fut.await?;
             let (mut parts, body) = response.into_parts();
+            // Never indexed by HPACK: every reply's id is new, so indexing it would only churn
+            // the connection's header table (each insert searched a chain of earlier ids).
+            let mut id = id;
+            id.set_sensitive(true);
             parts.headers.insert(REQUEST_ID_HEADER, id);
             let mut done = Finish {
                 metrics,

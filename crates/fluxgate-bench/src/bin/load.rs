@@ -5,7 +5,8 @@
 //! started again with `--serve-echo`. The client shares the cores with the servers, so the
 //! ratios are the figures that mean something.
 //!
-//! `load [--seconds 2] [--rounds 5] [--levels 1,16,64] [--log info] [--bin PATH] [--call check]`:
+//! `load [--seconds 2] [--rounds 5] [--levels 1,16,64] [--log info] [--bin PATH] [--call check]
+//! [--echo-wrap PROGRAM]`:
 //! each level alternates `rounds` rounds of `seconds` on each side, after a one-second warm-up.
 //! `--call health` puts FluxGate's health check (no token, a few bytes each way, no handler
 //! work) in CheckPermission's place: what the server's stack costs on its own.
@@ -67,7 +68,18 @@ impl Drop for EchoProcess {
 fn spawn_echo() -> anyhow::Result<(EchoProcess, SocketAddr)> {
     use anyhow::Context as _;
     use std::io::{BufRead as _, BufReader};
-    let mut child = std::process::Command::new(std::env::current_exe()?)
+    // `--echo-wrap PROGRAM` starts the echo through PROGRAM (given the echo's command line),
+    // e.g. a profiler, as `--bin` does for FluxGate.
+    let exe = std::env::current_exe()?;
+    let mut cmd = match arg("--echo-wrap") {
+        Some(wrap) => {
+            let mut c = std::process::Command::new(wrap);
+            c.arg(exe);
+            c
+        }
+        None => std::process::Command::new(exe),
+    };
+    let mut child = cmd
         .arg("--serve-echo")
         .stdout(std::process::Stdio::piped())
         .spawn()?;
