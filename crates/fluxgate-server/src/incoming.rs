@@ -16,11 +16,13 @@
 //! Established connections are watched by HTTP/2 keep-alive pings (configured on the server).
 
 use std::collections::VecDeque;
+use std::future::Future;
 use std::io;
 use std::pin::Pin;
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::task::{Context, Poll};
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
 use tokio::net::{TcpListener, TcpStream};
@@ -37,11 +39,88 @@ pub struct Limits {
     pub handshake_timeout: Duration,
 }
 
-/// An accepted connection that has sent its first bytes; it frees its slot when dropped.
+/// Expected bursts of writes: a change about to be sent to many watch streams at once.
+///
+/// h2 writes a connection's queued frames at each turn of the connection's task, and a message
+/// queued by one stream wakes that task straight away (tokio runs it next, on the same worker).
+/// So when a change went to 1,500 streams over a few connections, each message went out as its
+/// own system call, the connection's task running once per message. While a burst is expected,
+/// a connection's write first waits one turn of the worker ([`tokio::task::yield_now`]): the
+/// other streams' messages join h2's write buffer meanwhile and go out together. Outside a burst
+/// (a lone call's reply, say), writes go out at once.
 #[derive(Debug)]
+pub struct Bursts {
+    epoch: Instant,
+    /// Microseconds after `epoch` until which a burst is expected.
+    until_us: AtomicU64,
+}
+
+impl Default for Bursts {
+    fn default() -> Self {
+        Self {
+            epoch: Instant::now(),
+            until_us: AtomicU64::new(0),
+        }
+    }
+}
+
+impl Bursts {
+    /// A burst of writes is coming, within `window` from now.
+    pub fn expect(&self, window: Duration) {
+        let until = (self.epoch.elapsed() + window).as_micros();
+        self.until_us
+            .fetch_max(u64::try_from(until).unwrap_or(u64::MAX), Ordering::Relaxed);
+    }
+
+    fn expected(&self) -> bool {
+        let until = self.until_us.load(Ordering::Relaxed);
+        until != 0 && self.epoch.elapsed().as_micros() < u128::from(until)
+    }
+}
+
+/// An accepted connection that has sent its first bytes; it frees its slot when dropped.
+///
+/// Its writes are gathered during expected [`Bursts`]. They are reported as not vectored so
+/// that h2 copies frames of up to 1 KiB into its 16 KiB write buffer, where many can go out in
+/// one `write` (with vectored writes it chains every frame of 256 bytes or more and sends each
+/// on its own; larger frames now cost a second `write`, the frame's head then its body).
 pub struct Conn {
     stream: TcpStream,
     _slot: OwnedSemaphorePermit,
+    bursts: Arc<Bursts>,
+    /// The turn a write waits for, during a burst.
+    turn: Option<Pin<Box<dyn Future<Output = ()> + Send + Sync>>>,
+}
+
+impl std::fmt::Debug for Conn {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Conn")
+            .field("stream", &self.stream)
+            .finish()
+    }
+}
+
+impl Conn {
+    fn new(stream: TcpStream, slot: OwnedSemaphorePermit, bursts: Arc<Bursts>) -> Self {
+        Self {
+            stream,
+            _slot: slot,
+            bursts,
+            turn: None,
+        }
+    }
+
+    /// Ready when a write may go out: at once, or during a burst after one turn.
+    fn poll_turn(&mut self, cx: &mut Context<'_>) -> Poll<()> {
+        if self.turn.is_none() && self.bursts.expected() {
+            self.turn = Some(Box::pin(tokio::task::yield_now()));
+        }
+        if let Some(turn) = &mut self.turn {
+            std::task::ready!(turn.as_mut().poll(cx));
+            self.turn = None;
+        }
+        Poll::Ready(())
+    }
 }
 
 impl Connected for Conn {
@@ -68,7 +147,9 @@ impl AsyncWrite for Conn {
         cx: &mut Context<'_>,
         buf: &[u8],
     ) -> Poll<io::Result<usize>> {
-        Pin::new(&mut self.stream).poll_write(cx, buf)
+        let this = &mut *self;
+        std::task::ready!(this.poll_turn(cx));
+        Pin::new(&mut this.stream).poll_write(cx, buf)
     }
 
     fn poll_flush(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
@@ -79,16 +160,8 @@ impl AsyncWrite for Conn {
         Pin::new(&mut self.stream).poll_shutdown(cx)
     }
 
-    fn poll_write_vectored(
-        mut self: Pin<&mut Self>,
-        cx: &mut Context<'_>,
-        bufs: &[io::IoSlice<'_>],
-    ) -> Poll<io::Result<usize>> {
-        Pin::new(&mut self.stream).poll_write_vectored(cx, bufs)
-    }
-
     fn is_write_vectored(&self) -> bool {
-        self.stream.is_write_vectored()
+        false
     }
 }
 
@@ -147,17 +220,24 @@ pub fn default_max_connections(descriptor_limit: Option<u64>) -> usize {
 }
 
 /// Accepts connections on `listener` under `limits`; connections that sent their first bytes
-/// come out of the returned stream, for the gRPC server.
+/// come out of the returned stream, for the gRPC server; their writes are gathered during
+/// `bursts`.
 pub fn incoming(
     listener: TcpListener,
     limits: Limits,
+    bursts: Arc<Bursts>,
 ) -> tokio_stream::wrappers::ReceiverStream<io::Result<Conn>> {
     let (tx, rx) = mpsc::channel(64);
-    tokio::spawn(accept_loop(listener, limits, tx));
+    tokio::spawn(accept_loop(listener, limits, bursts, tx));
     tokio_stream::wrappers::ReceiverStream::new(rx)
 }
 
-async fn accept_loop(listener: TcpListener, limits: Limits, out: mpsc::Sender<io::Result<Conn>>) {
+async fn accept_loop(
+    listener: TcpListener,
+    limits: Limits,
+    bursts: Arc<Bursts>,
+    out: mpsc::Sender<io::Result<Conn>>,
+) {
     let slots = Arc::new(Semaphore::new(limits.max_connections.max(1)));
     let pending = Arc::new(Mutex::new(Pending::default()));
     let evict = |pending: &Mutex<Pending>| {
@@ -201,7 +281,7 @@ async fn accept_loop(listener: TcpListener, limits: Limits, out: mpsc::Sender<io
         };
         let _ = stream.set_nodelay(true);
         let (id, evicted) = pending.lock().unwrap_or_else(|e| e.into_inner()).add();
-        let (out, pending) = (out.clone(), pending.clone());
+        let (out, pending, bursts) = (out.clone(), pending.clone(), bursts.clone());
         tokio::spawn(async move {
             let mut first = [0u8; 1];
             let ready = tokio::select! {
@@ -218,13 +298,71 @@ async fn accept_loop(listener: TcpListener, limits: Limits, out: mpsc::Sender<io
             };
             pending.lock().unwrap_or_else(|e| e.into_inner()).remove(id);
             if ready {
-                let _ = out
-                    .send(Ok(Conn {
-                        stream,
-                        _slot: slot,
-                    }))
-                    .await;
+                let _ = out.send(Ok(Conn::new(stream, slot, bursts))).await;
             }
         });
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use tokio::io::AsyncReadExt as _;
+
+    async fn connected(bursts: Arc<Bursts>) -> (Conn, TcpStream) {
+        let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let peer = TcpStream::connect(listener.local_addr().unwrap())
+            .await
+            .unwrap();
+        let (stream, _) = listener.accept().await.unwrap();
+        let slot = Arc::new(Semaphore::new(1)).try_acquire_owned().unwrap();
+        (Conn::new(stream, slot, bursts), peer)
+    }
+
+    /// Writes `bytes`; whether the first poll of the write was pending.
+    async fn write(conn: &mut Conn, bytes: &[u8]) -> bool {
+        let mut first = None;
+        let n = std::future::poll_fn(|cx| {
+            let polled = Pin::new(&mut *conn).poll_write(cx, bytes);
+            first.get_or_insert(polled.is_pending());
+            polled
+        })
+        .await
+        .unwrap();
+        assert_eq!(n, bytes.len());
+        first.unwrap()
+    }
+
+    #[tokio::test]
+    async fn writes_wait_one_turn_during_a_burst_and_none_outside() {
+        let bursts = Arc::new(Bursts::default());
+        let (mut conn, mut peer) = connected(bursts.clone()).await;
+        assert!(!conn.is_write_vectored());
+        assert!(!bursts.expected());
+        assert!(
+            !write(&mut conn, b"alone").await,
+            "no burst: written at once"
+        );
+
+        bursts.expect(Duration::from_secs(60));
+        assert!(bursts.expected());
+        assert!(write(&mut conn, b"burst").await, "a burst: one turn first");
+        assert!(write(&mut conn, b"again").await);
+
+        let mut got = [0u8; 15];
+        peer.read_exact(&mut got).await.unwrap();
+        assert_eq!(&got, b"aloneburstagain");
+    }
+
+    #[tokio::test]
+    async fn a_burst_ends_with_its_window() {
+        let bursts = Bursts::default();
+        bursts.expect(Duration::from_millis(5));
+        assert!(bursts.expected());
+        // A shorter announcement does not cut a longer one short.
+        bursts.expect(Duration::ZERO);
+        assert!(bursts.expected());
+        tokio::time::sleep(Duration::from_millis(20)).await;
+        assert!(!bursts.expected());
     }
 }

@@ -366,7 +366,7 @@ impl Server {
             .add_service(email)
             .add_service(webhook_service)
             .serve_with_incoming_shutdown(
-                crate::incoming::incoming(self.listener, limits),
+                crate::incoming::incoming(self.listener, limits, state.watch_feeds.bursts()),
                 shutdown,
             )
             .await;

@@ -21,11 +21,18 @@ use tokio::sync::watch;
 use crate::db::Db;
 use crate::directory::{ANY_REQUEST, Directory};
 use crate::error::ApiError;
+use crate::incoming::Bursts;
 use crate::metrics::Metrics;
 
 /// A feed reads its request again at least this often, whatever it heard (a change another
 /// replica made while this one's change stream lagged, say).
 pub const RECHECK: Duration = Duration::from_secs(30);
+
+/// A change for at least this many watchers is announced as a burst of writes ...
+const BURST_WATCHERS: usize = 16;
+/// ... that the connections gather for this long (a change reaches 1,500 streams in a few
+/// milliseconds).
+const BURST_WINDOW: Duration = Duration::from_millis(10);
 
 /// What a feed last published.
 #[derive(Debug, Clone)]
@@ -88,6 +95,7 @@ struct Sources {
     directory: Arc<Directory>,
     metrics: Arc<Metrics>,
     stopping: watch::Receiver<bool>,
+    bursts: Arc<Bursts>,
 }
 
 /// The feeds running now, by request.
@@ -111,8 +119,14 @@ impl RequestFeeds {
                 directory,
                 metrics,
                 stopping,
+                bursts: Arc::default(),
             },
         }
+    }
+
+    /// The bursts of writes the feeds announce (for the connections, to gather them).
+    pub fn bursts(&self) -> Arc<Bursts> {
+        self.sources.bursts.clone()
     }
 
     /// Joins the running feed of request `id`, or starts one; the watcher wakes at least
@@ -167,7 +181,7 @@ impl RequestFeeds {
                 Latest::Pending => false,
                 Latest::Gone(_) => true,
             };
-            publish(&tx, latest);
+            publish(&tx, latest, &self.sources.bursts);
             if done {
                 break;
             }
@@ -193,8 +207,11 @@ impl RequestFeeds {
     }
 }
 
-/// Publishes only what moved, so that watchers wake for changes of their request alone.
-fn publish(tx: &watch::Sender<Latest>, latest: Latest) {
+/// Publishes only what moved, so that watchers wake for changes of their request alone; a
+/// change for many watchers is announced as a burst, so that each connection sends its
+/// watchers' messages together.
+fn publish(tx: &watch::Sender<Latest>, latest: Latest, bursts: &Bursts) {
+    let many = tx.receiver_count() >= BURST_WATCHERS;
     tx.send_if_modified(|old| {
         let moved = match (&*old, &latest) {
             (Latest::View(a), Latest::View(b)) => a.view.request.version != b.view.request.version,
@@ -202,6 +219,9 @@ fn publish(tx: &watch::Sender<Latest>, latest: Latest) {
         };
         if moved {
             *old = latest;
+            if many {
+                bursts.expect(BURST_WINDOW);
+            }
         }
         moved
     });
