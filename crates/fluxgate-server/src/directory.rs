@@ -325,14 +325,8 @@ fn load_entity(
         });
     };
     Ok(Some(match c.kind {
-        EntityKind::User => {
-            let id = UserId(uuid);
-            let user = match users::find(conn, id)? {
-                Some(u) => Some((u, sign_in::get(conn, id)?.second_factor_overdue)),
-                None => None,
-            };
-            Loaded::User(id, user, sessions::live(conn, Some(id), now)?)
-        }
+        // A batch's users are read together, by `UserBatch`.
+        EntityKind::User => return Ok(None),
         EntityKind::Session => {
             let id = SessionId(uuid);
             Loaded::Session(id, sessions::find(conn, id)?.filter(|s| s.is_live(now)))
@@ -457,7 +451,8 @@ impl UserBatch {
         })
     }
 
-    /// The user change `c` names, as [`load_entity`] would load it; `None` for other changes.
+    /// The user change `c` names; `None` for other changes (and for a user id that does not
+    /// parse, which names no one).
     fn take(&mut self, c: &Change) -> Option<Loaded> {
         if c.kind != EntityKind::User {
             return None;
