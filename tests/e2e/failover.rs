@@ -24,7 +24,7 @@ use std::time::{Duration, Instant};
 use fluxgate_proto::v1 as pb;
 use tonic::Code;
 
-use crate::harness::{ADMIN, Backend, TestServer, authed, test_config};
+use crate::harness::{ADMIN, Backend, TestServer, authed, free_port, test_config};
 use crate::smtp::SmtpSink;
 use crate::webhooks::{Behaviour, receiver, subscribe};
 
@@ -42,14 +42,6 @@ fn pg_bin() -> Option<PathBuf> {
         .collect();
     found.sort();
     found.pop()
-}
-
-fn free_port() -> u16 {
-    std::net::TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port()
 }
 
 /// PostgreSQL refuses to run as root: as root, its programs run as the `postgres` user.

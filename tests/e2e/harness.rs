@@ -558,6 +558,31 @@ fn log_to_stderr() {
     }
 }
 
+/// A free port for a program the test starts itself (PostgreSQL, etcd, an OpenID provider),
+/// which binds it some time after this returns. Taken below the kernel's ephemeral range: a
+/// port from that range (what binding port 0 gives) can be handed meanwhile to any outgoing
+/// connection of the tests running alongside, and the program then finds it in use. Ports
+/// are handed out in turn from a start that differs between processes, each checked free.
+pub fn free_port() -> u16 {
+    use std::sync::atomic::{AtomicU32, Ordering};
+    static NEXT: AtomicU32 = AtomicU32::new(0);
+    let low = std::fs::read_to_string("/proc/sys/net/ipv4/ip_local_port_range")
+        .ok()
+        .and_then(|s| s.split_whitespace().next()?.parse::<u32>().ok())
+        .filter(|&l| l > 12_000)
+        .unwrap_or(32_768);
+    let (base, span) = (10_000, low - 10_000);
+    let start = std::process::id().wrapping_mul(7919);
+    for _ in 0..span {
+        let port = base + start.wrapping_add(NEXT.fetch_add(1, Ordering::Relaxed)) % span;
+        let port = u16::try_from(port).expect("below the ephemeral range");
+        if std::net::TcpListener::bind(("127.0.0.1", port)).is_ok() {
+            return port;
+        }
+    }
+    panic!("no free port between {base} and {low}");
+}
+
 pub fn authed<T>(msg: T, token: &str) -> Request<T> {
     let mut r = Request::new(msg);
     r.metadata_mut()

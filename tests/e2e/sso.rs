@@ -17,15 +17,7 @@ use fluxgate_domain::Role;
 use fluxgate_proto::v1 as pb;
 use fluxgate_server::config::{OidcGroupMapping, OidcProvider};
 
-use crate::harness::{ADMIN_PASSWORD, Backend, TestServer};
-
-fn free_port() -> u16 {
-    std::net::TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port()
-}
+use crate::harness::{ADMIN_PASSWORD, Backend, TestServer, free_port};
 
 /// The fluxctl binary beside this test's (both in the target directory's profile folder).
 fn fluxctl() -> PathBuf {

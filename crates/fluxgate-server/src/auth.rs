@@ -4,7 +4,9 @@
 
 use fluxgate_authz::{Action, Target};
 use fluxgate_domain::KeyId;
+use std::sync::LazyLock;
 use tonic::Request;
+use tonic::metadata::{Ascii, MetadataKey};
 
 use crate::directory::Principal;
 use crate::error::{ApiError, ApiResult};
@@ -13,6 +15,15 @@ use crate::state::AppState;
 pub use crate::db::REVISION_HEADER;
 pub use crate::telemetry::REQUEST_ID_HEADER;
 pub const MIN_REVISION_HEADER: &str = "x-fluxgate-min-revision";
+
+/// The metadata keys every call reads, parsed once (a key given as `&str` is parsed on every
+/// look-up).
+static REQUEST_ID_KEY: LazyLock<MetadataKey<Ascii>> =
+    LazyLock::new(|| MetadataKey::from_static(REQUEST_ID_HEADER));
+static MIN_REVISION_KEY: LazyLock<MetadataKey<Ascii>> =
+    LazyLock::new(|| MetadataKey::from_static(MIN_REVISION_HEADER));
+static AUTHORIZATION_KEY: LazyLock<MetadataKey<Ascii>> =
+    LazyLock::new(|| MetadataKey::from_static("authorization"));
 
 /// A bearer credential, once parsed (and, for an access token, its signature verified).
 enum Credential {
@@ -36,11 +47,11 @@ impl RequestCtx {
     pub fn of<T>(req: &Request<T>) -> ApiResult<Self> {
         let md = req.metadata();
         let client_request_id = md
-            .get(REQUEST_ID_HEADER)
+            .get(&*REQUEST_ID_KEY)
             .and_then(|v| v.to_str().ok())
             .filter(|v| crate::telemetry::valid_request_id(v))
             .map(str::to_owned);
-        let min_revision = match md.get(MIN_REVISION_HEADER) {
+        let min_revision = match md.get(&*MIN_REVISION_KEY) {
             None => None,
             Some(v) => Some(
                 v.to_str()
@@ -85,7 +96,7 @@ impl RequestCtx {
 }
 
 fn bearer<T>(req: &Request<T>) -> Option<&str> {
-    let v = req.metadata().get("authorization")?.to_str().ok()?;
+    let v = req.metadata().get(&*AUTHORIZATION_KEY)?.to_str().ok()?;
     let (scheme, token) = v.split_once(' ')?;
     scheme.eq_ignore_ascii_case("bearer").then(|| token.trim())
 }

@@ -162,6 +162,15 @@ fn group_facts(conn: &mut DbConnection, g: &groups::Group) -> Result<GroupFacts,
     })
 }
 
+/// The users among `rows` whose second factor is overdue (a row is kept by its user's id
+/// as text; one that does not parse names no one).
+fn overdue_users(rows: Vec<sign_in::SignIn>) -> std::collections::HashSet<UserId> {
+    rows.into_iter()
+        .filter(|s| s.second_factor_overdue)
+        .filter_map(|s| uuid::Uuid::try_parse(&s.user_id).ok().map(UserId))
+        .collect()
+}
+
 fn load_all(conn: &mut DbConnection) -> Result<Inner, StoreError> {
     let revision = changes::current(conn)?;
     let last = changes::at(conn, revision)?;
@@ -169,14 +178,10 @@ fn load_all(conn: &mut DbConnection) -> Result<Inner, StoreError> {
     let mut facts = Facts::default();
     let mut names = HashMap::new();
     let mut usernames = HashMap::new();
-    let overdue: std::collections::HashSet<String> = sign_in::all(conn)?
-        .into_iter()
-        .filter(|s| s.second_factor_overdue)
-        .map(|s| s.user_id)
-        .collect();
+    let overdue = overdue_users(sign_in::all(conn)?);
     for u in users::all(conn)? {
         let id = PrincipalId::User(u.id);
-        let late = overdue.contains(&u.id.to_string());
+        let late = overdue.contains(&u.id);
         facts.principals.insert(id, user_facts(&u, late));
         names.insert(id, u.username.clone());
         usernames.insert(u.username.clone(), u.id);
@@ -417,7 +422,7 @@ fn read_delta(
 #[derive(Default)]
 struct UserBatch {
     users: HashMap<UserId, users::User>,
-    overdue: std::collections::HashSet<String>,
+    overdue: std::collections::HashSet<UserId>,
     sessions: HashMap<UserId, Vec<sessions::Session>>,
 }
 
@@ -442,11 +447,7 @@ impl UserBatch {
                 .into_iter()
                 .map(|u| (u.id, u))
                 .collect(),
-            overdue: sign_in::get_many(conn, &ids)?
-                .into_iter()
-                .filter(|s| s.second_factor_overdue)
-                .map(|s| s.user_id)
-                .collect(),
+            overdue: overdue_users(sign_in::get_many(conn, &ids)?),
             sessions,
         })
     }
@@ -459,7 +460,7 @@ impl UserBatch {
         }
         let id = UserId(uuid::Uuid::try_parse(&c.id).ok()?);
         let user = self.users.remove(&id).map(|u| {
-            let overdue = self.overdue.contains(&id.to_string());
+            let overdue = self.overdue.contains(&id);
             (u, overdue)
         });
         Some(Loaded::User(

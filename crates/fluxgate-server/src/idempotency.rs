@@ -47,6 +47,8 @@ use crate::error::ApiError;
 use crate::state::AppState;
 
 pub const IDEMPOTENCY_KEY_HEADER: &str = "idempotency-key";
+/// [`IDEMPOTENCY_KEY_HEADER`], parsed once (every call asks whether it carries one).
+static IDEMPOTENCY_KEY: http::HeaderName = http::HeaderName::from_static(IDEMPOTENCY_KEY_HEADER);
 /// Set on a reply that was replayed from the record of an earlier call.
 pub const REPLAYED_HEADER: &str = "x-fluxgate-idempotent-replay";
 
@@ -140,8 +142,7 @@ where
     }
 
     fn call(&mut self, req: http::Request<Body>) -> Self::Future {
-        if !req.headers().contains_key(IDEMPOTENCY_KEY_HEADER)
-            || !self.methods.contains(req.uri().path())
+        if !req.headers().contains_key(&IDEMPOTENCY_KEY) || !self.methods.contains(req.uri().path())
         {
             return Box::pin(self.inner.call(req));
         }

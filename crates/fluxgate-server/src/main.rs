@@ -68,7 +68,9 @@ fn init_logging(format: LogFormat) {
         .with_writer(std::io::stderr);
     match format {
         LogFormat::Json => builder.json().init(),
-        LogFormat::Text => builder.init(),
+        LogFormat::Text => builder
+            .fmt_fields(fluxgate_server::telemetry::TextFields)
+            .init(),
     }
 }
 

@@ -7,7 +7,6 @@
 //! at the end of the body; a body dropped before its end (the client went away) counts as
 //! CANCELLED.
 
-use std::collections::HashMap;
 use std::pin::Pin;
 use std::sync::Arc;
 use std::task::{Context, Poll};
@@ -15,6 +14,7 @@ use std::time::Instant;
 
 use bytes::Bytes;
 use http_body::{Frame, SizeHint};
+use rustc_hash::FxHashMap;
 use tonic::Status;
 use tonic::body::Body;
 use tracing::Instrument as _;
@@ -23,6 +23,9 @@ use crate::metrics::Metrics;
 
 /// The request id's header, on requests and replies.
 pub const REQUEST_ID_HEADER: &str = "x-request-id";
+/// [`REQUEST_ID_HEADER`], parsed once: a name given as `&str` is parsed on every look-up.
+pub static REQUEST_ID: http::HeaderName = http::HeaderName::from_static(REQUEST_ID_HEADER);
+static GRPC_STATUS: http::HeaderName = http::HeaderName::from_static("grpc-status");
 
 /// Largest request metadata (the header list, counted as HTTP/2 does: name, value and 32 bytes
 /// per entry) a call may carry. Larger lists, up to the transport's limit
@@ -47,9 +50,10 @@ pub fn valid_request_id(id: &str) -> bool {
 }
 
 /// Method names for the metrics' `method` label: the served methods, so that a client sending
-/// made-up paths cannot grow the label set.
-fn method_labels() -> HashMap<String, &'static str> {
-    let mut out = HashMap::new();
+/// made-up paths cannot grow the label set. Looked up on every call: FxHash, as a path is no
+/// key an attacker can use to flood a fixed table.
+fn method_labels() -> FxHashMap<String, &'static str> {
+    let mut out = FxHashMap::default();
     for set in [
         fluxgate_proto::FILE_DESCRIPTOR_SET,
         tonic_health::pb::FILE_DESCRIPTOR_SET,
@@ -88,7 +92,7 @@ fn code_name(code: tonic::Code) -> &'static str {
 
 fn status_in(headers: &http::HeaderMap) -> Option<tonic::Code> {
     headers
-        .get("grpc-status")
+        .get(&GRPC_STATUS)
         .and_then(|v| v.to_str().ok())
         .and_then(|v| v.parse::<i32>().ok())
         .map(tonic::Code::from_i32)
@@ -97,7 +101,7 @@ fn status_in(headers: &http::HeaderMap) -> Option<tonic::Code> {
 #[derive(Clone)]
 pub struct TelemetryLayer {
     metrics: Arc<Metrics>,
-    methods: Arc<HashMap<String, &'static str>>,
+    methods: Arc<FxHashMap<String, &'static str>>,
 }
 
 impl TelemetryLayer {
@@ -146,7 +150,7 @@ where
         let started = Instant::now();
         let client_id = req
             .headers()
-            .get(REQUEST_ID_HEADER)
+            .get(&REQUEST_ID)
             .filter(|v| v.to_str().is_ok_and(valid_request_id))
             .cloned();
         let id = client_id.unwrap_or_else(|| {
@@ -155,7 +159,7 @@ where
             http::HeaderValue::from_str(text)
                 .unwrap_or_else(|_| http::HeaderValue::from_static("unknown"))
         });
-        req.headers_mut().insert(REQUEST_ID_HEADER, id.clone());
+        req.headers_mut().insert(REQUEST_ID.clone(), id.clone());
         let path = req.uri().path();
         let method = self.layer.methods.get(path).copied().unwrap_or("other");
         // Displayed, not debugged: the fields are formatted when the span opens, on every call.
@@ -181,7 +185,7 @@ where
             // the connection's header table (each insert searched a chain of earlier ids).
             let mut id = id;
             id.set_sensitive(true);
-            parts.headers.insert(REQUEST_ID_HEADER, id);
+            parts.headers.insert(REQUEST_ID.clone(), id);
             let mut done = Finish {
                 metrics,
                 method,
@@ -268,5 +272,134 @@ impl http_body::Body for Observed {
 
     fn size_hint(&self) -> SizeHint {
         self.inner.size_hint()
+    }
+}
+
+/// Fields as the default text format prints them (`name=value`, the message bare, a bridged
+/// `log` record's own `log.*` fields left out), without its styling of every name: every
+/// call's span formats its two fields when it opens, and the default formatter's styling
+/// cost as much as the rest of the span.
+pub struct TextFields;
+
+impl<'w> tracing_subscriber::fmt::FormatFields<'w> for TextFields {
+    fn format_fields<R: tracing_subscriber::field::RecordFields>(
+        &self,
+        writer: tracing_subscriber::fmt::format::Writer<'w>,
+        fields: R,
+    ) -> std::fmt::Result {
+        let mut v = TextVisitor {
+            writer,
+            empty: true,
+            result: Ok(()),
+        };
+        fields.record(&mut v);
+        v.result
+    }
+}
+
+struct TextVisitor<'w> {
+    writer: tracing_subscriber::fmt::format::Writer<'w>,
+    empty: bool,
+    result: std::fmt::Result,
+}
+
+impl TextVisitor<'_> {
+    fn write(&mut self, name: &str, value: &dyn std::fmt::Debug) -> std::fmt::Result {
+        if !std::mem::replace(&mut self.empty, false) {
+            self.writer.write_char(' ')?;
+        }
+        if name == "message" {
+            return write!(self.writer, "{value:?}");
+        }
+        self.writer
+            .write_str(name.strip_prefix("r#").unwrap_or(name))?;
+        self.writer.write_char('=')?;
+        write!(self.writer, "{value:?}")
+    }
+}
+
+impl tracing::field::Visit for TextVisitor<'_> {
+    fn record_str(&mut self, field: &tracing::field::Field, value: &str) {
+        if field.name() == "message" {
+            self.record_debug(field, &format_args!("{value}"));
+        } else {
+            self.record_debug(field, &value);
+        }
+    }
+
+    fn record_error(
+        &mut self,
+        field: &tracing::field::Field,
+        value: &(dyn std::error::Error + 'static),
+    ) {
+        self.record_debug(field, &format_args!("{value}"));
+    }
+
+    fn record_debug(&mut self, field: &tracing::field::Field, value: &dyn std::fmt::Debug) {
+        let name = field.name();
+        if self.result.is_ok() && !name.starts_with("log.") {
+            self.result = self.write(name, value);
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::sync::{Arc, Mutex};
+
+    #[derive(Clone, Default)]
+    struct Buf(Arc<Mutex<Vec<u8>>>);
+
+    impl std::io::Write for Buf {
+        fn write(&mut self, b: &[u8]) -> std::io::Result<usize> {
+            self.0.lock().unwrap().extend_from_slice(b);
+            Ok(b.len())
+        }
+        fn flush(&mut self) -> std::io::Result<()> {
+            Ok(())
+        }
+    }
+
+    /// What one event inside an `rpc` span prints, with `fields` or with the default.
+    fn line(ours: bool) -> String {
+        let buf = Buf::default();
+        let out = buf.clone();
+        let builder = tracing_subscriber::fmt()
+            .with_ansi(false)
+            .without_time()
+            .with_writer(move || out.clone());
+        let emit = || {
+            let span = tracing::info_span!("rpc", method = %"/a.B/C", request_id = %"r-1");
+            let _in = span.enter();
+            let e = std::io::Error::other("disk full");
+            tracing::warn!(
+                user = "ann",
+                r#type = 3,
+                error = &e as &(dyn std::error::Error + 'static),
+                "could not {}",
+                "write"
+            );
+        };
+        if ours {
+            tracing::subscriber::with_default(builder.fmt_fields(TextFields).finish(), emit);
+        } else {
+            tracing::subscriber::with_default(builder.finish(), emit);
+        }
+        String::from_utf8(buf.0.lock().unwrap().clone()).unwrap()
+    }
+
+    #[test]
+    fn text_fields_print_as_the_default_does() {
+        let ours = line(true);
+        assert_eq!(ours, line(false));
+        assert!(
+            ours.contains(r#"rpc{method=/a.B/C request_id=r-1}: "#),
+            "{ours}"
+        );
+        assert!(
+            ours.contains(r#"could not write user="ann" type=3 error=disk full"#),
+            "{ours}"
+        );
     }
 }

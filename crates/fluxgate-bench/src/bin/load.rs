@@ -10,6 +10,12 @@
 //! each level alternates `rounds` rounds of `seconds` on each side, after a one-second warm-up.
 //! `--call health` puts FluxGate's health check (no token, a few bytes each way, no handler
 //! work) in CheckPermission's place: what the server's stack costs on its own.
+//!
+//! A third side, the like-for-like echo, is the same echo sent what CheckPermission is sent:
+//! the caller's bearer token and a message of the same size. Against it, the ratio is what
+//! FluxGate's own work costs; against the bare echo, the token's transport is counted too
+//! (a tonic client never lets HPACK index an `authorization` value, so every call encodes
+//! and decodes the whole token).
 
 use std::net::SocketAddr;
 
@@ -146,12 +152,25 @@ async fn main() -> anyhow::Result<()> {
     let echo_ch = channels(echo_addr, 4).await?;
     let fg_ch = channels(fg_addr, 4).await?;
     let auth = bearer(&token)?;
+    // The like-for-like echo's message: as long as CheckPermission's request (for the health
+    // check, whose request is empty, empty).
+    let like = if health {
+        String::new()
+    } else {
+        use prost::Message as _;
+        let size = fluxgate_proto::v1::CheckPermissionRequest {
+            check: Some(check.clone()),
+            min_revision: 0,
+        }
+        .encoded_len();
+        "x".repeat(size.saturating_sub(2))
+    };
 
     let name = if health { "Health" } else { "CheckPermission" };
     println!(
-        "| in flight | echo req/s | echo p50 µs | echo p99 µs | {name} req/s | p50 µs | p99 µs | throughput ratio | p99 ratio |"
+        "| in flight | echo req/s | echo p50 µs | echo p99 µs | {name} req/s | p50 µs | p99 µs | throughput ratio | p99 ratio | like-for-like echo req/s | ratio to it |"
     );
-    println!("|---|---|---|---|---|---|---|---|---|");
+    println!("|---|---|---|---|---|---|---|---|---|---|---|");
     for &n in &levels {
         let echo_call = |ch: Channel| async move {
             EchoServiceClient::new(ch)
@@ -160,6 +179,18 @@ async fn main() -> anyhow::Result<()> {
                 })
                 .await
                 .is_ok()
+        };
+        let like_call = {
+            let (auth, like) = (auth.clone(), like.clone());
+            move |ch: Channel| {
+                let mut r = Request::new(echo::EchoRequest {
+                    message: like.clone(),
+                });
+                if !health {
+                    r.metadata_mut().insert("authorization", auth.clone());
+                }
+                async move { EchoServiceClient::new(ch).echo(r).await.is_ok() }
+            }
         };
         let check_call = {
             let (auth, check) = (auth.clone(), check.clone());
@@ -178,14 +209,16 @@ async fn main() -> anyhow::Result<()> {
         // sides alike; the figures pool every round.
         measure(&echo_ch, n, 1, echo_call).await;
         measure(&fg_ch, n, 1, check_call.clone()).await;
-        let (mut e, mut c) = (Pool::default(), Pool::default());
+        measure(&echo_ch, n, 1, like_call.clone()).await;
+        let (mut e, mut c, mut l) = (Pool::default(), Pool::default(), Pool::default());
         for _ in 0..rounds {
             e.add(measure(&echo_ch, n, secs, echo_call).await);
             c.add(measure(&fg_ch, n, secs, check_call.clone()).await);
+            l.add(measure(&echo_ch, n, secs, like_call.clone()).await);
         }
-        let (e, c) = (e.figures(), c.figures());
+        let (e, c, l) = (e.figures(), c.figures(), l.figures());
         println!(
-            "| {n} | {:.0} | {:.0} | {:.0} | {:.0} | {:.0} | {:.0} | {:.2} | {:.2} |",
+            "| {n} | {:.0} | {:.0} | {:.0} | {:.0} | {:.0} | {:.0} | {:.2} | {:.2} | {:.0} | {:.2} |",
             e.rps,
             e.p50_us,
             e.p99_us,
@@ -193,7 +226,9 @@ async fn main() -> anyhow::Result<()> {
             c.p50_us,
             c.p99_us,
             c.rps / e.rps,
-            c.p99_us / e.p99_us
+            c.p99_us / e.p99_us,
+            l.rps,
+            c.rps / l.rps
         );
     }
     Ok(())

@@ -12,7 +12,7 @@ use tonic::{Request, Response, Status};
 use super::reply;
 use crate::auth::RequestCtx;
 use crate::convert::{
-    PrincipalRef, UserRef, application_name, environment_name, group_name, parse_ids,
+    PrincipalRef, UserRef, application_name, environment_name, group_name_of, id_pairs, parse_ids,
     parse_principal, role_from_proto, role_to_proto,
 };
 use crate::directory::Principal;
@@ -52,28 +52,30 @@ fn resource(
     name: &str,
     perm: Permission,
 ) -> ApiResult<(ResourceRef, PortfolioId)> {
-    let depth = name.split('/').count();
-    let (r, p_id, a_id) = if depth == 6 {
-        let ids = parse_ids(field, name, &["portfolios", "applications", "environments"])?;
-        (
-            ResourceRef::Environment(EnvironmentId(ids[2])),
-            ids[0],
-            ids[1],
-        )
-    } else {
-        let ids = parse_ids(field, name, &["portfolios", "applications"])
-            .map_err(|_| ApiError::invalid(field, "must be an environment or application name"))?;
-        if perm.value().is_some() {
+    const SHAPE: [&str; 3] = ["portfolios", "applications", "environments"];
+    let (r, p_id, a_id) = match id_pairs(name, &SHAPE).as_deref() {
+        Some(&[p, a, e]) => (ResourceRef::Environment(EnvironmentId(e)), p, a),
+        Some(&[p, a]) => {
+            if perm.value().is_some() {
+                return Err(ApiError::invalid(
+                    field,
+                    format!("{perm} is checked on an environment, not an application"),
+                ));
+            }
+            (ResourceRef::Application(ApplicationId(a)), p, a)
+        }
+        // Shaped like an environment's name: say what an environment's name is.
+        _ if name.bytes().filter(|&b| b == b'/').count() == 5 => {
+            return Err(parse_ids(field, name, &SHAPE)
+                .err()
+                .unwrap_or_else(|| ApiError::invalid(field, "must be an environment name")));
+        }
+        _ => {
             return Err(ApiError::invalid(
                 field,
-                format!("{perm} is checked on an environment, not an application"),
+                "must be an environment or application name",
             ));
         }
-        (
-            ResourceRef::Application(ApplicationId(ids[1])),
-            ids[0],
-            ids[1],
-        )
     };
     match snap.parents(r) {
         Some((p, a)) if p.0 == p_id && a.0 == a_id => Ok((r, p)),
@@ -104,7 +106,7 @@ fn concat(a: &str, b: &str) -> String {
 fn decision_pb(snap: &Snapshot, d: Decision) -> pb::PermissionDecision {
     let group = |g| {
         snap.group_portfolio(g)
-            .map(|p| group_name(p, g))
+            .map(|p| group_name_of(p, g))
             .unwrap_or_default()
     };
     let (reason, granted_by) = match d.reason {
@@ -340,7 +342,7 @@ impl PermissionService for PermissionSvc {
             .map(|g| pb::GroupContribution {
                 group: snap
                     .group_portfolio(g.group)
-                    .map(|p| group_name(p, g.group))
+                    .map(|p| group_name_of(p, g.group))
                     .unwrap_or_default(),
                 administrators: g.administrators,
                 grants: g.grants.clone(),
