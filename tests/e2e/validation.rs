@@ -789,6 +789,27 @@ async fn access_model_rpcs_validate_their_input(b: Backend) {
             .await,
         "check.resource",
     );
+    // Names one pass of the parser must refuse whole: empty, a trailing slash, an
+    // environment's shape with a bad id, a pair too many, an empty segment.
+    let bad_env = dev.name.rsplit_once('/').unwrap().0.to_owned() + "/not-a-uuid";
+    for name in [
+        String::new(),
+        format!("{}/", dev.name),
+        format!("{}/", web.name),
+        bad_env,
+        format!("{}/flags/x", dev.name),
+        web.name.replacen("/applications", "//applications", 1),
+    ] {
+        expect_invalid(
+            perms
+                .check_permission(a!(pb::CheckPermissionRequest {
+                    check: Some(chk(1, &name, "")),
+                    min_revision: 0
+                }))
+                .await,
+            "check.resource",
+        );
+    }
     expect_invalid(
         perms
             .check_permission(a!(pb::CheckPermissionRequest {
