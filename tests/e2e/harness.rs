@@ -672,3 +672,45 @@ pub async fn run_support_script(
     );
     stdout
 }
+
+/// A new service account's key (a provisioning account's, when `provisioner`), and the
+/// account's name.
+pub async fn service_account_key(
+    channel: Channel,
+    admin: &str,
+    provisioner: bool,
+) -> (String, String) {
+    let mut accounts = ServiceAccountServiceClient::new(channel);
+    let sa = accounts
+        .create_service_account(authed(
+            pb::CreateServiceAccountRequest {
+                service_account: Some(pb::ServiceAccount {
+                    display_name: "Okta provisioning".into(),
+                    provisioner,
+                    ..Default::default()
+                }),
+            },
+            admin,
+        ))
+        .await
+        .unwrap()
+        .into_inner()
+        .service_account
+        .unwrap();
+    let key = accounts
+        .create_service_account_key(authed(
+            pb::CreateServiceAccountKeyRequest {
+                parent: sa.name.clone(),
+                key: Some(pb::ServiceAccountKey {
+                    display_name: "scim".into(),
+                    ..Default::default()
+                }),
+            },
+            admin,
+        ))
+        .await
+        .unwrap()
+        .into_inner()
+        .secret;
+    (key, sa.name)
+}

@@ -102,40 +102,7 @@ fn dechunk(mut b: &[u8]) -> Vec<u8> {
 
 /// A provisioning service account's key, and the account's name.
 async fn provisioning_key(s: &TestServer, admin: &str, provisioner: bool) -> (String, String) {
-    let sa = s
-        .service_accounts()
-        .create_service_account(authed(
-            pb::CreateServiceAccountRequest {
-                service_account: Some(pb::ServiceAccount {
-                    display_name: "Okta provisioning".into(),
-                    provisioner,
-                    ..Default::default()
-                }),
-            },
-            admin,
-        ))
-        .await
-        .unwrap()
-        .into_inner()
-        .service_account
-        .unwrap();
-    let key = s
-        .service_accounts()
-        .create_service_account_key(authed(
-            pb::CreateServiceAccountKeyRequest {
-                parent: sa.name.clone(),
-                key: Some(pb::ServiceAccountKey {
-                    display_name: "scim".into(),
-                    ..Default::default()
-                }),
-            },
-            admin,
-        ))
-        .await
-        .unwrap()
-        .into_inner()
-        .secret;
-    (key, sa.name)
+    crate::harness::service_account_key(s.channel.clone(), admin, provisioner).await
 }
 
 fn error_of(r: &Reply) -> (&str, &str) {

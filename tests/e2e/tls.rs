@@ -9,7 +9,7 @@ use fluxgate_proto::v1::auth_service_client::AuthServiceClient;
 use fluxgate_server::Server;
 use tonic::transport::{Certificate, Channel, ClientTlsConfig, Identity};
 
-use crate::harness::{ADMIN, ADMIN_PASSWORD, Backend, test_config};
+use crate::harness::{ADMIN, ADMIN_PASSWORD, Backend, authed, service_account_key, test_config};
 
 /// Starts a server with TLS (and, when `client_ca`, client certificates required); returns its
 /// address.
@@ -19,7 +19,18 @@ async fn start_tls(
     client_ca: bool,
     certs: &Path,
 ) -> (std::net::SocketAddr, Option<tempfile::TempDir>) {
+    start_tls_with(b, pki, client_ca, certs, |_| {}).await
+}
+
+async fn start_tls_with(
+    b: &Backend,
+    pki: &Pki,
+    client_ca: bool,
+    certs: &Path,
+    tweak: impl FnOnce(&mut fluxgate_server::Config),
+) -> (std::net::SocketAddr, Option<tempfile::TempDir>) {
     let (mut config, dir) = test_config(b);
+    tweak(&mut config);
     let (cert, key) = pki.issue("localhost");
     config.tls.cert_path = Some(write(certs, "server.pem", &cert));
     config.tls.key_path = Some(write(certs, "server.key", &key));
@@ -32,15 +43,17 @@ async fn start_tls(
     (addr, dir)
 }
 
-async fn login(ch: Channel) -> Result<(), tonic::Status> {
-    AuthServiceClient::new(ch)
+/// Logs the admin in; the access token.
+async fn login(ch: Channel) -> Result<String, tonic::Status> {
+    let r = AuthServiceClient::new(ch)
         .login(pb::LoginRequest {
             username: ADMIN.into(),
             password: ADMIN_PASSWORD.into(),
             ..Default::default()
         })
-        .await
-        .map(|_| ())
+        .await?
+        .into_inner();
+    Ok(r.tokens.unwrap_or_default().access_token)
 }
 
 async fn channel(addr: std::net::SocketAddr, tls: Option<ClientTlsConfig>) -> Option<Channel> {
@@ -68,9 +81,28 @@ async fn serves_over_tls(b: Backend) {
         .ca_certificate(Certificate::from_pem(&pki.ca_pem))
         .domain_name("localhost");
     assert!(
-        works(addr, Some(trusting)).await,
+        works(addr, Some(trusting.clone())).await,
         "a client trusting the CA gets through"
     );
+    // The peer's address reaches the audit trail through TLS as it does without.
+    let ch = channel(addr, Some(trusting)).await.unwrap();
+    let token = login(ch.clone()).await.unwrap();
+    let logins = fluxgate_proto::v1::audit_service_client::AuditServiceClient::new(ch)
+        .list_audit_events(authed(
+            pb::ListAuditEventsRequest {
+                action: "auth.login".into(),
+                ..Default::default()
+            },
+            &token,
+        ))
+        .await
+        .unwrap()
+        .into_inner()
+        .events;
+    assert!(!logins.is_empty());
+    for e in &logins {
+        assert!(e.peer.starts_with("127.0.0.1:"), "{:?}", e.peer);
+    }
     assert!(!works(addr, None).await, "plaintext is refused");
     let stranger = Pki::new("Another CA");
     let distrusting = ClientTlsConfig::new()
@@ -107,4 +139,85 @@ async fn requires_client_certificates(b: Backend) {
     );
 }
 
-crate::both_backends!(serves_over_tls, requires_client_certificates);
+/// Over TLS, an HTTP/1.1-only client (ALPN `http/1.1`, as reqwest without HTTP/2 offers) gets
+/// through to SCIM, and the request's audit event names the peer, as a gRPC call's does.
+async fn scim_over_tls_speaks_http1_and_names_the_peer(b: Backend) {
+    let certs = tempfile::tempdir().unwrap();
+    let pki = Pki::new("FluxGate test CA");
+    let (addr, _dir) = start_tls(&b, &pki, false, certs.path()).await;
+    let tls = ClientTlsConfig::new()
+        .ca_certificate(Certificate::from_pem(&pki.ca_pem))
+        .domain_name("localhost");
+    let ch = channel(addr, Some(tls)).await.unwrap();
+    let admin = login(ch.clone()).await.unwrap();
+    let (key, account) = service_account_key(ch.clone(), &admin, true).await;
+
+    let https = reqwest::Client::builder()
+        .add_root_certificate(reqwest::Certificate::from_pem(pki.ca_pem.as_bytes()).unwrap())
+        .resolve("localhost", addr)
+        .build()
+        .unwrap();
+    let created = https
+        .post(format!("https://localhost:{}/scim/v2/Users", addr.port()))
+        .bearer_auth(&key)
+        .header("content-type", "application/scim+json")
+        .body(r#"{"schemas":["urn:ietf:params:scim:schemas:core:2.0:User"],"userName":"tls-ann"}"#)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(created.status(), 201, "{:?}", created.text().await);
+
+    let events = fluxgate_proto::v1::audit_service_client::AuditServiceClient::new(ch)
+        .list_audit_events(authed(
+            pb::ListAuditEventsRequest {
+                action: "user.created".into(),
+                actor: account,
+                ..Default::default()
+            },
+            &admin,
+        ))
+        .await
+        .unwrap()
+        .into_inner()
+        .events;
+    assert_eq!(events.len(), 1, "{events:?}");
+    assert!(
+        events[0].peer.starts_with("127.0.0.1:"),
+        "{:?}",
+        events[0].peer
+    );
+}
+
+crate::both_backends!(
+    serves_over_tls,
+    requires_client_certificates,
+    scim_over_tls_speaks_http1_and_names_the_peer,
+    a_stalled_tls_handshake_is_closed
+);
+
+/// A client that starts a TLS handshake and stalls is closed at the handshake timeout, and
+/// others get through meanwhile.
+async fn a_stalled_tls_handshake_is_closed(b: Backend) {
+    use tokio::io::{AsyncReadExt as _, AsyncWriteExt as _};
+    let certs = tempfile::tempdir().unwrap();
+    let pki = Pki::new("FluxGate test CA");
+    let (addr, _dir) = start_tls_with(&b, &pki, false, certs.path(), |c| {
+        c.handshake_timeout_ms = 300;
+    })
+    .await;
+    let mut stalled = tokio::net::TcpStream::connect(addr).await.unwrap();
+    // The first bytes of a TLS record holding a ClientHello, and nothing more.
+    stalled.write_all(&[0x16, 0x03, 0x01]).await.unwrap();
+    let tls = ClientTlsConfig::new()
+        .ca_certificate(Certificate::from_pem(&pki.ca_pem))
+        .domain_name("localhost");
+    assert!(works(addr, Some(tls)).await, "others get through");
+    let mut buf = [0u8; 64];
+    let read = tokio::time::timeout(std::time::Duration::from_secs(10), stalled.read(&mut buf))
+        .await
+        .expect("closed well before 10 s");
+    assert!(
+        matches!(read, Ok(0)) || read.is_err(),
+        "closed without an answer: {read:?}"
+    );
+}

@@ -13,6 +13,11 @@
 //! * an `accept` failure (out of descriptors) closes the oldest pending connection and backs off
 //!   instead of spinning.
 //!
+//! With TLS configured, the handshake is made here too, within the same timeout, and offers
+//! both `h2` and `http/1.1` by ALPN: gRPC needs HTTP/2, while browsers, SCIM clients and
+//! sign-in redirects may speak HTTP/1.1 (tonic's own TLS offers `h2` alone, and a client that
+//! asks for `http/1.1` only would be refused in the handshake).
+//!
 //! Established connections are watched by HTTP/2 keep-alive pings (configured on the server).
 
 use std::collections::VecDeque;
@@ -27,10 +32,21 @@ use std::time::{Duration, Instant};
 use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
 use tokio::net::{TcpListener, TcpStream};
 use tokio::sync::{OwnedSemaphorePermit, Semaphore, mpsc, oneshot};
+use tokio_rustls::TlsAcceptor;
+use tokio_rustls::server::TlsStream;
 use tonic::transport::server::{Connected, TcpConnectInfo};
 
 /// Largest request message accepted.
 pub const MAX_MESSAGE_BYTES: usize = 1024 * 1024;
+
+/// The peer's address of the connection a plain HTTP request (SCIM, sign-in) came on: what
+/// `tonic::Request::remote_addr` gives a gRPC call. With or without TLS, a connection tells
+/// its peer as [`TcpConnectInfo`].
+pub fn remote_addr(extensions: &http::Extensions) -> Option<std::net::SocketAddr> {
+    extensions
+        .get::<TcpConnectInfo>()
+        .and_then(TcpConnectInfo::remote_addr)
+}
 
 /// Connection limits.
 #[derive(Debug, Clone, Copy)]
@@ -85,23 +101,39 @@ impl Bursts {
 /// one `write` (with vectored writes it chains every frame of 256 bytes or more and sends each
 /// on its own; larger frames now cost a second `write`, the frame's head then its body).
 pub struct Conn {
-    stream: TcpStream,
+    stream: Stream,
     _slot: OwnedSemaphorePermit,
     bursts: Arc<Bursts>,
     /// The turn a write waits for, during a burst.
     turn: Option<Pin<Box<dyn Future<Output = ()> + Send + Sync>>>,
 }
 
+/// A connection's bytes: as they come, or through TLS.
+enum Stream {
+    Plain(TcpStream),
+    Tls(Box<TlsStream<TcpStream>>),
+}
+
+impl Stream {
+    fn tcp(&self) -> &TcpStream {
+        match self {
+            Stream::Plain(s) => s,
+            Stream::Tls(s) => s.get_ref().0,
+        }
+    }
+}
+
 impl std::fmt::Debug for Conn {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("Conn")
-            .field("stream", &self.stream)
+            .field("stream", self.stream.tcp())
+            .field("tls", &matches!(self.stream, Stream::Tls(_)))
             .finish()
     }
 }
 
 impl Conn {
-    fn new(stream: TcpStream, slot: OwnedSemaphorePermit, bursts: Arc<Bursts>) -> Self {
+    fn new(stream: Stream, slot: OwnedSemaphorePermit, bursts: Arc<Bursts>) -> Self {
         Self {
             stream,
             _slot: slot,
@@ -127,7 +159,7 @@ impl Connected for Conn {
     type ConnectInfo = TcpConnectInfo;
 
     fn connect_info(&self) -> TcpConnectInfo {
-        self.stream.connect_info()
+        self.stream.tcp().connect_info()
     }
 }
 
@@ -137,7 +169,10 @@ impl AsyncRead for Conn {
         cx: &mut Context<'_>,
         buf: &mut ReadBuf<'_>,
     ) -> Poll<io::Result<()>> {
-        Pin::new(&mut self.stream).poll_read(cx, buf)
+        match &mut self.stream {
+            Stream::Plain(s) => Pin::new(s).poll_read(cx, buf),
+            Stream::Tls(s) => Pin::new(s).poll_read(cx, buf),
+        }
     }
 }
 
@@ -149,15 +184,24 @@ impl AsyncWrite for Conn {
     ) -> Poll<io::Result<usize>> {
         let this = &mut *self;
         std::task::ready!(this.poll_turn(cx));
-        Pin::new(&mut this.stream).poll_write(cx, buf)
+        match &mut this.stream {
+            Stream::Plain(s) => Pin::new(s).poll_write(cx, buf),
+            Stream::Tls(s) => Pin::new(s).poll_write(cx, buf),
+        }
     }
 
     fn poll_flush(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
-        Pin::new(&mut self.stream).poll_flush(cx)
+        match &mut self.stream {
+            Stream::Plain(s) => Pin::new(s).poll_flush(cx),
+            Stream::Tls(s) => Pin::new(s).poll_flush(cx),
+        }
     }
 
     fn poll_shutdown(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
-        Pin::new(&mut self.stream).poll_shutdown(cx)
+        match &mut self.stream {
+            Stream::Plain(s) => Pin::new(s).poll_shutdown(cx),
+            Stream::Tls(s) => Pin::new(s).poll_shutdown(cx),
+        }
     }
 
     fn is_write_vectored(&self) -> bool {
@@ -220,21 +264,23 @@ pub fn default_max_connections(descriptor_limit: Option<u64>) -> usize {
 }
 
 /// Accepts connections on `listener` under `limits`; connections that sent their first bytes
-/// come out of the returned stream, for the gRPC server; their writes are gathered during
-/// `bursts`.
+/// come out of the returned stream, for the gRPC server (through `tls`'s handshake first, when
+/// given); their writes are gathered during `bursts`.
 pub fn incoming(
     listener: TcpListener,
     limits: Limits,
+    tls: Option<TlsAcceptor>,
     bursts: Arc<Bursts>,
 ) -> tokio_stream::wrappers::ReceiverStream<io::Result<Conn>> {
     let (tx, rx) = mpsc::channel(64);
-    tokio::spawn(accept_loop(listener, limits, bursts, tx));
+    tokio::spawn(accept_loop(listener, limits, tls, bursts, tx));
     tokio_stream::wrappers::ReceiverStream::new(rx)
 }
 
 async fn accept_loop(
     listener: TcpListener,
     limits: Limits,
+    tls: Option<TlsAcceptor>,
     bursts: Arc<Bursts>,
     out: mpsc::Sender<io::Result<Conn>>,
 ) {
@@ -281,7 +327,9 @@ async fn accept_loop(
         };
         let _ = stream.set_nodelay(true);
         let (id, evicted) = pending.lock().unwrap_or_else(|e| e.into_inner()).add();
-        let (out, pending, bursts) = (out.clone(), pending.clone(), bursts.clone());
+        let (out, pending, bursts, tls) =
+            (out.clone(), pending.clone(), bursts.clone(), tls.clone());
+        let started = tokio::time::Instant::now();
         tokio::spawn(async move {
             let mut first = [0u8; 1];
             let ready = tokio::select! {
@@ -297,9 +345,28 @@ async fn accept_loop(
                 }
             };
             pending.lock().unwrap_or_else(|e| e.into_inner()).remove(id);
-            if ready {
-                let _ = out.send(Ok(Conn::new(stream, slot, bursts))).await;
+            if !ready {
+                return;
             }
+            let stream = match tls {
+                None => Stream::Plain(stream),
+                // The handshake, too, must end within the handshake timeout.
+                Some(tls) => {
+                    let deadline = started + limits.handshake_timeout;
+                    match tokio::time::timeout_at(deadline, tls.accept(stream)).await {
+                        Ok(Ok(s)) => Stream::Tls(Box::new(s)),
+                        Ok(Err(e)) => {
+                            tracing::debug!(%peer, error = %e, "TLS handshake failed");
+                            return;
+                        }
+                        Err(_) => {
+                            tracing::debug!(%peer, "closing a connection whose TLS handshake did not end in time");
+                            return;
+                        }
+                    }
+                }
+            };
+            let _ = out.send(Ok(Conn::new(stream, slot, bursts))).await;
         });
     }
 }
@@ -316,7 +383,7 @@ mod tests {
             .unwrap();
         let (stream, _) = listener.accept().await.unwrap();
         let slot = Arc::new(Semaphore::new(1)).try_acquire_owned().unwrap();
-        (Conn::new(stream, slot, bursts), peer)
+        (Conn::new(Stream::Plain(stream), slot, bursts), peer)
     }
 
     /// Writes `bytes`; whether the first poll of the write was pending.

@@ -100,11 +100,7 @@ type Answer = Result<Response<Body>, ScimError>;
 /// Serves one SCIM request.
 pub async fn handle(state: Arc<AppState>, req: Request<Body>) -> Response<Body> {
     let (parts, body) = req.into_parts();
-    let peer = parts
-        .extensions
-        .get::<tonic::transport::server::TcpConnectInfo>()
-        .and_then(|i| i.remote_addr())
-        .map(|a| a.to_string());
+    let peer = crate::incoming::remote_addr(&parts.extensions).map(|a| a.to_string());
     let origin = fluxgate_core::Origin {
         request_id: Some(uuid::Uuid::new_v4().to_string()),
         peer_addr: peer,

@@ -48,7 +48,7 @@ pub use crate::incoming::MAX_MESSAGE_BYTES;
 pub struct Server {
     listener: TcpListener,
     metrics_listener: Option<TcpListener>,
-    tls: Option<tonic::transport::ServerTlsConfig>,
+    tls: Option<tokio_rustls::TlsAcceptor>,
     state: Arc<AppState>,
     pub bootstrap: Bootstrap,
 }
@@ -316,10 +316,9 @@ impl Server {
         .max_decoding_message_size(MAX_MESSAGE_BYTES);
 
         tracing::info!(%addr, backend = state.db.store().backend().as_str(), "serving");
-        let mut builder = tonic::transport::Server::builder();
-        if let Some(tls) = self.tls {
+        let builder = tonic::transport::Server::builder();
+        if self.tls.is_some() {
             tracing::info!("serving over TLS");
-            builder = builder.tls_config(tls)?;
         }
         let descriptors = crate::incoming::raise_descriptor_limit();
         let limits = crate::incoming::Limits {
@@ -366,7 +365,12 @@ impl Server {
             .add_service(email)
             .add_service(webhook_service)
             .serve_with_incoming_shutdown(
-                crate::incoming::incoming(self.listener, limits, state.watch_feeds.bursts()),
+                crate::incoming::incoming(
+                    self.listener,
+                    limits,
+                    self.tls,
+                    state.watch_feeds.bursts(),
+                ),
                 shutdown,
             )
             .await;
@@ -384,23 +388,53 @@ impl Server {
     }
 }
 
-/// The TLS settings, with the files read now so that a bad path stops the start.
-fn tls_config(
-    c: &crate::config::TlsConfig,
-) -> anyhow::Result<Option<tonic::transport::ServerTlsConfig>> {
+/// The TLS settings, with the files read now so that a bad path or file stops the start.
+/// ALPN offers `h2` and `http/1.1`: gRPC needs HTTP/2, while browsers, SCIM clients and
+/// sign-in redirects may speak HTTP/1.1.
+fn tls_config(c: &crate::config::TlsConfig) -> anyhow::Result<Option<tokio_rustls::TlsAcceptor>> {
     use anyhow::Context as _;
-    use tonic::transport::{Certificate, Identity, ServerTlsConfig};
-    let (Some(cert), Some(key)) = (&c.cert_path, &c.key_path) else {
+    use tokio_rustls::rustls;
+    use tokio_rustls::rustls::pki_types::pem::PemObject as _;
+    use tokio_rustls::rustls::pki_types::{CertificateDer, PrivateKeyDer};
+    let (Some(cert_path), Some(key_path)) = (&c.cert_path, &c.key_path) else {
         return Ok(None);
     };
     let read = |p: &std::path::PathBuf| {
         std::fs::read(p).with_context(|| format!("reading {}", p.display()))
     };
-    let mut tls = ServerTlsConfig::new().identity(Identity::from_pem(read(cert)?, read(key)?));
-    if let Some(ca) = &c.client_ca_path {
-        tls = tls.client_ca_root(Certificate::from_pem(read(ca)?));
-    }
-    Ok(Some(tls))
+    let certs = |p: &std::path::PathBuf| -> anyhow::Result<Vec<CertificateDer<'static>>> {
+        let certs = CertificateDer::pem_slice_iter(&read(p)?)
+            .collect::<Result<Vec<_>, _>>()
+            .with_context(|| format!("reading the certificates in {}", p.display()))?;
+        anyhow::ensure!(!certs.is_empty(), "{} holds no certificate", p.display());
+        Ok(certs)
+    };
+    let chain = certs(cert_path)?;
+    let key = PrivateKeyDer::from_pem_slice(&read(key_path)?)
+        .with_context(|| format!("reading the private key in {}", key_path.display()))?;
+    let provider = Arc::new(rustls::crypto::ring::default_provider());
+    let builder = rustls::ServerConfig::builder_with_provider(provider.clone())
+        .with_safe_default_protocol_versions()?;
+    let builder = match &c.client_ca_path {
+        None => builder.with_no_client_auth(),
+        Some(ca) => {
+            let mut roots = rustls::RootCertStore::empty();
+            for cert in certs(ca)? {
+                roots
+                    .add(cert)
+                    .with_context(|| format!("a CA certificate in {}", ca.display()))?;
+            }
+            let verifier =
+                rustls::server::WebPkiClientVerifier::builder_with_provider(roots.into(), provider)
+                    .build()?;
+            builder.with_client_cert_verifier(verifier)
+        }
+    };
+    let mut config = builder
+        .with_single_cert(chain, key)
+        .context("the TLS certificate and key")?;
+    config.alpn_protocols = vec![b"h2".to_vec(), b"http/1.1".to_vec()];
+    Ok(Some(tokio_rustls::TlsAcceptor::from(Arc::new(config))))
 }
 
 /// Sends the review digests when they are due (each replica checks; the write lock and the

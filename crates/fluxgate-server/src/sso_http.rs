@@ -59,11 +59,7 @@ pub async fn handle(state: Arc<AppState>, req: Request<Body>) -> Response<Body> 
         form_urlencoded::parse(req.uri().query().unwrap_or("").as_bytes())
             .into_owned()
             .collect();
-    let peer = req
-        .extensions()
-        .get::<tonic::transport::server::TcpConnectInfo>()
-        .and_then(|i| i.remote_addr())
-        .map(|a| a.to_string());
+    let peer = crate::incoming::remote_addr(req.extensions()).map(|a| a.to_string());
     let origin = fluxgate_core::Origin {
         request_id: Some(uuid::Uuid::new_v4().to_string()),
         peer_addr: peer,
