@@ -65,6 +65,33 @@ async fn channel(addr: std::net::SocketAddr, tls: Option<ClientTlsConfig>) -> Op
     ep.connect().await.ok()
 }
 
+/// A client's TLS settings, trusting `pki`'s CA for `localhost`.
+fn trusting(pki: &Pki) -> ClientTlsConfig {
+    ClientTlsConfig::new()
+        .ca_certificate(Certificate::from_pem(&pki.ca_pem))
+        .domain_name("localhost")
+}
+
+/// The `peer` of each audit event with `action` (by `actor`, when not empty).
+async fn audit_peers(ch: Channel, token: &str, action: &str, actor: &str) -> Vec<String> {
+    fluxgate_proto::v1::audit_service_client::AuditServiceClient::new(ch)
+        .list_audit_events(authed(
+            pb::ListAuditEventsRequest {
+                action: action.into(),
+                actor: actor.into(),
+                ..Default::default()
+            },
+            token,
+        ))
+        .await
+        .unwrap()
+        .into_inner()
+        .events
+        .into_iter()
+        .map(|e| e.peer)
+        .collect()
+}
+
 /// Connects and logs in; `false` when the connection or the call is refused.
 async fn works(addr: std::net::SocketAddr, tls: Option<ClientTlsConfig>) -> bool {
     match channel(addr, tls).await {
@@ -77,37 +104,21 @@ async fn serves_over_tls(b: Backend) {
     let certs = tempfile::tempdir().unwrap();
     let pki = Pki::new("FluxGate test CA");
     let (addr, _dir) = start_tls(&b, &pki, false, certs.path()).await;
-    let trusting = ClientTlsConfig::new()
-        .ca_certificate(Certificate::from_pem(&pki.ca_pem))
-        .domain_name("localhost");
     assert!(
-        works(addr, Some(trusting.clone())).await,
+        works(addr, Some(trusting(&pki))).await,
         "a client trusting the CA gets through"
     );
     // The peer's address reaches the audit trail through TLS as it does without.
-    let ch = channel(addr, Some(trusting)).await.unwrap();
+    let ch = channel(addr, Some(trusting(&pki))).await.unwrap();
     let token = login(ch.clone()).await.unwrap();
-    let logins = fluxgate_proto::v1::audit_service_client::AuditServiceClient::new(ch)
-        .list_audit_events(authed(
-            pb::ListAuditEventsRequest {
-                action: "auth.login".into(),
-                ..Default::default()
-            },
-            &token,
-        ))
-        .await
-        .unwrap()
-        .into_inner()
-        .events;
-    assert!(!logins.is_empty());
-    for e in &logins {
-        assert!(e.peer.starts_with("127.0.0.1:"), "{:?}", e.peer);
+    let peers = audit_peers(ch, &token, "auth.login", "").await;
+    assert!(!peers.is_empty());
+    for p in &peers {
+        assert!(p.starts_with("127.0.0.1:"), "{p:?}");
     }
     assert!(!works(addr, None).await, "plaintext is refused");
     let stranger = Pki::new("Another CA");
-    let distrusting = ClientTlsConfig::new()
-        .ca_certificate(Certificate::from_pem(&stranger.ca_pem))
-        .domain_name("localhost");
+    let distrusting = trusting(&stranger);
     assert!(
         !works(addr, Some(distrusting)).await,
         "an unknown server certificate is refused"
@@ -118,11 +129,7 @@ async fn requires_client_certificates(b: Backend) {
     let certs = tempfile::tempdir().unwrap();
     let pki = Pki::new("FluxGate test CA");
     let (addr, _dir) = start_tls(&b, &pki, true, certs.path()).await;
-    let base = || {
-        ClientTlsConfig::new()
-            .ca_certificate(Certificate::from_pem(&pki.ca_pem))
-            .domain_name("localhost")
-    };
+    let base = || trusting(&pki);
     assert!(
         !works(addr, Some(base())).await,
         "no client certificate: refused"
@@ -145,10 +152,7 @@ async fn scim_over_tls_speaks_http1_and_names_the_peer(b: Backend) {
     let certs = tempfile::tempdir().unwrap();
     let pki = Pki::new("FluxGate test CA");
     let (addr, _dir) = start_tls(&b, &pki, false, certs.path()).await;
-    let tls = ClientTlsConfig::new()
-        .ca_certificate(Certificate::from_pem(&pki.ca_pem))
-        .domain_name("localhost");
-    let ch = channel(addr, Some(tls)).await.unwrap();
+    let ch = channel(addr, Some(trusting(&pki))).await.unwrap();
     let admin = login(ch.clone()).await.unwrap();
     let (key, account) = service_account_key(ch.clone(), &admin, true).await;
 
@@ -167,25 +171,9 @@ async fn scim_over_tls_speaks_http1_and_names_the_peer(b: Backend) {
         .unwrap();
     assert_eq!(created.status(), 201, "{:?}", created.text().await);
 
-    let events = fluxgate_proto::v1::audit_service_client::AuditServiceClient::new(ch)
-        .list_audit_events(authed(
-            pb::ListAuditEventsRequest {
-                action: "user.created".into(),
-                actor: account,
-                ..Default::default()
-            },
-            &admin,
-        ))
-        .await
-        .unwrap()
-        .into_inner()
-        .events;
-    assert_eq!(events.len(), 1, "{events:?}");
-    assert!(
-        events[0].peer.starts_with("127.0.0.1:"),
-        "{:?}",
-        events[0].peer
-    );
+    let peers = audit_peers(ch, &admin, "user.created", &account).await;
+    assert_eq!(peers.len(), 1, "{peers:?}");
+    assert!(peers[0].starts_with("127.0.0.1:"), "{peers:?}");
 }
 
 crate::both_backends!(
@@ -208,10 +196,10 @@ async fn a_stalled_tls_handshake_is_closed(b: Backend) {
     let mut stalled = tokio::net::TcpStream::connect(addr).await.unwrap();
     // The first bytes of a TLS record holding a ClientHello, and nothing more.
     stalled.write_all(&[0x16, 0x03, 0x01]).await.unwrap();
-    let tls = ClientTlsConfig::new()
-        .ca_certificate(Certificate::from_pem(&pki.ca_pem))
-        .domain_name("localhost");
-    assert!(works(addr, Some(tls)).await, "others get through");
+    assert!(
+        works(addr, Some(trusting(&pki))).await,
+        "others get through"
+    );
     let mut buf = [0u8; 64];
     let read = tokio::time::timeout(std::time::Duration::from_secs(10), stalled.read(&mut buf))
         .await

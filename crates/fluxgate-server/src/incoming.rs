@@ -34,6 +34,7 @@ use tokio::net::{TcpListener, TcpStream};
 use tokio::sync::{OwnedSemaphorePermit, Semaphore, mpsc, oneshot};
 use tokio_rustls::TlsAcceptor;
 use tokio_rustls::server::TlsStream;
+use tokio_util::either::Either;
 use tonic::transport::server::{Connected, TcpConnectInfo};
 
 /// Largest request message accepted.
@@ -108,26 +109,22 @@ pub struct Conn {
     turn: Option<Pin<Box<dyn Future<Output = ()> + Send + Sync>>>,
 }
 
-/// A connection's bytes: as they come, or through TLS.
-enum Stream {
-    Plain(TcpStream),
-    Tls(Box<TlsStream<TcpStream>>),
-}
+/// A connection's bytes: as they come (`Left`), or through TLS (`Right`).
+type Stream = Either<TcpStream, Box<TlsStream<TcpStream>>>;
 
-impl Stream {
-    fn tcp(&self) -> &TcpStream {
-        match self {
-            Stream::Plain(s) => s,
-            Stream::Tls(s) => s.get_ref().0,
-        }
+/// The TCP connection under a stream.
+fn tcp(stream: &Stream) -> &TcpStream {
+    match stream {
+        Either::Left(s) => s,
+        Either::Right(s) => s.get_ref().0,
     }
 }
 
 impl std::fmt::Debug for Conn {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("Conn")
-            .field("stream", self.stream.tcp())
-            .field("tls", &matches!(self.stream, Stream::Tls(_)))
+            .field("stream", tcp(&self.stream))
+            .field("tls", &matches!(self.stream, Either::Right(_)))
             .finish()
     }
 }
@@ -159,7 +156,7 @@ impl Connected for Conn {
     type ConnectInfo = TcpConnectInfo;
 
     fn connect_info(&self) -> TcpConnectInfo {
-        self.stream.tcp().connect_info()
+        tcp(&self.stream).connect_info()
     }
 }
 
@@ -169,10 +166,7 @@ impl AsyncRead for Conn {
         cx: &mut Context<'_>,
         buf: &mut ReadBuf<'_>,
     ) -> Poll<io::Result<()>> {
-        match &mut self.stream {
-            Stream::Plain(s) => Pin::new(s).poll_read(cx, buf),
-            Stream::Tls(s) => Pin::new(s).poll_read(cx, buf),
-        }
+        Pin::new(&mut self.stream).poll_read(cx, buf)
     }
 }
 
@@ -184,24 +178,15 @@ impl AsyncWrite for Conn {
     ) -> Poll<io::Result<usize>> {
         let this = &mut *self;
         std::task::ready!(this.poll_turn(cx));
-        match &mut this.stream {
-            Stream::Plain(s) => Pin::new(s).poll_write(cx, buf),
-            Stream::Tls(s) => Pin::new(s).poll_write(cx, buf),
-        }
+        Pin::new(&mut this.stream).poll_write(cx, buf)
     }
 
     fn poll_flush(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
-        match &mut self.stream {
-            Stream::Plain(s) => Pin::new(s).poll_flush(cx),
-            Stream::Tls(s) => Pin::new(s).poll_flush(cx),
-        }
+        Pin::new(&mut self.stream).poll_flush(cx)
     }
 
     fn poll_shutdown(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
-        match &mut self.stream {
-            Stream::Plain(s) => Pin::new(s).poll_shutdown(cx),
-            Stream::Tls(s) => Pin::new(s).poll_shutdown(cx),
-        }
+        Pin::new(&mut self.stream).poll_shutdown(cx)
     }
 
     fn is_write_vectored(&self) -> bool {
@@ -349,12 +334,12 @@ async fn accept_loop(
                 return;
             }
             let stream = match tls {
-                None => Stream::Plain(stream),
+                None => Either::Left(stream),
                 // The handshake, too, must end within the handshake timeout.
                 Some(tls) => {
                     let deadline = started + limits.handshake_timeout;
                     match tokio::time::timeout_at(deadline, tls.accept(stream)).await {
-                        Ok(Ok(s)) => Stream::Tls(Box::new(s)),
+                        Ok(Ok(s)) => Either::Right(Box::new(s)),
                         Ok(Err(e)) => {
                             tracing::debug!(%peer, error = %e, "TLS handshake failed");
                             return;
@@ -383,7 +368,7 @@ mod tests {
             .unwrap();
         let (stream, _) = listener.accept().await.unwrap();
         let slot = Arc::new(Semaphore::new(1)).try_acquire_owned().unwrap();
-        (Conn::new(Stream::Plain(stream), slot, bursts), peer)
+        (Conn::new(Either::Left(stream), slot, bursts), peer)
     }
 
     /// Writes `bytes`; whether the first poll of the write was pending.
